@@ -1,0 +1,131 @@
+"""Reading images and masks with validation; every failure names the file in one line."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+Size = tuple[int, int]  # (height, width)
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (0 bytes)")
+    try:
+        img = Image.open(path)
+        img.load()  # decode now so truncation surfaces here, not later
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable image ({str(exc).splitlines()[0]})") from exc
+    return img
+
+
+def _to_float_array(img: Image.Image, path: Path) -> np.ndarray:
+    """Return HxWxC float32 in [0, 1] whatever the bit depth or mode."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
+        arr = (arr / scale)[..., None]
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)[..., None]
+        if not np.isfinite(arr).all():
+            raise DataError(f"{path}: image contains NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    else:
+        if img.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "1", "L;16"):
+            img = img.convert("RGBA" if "A" in img.mode or img.mode == "P" else "RGB")
+        if img.mode in ("RGBA", "LA"):
+            # Transparent pixels carry no surface: composite on black as the camera would see nothing.
+            bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
+            img = Image.alpha_composite(bg, img.convert("RGBA")).convert("RGB")
+        arr = np.asarray(img, dtype=np.float64) / 255.0
+        if arr.ndim == 2:
+            arr = arr[..., None]
+    return arr.astype(np.float32)
+
+
+def read_image(path: str | os.PathLike[str], size: Size | None = None) -> np.ndarray:
+    """Read any 8/16-bit gray, RGB or RGBA image as HxWx3 uint8 RGB, optionally resized to (H, W)."""
+    path = Path(path)
+    img = _open(path)
+    arr = _to_float_array(img, path)
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    arr = arr[..., :3]
+    out = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+    if size is not None:
+        out = resize_image(out, size)
+    return out
+
+
+def resize_image(image: np.ndarray, size: Size) -> np.ndarray:
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
+def resize_mask(mask: np.ndarray, size: Size) -> np.ndarray:
+    h, w = size
+    if mask.shape[:2] == (h, w):
+        return mask.astype(bool)
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
+
+
+def read_mask(
+    path: str | os.PathLike[str],
+    image_shape: Size | None = None,
+    size: Size | None = None,
+    nonbinary: str = "warn",
+) -> np.ndarray:
+    """Read a label mask as bool (non-zero = defect).
+
+    ``image_shape`` is the original image's (H, W): a mask of another size is an error, because it
+    would mark the wrong pixels. Masks that are not binary are binarised (non-zero = defect);
+    ``nonbinary`` says whether that is silent (``"ok"``, for datasets whose labels are multi-valued
+    by design), a warning (``"warn"``) or an error (``"error"``).
+    """
+    path = Path(path)
+    img = _open(path)
+    arr = np.asarray(img)
+    if arr.ndim == 3:
+        arr = arr[..., :3].max(axis=2)
+    if image_shape is not None and tuple(arr.shape[:2]) != tuple(image_shape):
+        raise DataError(
+            f"{path}: mask is {arr.shape[1]}x{arr.shape[0]} but its image is "
+            f"{image_shape[1]}x{image_shape[0]} (WxH)"
+        )
+    values = np.unique(arr)
+    if nonbinary != "ok" and (len(values) > 2 or (len(values) == 2 and values[0] != 0)):
+        msg = f"{path}: mask is not binary ({len(values)} distinct values); non-zero is taken as defect"
+        if nonbinary == "error":
+            raise DataError(msg)
+        warnings.warn(msg, stacklevel=2)
+    mask = arr > 0
+    if size is not None:
+        mask = resize_mask(mask, size)
+    return mask
+
+
+def image_shape(path: str | os.PathLike[str]) -> Size:
+    """(H, W) of an image without decoding the pixels."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            return img.size[1], img.size[0]
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: not a readable image ({str(exc).splitlines()[0]})") from exc
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
