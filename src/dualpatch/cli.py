@@ -1,0 +1,261 @@
+"""Command line: a thin shell over the library API (``dualpatch --help``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import warnings
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from .errors import DualpatchError
+
+app = typer.Typer(
+    help="PatchCore-style surface-defect detection with single and dual memory banks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class DatasetName(str, Enum):
+    kolektorsdd = "kolektorsdd"
+    ksdd2 = "ksdd2"
+    folder = "folder"
+    demo = "demo"
+
+
+class Bank(str, Enum):
+    single = "single"
+    dual = "dual"
+
+
+class Backbone(str, Enum):
+    efficientnet_lite0 = "efficientnet_lite0"
+    efficientnet_lite2 = "efficientnet_lite2"
+    resnet50 = "resnet50"
+    wide_resnet50_2 = "wide_resnet50_2"
+
+
+class Rule(str, Enum):
+    patch = "patch"
+    seed = "seed"
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    # Warnings are user-facing messages here: one line, no source location.
+    (file or sys.stderr).write(f"warning: {message}\n")
+
+
+def main() -> None:
+    """Entry point: dualpatch errors become one line on stderr and exit status 1."""
+    warnings.showwarning = _warning_line
+    try:
+        app(standalone_mode=False)
+    except DualpatchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own exit code and message
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("DUALPATCH_CACHE", Path.home() / ".cache" / "dualpatch" / "features"))
+
+
+def _parse_items(spec: str) -> list[int]:
+    out: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            out += list(range(int(lo), int(hi or lo) + 1))
+        except ValueError:
+            fail(f"--train-items: {spec!r} is not a list of item numbers like 1-33 or 1,2,5-9")
+    return out
+
+
+def open_dataset(name: DatasetName, data: Path, split: str, train_items: str | None = None):
+    from .data import KolektorSDD, load_dataset
+
+    if name == DatasetName.kolektorsdd and train_items:
+        return KolektorSDD(data, split, _parse_items(train_items))
+    return load_dataset(name.value, data, split)
+
+
+@app.command()
+def fit(
+    dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
+    data: Path = typer.Option(..., help="Dataset root folder."),
+    out: Path = typer.Option(..., help="Model folder to write (model.safetensors + model.json)."),
+    backbone: Backbone = typer.Option(Backbone.efficientnet_lite0, help="Feature backbone."),
+    bank: Bank = typer.Option(Bank.dual, help="single: normal bank only; dual: normal + defect."),
+    size: tuple[int, int] = typer.Option((320, 128), help="Input size H W (keep the aspect)."),
+    seed: int = typer.Option(0, help="Seed of the coreset's projection and start point."),
+    coreset: float = typer.Option(0.01, help="Fraction of normal patches kept."),
+    defect_coreset: float = typer.Option(0.10, help="Fraction of defect patches kept (dual)."),
+    coreset_min: int = typer.Option(1000, help="Floor on each bank's size."),
+    rule: Rule = typer.Option(Rule.patch, help="Dual scoring rule."),
+    reweight: bool = typer.Option(False, help="PatchCore paper's image-score re-weighting."),
+    weights: Path | None = typer.Option(None, help="Backbone state_dict file (.pth/.safetensors)."),
+    normalization: str = typer.Option("auto", help="auto (the weights' own), imagenet or tf."),
+    augmented: list[Path] = typer.Option([], help="Synthetic-defect folder(s) for the defect bank."),
+    train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
+    cache: Path | None = typer.Option(None, help="Feature cache folder [default: ~/.cache/dualpatch]."),
+) -> None:
+    """Fit a single- or dual-bank model on a dataset's training split."""
+    from . import DualPatchCore, PatchCore
+
+    train = open_dataset(dataset, data, "train", train_items)
+    common = dict(
+        backbone=backbone.value, image_size=tuple(size), coreset_ratio=coreset,
+        coreset_min=coreset_min, reweight=reweight, weights=str(weights) if weights else None,
+        normalization=normalization, seed=seed, cache_dir=str(cache or default_cache()),
+    )
+    if bank == Bank.single:
+        if augmented:
+            fail("--augmented feeds the defect bank: use it with --bank dual")
+        model = PatchCore(**common).fit(train.normal())
+    else:
+        crops = train.defect_crops(tuple(size))
+        if augmented:
+            from .augment import load_augmented
+
+            crops += load_augmented(list(augmented), tuple(size))
+        model = DualPatchCore(**common, defect_coreset=defect_coreset, rule=rule.value)
+        model.fit(train.normal(), crops)
+    model.save(out)
+    typer.echo(f"saved {model.kind} model to {out}")
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Option(..., help="Model folder written by fit."),
+    dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
+    data: Path = typer.Option(..., help="Dataset root folder."),
+    out: Path = typer.Option(..., help="Results folder (metrics.json, scores.csv)."),
+    train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
+    weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
+) -> None:
+    """Score the test split and write metrics.json (fractions) and scores.csv."""
+    from . import PatchCore
+    from .evaluation import evaluate as compute
+    from .fileio import write_json, write_text
+
+    m = PatchCore.load(model, str(weights) if weights else None)
+    test = open_dataset(dataset, data, "test", train_items)
+    pred = m.predict(test)
+    masks = np.stack([s.mask(tuple(m.image_size)) for s in test])
+    metrics = compute(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
+    write_json(out / "metrics.json", metrics)
+    write_text(out / "scores.csv", scores_csv(pred.ids, pred.image_scores, pred.labels))
+    print_metrics({m.kind: metrics})
+    typer.echo(f"wrote {out / 'metrics.json'}")
+
+
+@app.command()
+def predict(
+    paths: list[Path] = typer.Argument(..., help="Image files or folders of images."),
+    model: Path = typer.Option(..., help="Model folder written by fit."),
+    out: Path = typer.Option(..., help="Folder for scores.csv and anomaly-map PNGs."),
+    weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
+) -> None:
+    """Score images: scores.csv plus one anomaly-map PNG per image."""
+    from . import PatchCore
+    from .data import Sample
+    from .data.images import IMAGE_SUFFIXES, list_images
+    from .fileio import write_image, write_text
+
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                fail(f"{p}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            fail(f"{p}: file not found")
+    m = PatchCore.load(model, str(weights) if weights else None)
+    samples = [Sample(str(f), f, None, -1) for f in files]
+    pred = m.predict(samples)
+    names = _unique_names(files)
+    for name, amap in zip(names, pred.anomaly_maps, strict=True):
+        write_image(out / "maps" / f"{name}.png", to_uint8(amap, pred.anomaly_maps))
+    write_text(out / "scores.csv", scores_csv([str(f) for f in files], pred.image_scores, None))
+    typer.echo(f"scored {len(files)} images: {out / 'scores.csv'}, maps in {out / 'maps'}")
+
+
+def _unique_names(files: list[Path]) -> list[str]:
+    seen: dict[str, int] = {}
+    names = []
+    for f in files:
+        n = seen.get(f.stem, 0)
+        seen[f.stem] = n + 1
+        names.append(f.stem if n == 0 else f"{f.stem}_{n}")
+    return names
+
+
+def to_uint8(amap: np.ndarray, all_maps: np.ndarray) -> np.ndarray:
+    lo, hi = float(all_maps.min()), float(all_maps.max())
+    return np.clip((amap - lo) / max(hi - lo, 1e-12) * 255, 0, 255).astype(np.uint8)
+
+
+def scores_csv(ids: list[str], scores: np.ndarray, labels: np.ndarray | None) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image_id", "label", "score"] if labels is not None else ["image", "score"])
+    for i, s in enumerate(scores):
+        row = [ids[i], int(labels[i])] if labels is not None else [ids[i]]
+        w.writerow([*row, f"{float(s):.8g}"])
+    return buf.getvalue()
+
+
+def print_metrics(results: dict[str, dict[str, float]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="results")
+    keys = ["image_auroc", "pixel_auroc", "image_ap", "pixel_aupro", "f1_max"]
+    table.add_column("run")
+    for k in keys:
+        table.add_column(k, justify="right")
+    for name, m in results.items():
+        table.add_row(name, *[f"{m.get(k, float('nan')):.3f}" for k in keys])
+    Console(stderr=False).print(table)
+
+
+def _register_subcommands() -> None:
+    for module, name in (("cli_data", "data"), ("cli_augment", "augment")):
+        try:
+            mod = __import__(f"dualpatch.{module}", fromlist=["app"])
+        except ImportError:
+            continue
+        app.add_typer(mod.app, name=name)
+
+
+_register_subcommands()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,411 @@
+"""``PatchCore`` (one normal bank) and ``DualPatchCore`` (normal + defect banks) estimators."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .data.base import Sample
+from .data.crops import DefectCrop
+from .errors import ConfigError, DataError, ModelFileError
+from .features import FeatureExtractor, to_tensor
+from .fileio import atomic_path, write_json
+from .memory import MemoryBank
+from .scoring import DUAL_RULES, anomaly_map, dual_scores, max_score, reweighted_score
+
+FORMAT_VERSION = 1
+STRIDE = 8  # both stage pairs put the feature grid at 1/8 of the input
+
+Progress = Callable[[str, int], Callable[[int], None]] | None
+
+
+@dataclass
+class Prediction:
+    """Scores for a list of images: ``image_scores`` (N,), ``anomaly_maps`` (N, H, W) float32."""
+
+    ids: list[str]
+    image_scores: np.ndarray
+    anomaly_maps: np.ndarray
+    labels: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _tqdm_progress(desc: str, total: int) -> Callable[[int], None]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+    def update(n: int) -> None:
+        bar.update(n)
+        if bar.n >= total:
+            bar.close()
+
+    return update
+
+
+def _silent(desc: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+class PatchCore:
+    """Single-bank PatchCore: nearest-neighbour distance of each test patch to normal patches.
+
+    Parameters are stored as given; all work happens in ``fit``. Learned state: ``memory_``
+    (the normal ``MemoryBank``) and ``grid_`` (feature grid of the input size).
+    """
+
+    kind = "single"
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        image_size: tuple[int, int] = (320, 128),
+        coreset_ratio: float = 0.01,
+        coreset_min: int = 1000,
+        projection_dim: int = 128,
+        num_neighbors: int = 9,
+        reweight: bool = False,
+        blur_sigma: float = 4.0,
+        normalization: str = "auto",
+        weights: str | None = None,
+        batch_size: int = 8,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        progress: bool = True,
+    ):
+        self.backbone = backbone
+        self.image_size = image_size
+        self.coreset_ratio = coreset_ratio
+        self.coreset_min = coreset_min
+        self.projection_dim = projection_dim
+        self.num_neighbors = num_neighbors
+        self.reweight = reweight
+        self.blur_sigma = blur_sigma
+        self.normalization = normalization
+        self.weights = weights
+        self.batch_size = batch_size
+        self.seed = seed
+        self.cache_dir = cache_dir
+        self.progress = progress
+
+    # -- parameters -------------------------------------------------------------------------
+    PARAMS = (
+        "backbone", "image_size", "coreset_ratio", "coreset_min", "projection_dim",
+        "num_neighbors", "reweight", "blur_sigma", "normalization", "batch_size", "seed",
+    )
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.PARAMS}
+
+    def _bar(self, desc: str, total: int) -> Callable[[int], None]:
+        return (_tqdm_progress if self.progress else _silent)(desc, total)
+
+    @property
+    def extractor_(self) -> FeatureExtractor:
+        if getattr(self, "_extractor", None) is None:
+            self._extractor = FeatureExtractor(self.backbone, self.weights, self.normalization)
+        return self._extractor
+
+    # -- features ---------------------------------------------------------------------------
+    def _cache_key(self, sample: Sample) -> str:
+        h = hashlib.sha256(Path(sample.image_path).read_bytes())
+        h.update(json.dumps([self.backbone, list(self.image_size), self.normalization,
+                             str(self.weights or "")]).encode())
+        return h.hexdigest()
+
+    def image_features(self, samples: Sequence[Sample], desc: str = "features") -> torch.Tensor:
+        """(N, h, w, D) patch features of full images at ``image_size``, cached on disk if asked."""
+        from safetensors.torch import load_file, save_file
+
+        cache = Path(self.cache_dir) if self.cache_dir else None
+        out: list[torch.Tensor | None] = [None] * len(samples)
+        todo = []
+        for i, s in enumerate(samples):
+            if cache is not None:
+                path = cache / f"{self._cache_key(s)}.safetensors"
+                if path.exists():
+                    try:
+                        out[i] = load_file(str(path))["features"]
+                        continue
+                    except Exception:  # a damaged cache entry is recomputed, never trusted
+                        path.unlink(missing_ok=True)
+            todo.append(i)
+        bar = self._bar(desc, len(samples))
+        bar(len(samples) - len(todo))
+        for start in range(0, len(todo), self.batch_size):
+            batch = todo[start : start + self.batch_size]
+            images = [samples[i].image(tuple(self.image_size)) for i in batch]
+            feats = self.extractor_(to_tensor(images)).features.permute(0, 2, 3, 1).contiguous()
+            for i, f in zip(batch, feats, strict=True):
+                out[i] = f
+                if cache is not None:
+                    path = cache / f"{self._cache_key(samples[i])}.safetensors"
+                    with atomic_path(path) as tmp:
+                        save_file({"features": f.clone()}, str(tmp))
+            bar(len(batch))
+        if not out:
+            raise DataError("no images to extract features from")
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    # -- fit / predict ----------------------------------------------------------------------
+    def fit(self, normal: Iterable[Sample]) -> PatchCore:
+        """Build the normal memory bank from defect-free images."""
+        normal = list(normal)
+        if not normal:
+            raise DataError("no normal images to fit on")
+        feats = self.image_features(normal, "normal features")
+        self.grid_ = tuple(feats.shape[1:3])
+        flat = feats.reshape(-1, feats.shape[-1])
+        self.memory_ = self._bank(self.coreset_ratio, flat, "normal coreset")
+        return self
+
+    def _bank(self, ratio: float, flat: torch.Tensor, desc: str) -> MemoryBank:
+        bank = MemoryBank(ratio, self.coreset_min, self.projection_dim, self.seed)
+        n = bank.target_size(flat.shape[0])
+        return bank.fit(flat, progress=self._bar(desc, max(n - 1, 0)))
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "memory_"):
+            raise ConfigError(f"{type(self).__name__} is not fitted: call fit() or load() first")
+
+    def predict(self, samples: Iterable[Sample]) -> Prediction:
+        """Image scores and anomaly maps (at ``image_size``) for each sample."""
+        self._check_fitted()
+        samples = list(samples)
+        if not samples:
+            raise DataError("no images to score")
+        scores, maps = [], []
+        bar = self._bar("scoring", len(samples))
+        for start in range(0, len(samples), self.batch_size):
+            batch = samples[start : start + self.batch_size]
+            images = to_tensor([s.image(tuple(self.image_size)) for s in batch])
+            amap, score = self._score_batch(images)
+            maps.append(amap)
+            scores.append(score)
+            bar(len(batch))
+        labels = np.array([s.label for s in samples])
+        return Prediction(
+            [s.id for s in samples],
+            torch.cat(scores).numpy().astype(np.float64),
+            torch.cat(maps).numpy().astype(np.float32),
+            labels,
+        )
+
+    def _map(self, patch_map: torch.Tensor) -> torch.Tensor:
+        return anomaly_map(patch_map, tuple(self.image_size), self.blur_sigma)
+
+    def _nearest(self, bank: MemoryBank, feats: torch.Tensor, k: int = 1):
+        b, h, w, d = feats.shape
+        dist, idx = bank.query(feats.reshape(-1, d), k)
+        return dist[:, 0].reshape(b, h, w), idx[:, 0].reshape(b, h * w)
+
+    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(anomaly maps at ``image_size``, image scores) of a batch."""
+        feats = self.extractor_(images).features.permute(0, 2, 3, 1)
+        dist, idx = self._nearest(self.memory_, feats)
+        if self.reweight:
+            b, h, w, d = feats.shape
+            score = reweighted_score(
+                dist, feats.reshape(b, h * w, d), idx, self.memory_.bank_, self.num_neighbors
+            )
+        else:
+            score = max_score(dist)
+        return self._map(dist), score
+
+    # -- persistence ------------------------------------------------------------------------
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"normal_bank": self.memory_.bank_}
+
+    def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.memory_ = MemoryBank(self.coreset_ratio, self.coreset_min, self.projection_dim, self.seed)
+        self.memory_.bank_ = tensors["normal_bank"]
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``model.safetensors`` and ``model.json`` (config, versions, shapes, digest)."""
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.contiguous() for k, v in self._tensors().items()}
+        with atomic_path(path / "model.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+            digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "class": type(self).__name__,
+                "params": self.get_params(),
+                "grid": list(self.grid_),
+                "feature_dim": int(next(iter(tensors.values())).shape[1]),
+                "tensors": {k: list(v.shape) for k, v in tensors.items()},
+                "safetensors_sha256": digest,
+                "versions": _versions(),
+            }
+            # The JSON is written while the tensor file is still temporary, so a crash between the
+            # two renames leaves an old pair or a JSON whose digest exposes the mismatch.
+            write_json(path / "model.json", meta)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], weights: str | None = None) -> PatchCore:
+        """Load a model saved by ``save``; refuses tampered, truncated or mismatched files."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta_path, tensor_path = path / "model.json", path / "model.safetensors"
+        for p in (meta_path, tensor_path):
+            if not p.is_file():
+                raise ModelFileError(f"{p}: model file not found")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelFileError(f"{meta_path}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from exc
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+            raise ModelFileError(
+                f"{meta_path}: model format {meta.get('format_version') if isinstance(meta, dict) else '?'}"
+                f" is not supported by dualpatch {__version__} (expects {FORMAT_VERSION})"
+            )
+        classes = {c.__name__: c for c in (PatchCore, DualPatchCore)}
+        if meta.get("class") not in classes:
+            raise ModelFileError(f"{meta_path}: unknown model class {meta.get('class')!r}")
+        target = classes[meta["class"]]
+        if not issubclass(target, cls):
+            raise ModelFileError(f"{meta_path}: holds a {meta['class']}, not a {cls.__name__}")
+        digest = hashlib.sha256(tensor_path.read_bytes()).hexdigest()
+        if digest != meta.get("safetensors_sha256"):
+            raise ModelFileError(
+                f"{tensor_path}: checksum does not match model.json (file tampered with or truncated)"
+            )
+        try:
+            tensors = load_file(str(tensor_path))
+        except Exception as exc:
+            raise ModelFileError(f"{tensor_path}: unreadable safetensors ({exc})") from exc
+        shapes = {k: list(v.shape) for k, v in tensors.items()}
+        if shapes != meta.get("tensors"):
+            raise ModelFileError(f"{tensor_path}: tensor shapes {shapes} differ from model.json")
+        try:
+            model = target(**meta["params"], weights=weights)
+        except TypeError as exc:
+            raise ModelFileError(f"{meta_path}: parameters do not fit {meta['class']} ({exc})") from exc
+        model.image_size = tuple(model.image_size)
+        model._set_tensors(tensors)
+        model.grid_ = tuple(meta["grid"])
+        expected = model.extractor_.dim
+        if meta["feature_dim"] != expected:
+            raise ModelFileError(
+                f"{meta_path}: feature size {meta['feature_dim']} does not match backbone "
+                f"{model.backbone} ({expected})"
+            )
+        return model
+
+
+class DualPatchCore(PatchCore):
+    """Dual-bank PatchCore: a normal bank plus a defect bank built from defect crops.
+
+    A patch scores high when it is far from normal surface and near a known defect:
+    ``rule="patch"`` takes the per-patch distance ratio and its maximum as image score;
+    ``rule="seed"`` is the reference rule (max normal distance / max defect distance).
+    ``defect_patches="mask"`` keeps only crop patches that touch the defect mask (the crop's padding
+    is normal surface and would otherwise enter the defect bank); ``"all"`` keeps every patch.
+    Learned state: ``memory_`` (normal), ``defect_memory_``.
+    """
+
+    kind = "dual"
+    PARAMS = PatchCore.PARAMS + ("defect_coreset", "rule", "eps", "defect_patches")
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        image_size: tuple[int, int] = (320, 128),
+        coreset_ratio: float = 0.01,
+        defect_coreset: float = 0.10,
+        rule: str = "patch",
+        eps: float = 1e-6,
+        defect_patches: str = "mask",
+        **kwargs: Any,
+    ):
+        super().__init__(backbone=backbone, image_size=image_size, coreset_ratio=coreset_ratio, **kwargs)
+        self.defect_coreset = defect_coreset
+        self.rule = rule
+        self.eps = eps
+        self.defect_patches = defect_patches
+
+    def fit(self, normal: Iterable[Sample], defect_crops: Iterable[DefectCrop] = ()) -> DualPatchCore:
+        """Build the normal bank from ``normal`` and the defect bank from ``defect_crops``."""
+        if self.rule not in DUAL_RULES:
+            raise ConfigError(f"unknown dual rule {self.rule!r} (choose from {', '.join(DUAL_RULES)})")
+        if self.defect_patches not in ("mask", "all"):
+            raise ConfigError(f"unknown defect_patches {self.defect_patches!r} (mask or all)")
+        super().fit(normal)
+        feats = self.crop_features(list(defect_crops))
+        self.defect_memory_ = self._bank(self.defect_coreset, feats, "defect coreset")
+        return self
+
+    def crop_features(self, crops: list[DefectCrop]) -> torch.Tensor:
+        """(M, D) features of defect patches, each crop run through the backbone at its own size."""
+        kept = []
+        for c in crops:
+            h, w = c.mask.shape
+            if h < STRIDE or w < STRIDE:
+                warnings.warn(f"defect crop from {c.source} is {w}x{h}, smaller than one patch "
+                              f"({STRIDE}x{STRIDE}); skipped", stacklevel=2)
+                continue
+            kept.append(c)
+        bar = self._bar("defect features", len(kept))
+        rows = []
+        for c in kept:
+            f = self.extractor_(to_tensor(c.image)).features[0]  # (D, h, w)
+            if self.defect_patches == "mask":
+                cell = torch.nn.functional.adaptive_max_pool2d(
+                    torch.from_numpy(c.mask.astype(np.float32))[None, None], f.shape[-2:]
+                )[0, 0] > 0
+            else:
+                cell = torch.ones(f.shape[-2:], dtype=torch.bool)
+            rows.append(f.permute(1, 2, 0)[cell])
+            bar(1)
+        if not rows or sum(len(r) for r in rows) == 0:
+            raise DataError("defect bank is empty: no usable defect crops (check the masks)")
+        return torch.cat(rows)
+
+    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.extractor_(images).features.permute(0, 2, 3, 1)
+        normal_dist, _ = self._nearest(self.memory_, feats)
+        defect_dist, _ = self._nearest(self.defect_memory_, feats)
+        ratio, score = dual_scores(normal_dist, defect_dist, self.rule, self.eps)
+        if self.rule == "seed":
+            # the reference divides the two blurred maps, not the raw patch distances
+            return self._map(normal_dist) / (self._map(defect_dist) + self.eps), score
+        return self._map(ratio), score
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"normal_bank": self.memory_.bank_, "defect_bank": self.defect_memory_.bank_}
+
+    def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        super()._set_tensors(tensors)
+        if "defect_bank" not in tensors:
+            raise ModelFileError("dual model file has no defect_bank tensor")
+        self.defect_memory_ = MemoryBank(self.defect_coreset, self.coreset_min, self.projection_dim, self.seed)
+        self.defect_memory_.bank_ = tensors["defect_bank"]
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"dualpatch": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "numpy", "safetensors", "efficientnet-lite-pytorch"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out

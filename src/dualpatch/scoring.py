@@ -1,0 +1,76 @@
+"""From per-patch distances to anomaly maps and image scores, for one bank or two."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.functional import gaussian_blur
+
+DUAL_RULES = ("patch", "seed")
+
+
+def anomaly_map(patch_scores: torch.Tensor, size: tuple[int, int], sigma: float = 4.0) -> torch.Tensor:
+    """(B, h, w) patch scores -> (B, H, W): bilinear upsampling, then a Gaussian blur of ``sigma``."""
+    maps = F.interpolate(patch_scores[:, None].float(), size=size, mode="bilinear", align_corners=False)
+    if sigma > 0:
+        kernel = 2 * int(4 * sigma + 0.5) + 1
+        maps = gaussian_blur(maps, [kernel, kernel], [sigma, sigma])
+    return maps[:, 0]
+
+
+def max_score(patch_scores: torch.Tensor) -> torch.Tensor:
+    """Image score: the largest patch score of each image, (B, h, w) -> (B,)."""
+    return patch_scores.flatten(1).amax(1)
+
+
+def reweighted_score(
+    patch_scores: torch.Tensor,
+    patch_features: torch.Tensor,
+    nearest_index: torch.Tensor,
+    bank: torch.Tensor,
+    num_neighbors: int = 9,
+) -> torch.Tensor:
+    """The PatchCore paper's image score: s* scaled by how isolated its nearest bank entry is.
+
+    For each image, take the most anomalous patch and its nearest bank entry m*; with N_b(m*) the
+    ``num_neighbors`` bank entries nearest m*, the weight is 1 - softmax(-||f* - m||)_{m*}.
+    The weight shrinks the score when m* sits in a dense region (the test patch is simply far
+    from a well-covered mode) and keeps it when m* is itself an outlier of the bank.
+
+    ``patch_features`` is (B, h*w, D), ``nearest_index`` (B, h*w).
+    """
+    from .memory import knn
+
+    flat = patch_scores.flatten(1)
+    best = flat.argmax(1)
+    rows = torch.arange(flat.shape[0])
+    f_star = patch_features[rows, best]
+    m_star = bank[nearest_index[rows, best]]
+    _, support = knn(m_star, bank, k=num_neighbors)
+    dists = torch.linalg.vector_norm(bank[support] - f_star[:, None], dim=-1)
+    weights = 1 - torch.softmax(dists, dim=1)[:, 0]
+    return weights * flat[rows, best]
+
+
+def dual_patch_ratio(normal_dist: torch.Tensor, defect_dist: torch.Tensor, eps: float = 1e-6):
+    """Per-patch ratio of distances: > 1 where a patch is nearer the defect bank than normal surface."""
+    return normal_dist / (defect_dist + eps)
+
+
+def dual_scores(
+    normal_dist: torch.Tensor, defect_dist: torch.Tensor, rule: str = "patch", eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dual-bank scoring of (B, h, w) nearest distances -> (patch map, image score).
+
+    ``patch``: ratio per patch, image score = max of the ratio map.
+    ``seed``: the reference implementation: image score = max normal distance / (max defect
+    distance + eps); the map is still the per-patch ratio (normal map / defect map).
+    """
+    if rule not in DUAL_RULES:
+        from .errors import ConfigError
+
+        raise ConfigError(f"unknown dual rule {rule!r} (choose from {', '.join(DUAL_RULES)})")
+    ratio = dual_patch_ratio(normal_dist, defect_dist, eps)
+    if rule == "patch":
+        return ratio, max_score(ratio)
+    return ratio, max_score(normal_dist) / (max_score(defect_dist) + eps)
