@@ -1,0 +1,139 @@
+"""KSDD2 preparation: resize to a fixed size and write ``train.csv``/``test.csv`` labels.
+
+The raw images are about 230x630 and vary by a few pixels; the prepared set has one size
+(224x632 WxH by default: a multiple of the backbone stride close to the original aspect).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ..errors import DataError
+from ..fileio import atomic_dir
+from .download import Limits, extract_into
+from .images import read_image, read_mask, resize_image, resize_mask
+from .ksdd2 import EXPECTED_COUNTS, LABELS, SPLITS, find_root, scan_split
+
+DEFAULT_SIZE = (224, 632)  # (W, H)
+
+
+@dataclass
+class PrepareReport:
+    """What ``prepare_ksdd2`` wrote: per-split (images, positives) and the dropped duplicates."""
+
+    out: Path
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def prepare_ksdd2(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    size: tuple[int, int] = DEFAULT_SIZE,
+    limits: Limits = Limits(),
+    workers: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> PrepareReport:
+    """Write a resized copy of KSDD2 from ``src`` (folder or zip/tar) into ``out``.
+
+    Images are resized bilinearly and masks nearest-neighbour to ``size`` = (W, H); masks are
+    written as 0/255. ``<split>.csv`` lists ``path,label`` with ``positive`` when the original
+    mask has any non-zero pixel. The stray ``(copy)`` duplicates are dropped. Counts that differ
+    from the official ones are warnings, never errors. ``out`` appears complete or not at all.
+    """
+    src, out = Path(src), Path(out)
+    w, h = size
+    if w < 1 or h < 1:
+        raise DataError(f"--size {w} {h}: width and height must be positive")
+    if not src.exists():
+        raise DataError(f"{src}: not found (give the KSDD2 folder or its zip)")
+    if out.resolve() == src.resolve() or src.resolve().is_relative_to(out.resolve()):
+        raise DataError(f"{out}: output must not be the source or contain it ({src})")
+    report = PrepareReport(out)
+    workers = workers or min(4, os.cpu_count() or 1)
+    with atomic_dir(out) as tmp:
+        if src.is_file():
+            # Unpack beside the output, never inside it, and throw the raw copy away afterwards.
+            with tempfile.TemporaryDirectory(prefix=f".{out.name}.raw.", dir=out.parent) as raw:
+                extract_into(src, raw, limits, progress)
+                _prepare_tree(find_root(Path(raw)), tmp, (h, w), workers, progress, log, report)
+        else:
+            _prepare_tree(find_root(src), tmp, (h, w), workers, progress, log, report)
+        info = {"source": str(src), "size_wh": [w, h], "counts": report.counts}
+        (tmp / "prepared.json").write_text(json.dumps({**info, "dropped": report.dropped}) + "\n")
+    for split, (n, pos) in report.counts.items():
+        en, epos = EXPECTED_COUNTS[split]
+        if (n, pos) != (en, epos):
+            report.warnings.append(
+                f"{split}: {n:,} images ({pos:,} positive), official KSDD2 has "
+                f"{en:,} ({epos:,} positive)"
+            )
+    for msg in report.warnings:
+        warnings.warn(msg, stacklevel=2)
+    log(", ".join(f"{s}: {n:,} images ({p:,} positive)" for s, (n, p) in report.counts.items()))
+    log(f"prepared KSDD2 at {w}x{h} in {out}")
+    return report
+
+
+def _prepare_tree(root, tmp, hw, workers, progress, log, report: PrepareReport) -> None:
+    for split in SPLITS:
+        files = scan_split(root / split)
+        if files.copies:
+            names = [f"{split}/{p.name}" for p in files.copies]
+            report.dropped += names
+            log(f"dropped {len(names)} stray duplicate(s): {', '.join(names)}")
+        for what, paths in (
+            ("images without a _GT mask (skipped)", files.images_without_mask),
+            ("masks without an image (skipped)", files.masks_without_image),
+            ("unexpected files (ignored)", files.other),
+        ):
+            if paths:
+                names = ", ".join(p.name for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+                report.warnings.append(f"{split}: {len(paths)} {what}: {names}")
+        if not files.pairs:
+            raise DataError(f"{root / split}: no NNNNN.png + NNNNN_GT.png pairs")
+        (tmp / split).mkdir()
+
+        def one(item: tuple[str, tuple[Path, Path]], split: str = split) -> tuple[str, str]:
+            stem, (img_path, mask_path) = item
+            return _prepare_pair(img_path, mask_path, tmp / split / stem, hw, split)
+
+        with ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL while coding images
+            jobs = pool.map(one, files.pairs.items())
+            rows = list(tqdm(jobs, total=len(files.pairs), desc=f"preparing {split}",
+                             unit="img", disable=None if progress else True))  # fmt: skip
+        with (tmp / f"{split}.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label"])
+            writer.writerows(rows)
+        report.counts[split] = (len(rows), sum(label == LABELS[1] for _, label in rows))
+
+
+def _prepare_pair(img_path: Path, mask_path: Path, stem: Path, hw, split: str) -> tuple[str, str]:
+    image = read_image(img_path)
+    # KSDD2 masks are binary by design; any non-zero pixel marks the defect
+    mask = read_mask(mask_path, image.shape[:2], nonbinary="ok")
+    positive = bool(mask.any())
+    small = resize_mask(mask, hw)
+    if positive and not small.any():
+        # Nearest-neighbour can skip a defect only a pixel or two wide; keep it by marking every
+        # output pixel that covers any of it, so the label and the mask never disagree.
+        box = Image.fromarray(mask.astype(np.uint8) * 255).resize(hw[::-1], Image.BOX)
+        small = np.asarray(box) > 0
+    Image.fromarray(resize_image(image, hw)).save(stem.with_suffix(".png"))
+    Image.fromarray(small.astype(np.uint8) * 255).save(stem.with_name(f"{stem.name}_GT.png"))
+    return f"{split}/{stem.name}.png", LABELS[positive]
