@@ -143,7 +143,7 @@ def test_gallery_limit_and_lazy_sources(tmp_path):
               if any(k == kind for _, k in order)]
     shown = re.findall(r'<span class="tag \w+">\w+</span> ([^<]+)<br>', page)
     assert shown == [run.ids[i] for i in firsts]  # the worst of each kind, FP then FN first
-    assert len(list((tmp_path / "runs" / "0_lazy" / "overlays").iterdir())) == page.count("<figure")
+    assert len(list((tmp_path / "runs" / "lazy" / "overlays").iterdir())) == page.count("<figure")
 
 
 NO_BROWSER = browser.unavailable_reason()

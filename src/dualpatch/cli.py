@@ -246,6 +246,103 @@ def print_metrics(results: dict[str, dict[str, float]]) -> None:
     Console(stderr=False).print(table)
 
 
+@app.command()
+def run(
+    config: Path | None = typer.Option(None, help="Experiment YAML (see configs/)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: key=value (repeatable)."),
+    out: Path | None = typer.Option(None, help="Results folder (same as --set out=DIR)."),
+) -> None:
+    """Run an experiment matrix (single / dual / dual + augmentation) into one results folder."""
+    from .experiment import load_config
+
+    overrides = list(set_) + ([f"out={out}"] if out else [])
+    run_config(load_config(config, overrides))
+
+
+def run_config(cfg: dict) -> Path:
+    """Run ``cfg`` with a rich progress display and a plain log file in its folder."""
+    import json
+    import logging
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .experiment import Experiment
+
+    out_dir = Path(cfg["out"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = logging.getLogger("dualpatch.experiment")
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    handler = logging.FileHandler(out_dir / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False,
+    ) as progress:
+        runs_task = progress.add_task("runs", total=len(cfg["runs"]))
+
+        def stage(desc: str, total: int):
+            task = progress.add_task(f"  {desc}", total=total)
+            done = [0]
+
+            def update(n: int) -> None:
+                done[0] += n
+                progress.update(task, completed=done[0])
+                if done[0] >= total:
+                    progress.remove_task(task)
+
+            return update
+
+        class RunCounter(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                msg = record.getMessage()
+                if msg.startswith("run "):
+                    progress.update(runs_task, description=f"runs ({msg.split(': ', 1)[1]})")
+                elif msg.endswith(("skipped",)) or ": {" in msg:
+                    progress.advance(runs_task)
+
+        log.addHandler(RunCounter())
+        report = Experiment(cfg, progress=stage, log=log).run()
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    print_metrics(metrics)
+    typer.echo(f"results: {out_dir}/  (metrics.json, metrics.csv, runs/, run.log)")
+    typer.echo(f"report:  {report}")
+    return report
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Results folder."),
+) -> None:
+    """Single vs dual on the built-in synthetic set, or on KolektorSDD if DUALPATCH_DATA is set."""
+    from .experiment import load_config
+
+    data = os.environ.get("DUALPATCH_DATA")
+    runs = [
+        {"name": "single", "bank": "single"},
+        {"name": "dual", "bank": "dual", "rule": "patch"},
+        {"name": "dual-seed-rule", "bank": "dual", "rule": "seed"},
+    ]
+    try:
+        from .augment import generate  # noqa: F401
+
+        runs.append({"name": "dual+paste", "bank": "dual", "augment": {"method": "paste", "n": 40}})
+    except ImportError:
+        pass
+    if data:
+        typer.echo(f"demo data: KolektorSDD at {data} (DUALPATCH_DATA), default split, 320x128")
+        overrides = ["dataset=kolektorsdd", f"data={data}", "name=demo-kolektorsdd"]
+    else:
+        typer.echo("demo data: built-in synthetic striped surfaces in KSDD2 layout (runs/demo-data)")
+        overrides = ["dataset=demo", "data=runs/demo-data", "name=demo-synthetic"]
+    cfg = load_config(None, overrides + [f"out={out}"])
+    cfg["runs"] = runs
+    run_config(cfg)
+
+
 def _register_subcommands() -> None:
     for module, name in (("cli_data", "data"), ("cli_augment", "augment")):
         try:

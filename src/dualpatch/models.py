@@ -109,6 +109,8 @@ class PatchCore:
         return {k: getattr(self, k) for k in self.PARAMS}
 
     def _bar(self, desc: str, total: int) -> Callable[[int], None]:
+        if callable(self.progress):  # a caller's own display, e.g. the experiment runner's
+            return self.progress(desc, total)
         return (_tqdm_progress if self.progress else _silent)(desc, total)
 
     @property

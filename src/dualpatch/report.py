@@ -471,8 +471,8 @@ def write_html_report(
     """
     out_dir = Path(out_dir)
     names = [r.name for r in runs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"run names must be unique: {names}")
+    if len({slug(n) for n in names}) != len(names):
+        raise ValueError(f"run names must be unique, also as file names: {names}")
     curves = plot_curves(runs, out_dir / "curves")
     body = [
         f"<h1>{E(title)}</h1>",
@@ -485,7 +485,7 @@ def write_html_report(
         "</div>",
     ]
     for k, run in enumerate(runs):
-        rdir = out_dir / "runs" / f"{k}_{slug(run.name)}"
+        rdir = out_dir / "runs" / slug(run.name)
         write_scores_csv(run, rdir / "scores.csv")
         body.append(f'<h2 id="run-{k}">Gallery: {E(run.name)}</h2>')
         body.append(_gallery(run, rdir, out_dir, gallery_limit, inline_images))

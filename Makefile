@@ -1,0 +1,29 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create or refresh .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned in the same pip command as everything that needs it, or pip fetches gigabytes.
+PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]" $(PINS)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/dualpatch demo
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: install
+	$(PY) benchmarks/kolektorsdd.py
+
+clean:
+	rm -rf runs/demo .pytest_cache

@@ -1,0 +1,377 @@
+"""The experiment matrix: one config in, one reproducible results folder out.
+
+A config names a dataset, shared defaults and a list of runs (single, dual, dual + augmentation,
+dual scoring rules). Finished runs are skipped when rerun; features are cached per image, so a
+rerun or a resumed run extracts nothing twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import platform
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .errors import ConfigError
+
+DEFAULTS: dict[str, Any] = {
+    "name": "experiment",
+    "dataset": "demo",
+    "data": "runs/demo-data",
+    "out": "runs/experiment",
+    "train_items": None,
+    "backbone": "efficientnet_lite0",
+    "image_size": [320, 128],
+    "normalization": "auto",
+    "weights": None,
+    "normal_coreset": 0.01,
+    "defect_coreset": 0.10,
+    "coreset_min": 1000,
+    "rule": "patch",
+    "reweight": False,
+    "seed": 0,
+    "cache": None,
+    "inline_images": False,
+    "runs": [
+        {"name": "single", "bank": "single"},
+        {"name": "dual", "bank": "dual"},
+    ],
+}
+#: keys a run may set for itself, overriding the experiment-wide value
+RUN_KEYS = {
+    "name", "bank", "rule", "backbone", "normalization", "weights", "normal_coreset",
+    "defect_coreset", "coreset_min", "reweight", "image_size", "seed", "augment", "augmented",
+}
+AUGMENT_KEYS = {"method", "n", "steps", "minutes", "seed"}
+
+
+# -------------------------------------------------------------------------------- config
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(config: dict, assignment: str) -> None:
+    """Apply ``key=value`` (dotted keys reach into runs: ``runs.0.rule=seed``)."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected key=value")
+    parts = key.split(".")
+    node: Any = config
+    for part in parts[:-1]:
+        try:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"--set {assignment!r}: no config key {key!r}") from exc
+    last = parts[-1]
+    if isinstance(node, list):
+        try:
+            node[int(last)] = _parse_value(value)
+        except (IndexError, ValueError) as exc:
+            raise ConfigError(f"--set {assignment!r}: no config key {key!r}") from exc
+    elif node is config and last not in DEFAULTS:
+        raise ConfigError(f"--set {assignment!r}: unknown config key {last!r}")
+    else:
+        node[last] = _parse_value(value)
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: list[str] = ()) -> dict[str, Any]:
+    """Read a YAML config over the defaults, apply ``key=value`` overrides, validate it."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: config file not found") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config is a mapping of keys to values")
+        unknown = set(loaded) - set(DEFAULTS)
+        if unknown:
+            raise ConfigError(f"{path}: unknown config key(s) {', '.join(sorted(unknown))}")
+        config.update(loaded)
+    for assignment in overrides:
+        apply_override(config, assignment)
+    return validate(config)
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    runs = config["runs"]
+    if not isinstance(runs, list) or not runs:
+        raise ConfigError("config: 'runs' must be a non-empty list")
+    names = set()
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict) or "bank" not in run:
+            raise ConfigError(f"config: runs[{i}] needs at least a 'bank' (single or dual)")
+        unknown = set(run) - RUN_KEYS
+        if unknown:
+            raise ConfigError(f"config: runs[{i}] has unknown key(s) {', '.join(sorted(unknown))}")
+        if run["bank"] not in ("single", "dual"):
+            raise ConfigError(f"config: runs[{i}].bank is {run['bank']!r}, not single or dual")
+        if run["bank"] == "single" and (run.get("augment") or run.get("augmented")):
+            raise ConfigError(f"config: runs[{i}] adds synthetic defects to a single-bank run")
+        aug = run.get("augment")
+        if aug is not None:
+            if not isinstance(aug, dict) or aug.get("method") not in ("ddpm", "paste", "sdxl"):
+                raise ConfigError(f"config: runs[{i}].augment.method must be ddpm, paste or sdxl")
+            if set(aug) - AUGMENT_KEYS:
+                raise ConfigError(
+                    f"config: runs[{i}].augment has unknown key(s) "
+                    f"{', '.join(sorted(set(aug) - AUGMENT_KEYS))}"
+                )
+        run.setdefault("name", run["bank"] if i == 0 else f"{run['bank']}{i}")
+        if run["name"] in names:
+            raise ConfigError(f"config: run name {run['name']!r} appears twice")
+        names.add(run["name"])
+    return config
+
+
+def resolve_run(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """A run's full settings: experiment-wide values overridden by the run's own."""
+    shared = {k: config[k] for k in RUN_KEYS & set(DEFAULTS)}
+    return {**shared, "augment": None, "augmented": [], **run}
+
+
+# -------------------------------------------------------------------------------- provenance
+def environment() -> dict[str, Any]:
+    import torch
+
+    from .models import _versions
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "versions": _versions(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -------------------------------------------------------------------------------- running
+class Experiment:
+    """Runs every configured run into ``out/runs/<name>/`` and writes the comparison report."""
+
+    def __init__(self, config: dict[str, Any], progress: Callable | None = None, log=None):
+        self.config = config
+        self.out = Path(config["out"])
+        self.progress = progress
+        self.log = log or logging.getLogger("dualpatch.experiment")
+
+    def datasets(self):
+        from .data import KolektorSDD, load_dataset
+
+        c = self.config
+        if c["dataset"] == "kolektorsdd" and c["train_items"]:
+            items = c["train_items"]
+            return KolektorSDD(c["data"], "train", items), KolektorSDD(c["data"], "test", items)
+        return load_dataset(c["dataset"], c["data"], "train"), load_dataset(c["dataset"], c["data"], "test")
+
+    def run(self) -> Path:
+        from .fileio import write_bytes, write_json, write_text
+
+        c = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        train, test = self.datasets()
+        write_text(self.out / "config.yaml", yaml.safe_dump(c, sort_keys=False))
+        write_json(self.out / "environment.json", environment())
+        dataset_info = {
+            "dataset": c["dataset"], "data": str(c["data"]),
+            "train": {"sha256": train.fingerprint(), "files": train.file_list()},
+            "test": {"sha256": test.fingerprint(), "files": test.file_list()},
+        }
+        write_json(self.out / "dataset.json", dataset_info)
+        results = []
+        for i, run in enumerate(c["runs"]):
+            settings = resolve_run(c, run)
+            self.log.info("run %d/%d: %s", i + 1, len(c["runs"]), settings["name"])
+            results.append(self.run_one(settings, train, test, dataset_info))
+        metrics = {r["name"]: r["metrics"] for r in results}
+        write_json(self.out / "metrics.json", metrics)
+        write_text(self.out / "metrics.csv", _metrics_csv(metrics))
+        with_pickle = _seed_layout(results)
+        buf = _npy_bytes(with_pickle)
+        write_bytes(self.out / "results.npy", buf)
+        self.write_report(results, test, dataset_info)
+        return self.out / "report.html"
+
+    def run_one(self, s: dict, train, test, dataset_info) -> dict:
+        from .evaluation import evaluate
+        from .fileio import atomic_path, write_json, write_text
+
+        run_dir = self.out / "runs" / _slug(s["name"])
+        signature = hashlib.sha256(
+            json.dumps([s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"]],
+                       sort_keys=True, default=str).encode()
+        ).hexdigest()
+        done = run_dir / "run.json"
+        if done.exists() and json.loads(done.read_text()).get("signature") == signature:
+            self.log.info("%s: finished before, skipped", s["name"])
+            return self._load_finished(run_dir, s["name"])
+        size = tuple(s["image_size"])
+        common = dict(
+            backbone=s["backbone"], image_size=size, coreset_ratio=s["normal_coreset"],
+            coreset_min=s["coreset_min"], reweight=s["reweight"], normalization=s["normalization"],
+            weights=s["weights"], seed=s["seed"], cache_dir=str(self._cache()),
+            progress=self.progress or False,
+        )
+        from . import DualPatchCore, PatchCore
+
+        t0 = time.perf_counter()
+        if s["bank"] == "single":
+            model = PatchCore(**common).fit(train.normal())
+        else:
+            crops = train.defect_crops(size)
+            aug_dirs = [Path(d) for d in s["augmented"]]
+            if s["augment"]:
+                aug_dirs.append(self.augment(s["augment"], size))
+            if aug_dirs:
+                from .augment import load_augmented
+
+                crops = crops + load_augmented(aug_dirs, size)
+            model = DualPatchCore(**common, defect_coreset=s["defect_coreset"], rule=s["rule"])
+            model.fit(train.normal(), crops)
+        fit_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        pred = model.predict(test)
+        test_s = time.perf_counter() - t1
+        masks = np.stack([smp.mask(size) for smp in test])
+        metrics = evaluate(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
+        metrics.update(
+            fit_seconds=round(fit_s, 2),
+            images_per_second=round(len(test) / test_s, 2),
+            peak_rss_mb=round(_rss_mb(), 1),
+        )
+        model.save(run_dir / "model")
+        from safetensors.numpy import save_file
+
+        with atomic_path(run_dir / "predictions.safetensors") as tmp:
+            save_file({"scores": pred.image_scores, "labels": pred.labels.astype(np.int64),
+                       "maps": pred.anomaly_maps.astype(np.float16)}, str(tmp))
+        write_text(run_dir / "ids.txt", "\n".join(pred.ids) + "\n")
+        write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / "run.json", {"signature": signature, "settings": s})
+        self.log.info("%s: %s", s["name"], {k: round(v, 4) for k, v in metrics.items()
+                                            if isinstance(v, float)})
+        return {"name": s["name"], "settings": s, "metrics": metrics, "ids": pred.ids,
+                "labels": pred.labels, "scores": pred.image_scores, "maps": pred.anomaly_maps}
+
+    def _load_finished(self, run_dir: Path, name: str) -> dict:
+        from safetensors.numpy import load_file
+
+        t = load_file(str(run_dir / "predictions.safetensors"))
+        return {
+            "name": name,
+            "settings": json.loads((run_dir / "run.json").read_text())["settings"],
+            "metrics": json.loads((run_dir / "metrics.json").read_text()),
+            "ids": (run_dir / "ids.txt").read_text().split("\n")[:-1],
+            "labels": t["labels"], "scores": t["scores"], "maps": t["maps"].astype(np.float32),
+        }
+
+    def _cache(self) -> Path:
+        from .cli import default_cache
+
+        return Path(self.config["cache"]) if self.config["cache"] else default_cache()
+
+    def augment(self, spec: dict, size: tuple[int, int]) -> Path:
+        """Generate (once) the synthetic defects a run asks for; return their folder."""
+        from . import augment
+
+        c = self.config
+        tag = "-".join(f"{k}{spec[k]}" for k in sorted(spec) if k != "method")
+        folder = self.out / "augment" / f"{spec['method']}-{tag}"
+        if (folder / "manifest.csv").exists():
+            return folder
+        augment.generate(
+            spec["method"], dataset=c["dataset"], data=c["data"], out=folder,
+            **{k: v for k, v in spec.items() if k != "method"},
+        )
+        return folder
+
+    def write_report(self, results: list[dict], test, dataset_info: dict) -> Path:
+        from .report import RunResult, write_html_report
+
+        size = tuple(self.config["image_size"])
+        runs = [
+            RunResult(
+                name=r["name"], metrics=r["metrics"], ids=r["ids"], labels=r["labels"],
+                scores=r["scores"], threshold=r["metrics"].get("f1_threshold", float("nan")),
+                maps=r["maps"], images=lambda i: test[i].image(size),
+                masks=lambda i: test[i].mask(size),
+            )
+            for r in results
+        ]
+        provenance = {
+            "config": self.config,
+            "environment": json.loads((self.out / "environment.json").read_text()),
+            "dataset": {k: v if not isinstance(v, dict) else {"sha256": v["sha256"],
+                                                              "images": len(v["files"])}
+                        for k, v in dataset_info.items()},
+        }
+        return write_html_report(self.out, runs, provenance, title=f"dualpatch: {self.config['name']}",
+                                 gallery_limit=None, inline_images=self.config["inline_images"])
+
+
+def _slug(name: str) -> str:
+    from .report import slug
+
+    return slug(name)
+
+
+def _metrics_csv(metrics: dict[str, dict]) -> str:
+    keys = ["image_auroc", "pixel_auroc", "image_ap", "pixel_aupro", "f1_max", "f1_threshold",
+            "fit_seconds", "images_per_second", "peak_rss_mb"]
+    lines = ["run," + ",".join(keys)]
+    for name, m in metrics.items():
+        lines.append(name + "," + ",".join(f"{m.get(k, float('nan')):.6g}" for k in keys))
+    return "\n".join(lines) + "\n"
+
+
+def _seed_layout(results: list[dict]) -> dict:
+    """The reference script's results.npy dict: standard/dual PatchCore image and pixel AUROC."""
+    out: dict[str, dict[str, float]] = {}
+    for r in results:
+        s = r["settings"]
+        if s["bank"] == "single":
+            key = "standard_patchcore"
+        elif s["augment"] or s["augmented"]:
+            key = "dual_patchcore_augmented"
+        else:
+            key = "dual_patchcore"
+        key = key if key not in out else f"{key}:{r['name']}"
+        out[key] = {"image_auc": r["metrics"]["image_auroc"], "pixel_auc": r["metrics"]["pixel_auroc"]}
+    return out
+
+
+def _npy_bytes(obj: dict) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    # The reference saved a dict, which numpy can only store pickled: kept for its users' scripts.
+    np.save(buf, obj, allow_pickle=True)
+    return buf.getvalue()
