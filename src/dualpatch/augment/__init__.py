@@ -1,0 +1,87 @@
+"""Synthetic defects for the defect bank: a small inpainting DDPM, SDXL inpainting, copy-paste.
+
+All three write the same folder layout (``imgs/``, ``masks/``, ``manifest.csv``), which
+``load_augmented`` turns into defect crops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from importlib import import_module
+from pathlib import Path
+
+from ..errors import ConfigError
+from .manifest import COLUMNS, ManifestRow, load_augmented, read_manifest
+
+METHODS = ("ddpm", "paste", "sdxl")
+
+# The generators pull in torch and diffusers: load them on first use only.
+_LAZY = {
+    "DDPMConfig": "ddpm",
+    "generate_ddpm": "ddpm",
+    "train_ddpm": "ddpm",
+    "sample_ddpm": "ddpm",
+    "generate_sdxl": "sdxl",
+    "generate_paste": "paste",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def generate(
+    method: str,
+    dataset: str,
+    data: str | Path,
+    out: str | Path,
+    n: int = 40,
+    steps: int | None = None,
+    minutes: float | None = None,
+    seed: int = 0,
+    weights: str | Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> list[ManifestRow]:
+    """Make ``n`` synthetic defect images from the training split of ``dataset`` at ``data``.
+
+    ``method`` is ddpm (``steps``/``minutes`` bound training; 15 minutes when neither is given),
+    paste, or sdxl (needs ``weights``; ``n`` is split evenly over the two reference prompts and
+    ``steps`` are denoising steps, default 30).
+    """
+    from ..data import load_dataset
+
+    if method not in METHODS:
+        raise ConfigError(
+            f"unknown augmentation method {method!r} (choose from {', '.join(METHODS)})"
+        )
+    train = load_dataset(dataset, data, "train")
+    if method == "paste":
+        return import_module(".paste", __name__).generate_paste(train, n, out, seed, progress, log)
+    if method == "ddpm":
+        if steps is None and minutes is None:
+            minutes = 15.0
+        ddpm = import_module(".ddpm", __name__)
+        return ddpm.generate_ddpm(
+            train, n, out, None, steps, minutes, seed, progress=progress, log=log
+        )
+    if weights is None:
+        raise ConfigError("augment method sdxl needs weights (a local SDXL inpainting model)")
+    sdxl = import_module(".sdxl", __name__)
+    per_prompt = math.ceil(n / len(sdxl.PROMPTS))
+    return sdxl.generate_sdxl(weights, train, per_prompt, out, steps=steps or 30, seed=seed,
+                              progress=progress, log=log)  # fmt: skip
+
+
+__all__ = [
+    "COLUMNS",
+    "METHODS",
+    "ManifestRow",
+    "generate",
+    "load_augmented",
+    "read_manifest",
+    *_LAZY,
+]

@@ -1,0 +1,159 @@
+"""The reference recipe: Stable Diffusion XL inpainting of real defect masks on normal images.
+
+Weights are never downloaded: pass a local diffusers folder (``model_index.json`` beside the
+component folders) or a single ``.safetensors`` checkpoint (with ``config`` naming a local
+diffusers config folder when the hub cache does not hold one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..data import Dataset
+from ..data.images import resize_image, resize_mask
+from ..errors import WeightsError
+from .manifest import ManifestRow, open_output, sha256_file
+from .sources import data_channels, defect_shapes, place, read_pixels, training_sources
+
+PROMPTS = ("white marks on the wall", "copper metal scratches")
+NEGATIVE = "smooth, plain, black, dark, shadow"
+GEN_SIZE = (1024, 1024)  # (H, W) SDXL's native resolution
+OUT_SIZE = (632, 224)  # (H, W) KSDD2's frame
+
+
+@contextlib.contextmanager
+def _quiet_diffusers() -> Iterator[None]:
+    """Mute diffusers' per-image warning about casting the VAE (it upcasts it on purpose)."""
+    from diffusers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
+def weights_sha256(weights: Path) -> str:
+    """SHA-256 of a checkpoint file; for a folder, of its files' relative paths and SHA-256s."""
+    if weights.is_file():
+        return sha256_file(weights)
+    h = hashlib.sha256()
+    for f in sorted(p for p in weights.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(weights).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def load_pipeline(weights: str | Path, device: str | None = None, config: str | Path | None = None):
+    """``StableDiffusionXLInpaintPipeline`` from local files only; WeightsError if unusable.
+
+    fp16 on CUDA; fp32 on CPU (with a warning: 30 steps at 1024x1024 take many minutes per image).
+    """
+    from diffusers import StableDiffusionXLInpaintPipeline
+
+    weights = Path(weights)
+    hint = "a diffusers folder with model_index.json or a single .safetensors checkpoint"
+    if not weights.exists():
+        raise WeightsError(f"{weights}: SDXL inpainting weights not found (expected {hint})")
+    if weights.is_dir() and not (weights / "model_index.json").is_file():
+        raise WeightsError(f"{weights}: no model_index.json (expected {hint})")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cpu":
+        warnings.warn(
+            "no CUDA device: SDXL inpainting runs on the CPU and takes many minutes per image",
+            stacklevel=2,
+        )
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    try:
+        if weights.is_dir():
+            pipe = StableDiffusionXLInpaintPipeline.from_pretrained(
+                weights, local_files_only=True, torch_dtype=dtype
+            )
+        else:
+            extra = {"config": str(config)} if config else {}
+            pipe = StableDiffusionXLInpaintPipeline.from_single_file(
+                str(weights), local_files_only=True, torch_dtype=dtype, **extra
+            )
+    except Exception as exc:  # diffusers raises OSError, ValueError, EnvironmentError, ...
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{weights}: cannot load an SDXL inpainting pipeline ({msg})") from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(dev)
+
+
+def generate_sdxl(
+    weights: str | Path,
+    dataset: Dataset,
+    n_per_prompt: int,
+    out: str | Path,
+    prompts: Sequence[str] = PROMPTS,
+    negative: str = NEGATIVE,
+    steps: int = 30,
+    guidance: float = 20.0,
+    strength: float = 0.99,
+    padding_mask_crop: int | None = 2,
+    gen_size: tuple[int, int] = GEN_SIZE,
+    out_size: tuple[int, int] = OUT_SIZE,
+    seed: int = 0,
+    config: str | Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> list[ManifestRow]:
+    """Write ``n_per_prompt`` images per prompt to ``out`` (imgs/, masks/, manifest.csv).
+
+    Each takes a real training defect mask (moved, flipped, scaled) on a random normal training
+    image, inpaints it at ``gen_size`` (H, W) and resizes to ``out_size`` (H, W). Outside the mask
+    the output is the resized source; grayscale data gives grayscale output. Output ``i`` uses seed
+    ``seed + i``.
+    """
+    weights = Path(weights)
+    pipe = load_pipeline(weights, device, config)
+    if log:
+        log(f"sdxl: hashing {weights}")
+    sha = weights_sha256(weights)
+    normals, defects = training_sources(dataset)
+    shapes = defect_shapes(defects)
+    channels = data_channels(normals + defects)
+    gh, gw = gen_size
+    jobs = [(p, k) for p in prompts for k in range(n_per_prompt)]
+    if log:
+        log(f"sdxl: {len(jobs)} images, {steps} steps at {gw}x{gh} on {pipe.device}")
+    with open_output(out) as writer, _quiet_diffusers():
+        for i, (prompt, _) in enumerate(tqdm(jobs, desc="sdxl", unit="img", disable=not progress)):
+            rng = np.random.default_rng(seed + i)
+            normal = normals[int(rng.integers(len(normals)))]
+            shape = shapes[int(rng.integers(len(shapes)))]
+            image = read_pixels(normal, 3)
+            mask = place(rng, shape, image.shape[:2]).on_canvas(shape.mask, image.shape[:2])
+            result = pipe(
+                prompt=prompt,
+                negative_prompt=negative,
+                image=Image.fromarray(resize_image(image, gen_size)),
+                mask_image=Image.fromarray(resize_mask(mask, gen_size).astype(np.uint8) * 255),
+                height=gh,
+                width=gw,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                strength=strength,
+                padding_mask_crop=padding_mask_crop,
+                generator=torch.Generator().manual_seed(seed + i),
+            ).images[0]
+            oh, ow = out_size
+            generated = np.asarray(result.convert("RGB").resize((ow, oh), Image.BICUBIC))
+            small_mask = resize_mask(mask, out_size)
+            final = resize_image(image, out_size).copy()
+            final[small_mask] = generated[small_mask]
+            if channels == 1:
+                final = np.asarray(Image.fromarray(final).convert("L"))
+            writer.add(final, small_mask, normal.image_path, shape.sample.mask_path, seed + i, sha)
+    return writer.rows

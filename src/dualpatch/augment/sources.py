@@ -1,0 +1,155 @@
+"""What every generator draws from: real training defect shapes, placed anew on normal images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from ..data import Dataset, Sample
+from ..errors import DataError
+
+
+@dataclass(frozen=True)
+class DefectShape:
+    """One connected defect region of a training image, cut to its (padded) box."""
+
+    mask: np.ndarray  # bool, the box's size
+    box: tuple[int, int, int, int]  # y0, x0, y1, x1 in the source image
+    image_shape: tuple[int, int]
+    sample: Sample
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a shape goes: flips, scale and top-left corner in the target image."""
+
+    flip_h: bool
+    flip_v: bool
+    size: tuple[int, int]  # (h, w) after scaling
+    y0: int
+    x0: int
+
+    def apply(self, arr: np.ndarray, nearest: bool) -> np.ndarray:
+        """Flip and scale ``arr`` (a shape's mask or its box's pixels) as this placement does."""
+        if self.flip_h:
+            arr = arr[:, ::-1]
+        if self.flip_v:
+            arr = arr[::-1]
+        h, w = self.size
+        if arr.shape[:2] == (h, w):
+            return np.ascontiguousarray(arr)
+        if arr.dtype == bool:
+            return cv2.resize(arr.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+        interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+        out = cv2.resize(np.ascontiguousarray(arr), (w, h), interpolation=interp)
+        return out.reshape(h, w, *arr.shape[2:])
+
+    def put(self, part: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """Put an already transformed ``part`` at (y0, x0) on a zero canvas of ``shape`` (H, W)."""
+        canvas = np.zeros(shape + part.shape[2:], dtype=part.dtype)
+        h, w = self.size
+        canvas[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = part
+        return canvas
+
+    def on_canvas(self, arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """``apply`` then ``put``: ``arr`` flipped, scaled and placed on a canvas of ``shape``."""
+        return self.put(self.apply(arr, nearest=arr.dtype == bool), shape)
+
+
+def training_sources(dataset: Dataset) -> tuple[list[Sample], list[Sample]]:
+    """(normal, defective-with-mask) samples of a training split; DataError if either is empty."""
+    normals = dataset.normal()
+    defects = [s for s in dataset.defective() if s.mask_path is not None]
+    root = dataset.root or "<dataset>"
+    if not normals:
+        raise DataError(f"{root}: the training split has no normal images to put defects on")
+    if not defects:
+        raise DataError(f"{root}: the training split has no defective images with masks")
+    return normals, defects
+
+
+def defect_shapes(samples: Sequence[Sample], pad: int = 0) -> list[DefectShape]:
+    """Every 8-connected mask region of ``samples``, each cut to its box grown by ``pad`` pixels."""
+    shapes = []
+    for s in samples:
+        mask = s.mask()
+        labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+        for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+            if sl is None:
+                continue
+            y0, y1 = max(sl[0].start - pad, 0), min(sl[0].stop + pad, mask.shape[0])
+            x0, x1 = max(sl[1].start - pad, 0), min(sl[1].stop + pad, mask.shape[1])
+            shapes.append(DefectShape(labels[y0:y1, x0:x1] == i, (y0, x0, y1, x1), mask.shape, s))
+    if not shapes:
+        raise DataError(f"{samples[0].mask_path}: the defective training masks are all empty")
+    return shapes
+
+
+def data_channels(samples: Sequence[Sample], probe: int = 6) -> int:
+    """1 when the data is grayscale (all probed images have R == G == B), else 3.
+
+    Grayscale data is modelled in one channel: a 3-channel model would have to learn that the
+    channels are equal, and shows colour noise until it has.
+    """
+    for s in list(samples)[:probe]:
+        img = s.image()
+        if not (
+            np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])
+        ):
+            return 3
+    return 1
+
+
+def read_pixels(sample: Sample, channels: int) -> np.ndarray:
+    """The sample's image at its own size as HxWxC uint8 (C = 1 for grayscale data)."""
+    img = sample.image()
+    return np.ascontiguousarray(img[..., :1] if channels == 1 else img)
+
+
+def place(
+    rng: np.random.Generator,
+    shape: DefectShape,
+    target: tuple[int, int],
+    scale: tuple[float, float] = (0.75, 1.25),
+    shift: float = 0.25,
+    border: int = 2,
+) -> Placement:
+    """A random placement of ``shape`` on an image of size ``target`` (H, W).
+
+    The shape keeps roughly its original position (shifted by up to ``shift`` of the image size)
+    because defects sit on the part, not anywhere in the frame; it is flipped at random, scaled by a
+    factor in ``scale`` and kept ``border`` pixels inside the image.
+    """
+    th, tw = target
+    h0, w0 = shape.mask.shape
+    s = rng.uniform(*scale)
+    fit = min((th - 2 * border) / (h0 * s), (tw - 2 * border) / (w0 * s), 1.0)
+    h = max(1, round(h0 * s * fit))
+    w = max(1, round(w0 * s * fit))
+    flip_h, flip_v = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+    sy0, sx0, sy1, sx1 = shape.box
+    cy = (sy0 + sy1) / 2 / shape.image_shape[0] * th + rng.uniform(-shift, shift) * th
+    cx = (sx0 + sx1) / 2 / shape.image_shape[1] * tw + rng.uniform(-shift, shift) * tw
+    y0 = int(np.clip(round(cy - h / 2), border, th - border - h))
+    x0 = int(np.clip(round(cx - w / 2), border, tw - border - w))
+    return Placement(flip_h, flip_v, (h, w), y0, x0)
+
+
+def thin(rng: np.random.Generator, mask: np.ndarray, keep: float = 0.3) -> np.ndarray:
+    """Erode a mask by a random 0 .. half its half-thickness, keeping at least ``keep`` of it.
+
+    Coarse labels (KolektorSDD's are drawn generously around thin cracks) would otherwise make every
+    synthetic defect as thick as its label.
+    """
+    if not mask.any():
+        return mask
+    half = float(ndimage.distance_transform_edt(np.pad(mask, 1)).max())
+    k = int(rng.integers(0, int(half * 0.5) + 1))
+    if k == 0:
+        return mask
+    eroded = ndimage.binary_erosion(mask, iterations=k)
+    return eroded if eroded.sum() >= keep * mask.sum() else mask
