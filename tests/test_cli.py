@@ -1,0 +1,178 @@
+"""The command line, run as a user would: a subprocess per command, on the tiny demo set."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SIZE = ("160", "64")
+METRICS = ("image_auroc", "pixel_auroc", "image_ap", "pixel_aupro", "f1_max")
+
+
+@pytest.fixture(scope="module")
+def fitted(run_cli, demo_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "model"
+    r = run_cli(
+        "fit", "--dataset", "demo", "--data", demo_root, "--out", out,
+        "--size", *SIZE, "--coreset-min", "200",
+    )
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_fit_writes_a_dual_model(fitted):
+    assert (fitted / "model.safetensors").is_file()
+    meta = json.loads((fitted / "model.json").read_text())
+    assert meta["class"] == "DualPatchCore"
+    assert meta["params"]["image_size"] == [160, 64]
+    assert meta["grid"] == [20, 8]
+    assert set(meta["tensors"]) == {"normal_bank", "defect_bank"}
+
+
+def test_fit_uses_the_feature_cache(fitted, cli_env):
+    cached = list(Path(cli_env["DUALPATCH_CACHE"]).rglob("*.safetensors"))
+    assert len(cached) == 60  # one per normal training image of the demo set
+
+
+def test_evaluate(fitted, run_cli, demo_root, tmp_path):
+    out = tmp_path / "results"
+    r = run_cli(
+        "evaluate", "--model", fitted, "--dataset", "demo", "--data", demo_root, "--out", out
+    )
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in METRICS:
+        assert key in metrics
+        assert 0.0 <= metrics[key] <= 1.0, (key, metrics[key])
+    # the demo defects are blatant: even this tiny model separates them better than chance
+    assert metrics["image_auroc"] > 0.6 and metrics["pixel_auroc"] > 0.6
+    with (out / "scores.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 45  # the demo test split
+    assert {r["label"] for r in rows} == {"0", "1"}
+    assert all(math.isfinite(float(r["score"])) for r in rows)
+    assert "image_auroc" in r.stdout
+
+
+def test_predict(fitted, run_cli, demo_root, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    names = ["10072.png", "10090.png", "10110.png"]  # test split: good, good, defective
+    for n in names:
+        shutil.copy(demo_root / "test" / n, images / n)
+    single = tmp_path / "one.png"
+    shutil.copy(demo_root / "test" / "10100.png", single)
+    out = tmp_path / "pred"
+    r = run_cli("predict", images, single, "--model", fitted, "--out", out)
+    assert r.returncode == 0, r.stderr
+    with (out / "scores.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [Path(r["image"]).name for r in rows] == [*names, "one.png"]
+    assert all(math.isfinite(float(r["score"])) for r in rows)
+    pngs = sorted(p.name for p in (out / "maps").iterdir())
+    assert pngs == sorted([*names, "one.png"])
+    for p in (out / "maps").iterdir():
+        arr = np.asarray(Image.open(p))
+        assert arr.shape == (160, 64) and arr.dtype == np.uint8
+
+
+# The failure cases below run ``main()`` in this process: the same entry point as the console
+# script, without paying a second or more of interpreter and torch start-up per case.
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys, tmp_path):
+    import warnings
+
+    from dualpatch.cli import main
+
+    monkeypatch.setenv("DUALPATCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DUALPATCH_OFFLINE", "1")
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() replaces it
+
+    def run(*args) -> tuple[int, str, str]:
+        """Exit status the process would have, its stdout and stderr."""
+        monkeypatch.setattr("sys.argv", ["dualpatch", *map(str, args)])
+        try:
+            main()
+            code = 0  # main() returned: the process exits 0
+        except SystemExit as exc:
+            code = 0 if exc.code is None else exc.code
+        except Exception as exc:  # what the user would see as a traceback
+            pytest.fail(f"main() let {type(exc).__name__} escape (a traceback for the user): {exc}")
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def test_unknown_backbone_exits_nonzero(cli, demo_root, tmp_path):
+    code, _, err = cli(
+        "fit", "--dataset", "demo", "--data", demo_root, "--out", tmp_path / "m",
+        "--backbone", "vgg16",
+    )
+    assert code == 2  # a usage error, reported by click
+    assert "vgg16" in err and "--backbone" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_missing_kolektorsdd_folder(cli, tmp_path):
+    missing = tmp_path / "no" / "such" / "kolektorsdd"
+    code, _, err = cli(
+        "fit", "--dataset", "kolektorsdd", "--data", missing, "--out", tmp_path / "m"
+    )
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert str(missing) in lines[0]
+    assert not (tmp_path / "m").exists()
+
+
+def test_predict_corrupt_image(fitted, cli, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + np.random.default_rng(0).bytes(300))
+    code, _, err = cli("predict", bad, "--model", fitted, "--out", tmp_path / "pred")
+    assert code == 1
+    assert f"error: {bad}: " in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "pred" / "scores.csv").exists()
+
+
+def test_predict_error_is_a_line_of_its_own(fitted, cli, tmp_path):
+    """The error is not glued to the end of a progress bar's last redraw."""
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image at all")
+    code, _, err = cli("predict", bad, "--model", fitted, "--out", tmp_path / "pred")
+    assert code == 1
+    assert any(line.startswith(f"error: {bad}") for line in err.splitlines()), err
+
+
+def test_predict_missing_model(cli, demo_root, tmp_path):
+    code, _, err = cli("predict", demo_root / "test" / "10072.png", "--model", tmp_path / "none",
+                       "--out", tmp_path / "pred")
+    assert code == 1
+    assert "error: " in err and str(tmp_path / "none") in err
+
+
+def test_predict_missing_image(fitted, cli, tmp_path):
+    ghost = tmp_path / "ghost.png"
+    code, _, err = cli("predict", ghost, "--model", fitted, "--out", tmp_path / "p")
+    assert err.strip() == f"error: {ghost}: file not found"
+    assert code == 1
+
+
+def test_bad_train_items_exit_1(cli, tmp_path):
+    code, _, err = cli(
+        "fit", "--dataset", "kolektorsdd", "--data", tmp_path, "--out", tmp_path / "m",
+        "--train-items", "1-x",
+    )
+    assert "error: --train-items" in err
+    assert code == 1
