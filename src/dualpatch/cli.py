@@ -62,7 +62,9 @@ def main() -> None:
     """Entry point: dualpatch errors become one line on stderr and exit status 1."""
     warnings.showwarning = _warning_line
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except DualpatchError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -71,10 +73,9 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own exit code and message
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # usage errors (typer vendors its own click) carry their own message and exit code
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         raise

@@ -88,7 +88,7 @@ class FeatureExtractor(nn.Module):
         except _StopForward:
             pass
         maps = [self._outputs[s] for s in self.spec.stages]
-        maps = [F.avg_pool2d(m, kernel_size=3, stride=1, padding=1, count_include_pad=False) for m in maps]
+        maps = [F.avg_pool2d(m, kernel_size=3, stride=1, padding=1) for m in maps]
         grid = maps[0].shape[-2:]
         maps = [maps[0]] + [
             F.interpolate(m, size=grid, mode="bilinear", align_corners=False) for m in maps[1:]

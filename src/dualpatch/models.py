@@ -44,7 +44,8 @@ class Prediction:
 def _tqdm_progress(desc: str, total: int) -> Callable[[int], None]:
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal, so error lines stay lines of their own
+    bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)
 
     def update(n: int) -> None:
         bar.update(n)
@@ -289,6 +290,9 @@ class PatchCore:
             raise ModelFileError(
                 f"{tensor_path}: checksum does not match model.json (file tampered with or truncated)"
             )
+        missing = [k for k in ("params", "grid", "feature_dim", "tensors") if k not in meta]
+        if missing:
+            raise ModelFileError(f"{meta_path}: missing key(s) {', '.join(missing)}")
         try:
             tensors = load_file(str(tensor_path))
         except Exception as exc:
@@ -301,7 +305,10 @@ class PatchCore:
         except TypeError as exc:
             raise ModelFileError(f"{meta_path}: parameters do not fit {meta['class']} ({exc})") from exc
         model.image_size = tuple(model.image_size)
-        model._set_tensors(tensors)
+        try:
+            model._set_tensors(tensors)
+        except ModelFileError as exc:
+            raise ModelFileError(f"{tensor_path}: {exc}") from exc
         model.grid_ = tuple(meta["grid"])
         expected = model.extractor_.dim
         if meta["feature_dim"] != expected:
@@ -396,7 +403,7 @@ class DualPatchCore(PatchCore):
     def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         super()._set_tensors(tensors)
         if "defect_bank" not in tensors:
-            raise ModelFileError("dual model file has no defect_bank tensor")
+            raise ModelFileError("dual model holds no defect_bank tensor")
         self.defect_memory_ = MemoryBank(self.defect_coreset, self.coreset_min, self.projection_dim, self.seed)
         self.defect_memory_.bank_ = tensors["defect_bank"]
 

@@ -13,7 +13,8 @@ def anomaly_map(patch_scores: torch.Tensor, size: tuple[int, int], sigma: float 
     """(B, h, w) patch scores -> (B, H, W): bilinear upsampling, then a Gaussian blur of ``sigma``."""
     maps = F.interpolate(patch_scores[:, None].float(), size=size, mode="bilinear", align_corners=False)
     if sigma > 0:
-        kernel = 2 * int(4 * sigma + 0.5) + 1
+        # reflect padding needs the kernel narrower than twice the image's shorter side
+        kernel = min(2 * int(4 * sigma + 0.5) + 1, 2 * min(size) - 1)
         maps = gaussian_blur(maps, [kernel, kernel], [sigma, sigma])
     return maps[:, 0]
 
@@ -33,7 +34,7 @@ def reweighted_score(
     """The PatchCore paper's image score: s* scaled by how isolated its nearest bank entry is.
 
     For each image, take the most anomalous patch and its nearest bank entry m*; with N_b(m*) the
-    ``num_neighbors`` bank entries nearest m*, the weight is 1 - softmax(-||f* - m||)_{m*}.
+    ``num_neighbors`` bank entries nearest m*, the weight is 1 - softmax(||f* - m||)_{m*}.
     The weight shrinks the score when m* sits in a dense region (the test patch is simply far
     from a well-covered mode) and keeps it when m* is itself an outlier of the bank.
 
