@@ -225,8 +225,8 @@ class PatchSampler:
                 m = _jitter_mask(rng, m)
                 cls = 1
             else:
-                x = self._warp(rng, self.normals[int(rng.integers(len(self.normals)))], None,
-                               *_random_point(rng, self.normals[0].shape[:2]))[0]  # fmt: skip
+                img = self.normals[int(rng.integers(len(self.normals)))]
+                x = self._warp(rng, img, None, *_random_point(rng, img.shape[:2]))[0]
                 m, cls = self._random_mask(rng), 0
             x = x.astype(np.float32) / 255.0
             # Intensity jitter: contrast about the patch mean, then brightness.
@@ -273,12 +273,15 @@ def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
     return tensors, sd["param_groups"]
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list) -> dict:
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list, params: list) -> dict:
+    """Rebuild an optimizer state dict; moments take their parameter's shape back."""
     state: dict[int, dict] = {}
     for key, v in tensors.items():
         if key.startswith("opt."):
             _, i, k = key.split(".", 2)
-            state.setdefault(int(i), {})[k] = v
+            shape = params[int(i)].shape
+            fits = k != "step" and v.numel() == shape.numel()
+            state.setdefault(int(i), {})[k] = v.reshape(shape) if fits else v
     return {"state": state, "param_groups": groups}
 
 
@@ -378,7 +381,8 @@ def train_ddpm(
     if resume is not None:
         unet.load_state_dict({k[6:]: v for k, v in resume.state.items() if k.startswith("model.")})
         ema = {k: v.float() for k, v in resume.ema.items()}
-        opt.load_state_dict(_unflatten_optimizer(resume.state, resume.config["optimizer"]))
+        groups = resume.config["optimizer"]
+        opt.load_state_dict(_unflatten_optimizer(resume.state, groups, list(unet.parameters())))
         rng.bit_generator.state = resume.config["rng"]
         gen.set_state(resume.state["rng.torch"])
     train_sched, _ = build_schedulers(cfg)
