@@ -46,6 +46,7 @@ class Backbone(str, Enum):
 class Rule(str, Enum):
     patch = "patch"
     seed = "seed"
+    weighted = "weighted"
 
 
 def fail(message: str) -> None:

@@ -324,7 +324,8 @@ class DualPatchCore(PatchCore):
 
     A patch scores high when it is far from normal surface and near a known defect:
     ``rule="patch"`` takes the per-patch distance ratio and its maximum as image score;
-    ``rule="seed"`` is the reference rule (max normal distance / max defect distance).
+    ``rule="seed"`` is the reference rule (max normal distance / max defect distance);
+    ``rule="weighted"`` scales the normal distance by nearness to defects (see ``dual_scores``).
     ``defect_patches="mask"`` keeps only crop patches that touch the defect mask (the crop's padding
     is normal surface and would otherwise enter the defect bank); ``"all"`` keeps every patch.
     Learned state: ``memory_`` (normal), ``defect_memory_``.

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
-DUAL_RULES = ("patch", "seed")
+DUAL_RULES = ("patch", "seed", "weighted")
 
 
 def anomaly_map(patch_scores: torch.Tensor, size: tuple[int, int], sigma: float = 4.0) -> torch.Tensor:
@@ -66,11 +66,17 @@ def dual_scores(
     ``patch``: ratio per patch, image score = max of the ratio map.
     ``seed``: the reference implementation: image score = max normal distance / (max defect
     distance + eps); the map is still the per-patch ratio (normal map / defect map).
+    ``weighted``: the normal distance scaled by the patch's relative nearness to defects,
+    d_n * d_n / (d_n + d_d): it stays an anomaly distance (so maps localise like the single
+    bank's) while patches that resemble known defects are lifted and normal-looking outliers damped.
     """
     if rule not in DUAL_RULES:
         from .errors import ConfigError
 
         raise ConfigError(f"unknown dual rule {rule!r} (choose from {', '.join(DUAL_RULES)})")
+    if rule == "weighted":
+        weighted = normal_dist * normal_dist / (normal_dist + defect_dist + eps)
+        return weighted, max_score(weighted)
     ratio = dual_patch_ratio(normal_dist, defect_dist, eps)
     if rule == "patch":
         return ratio, max_score(ratio)
