@@ -38,7 +38,8 @@ def test_fit_writes_a_dual_model(fitted):
 
 def test_fit_uses_the_feature_cache(fitted, cli_env):
     cached = list(Path(cli_env["DUALPATCH_CACHE"]).rglob("*.safetensors"))
-    assert len(cached) == 60  # one per normal training image of the demo set
+    # one per training image of the demo set: 60 normal + 12 defective (defect bank, image context)
+    assert len(cached) == 72
 
 
 def test_evaluate(fitted, run_cli, demo_root, tmp_path):

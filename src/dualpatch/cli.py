@@ -43,6 +43,11 @@ class Backbone(str, Enum):
     wide_resnet50_2 = "wide_resnet50_2"
 
 
+class DefectSource(str, Enum):
+    image = "image"
+    crop = "crop"
+
+
 class Rule(str, Enum):
     patch = "patch"
     seed = "seed"
@@ -117,7 +122,10 @@ def fit(
     coreset: float = typer.Option(0.01, help="Fraction of normal patches kept."),
     defect_coreset: float = typer.Option(0.10, help="Fraction of defect patches kept (dual)."),
     coreset_min: int = typer.Option(1000, help="Floor on each bank's size."),
-    rule: Rule = typer.Option(Rule.patch, help="Dual scoring rule."),
+    rule: Rule = typer.Option(Rule.weighted, help="Dual scoring rule."),
+    defects: DefectSource = typer.Option(
+        DefectSource.image, help="Defect bank from mask patches of whole images, or from crops."
+    ),
     reweight: bool = typer.Option(False, help="PatchCore paper's image-score re-weighting."),
     weights: Path | None = typer.Option(None, help="Backbone state_dict file (.pth/.safetensors)."),
     normalization: str = typer.Option("auto", help="auto (the weights' own), imagenet or tf."),
@@ -139,13 +147,10 @@ def fit(
             fail("--augmented feeds the defect bank: use it with --bank dual")
         model = PatchCore(**common).fit(train.normal())
     else:
-        crops = train.defect_crops(tuple(size))
-        if augmented:
-            from .augment import load_augmented
-
-            crops += load_augmented(list(augmented), tuple(size))
         model = DualPatchCore(**common, defect_coreset=defect_coreset, rule=rule.value)
-        model.fit(train.normal(), crops)
+        from .experiment import defect_inputs
+
+        model.fit(train.normal(), defect_inputs(train, defects.value, tuple(size), augmented))
     model.save(out)
     typer.echo(f"saved {model.kind} model to {out}")
 

@@ -37,7 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "normal_coreset": 0.01,
     "defect_coreset": 0.10,
     "coreset_min": 1000,
-    "rule": "patch",
+    "rule": "weighted",
+    "defects": "image",
     "reweight": False,
     "seed": 0,
     "cache": None,
@@ -51,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
 RUN_KEYS = {
     "name", "bank", "rule", "backbone", "normalization", "weights", "normal_coreset",
     "defect_coreset", "coreset_min", "reweight", "image_size", "seed", "augment", "augmented",
+    "defects",
 }
 AUGMENT_KEYS = {"method", "n", "steps", "minutes", "seed"}
 
@@ -144,6 +146,28 @@ def resolve_run(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     """A run's full settings: experiment-wide values overridden by the run's own."""
     shared = {k: config[k] for k in RUN_KEYS & set(DEFAULTS)}
     return {**shared, "augment": None, "augmented": [], **run}
+
+
+# -------------------------------------------------------------------------------- defect bank
+def defect_inputs(train, source: str, size: tuple[int, int], augmented=()) -> list:
+    """What feeds the defect bank: the defective training images (``source="image"``: their mask
+    patches, in whole-image context) or their crops (``"crop"``), plus synthetic defect folders."""
+    if source not in ("image", "crop"):
+        raise ConfigError(f"unknown defect source {source!r} (image or crop)")
+    real = train.defect_crops(size) if source == "crop" else train.defective()
+    return real + synthetic_defects(augmented, source, size)
+
+
+def synthetic_defects(dirs, source: str, size: tuple[int, int], limit: int | None = None) -> list:
+    """The first ``limit`` images of each augmentation folder, as images or as crops."""
+    if not dirs:
+        return []
+    from .augment import augmented_samples, load_augmented
+
+    dirs = [Path(d) for d in dirs]
+    if source == "crop":
+        return load_augmented(dirs, size, limit=limit)
+    return augmented_samples(dirs, limit)
 
 
 # -------------------------------------------------------------------------------- provenance
@@ -246,16 +270,12 @@ class Experiment:
         if s["bank"] == "single":
             model = PatchCore(**common).fit(train.normal())
         else:
-            crops = train.defect_crops(size)
-            aug_dirs = [Path(d) for d in s["augmented"]]
+            defects = defect_inputs(train, s["defects"], size, s["augmented"])
             if s["augment"]:
-                aug_dirs.append(self.augment(s["augment"], size))
-            if aug_dirs:
-                from .augment import load_augmented
-
-                crops = crops + load_augmented(aug_dirs, size)
+                pool = self.augment(s["augment"])
+                defects += synthetic_defects([pool], s["defects"], size, s["augment"].get("n", 40))
             model = DualPatchCore(**common, defect_coreset=s["defect_coreset"], rule=s["rule"])
-            model.fit(train.normal(), crops)
+            model.fit(train.normal(), defects)
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         pred = model.predict(test)
@@ -298,18 +318,31 @@ class Experiment:
 
         return Path(self.config["cache"]) if self.config["cache"] else default_cache()
 
-    def augment(self, spec: dict, size: tuple[int, int]) -> Path:
-        """Generate (once) the synthetic defects a run asks for; return their folder."""
+    def augment(self, spec: dict) -> Path:
+        """Generate (once) a pool of synthetic defects; runs take its first ``n`` images.
+
+        Runs that differ only in ``n`` share one pool (and one trained model), sized for the
+        largest ``n`` asked for, so an ablation over N compares nested sets of the same images.
+        """
         from . import augment
 
+        def key(a: dict) -> tuple:
+            return tuple(sorted((k, v) for k, v in a.items() if k != "n"))
+
         c = self.config
-        tag = "-".join(f"{k}{spec[k]}" for k in sorted(spec) if k != "method")
-        folder = self.out / "augment" / f"{spec['method']}-{tag}"
+        n = max(
+            (r["augment"].get("n", 40) for r in c["runs"]
+             if r.get("augment") and key(r["augment"]) == key(spec)),
+            default=spec.get("n", 40),
+        )
+        tag = "-".join(f"{k}{v}" for k, v in key(spec) if k != "method")
+        folder = self.out / "augment" / f"{spec['method']}-{tag or 'default'}-n{n}"
         if (folder / "manifest.csv").exists():
             return folder
+        self.log.info("augment: %s, %d images into %s", spec["method"], n, folder)
         augment.generate(
-            spec["method"], dataset=c["dataset"], data=c["data"], out=folder,
-            **{k: v for k, v in spec.items() if k != "method"},
+            spec["method"], dataset=c["dataset"], data=c["data"], out=folder, n=n,
+            **{k: v for k, v in spec.items() if k not in ("method", "n")},
         )
         return folder
 

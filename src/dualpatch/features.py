@@ -17,6 +17,11 @@ from .errors import ConfigError
 NORMALIZATIONS = {"imagenet": IMAGENET, "tf": TF_STYLE}
 
 
+#: Bump whenever the computation of patch features changes: cached features of an older
+#: version must never be mixed with new ones.
+FEATURE_VERSION = 2
+
+
 class _StopForward(Exception):
     """Raised from the deepest hook: layers after it would be wasted compute."""
 

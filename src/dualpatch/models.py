@@ -19,7 +19,7 @@ from . import __version__
 from .data.base import Sample
 from .data.crops import DefectCrop
 from .errors import ConfigError, DataError, ModelFileError
-from .features import FeatureExtractor, to_tensor
+from .features import FEATURE_VERSION, FeatureExtractor, to_tensor
 from .fileio import atomic_path, write_json
 from .memory import MemoryBank
 from .scoring import DUAL_RULES, anomaly_map, dual_scores, max_score, reweighted_score
@@ -122,9 +122,13 @@ class PatchCore:
 
     # -- features ---------------------------------------------------------------------------
     def _cache_key(self, sample: Sample) -> str:
+        """Image content + everything that shapes its features (code version, backbone, weights)."""
+        if getattr(self, "_key_prefix", None) is None:
+            weights = _file_digest(self.weights) if self.weights else "package"
+            self._key_prefix = json.dumps([FEATURE_VERSION, self.backbone, list(self.image_size),
+                                           self.normalization, weights]).encode()
         h = hashlib.sha256(Path(sample.image_path).read_bytes())
-        h.update(json.dumps([self.backbone, list(self.image_size), self.normalization,
-                             str(self.weights or "")]).encode())
+        h.update(self._key_prefix)
         return h.hexdigest()
 
     def image_features(self, samples: Sequence[Sample], desc: str = "features") -> torch.Tensor:
@@ -340,7 +344,7 @@ class DualPatchCore(PatchCore):
         image_size: tuple[int, int] = (320, 128),
         coreset_ratio: float = 0.01,
         defect_coreset: float = 0.10,
-        rule: str = "patch",
+        rule: str = "weighted",
         eps: float = 1e-6,
         defect_patches: str = "mask",
         **kwargs: Any,
@@ -351,16 +355,41 @@ class DualPatchCore(PatchCore):
         self.eps = eps
         self.defect_patches = defect_patches
 
-    def fit(self, normal: Iterable[Sample], defect_crops: Iterable[DefectCrop] = ()) -> DualPatchCore:
-        """Build the normal bank from ``normal`` and the defect bank from ``defect_crops``."""
+    def fit(
+        self, normal: Iterable[Sample], defects: Iterable[Sample | DefectCrop] = ()
+    ) -> DualPatchCore:
+        """Build the normal bank from ``normal`` and the defect bank from ``defects``.
+
+        ``defects`` holds defective images with masks (``Sample``: the patches under the mask are
+        cut from the whole image's feature map, so they see the same context as test patches) and/or
+        ``DefectCrop`` cut-outs (each run through the backbone on its own, as in the reference).
+        """
         if self.rule not in DUAL_RULES:
             raise ConfigError(f"unknown dual rule {self.rule!r} (choose from {', '.join(DUAL_RULES)})")
         if self.defect_patches not in ("mask", "all"):
             raise ConfigError(f"unknown defect_patches {self.defect_patches!r} (mask or all)")
         super().fit(normal)
-        feats = self.crop_features(list(defect_crops))
+        defects = list(defects)
+        images = [d for d in defects if isinstance(d, Sample)]
+        crops = [d for d in defects if isinstance(d, DefectCrop)]
+        feats = [self.defect_image_features(images)] if images else []
+        if crops or not images:
+            feats.append(self.crop_features(crops))
+        feats = torch.cat(feats)
+        if feats.shape[0] == 0:
+            raise DataError("defect bank is empty: no defect pixels under the masks")
         self.defect_memory_ = self._bank(self.defect_coreset, feats, "defect coreset")
         return self
+
+    def defect_image_features(self, samples: list[Sample]) -> torch.Tensor:
+        """(M, D) features of the patches that touch each image's defect mask."""
+        feats = self.image_features(samples, "defect features")
+        rows = []
+        for s, f in zip(samples, feats, strict=True):
+            mask = torch.from_numpy(s.mask(tuple(self.image_size)).astype(np.float32))
+            cell = torch.nn.functional.adaptive_max_pool2d(mask[None, None], f.shape[:2])[0, 0]
+            rows.append(f[cell > 0])
+        return torch.cat(rows)
 
     def crop_features(self, crops: list[DefectCrop]) -> torch.Tensor:
         """(M, D) features of defect patches, each crop run through the backbone at its own size."""
@@ -385,7 +414,7 @@ class DualPatchCore(PatchCore):
             rows.append(f.permute(1, 2, 0)[cell])
             bar(1)
         if not rows or sum(len(r) for r in rows) == 0:
-            raise DataError("defect bank is empty: no usable defect crops (check the masks)")
+            raise DataError("defect bank is empty: no usable defects (check the masks)")
         return torch.cat(rows)
 
     def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -407,6 +436,14 @@ class DualPatchCore(PatchCore):
             raise ModelFileError("dual model holds no defect_bank tensor")
         self.defect_memory_ = MemoryBank(self.defect_coreset, self.coreset_min, self.projection_dim, self.seed)
         self.defect_memory_.bank_ = tensors["defect_bank"]
+
+
+def _file_digest(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _versions() -> dict[str, str]:

@@ -12,7 +12,7 @@ from importlib import import_module
 from pathlib import Path
 
 from ..errors import ConfigError
-from .manifest import COLUMNS, ManifestRow, load_augmented, read_manifest
+from .manifest import COLUMNS, ManifestRow, augmented_samples, load_augmented, read_manifest
 
 METHODS = ("ddpm", "paste", "sdxl")
 
@@ -81,6 +81,7 @@ __all__ = [
     "METHODS",
     "ManifestRow",
     "generate",
+    "augmented_samples",
     "load_augmented",
     "read_manifest",
     *_LAZY,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DefectCrop, extract_defect_crops, read_image, read_mask
+from ..data import DefectCrop, Sample, extract_defect_crops, read_image, read_mask
 from ..data.images import Size, image_shape
 from ..errors import DataError
 from ..fileio import atomic_dir, write_image, write_text
@@ -148,15 +148,20 @@ def read_manifest(folder: str | Path) -> list[ManifestRow]:
 
 
 def load_augmented(
-    dirs: Sequence[str | Path], size: Size, padding: int = 16, min_size: int = 32
+    dirs: Sequence[str | Path],
+    size: Size,
+    padding: int = 16,
+    min_size: int = 32,
+    limit: int | None = None,
 ) -> list[DefectCrop]:
     """Defect crops of one or more augmentation folders, for the defect bank.
 
+    ``limit`` takes only the first rows of each manifest (a pool of 200 serves N = 50, 100, 200).
     Each listed image and mask is resized to ``size`` = (H, W), the model's input scale, and cut
     with ``extract_defect_crops`` (``padding`` and ``min_size`` as there). All manifests are
     checked before any image is read, so a missing file fails fast.
     """
-    listed = [(Path(d), read_manifest(d)) for d in dirs]
+    listed = [(Path(d), read_manifest(d)[:limit]) for d in dirs]
     crops: list[DefectCrop] = []
     for folder, rows in listed:
         for r in rows:
@@ -166,3 +171,17 @@ def load_augmented(
             source = f"{folder.name}/{Path(r.image).stem}"
             crops.extend(extract_defect_crops(image, mask, padding, min_size, source=source))
     return crops
+
+
+def augmented_samples(dirs: Sequence[str | Path], limit: int | None = None) -> list[Sample]:
+    """The synthetic images of one or more augmentation folders as defective ``Sample`` records.
+
+    Feeding whole images (rather than crops) lets the defect bank take the patches under each mask
+    with the same surrounding context that test patches have. ``limit`` as in ``load_augmented``.
+    """
+    listed = [(Path(d), read_manifest(d)[:limit]) for d in dirs]
+    return [
+        Sample(f"{folder.name}/{Path(r.image).stem}", folder / r.image, folder / r.mask, 1)
+        for folder, rows in listed
+        for r in rows
+    ]
