@@ -133,20 +133,14 @@ class PatchCore:
 
     def image_features(self, samples: Sequence[Sample], desc: str = "features") -> torch.Tensor:
         """(N, h, w, D) patch features of full images at ``image_size``, cached on disk if asked."""
-        from safetensors.torch import load_file, save_file
-
         cache = Path(self.cache_dir) if self.cache_dir else None
         out: list[torch.Tensor | None] = [None] * len(samples)
         todo = []
         for i, s in enumerate(samples):
             if cache is not None:
-                path = cache / f"{self._cache_key(s)}.safetensors"
-                if path.exists():
-                    try:
-                        out[i] = load_file(str(path))["features"]
-                        continue
-                    except Exception:  # a damaged cache entry is recomputed, never trusted
-                        path.unlink(missing_ok=True)
+                out[i] = _load_cached(cache / f"{self._cache_key(s)}.safetensors")
+                if out[i] is not None:
+                    continue
             todo.append(i)
         bar = self._bar(desc, len(samples))
         bar(len(samples) - len(todo))
@@ -157,9 +151,7 @@ class PatchCore:
             for i, f in zip(batch, feats, strict=True):
                 out[i] = f
                 if cache is not None:
-                    path = cache / f"{self._cache_key(samples[i])}.safetensors"
-                    with atomic_path(path) as tmp:
-                        save_file({"features": f.clone()}, str(tmp))
+                    _save_cached(cache / f"{self._cache_key(samples[i])}.safetensors", f)
             bar(len(batch))
         if not out:
             raise DataError("no images to extract features from")
@@ -368,8 +360,10 @@ class DualPatchCore(PatchCore):
             raise ConfigError(f"unknown dual rule {self.rule!r} (choose from {', '.join(DUAL_RULES)})")
         if self.defect_patches not in ("mask", "all"):
             raise ConfigError(f"unknown defect_patches {self.defect_patches!r} (mask or all)")
-        super().fit(normal)
         defects = list(defects)
+        if not defects:  # checked before the normal bank's minutes of feature extraction
+            raise DataError("defect bank is empty: no defective images or defect crops given")
+        super().fit(normal)
         images = [d for d in defects if isinstance(d, Sample)]
         crops = [d for d in defects if isinstance(d, DefectCrop)]
         feats = [self.defect_image_features(images)] if images else []
@@ -436,6 +430,40 @@ class DualPatchCore(PatchCore):
             raise ModelFileError("dual model holds no defect_bank tensor")
         self.defect_memory_ = MemoryBank(self.defect_coreset, self.coreset_min, self.projection_dim, self.seed)
         self.defect_memory_.bank_ = tensors["defect_bank"]
+
+
+def _tensor_digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+def _save_cached(path: Path, features: torch.Tensor) -> None:
+    """One cache entry, written atomically, with the SHA-256 of its values in the metadata."""
+    from safetensors.torch import save_file
+
+    features = features.detach().contiguous().clone()
+    with atomic_path(path) as tmp:
+        save_file({"features": features}, str(tmp), metadata={"sha256": _tensor_digest(features)})
+
+
+def _load_cached(path: Path) -> torch.Tensor | None:
+    """A cache entry's (h, w, D) features, or None (and the entry deleted) if it is missing,
+    truncated, unreadable or its values do not match their recorded SHA-256: never trusted."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            digest = (f.metadata() or {}).get("sha256")
+            features = f.get_tensor("features")
+        if features.ndim == 3 and features.dtype == torch.float32 and digest == _tensor_digest(
+            features
+        ):
+            return features
+    except Exception:  # any damage at all: recompute
+        pass
+    path.unlink(missing_ok=True)
+    return None
 
 
 def _file_digest(path: str | os.PathLike[str]) -> str:
