@@ -79,12 +79,26 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
+    except OSError as exc:  # an output that cannot be written, a folder that is a file, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(1)
     except Exception as exc:
         # usage errors (typer vendors its own click) carry their own message and exit code
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
+            if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
+                exc.show()
+            else:  # one line, like every other error
+                ctx = getattr(exc, "ctx", None)
+                hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                message = " ".join(exc.format_message().split())
+                typer.echo(f"error: {message}{hint}", err=True)
             sys.exit(exc.exit_code)
         raise
+
+
+#: smallest input side: the backbones' deeper stage needs a 2x2 map at least
+MIN_SIDE = 16
 
 
 def default_cache() -> Path:
@@ -119,9 +133,11 @@ def fit(
     bank: Bank = typer.Option(Bank.dual, help="single: normal bank only; dual: normal + defect."),
     size: tuple[int, int] = typer.Option((320, 128), help="Input size H W (keep the aspect)."),
     seed: int = typer.Option(0, help="Seed of the coreset's projection and start point."),
-    coreset: float = typer.Option(0.01, help="Fraction of normal patches kept."),
-    defect_coreset: float = typer.Option(0.10, help="Fraction of defect patches kept (dual)."),
-    coreset_min: int = typer.Option(1000, help="Floor on each bank's size."),
+    coreset: float = typer.Option(0.01, min=0.0, max=1.0, help="Fraction of normal patches kept."),
+    defect_coreset: float = typer.Option(
+        0.10, min=0.0, max=1.0, help="Fraction of defect patches kept (dual)."
+    ),
+    coreset_min: int = typer.Option(1000, min=1, help="Floor on each bank's size."),
     rule: Rule = typer.Option(Rule.weighted, help="Dual scoring rule."),
     defects: DefectSource = typer.Option(
         DefectSource.image, help="Defect bank from mask patches of whole images, or from crops."
@@ -136,6 +152,8 @@ def fit(
     """Fit a single- or dual-bank model on a dataset's training split."""
     from . import DualPatchCore, PatchCore
 
+    if min(size) < MIN_SIDE:
+        fail(f"--size {size[0]} {size[1]}: each side needs at least {MIN_SIDE} pixels")
     train = open_dataset(dataset, data, "train", train_items)
     common = dict(
         backbone=backbone.value, image_size=tuple(size), coreset_ratio=coreset,
@@ -150,7 +168,11 @@ def fit(
         model = DualPatchCore(**common, defect_coreset=defect_coreset, rule=rule.value)
         from .experiment import defect_inputs
 
-        model.fit(train.normal(), defect_inputs(train, defects.value, tuple(size), augmented))
+        inputs = defect_inputs(train, defects.value, tuple(size), augmented)
+        if not inputs:
+            fail(f"{data}: no defective training images with masks for the defect bank; "
+                 "use --bank single or add --augmented DIR")
+        model.fit(train.normal(), inputs)
     model.save(out)
     typer.echo(f"saved {model.kind} model to {out}")
 
@@ -277,11 +299,12 @@ def run_config(cfg: dict) -> Path:
     from .experiment import Experiment
 
     out_dir = Path(cfg["out"])
-    out_dir.mkdir(parents=True, exist_ok=True)
     log = logging.getLogger("dualpatch.experiment")
     log.setLevel(logging.INFO)
     log.handlers.clear()
-    handler = logging.FileHandler(out_dir / "run.log")
+    # delay: the log (and its folder, made by Experiment.run once the data opened) appears with
+    # its first line, so a run refused up front leaves nothing behind
+    handler = logging.FileHandler(out_dir / "run.log", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     console = Console(stderr=True)
@@ -314,7 +337,7 @@ def run_config(cfg: dict) -> Path:
         log.addHandler(RunCounter())
         report = Experiment(cfg, progress=stage, log=log).run()
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    print_metrics(metrics)
+    print_metrics({r["name"]: metrics[r["name"]] for r in cfg["runs"]})
     typer.echo(f"results: {out_dir}/  (metrics.json, metrics.csv, runs/, run.log)")
     typer.echo(f"report:  {report}")
     return report
@@ -330,7 +353,8 @@ def demo(
     data = os.environ.get("DUALPATCH_DATA")
     runs = [
         {"name": "single", "bank": "single"},
-        {"name": "dual", "bank": "dual", "rule": "patch"},
+        {"name": "dual", "bank": "dual"},
+        {"name": "dual-patch-rule", "bank": "dual", "rule": "patch"},
         {"name": "dual-seed-rule", "bank": "dual", "rule": "seed"},
     ]
     try:

@@ -37,12 +37,12 @@ def _defect(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, float
         angle, length = rng.uniform(0, np.pi), rng.uniform(30, 80)
         t = np.clip((yy - y0) * np.sin(angle) + (xx - x0) * np.cos(angle), -length / 2, length / 2)
         dist = np.hypot(yy - (y0 + t * np.sin(angle)), xx - (x0 + t * np.cos(angle)))
-        mask |= dist < rng.uniform(1.5, 2.5)
-        return mask, 0.35
+        mask |= dist < rng.uniform(1.0, 2.0)
+        return mask, rng.uniform(0.08, 0.2)
     cy, cx = rng.uniform(0.15 * h, 0.85 * h), rng.uniform(0.2 * w, 0.8 * w)
-    ry, rx = rng.uniform(5, 12), rng.uniform(4, 9)
+    ry, rx = rng.uniform(3, 9), rng.uniform(3, 7)
     mask |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
-    return mask, -0.4
+    return mask, -rng.uniform(0.08, 0.2)
 
 
 def make_demo_dataset(root: str | Path, seed: int = 0) -> Path:
