@@ -111,7 +111,47 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] = ()) 
     return validate(config)
 
 
+def _check_value(where: str, key: str, value: Any) -> None:
+    """ConfigError unless ``value`` is usable for setting ``key`` (checked before any work)."""
+    from .cli import MIN_SIDE
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    choices = {
+        "dataset": ("kolektorsdd", "ksdd2", "folder", "demo"),
+        "backbone": ("efficientnet_lite0", "efficientnet_lite2", "resnet50", "wide_resnet50_2"),
+        "normalization": ("auto", "imagenet", "tf"),
+        "rule": ("patch", "seed", "weighted"),
+        "defects": ("image", "crop"),
+    }
+    checks = {
+        "image_size": (
+            lambda v: isinstance(v, list | tuple) and len(v) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= MIN_SIDE for x in v),
+            f"[H, W] with both at least {MIN_SIDE}",
+        ),
+        "normal_coreset": (lambda v: number(v) and 0 <= v <= 1, "a fraction from 0 to 1"),
+        "defect_coreset": (lambda v: number(v) and 0 <= v <= 1, "a fraction from 0 to 1"),
+        "coreset_min": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                        "a whole number of at least 1"),
+        "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+        "reweight": (lambda v: isinstance(v, bool), "true or false"),
+        "inline_images": (lambda v: isinstance(v, bool), "true or false"),
+    }
+    if key in choices:
+        ok, expected = value in choices[key], "one of " + ", ".join(choices[key])
+    elif key in checks:
+        ok, expected = checks[key][0](value), checks[key][1]
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"config: {where}{key} is {value!r}; expected {expected}")
+
+
 def validate(config: dict[str, Any]) -> dict[str, Any]:
+    for key, value in config.items():
+        _check_value("", key, value)
     runs = config["runs"]
     if not isinstance(runs, list) or not runs:
         raise ConfigError("config: 'runs' must be a non-empty list")
@@ -124,6 +164,8 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"config: runs[{i}] has unknown key(s) {', '.join(sorted(unknown))}")
         if run["bank"] not in ("single", "dual"):
             raise ConfigError(f"config: runs[{i}].bank is {run['bank']!r}, not single or dual")
+        for key, value in run.items():
+            _check_value(f"runs[{i}].", key, value)
         if run["bank"] == "single" and (run.get("augment") or run.get("augmented")):
             raise ConfigError(f"config: runs[{i}] adds synthetic defects to a single-bank run")
         aug = run.get("augment")
@@ -220,8 +262,8 @@ class Experiment:
         from .fileio import write_bytes, write_json, write_text
 
         c = self.config
+        train, test = self.datasets()  # before any output: a bad --data leaves no folder behind
         self.out.mkdir(parents=True, exist_ok=True)
-        train, test = self.datasets()
         write_text(self.out / "config.yaml", yaml.safe_dump(c, sort_keys=False))
         write_json(self.out / "environment.json", environment())
         dataset_info = {
