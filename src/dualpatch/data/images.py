@@ -17,16 +17,30 @@ Size = tuple[int, int]  # (height, width)
 
 
 def _open(path: Path) -> Image.Image:
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not an image file")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (0 bytes)")
-    try:
-        img = Image.open(path)
-        img.load()  # decode now so truncation surfaces here, not later
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable image ({str(exc).splitlines()[0]})") from exc
+    # Pillow's own warnings (corrupt EXIF, very large images) do not name the file: re-issue them.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            img = Image.open(path)
+            img.load()  # decode now so truncation surfaces here, not later
+        except UnidentifiedImageError as exc:
+            raise DataError(f"{path}: not a readable image (unknown format or corrupt)") from exc
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(f"{path}: not a readable image ({_first_line(exc)})") from exc
+    for w in caught:
+        warnings.warn(f"{path}: {_first_line(w.message)}", stacklevel=3)
     return img
+
+
+def _first_line(exc: object) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
 
 
 def _to_float_array(img: Image.Image, path: Path) -> np.ndarray:
@@ -97,9 +111,13 @@ def read_mask(
     """
     path = Path(path)
     img = _open(path)
+    if img.mode in ("P", "PA", "LA", "La"):
+        img = img.convert("L")  # palette colours, not indices; an alpha channel is not a label
     arr = np.asarray(img)
     if arr.ndim == 3:
         arr = arr[..., :3].max(axis=2)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise DataError(f"{path}: mask contains NaN or infinite values")
     if image_shape is not None and tuple(arr.shape[:2]) != tuple(image_shape):
         raise DataError(
             f"{path}: mask is {arr.shape[1]}x{arr.shape[0]} but its image is "
@@ -123,8 +141,12 @@ def image_shape(path: str | os.PathLike[str]) -> Size:
     try:
         with Image.open(path) as img:
             return img.size[1], img.size[0]
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: not a readable image ({str(exc).splitlines()[0]})") from exc
+    except UnidentifiedImageError as exc:
+        raise DataError(f"{path}: not a readable image (unknown format or corrupt)") from exc
+    except (OSError, Image.DecompressionBombError) as exc:
+        if not path.exists():
+            raise DataError(f"{path}: file not found") from exc
+        raise DataError(f"{path}: not a readable image ({_first_line(exc)})") from exc
 
 
 def list_images(folder: Path) -> list[Path]:

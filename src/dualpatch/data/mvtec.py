@@ -48,11 +48,28 @@ class MVTecFolder(Dataset):
                     raise DataError(f"{p}: defective image has no mask in {gt_dir}")
                 used.add(mask.stem)
                 samples.append(Sample(f"{split}/{type_dir.name}/{p.stem}", p, mask, 1))
-            if split == "test":
-                for stem, m in masks.items():
-                    if stem not in used:
-                        warnings.warn(f"{m}: mask has no image; skipped", stacklevel=2)
+            _warn_orphans(root, type_dir.name, masks, used)
         if not any(s.label == 0 for s in samples) and split == "train":
             raise DataError(f"{split_dir / 'good'}: folder is empty (no {'/'.join(IMAGE_SUFFIXES)})")
         self.split = split
         super().__init__(samples, root)
+
+
+def _warn_orphans(root: Path, type_name: str, masks: dict[str, Path], used: set[str]) -> None:
+    """Warn about masks in ``ground_truth/<type>`` that belong to no image of either split.
+
+    ``train/<type>`` and ``test/<type>`` share one mask folder, so a mask is only an orphan when
+    neither split holds its image.
+    """
+    for split in ("train", "test"):
+        other = root / split / type_name
+        if other.is_dir():
+            for p in list_images(other):
+                used |= {p.stem + s for s in MASK_SUFFIXES}
+    orphans = [m for stem, m in sorted(masks.items()) if stem not in used]
+    if len(orphans) == 1:
+        warnings.warn(f"{orphans[0]}: mask has no image; skipped", stacklevel=3)
+    elif orphans:
+        names = ", ".join(m.name for m in orphans[:3]) + (", ..." if len(orphans) > 3 else "")
+        gt_dir = orphans[0].parent
+        warnings.warn(f"{gt_dir}: {len(orphans)} masks have no image; skipped ({names})", stacklevel=3)
