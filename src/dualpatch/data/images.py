@@ -23,18 +23,15 @@ def _open(path: Path) -> Image.Image:
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (0 bytes)")
-    # Pillow's own warnings (corrupt EXIF, very large images) do not name the file: re-issue them.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            img = Image.open(path)
-            img.load()  # decode now so truncation surfaces here, not later
-        except UnidentifiedImageError as exc:
-            raise DataError(f"{path}: not a readable image (unknown format or corrupt)") from exc
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"{path}: not a readable image ({_first_line(exc)})") from exc
-    for w in caught:
-        warnings.warn(f"{path}: {_first_line(w.message)}", stacklevel=3)
+    # (no warnings.catch_warnings here to re-issue Pillow's warnings with the file name: it is
+    # not thread-safe, and images are read from worker threads)
+    try:
+        img = Image.open(path)
+        img.load()  # decode now so truncation surfaces here, not later
+    except UnidentifiedImageError as exc:
+        raise DataError(f"{path}: not a readable image (unknown format or corrupt)") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: not a readable image ({_first_line(exc)})") from exc
     return img
 
 
