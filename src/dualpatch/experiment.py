@@ -283,8 +283,12 @@ class Experiment:
         with_pickle = _seed_layout(results)
         buf = _npy_bytes(with_pickle)
         write_bytes(self.out / "results.npy", buf)
-        self.write_report(results, test, dataset_info)
-        return self.out / "report.html"
+        report = self.out / "report.html"
+        if any(not r.get("skipped") for r in results) or not report.exists():
+            self.write_report(results, test, dataset_info)
+        else:
+            self.log.info("every run finished before: report.html kept as it is")
+        return report
 
     def run_one(self, s: dict, train, test, dataset_info) -> dict:
         from .evaluation import evaluate
@@ -298,7 +302,7 @@ class Experiment:
         done = run_dir / "run.json"
         if done.exists() and json.loads(done.read_text()).get("signature") == signature:
             self.log.info("%s: finished before, skipped", s["name"])
-            return self._load_finished(run_dir, s["name"])
+            return {**self._load_finished(run_dir, s["name"]), "skipped": True}
         size = tuple(s["image_size"])
         common = dict(
             backbone=s["backbone"], image_size=size, coreset_ratio=s["normal_coreset"],
