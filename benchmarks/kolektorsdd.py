@@ -20,9 +20,11 @@ from pathlib import Path
 CONFIGS = {
     "single-1%": dict(bank="single", coreset_ratio=0.01),
     "single-10%": dict(bank="single", coreset_ratio=0.10),
+    "dual-weighted-1%": dict(bank="dual", coreset_ratio=0.01, rule="weighted"),
     "dual-patch-1%": dict(bank="dual", coreset_ratio=0.01, rule="patch"),
     "dual-seed-1%": dict(bank="dual", coreset_ratio=0.01, rule="seed"),
-    "dual-patch-10%": dict(bank="dual", coreset_ratio=0.10, rule="patch"),
+    "dual-weighted-10%": dict(bank="dual", coreset_ratio=0.10, rule="weighted"),
+    "dual-patch-1%-crops": dict(bank="dual", coreset_ratio=0.01, rule="patch", defects="crop"),
 }
 
 
@@ -36,6 +38,7 @@ def run_one(name: str, data: str, normalization: str, backbone: str) -> dict:
 
     cfg = dict(CONFIGS[name])
     bank = cfg.pop("bank")
+    defects = cfg.pop("defects", "image")
     size = (320, 128)
     train, test = KolektorSDD(data, "train"), KolektorSDD(data, "test")
     common = dict(backbone=backbone, image_size=size, normalization=normalization, progress=False,
@@ -51,7 +54,10 @@ def run_one(name: str, data: str, normalization: str, backbone: str) -> dict:
     timings["coreset_s"] = time.perf_counter() - t1
     if bank == "dual":
         t2 = time.perf_counter()
-        crop_feats = model.crop_features(train.defect_crops(size))
+        if defects == "crop":
+            crop_feats = model.crop_features(train.defect_crops(size))
+        else:
+            crop_feats = model.defect_image_features(train.defective())
         timings["features_s"] += time.perf_counter() - t2
         t3 = time.perf_counter()
         model.defect_memory_ = model._bank(model.defect_coreset, crop_feats, "")
@@ -64,6 +70,7 @@ def run_one(name: str, data: str, normalization: str, backbone: str) -> dict:
     metrics = evaluate(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
     return {
         "config": {"bank": bank, "backbone": backbone, "normalization": normalization,
+                   "defects": defects if bank == "dual" else None,
                    "image_size": list(size), **cfg, "num_neighbors": model.num_neighbors},
         "metrics": metrics,
         **{k: round(v, 2) for k, v in timings.items()},
