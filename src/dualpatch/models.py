@@ -371,7 +371,9 @@ class DualPatchCore(PatchCore):
             feats.append(self.crop_features(crops))
         feats = torch.cat(feats)
         if feats.shape[0] == 0:
-            raise DataError("defect bank is empty: no defect pixels under the masks")
+            marked = [s.mask_path for s in images if s.mask_path is not None]
+            example = f" (e.g. {marked[0]})" if marked else ""
+            raise DataError(f"defect bank is empty: no defect pixels under the masks{example}")
         self.defect_memory_ = self._bank(self.defect_coreset, feats, "defect coreset")
         return self
 
