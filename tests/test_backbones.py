@@ -292,3 +292,18 @@ def test_state_dict_of_non_tensors_is_refused(tmp_path):
     torch.save([torch.zeros(1)], path2)
     with pytest.raises(WeightsError, match="tensors"):
         read_state_dict(path2)
+
+
+@pytest.mark.parametrize("name", RESNETS)
+def test_resnet_weights_found_in_the_torch_cache(name, resnet_weights, tmp_path, monkeypatch):
+    """torchvision's weights API file name in $TORCH_HOME/hub/checkpoints is used, offline."""
+    monkeypatch.setenv("DUALPATCH_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    url = torchvision.models.get_model_weights(name).IMAGENET1K_V1.url
+    cached = tmp_path / "torch-home" / "hub" / "checkpoints" / Path(url).name
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(resnet_weights[name, ".pth"].read_bytes())
+    model = load_backbone(name)
+    expected = resnet_weights[name, "state"]["layer2.0.conv1.weight"]
+    assert torch.equal(model.state_dict()["layer2.0.conv1.weight"], expected)
+    check_stages(name, model)
