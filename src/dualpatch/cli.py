@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from .cli_common import DatasetName
 from .errors import DualpatchError
 
 app = typer.Typer(
@@ -22,13 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-
-class DatasetName(str, Enum):
-    kolektorsdd = "kolektorsdd"
-    ksdd2 = "ksdd2"
-    folder = "folder"
-    demo = "demo"
 
 
 class Bank(str, Enum):
@@ -290,7 +284,6 @@ def run(
 
 def run_config(cfg: dict) -> Path:
     """Run ``cfg`` with a rich progress display and a plain log file in its folder."""
-    import json
     import logging
 
     from rich.console import Console

@@ -2,45 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-import warnings
-from collections.abc import Iterator
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 
-from .errors import ConfigError, DualpatchError
+from .cli_common import DatasetName, reporting
+from .errors import ConfigError
 
 app = typer.Typer(
     help="Make synthetic defect images (imgs/, masks/, manifest.csv) from the training split.",
     no_args_is_help=True,
 )
-
-
-class DatasetName(StrEnum):
-    kolektorsdd = "kolektorsdd"
-    ksdd2 = "ksdd2"
-    folder = "folder"
-    demo = "demo"
-
-
-@contextlib.contextmanager
-def _reporting() -> Iterator[None]:
-    """Warnings as one ``warning:`` line each; dualpatch errors as one ``error:`` line, exit 1."""
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        typer.secho(f"warning: {message}", fg="yellow", err=True)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        warnings.showwarning = show
-        try:
-            yield
-        except DualpatchError as exc:
-            typer.secho(f"error: {exc}", fg="red", err=True)
-            raise typer.Exit(1) from None
 
 
 def _train_split(dataset: DatasetName, data: Path):
@@ -97,7 +70,7 @@ def ddpm(
     from .augment.ddpm import DDPMConfig, generate_ddpm
 
     started = time.monotonic()
-    with _reporting():
+    with reporting(always=False):
         if patch % 8:
             raise ConfigError(f"--patch: {patch} is not a multiple of 8")
         if steps is None and minutes is None:
@@ -147,7 +120,7 @@ def sdxl(
     from .augment.sdxl import NEGATIVE, PROMPTS, generate_sdxl
 
     started = time.monotonic()
-    with _reporting():
+    with reporting(always=False):
         rows = generate_sdxl(
             weights, _train_split(dataset, data), n_per_prompt, out,
             prompts=tuple(prompt) if prompt else PROMPTS,
@@ -171,6 +144,6 @@ def paste(
     from .augment.paste import generate_paste
 
     started = time.monotonic()
-    with _reporting():
+    with reporting(always=False):
         rows = generate_paste(_train_split(dataset, data), n, out, seed, log=typer.echo)
     _done(out, len(rows), started)

@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
-from .errors import DualpatchError
+from .cli_common import reporting
 
 app = typer.Typer(help="Download and prepare datasets (KolektorSDD2).", no_args_is_help=True)
 
 DATASETS = ("ksdd2",)
-
-
-@contextlib.contextmanager
-def _reporting() -> Iterator[None]:
-    """Print warnings as one ``warning:`` line each and errors as one ``error:`` line, exit 1."""
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        typer.secho(f"warning: {message}", fg="yellow", err=True)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = show
-        try:
-            yield
-        except DualpatchError as exc:
-            typer.secho(f"error: {exc}", fg="red", err=True)
-            raise typer.Exit(1) from None
 
 
 def _check_dataset(name: str) -> None:
@@ -57,7 +37,7 @@ def download(
     _check_dataset(dataset)
     from .data.download import KSDD2_URL, download_ksdd2
 
-    with _reporting():
+    with reporting():
         download_ksdd2(
             out, archive=archive, url=url or KSDD2_URL, sha256=sha256, force=force,
             connect_timeout=timeout, log=typer.echo,
@@ -76,5 +56,5 @@ def prepare(
     _check_dataset(dataset)
     from .data.prepare import prepare_ksdd2
 
-    with _reporting():
+    with reporting():
         prepare_ksdd2(src, out, size=size, workers=workers, log=typer.echo)
