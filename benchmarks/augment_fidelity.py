@@ -62,8 +62,11 @@ def main() -> None:
         synth = augmented_samples([folder])
         feats = mask_patches(model, synth)
         d = knn(feats, real_test)[0][:, 0]
-        results[name] = {"images": len(synth), "n": int(feats.shape[0]),
-                         "mean_nn_distance": float(d.mean())}
+        results[name] = {
+            "images": len(synth),
+            "n": int(feats.shape[0]),
+            "mean_nn_distance": float(d.mean()),
+        }
         rows.append(_strip(synth[:6]))
         print(f"{name}: {results[name]}")
     print(f"random normal patches: {results['random_normal_patches']}")
@@ -82,12 +85,14 @@ def _strip(samples, box=(96, 96)) -> np.ndarray:
     for s in samples:
         img, mask = s.image(), s.mask()
         ys, xs = np.nonzero(mask)
-        cy, cx = (int(ys.mean()), int(xs.mean())) if len(ys) else (img.shape[0] // 2, img.shape[1] // 2)
+        cy, cx = (
+            (int(ys.mean()), int(xs.mean())) if len(ys) else (img.shape[0] // 2, img.shape[1] // 2)
+        )
         h, w = box
         y0 = int(np.clip(cy - h // 2, 0, max(img.shape[0] - h, 0)))
         x0 = int(np.clip(cx - w // 2, 0, max(img.shape[1] - w, 0)))
-        tile = img[y0:y0 + h, x0:x0 + w].copy()
-        edge = mask[y0:y0 + h, x0:x0 + w]
+        tile = img[y0 : y0 + h, x0 : x0 + w].copy()
+        edge = mask[y0 : y0 + h, x0 : x0 + w]
         edge = edge & ~ndimage.binary_erosion(edge)
         outlined = tile.copy()
         outlined[edge] = (255, 0, 255)

@@ -1,4 +1,4 @@
-"""Benchmark on KolektorSDD (default split, 320x128, Lite0): accuracy, fit time, test speed, peak RSS.
+"""KolektorSDD benchmark (default split, 320x128, Lite0): accuracy, fit time, speed, peak RSS.
 
 Each configuration runs in its own process so that its peak RSS is its own. Results are written to
 ``benchmarks/results/kolektorsdd.json`` (atomically, one entry per configuration).
@@ -41,8 +41,9 @@ def run_one(name: str, data: str, normalization: str, backbone: str) -> dict:
     defects = cfg.pop("defects", "image")
     size = (320, 128)
     train, test = KolektorSDD(data, "train"), KolektorSDD(data, "test")
-    common = dict(backbone=backbone, image_size=size, normalization=normalization, progress=False,
-                  **cfg)
+    common = dict(
+        backbone=backbone, image_size=size, normalization=normalization, progress=False, **cfg
+    )
     model = PatchCore(**common) if bank == "single" else DualPatchCore(**common)
     timings = {}
     t0 = time.perf_counter()
@@ -50,7 +51,9 @@ def run_one(name: str, data: str, normalization: str, backbone: str) -> dict:
     timings["features_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     model.grid_ = tuple(normal_feats.shape[1:3])
-    model.memory_ = model._bank(model.coreset_ratio, normal_feats.reshape(-1, normal_feats.shape[-1]), "")
+    model.memory_ = model._bank(
+        model.coreset_ratio, normal_feats.reshape(-1, normal_feats.shape[-1]), ""
+    )
     timings["coreset_s"] = time.perf_counter() - t1
     if bank == "dual":
         t2 = time.perf_counter()
@@ -69,9 +72,15 @@ def run_one(name: str, data: str, normalization: str, backbone: str) -> dict:
     masks = np.stack([s.mask(size) for s in test])
     metrics = evaluate(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
     return {
-        "config": {"bank": bank, "backbone": backbone, "normalization": normalization,
-                   "defects": defects if bank == "dual" else None,
-                   "image_size": list(size), **cfg, "num_neighbors": model.num_neighbors},
+        "config": {
+            "bank": bank,
+            "backbone": backbone,
+            "normalization": normalization,
+            "defects": defects if bank == "dual" else None,
+            "image_size": list(size),
+            **cfg,
+            "num_neighbors": model.num_neighbors,
+        },
         "metrics": metrics,
         **{k: round(v, 2) for k, v in timings.items()},
         "test_ms_per_image": round(1000 * test_s / len(test), 1),
@@ -84,11 +93,15 @@ def run_one(name: str, data: str, normalization: str, backbone: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get("DUALPATCH_DATA", "../shared/data/kolektorsdd"))
+    parser.add_argument(
+        "--data", default=os.environ.get("DUALPATCH_DATA", "../shared/data/kolektorsdd")
+    )
     parser.add_argument("--only", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--normalization", default="auto")
     parser.add_argument("--backbone", default="efficientnet_lite0")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "kolektorsdd.json"))
+    parser.add_argument(
+        "--out", default=str(Path(__file__).parent / "results" / "kolektorsdd.json")
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -101,9 +114,20 @@ def main() -> None:
     for name in args.only:
         key = f"{name}/{args.backbone}/{args.normalization}"
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", name, "--data", args.data,
-             "--normalization", args.normalization, "--backbone", args.backbone],
-            capture_output=True, text=True,
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                "--data",
+                args.data,
+                "--normalization",
+                args.normalization,
+                "--backbone",
+                args.backbone,
+            ],
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             sys.exit(f"{key} failed:\n{proc.stderr[-2000:]}")
@@ -111,10 +135,13 @@ def main() -> None:
         write_json(out, results)
         r = results[key]
         m = r["metrics"]
-        print(f"{key:40s} imgAUROC {m['image_auroc']:.3f} pixAUROC {m['pixel_auroc']:.3f} "
-              f"AP {m['image_ap']:.3f} AUPRO {m['pixel_aupro']:.3f} F1 {m['f1_max']:.3f} | "
-              f"fit {r['fit_s']}s (feat {r['features_s']} coreset {r['coreset_s']}) "
-              f"{r['test_ms_per_image']} ms/img RSS {r['peak_rss_gib']} GiB", flush=True)
+        print(
+            f"{key:40s} imgAUROC {m['image_auroc']:.3f} pixAUROC {m['pixel_auroc']:.3f} "
+            f"AP {m['image_ap']:.3f} AUPRO {m['pixel_aupro']:.3f} F1 {m['f1_max']:.3f} | "
+            f"fit {r['fit_s']}s (feat {r['features_s']} coreset {r['coreset_s']}) "
+            f"{r['test_ms_per_image']} ms/img RSS {r['peak_rss_gib']} GiB",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,12 @@ from dualpatch.experiment import Experiment, load_config
 
 def _config(tmp_path, demo_root, **extra):
     overrides = [
-        "dataset=demo", f"data={demo_root}", f"out={tmp_path / 'exp'}", "image_size=[64, 32]",
-        "coreset_min=40", f"cache={tmp_path / 'cache'}",
+        "dataset=demo",
+        f"data={demo_root}",
+        f"out={tmp_path / 'exp'}",
+        "image_size=[64, 32]",
+        "coreset_min=40",
+        f"cache={tmp_path / 'cache'}",
     ]
     cfg = load_config(None, overrides)
     cfg["runs"] = [
@@ -39,8 +43,17 @@ def finished(tmp_path_factory, demo_root):
 def test_results_folder_holds_everything(finished, demo_test):
     cfg, report = finished
     out = report.parent
-    for name in ("config.yaml", "environment.json", "dataset.json", "metrics.json", "metrics.csv",
-                 "results.npy", "report.html", "curves/roc.png", "curves/pr.png"):
+    for name in (
+        "config.yaml",
+        "environment.json",
+        "dataset.json",
+        "metrics.json",
+        "metrics.csv",
+        "results.npy",
+        "report.html",
+        "curves/roc.png",
+        "curves/pr.png",
+    ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"single", "dual", "dual-seed-rule"}
@@ -74,7 +87,8 @@ def test_results_npy_keeps_the_reference_layout(finished):
     assert "dual_patchcore" in results
     metrics = json.loads((report.parent / "metrics.json").read_text())
     assert results["standard_patchcore"]["image_auc"] == pytest.approx(
-        metrics["single"]["image_auroc"])
+        metrics["single"]["image_auroc"]
+    )
 
 
 def test_rerun_skips_finished_runs_without_feature_extraction(finished, monkeypatch):
@@ -105,7 +119,9 @@ def test_changed_run_is_recomputed_from_cached_features(finished, monkeypatch):
     monkeypatch.setattr(FeatureExtractor, "forward", counting)
     Experiment(cfg).run()
     # training images come from the cache; only the test split is run through the backbone
-    assert sum(calls) == len(json.loads((report.parent / "dataset.json").read_text())["test"]["files"])
+    assert sum(calls) == len(
+        json.loads((report.parent / "dataset.json").read_text())["test"]["files"]
+    )
 
 
 def test_overrides_and_validation(tmp_path):
@@ -135,4 +151,8 @@ def test_shipped_configs_are_valid():
         assert cfg["runs"]
     ksdd2 = load_config(Path(__file__).parents[1] / "configs/ksdd2.yaml")
     assert (ksdd2["backbone"], ksdd2["normal_coreset"], ksdd2["defect_coreset"], ksdd2["seed"]) == (
-        "resnet50", 0.01, 0.10, 42)
+        "resnet50",
+        0.01,
+        0.10,
+        42,
+    )

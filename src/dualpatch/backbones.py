@@ -99,12 +99,20 @@ def _registry() -> dict[str, BackboneSpec]:
     wrn_build, wrn_load = _torchvision("wide_resnet50_2")
     return {
         "efficientnet_lite0": BackboneSpec(
-            "efficientnet_lite0", ("_blocks.4", "_blocks.10"), (40, 112), TF_STYLE,
-            _efficientnet("lite0"), _efficientnet_weights("lite0"),
+            "efficientnet_lite0",
+            ("_blocks.4", "_blocks.10"),
+            (40, 112),
+            TF_STYLE,
+            _efficientnet("lite0"),
+            _efficientnet_weights("lite0"),
         ),
         "efficientnet_lite2": BackboneSpec(
-            "efficientnet_lite2", ("_blocks.6", "_blocks.14"), (48, 120), TF_STYLE,
-            _efficientnet("lite2"), _efficientnet_weights("lite2"),
+            "efficientnet_lite2",
+            ("_blocks.6", "_blocks.14"),
+            (48, 120),
+            TF_STYLE,
+            _efficientnet("lite2"),
+            _efficientnet_weights("lite2"),
         ),
         "resnet50": BackboneSpec(
             "resnet50", ("layer2", "layer3"), (512, 1024), IMAGENET, r50_build, r50_load

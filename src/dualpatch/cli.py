@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import warnings
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -25,24 +25,24 @@ app = typer.Typer(
 )
 
 
-class Bank(str, Enum):
+class Bank(StrEnum):
     single = "single"
     dual = "dual"
 
 
-class Backbone(str, Enum):
+class Backbone(StrEnum):
     efficientnet_lite0 = "efficientnet_lite0"
     efficientnet_lite2 = "efficientnet_lite2"
     resnet50 = "resnet50"
     wide_resnet50_2 = "wide_resnet50_2"
 
 
-class DefectSource(str, Enum):
+class DefectSource(StrEnum):
     image = "image"
     crop = "crop"
 
 
-class Rule(str, Enum):
+class Rule(StrEnum):
     patch = "patch"
     seed = "seed"
     weighted = "weighted"
@@ -96,7 +96,9 @@ MIN_SIDE = 16
 
 
 def default_cache() -> Path:
-    return Path(os.environ.get("DUALPATCH_CACHE", Path.home() / ".cache" / "dualpatch" / "features"))
+    return Path(
+        os.environ.get("DUALPATCH_CACHE", Path.home() / ".cache" / "dualpatch" / "features")
+    )
 
 
 def _parse_items(spec: str) -> list[int]:
@@ -139,9 +141,13 @@ def fit(
     reweight: bool = typer.Option(False, help="PatchCore paper's image-score re-weighting."),
     weights: Path | None = typer.Option(None, help="Backbone state_dict file (.pth/.safetensors)."),
     normalization: str = typer.Option("auto", help="auto (the weights' own), imagenet or tf."),
-    augmented: list[Path] = typer.Option([], help="Synthetic-defect folder(s) for the defect bank."),
+    augmented: list[Path] = typer.Option(
+        [], help="Synthetic-defect folder(s) for the defect bank."
+    ),
     train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
-    cache: Path | None = typer.Option(None, help="Feature cache folder [default: ~/.cache/dualpatch]."),
+    cache: Path | None = typer.Option(
+        None, help="Feature cache folder [default: ~/.cache/dualpatch]."
+    ),
 ) -> None:
     """Fit a single- or dual-bank model on a dataset's training split."""
     from . import DualPatchCore, PatchCore
@@ -150,9 +156,15 @@ def fit(
         fail(f"--size {size[0]} {size[1]}: each side needs at least {MIN_SIDE} pixels")
     train = open_dataset(dataset, data, "train", train_items)
     common = dict(
-        backbone=backbone.value, image_size=tuple(size), coreset_ratio=coreset,
-        coreset_min=coreset_min, reweight=reweight, weights=str(weights) if weights else None,
-        normalization=normalization, seed=seed, cache_dir=str(cache or default_cache()),
+        backbone=backbone.value,
+        image_size=tuple(size),
+        coreset_ratio=coreset,
+        coreset_min=coreset_min,
+        reweight=reweight,
+        weights=str(weights) if weights else None,
+        normalization=normalization,
+        seed=seed,
+        cache_dir=str(cache or default_cache()),
     )
     if bank == Bank.single:
         if augmented:
@@ -164,8 +176,10 @@ def fit(
 
         inputs = defect_inputs(train, defects.value, tuple(size), augmented)
         if not inputs:
-            fail(f"{data}: no defective training images with masks for the defect bank; "
-                 "use --bank single or add --augmented DIR")
+            fail(
+                f"{data}: no defective training images with masks for the defect bank; "
+                "use --bank single or add --augmented DIR"
+            )
         model.fit(train.normal(), inputs)
     model.save(out)
     typer.echo(f"saved {model.kind} model to {out}")
@@ -272,7 +286,9 @@ def print_metrics(results: dict[str, dict[str, float]]) -> None:
 @app.command()
 def run(
     config: Path | None = typer.Option(None, help="Experiment YAML (see configs/)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config key: key=value (repeatable)."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a config key: key=value (repeatable)."
+    ),
     out: Path | None = typer.Option(None, help="Results folder (same as --set out=DIR)."),
 ) -> None:
     """Run an experiment matrix (single / dual / dual + augmentation) into one results folder."""
@@ -302,8 +318,12 @@ def run_config(cfg: dict) -> Path:
     log.addHandler(handler)
     console = Console(stderr=True)
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     ) as progress:
         runs_task = progress.add_task("runs", total=len(cfg["runs"]))
 
@@ -360,7 +380,9 @@ def demo(
         typer.echo(f"demo data: KolektorSDD at {data} (DUALPATCH_DATA), default split, 320x128")
         overrides = ["dataset=kolektorsdd", f"data={data}", "name=demo-kolektorsdd"]
     else:
-        typer.echo("demo data: built-in synthetic striped surfaces in KSDD2 layout (runs/demo-data)")
+        typer.echo(
+            "demo data: built-in synthetic striped surfaces in KSDD2 layout (runs/demo-data)"
+        )
         overrides = ["dataset=demo", "data=runs/demo-data", "name=demo-synthetic"]
     cfg = load_config(None, overrides + [f"out={out}"])
     cfg["runs"] = runs

@@ -16,7 +16,7 @@ def _both_classes(labels: np.ndarray) -> bool:
 
 
 def f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """Best F1 over all thresholds, and the threshold that reaches it (score >= threshold = defect)."""
+    """Best F1 over all thresholds and the threshold reaching it (score >= threshold = defect)."""
     precision, recall, thresholds = precision_recall_curve(labels, scores)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     best = int(np.argmax(f1[:-1])) if len(thresholds) else 0
@@ -40,13 +40,17 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3, steps: in
         order = np.argsort(lab, axis=None, kind="stable")
         flat_lab, flat_map = lab.reshape(-1)[order], amap.reshape(-1)[order]
         bounds = np.searchsorted(flat_lab, np.arange(1, n + 2))
-        region_scores += [np.sort(flat_map[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        region_scores += [
+            np.sort(flat_map[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
     normal_scores = np.sort(maps[~masks])
     hi = float(maps.max())
     lo = min(float(np.quantile(normal_scores, 1 - fpr_limit)), hi)
     thresholds = np.linspace(hi, lo, steps)
     # Fraction of pixels >= t, read off sorted scores for all thresholds at once.
-    fprs = np.concatenate([[0.0], 1.0 - np.searchsorted(normal_scores, thresholds) / normal_scores.size])
+    fprs = np.concatenate(
+        [[0.0], 1.0 - np.searchsorted(normal_scores, thresholds) / normal_scores.size]
+    )
     overlap = np.mean(
         [1.0 - np.searchsorted(r, thresholds) / r.size for r in region_scores], axis=0
     )
@@ -70,7 +74,7 @@ def evaluate(
     masks: np.ndarray | None = None,
     maps: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """All metrics as fractions; NaN where the data cannot define one (e.g. no defect in the set)."""
+    """All metrics as fractions; NaN where the data cannot define one (e.g. no defect at all)."""
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
     out = {k: math.nan for k in METRIC_KEYS}

@@ -50,8 +50,20 @@ DEFAULTS: dict[str, Any] = {
 }
 #: keys a run may set for itself, overriding the experiment-wide value
 RUN_KEYS = {
-    "name", "bank", "rule", "backbone", "normalization", "weights", "normal_coreset",
-    "defect_coreset", "coreset_min", "reweight", "image_size", "seed", "augment", "augmented",
+    "name",
+    "bank",
+    "rule",
+    "backbone",
+    "normalization",
+    "weights",
+    "normal_coreset",
+    "defect_coreset",
+    "coreset_min",
+    "reweight",
+    "image_size",
+    "seed",
+    "augment",
+    "augmented",
     "defects",
 }
 AUGMENT_KEYS = {"method", "n", "steps", "minutes", "seed"}
@@ -127,14 +139,19 @@ def _check_value(where: str, key: str, value: Any) -> None:
     }
     checks = {
         "image_size": (
-            lambda v: isinstance(v, list | tuple) and len(v) == 2
-            and all(isinstance(x, int) and not isinstance(x, bool) and x >= MIN_SIDE for x in v),
+            lambda v: (
+                isinstance(v, list | tuple)
+                and len(v) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) and x >= MIN_SIDE for x in v)
+            ),
             f"[H, W] with both at least {MIN_SIDE}",
         ),
         "normal_coreset": (lambda v: number(v) and 0 <= v <= 1, "a fraction from 0 to 1"),
         "defect_coreset": (lambda v: number(v) and 0 <= v <= 1, "a fraction from 0 to 1"),
-        "coreset_min": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                        "a whole number of at least 1"),
+        "coreset_min": (
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+            "a whole number of at least 1",
+        ),
         "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
         "reweight": (lambda v: isinstance(v, bool), "true or false"),
         "inline_images": (lambda v: isinstance(v, bool), "true or false"),
@@ -256,7 +273,9 @@ class Experiment:
         if c["dataset"] == "kolektorsdd" and c["train_items"]:
             items = c["train_items"]
             return KolektorSDD(c["data"], "train", items), KolektorSDD(c["data"], "test", items)
-        return load_dataset(c["dataset"], c["data"], "train"), load_dataset(c["dataset"], c["data"], "test")
+        return load_dataset(c["dataset"], c["data"], "train"), load_dataset(
+            c["dataset"], c["data"], "test"
+        )
 
     def run(self) -> Path:
         from .fileio import write_bytes, write_json, write_text
@@ -267,7 +286,8 @@ class Experiment:
         write_text(self.out / "config.yaml", yaml.safe_dump(c, sort_keys=False))
         write_json(self.out / "environment.json", environment())
         dataset_info = {
-            "dataset": c["dataset"], "data": str(c["data"]),
+            "dataset": c["dataset"],
+            "data": str(c["data"]),
             "train": {"sha256": train.fingerprint(), "files": train.file_list()},
             "test": {"sha256": test.fingerprint(), "files": test.file_list()},
         }
@@ -296,8 +316,11 @@ class Experiment:
 
         run_dir = self.out / "runs" / _slug(s["name"])
         signature = hashlib.sha256(
-            json.dumps([s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"]],
-                       sort_keys=True, default=str).encode()
+            json.dumps(
+                [s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"]],
+                sort_keys=True,
+                default=str,
+            ).encode()
         ).hexdigest()
         done = run_dir / "run.json"
         if done.exists() and json.loads(done.read_text()).get("signature") == signature:
@@ -305,9 +328,15 @@ class Experiment:
             return {**self._load_finished(run_dir, s["name"]), "skipped": True}
         size = tuple(s["image_size"])
         common = dict(
-            backbone=s["backbone"], image_size=size, coreset_ratio=s["normal_coreset"],
-            coreset_min=s["coreset_min"], reweight=s["reweight"], normalization=s["normalization"],
-            weights=s["weights"], seed=s["seed"], cache_dir=str(self._cache()),
+            backbone=s["backbone"],
+            image_size=size,
+            coreset_ratio=s["normal_coreset"],
+            coreset_min=s["coreset_min"],
+            reweight=s["reweight"],
+            normalization=s["normalization"],
+            weights=s["weights"],
+            seed=s["seed"],
+            cache_dir=str(self._cache()),
             progress=self.progress or False,
         )
         from . import DualPatchCore, PatchCore
@@ -337,15 +366,31 @@ class Experiment:
         from safetensors.numpy import save_file
 
         with atomic_path(run_dir / "predictions.safetensors") as tmp:
-            save_file({"scores": pred.image_scores, "labels": pred.labels.astype(np.int64),
-                       "maps": pred.anomaly_maps.astype(np.float16)}, str(tmp))
+            save_file(
+                {
+                    "scores": pred.image_scores,
+                    "labels": pred.labels.astype(np.int64),
+                    "maps": pred.anomaly_maps.astype(np.float16),
+                },
+                str(tmp),
+            )
         write_text(run_dir / "ids.txt", "\n".join(pred.ids) + "\n")
         write_json(run_dir / "metrics.json", metrics)
         write_json(run_dir / "run.json", {"signature": signature, "settings": s})
-        self.log.info("%s: %s", s["name"], {k: round(v, 4) for k, v in metrics.items()
-                                            if isinstance(v, float)})
-        return {"name": s["name"], "settings": s, "metrics": metrics, "ids": pred.ids,
-                "labels": pred.labels, "scores": pred.image_scores, "maps": pred.anomaly_maps}
+        self.log.info(
+            "%s: %s",
+            s["name"],
+            {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)},
+        )
+        return {
+            "name": s["name"],
+            "settings": s,
+            "metrics": metrics,
+            "ids": pred.ids,
+            "labels": pred.labels,
+            "scores": pred.image_scores,
+            "maps": pred.anomaly_maps,
+        }
 
     def _load_finished(self, run_dir: Path, name: str) -> dict:
         from safetensors.numpy import load_file
@@ -356,7 +401,9 @@ class Experiment:
             "settings": json.loads((run_dir / "run.json").read_text())["settings"],
             "metrics": json.loads((run_dir / "metrics.json").read_text()),
             "ids": (run_dir / "ids.txt").read_text().split("\n")[:-1],
-            "labels": t["labels"], "scores": t["scores"], "maps": t["maps"].astype(np.float32),
+            "labels": t["labels"],
+            "scores": t["scores"],
+            "maps": t["maps"].astype(np.float32),
         }
 
     def _cache(self) -> Path:
@@ -377,8 +424,11 @@ class Experiment:
 
         c = self.config
         n = max(
-            (r["augment"].get("n", 40) for r in c["runs"]
-             if r.get("augment") and key(r["augment"]) == key(spec)),
+            (
+                r["augment"].get("n", 40)
+                for r in c["runs"]
+                if r.get("augment") and key(r["augment"]) == key(spec)
+            ),
             default=spec.get("n", 40),
         )
         tag = "-".join(f"{k}{v}" for k, v in key(spec) if k != "method")
@@ -387,7 +437,11 @@ class Experiment:
             return folder
         self.log.info("augment: %s, %d images into %s", spec["method"], n, folder)
         augment.generate(
-            spec["method"], dataset=c["dataset"], data=c["data"], out=folder, n=n,
+            spec["method"],
+            dataset=c["dataset"],
+            data=c["data"],
+            out=folder,
+            n=n,
             **{k: v for k, v in spec.items() if k not in ("method", "n")},
         )
         return folder
@@ -398,9 +452,14 @@ class Experiment:
         size = tuple(self.config["image_size"])
         runs = [
             RunResult(
-                name=r["name"], metrics=r["metrics"], ids=r["ids"], labels=r["labels"],
-                scores=r["scores"], threshold=r["metrics"].get("f1_threshold", float("nan")),
-                maps=r["maps"], images=lambda i: test[i].image(size),
+                name=r["name"],
+                metrics=r["metrics"],
+                ids=r["ids"],
+                labels=r["labels"],
+                scores=r["scores"],
+                threshold=r["metrics"].get("f1_threshold", float("nan")),
+                maps=r["maps"],
+                images=lambda i: test[i].image(size),
                 masks=lambda i: test[i].mask(size),
             )
             for r in results
@@ -408,12 +467,21 @@ class Experiment:
         provenance = {
             "config": self.config,
             "environment": json.loads((self.out / "environment.json").read_text()),
-            "dataset": {k: v if not isinstance(v, dict) else {"sha256": v["sha256"],
-                                                              "images": len(v["files"])}
-                        for k, v in dataset_info.items()},
+            "dataset": {
+                k: v
+                if not isinstance(v, dict)
+                else {"sha256": v["sha256"], "images": len(v["files"])}
+                for k, v in dataset_info.items()
+            },
         }
-        return write_html_report(self.out, runs, provenance, title=f"dualpatch: {self.config['name']}",
-                                 gallery_limit=None, inline_images=self.config["inline_images"])
+        return write_html_report(
+            self.out,
+            runs,
+            provenance,
+            title=f"dualpatch: {self.config['name']}",
+            gallery_limit=None,
+            inline_images=self.config["inline_images"],
+        )
 
 
 def _slug(name: str) -> str:
@@ -423,8 +491,17 @@ def _slug(name: str) -> str:
 
 
 def _metrics_csv(metrics: dict[str, dict]) -> str:
-    keys = ["image_auroc", "pixel_auroc", "image_ap", "pixel_aupro", "f1_max", "f1_threshold",
-            "fit_seconds", "images_per_second", "peak_rss_mb"]
+    keys = [
+        "image_auroc",
+        "pixel_auroc",
+        "image_ap",
+        "pixel_aupro",
+        "f1_max",
+        "f1_threshold",
+        "fit_seconds",
+        "images_per_second",
+        "peak_rss_mb",
+    ]
     lines = ["run," + ",".join(keys)]
     for name, m in metrics.items():
         lines.append(name + "," + ",".join(f"{m.get(k, float('nan')):.6g}" for k in keys))
@@ -443,7 +520,10 @@ def _seed_layout(results: list[dict]) -> dict:
         else:
             key = "dual_patchcore"
         key = key if key not in out else f"{key}:{r['name']}"
-        out[key] = {"image_auc": r["metrics"]["image_auroc"], "pixel_auc": r["metrics"]["pixel_auroc"]}
+        out[key] = {
+            "image_auc": r["metrics"]["image_auroc"],
+            "pixel_auc": r["metrics"]["pixel_auroc"],
+        }
     return out
 
 

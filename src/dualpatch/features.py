@@ -1,4 +1,4 @@
-"""Patch features: two backbone stages, 3x3 local averaging, deeper map aligned to the shallower grid."""
+"""Patch features: two backbone stages, 3x3 local averaging, deeper map on the shallower grid."""
 
 from __future__ import annotations
 

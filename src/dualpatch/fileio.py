@@ -50,7 +50,7 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def write_image(path: str | os.PathLike[str], image: Any) -> None:
-    """Write a uint8 array (HxW or HxWx3 RGB) as an image, atomically; the format follows the suffix."""
+    """Write a uint8 array (HxW or HxWx3 RGB) as an image, atomically; format from the suffix."""
     from PIL import Image
 
     path = Path(path)
@@ -66,7 +66,7 @@ def _pil_format(suffix: str) -> str:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; it replaces ``path`` only when the block succeeds."""
+    """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))

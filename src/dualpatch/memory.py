@@ -13,7 +13,7 @@ KNN_BLOCK = 16 * 1024 * 1024
 
 
 def random_projection(dim_in: int, dim_out: int, seed: int) -> torch.Tensor:
-    """A fixed Gaussian (dim_in, dim_out) matrix; distances are preserved up to a small distortion."""
+    """A fixed Gaussian (dim_in, dim_out) matrix; distances are kept up to a small distortion."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(dim_in, dim_out, generator=gen) / math.sqrt(dim_out)
 
@@ -113,7 +113,9 @@ class MemoryBank:
 
     def fit(self, features: torch.Tensor, progress=None) -> MemoryBank:
         if features.ndim != 2 or features.shape[0] == 0:
-            raise DataError(f"memory bank needs a non-empty (N, D) feature matrix, got {tuple(features.shape)}")
+            raise DataError(
+                f"memory bank needs a non-empty (N, D) feature matrix, got {tuple(features.shape)}"
+            )
         if not torch.isfinite(features).all():
             raise DataError("features contain NaN or infinite values")
         idx = greedy_coreset(

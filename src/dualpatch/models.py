@@ -102,8 +102,17 @@ class PatchCore:
 
     # -- parameters -------------------------------------------------------------------------
     PARAMS = (
-        "backbone", "image_size", "coreset_ratio", "coreset_min", "projection_dim",
-        "num_neighbors", "reweight", "blur_sigma", "normalization", "batch_size", "seed",
+        "backbone",
+        "image_size",
+        "coreset_ratio",
+        "coreset_min",
+        "projection_dim",
+        "num_neighbors",
+        "reweight",
+        "blur_sigma",
+        "normalization",
+        "batch_size",
+        "seed",
     )
 
     def get_params(self) -> dict[str, Any]:
@@ -125,8 +134,9 @@ class PatchCore:
         """Image content + everything that shapes its features (code version, backbone, weights)."""
         if getattr(self, "_key_prefix", None) is None:
             weights = _file_digest(self.weights) if self.weights else "package"
-            self._key_prefix = json.dumps([FEATURE_VERSION, self.backbone, list(self.image_size),
-                                           self.normalization, weights]).encode()
+            self._key_prefix = json.dumps(
+                [FEATURE_VERSION, self.backbone, list(self.image_size), self.normalization, weights]
+            ).encode()
         h = hashlib.sha256(Path(sample.image_path).read_bytes())
         h.update(self._key_prefix)
         return h.hexdigest()
@@ -227,7 +237,9 @@ class PatchCore:
         return {"normal_bank": self.memory_.bank_}
 
     def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.memory_ = MemoryBank(self.coreset_ratio, self.coreset_min, self.projection_dim, self.seed)
+        self.memory_ = MemoryBank(
+            self.coreset_ratio, self.coreset_min, self.projection_dim, self.seed
+        )
         self.memory_.bank_ = tensors["normal_bank"]
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -269,10 +281,13 @@ class PatchCore:
         try:
             meta = json.loads(meta_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelFileError(f"{meta_path}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from exc
+            raise ModelFileError(
+                f"{meta_path}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
+            ) from exc
         if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
             raise ModelFileError(
-                f"{meta_path}: model format {meta.get('format_version') if isinstance(meta, dict) else '?'}"
+                f"{meta_path}: model format "
+                f"{meta.get('format_version') if isinstance(meta, dict) else '?'}"
                 f" is not supported by dualpatch {__version__} (expects {FORMAT_VERSION})"
             )
         classes = {c.__name__: c for c in (PatchCore, DualPatchCore)}
@@ -284,7 +299,8 @@ class PatchCore:
         digest = hashlib.sha256(tensor_path.read_bytes()).hexdigest()
         if digest != meta.get("safetensors_sha256"):
             raise ModelFileError(
-                f"{tensor_path}: checksum does not match model.json (file tampered with or truncated)"
+                f"{tensor_path}: checksum does not match model.json "
+                "(file tampered with or truncated)"
             )
         missing = [k for k in ("params", "grid", "feature_dim", "tensors") if k not in meta]
         if missing:
@@ -299,7 +315,9 @@ class PatchCore:
         try:
             model = target(**meta["params"], weights=weights)
         except TypeError as exc:
-            raise ModelFileError(f"{meta_path}: parameters do not fit {meta['class']} ({exc})") from exc
+            raise ModelFileError(
+                f"{meta_path}: parameters do not fit {meta['class']} ({exc})"
+            ) from exc
         model.image_size = tuple(model.image_size)
         try:
             model._set_tensors(tensors)
@@ -341,7 +359,9 @@ class DualPatchCore(PatchCore):
         defect_patches: str = "mask",
         **kwargs: Any,
     ):
-        super().__init__(backbone=backbone, image_size=image_size, coreset_ratio=coreset_ratio, **kwargs)
+        super().__init__(
+            backbone=backbone, image_size=image_size, coreset_ratio=coreset_ratio, **kwargs
+        )
         self.defect_coreset = defect_coreset
         self.rule = rule
         self.eps = eps
@@ -357,7 +377,9 @@ class DualPatchCore(PatchCore):
         ``DefectCrop`` cut-outs (each run through the backbone on its own, as in the reference).
         """
         if self.rule not in DUAL_RULES:
-            raise ConfigError(f"unknown dual rule {self.rule!r} (choose from {', '.join(DUAL_RULES)})")
+            raise ConfigError(
+                f"unknown dual rule {self.rule!r} (choose from {', '.join(DUAL_RULES)})"
+            )
         if self.defect_patches not in ("mask", "all"):
             raise ConfigError(f"unknown defect_patches {self.defect_patches!r} (mask or all)")
         defects = list(defects)
@@ -393,8 +415,11 @@ class DualPatchCore(PatchCore):
         for c in crops:
             h, w = c.mask.shape
             if h < STRIDE or w < STRIDE:
-                warnings.warn(f"defect crop from {c.source} is {w}x{h}, smaller than one patch "
-                              f"({STRIDE}x{STRIDE}); skipped", stacklevel=2)
+                warnings.warn(
+                    f"defect crop from {c.source} is {w}x{h}, smaller than one patch "
+                    f"({STRIDE}x{STRIDE}); skipped",
+                    stacklevel=2,
+                )
                 continue
             kept.append(c)
         bar = self._bar("defect features", len(kept))
@@ -402,9 +427,12 @@ class DualPatchCore(PatchCore):
         for c in kept:
             f = self.extractor_(to_tensor(c.image)).features[0]  # (D, h, w)
             if self.defect_patches == "mask":
-                cell = torch.nn.functional.adaptive_max_pool2d(
-                    torch.from_numpy(c.mask.astype(np.float32))[None, None], f.shape[-2:]
-                )[0, 0] > 0
+                cell = (
+                    torch.nn.functional.adaptive_max_pool2d(
+                        torch.from_numpy(c.mask.astype(np.float32))[None, None], f.shape[-2:]
+                    )[0, 0]
+                    > 0
+                )
             else:
                 cell = torch.ones(f.shape[-2:], dtype=torch.bool)
             rows.append(f.permute(1, 2, 0)[cell])
@@ -430,7 +458,9 @@ class DualPatchCore(PatchCore):
         super()._set_tensors(tensors)
         if "defect_bank" not in tensors:
             raise ModelFileError("dual model holds no defect_bank tensor")
-        self.defect_memory_ = MemoryBank(self.defect_coreset, self.coreset_min, self.projection_dim, self.seed)
+        self.defect_memory_ = MemoryBank(
+            self.defect_coreset, self.coreset_min, self.projection_dim, self.seed
+        )
         self.defect_memory_.bank_ = tensors["defect_bank"]
 
 
@@ -458,8 +488,10 @@ def _load_cached(path: Path) -> torch.Tensor | None:
         with safe_open(str(path), framework="pt") as f:
             digest = (f.metadata() or {}).get("sha256")
             features = f.get_tensor("features")
-        if features.ndim == 3 and features.dtype == torch.float32 and digest == _tensor_digest(
-            features
+        if (
+            features.ndim == 3
+            and features.dtype == torch.float32
+            and digest == _tensor_digest(features)
         ):
             return features
     except Exception:  # any damage at all: recompute

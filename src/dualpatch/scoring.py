@@ -9,9 +9,13 @@ from torchvision.transforms.functional import gaussian_blur
 DUAL_RULES = ("patch", "seed", "weighted")
 
 
-def anomaly_map(patch_scores: torch.Tensor, size: tuple[int, int], sigma: float = 4.0) -> torch.Tensor:
-    """(B, h, w) patch scores -> (B, H, W): bilinear upsampling, then a Gaussian blur of ``sigma``."""
-    maps = F.interpolate(patch_scores[:, None].float(), size=size, mode="bilinear", align_corners=False)
+def anomaly_map(
+    patch_scores: torch.Tensor, size: tuple[int, int], sigma: float = 4.0
+) -> torch.Tensor:
+    """(B, h, w) patch scores -> (B, H, W): bilinear upsampling, then a Gaussian blur."""
+    maps = F.interpolate(
+        patch_scores[:, None].float(), size=size, mode="bilinear", align_corners=False
+    )
     if sigma > 0:
         # reflect padding needs the kernel narrower than twice the image's shorter side
         kernel = min(2 * int(4 * sigma + 0.5) + 1, 2 * min(size) - 1)
@@ -54,7 +58,7 @@ def reweighted_score(
 
 
 def dual_patch_ratio(normal_dist: torch.Tensor, defect_dist: torch.Tensor, eps: float = 1e-6):
-    """Per-patch ratio of distances: > 1 where a patch is nearer the defect bank than normal surface."""
+    """Per-patch distance ratio: > 1 where a patch is nearer the defect bank than normal surface."""
     return normal_dist / (defect_dist + eps)
 
 

@@ -13,7 +13,12 @@ from .kolektorsdd import KolektorSDD
 from .ksdd2 import KolektorSDD2
 from .mvtec import MVTecFolder
 
-DATASETS = {"kolektorsdd": KolektorSDD, "ksdd2": KolektorSDD2, "folder": MVTecFolder, "demo": KolektorSDD2}
+DATASETS = {
+    "kolektorsdd": KolektorSDD,
+    "ksdd2": KolektorSDD2,
+    "folder": MVTecFolder,
+    "demo": KolektorSDD2,
+}
 
 
 def load_dataset(name: str, root: str | Path, split: str) -> Dataset:

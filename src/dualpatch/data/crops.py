@@ -27,8 +27,8 @@ def extract_defect_crops(
 ) -> list[DefectCrop]:
     """Cut one crop per 8-connected mask component.
 
-    Each box is padded by ``padding`` pixels and grown to at least ``min_size`` on each side (clipped
-    to the image), so that even a thin scratch spans a few feature-map cells.
+    Each box is padded by ``padding`` pixels and grown to at least ``min_size`` on each side
+    (clipped to the image), so that even a thin scratch spans a few feature-map cells.
     """
     labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
     crops = []

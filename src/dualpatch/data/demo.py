@@ -1,4 +1,4 @@
-"""A deterministic synthetic set in KSDD2's layout: striped commutator-like surfaces with defects."""
+"""A deterministic synthetic set in KSDD2's layout: striped commutator-like surfaces, defects."""
 
 from __future__ import annotations
 

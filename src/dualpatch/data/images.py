@@ -56,7 +56,7 @@ def _to_float_array(img: Image.Image, path: Path) -> np.ndarray:
         if img.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "1", "L;16"):
             img = img.convert("RGBA" if "A" in img.mode or img.mode == "P" else "RGB")
         if img.mode in ("RGBA", "LA"):
-            # Transparent pixels carry no surface: composite on black as the camera would see nothing.
+            # Transparent pixels carry no surface: composite on black, as a camera sees nothing.
             bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
             img = Image.alpha_composite(bg, img.convert("RGBA")).convert("RGB")
         arr = np.asarray(img, dtype=np.float64) / 255.0
@@ -66,7 +66,7 @@ def _to_float_array(img: Image.Image, path: Path) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike[str], size: Size | None = None) -> np.ndarray:
-    """Read any 8/16-bit gray, RGB or RGBA image as HxWx3 uint8 RGB, optionally resized to (H, W)."""
+    """Read any 8/16-bit gray, RGB or RGBA image as HxWx3 uint8 RGB, resized to (H, W) if given."""
     path = Path(path)
     img = _open(path)
     arr = _to_float_array(img, path)
@@ -90,7 +90,9 @@ def resize_mask(mask: np.ndarray, size: Size) -> np.ndarray:
     h, w = size
     if mask.shape[:2] == (h, w):
         return mask.astype(bool)
-    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
+    return (
+        np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
+    )
 
 
 def read_mask(
@@ -122,7 +124,10 @@ def read_mask(
         )
     values = np.unique(arr)
     if nonbinary != "ok" and (len(values) > 2 or (len(values) == 2 and values[0] != 0)):
-        msg = f"{path}: mask is not binary ({len(values)} distinct values); non-zero is taken as defect"
+        msg = (
+            f"{path}: mask is not binary ({len(values)} distinct values); "
+            "non-zero is taken as defect"
+        )
         if nonbinary == "error":
             raise DataError(msg)
         warnings.warn(msg, stacklevel=2)

@@ -38,7 +38,8 @@ class KolektorSDD(Dataset):
         items = sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"kos\d+", p.name))
         if not items:
             raise DataError(
-                f"{root}: not a KolektorSDD folder (expected kos01/ ... kos50/ with PartK.jpg files)"
+                f"{root}: not a KolektorSDD folder "
+                "(expected kos01/ ... kos50/ with PartK.jpg files)"
             )
         train_items = set(train_items)
         samples = []

@@ -50,7 +50,9 @@ class MVTecFolder(Dataset):
                 samples.append(Sample(f"{split}/{type_dir.name}/{p.stem}", p, mask, 1))
             _warn_orphans(root, type_dir.name, masks, used)
         if not any(s.label == 0 for s in samples) and split == "train":
-            raise DataError(f"{split_dir / 'good'}: folder is empty (no {'/'.join(IMAGE_SUFFIXES)})")
+            raise DataError(
+                f"{split_dir / 'good'}: folder is empty (no {'/'.join(IMAGE_SUFFIXES)})"
+            )
         self.split = split
         super().__init__(samples, root)
 
@@ -72,4 +74,6 @@ def _warn_orphans(root: Path, type_name: str, masks: dict[str, Path], used: set[
     elif orphans:
         names = ", ".join(m.name for m in orphans[:3]) + (", ..." if len(orphans) > 3 else "")
         gt_dir = orphans[0].parent
-        warnings.warn(f"{gt_dir}: {len(orphans)} masks have no image; skipped ({names})", stacklevel=3)
+        warnings.warn(
+            f"{gt_dir}: {len(orphans)} masks have no image; skipped ({names})", stacklevel=3
+        )
