@@ -494,22 +494,28 @@ def _layouts(tmp_path: Path) -> dict[str, tuple[str, Path, str]]:
         "folder-on-ksdd2": ("folder", ksdd2, "not an MVTec-style folder"),
         "ksdd2-on-kolektorsdd": ("ksdd2", kolektor, "not a KSDD2 folder"),
         "ksdd2-on-mvtec-parent": ("ksdd2", mvtec.parent, "not a KSDD2 folder"),
-        "data-is-a-file": ("folder", a_file, "folder not found"),
+        "data-is-a-file": ("folder", a_file, "is a file, not a dataset folder"),
+        "kolektorsdd-on-a-file": ("kolektorsdd", a_file, "is a file, not a dataset folder"),
+        "demo-on-a-file": ("demo", a_file, "is a file"),
+        "demo-on-a-dataset-folder": ("demo", mvtec, "not the demo set"),
     }
 
 
 LAYOUTS = ["kolektorsdd-on-mvtec", "folder-on-category-parent", "folder-on-ksdd2",
-           "ksdd2-on-kolektorsdd", "ksdd2-on-mvtec-parent", "data-is-a-file"]
+           "ksdd2-on-kolektorsdd", "ksdd2-on-mvtec-parent", "data-is-a-file",
+           "kolektorsdd-on-a-file", "demo-on-a-file", "demo-on-a-dataset-folder"]
 
 
 @pytest.mark.parametrize("case", LAYOUTS)
 def test_wrong_layout(case, cli, tmp_path):
     dataset, data, what = _layouts(tmp_path)[case]
+    before = snapshot(tmp_path)  # the data is only read (demo must not overwrite a folder)
     out = tmp_path / "model"
     code, _, err = cli("fit", "--dataset", dataset, "--data", data, "--out", out, *FIT)
     assert code == 1
     error_line(err, data, what)
     assert not out.exists()
+    assert snapshot(tmp_path) == before
 
 
 @requires_battery

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..errors import DataError
 from ..fileio import atomic_dir
 
 DEMO_SIZE = (320, 128)  # (H, W), KSDD2's tall and narrow aspect
@@ -53,6 +54,14 @@ def make_demo_dataset(root: str | Path, seed: int = 0) -> Path:
     root = Path(root)
     if (root / ".complete").exists():
         return root
+    # The set replaces ``root`` whole: never an existing file or a folder holding anything else.
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root}: is a file; the demo set needs a new or empty folder")
+    if root.is_dir() and any(p.name != ".complete" for p in root.iterdir()):
+        raise DataError(
+            f"{root}: not the demo set (no .complete marker) and not empty; "
+            "the demo set needs a new or empty folder"
+        )
     rng = np.random.default_rng(seed)
     h, w = DEMO_SIZE
     number = 10000

@@ -33,6 +33,8 @@ class KolektorSDD(Dataset):
         root = Path(root)
         if split not in ("train", "test", "all"):
             raise DataError(f"{root}: unknown split {split!r} (use train, test or all)")
+        if root.exists() and not root.is_dir():
+            raise DataError(f"{root}: is a file, not a dataset folder")
         if not root.is_dir():
             raise DataError(f"{root}: folder not found")
         items = sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"kos\d+", p.name))

@@ -26,6 +26,8 @@ class MVTecFolder(Dataset):
         root = Path(root)
         if split not in ("train", "test"):
             raise DataError(f"{root}: unknown split {split!r} (use train or test)")
+        if root.exists() and not root.is_dir():
+            raise DataError(f"{root}: is a file, not a dataset folder")
         if not root.is_dir():
             raise DataError(f"{root}: folder not found")
         split_dir = root / split
