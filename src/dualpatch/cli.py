@@ -348,7 +348,12 @@ def run_config(cfg: dict) -> Path:
                     progress.advance(runs_task)
 
         log.addHandler(RunCounter())
-        report = Experiment(cfg, progress=stage, log=log).run()
+        try:
+            report = Experiment(cfg, progress=stage, log=log).run()
+        finally:  # the logger is global: leave no handler behind for a later run in this process
+            for h in list(log.handlers):
+                log.removeHandler(h)
+                h.close()
     metrics = json.loads((out_dir / "metrics.json").read_text())
     print_metrics({r["name"]: metrics[r["name"]] for r in cfg["runs"]})
     typer.echo(f"results: {out_dir}/  (metrics.json, metrics.csv, runs/, run.log)")
