@@ -760,23 +760,23 @@ def test_run_config_file_unusable(config_text, what, cli, tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize(
-    "assignment,what",
-    [
-        ("unknown=1", "unknown config key 'unknown'"),
-        ("runs.0.temperature=3", "runs[0] has unknown key(s) temperature"),
-        ("runs.7.bank=dual", "no config key 'runs.7.bank'"),
-        ("image_size=abc", "image_size is 'abc'"),
-        ("image_size=[4, 4]", "image_size is [4, 4]"),
-        ("normal_coreset=2", "normal_coreset is 2"),
-        ("coreset_min=0", "coreset_min is 0"),
-        ("backbone=vgg", "backbone is 'vgg'"),
-        ("dataset=mnist", "dataset is 'mnist'"),
-        ("runs.0.rule=ratio", "runs[0].rule is 'ratio'"),
-        ("runs.1.bank=triple", "runs[1].bank is 'triple'"),
-        ("noequals", "expected key=value"),
-    ],
-)
+SET_CASES = [
+    ("unknown=1", "unknown config key 'unknown'"),
+    ("runs.0.temperature=3", "runs[0] has unknown key(s) temperature"),
+    ("runs.7.bank=dual", "no config key 'runs.7.bank'"),
+    ("image_size=abc", "image_size is 'abc'"),
+    ("image_size=[4, 4]", "image_size is [4, 4]"),
+    ("normal_coreset=2", "normal_coreset is 2"),
+    ("coreset_min=0", "coreset_min is 0"),
+    ("backbone=vgg", "backbone is 'vgg'"),
+    ("dataset=mnist", "dataset is 'mnist'"),
+    ("runs.0.rule=ratio", "runs[0].rule is 'ratio'"),
+    ("runs.1.bank=triple", "runs[1].bank is 'triple'"),
+    ("noequals", "expected key=value"),
+]
+
+
+@pytest.mark.parametrize("assignment,what", SET_CASES, ids=[a for a, _ in SET_CASES])
 def test_run_set_bad_key_or_value(assignment, what, cli, tmp_path):
     out = tmp_path / "results"
     code, _, err = cli("run", "--set", assignment, "--out", out)
@@ -785,22 +785,25 @@ def test_run_set_bad_key_or_value(assignment, what, cli, tmp_path):
     assert not out.exists()
 
 
+OPTION_CASES = [
+    (("--bank", "triple"), 2, "'--bank'"),
+    (("--backbone", "vgg"), 2, "'--backbone'"),
+    (("--rule", "ratio"), 2, "'--rule'"),
+    (("--defects", "blobs"), 2, "'--defects'"),
+    (("--coreset", "-1"), 2, "'--coreset'"),
+    (("--coreset", "1.5"), 2, "'--coreset'"),
+    (("--coreset-min", "0"), 2, "'--coreset-min'"),
+    (("--size", "64", "abc"), 2, "'--size'"),
+    (("--size", "4", "4"), 1, "--size 4 4"),
+    (("--normalization", "sepia"), 1, "normalization 'sepia'"),
+    (("--dataset", "mnist"), 2, "'--dataset'"),
+    (("--no-such-option",), 2, "--no-such-option"),
+]
+
+
 @pytest.mark.parametrize(
-    "option,code_,what",
-    [
-        (("--bank", "triple"), 2, "'--bank'"),
-        (("--backbone", "vgg"), 2, "'--backbone'"),
-        (("--rule", "ratio"), 2, "'--rule'"),
-        (("--defects", "blobs"), 2, "'--defects'"),
-        (("--coreset", "-1"), 2, "'--coreset'"),
-        (("--coreset", "1.5"), 2, "'--coreset'"),
-        (("--coreset-min", "0"), 2, "'--coreset-min'"),
-        (("--size", "64", "abc"), 2, "'--size'"),
-        (("--size", "4", "4"), 1, "--size 4 4"),
-        (("--normalization", "sepia"), 1, "normalization 'sepia'"),
-        (("--dataset", "mnist"), 2, "'--dataset'"),
-        (("--no-such-option",), 2, "--no-such-option"),
-    ],
+    "option,code_,what", OPTION_CASES,
+    ids=[" ".join(o).lstrip("-") for o, _, _ in OPTION_CASES],
 )
 def test_fit_bad_option_value(option, code_, what, cli, tmp_path):
     root = make_folder(tmp_path / "data")
