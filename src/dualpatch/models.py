@@ -145,10 +145,11 @@ class PatchCore:
         """(N, h, w, D) patch features of full images at ``image_size``, cached on disk if asked."""
         cache = Path(self.cache_dir) if self.cache_dir else None
         out: list[torch.Tensor | None] = [None] * len(samples)
+        paths = [cache / f"{self._cache_key(s)}.safetensors" for s in samples] if cache else []
         todo = []
-        for i, s in enumerate(samples):
+        for i in range(len(samples)):
             if cache is not None:
-                out[i] = _load_cached(cache / f"{self._cache_key(s)}.safetensors")
+                out[i] = _load_cached(paths[i])
                 if out[i] is not None:
                     continue
             todo.append(i)
@@ -161,7 +162,7 @@ class PatchCore:
             for i, f in zip(batch, feats, strict=True):
                 out[i] = f
                 if cache is not None:
-                    _save_cached(cache / f"{self._cache_key(samples[i])}.safetensors", f)
+                    _save_cached(paths[i], f)
             bar(len(batch))
         if not out:
             raise DataError("no images to extract features from")
