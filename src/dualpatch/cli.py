@@ -275,12 +275,14 @@ def print_metrics(results: dict[str, dict[str, float]]) -> None:
 
     table = Table(title="results")
     keys = ["image_auroc", "pixel_auroc", "image_ap", "pixel_aupro", "f1_max"]
-    table.add_column("run")
+    table.add_column("run", no_wrap=True, min_width=max(len(n) for n in results))
     for k in keys:
         table.add_column(k, justify="right")
     for name, m in results.items():
         table.add_row(name, *[f"{m.get(k, float('nan')):.3f}" for k in keys])
-    Console(stderr=False).print(table)
+    # at least 100 columns: a piped or narrow terminal would otherwise cut the metric names
+    console = Console()
+    Console(width=max(console.width, 100)).print(table)
 
 
 @app.command()
