@@ -73,18 +73,24 @@ def knn(
     out_d, out_i = [], []
     for qs in range(0, query.shape[0], query_chunk):
         q = query[qs : qs + query_chunk]
-        q_sq = (q * q).sum(1, keepdim=True)
         best_d = torch.full((q.shape[0], k), float("inf"))
         best_i = torch.zeros((q.shape[0], k), dtype=torch.long)
         for bs in range(0, bank.shape[0], bank_chunk):
             b = bank[bs : bs + bank_chunk]
-            d = torch.addmm(q_sq + bank_sq[bs : bs + bank_chunk], q, b.T, beta=1, alpha=-2)
-            kk = min(k, d.shape[1])
-            cd, ci = torch.topk(d, kk, dim=1, largest=False)
+            # |b|^2 - 2 q.b ranks bank rows exactly like the distance; |q|^2 is added after selection
+            d = torch.addmm(bank_sq[bs : bs + bank_chunk], q, b.T, beta=1, alpha=-2)
+            if k == 1:
+                cd, ci = d.min(dim=1, keepdim=True)
+                closer = cd < best_d
+                best_d = torch.where(closer, cd, best_d)
+                best_i = torch.where(closer, ci + bs, best_i)
+                continue
+            cd, ci = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False)
             cand_d, cand_i = torch.cat([best_d, cd], 1), torch.cat([best_i, ci + bs], 1)
             order = torch.topk(cand_d, k, dim=1, largest=False).indices
             best_d, best_i = cand_d.gather(1, order), cand_i.gather(1, order)
-        out_d.append(best_d.clamp_min_(0).sqrt_())
+        q_sq = (q * q).sum(1, keepdim=True)
+        out_d.append((best_d + q_sq).clamp_min_(0).sqrt_())
         out_i.append(best_i)
     return torch.cat(out_d), torch.cat(out_i)
 
