@@ -72,7 +72,8 @@ def main() -> None:
     print(f"random normal patches: {results['random_normal_patches']}")
     print(f"real training defects: {results['real_train_defect_patches']}")
     write_json(out / "augment_fidelity.json", results)
-    grid = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
+    width = max(r.shape[1] for r in rows)
+    grid = np.concatenate([_fit(r, (r.shape[0], width)) for r in rows], axis=0)
     write_image(out / "augment_grid.png", grid)
     print(f"wrote {out / 'augment_grid.png'} (rows: real, {', '.join(pools)})")
 
