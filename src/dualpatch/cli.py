@@ -334,10 +334,13 @@ def run_config(cfg: dict) -> Path:
             done = [0]
 
             def update(n: int) -> None:
+                if done[0] > total:  # already closed
+                    return
                 done[0] += n
                 progress.update(task, completed=done[0])
                 if done[0] >= total:
                     progress.remove_task(task)
+                    done[0] = total + 1
 
             return update
 

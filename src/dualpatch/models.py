@@ -183,7 +183,12 @@ class PatchCore:
     def _bank(self, ratio: float, flat: torch.Tensor, desc: str) -> MemoryBank:
         bank = MemoryBank(ratio, self.coreset_min, self.projection_dim, self.seed)
         n = bank.target_size(flat.shape[0])
-        return bank.fit(flat, progress=self._bar(desc, max(n - 1, 0)))
+        picks = n - 1 if n < flat.shape[0] else 0  # a bank that keeps everything picks nothing
+        bar = self._bar(desc, picks)
+        bank.fit(flat, progress=bar)
+        if picks == 0:
+            bar(0)  # lets a display close the (empty) stage
+        return bank
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "memory_"):
