@@ -77,7 +77,7 @@ def knn(
         best_i = torch.zeros((q.shape[0], k), dtype=torch.long)
         for bs in range(0, bank.shape[0], bank_chunk):
             b = bank[bs : bs + bank_chunk]
-            # |b|^2 - 2 q.b ranks bank rows exactly like the distance; |q|^2 is added after selection
+            # |b|^2 - 2 q.b ranks bank rows like the distance does; |q|^2 is added after selection
             d = torch.addmm(bank_sq[bs : bs + bank_chunk], q, b.T, beta=1, alpha=-2)
             if k == 1:
                 cd, ci = d.min(dim=1, keepdim=True)
