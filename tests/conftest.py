@@ -122,3 +122,14 @@ def run_cli(cli_env):
         )
 
     return run
+
+
+class CountingExtractor:
+    """Wraps a feature extractor and counts the images it is asked to embed."""
+
+    def __init__(self, inner):
+        self.inner, self.images = inner, 0
+
+    def __call__(self, images):
+        self.images += images.shape[0]
+        return self.inner(images)

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, tiny_params
+from conftest import TINY, CountingExtractor, tiny_params
 
 from dualpatch import DualPatchCore, PatchCore, Prediction
 from dualpatch.data.crops import DefectCrop
@@ -307,15 +307,6 @@ def test_dual_seed_rule_predicts(fitted_dual, tiny_test, tmp_path):
 
 
 # -- feature cache ---------------------------------------------------------------------------------
-
-
-class CountingExtractor:
-    def __init__(self, inner):
-        self.inner, self.images = inner, 0
-
-    def __call__(self, images):
-        self.images += images.shape[0]
-        return self.inner(images)
 
 
 def test_feature_cache(tiny_normal, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_params
+from conftest import CountingExtractor, tiny_params
 
 from dualpatch import PatchCore
 from dualpatch.cli import main
@@ -122,15 +122,6 @@ def test_killed_fit_resumes_from_its_cache(demo_root, demo_train, cli_env, tmp_p
 
 
 # -- damaged cache entries, at the library level ---------------------------------------------------
-
-
-class CountingExtractor:
-    def __init__(self, inner):
-        self.inner, self.images = inner, 0
-
-    def __call__(self, images):
-        self.images += images.shape[0]
-        return self.inner(images)
 
 
 def _damage(path: Path, how: str) -> None:

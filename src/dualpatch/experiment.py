@@ -300,9 +300,7 @@ class Experiment:
         metrics = {r["name"]: r["metrics"] for r in results}
         write_json(self.out / "metrics.json", metrics)
         write_text(self.out / "metrics.csv", _metrics_csv(metrics))
-        with_pickle = _seed_layout(results)
-        buf = _npy_bytes(with_pickle)
-        write_bytes(self.out / "results.npy", buf)
+        write_bytes(self.out / "results.npy", _npy_bytes(_seed_layout(results)))
         report = self.out / "report.html"
         if any(not r.get("skipped") for r in results) or not report.exists():
             self.write_report(results, test, dataset_info)

@@ -410,9 +410,7 @@ class DualPatchCore(PatchCore):
         feats = self.image_features(samples, "defect features")
         rows = []
         for s, f in zip(samples, feats, strict=True):
-            mask = torch.from_numpy(s.mask(tuple(self.image_size)).astype(np.float32))
-            cell = torch.nn.functional.adaptive_max_pool2d(mask[None, None], f.shape[:2])[0, 0]
-            rows.append(f[cell > 0])
+            rows.append(f[mask_cells(s.mask(tuple(self.image_size)), f.shape[:2])])
         return torch.cat(rows)
 
     def crop_features(self, crops: list[DefectCrop]) -> torch.Tensor:
@@ -433,12 +431,7 @@ class DualPatchCore(PatchCore):
         for c in kept:
             f = self.extractor_(to_tensor(c.image)).features[0]  # (D, h, w)
             if self.defect_patches == "mask":
-                cell = (
-                    torch.nn.functional.adaptive_max_pool2d(
-                        torch.from_numpy(c.mask.astype(np.float32))[None, None], f.shape[-2:]
-                    )[0, 0]
-                    > 0
-                )
+                cell = mask_cells(c.mask, f.shape[-2:])
             else:
                 cell = torch.ones(f.shape[-2:], dtype=torch.bool)
             rows.append(f.permute(1, 2, 0)[cell])
@@ -504,6 +497,12 @@ def _load_cached(path: Path) -> torch.Tensor | None:
         pass
     path.unlink(missing_ok=True)
     return None
+
+
+def mask_cells(mask: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
+    """(h, w) bool: the feature-grid cells that hold at least one defect pixel of ``mask``."""
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return torch.nn.functional.adaptive_max_pool2d(m, tuple(grid))[0, 0] > 0
 
 
 def _file_digest(path: str | os.PathLike[str]) -> str:
