@@ -8,7 +8,7 @@ PINS := torch==2.14.1 torchvision==0.29.1
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,sdxl]" $(PINS)
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,sdxl,export,serve,scale]" $(PINS)
 	touch $@
 
 install: $(VENV)/.installed
