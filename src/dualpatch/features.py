@@ -22,10 +22,6 @@ NORMALIZATIONS = {"imagenet": IMAGENET, "tf": TF_STYLE}
 FEATURE_VERSION = 2
 
 
-class _StopForward(Exception):
-    """Raised from the deepest hook: layers after it would be wasted compute."""
-
-
 @dataclass
 class PatchFeatures:
     """Patch embeddings of a batch: ``features`` is (B, D, h, w), one D-vector per patch."""
@@ -63,42 +59,50 @@ class FeatureExtractor(nn.Module):
             raise ConfigError(f"unknown normalization {normalization!r} (auto, imagenet or tf)")
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
-        self._outputs: dict[str, torch.Tensor] = {}
-        modules = dict(self.model.named_modules())
-        for stage in self.spec.stages:
-            modules[stage].register_forward_hook(self._hook(stage))
-
-    def _hook(self, stage: str):
-        def hook(_module, _inp, out):
-            self._outputs[stage] = out
-            if stage == self.spec.stages[-1]:
-                raise _StopForward
-
-        return hook
 
     @property
     def dim(self) -> int:
         return sum(self.spec.channels)
 
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> PatchFeatures:
-        """``images``: (B, 3, H, W) float in [0, 1]."""
+    def stage_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Normalise (B, 3, H, W) float images in [0, 1] and run the backbone up to its deepest
+        feature stage; returns the stage outputs, shallow first.
+
+        The layers are walked explicitly (no hooks, no early exit by exception), so that the same
+        code traces into an exported graph.
+        """
         x = (images - self.mean) / self.std
-        self._outputs.clear()
-        try:
-            if hasattr(self.model, "extract_features"):
-                self.model.extract_features(x)
-            else:
-                self.model(x)
-        except _StopForward:
-            pass
-        maps = [self._outputs[s] for s in self.spec.stages]
+        wanted = self.spec.stages
+        outputs: dict[str, torch.Tensor] = {}
+        if hasattr(self.model, "_blocks"):  # EfficientNet(-Lite): stem, then the block list
+            m = self.model
+            x = m._swish(m._bn0(m._conv_stem(x)))
+            layers = [(f"_blocks.{i}", block) for i, block in enumerate(m._blocks)]
+        else:  # torchvision ResNets: children in order (conv1 ... layer4, avgpool, fc)
+            layers = list(self.model.named_children())
+        for name, layer in layers:
+            x = layer(x)
+            if name in wanted:
+                outputs[name] = x
+                if len(outputs) == len(wanted):  # later layers would be wasted compute
+                    break
+        return [outputs[s] for s in wanted]
+
+    @staticmethod
+    def combine(maps: list[torch.Tensor]) -> PatchFeatures:
+        """3x3 zero-padded local averaging of each stage, deeper maps resized to the first
+        (stride-8) grid, concatenated along channels."""
         maps = [F.avg_pool2d(m, kernel_size=3, stride=1, padding=1) for m in maps]
         grid = maps[0].shape[-2:]
         maps = [maps[0]] + [
             F.interpolate(m, size=grid, mode="bilinear", align_corners=False) for m in maps[1:]
         ]
         return PatchFeatures(torch.cat(maps, dim=1))
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> PatchFeatures:
+        """``images``: (B, 3, H, W) float in [0, 1]."""
+        return self.combine(self.stage_maps(images))
 
 
 def to_tensor(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
