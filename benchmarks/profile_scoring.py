@@ -1,4 +1,4 @@
-"""Where test time goes: per-image milliseconds of each scoring stage, single and dual, batch 1 and 32.
+"""Where test time goes: per-image ms of each scoring stage, single and dual, batch 1 and 32.
 
 Stages: decode + resize (read, resize, to a float tensor), backbone (normalisation and the stages
 that feed the features), patch features (3x3 averaging, resize, concat), k-NN (every bank), the
@@ -78,7 +78,8 @@ def profile(model, samples, batch_size: int, repeats: int) -> dict:
                 t6 = time.perf_counter()
                 scores.append(score)
                 maps.append(amap)
-                for key, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
+                laps = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
+                for key, dt in zip(STAGES[:-1], laps, strict=True):
                     t[key] += dt
         t7 = time.perf_counter()
         labels = np.array([s.label for s in samples])

@@ -56,6 +56,16 @@ def greedy_coreset(
     return selected
 
 
+def nearest_distance(query: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance of each query row to its nearest bank row, (n,), in one block.
+
+    The same arithmetic as ``knn`` with k=1 (rank by |b|^2 - 2 q.b, add |q|^2 after the min) but
+    without chunking loops, so that it traces into an exported graph whatever the batch size.
+    """
+    ranked = torch.addmm((bank * bank).sum(1), query, bank.T, beta=1, alpha=-2)
+    return (ranked.amin(1) + (query * query).sum(1)).clamp_min(0).sqrt()
+
+
 def knn(
     query: torch.Tensor, bank: torch.Tensor, k: int = 1, block: int = KNN_BLOCK
 ) -> tuple[torch.Tensor, torch.Tensor]:

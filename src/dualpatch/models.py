@@ -22,7 +22,7 @@ from .errors import ConfigError, DataError, ModelFileError
 from .features import FEATURE_VERSION, FeatureExtractor, to_tensor
 from .fileio import atomic_path, write_json
 from .memory import MemoryBank
-from .scoring import DUAL_RULES, anomaly_map, dual_scores, max_score, reweighted_score
+from .scoring import DUAL_RULES, reweighted_score, score_patches
 
 FORMAT_VERSION = 1
 STRIDE = 8  # both stage pairs put the feature grid at 1/8 of the input
@@ -217,9 +217,6 @@ class PatchCore:
             labels,
         )
 
-    def _map(self, patch_map: torch.Tensor) -> torch.Tensor:
-        return anomaly_map(patch_map, tuple(self.image_size), self.blur_sigma)
-
     def _nearest(self, bank: MemoryBank, feats: torch.Tensor, k: int = 1):
         b, h, w, d = feats.shape
         dist, idx = bank.query(feats.reshape(-1, d), k)
@@ -229,14 +226,13 @@ class PatchCore:
         """(anomaly maps at ``image_size``, image scores) of a batch."""
         feats = self.extractor_(images).features.permute(0, 2, 3, 1)
         dist, idx = self._nearest(self.memory_, feats)
+        amap, score = score_patches(dist, None, tuple(self.image_size), sigma=self.blur_sigma)
         if self.reweight:
             b, h, w, d = feats.shape
             score = reweighted_score(
                 dist, feats.reshape(b, h * w, d), idx, self.memory_.bank_, self.num_neighbors
             )
-        else:
-            score = max_score(dist)
-        return self._map(dist), score
+        return amap, score
 
     # -- persistence ------------------------------------------------------------------------
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -444,11 +440,9 @@ class DualPatchCore(PatchCore):
         feats = self.extractor_(images).features.permute(0, 2, 3, 1)
         normal_dist, _ = self._nearest(self.memory_, feats)
         defect_dist, _ = self._nearest(self.defect_memory_, feats)
-        ratio, score = dual_scores(normal_dist, defect_dist, self.rule, self.eps)
-        if self.rule == "seed":
-            # the reference divides the two blurred maps, not the raw patch distances
-            return self._map(normal_dist) / (self._map(defect_dist) + self.eps), score
-        return self._map(ratio), score
+        return score_patches(
+            normal_dist, defect_dist, tuple(self.image_size), self.rule, self.blur_sigma, self.eps
+        )
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         return {"normal_bank": self.memory_.bank_, "defect_bank": self.defect_memory_.bank_}

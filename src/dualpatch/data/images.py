@@ -68,8 +68,21 @@ def _to_float_array(img: Image.Image, path: Path) -> np.ndarray:
 def read_image(path: str | os.PathLike[str], size: Size | None = None) -> np.ndarray:
     """Read any 8/16-bit gray, RGB or RGBA image as HxWx3 uint8 RGB, resized to (H, W) if given."""
     path = Path(path)
-    img = _open(path)
-    arr = _to_float_array(img, path)
+    return image_to_rgb(_open(path), path, size)
+
+
+def image_to_rgb(img: Image.Image, path: Path | str, size: Size | None = None) -> np.ndarray:
+    """A decoded PIL image as HxWx3 uint8 RGB, resized to (H, W) if given; ``path`` names it in
+    errors."""
+    if img.mode in ("L", "RGB"):
+        # 8-bit gray and RGB are already what the float path below would round back to: skip the
+        # float64 round trip, and resize a gray image before it becomes three channels (PIL
+        # resizes each channel alike, so the pixels are the same)
+        if size is not None:
+            img = img.resize((size[1], size[0]), Image.BILINEAR) if img.size != size[::-1] else img
+        out = np.asarray(img)
+        return np.ascontiguousarray(np.repeat(out[..., None], 3, axis=2)) if out.ndim == 2 else out
+    arr = _to_float_array(img, Path(path))
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     arr = arr[..., :3]

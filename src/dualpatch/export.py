@@ -1,0 +1,189 @@
+"""The whole scorer as one graph: ONNX and OpenVINO files that need neither torch nor dualpatch.
+
+``ScorerModule`` wraps a fitted ``PatchCore``/``DualPatchCore`` and reuses the library's own code
+for every step (``FeatureExtractor.stage_maps``/``combine``, ``memory.nearest_distance``,
+``scoring.score_patches``), so an exported file cannot drift from the library's rules:
+
+    images (B, H, W, 3) uint8 RGB at the model's size     [input "images"]
+      -> float [0, 1] -> normalisation -> backbone stages -> 3x3 averaging, resize, concat
+      -> nearest distance to the normal bank (and the defect bank)   [banks are constants]
+      -> the rule -> bilinear upsampling + Gaussian blur -> image score
+    scores (B,) float32                                    [output "scores"]
+    maps (B, H, W) float32                                 [output "maps"]
+
+The batch size is free; height and width are the model's ``image_size``. With
+``input_format="float"`` the input is (B, 3, H, W) float32 in [0, 1] instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, ModelFileError
+from .fileio import atomic_path
+
+FORMATS = ("onnx", "openvino")
+INPUT_FORMATS = ("uint8", "float")
+#: opset of the ONNX files (onnxruntime >= 1.17 and OpenVINO >= 2024 read it)
+OPSET = 17
+
+
+class ScorerModule(nn.Module):
+    """A fitted model's scorer as a plain ``nn.Module``: images -> (scores, maps)."""
+
+    def __init__(self, model: Any, input_format: str = "uint8"):
+        super().__init__()
+        check_exportable(model)
+        if input_format not in INPUT_FORMATS:
+            raise ConfigError(f"unknown input format {input_format!r} (uint8 or float)")
+        self.input_format = input_format
+        self.extractor = model.extractor_
+        self.size = tuple(int(v) for v in model.image_size)
+        self.sigma = float(model.blur_sigma)
+        self.dual = model.kind == "dual"
+        self.rule = getattr(model, "rule", "weighted")
+        self.eps = float(getattr(model, "eps", 1e-6))
+        self.register_buffer("normal_bank", model.memory_.bank_.float().contiguous())
+        if self.dual:
+            self.register_buffer("defect_bank", model.defect_memory_.bank_.float().contiguous())
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from .memory import nearest_distance
+        from .scoring import score_patches
+
+        if self.input_format == "uint8":
+            images = images.permute(0, 3, 1, 2).float() / 255.0
+        feats = self.extractor.combine(self.extractor.stage_maps(images)).features
+        b, d, h, w = feats.shape
+        flat = feats.permute(0, 2, 3, 1).reshape(-1, d)
+        normal = nearest_distance(flat, self.normal_bank).reshape(b, h, w)
+        defect = nearest_distance(flat, self.defect_bank).reshape(b, h, w) if self.dual else None
+        maps, scores = score_patches(normal, defect, self.size, self.rule, self.sigma, self.eps)
+        return scores, maps
+
+
+def check_exportable(model: Any) -> None:
+    """Refuse, in one line, what the exported graph cannot reproduce."""
+    if not hasattr(model, "memory_"):
+        raise ConfigError("cannot export an unfitted model: fit or load it first")
+    if getattr(model, "reweight", False):
+        raise ConfigError(
+            "cannot export a model fitted with reweight=True: the paper's re-weighting looks up "
+            "bank neighbours per image and is not part of the exported graph; refit without it"
+        )
+    backend = getattr(model, "knn_backend", "torch")
+    if backend != "torch":
+        raise ConfigError(
+            f"cannot export a model whose k-NN backend is {backend!r}: only the exact torch "
+            "search is part of the exported graph"
+        )
+
+
+def model_digest(model_dir: str | os.PathLike[str]) -> str:
+    """The SHA-256 of the model's tensors, as recorded in its model.json."""
+    meta_path = Path(model_dir) / "model.json"
+    try:
+        return str(json.loads(meta_path.read_text())["safetensors_sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelFileError(f"{meta_path}: no safetensors_sha256 recorded") from exc
+
+
+def example_input(model: Any, input_format: str = "uint8", batch: int = 2) -> torch.Tensor:
+    h, w = (int(v) for v in model.image_size)
+    gen = torch.Generator().manual_seed(0)
+    if input_format == "uint8":
+        return torch.randint(0, 256, (batch, h, w, 3), dtype=torch.uint8, generator=gen)
+    return torch.rand(batch, 3, h, w, generator=gen)
+
+
+def export_onnx(
+    model: Any,
+    out: str | os.PathLike[str],
+    input_format: str = "uint8",
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Write the scorer as one self-contained ONNX file (banks and weights inside)."""
+    import onnx
+
+    module = ScorerModule(model, input_format).eval()
+    out = Path(out)
+    with torch.no_grad(), atomic_path(out) as tmp:
+        # The TorchScript exporter: the dynamo exporter (torch.export) traces the same module too,
+        # but writes larger graphs with external-data files by default; one file is what users want.
+        torch.onnx.export(
+            module,
+            (example_input(model, input_format),),
+            str(tmp),
+            input_names=["images"],
+            output_names=["scores", "maps"],
+            dynamic_axes={"images": {0: "batch"}, "scores": {0: "batch"}, "maps": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+        proto = onnx.load(str(tmp))
+        meta = {"input_format": input_format, **(metadata or {})}
+        for key, value in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, str(value)
+        onnx.save(proto, str(tmp))
+    return out
+
+
+def export_openvino(
+    model: Any,
+    out: str | os.PathLike[str],
+    input_format: str = "uint8",
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Write the scorer as OpenVINO IR (``out`` .xml plus its .bin), converted from ONNX, FP32."""
+    import openvino as ov
+
+    out = Path(out).with_suffix(".xml")
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        onnx_path = export_onnx(model, Path(tmp_dir) / "scorer.onnx", input_format, metadata)
+        ov_model = ov.convert_model(str(onnx_path))
+        for key, value in {"input_format": input_format, **(metadata or {})}.items():
+            ov_model.set_rt_info(str(value), ["dualpatch", key])
+        with atomic_path(out.with_suffix(".bin")) as tmp_bin, atomic_path(out) as tmp_xml:
+            # the pair is written under temporary names, then renamed: .bin first, .xml last
+            staging = Path(tmp_dir) / "model.xml"
+            # FP32 weights: FP16 compression would break parity with the torch scorer
+            ov.save_model(ov_model, str(staging), compress_to_fp16=False)
+            os.replace(staging.with_suffix(".bin"), tmp_bin)
+            os.replace(staging, tmp_xml)
+    return out
+
+
+def export_model(
+    model_dir: str | os.PathLike[str],
+    fmt: str,
+    out: str | os.PathLike[str],
+    input_format: str = "uint8",
+    weights: str | None = None,
+) -> Path:
+    """Load the model in ``model_dir`` and write it as ``fmt`` (onnx or openvino) to ``out``."""
+    from .models import PatchCore
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r} (onnx or openvino)")
+    model = PatchCore.load(model_dir, weights)
+    check_exportable(model)
+    metadata = {
+        "dualpatch_model_digest": model_digest(model_dir),
+        "dualpatch_kind": model.kind,
+        "dualpatch_rule": getattr(model, "rule", ""),
+        "dualpatch_image_size": json.dumps(list(model.image_size)),
+    }
+    writer = export_onnx if fmt == "onnx" else export_openvino
+    return writer(model, out, input_format, metadata)
+
+
+def default_export_path(model_dir: str | os.PathLike[str], fmt: str) -> Path:
+    return Path(model_dir) / ("model.onnx" if fmt == "onnx" else "model.xml")

@@ -1,0 +1,225 @@
+"""Runtimes that score images with a fitted model: the library itself (torch), or its exported
+graph in onnxruntime or OpenVINO. All take the same input and give the same outputs:
+
+    scorer = open_scorer("models/dual", runtime="onnx", threads=2)
+    scores, maps = scorer.score(images)   # (B, H, W, 3) uint8 RGB at scorer.image_size
+                                          # -> (B,) float32, (B, H, W) float32
+
+The exported file is ``DIR/model.onnx`` or ``DIR/model.xml`` (``dualpatch export``), or one given
+as ``exported``; when it is missing, the model is exported into a temporary folder first. A file
+exported from other tensors than the model's (its recorded digest differs) is refused.
+Runtimes are imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .errors import ConfigError, ModelFileError
+
+RUNTIMES = ("torch", "onnx", "openvino")
+
+
+class Scorer(Protocol):
+    runtime: str
+    image_size: tuple[int, int]
+
+    def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def _check_batch(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (*size, 3):
+        raise ConfigError(
+            f"images must be (B, {size[0]}, {size[1]}, 3) uint8, got {images.shape} {images.dtype}"
+        )
+    return np.ascontiguousarray(images)
+
+
+class TorchScorer:
+    """The library's own scoring path (chunked k-NN, PatchCore re-weighting if fitted with it)."""
+
+    runtime = "torch"
+
+    def __init__(self, model_dir: str | os.PathLike[str], threads: int | None = None, weights=None):
+        import torch
+
+        from .models import PatchCore
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = PatchCore.load(model_dir, weights)
+        self.image_size = tuple(self.model.image_size)
+
+    def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        from .features import to_tensor
+
+        images = _check_batch(images, self.image_size)
+        with torch.no_grad():
+            maps, scores = self.model._score_batch(to_tensor(images))
+        return scores.numpy().astype(np.float32), maps.numpy().astype(np.float32)
+
+
+def _exported_file(
+    model_dir: Path, fmt: str, exported: str | os.PathLike[str] | None, weights: str | None
+) -> tuple[Path, tempfile.TemporaryDirectory | None]:
+    """The exported file to run, exported into a temporary folder if there is none yet."""
+    from .export import default_export_path, export_model
+
+    path = Path(exported) if exported else default_export_path(model_dir, fmt)
+    if path.is_file():
+        return path, None
+    if exported:
+        raise ModelFileError(f"{path}: exported model not found")
+    warnings.warn(
+        f"{model_dir}: no {path.name} yet; exporting to a temporary file "
+        f"(run 'dualpatch export --model {model_dir} --format {fmt}' to keep one)",
+        stacklevel=3,
+    )
+    tmp = tempfile.TemporaryDirectory(prefix="dualpatch-export-")
+    target = Path(tmp.name) / path.name
+    return export_model(model_dir, fmt, target, weights=weights), tmp
+
+
+def _check_digest(path: Path, recorded: str | None, model_dir: Path) -> None:
+    from .export import model_digest
+
+    if recorded != model_digest(model_dir):
+        raise ModelFileError(
+            f"{path}: exported from other model tensors than {model_dir / 'model.safetensors'} "
+            f"(re-run dualpatch export)"
+        )
+
+
+class OnnxScorer:
+    """The exported graph in onnxruntime (CPU)."""
+
+    runtime = "onnx"
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        threads: int | None = None,
+        exported: str | os.PathLike[str] | None = None,
+        weights: str | None = None,
+    ):
+        import onnxruntime as ort
+
+        model_dir = Path(model_dir)
+        path, self._tmp = _exported_file(model_dir, "onnx", exported, weights)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own types for bad files
+            raise ModelFileError(f"{path}: not a loadable ONNX model ({_first_line(exc)})") from exc
+        meta = self.session.get_modelmeta().custom_metadata_map
+        _check_digest(path, meta.get("dualpatch_model_digest"), model_dir)
+        if meta.get("input_format", "uint8") != "uint8":
+            raise ModelFileError(f"{path}: takes float input; export with the default uint8 input")
+        self.image_size = tuple(json.loads(meta["dualpatch_image_size"]))
+        self.path = path
+
+    def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = _check_batch(images, self.image_size)
+        scores, maps = self.session.run(["scores", "maps"], {"images": images})
+        return scores, maps
+
+
+class OpenVinoScorer:
+    """The exported graph in OpenVINO (CPU plugin, FP32 inference precision)."""
+
+    runtime = "openvino"
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        threads: int | None = None,
+        exported: str | os.PathLike[str] | None = None,
+        weights: str | None = None,
+    ):
+        import openvino as ov
+
+        model_dir = Path(model_dir)
+        path, self._tmp = _exported_file(model_dir, "openvino", exported, weights)
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except Exception as exc:
+            raise ModelFileError(
+                f"{path}: not a loadable OpenVINO model ({_first_line(exc)})"
+            ) from exc
+
+        def info(key: str) -> str | None:
+            return (
+                model.get_rt_info(["dualpatch", key]).astype(str)
+                if model.has_rt_info(["dualpatch", key])
+                else None
+            )
+
+        _check_digest(path, info("dualpatch_model_digest"), model_dir)
+        if (info("input_format") or "uint8") != "uint8":
+            raise ModelFileError(f"{path}: takes float input; export with the default uint8 input")
+        self.image_size = tuple(json.loads(info("dualpatch_image_size") or "null"))
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(model, "CPU", config)
+        self._scores, self._maps = self.compiled.output("scores"), self.compiled.output("maps")
+        self.path = path
+
+    def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = _check_batch(images, self.image_size)
+        out = self.compiled({"images": images})
+        return np.asarray(out[self._scores]), np.asarray(out[self._maps])
+
+
+def open_scorer(
+    model_dir: str | os.PathLike[str],
+    runtime: str = "torch",
+    threads: int | None = None,
+    exported: str | os.PathLike[str] | None = None,
+    weights: str | None = None,
+) -> Scorer:
+    """A scorer for the model in ``model_dir`` running on ``runtime`` (torch, onnx, openvino)."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
+    if runtime == "torch":
+        if exported:
+            raise ConfigError("an exported file runs on --runtime onnx or openvino, not torch")
+        return TorchScorer(model_dir, threads, weights)
+    if runtime != "torch":
+        _check_import(runtime)
+    if runtime == "onnx":
+        return OnnxScorer(model_dir, threads, exported, weights)
+    return OpenVinoScorer(model_dir, threads, exported, weights)
+
+
+def _check_import(runtime: str) -> None:
+    module = {"onnx": "onnxruntime", "openvino": "openvino"}[runtime]
+    try:
+        __import__(module)
+    except ImportError as exc:
+        raise ConfigError(
+            f"--runtime {runtime} needs the {module} package: pip install 'dualpatch[export]'"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip()[:200] if lines else type(exc).__name__
