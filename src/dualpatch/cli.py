@@ -148,6 +148,9 @@ def fit(
     cache: Path | None = typer.Option(
         None, help="Feature cache folder [default: ~/.cache/dualpatch]."
     ),
+    threshold_holdout: float = typer.Option(
+        0.0, help="Hold this fraction of normal images out of the bank to set a verdict threshold."
+    ),
 ) -> None:
     """Fit a single- or dual-bank model on a dataset's training split."""
     from . import DualPatchCore, PatchCore
@@ -166,10 +169,15 @@ def fit(
         seed=seed,
         cache_dir=str(cache or default_cache()),
     )
+    normal, held_out = train.normal(), []
+    if threshold_holdout:
+        from .threshold import holdout_split
+
+        normal, held_out = holdout_split(normal, threshold_holdout, seed)
     if bank == Bank.single:
         if augmented:
             fail("--augmented feeds the defect bank: use it with --bank dual")
-        model = PatchCore(**common).fit(train.normal())
+        model = PatchCore(**common).fit(normal)
     else:
         model = DualPatchCore(**common, defect_coreset=defect_coreset, rule=rule.value)
         from .experiment import defect_inputs
@@ -180,7 +188,11 @@ def fit(
                 f"{data}: no defective training images with masks for the defect bank; "
                 "use --bank single or add --augmented DIR"
             )
-        model.fit(train.normal(), inputs)
+        model.fit(normal, inputs)
+    if held_out:
+        from .threshold import calibrate
+
+        typer.echo(f"threshold {calibrate(model, held_out):.6g} ({model.threshold_rule_})")
     model.save(out)
     typer.echo(f"saved {model.kind} model to {out}")
 
@@ -216,6 +228,9 @@ def predict(
     model: Path = typer.Option(..., help="Model folder written by fit."),
     out: Path = typer.Option(..., help="Folder for scores.csv and anomaly-map PNGs."),
     weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
+    runtime: str = typer.Option(
+        "torch", help="torch (the library), onnx or openvino (the exported scorer)."
+    ),
 ) -> None:
     """Score images: scores.csv plus one anomaly-map PNG per image."""
     from . import PatchCore
@@ -234,9 +249,14 @@ def predict(
             files.append(p)
         else:
             fail(f"{p}: file not found")
-    m = PatchCore.load(model, str(weights) if weights else None)
     samples = [Sample(str(f), f, None, -1) for f in files]
-    pred = m.predict(samples)
+    if runtime == "torch":
+        pred = PatchCore.load(model, str(weights) if weights else None).predict(samples)
+    else:  # the exported graph (same scores, see tests/test_export.py)
+        from .runtime import open_scorer, score_samples
+
+        scorer = open_scorer(model, runtime, weights=str(weights) if weights else None)
+        pred = score_samples(scorer, samples)
     names = _unique_names(files)
     for name, amap in zip(names, pred.anomaly_maps, strict=True):
         write_image(out / "maps" / f"{name}.png", to_uint8(amap, pred.anomaly_maps))
@@ -400,12 +420,12 @@ def demo(
 
 
 def _register_subcommands() -> None:
-    for module, name in (("cli_data", "data"), ("cli_augment", "augment")):
+    for module, name in (("cli_data", "data"), ("cli_augment", "augment"), ("cli_serve", None)):
         try:
             mod = __import__(f"dualpatch.{module}", fromlist=["app"])
         except ImportError:
             continue
-        app.add_typer(mod.app, name=name)
+        app.add_typer(mod.app, name=name)  # name None: the module's commands join the top level
 
 
 _register_subcommands()

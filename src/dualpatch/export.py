@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,9 @@ def export_onnx(
 
     module = ScorerModule(model, input_format).eval()
     out = Path(out)
-    with torch.no_grad(), atomic_path(out) as tmp:
+    with torch.no_grad(), atomic_path(out) as tmp, warnings.catch_warnings():
+        # the TorchScript exporter warns about constant folding of slices it leaves alone
+        warnings.simplefilter("ignore", UserWarning)
         # The TorchScript exporter: the dynamo exporter (torch.export) traces the same module too,
         # but writes larger graphs with external-data files by default; one file is what users want.
         torch.onnx.export(
@@ -141,13 +144,18 @@ def export_openvino(
     out: str | os.PathLike[str],
     input_format: str = "uint8",
     metadata: dict[str, str] | None = None,
+    onnx_path: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Write the scorer as OpenVINO IR (``out`` .xml plus its .bin), converted from ONNX, FP32."""
+    """Write the scorer as OpenVINO IR (``out`` .xml plus its .bin), converted from ONNX, FP32.
+
+    ``onnx_path``: an ONNX file already exported from this model (else one is exported first).
+    """
     import openvino as ov
 
     out = Path(out).with_suffix(".xml")
     with tempfile.TemporaryDirectory() as tmp_dir:
-        onnx_path = export_onnx(model, Path(tmp_dir) / "scorer.onnx", input_format, metadata)
+        if onnx_path is None:
+            onnx_path = export_onnx(model, Path(tmp_dir) / "scorer.onnx", input_format, metadata)
         ov_model = ov.convert_model(str(onnx_path))
         for key, value in {"input_format": input_format, **(metadata or {})}.items():
             ov_model.set_rt_info(str(value), ["dualpatch", key])
@@ -181,8 +189,26 @@ def export_model(
         "dualpatch_rule": getattr(model, "rule", ""),
         "dualpatch_image_size": json.dumps(list(model.image_size)),
     }
-    writer = export_onnx if fmt == "onnx" else export_openvino
-    return writer(model, out, input_format, metadata)
+    if fmt == "onnx":
+        return export_onnx(model, out, input_format, metadata)
+    onnx_path = default_export_path(model_dir, "onnx")
+    if not (onnx_path.is_file() and _onnx_matches(onnx_path, metadata, input_format)):
+        onnx_path = None
+    return export_openvino(model, out, input_format, metadata, onnx_path)
+
+
+def _onnx_matches(path: Path, metadata: dict[str, str], input_format: str) -> bool:
+    """Whether ``path`` was exported from these tensors with these settings (then reuse it)."""
+    import onnx
+
+    try:
+        props = {
+            p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props
+        }
+    except Exception:
+        return False
+    wanted = {"input_format": input_format, **metadata}
+    return all(props.get(k) == str(v) for k, v in wanted.items())
 
 
 def default_export_path(model_dir: str | os.PathLike[str], fmt: str) -> Path:

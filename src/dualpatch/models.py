@@ -265,6 +265,9 @@ class PatchCore:
                 "safetensors_sha256": digest,
                 "versions": _versions(),
             }
+            if getattr(self, "threshold_", None) is not None:  # optional: older models lack it
+                meta["threshold"] = self.threshold_
+                meta["threshold_rule"] = getattr(self, "threshold_rule_", None)
             # The JSON is written while the tensor file is still temporary, so a crash between the
             # two renames leaves an old pair or a JSON whose digest exposes the mismatch.
             write_json(path / "model.json", meta)
@@ -326,6 +329,9 @@ class PatchCore:
         except ModelFileError as exc:
             raise ModelFileError(f"{tensor_path}: {exc}") from exc
         model.grid_ = tuple(meta["grid"])
+        if meta.get("threshold") is not None:
+            model.threshold_ = float(meta["threshold"])
+            model.threshold_rule_ = meta.get("threshold_rule")
         expected = model.extractor_.dim
         if meta["feature_dim"] != expected:
             raise ModelFileError(

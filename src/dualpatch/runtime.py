@@ -223,3 +223,22 @@ def _check_import(runtime: str) -> None:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0].strip()[:200] if lines else type(exc).__name__
+
+
+def score_samples(scorer: Scorer, samples: list, batch_size: int = 8):
+    """Score ``samples`` (``Sample`` objects) in batches -> ``models.Prediction``."""
+    from .models import Prediction
+
+    scores, maps = [], []
+    size = tuple(scorer.image_size)
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start : start + batch_size]
+        s, m = scorer.score(np.stack([x.image(size) for x in batch]))
+        scores.append(s)
+        maps.append(m)
+    return Prediction(
+        [s.id for s in samples],
+        np.concatenate(scores).astype(np.float64),
+        np.concatenate(maps).astype(np.float32),
+        np.array([s.label for s in samples]),
+    )

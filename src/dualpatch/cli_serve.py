@@ -1,0 +1,116 @@
+"""``dualpatch export`` (the whole scorer as ONNX or OpenVINO) and ``dualpatch serve`` (HTTP)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from .cli_common import reporting
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+class ExportFormat(StrEnum):
+    onnx = "onnx"
+    openvino = "openvino"
+
+
+class InputFormat(StrEnum):
+    uint8 = "uint8"
+    float = "float"
+
+
+class Runtime(StrEnum):
+    torch = "torch"
+    onnx = "onnx"
+    openvino = "openvino"
+
+
+def _size_mib(paths: list[Path]) -> float:
+    return sum(p.stat().st_size for p in paths if p.is_file()) / 2**20
+
+
+@app.command()
+def export(
+    model: Path = typer.Option(..., help="Model folder written by fit."),
+    format: ExportFormat = typer.Option(ExportFormat.onnx, help="onnx or openvino."),  # noqa: A002
+    out: Path | None = typer.Option(
+        None, help="File to write [default: MODEL/model.onnx or MODEL/model.xml (+ .bin)]."
+    ),
+    input: InputFormat = typer.Option(  # noqa: A002
+        InputFormat.uint8,
+        help="uint8: (B, H, W, 3) RGB bytes (NHWC); float: (B, 3, H, W) in [0, 1] (NCHW).",
+    ),
+    weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
+) -> None:
+    """Export the whole scorer (backbone, banks, rule, map, score) as one ONNX/OpenVINO graph."""
+    with reporting():
+        from .export import default_export_path, export_model
+
+        target = out or default_export_path(model, format.value)
+        path = export_model(
+            model, format.value, target, input.value, str(weights) if weights else None
+        )
+    files = [path] if format == ExportFormat.onnx else [path, path.with_suffix(".bin")]
+    folder = [model / "model.safetensors", model / "model.json"]
+    typer.echo(
+        f"exported {format.value} scorer to {', '.join(map(str, files))}: "
+        f"{_size_mib(files):.2f} MiB (model folder {_size_mib(folder):.2f} MiB without the "
+        "backbone weights, which the export holds); input images "
+        + ("(B, H, W, 3) uint8 RGB" if input == InputFormat.uint8 else "(B, 3, H, W) float [0, 1]")
+    )
+
+
+@app.command()
+def serve(
+    model: Path = typer.Option(..., help="Model folder written by fit."),
+    runtime: Runtime = typer.Option(Runtime.torch, help="torch, onnx or openvino."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads of the scorer."),
+    threshold: float | None = typer.Option(None, help="Verdict threshold (default: model's)."),
+    api_key_file: Path | None = typer.Option(
+        None, help="File holding the API key clients send (X-API-Key or Bearer)."
+    ),
+    max_body_bytes: int = typer.Option(20 * 2**20, min=1, help="Largest request body."),
+    max_pixels: int = typer.Option(40_000_000, min=1, help="Largest decoded image (pixels)."),
+    max_queue: int = typer.Option(16, min=1, help="Requests waiting or scoring before 503."),
+) -> None:
+    """Serve the model over HTTP: POST /v1/inspect, GET /v1/health, GET /v1/model."""
+    with reporting():
+        from .errors import ConfigError
+        from .server import ServeConfig, create_app
+
+        key = None
+        if api_key_file is not None:
+            try:
+                key = api_key_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"{api_key_file}: cannot read API key ({exc.strerror})") from exc
+            if not key:
+                raise ConfigError(f"{api_key_file}: API key file is empty")
+        config = ServeConfig(
+            str(model),
+            runtime.value,
+            threads,
+            threshold,
+            key,
+            max_body_bytes,
+            max_pixels,
+            max_queue,
+        )
+        application = create_app(config)
+    import uvicorn
+
+    typer.echo(f"serving {model} ({runtime.value}) on http://{host}:{port}/v1/inspect", err=True)
+    # uvicorn stops accepting on SIGTERM/SIGINT and lets requests in flight finish first
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        workers=1,
+        log_level="warning",
+        timeout_graceful_shutdown=60,
+    )
