@@ -1,0 +1,289 @@
+"""At line speed: dualpatch (torch, onnx, openvino) against anomalib's PatchCore, in one run.
+
+KolektorSDD default split, 320x128, EfficientNet-Lite0, normal coreset 1 %, 2 CPU threads each.
+The CPU is shared, so the figures are ratios within this run, with ``uptime`` recorded, and
+dualpatch is measured before AND after the anomalib anchor (interleaved); each target is judged
+on the worse of our two rounds.
+
+Targets (issue 12):
+  batched scoring   >= 4x anomalib's throughput (ms/img at batch 32)
+  batch-1 latency   median <= 1/3 of anomalib's median, and our p99 < 1.5x our median
+  peak RSS          evaluate and predict <= 1/2 of anomalib's peak
+
+Each measurement runs in its own process (peak RSS from ``wait4``). The anchor is
+/work/shared/anchors/anomalib (``bash setup.sh`` first); its peak RSS covers its fit and test in
+one process (anomalib has no separate evaluate step), as in the issue's comparison.
+
+    python benchmarks/line_speed.py --data ../shared/data/kolektorsdd --model models/dual
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ANCHOR = Path(os.environ.get("ANCHOR_DIR", "/work/shared/anchors/anomalib"))
+ANCHOR_HOME = Path(os.environ.get("ANCHOR_HOME", Path.home() / ".cache/anomalib-anchor"))
+RUNTIMES = ("torch", "onnx", "openvino")
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def run_rss(cmd: list[str], env: dict | None = None) -> dict:
+    """Run ``cmd`` and report its wall time and own peak RSS (from wait4)."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env or os.environ)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    return {
+        "wall_s": round(wall, 2),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "stdout": stdout,
+    }
+
+
+# ---- child: speed of one runtime -------------------------------------------------------------
+def child_speed(args) -> None:
+    """Batch-32 throughput and batch-1 latency of one runtime on decoded test images."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from dualpatch.data import KolektorSDD
+    from dualpatch.runtime import open_scorer
+
+    test = list(KolektorSDD(args.data, "test"))[: args.images]
+    t0 = time.perf_counter()
+    images = np.stack([s.image((320, 128)) for s in test])
+    decode_ms = 1000 * (time.perf_counter() - t0) / len(test)
+    scorer = open_scorer(args.model, args.runtime, threads=args.threads)
+    scorer.score(images[:32])  # warm-up (allocations, graph optimisation)
+    batch_ms = []
+    scores, maps = [], []
+    for _ in range(args.passes):
+        t0 = time.perf_counter()
+        scores, maps = [], []
+        for start in range(0, len(images), 32):
+            s, m = scorer.score(images[start : start + 32])
+            scores.append(s)
+            maps.append(m)
+        batch_ms.append(1000 * (time.perf_counter() - t0) / len(images))
+    for i in range(3):
+        scorer.score(images[i : i + 1])
+    latency = []
+    for i in range(len(images)):
+        t0 = time.perf_counter()
+        scorer.score(images[i : i + 1])
+        latency.append(1000 * (time.perf_counter() - t0))
+    lat = np.array(latency)
+    np.savez(args.scores_out, scores=np.concatenate(scores), maps=np.concatenate(maps))
+    print(
+        json.dumps(
+            {
+                "runtime": args.runtime,
+                "images": len(images),
+                "decode_resize_ms_per_image": round(decode_ms, 2),
+                "batch32_ms_per_image": round(min(batch_ms), 2),
+                "batch32_ms_per_image_passes": [round(v, 2) for v in batch_ms],
+                "batch1_ms_median": round(float(np.median(lat)), 2),
+                "batch1_ms_p90": round(float(np.percentile(lat, 90)), 2),
+                "batch1_ms_p99": round(float(np.percentile(lat, 99)), 2),
+                "batch1_ms_max": round(float(lat.max()), 2),
+            }
+        )
+    )
+
+
+# ---- parent ----------------------------------------------------------------------------------
+def our_round(args, env: dict, tag: str, out_dir: Path) -> dict:
+    cli = [sys.executable, "-m", "dualpatch.cli"]
+    res: dict = {"uptime_before": uptime()}
+    for runtime in RUNTIMES:
+        scores = out_dir / f"{tag}-{runtime}.npz"
+        cmd = [sys.executable, __file__, "--child-speed", runtime, "--model", args.model]
+        cmd += ["--data", args.data, "--images", str(args.images), "--passes", str(args.passes)]
+        cmd += ["--threads", str(args.threads), "--scores-out", str(scores)]
+        r = run_rss(cmd, env)
+        res[runtime] = json.loads(r["stdout"].strip().splitlines()[-1])
+        res[runtime]["process_peak_rss_mib"] = r["peak_rss_mib"]
+        print(tag, runtime, json.dumps(res[runtime]), flush=True)
+    ev = run_rss(
+        cli
+        + ["evaluate", "--model", args.model, "--dataset", "kolektorsdd", "--data", args.data]
+        + ["--out", str(out_dir / f"{tag}-evaluate")],
+        env,
+    )
+    res["evaluate"] = {k: ev[k] for k in ("wall_s", "peak_rss_mib")}
+    files = sorted(str(p) for p in Path(args.data).glob("kos[3-5][0-9]/Part*.jpg"))
+    files = [f for f in files if int(Path(f).parent.name[3:]) > 33]
+    for runtime in RUNTIMES:
+        pr = run_rss(
+            cli
+            + ["predict", *files, "--model", args.model, "--runtime", runtime]
+            + ["--out", str(out_dir / f"{tag}-predict-{runtime}")],
+            env,
+        )
+        res[f"predict_{runtime}"] = {k: pr[k] for k in ("wall_s", "peak_rss_mib")}
+        res[f"predict_{runtime}"]["images"] = len(files)
+    print(tag, "evaluate", res["evaluate"], "predict", res["predict_torch"], flush=True)
+    res["uptime_after"] = uptime()
+    return res
+
+
+def parity(out_dir: Path, tag: str) -> dict:
+    import numpy as np
+
+    ref = np.load(out_dir / f"{tag}-torch.npz")
+    out = {}
+    for runtime in ("onnx", "openvino"):
+        got = np.load(out_dir / f"{tag}-{runtime}.npz")
+        rel = np.abs(got["scores"] - ref["scores"]) / np.abs(ref["scores"])
+        map_dev = np.abs(got["maps"] - ref["maps"]).max() / np.abs(ref["maps"]).max()
+        out[runtime] = {
+            "max_relative_score_deviation": float(rel.max()),
+            "median_relative_score_deviation": float(np.median(rel)),
+            "max_map_deviation_relative_to_map_max": float(map_dev),
+        }
+    return out
+
+
+def anchor_round(args, out_dir: Path) -> dict:
+    py = ANCHOR_HOME / "venv/bin/python"
+    if not py.exists():
+        return {"error": f"{py} missing: run bash {ANCHOR}/setup.sh"}
+    cmd = [str(py), str(ANCHOR / "anchor_anomalib.py"), "--data", args.data, "--size", "320x128"]
+    cmd += ["--coreset-ratio", "0.01", "--norm", "lite", "--threads", str(args.threads)]
+    cmd += ["--out", str(out_dir / "anchor.json"), "--workdir", str(out_dir / "anchor-runs")]
+    before = uptime()
+    r = run_rss(cmd)
+    full = json.loads((out_dir / "anchor.json").read_text())
+    t = full["timing"]
+    return {
+        "uptime_before": before,
+        "uptime_after": uptime(),
+        "command": " ".join(cmd),
+        "wall_s": r["wall_s"],
+        "process_peak_rss_mib": r["peak_rss_mib"],
+        "peak_rss_mib_stages": full["peak_rss_mib"],
+        "test_wall_ms_per_image": round(t["test_wall_ms_per_image"], 2),
+        "test_step_ms_per_image": round(t["test_step_ms_per_image"], 2),
+        "batch1_ms_median": round(t["batch1_latency_ms_median"], 2),
+        "batch1_ms_p90": round(t["batch1_latency_ms_p90"], 2),
+        "load_decode_resize_ms_per_image": round(t["load_decode_resize_ms_per_image"], 2),
+        "memory_bank": full["memory_bank"],
+        "metrics": full["metrics"],
+        "other_processes_cpu": full["other_processes_cpu"],
+    }
+
+
+def judge(rounds: list[dict], anchor: dict) -> dict:
+    """Each target on the worse of our rounds, against the anchor's figures from the same run."""
+    out = {}
+    a_step, a_wall = anchor["test_step_ms_per_image"], anchor["test_wall_ms_per_image"]
+    a_b1, a_rss = anchor["batch1_ms_median"], anchor["process_peak_rss_mib"]
+    for runtime in RUNTIMES:
+        ours = [r[runtime] for r in rounds]
+        b32 = max(o["batch32_ms_per_image"] for o in ours)
+        b32_decode = max(o["batch32_ms_per_image"] + o["decode_resize_ms_per_image"] for o in ours)
+        med = max(o["batch1_ms_median"] for o in ours)
+        p99_ratio = max(o["batch1_ms_p99"] / o["batch1_ms_median"] for o in ours)
+        out[runtime] = {
+            "batch32_ms_per_image": b32,
+            "throughput_ratio_model_only": round(a_step / b32, 2),
+            "throughput_ratio_with_decode": round(a_wall / b32_decode, 2),
+            "throughput_target_4x_met": a_step / b32 >= 4 and a_wall / b32_decode >= 4,
+            "batch1_ms_median": med,
+            "batch1_latency_fraction_of_anomalib": round(med / a_b1, 3),
+            "batch1_p99_over_median": round(p99_ratio, 2),
+            "latency_target_met": med <= a_b1 / 3 and p99_ratio < 1.5,
+        }
+    for step in ["evaluate"] + [f"predict_{r}" for r in RUNTIMES]:
+        rss = max(r[step]["peak_rss_mib"] for r in rounds)
+        out[f"{step}_peak_rss_mib"] = rss
+        out[f"{step}_rss_fraction_of_anomalib"] = round(rss / a_rss, 3)
+        out[f"{step}_rss_target_met"] = rss <= a_rss / 2
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", default=os.environ.get("DUALPATCH_DATA", "../shared/data/kolektorsdd")
+    )
+    parser.add_argument("--model", help="fitted model folder (default dual, 320x128, Lite0)")
+    parser.add_argument("--images", type=int, default=136, help="test images used for speed")
+    parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-anchor", action="store_true")
+    parser.add_argument("--out", default=str(HERE / "results" / "line_speed.json"))
+    parser.add_argument("--child-speed", choices=RUNTIMES, help=argparse.SUPPRESS)
+    parser.add_argument("--runtime", help=argparse.SUPPRESS)
+    parser.add_argument("--scores-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_speed:
+        args.runtime = args.child_speed
+        child_speed(args)
+        return
+    from dualpatch.export import default_export_path, export_model
+    from dualpatch.fileio import write_json
+
+    work = Path(tempfile.mkdtemp(prefix="line-speed-"))
+    env = dict(os.environ, DUALPATCH_CACHE=str(work / "cache"), DUALPATCH_OFFLINE="1")
+    env.setdefault("OMP_NUM_THREADS", str(args.threads))
+    if not args.model:
+        args.model = str(work / "dual")
+        subprocess.run(
+            [sys.executable, "-m", "dualpatch.cli", "fit", "--dataset", "kolektorsdd"]
+            + ["--data", args.data, "--bank", "dual", "--out", args.model],
+            env=env,
+            check=True,
+        )
+    sizes = {}
+    for fmt in ("onnx", "openvino"):
+        path = default_export_path(args.model, fmt)
+        if not path.exists():
+            export_model(args.model, fmt, path)
+        files = [path] if fmt == "onnx" else [path, path.with_suffix(".bin")]
+        sizes[fmt] = round(sum(f.stat().st_size for f in files) / 2**20, 2)
+    folder = [Path(args.model) / n for n in ("model.safetensors", "model.json")]
+    sizes["model_folder"] = round(sum(f.stat().st_size for f in folder) / 2**20, 2)
+    result = {
+        "command": " ".join([sys.executable, *sys.argv]),
+        "cpus": os.cpu_count(),
+        "threads": args.threads,
+        "images": args.images,
+        "model": args.model,
+        "sizes_mib": sizes,
+        "uptime_start": uptime(),
+    }
+    rounds = [our_round(args, env, "round1", work)]
+    result["anomalib"] = {"skipped": True} if args.skip_anchor else anchor_round(args, work)
+    print("anomalib", json.dumps(result["anomalib"])[:800], flush=True)
+    rounds.append(our_round(args, env, "round2", work))
+    result["dualpatch_rounds"] = rounds
+    result["parity"] = parity(work, "round1")
+    if not args.skip_anchor and "error" not in result["anomalib"]:
+        result["targets"] = judge(rounds, result["anomalib"])
+    result["uptime_end"] = uptime()
+    write_json(args.out, result)
+    print(json.dumps(result.get("targets", {}), indent=1))
+
+
+if __name__ == "__main__":
+    main()
