@@ -98,8 +98,7 @@ def test_regions_never_join_across_images():
     """A one-pixel region in image 0 (found) and a three-pixel region at the same place in image 1
     (missed) are two regions: PRO is 1/2 until the last threshold, then the curve runs straight to
     (1, 1), so PRO(0.3) = 0.65 and the area is 0.3 * (0.5 + 0.65) / 2; / 0.3 = 0.575. Joined into
-    one
-    region of four pixels they would give PRO 1/4 and 0.3625 instead."""
+    one region of four pixels they would give PRO 1/4 and 0.3625 instead."""
     masks = np.zeros((2, 3, 3), dtype=bool)
     masks[:, 1, 1] = True
     masks[1, 1, 2] = masks[1, 2, 2] = True
