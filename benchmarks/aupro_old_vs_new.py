@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import subprocess
 import time
 import types
@@ -74,6 +75,10 @@ def main() -> None:
             "defect bank from training images; dual rules share one fitted model",
             "old": f"evaluation.aupro at {OLD_COMMIT}: 200 thresholds from the map maximum "
             "down to the normal pixels' 70th percentile",
+            "code_commit": subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip(),
+            "load_average": list(os.getloadavg()),
             "fit_seconds": round(fit_s, 1),
             "results": rows,
         },
