@@ -51,12 +51,25 @@ class ScorerModule(nn.Module):
         self.dual = model.kind == "dual"
         self.rule = getattr(model, "rule", "weighted")
         self.eps = float(getattr(model, "eps", 1e-6))
-        self.register_buffer("normal_bank", model.memory_.bank_.float().contiguous())
-        if self.dual:
-            self.register_buffer("defect_bank", model.defect_memory_.bank_.float().contiguous())
+        self.k = int(getattr(model, "num_neighbors", 1))
+        # banks stored centred on their mean, as knn centres them (float32 cancellation)
+        for name, bank in [("normal", model.memory_.bank_)] + (
+            [("defect", model.defect_memory_.bank_)] if self.dual else []
+        ):
+            centre = bank.double().mean(0).float()
+            self.register_buffer(f"{name}_centre", centre)
+            self.register_buffer(f"{name}_bank", (bank.float() - centre).contiguous())
+        self.k_normal = min(self.k, int(model.memory_.bank_.shape[0]))
+        self.k_defect = min(self.k, int(model.defect_memory_.bank_.shape[0])) if self.dual else 0
+
+    def _distances(self, flat: torch.Tensor, name: str, k: int) -> torch.Tensor:
+        from .memory import knn_distances_one_block
+        from .scoring import patch_distances
+
+        centre, bank = getattr(self, f"{name}_centre"), getattr(self, f"{name}_bank")
+        return patch_distances(knn_distances_one_block(flat - centre, bank, k))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from .memory import nearest_distance
         from .scoring import score_patches
 
         if self.input_format == "uint8":
@@ -64,9 +77,12 @@ class ScorerModule(nn.Module):
         feats = self.extractor.combine(self.extractor.stage_maps(images)).features
         b, d, h, w = feats.shape
         flat = feats.permute(0, 2, 3, 1).reshape(-1, d)
-        normal = nearest_distance(flat, self.normal_bank).reshape(b, h, w)
-        defect = nearest_distance(flat, self.defect_bank).reshape(b, h, w) if self.dual else None
-        maps, scores = score_patches(normal, defect, self.size, self.rule, self.sigma, self.eps)
+        normal = self._distances(flat, "normal", self.k_normal).reshape(b, h, w)
+        if not self.dual:
+            maps, scores = score_patches(normal, self.size, self.sigma)
+            return scores, maps
+        defect = self._distances(flat, "defect", self.k_defect).reshape(b, h, w)
+        maps, scores = score_patches(normal, self.size, self.sigma, defect, self.rule, self.eps)
         return scores, maps
 
 

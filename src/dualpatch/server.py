@@ -13,7 +13,6 @@ At most ``max_queue`` requests wait for or hold the scorer; one more gets 503 wi
 FastAPI is imported only when an app is built.
 """
 
-
 import asyncio
 import base64
 import contextlib
