@@ -143,6 +143,13 @@ def main() -> None:
     parser.add_argument("--dual", help="fitted dual model folder (default: fit one here)")
     parser.add_argument("--cache", default=str(Path.home() / ".cache/dualpatch/features"))
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--images", type=int, default=0, help="first N test images (0: all)")
+    parser.add_argument(
+        "--rules",
+        nargs="*",
+        default=["weighted"],
+        help="dual rules to profile (all: weighted patch seed)",
+    )
     parser.add_argument("--label", default="current")
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "results" / "profile_scoring.json")
@@ -155,6 +162,8 @@ def main() -> None:
     from dualpatch.fileio import write_json
 
     test = list(KolektorSDD(args.data, "test"))
+    if args.images:  # the first N of a list sorted by item: both classes are present from 19 on
+        test = test[: args.images]
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     result: dict = {
         "command": "python benchmarks/profile_scoring.py " + " ".join(os.sys.argv[1:]),
@@ -172,7 +181,7 @@ def main() -> None:
         models[kind] = PatchCore.load(folder) if folder else _fit(kind, args.data, args.cache)
     result["removed_waste_ms_per_image"] = removed_waste(test)
     print("removed waste", json.dumps(result["removed_waste_ms_per_image"]), flush=True)
-    runs = [("single", None)] + [("dual", r) for r in ("weighted", "patch", "seed")]
+    runs = [("single", None)] + [("dual", r) for r in args.rules]
     for kind, rule in runs:
         model = models[kind]
         if rule:

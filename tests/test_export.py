@@ -20,13 +20,17 @@ pytest.importorskip("openvino")
 SCORE_RTOL = 1e-3
 MAP_RTOL = 1e-3
 VARIANTS = ["single", "dual-weighted", "dual-patch", "dual-seed"]
+#: the mean over k nearest bank entries (num_neighbors) is part of the graph too
+K3_VARIANTS = ["single-k3", "dual-seed-k3"]
 
 
 def _variant(fitted_single, fitted_dual, name):
-    if name == "single":
-        return fitted_single
-    model = copy.copy(fitted_dual)
-    model.rule = name.split("-")[1]
+    base, _, rest = name.partition("-")
+    model = copy.copy(fitted_single if base == "single" else fitted_dual)
+    if base == "dual":
+        model.rule = rest.split("-")[0]
+    if name.endswith("-k3"):
+        model.num_neighbors = 3
     return model
 
 
@@ -59,7 +63,7 @@ def _check_all_runtimes(model, model_dir, images):
     return reference
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS + K3_VARIANTS)
 def test_exported_scorer_matches_torch_on_demo(
     tmp_path, fitted_single, fitted_dual, tiny_test, variant
 ):
