@@ -22,6 +22,7 @@ from conftest import TINY, tiny_params
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGTERM semantics are POSIX")
 
 API_KEY = "s3cret-token-for-tests"
 MAX_BODY = 300_000
@@ -325,5 +326,17 @@ def test_help_stays_light(cli_env):
     assert out.stdout.strip() == "[]"
 
 
-if os.name != "posix":  # SIGTERM semantics are POSIX
-    pytestmark = pytest.mark.skip("POSIX only")
+def test_header_only_bomb_is_413_without_decoding(server):
+    """A 100-byte PNG that claims 60000 x 60000 pixels is refused from its header."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(tag + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    headers = {**AUTH, "Content-Type": "image/png"}
+    r = httpx.post(f"{server.url}/v1/inspect", content=bomb, headers=headers)
+    assert r.status_code == 413 and "too large" in r.json()["error"]

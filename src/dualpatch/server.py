@@ -106,6 +106,8 @@ def decode_upload(data: bytes, size: tuple[int, int], max_pixels: int) -> np.nda
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise BadRequest(400, "not a readable image (unknown format or corrupt)") from None
+    except Image.DecompressionBombError:  # Pillow's own cap, far above --max-pixels by default
+        raise BadRequest(413, f"image too large (limit {max_pixels} decoded pixels)") from None
     except Exception as exc:  # Pillow raises many types for damaged headers
         raise BadRequest(400, f"not a readable image ({type(exc).__name__})") from None
     if img.format not in IMAGE_FORMATS:
