@@ -61,6 +61,9 @@ def run_rss(cmd: list[str], env: dict | None = None) -> dict:
 # ---- child: speed of one runtime -------------------------------------------------------------
 def child_speed(args) -> None:
     """Batch-32 throughput and batch-1 latency of one runtime on decoded test images."""
+    import dualpatch  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
+
+    # isort: split
     import numpy as np
     import torch
 
@@ -280,6 +283,7 @@ def main() -> None:
     result["parity"] = parity(work, "round1")
     if not args.skip_anchor and "error" not in result["anomalib"]:
         result["targets"] = judge(rounds, result["anomalib"])
+    result["omp_wait_policy"] = "PASSIVE for dualpatch (set by the package); anomalib: unset"
     result["uptime_end"] = uptime()
     write_json(args.out, result)
     print(json.dumps(result.get("targets", {}), indent=1))

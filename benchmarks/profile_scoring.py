@@ -20,6 +20,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import dualpatch  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
+
+# isort: split
 import numpy as np
 import torch
 

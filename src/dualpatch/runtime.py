@@ -92,20 +92,11 @@ def _exported_file(
     return export_model(model_dir, fmt, target, weights=weights), tmp
 
 
-def _check_digest(path: Path, recorded: str | None, model_dir: Path) -> None:
-    from .export import model_digest
+class _ExportedScorer:
+    """What both exported-graph runtimes share: find (or make) the file, load it, check that it
+    belongs to the model and takes uint8 images. Subclasses load and run their runtime."""
 
-    if recorded != model_digest(model_dir):
-        raise ModelFileError(
-            f"{path}: exported from other model tensors than {model_dir / 'model.safetensors'} "
-            f"(re-run dualpatch export)"
-        )
-
-
-class OnnxScorer:
-    """The exported graph in onnxruntime (CPU)."""
-
-    runtime = "onnx"
+    runtime = ""
 
     def __init__(
         self,
@@ -114,77 +105,81 @@ class OnnxScorer:
         exported: str | os.PathLike[str] | None = None,
         weights: str | None = None,
     ):
-        import onnxruntime as ort
+        from .export import model_digest
 
         model_dir = Path(model_dir)
-        path, self._tmp = _exported_file(model_dir, "onnx", exported, weights)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        path, self._tmp = _exported_file(model_dir, self.runtime, exported, weights)
         try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
+            meta = self._load(path, threads)
+        except Exception as exc:  # each runtime raises its own types for bad files
+            raise ModelFileError(
+                f"{path}: not a loadable {self.runtime} model ({_first_line(exc)})"
+            ) from exc
+        if meta.get("dualpatch_model_digest") != model_digest(model_dir):
+            raise ModelFileError(
+                f"{path}: exported from other model tensors than {model_dir / 'model.safetensors'} "
+                f"(re-run dualpatch export)"
             )
-        except Exception as exc:  # onnxruntime raises its own types for bad files
-            raise ModelFileError(f"{path}: not a loadable ONNX model ({_first_line(exc)})") from exc
-        meta = self.session.get_modelmeta().custom_metadata_map
-        _check_digest(path, meta.get("dualpatch_model_digest"), model_dir)
         if meta.get("input_format", "uint8") != "uint8":
             raise ModelFileError(f"{path}: takes float input; export with the default uint8 input")
         self.image_size = tuple(json.loads(meta["dualpatch_image_size"]))
         self.path = path
 
+    def _load(self, path: Path, threads: int | None) -> dict[str, str]:
+        """Load ``path``; return the dualpatch metadata recorded in it."""
+        raise NotImplementedError
+
+    def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
     def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        images = _check_batch(images, self.image_size)
+        return self._run(_check_batch(images, self.image_size))
+
+
+class OnnxScorer(_ExportedScorer):
+    """The exported graph in onnxruntime (CPU)."""
+
+    runtime = "onnx"
+
+    def _load(self, path: Path, threads: int | None) -> dict[str, str]:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scores, maps = self.session.run(["scores", "maps"], {"images": images})
         return scores, maps
 
 
-class OpenVinoScorer:
+class OpenVinoScorer(_ExportedScorer):
     """The exported graph in OpenVINO (CPU plugin, FP32 inference precision)."""
 
     runtime = "openvino"
 
-    def __init__(
-        self,
-        model_dir: str | os.PathLike[str],
-        threads: int | None = None,
-        exported: str | os.PathLike[str] | None = None,
-        weights: str | None = None,
-    ):
+    def _load(self, path: Path, threads: int | None) -> dict[str, str]:
         import openvino as ov
 
-        model_dir = Path(model_dir)
-        path, self._tmp = _exported_file(model_dir, "openvino", exported, weights)
         core = ov.Core()
-        try:
-            model = core.read_model(str(path))
-        except Exception as exc:
-            raise ModelFileError(
-                f"{path}: not a loadable OpenVINO model ({_first_line(exc)})"
-            ) from exc
-
-        def info(key: str) -> str | None:
-            return (
-                model.get_rt_info(["dualpatch", key]).astype(str)
-                if model.has_rt_info(["dualpatch", key])
-                else None
-            )
-
-        _check_digest(path, info("dualpatch_model_digest"), model_dir)
-        if (info("input_format") or "uint8") != "uint8":
-            raise ModelFileError(f"{path}: takes float input; export with the default uint8 input")
-        self.image_size = tuple(json.loads(info("dualpatch_image_size") or "null"))
+        model = core.read_model(str(path))
+        keys = ("dualpatch_model_digest", "input_format", "dualpatch_image_size")
+        meta = {
+            k: model.get_rt_info(["dualpatch", k]).astype(str)
+            for k in keys
+            if model.has_rt_info(["dualpatch", k])
+        }
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(model, "CPU", config)
         self._scores, self._maps = self.compiled.output("scores"), self.compiled.output("maps")
-        self.path = path
+        return meta
 
-    def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        images = _check_batch(images, self.image_size)
+    def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = self.compiled({"images": images})
         return np.asarray(out[self._scores]), np.asarray(out[self._maps])
 
