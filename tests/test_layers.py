@@ -30,6 +30,7 @@ LAYERS = {
     "threshold": 5,
     "augment": 6,
     "export": 6,
+    "export_files": 6,
     "runtime": 6,
     "server": 6,
     "report": 7,

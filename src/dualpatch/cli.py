@@ -207,21 +207,30 @@ def evaluate(
     ),
     train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
     weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
+    runtime: str = typer.Option(
+        "torch", help="torch (the library), onnx or openvino (the exported scorer, no torch)."
+    ),
 ) -> None:
     """Score the test split; write metrics.json (fractions), scores.csv and the anomaly maps."""
-    from . import PatchCore
     from .evaluation import evaluate as compute
     from .fileio import write_json, write_text
+    from .runtime import open_scorer, score_samples
 
-    m = PatchCore.load(model, str(weights) if weights else None)
     test = open_dataset(dataset, data, "test", train_items)
-    pred = m.predict(test)
-    masks = np.stack([s.mask(tuple(m.image_size)) for s in test])
+    if runtime == "torch":  # the library's own predict (progress bar, batch size)
+        from . import PatchCore
+
+        m = PatchCore.load(model, str(weights) if weights else None)
+        pred, size, kind = m.predict(test), m.image_size, m.kind
+    else:
+        scorer = open_scorer(model, runtime, weights=str(weights) if weights else None)
+        pred, size, kind = score_samples(scorer, list(test)), scorer.image_size, scorer.kind
+    masks = np.stack([s.mask(tuple(size)) for s in test])
     metrics = compute(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
     write_json(out / "metrics.json", metrics)
     write_text(out / "scores.csv", scores_csv(pred.ids, pred.image_scores, pred.labels))
     write_maps(out / "predictions.safetensors", pred.ids, pred.anomaly_maps)
-    print_metrics({m.kind: metrics})
+    print_metrics({kind: metrics})
     typer.echo(f"wrote {out / 'metrics.json'}")
 
 
@@ -236,7 +245,6 @@ def predict(
     ),
 ) -> None:
     """Score images: scores.csv plus one anomaly-map PNG per image."""
-    from . import PatchCore
     from .data import Sample
     from .data.images import IMAGE_SUFFIXES, list_images
     from .fileio import write_image, write_text
@@ -254,6 +262,8 @@ def predict(
             fail(f"{p}: file not found")
     samples = [Sample(str(f), f, None, -1) for f in files]
     if runtime == "torch":
+        from . import PatchCore
+
         pred = PatchCore.load(model, str(weights) if weights else None).predict(samples)
     else:  # the exported graph (same scores, see tests/test_export.py)
         from .runtime import open_scorer, score_samples

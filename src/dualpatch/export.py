@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ConfigError, ModelFileError
+from .errors import ConfigError
+from .export_files import FORMATS, default_export_path, model_digest
 from .fileio import atomic_path
 
-FORMATS = ("onnx", "openvino")
 INPUT_FORMATS = ("uint8", "float")
 #: opset of the ONNX files (onnxruntime >= 1.17 and OpenVINO >= 2024 read it)
 OPSET = 17
@@ -101,15 +101,6 @@ def check_exportable(model: Any) -> None:
             f"cannot export a model whose k-NN backend is {backend!r}: only the exact torch "
             "search is part of the exported graph"
         )
-
-
-def model_digest(model_dir: str | os.PathLike[str]) -> str:
-    """The SHA-256 of the model's tensors, as recorded in its model.json."""
-    meta_path = Path(model_dir) / "model.json"
-    try:
-        return str(json.loads(meta_path.read_text())["safetensors_sha256"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelFileError(f"{meta_path}: no safetensors_sha256 recorded") from exc
 
 
 def example_input(model: Any, input_format: str = "uint8", batch: int = 2) -> torch.Tensor:
@@ -225,7 +216,3 @@ def _onnx_matches(path: Path, metadata: dict[str, str], input_format: str) -> bo
         return False
     wanted = {"input_format": input_format, **metadata}
     return all(props.get(k) == str(v) for k, v in wanted.items())
-
-
-def default_export_path(model_dir: str | os.PathLike[str], fmt: str) -> Path:
-    return Path(model_dir) / ("model.onnx" if fmt == "onnx" else "model.xml")

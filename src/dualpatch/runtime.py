@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,6 +60,7 @@ class TorchScorer:
             torch.set_num_threads(threads)
         self.model = PatchCore.load(model_dir, weights)
         self.image_size = tuple(self.model.image_size)
+        self.kind = self.model.kind
 
     def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -75,7 +77,7 @@ def _exported_file(
     model_dir: Path, fmt: str, exported: str | os.PathLike[str] | None, weights: str | None
 ) -> tuple[Path, tempfile.TemporaryDirectory | None]:
     """The exported file to run, exported into a temporary folder if there is none yet."""
-    from .export import default_export_path, export_model
+    from .export_files import default_export_path
 
     path = Path(exported) if exported else default_export_path(model_dir, fmt)
     if path.is_file():
@@ -87,6 +89,8 @@ def _exported_file(
         f"(run 'dualpatch export --model {model_dir} --format {fmt}' to keep one)",
         stacklevel=3,
     )
+    from .export import export_model
+
     tmp = tempfile.TemporaryDirectory(prefix="dualpatch-export-")
     target = Path(tmp.name) / path.name
     return export_model(model_dir, fmt, target, weights=weights), tmp
@@ -105,7 +109,7 @@ class _ExportedScorer:
         exported: str | os.PathLike[str] | None = None,
         weights: str | None = None,
     ):
-        from .export import model_digest
+        from .export_files import model_digest
 
         model_dir = Path(model_dir)
         path, self._tmp = _exported_file(model_dir, self.runtime, exported, weights)
@@ -123,6 +127,7 @@ class _ExportedScorer:
         if meta.get("input_format", "uint8") != "uint8":
             raise ModelFileError(f"{path}: takes float input; export with the default uint8 input")
         self.image_size = tuple(json.loads(meta["dualpatch_image_size"]))
+        self.kind = meta.get("dualpatch_kind", "")
         self.path = path
 
     def _load(self, path: Path, threads: int | None) -> dict[str, str]:
@@ -145,6 +150,8 @@ class OnnxScorer(_ExportedScorer):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        # no busy-waiting between operators: on shared cores spinning threads slow everyone down
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
@@ -166,7 +173,7 @@ class OpenVinoScorer(_ExportedScorer):
 
         core = ov.Core()
         model = core.read_model(str(path))
-        keys = ("dualpatch_model_digest", "input_format", "dualpatch_image_size")
+        keys = ("dualpatch_model_digest", "input_format", "dualpatch_image_size", "dualpatch_kind")
         meta = {
             k: model.get_rt_info(["dualpatch", k]).astype(str)
             for k in keys
@@ -220,10 +227,18 @@ def _first_line(exc: BaseException) -> str:
     return lines[0].strip()[:200] if lines else type(exc).__name__
 
 
-def score_samples(scorer: Scorer, samples: list, batch_size: int = 8):
-    """Score ``samples`` (``Sample`` objects) in batches -> ``models.Prediction``."""
-    from .models import Prediction
+@dataclass
+class Scored:
+    """What ``score_samples`` returns: the fields of ``models.Prediction`` without torch."""
 
+    ids: list[str]
+    image_scores: np.ndarray
+    anomaly_maps: np.ndarray
+    labels: np.ndarray
+
+
+def score_samples(scorer: Scorer, samples: list, batch_size: int = 8) -> Scored:
+    """Score ``samples`` (``Sample`` objects) in batches of ``batch_size``."""
     scores, maps = [], []
     size = tuple(scorer.image_size)
     for start in range(0, len(samples), batch_size):
@@ -231,7 +246,7 @@ def score_samples(scorer: Scorer, samples: list, batch_size: int = 8):
         s, m = scorer.score(np.stack([x.image(size) for x in batch]))
         scores.append(s)
         maps.append(m)
-    return Prediction(
+    return Scored(
         [s.id for s in samples],
         np.concatenate(scores).astype(np.float64),
         np.concatenate(maps).astype(np.float32),
