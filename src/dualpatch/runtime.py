@@ -237,18 +237,42 @@ class Scored:
     labels: np.ndarray
 
 
+class ScorerModel:
+    """A scorer dressed as much like a fitted model as ``predict`` needs: ``predict_batches``,
+    ``map_scale_`` (from model.json) and ``weights``."""
+
+    def __init__(
+        self, scorer: Scorer, model_dir: str | os.PathLike[str] | None, batch_size: int = 8
+    ):
+        self.scorer, self.batch_size, self.weights = scorer, batch_size, None
+        self.map_scale_ = None
+        if model_dir is None:
+            return
+        meta_path = Path(model_dir) / "model.json"
+        try:
+            scale = json.loads(meta_path.read_text()).get("map_scale")
+        except (OSError, ValueError) as exc:
+            raise ModelFileError(f"{meta_path}: unreadable model description") from exc
+        self.map_scale_ = float(scale) if isinstance(scale, int | float) and scale > 0 else None
+
+    def predict_batches(self, samples: list):
+        """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch."""
+        size = tuple(self.scorer.image_size)
+        for start in range(0, len(samples), self.batch_size):
+            batch = list(samples[start : start + self.batch_size])
+            scores, maps = self.scorer.score(np.stack([x.image(size) for x in batch]))
+            yield batch, scores.astype(np.float64), maps.astype(np.float32)
+
+
 def score_samples(scorer: Scorer, samples: list, batch_size: int = 8) -> Scored:
     """Score ``samples`` (``Sample`` objects) in batches of ``batch_size``."""
     scores, maps = [], []
-    size = tuple(scorer.image_size)
-    for start in range(0, len(samples), batch_size):
-        batch = samples[start : start + batch_size]
-        s, m = scorer.score(np.stack([x.image(size) for x in batch]))
+    for _, s, m in ScorerModel(scorer, None, batch_size).predict_batches(samples):
         scores.append(s)
         maps.append(m)
     return Scored(
         [s.id for s in samples],
-        np.concatenate(scores).astype(np.float64),
-        np.concatenate(maps).astype(np.float32),
+        np.concatenate(scores),
+        np.concatenate(maps),
         np.array([s.label for s in samples]),
     )
