@@ -31,9 +31,20 @@ def _channels(spec: str) -> tuple[int, ...]:
         out = tuple(int(c) for c in spec.split(","))
     except ValueError:
         out = ()
-    if not out or min(out) < 1:
-        raise ConfigError(f"--channels: {spec!r} is not a list of widths like 32,64,128")
+    if not out or min(out) < 1 or max(out) > 1024 or len(out) > 6:
+        raise ConfigError(
+            f"--channels: {spec!r} is not a list of 1 to 6 widths (at most 1024) like 32,64,128"
+        )
+    groups = min(32, out[0])  # the U-Net's group norm splits every block into this many groups
+    if any(c % groups for c in out):
+        raise ConfigError(
+            f"--channels: {spec!r}: every width must be a multiple of {groups} "
+            "(the group norm's group count: the first width, at most 32)"
+        )
     return out
+
+
+FORCE = typer.Option(False, "--force", help="Replace an OUT that holds files not written here.")
 
 
 @app.command()
@@ -45,7 +56,7 @@ def ddpm(
     minutes: float | None = typer.Option(
         None, min=0, help="Train for at most this long in this run (default 15 without --steps)."
     ),
-    steps: int | None = typer.Option(None, min=0, help="Train up to this many steps in total."),
+    steps: int | None = typer.Option(None, min=1, help="Train up to this many steps in total."),
     seed: int = typer.Option(0, help="Seed of training and sampling (output i uses seed+i)."),
     patch: int = typer.Option(64, min=16, help="Training patch side (multiple of 8)."),
     model: Path | None = typer.Option(
@@ -61,6 +72,7 @@ def ddpm(
     bf16: bool | None = typer.Option(
         None, "--bf16/--no-bf16", help="bf16 autocast (default: on CUDA and bf16-capable CPUs)."
     ),
+    force: bool = FORCE,
 ) -> None:
     """Train a small inpainting diffusion model on the training defects, then inpaint N masks.
 
@@ -81,7 +93,7 @@ def ddpm(
         )  # fmt: skip
         rows = generate_ddpm(
             _train_split(dataset, data), n, out, model, steps, minutes, seed, cfg, device,
-            log=typer.echo,
+            log=typer.echo, force=force,
         )  # fmt: skip
     _done(out, len(rows), started)
 
@@ -111,6 +123,7 @@ def sdxl(
         None, help="Local diffusers config folder for a single-file checkpoint (no download)."
     ),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda if available)."),
+    force: bool = FORCE,
 ) -> None:
     """Inpaint real defect masks on normal images with a Stable Diffusion XL inpainting model.
 
@@ -127,7 +140,7 @@ def sdxl(
             negative=NEGATIVE if negative is None else negative,
             steps=steps, guidance=guidance, strength=strength,
             gen_size=(gen_size[1], gen_size[0]), out_size=(size[1], size[0]),
-            seed=seed, config=config, device=device, log=typer.echo,
+            seed=seed, config=config, device=device, log=typer.echo, force=force,
         )  # fmt: skip
     _done(out, len(rows), started)
 
@@ -139,11 +152,14 @@ def paste(
     n: int = typer.Option(..., "--n", min=1, help="Images to generate."),
     out: Path = typer.Option(..., help="Output folder (imgs/, masks/, manifest.csv)."),
     seed: int = typer.Option(0, help="Output i uses seed+i."),
+    force: bool = FORCE,
 ) -> None:
     """Copy-paste baseline: training defects Poisson-blended onto normal training images."""
     from .augment.paste import generate_paste
 
     started = time.monotonic()
     with reporting(always=False):
-        rows = generate_paste(_train_split(dataset, data), n, out, seed, log=typer.echo)
+        rows = generate_paste(
+            _train_split(dataset, data), n, out, seed, log=typer.echo, force=force
+        )
     _done(out, len(rows), started)

@@ -30,7 +30,8 @@ from tqdm import tqdm
 from ..data import Dataset
 from ..errors import ConfigError, ModelFileError
 from ..fileio import atomic_path, write_json
-from .manifest import ManifestRow, open_output, sha256_file
+from .device import resolve_device
+from .manifest import ManifestRow, check_output, open_output, sha256_file
 from .sources import (
     DefectShape,
     data_channels,
@@ -346,7 +347,7 @@ def train_ddpm(
     """
     model_dir = Path(model_dir)
     cfg = cfg or DDPMConfig()
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     resume = load_checkpoint(model_dir, with_state=True) if (model_dir / CONFIG).exists() else None
     if resume is not None:
         saved = DDPMConfig.from_json(resume.config["train"])
@@ -471,7 +472,7 @@ class Inpainter:
         if bf16 is not None:
             self.cfg.bf16 = bf16
         self.channels = ck.config["channels"]
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.unet = build_unet(self.cfg, self.channels)
         self.unet.load_state_dict(ck.ema)
         self.unet.to(self.device).eval()
@@ -538,6 +539,7 @@ def sample_ddpm(
     sample_steps: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> list[ManifestRow]:
     """Write ``n`` synthetic defect images to ``out`` (imgs/, masks/, manifest.csv).
 
@@ -549,7 +551,10 @@ def sample_ddpm(
     shapes = defect_shapes(defects)
     if log:
         log(f"ddpm: sampling {n} images with {model.cfg.sample_steps} DDIM steps on {model.device}")
-    with open_output(out) as writer:
+    # OUT/model is the default model folder: carried over, not an input that would be replaced
+    own_model = Path(model_dir).resolve() == (Path(out) / "model").resolve()
+    inputs = [dataset.root] + ([] if own_model else [model_dir])
+    with open_output(out, force, inputs) as writer:
         for i in tqdm(range(n), desc="sample", unit="img", disable=not progress):
             rng = np.random.default_rng(seed + i)
             normal = normals[int(rng.integers(len(normals)))]
@@ -575,9 +580,14 @@ def generate_ddpm(
     device: str | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> list[ManifestRow]:
     """Train (or resume) the model in ``model_dir`` (default ``out/model``), then sample ``n``."""
+    own_model = not model_dir
     model_dir = Path(model_dir) if model_dir else Path(out) / "model"
+    resolve_device(device)
+    # before training: an OUT that holds the user's files is refused, not found out after minutes
+    check_output(out, force, [dataset.root] + ([] if own_model else [model_dir]))
     train_ddpm(dataset, model_dir, steps, minutes, seed, cfg, device, progress, log)
     sample_steps = cfg.sample_steps if cfg else None
-    return sample_ddpm(model_dir, dataset, n, out, seed, device, sample_steps, progress, log)
+    return sample_ddpm(model_dir, dataset, n, out, seed, device, sample_steps, progress, log, force)

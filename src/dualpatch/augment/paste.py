@@ -11,7 +11,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from ..data import Dataset
-from .manifest import ManifestRow, open_output
+from .manifest import ManifestRow, check_output, open_output
 from .sources import data_channels, defect_shapes, place, read_pixels, training_sources
 
 #: pixels of surface kept around each defect: Poisson blending needs a rim to match gradients on
@@ -25,6 +25,7 @@ def generate_paste(
     seed: int = 0,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> list[ManifestRow]:
     """Write ``n`` images to ``out``: each a random normal training image with one real training
     defect (flipped, scaled 0.8-1.2x, moved) blended in by ``cv2.seamlessClone``.
@@ -32,12 +33,13 @@ def generate_paste(
     The written mask is the blended region (the defect's mask grown by ``RIM`` pixels), so pixels
     outside it equal the normal image's. Row ``i`` uses seed ``seed + i`` and is reproducible.
     """
+    check_output(out, force, [dataset.root])
     normals, defects = training_sources(dataset)
     shapes = defect_shapes(defects, pad=RIM + 1)
     channels = data_channels(normals + defects)
     if log:
         log(f"paste: {len(shapes)} training defects onto {len(normals)} normal images")
-    with open_output(out) as writer:
+    with open_output(out, force, [dataset.root]) as writer:
         for i in tqdm(range(n), desc="paste", unit="img", disable=not progress):
             rng = np.random.default_rng(seed + i)
             normal = normals[int(rng.integers(len(normals)))]
