@@ -97,12 +97,12 @@ def test_model_remembers_its_weights(cli, weights, tmp_path):
 
 def test_package_weights_are_recorded(model_dir):
     from dualpatch.backbones import default_weights_file
-    from dualpatch.models import _file_digest
+    from dualpatch.fileio import sha256_file
 
     record = json.loads((model_dir / "model.json").read_text())["backbone_weights"]
     package = default_weights_file("efficientnet_lite0")
     assert record["file"] is None
-    assert record["sha256"] == (_file_digest(package) if package else None)
+    assert record["sha256"] == (sha256_file(package) if package else None)
 
 
 # ----------------------------------------------------------------------------- 7: training split

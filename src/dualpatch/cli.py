@@ -15,8 +15,8 @@ import numpy as np
 import typer
 
 from .cli_common import DatasetName
+from .defaults import MIN_SIDE, default_cache  # noqa: F401  (MIN_SIDE kept importable here)
 from .errors import DualpatchError
-from .limits import MIN_SIDE  # noqa: F401  (kept importable from here)
 
 app = typer.Typer(
     help="PatchCore-style surface-defect detection with single and dual memory banks.",
@@ -139,7 +139,6 @@ def fit(
 ) -> None:
     """Fit a single- or dual-bank model on a dataset's training split."""
     from . import DualPatchCore, PatchCore
-    from .features_cache import default_cache
     from .fileio import check_output_dir, output_dir
     from .limits import check_size
 
@@ -156,7 +155,7 @@ def fit(
         weights=str(weights) if weights else None,
         normalization=normalization,
         seed=seed,
-        cache_dir=None if no_cache else str(cache) if cache else default_cache(),
+        cache_dir=None if no_cache else str(cache or default_cache() or "") or None,
     )
     if bank == Bank.single:
         if augmented:
@@ -406,12 +405,11 @@ def demo(
 
 
 def _register_subcommands() -> None:
+    # An ImportError here is a bug in dualpatch itself: let it surface rather than hide a command.
+    import importlib
+
     for module, name in (("cli_data", "data"), ("cli_augment", "augment")):
-        try:
-            mod = __import__(f"dualpatch.{module}", fromlist=["app"])
-        except ImportError:
-            continue
-        app.add_typer(mod.app, name=name)
+        app.add_typer(importlib.import_module(f"dualpatch.{module}").app, name=name)
 
 
 _register_subcommands()

@@ -490,12 +490,12 @@ class Experiment:
 
     def _cache(self) -> str | None:
         """The feature cache folder; None (no cache) for ``cache: ""``."""
-        from .features_cache import default_cache
+        from .defaults import default_cache
 
         cache = self.config["cache"]
         if cache is None:
-            return default_cache()
-        return cache or None
+            cache = default_cache()
+        return str(cache) if cache else None
 
     def augment(self, spec: dict) -> Path:
         """Generate (once) a pool of synthetic defects; runs take its first ``n`` images.

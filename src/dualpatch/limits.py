@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 
+from .defaults import MIN_SIDE
 from .errors import ConfigError
 
-#: smallest input side: the backbones' deeper stage needs a 2x2 map at least
-MIN_SIDE = 16
+__all__ = ["MIN_SIDE", "check_size", "max_pixels", "max_side", "parse_items"]
 DEFAULT_MAX_SIDE = 4096
 DEFAULT_MAX_PIXELS = 40_000_000
 MAX_ITEM = 999

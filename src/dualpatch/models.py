@@ -20,7 +20,7 @@ from .data.base import Sample
 from .data.crops import DefectCrop
 from .errors import ConfigError, DataError, ModelFileError, WeightsError
 from .features import FEATURE_VERSION, FeatureExtractor, to_tensor
-from .fileio import atomic_path, write_json
+from .fileio import atomic_path, sha256_file, write_json
 from .memory import MemoryBank
 from .scoring import DUAL_RULES, anomaly_map, dual_scores, max_score, reweighted_score
 
@@ -133,7 +133,7 @@ class PatchCore:
     def _cache_key(self, sample: Sample) -> str:
         """Image content + everything that shapes its features (code version, backbone, weights)."""
         if getattr(self, "_key_prefix", None) is None:
-            weights = _file_digest(self.weights) if self.weights else "package"
+            weights = sha256_file(self.weights) if self.weights else "package"
             self._key_prefix = json.dumps(
                 [FEATURE_VERSION, self.backbone, list(self.image_size), self.normalization, weights]
             ).encode()
@@ -190,12 +190,12 @@ class PatchCore:
 
     def record_training_images(self, paths: Iterable[str | os.PathLike[str]]) -> None:
         """Remember the SHA-256 of images the model was fit on (see ``training_overlap``)."""
-        self.train_sha256_.update(_file_digest(p) for p in paths)
+        self.train_sha256_.update(sha256_file(p) for p in paths)
 
     def training_overlap(self, samples: Iterable[Sample]) -> list[Sample]:
         """The samples whose image file is byte-identical to one the model was fit on."""
         seen = getattr(self, "train_sha256_", set())
-        return [s for s in samples if seen and _file_digest(s.image_path) in seen]
+        return [s for s in samples if seen and sha256_file(s.image_path) in seen]
 
     def _map_scale(self, feats: torch.Tensor) -> float:
         """The largest anomaly-map value over the training images: a fixed scale for map images,
@@ -316,9 +316,9 @@ class PatchCore:
         from .backbones import default_weights_file
 
         if self.weights:
-            return {"file": str(Path(self.weights).resolve()), "sha256": _file_digest(self.weights)}
+            return {"file": str(Path(self.weights).resolve()), "sha256": sha256_file(self.weights)}
         package = default_weights_file(self.backbone)
-        return {"file": None, "sha256": _file_digest(package) if package else None}
+        return {"file": None, "sha256": sha256_file(package) if package else None}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], weights: str | None = None) -> PatchCore:
@@ -576,11 +576,6 @@ def mask_cells(mask: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
     return torch.nn.functional.adaptive_max_pool2d(m, tuple(grid))[0, 0] > 0
 
 
-def _file_digest(path: str | os.PathLike[str]) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _check_params(meta_path: Path, params: Any) -> None:
     """ModelFileError unless the hand-editable parameters of model.json are usable."""
     from .limits import check_size
@@ -622,7 +617,7 @@ def _matching_weights(meta_path: Path, meta: dict, weights: str | None) -> str |
     if weights is not None:
         if not Path(weights).is_file():
             raise WeightsError(f"{weights}: weights file not found")
-        got = _file_digest(weights)
+        got = sha256_file(weights)
         if got != want:
             was = fitted or "the backbone's package weights"
             raise WeightsError(
@@ -632,13 +627,13 @@ def _matching_weights(meta_path: Path, meta: dict, weights: str | None) -> str |
         return weights
     if fitted is None:
         package = default_weights_file(meta.get("params", {}).get("backbone", ""))
-        if package is not None and _file_digest(package) != want:
+        if package is not None and sha256_file(package) != want:
             raise WeightsError(
                 f"{meta_path}: the installed package weights ({package}) differ from those the "
                 "model was fit with; reinstall the pinned version or refit"
             )
         return None
-    if Path(fitted).is_file() and _file_digest(fitted) == want:
+    if Path(fitted).is_file() and sha256_file(fitted) == want:
         return fitted
     raise WeightsError(
         f"{meta_path}: fit used backbone weights {fitted} (sha256 {want[:12]}...), which are "

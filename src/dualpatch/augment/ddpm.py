@@ -29,9 +29,9 @@ from tqdm import tqdm
 
 from ..data import Dataset
 from ..errors import ConfigError, ModelFileError
-from ..fileio import atomic_path, write_json
+from ..fileio import atomic_path, sha256_file, write_json
 from .device import resolve_device
-from .manifest import ManifestRow, check_output, open_output, sha256_file
+from .manifest import ManifestRow, check_output, open_output
 from .sources import (
     DefectShape,
     data_channels,

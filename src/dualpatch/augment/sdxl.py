@@ -21,8 +21,9 @@ from tqdm import tqdm
 from ..data import Dataset
 from ..data.images import resize_image, resize_mask
 from ..errors import WeightsError
+from ..fileio import sha256_file
 from .device import resolve_device
-from .manifest import ManifestRow, check_output, open_output, sha256_file
+from .manifest import ManifestRow, check_output, open_output
 from .sources import data_channels, defect_shapes, place, read_pixels, training_sources
 
 PROMPTS = ("white marks on the wall", "copper metal scratches")
