@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
 import sys
 from pathlib import Path
 
@@ -267,3 +268,5 @@ def test_predict_scores_csv_records_each_map(cli, model_dir, old_prediction):
         rows = list(csv.DictReader(f))
     assert [Path(r["image"]).name for r in rows] == ["tg0.png", "tg1.png"]
     assert all((old_prediction / r["map"]).is_file() for r in rows)
+    record = json.loads((old_prediction / "provenance.json").read_text())
+    assert record["model"] == str(model_dir.resolve()) and record["images"] == 2

@@ -121,6 +121,10 @@ def test_evaluate_warns_when_test_images_were_in_the_fit(cli, tmp_path):
     (line,) = warning_lines(err)
     assert "2 of 3 test images were in the model's training set" in line and "kos34" in line
     assert strict_json(out / "metrics.json")["train_overlap_images"] == 2
+    # what produced the figures is recorded beside them
+    record = strict_json(out / "provenance.json")
+    assert record["data"] == str(data.resolve()) and record["dataset"] == "kolektorsdd"
+    assert record["model_sha256"] == strict_json(model / "model.json")["safetensors_sha256"]
     # the split the model was fit on: no warning
     code, _, err = cli("evaluate", "--model", model, "--dataset", "kolektorsdd", "--data", data,
                        "--train-items", "34", "--out", tmp_path / "r2")  # fmt: skip

@@ -50,6 +50,7 @@ CONFIG_FILES = {
     "only-a-comment": b"# nothing here\n",
     "train-items-huge": b"train_items: 1-1000000000\n",
     "image-size-huge": b"image_size: [100000, 100000]\n",
+    "seed-negative": b"seed: -1\n",
 }
 
 
@@ -74,6 +75,18 @@ def test_set_expressions(assignment, cli, tmp_path, monkeypatch):
     assert code == 1
     error_line(err, assignment.partition("=")[0].partition(".")[0])
     nothing_left(tmp_path)
+
+
+@pytest.mark.parametrize("command", ["fit", "augment"])
+def test_negative_seed(command, cli, tmp_path):
+    """numpy's generators refuse negative seeds: caught as a usage error, before any work."""
+    data = make_folder(tmp_path / "data")
+    head = ("fit",) if command == "fit" else ("augment", "paste", "--n", 1)
+    code, _, err = cli(*head, "--dataset", "folder", "--data", data, "--seed", -1,
+                       "--out", tmp_path / "out")  # fmt: skip
+    assert code == 2
+    error_line(err, "--seed")
+    nothing_left(tmp_path, "data")
 
 
 # ----------------------------------------------------------------------------- data commands

@@ -15,7 +15,7 @@ import numpy as np
 import typer
 
 from .cli_common import DatasetName
-from .defaults import MIN_SIDE, default_cache  # noqa: F401  (MIN_SIDE kept importable here)
+from .defaults import MAX_SEED, MIN_SIDE, default_cache  # noqa: F401  (MIN_SIDE kept here)
 from .errors import DualpatchError
 
 app = typer.Typer(
@@ -114,7 +114,9 @@ def fit(
     backbone: Backbone = typer.Option(Backbone.efficientnet_lite0, help="Feature backbone."),
     bank: Bank = typer.Option(Bank.dual, help="single: normal bank only; dual: normal + defect."),
     size: tuple[int, int] = typer.Option((320, 128), help="Input size H W (keep the aspect)."),
-    seed: int = typer.Option(0, help="Seed of the coreset's projection and start point."),
+    seed: int = typer.Option(
+        0, min=0, max=MAX_SEED, help="Seed of the coreset's projection and start point."
+    ),
     coreset: float = typer.Option(0.01, min=0.0, max=1.0, help="Fraction of normal patches kept."),
     defect_coreset: float = typer.Option(
         0.10, min=0.0, max=1.0, help="Fraction of defect patches kept (dual)."
@@ -194,6 +196,7 @@ def evaluate(
     from .evaluation import evaluate as compute
     from .fileio import check_output_dir, output_dir, write_json, write_text
     from .metrics_io import json_metrics
+    from .predict_io import provenance
 
     inputs = [model, data, weights]
     check_output_dir(out, "evaluate", force, inputs, legacy=("metrics.json",))
@@ -211,7 +214,11 @@ def evaluate(
     masks = np.stack([s.mask(tuple(m.image_size)) for s in test])
     metrics = compute(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
     metrics["train_overlap_images"] = len(overlap)
+    record = provenance(model, command="evaluate", dataset=dataset.value, data=data.resolve(),
+                        train_items=train_items, weights=m.weights, images=len(test),
+                        test_sha256=test.fingerprint())  # fmt: skip
     with output_dir(out, "evaluate", force, inputs, legacy=("metrics.json",)) as tmp:
+        write_json(tmp / "provenance.json", record)
         write_json(tmp / "metrics.json", json_metrics(metrics))
         write_text(tmp / "scores.csv", scores_csv(pred.ids, pred.image_scores, pred.labels))
     print_metrics({m.kind: metrics})
@@ -230,7 +237,7 @@ def predict(
     from . import PatchCore
     from .data.images import IMAGE_SUFFIXES, list_images
     from .fileio import check_output_dir
-    from .predict_io import COMMAND, write_predictions
+    from .predict_io import COMMAND, provenance, write_predictions
 
     files: list[Path] = []
     for p in paths:
@@ -245,7 +252,8 @@ def predict(
             fail(f"{p}: file not found")
     check_output_dir(out, COMMAND, force, files, legacy=("scores.csv",))
     m = PatchCore.load(model, str(weights) if weights else None)
-    n = write_predictions(m, files, out, force)
+    record = provenance(model, command="predict", weights=m.weights)
+    n = write_predictions(m, files, out, force, record)
     typer.echo(f"scored {n} images: {out / 'scores.csv'}, maps in {out / 'maps'}")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from .cli_common import DatasetName, reporting
+from .defaults import MAX_SEED
 from .errors import ConfigError
 
 app = typer.Typer(
@@ -57,8 +58,10 @@ def ddpm(
         None, min=0, help="Train for at most this long in this run (default 15 without --steps)."
     ),
     steps: int | None = typer.Option(None, min=1, help="Train up to this many steps in total."),
-    seed: int = typer.Option(0, help="Seed of training and sampling (output i uses seed+i)."),
-    patch: int = typer.Option(64, min=16, help="Training patch side (multiple of 8)."),
+    seed: int = typer.Option(
+        0, min=0, max=MAX_SEED, help="Seed of training and sampling (output i uses seed+i)."
+    ),
+    patch: int = typer.Option(64, min=16, max=512, help="Training patch side (multiple of 8)."),
     model: Path | None = typer.Option(
         None, help="Model folder; an existing one resumes training (default OUT/model)."
     ),
@@ -118,7 +121,7 @@ def sdxl(
         (1024, 1024), help="Generation size W H (multiples of 8)."
     ),
     size: tuple[int, int] = typer.Option((224, 632), help="Output size W H."),
-    seed: int = typer.Option(0, help="Output i uses seed+i."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Output i uses seed+i."),
     config: Path | None = typer.Option(
         None, help="Local diffusers config folder for a single-file checkpoint (no download)."
     ),
@@ -151,7 +154,7 @@ def paste(
     data: Path = typer.Option(..., help="Dataset root; only its training split is used."),
     n: int = typer.Option(..., "--n", min=1, help="Images to generate."),
     out: Path = typer.Option(..., help="Output folder (imgs/, masks/, manifest.csv)."),
-    seed: int = typer.Option(0, help="Output i uses seed+i."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Output i uses seed+i."),
     force: bool = FORCE,
 ) -> None:
     """Copy-paste baseline: training defects Poisson-blended onto normal training images."""

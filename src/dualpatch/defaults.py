@@ -7,6 +7,9 @@ from pathlib import Path
 
 #: smallest input side: the backbones' deeper stage needs a 2x2 map at least
 MIN_SIDE = 16
+#: seeds are 0 .. 2**63 - 1: numpy's generators refuse negative seeds, torch's take 64 bits, and
+#: output i of a generator uses seed + i
+MAX_SEED = 2**63 - 1
 
 
 def default_cache() -> Path | None:

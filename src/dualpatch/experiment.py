@@ -141,6 +141,7 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] = ()) 
 
 def _check_value(where: str, key: str, value: Any) -> None:
     """ConfigError unless ``value`` is usable for setting ``key`` (checked before any work)."""
+    from .defaults import MAX_SEED
     from .limits import MIN_SIDE, check_size, parse_items
 
     def number(v: Any) -> bool:
@@ -183,7 +184,7 @@ def _check_value(where: str, key: str, value: Any) -> None:
             lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
             "a whole number of at least 1",
         ),
-        "seed": (whole, "a whole number"),
+        "seed": (lambda v: whole(v) and 0 <= v <= MAX_SEED, f"a whole number 0 to {MAX_SEED}"),
         "name": (text, "a non-empty name"),
         "data": (text, "a dataset folder path"),
         "out": (text, "a results folder path"),
@@ -214,6 +215,7 @@ def _check_value(where: str, key: str, value: Any) -> None:
 
 def _check_augment(where: str, spec: dict) -> None:
     """The values of a run's ``augment`` mapping (its keys and method are checked in validate)."""
+    from .defaults import MAX_SEED
 
     def whole(v: Any, low: int | None = None) -> bool:
         ok = isinstance(v, int) and not isinstance(v, bool)
@@ -226,7 +228,7 @@ def _check_augment(where: str, spec: dict) -> None:
         "n": (lambda v: whole(v, 1), "a whole number of at least 1"),
         "steps": (lambda v: v is None or whole(v, 1), "a whole number of at least 1, or null"),
         "minutes": (lambda v: v is None or positive(v), "a positive number of minutes, or null"),
-        "seed": (whole, "a whole number"),
+        "seed": (lambda v: whole(v) and 0 <= v <= MAX_SEED, f"a whole number 0 to {MAX_SEED}"),
     }
     for key, (ok, expected) in checks.items():
         if key in spec and not ok(spec[key]):

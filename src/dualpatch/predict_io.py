@@ -126,11 +126,30 @@ class PredictionWriter:
             self.count += 1
 
 
+def provenance(model_dir: str | os.PathLike[str], **extra) -> dict:
+    """What produced an output: the model folder and its tensors' SHA-256, plus ``extra``."""
+    import json
+
+    from . import __version__
+
+    try:
+        meta = json.loads((Path(model_dir) / "model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    return {
+        "model": str(Path(model_dir).resolve()),
+        "model_sha256": meta.get("safetensors_sha256"),
+        "dualpatch": __version__,
+        **{k: (str(v) if isinstance(v, Path) else v) for k, v in extra.items()},
+    }
+
+
 def write_predictions(model, files: Sequence[Path], out: str | os.PathLike[str],
-                      force: bool = False) -> int:  # fmt: skip
-    """Score ``files`` with ``model`` into ``out`` (scores.csv, maps/), batch by batch."""
+                      force: bool = False, record: dict | None = None) -> int:  # fmt: skip
+    """Score ``files`` with ``model`` into ``out`` (scores.csv, maps/), batch by batch;
+    ``record`` (see ``provenance``) is written as ``provenance.json``."""
     from .data import Sample
-    from .fileio import output_dir
+    from .fileio import output_dir, write_json
 
     files = unique_inputs(files)
     names = map_names(files)
@@ -143,6 +162,8 @@ def write_predictions(model, files: Sequence[Path], out: str | os.PathLike[str],
         )
     samples = [Sample(str(f), Path(f), None, -1) for f in files]
     with output_dir(out, COMMAND, force, inputs=files, legacy=("scores.csv",)) as tmp:
+        if record is not None:
+            write_json(tmp / "provenance.json", {**record, "images": len(files)})
         with PredictionWriter(tmp, out, scale) as writer:
             done = 0
             for batch, scores, maps in model.predict_batches(samples):
