@@ -174,10 +174,10 @@ def test_hand_edited_model_json(key, value, cli, model_dir, tmp_path):
 # ----------------------------------------------------------------------------- property test
 
 values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**6, 10**6)
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.just([]) | st.just({})
     | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                max_size=3),
+    lambda inner: st.lists(inner, min_size=1, max_size=3)
+    | st.dictionaries(st.text(max_size=6), inner, min_size=1, max_size=3),
     max_leaves=6,
 )  # fmt: skip
 keys = st.sampled_from(
