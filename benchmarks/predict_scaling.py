@@ -85,6 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--size", type=int, nargs=2, default=[128, 64], metavar=("H", "W"))
+    parser.add_argument("--json", type=Path, default=RESULTS, help="Where to write the figures.")
     args = parser.parse_args()
     h, w = args.size
     env = dict(os.environ, DUALPATCH_CACHE="", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
@@ -114,7 +115,8 @@ def main() -> None:
     first, last = scaled[0], scaled[-1]
     summary = {
         "command": "python benchmarks/predict_scaling.py "
-        + " ".join(["--counts", *map(str, args.counts), "--size", str(h), str(w)]),
+        + " ".join(["--counts", *map(str, args.counts), "--size", str(h), str(w)])
+        + ("" if args.json == RESULTS else f" --json {args.json}"),
         "image_size_hw": [h, w],
         "backbone": "efficientnet_lite0",
         "torch_threads": 1,
@@ -129,8 +131,8 @@ def main() -> None:
         "count_ratio": round(last["images"] / first["images"], 2),
         "rss_ratio": round(last["peak_rss_mb"] / first["peak_rss_mb"], 3),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}))
 
 
