@@ -51,14 +51,25 @@ def make_images(folder: Path, n: int, h: int, w: int, first_seed: int = 0) -> Pa
     return folder
 
 
-def fit_model(work: Path, h: int, w: int) -> Path:
-    from dualpatch import PatchCore
-    from dualpatch.data import Sample
+FIT = """
+import sys
+from pathlib import Path
+from dualpatch import PatchCore
+from dualpatch.data import Sample
+train, out, h, w = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+samples = [Sample(p.stem, p, None, 0) for p in sorted(train.iterdir())]
+model = PatchCore(image_size=(h, w), coreset_min=200, progress=False, cache_dir=None)
+model.fit(samples).save(out)
+"""
 
+
+def fit_model(work: Path, h: int, w: int, env: dict) -> Path:
+    """A single-bank model on 20 generated images, fit by the same source tree that predicts."""
     train = make_images(work / "train", 20, h, w, first_seed=10**6 + 1)
-    samples = [Sample(p.stem, p, None, 0) for p in sorted(train.iterdir())]
-    model = PatchCore(image_size=(h, w), coreset_min=200, progress=False, cache_dir=None)
-    return model.fit(samples).save(work / "model")
+    out = work / "model"
+    subprocess.run([sys.executable, "-c", FIT, str(train), str(out), str(h), str(w)], env=env,
+                   check=True)  # fmt: skip
+    return out
 
 
 def run_predict(images: Path, model: Path, out: Path, env: dict) -> dict:
@@ -86,13 +97,17 @@ def main() -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--size", type=int, nargs=2, default=[128, 64], metavar=("H", "W"))
     parser.add_argument("--json", type=Path, default=RESULTS, help="Where to write the figures.")
+    parser.add_argument(
+        "--src", type=Path, default=ROOT / "src",
+        help="dualpatch source tree that runs predict (e.g. an older commit's, as a reference).",
+    )  # fmt: skip
     args = parser.parse_args()
     h, w = args.size
     env = dict(os.environ, DUALPATCH_CACHE="", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYTHONPATH=str(ROOT / "src"))  # fmt: skip
+               PYTHONPATH=str(args.src))  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="predict-scaling-"))
     try:
-        model = fit_model(work, h, w)
+        model = fit_model(work, h, w, env)
         runs = []
         for n in args.counts:
             images = make_images(work / f"images-{n}", n, h, w)
@@ -116,7 +131,8 @@ def main() -> None:
     summary = {
         "command": "python benchmarks/predict_scaling.py "
         + " ".join(["--counts", *map(str, args.counts), "--size", str(h), str(w)])
-        + ("" if args.json == RESULTS else f" --json {args.json}"),
+        + ("" if args.json == RESULTS else f" --json {args.json}")
+        + ("" if args.src == ROOT / "src" else f" --src {args.src}"),
         "image_size_hw": [h, w],
         "backbone": "efficientnet_lite0",
         "torch_threads": 1,
