@@ -192,15 +192,14 @@ class PatchCore:
     def fit(self, normal: Iterable[Sample]) -> PatchCore:
         """Build the normal memory bank from defect-free images."""
         self.check_params()
-        normal = list(normal)
-        if not normal:
-            raise DataError("no normal images to fit on")
-        feats = self._fit_normal(normal)
+        feats = self._fit_normal(list(normal))
         self.map_scale_ = self._map_scale(feats)
         return self
 
     def _fit_normal(self, normal: list[Sample]) -> torch.Tensor:
         """Build ``memory_`` and record the training images; returns their (N, h, w, D) features."""
+        if not normal:
+            raise DataError("no normal images to fit on")
         feats = self.image_features(normal, "normal features")
         self.grid_ = tuple(feats.shape[1:3])
         flat = feats.reshape(-1, feats.shape[-1])
@@ -454,6 +453,7 @@ class DualPatchCore(PatchCore):
         cut from the whole image's feature map, so they see the same context as test patches) and/or
         ``DefectCrop`` cut-outs (each run through the backbone on its own, as in the reference).
         """
+        self.check_params()
         if self.defect_patches not in ("mask", "all"):
             raise ConfigError(f"unknown defect_patches {self.defect_patches!r} (mask or all)")
         defects = list(defects)
