@@ -144,6 +144,11 @@ def fit(
     augmented: list[Path] = typer.Option(
         [], help="Synthetic-defect folder(s) for the defect bank."
     ),
+    crops: list[Path] = typer.Option(
+        [],
+        help="Crop folder(s) for the defect bank, in place of the training defects "
+        "(from 'data crops', 'augment --as-crops' or your own cut-outs; repeatable).",
+    ),
     train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
     cache: Path | None = typer.Option(
         None, help="Feature cache folder [default: ~/.cache/dualpatch]."
@@ -167,18 +172,19 @@ def fit(
         cache_dir=str(cache or default_cache()),
     )
     if bank == Bank.single:
-        if augmented:
-            fail("--augmented feeds the defect bank: use it with --bank dual")
+        if augmented or crops:
+            which = "--augmented" if augmented else "--crops"
+            fail(f"{which} feeds the defect bank: use it with --bank dual")
         model = PatchCore(**common).fit(train.normal())
     else:
         model = DualPatchCore(**common, defect_coreset=defect_coreset, rule=rule.value)
         from .experiment import defect_inputs
 
-        inputs = defect_inputs(train, defects.value, tuple(size), augmented)
+        inputs = defect_inputs(train, defects.value, tuple(size), augmented, crops)
         if not inputs:
             fail(
                 f"{data}: no defective training images with masks for the defect bank; "
-                "use --bank single or add --augmented DIR"
+                "use --bank single or add --crops DIR or --augmented DIR"
             )
         model.fit(train.normal(), inputs)
     model.save(out)

@@ -11,7 +11,8 @@ from .cli_common import DatasetName, reporting
 from .errors import ConfigError
 
 app = typer.Typer(
-    help="Make synthetic defect images (imgs/, masks/, manifest.csv) from the training split.",
+    help="Make synthetic defect images (imgs/, masks/, manifest.csv) from the training split, "
+    "or their defect crops (--as-crops).",
     no_args_is_help=True,
 )
 
@@ -22,8 +23,34 @@ def _train_split(dataset: DatasetName, data: Path):
     return load_dataset(dataset.value, data, "train")
 
 
-def _done(out: Path, n: int, started: float) -> None:
-    typer.echo(f"wrote {n} images to {out} ({time.monotonic() - started:.0f} s)")
+def _done(out: Path, n: int, started: float, as_crops: bool = False) -> None:
+    what = "defect crops" if as_crops else "images"
+    typer.echo(f"wrote {n} {what} to {out} ({time.monotonic() - started:.0f} s)")
+
+
+# --as-crops and its settings, shared by every method
+AS_CROPS = typer.Option(
+    False, "--as-crops", help="Write defect crops (crops.csv, NAME.png, NAME_GT.png) instead."
+)
+CROP_SIZE = typer.Option(
+    (320, 128), "--crop-size", help="With --as-crops: scale H W to cut at (fit --size)."
+)
+PADDING = typer.Option(16, min=0, help="With --as-crops: pixels around each defect region.")
+MIN_SIZE = typer.Option(32, min=1, help="With --as-crops: smallest box side.")
+APPEND = typer.Option(False, help="With --as-crops: add to crops dualpatch wrote to OUT before.")
+FORCE = typer.Option(False, help="With --as-crops: replace crops dualpatch wrote to OUT before.")
+
+
+def _crop_spec(as_crops, crop_size, padding, min_size, append, force):
+    from .data.crop_folder import CropSpec
+
+    if not as_crops:
+        if append or force:
+            raise ConfigError("--append and --force go with --as-crops")
+        return None
+    if append and force:
+        raise ConfigError("--append and --force: choose one")
+    return CropSpec(tuple(crop_size), padding, min_size, force=force, append=append)
 
 
 def _channels(spec: str) -> tuple[int, ...]:
@@ -61,6 +88,12 @@ def ddpm(
     bf16: bool | None = typer.Option(
         None, "--bf16/--no-bf16", help="bf16 autocast (default: on CUDA and bf16-capable CPUs)."
     ),
+    as_crops: bool = AS_CROPS,
+    crop_size: tuple[int, int] = CROP_SIZE,
+    padding: int = PADDING,
+    min_size: int = MIN_SIZE,
+    append: bool = APPEND,
+    force: bool = FORCE,
 ) -> None:
     """Train a small inpainting diffusion model on the training defects, then inpaint N masks.
 
@@ -71,6 +104,7 @@ def ddpm(
 
     started = time.monotonic()
     with reporting(always=False):
+        spec = _crop_spec(as_crops, crop_size, padding, min_size, append, force)
         if patch % 8:
             raise ConfigError(f"--patch: {patch} is not a multiple of 8")
         if steps is None and minutes is None:
@@ -81,9 +115,9 @@ def ddpm(
         )  # fmt: skip
         rows = generate_ddpm(
             _train_split(dataset, data), n, out, model, steps, minutes, seed, cfg, device,
-            log=typer.echo,
+            log=typer.echo, as_crops=spec,
         )  # fmt: skip
-    _done(out, len(rows), started)
+    _done(out, len(rows), started, as_crops)
 
 
 @app.command()
@@ -111,6 +145,12 @@ def sdxl(
         None, help="Local diffusers config folder for a single-file checkpoint (no download)."
     ),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda if available)."),
+    as_crops: bool = AS_CROPS,
+    crop_size: tuple[int, int] = CROP_SIZE,
+    padding: int = PADDING,
+    min_size: int = MIN_SIZE,
+    append: bool = APPEND,
+    force: bool = FORCE,
 ) -> None:
     """Inpaint real defect masks on normal images with a Stable Diffusion XL inpainting model.
 
@@ -121,15 +161,16 @@ def sdxl(
 
     started = time.monotonic()
     with reporting(always=False):
+        spec = _crop_spec(as_crops, crop_size, padding, min_size, append, force)
         rows = generate_sdxl(
             weights, _train_split(dataset, data), n_per_prompt, out,
             prompts=tuple(prompt) if prompt else PROMPTS,
             negative=NEGATIVE if negative is None else negative,
             steps=steps, guidance=guidance, strength=strength,
             gen_size=(gen_size[1], gen_size[0]), out_size=(size[1], size[0]),
-            seed=seed, config=config, device=device, log=typer.echo,
+            seed=seed, config=config, device=device, log=typer.echo, as_crops=spec,
         )  # fmt: skip
-    _done(out, len(rows), started)
+    _done(out, len(rows), started, as_crops)
 
 
 @app.command()
@@ -139,11 +180,19 @@ def paste(
     n: int = typer.Option(..., "--n", min=1, help="Images to generate."),
     out: Path = typer.Option(..., help="Output folder (imgs/, masks/, manifest.csv)."),
     seed: int = typer.Option(0, help="Output i uses seed+i."),
+    as_crops: bool = AS_CROPS,
+    crop_size: tuple[int, int] = CROP_SIZE,
+    padding: int = PADDING,
+    min_size: int = MIN_SIZE,
+    append: bool = APPEND,
+    force: bool = FORCE,
 ) -> None:
     """Copy-paste baseline: training defects Poisson-blended onto normal training images."""
     from .augment.paste import generate_paste
 
     started = time.monotonic()
     with reporting(always=False):
-        rows = generate_paste(_train_split(dataset, data), n, out, seed, log=typer.echo)
-    _done(out, len(rows), started)
+        spec = _crop_spec(as_crops, crop_size, padding, min_size, append, force)
+        train = _train_split(dataset, data)
+        rows = generate_paste(train, n, out, seed, log=typer.echo, as_crops=spec)
+    _done(out, len(rows), started, as_crops)

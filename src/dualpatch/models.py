@@ -269,6 +269,8 @@ class PatchCore:
                 "safetensors_sha256": digest,
                 "versions": _versions(),
             }
+            if getattr(self, "defect_crop_files_", None):
+                meta["defect_crop_files"] = self.defect_crop_files_
             # The JSON is written while the tensor file is still temporary, so a crash between the
             # two renames leaves an old pair or a JSON whose digest exposes the mismatch.
             write_json(path / "model.json", meta)
@@ -330,6 +332,8 @@ class PatchCore:
         except ModelFileError as exc:
             raise ModelFileError(f"{tensor_path}: {exc}") from exc
         model.grid_ = tuple(meta["grid"])
+        if "defect_crop_files" in meta:
+            model.defect_crop_files_ = meta["defect_crop_files"]
         expected = model.extractor_.dim
         if meta["feature_dim"] != expected:
             raise ModelFileError(
@@ -348,7 +352,8 @@ class DualPatchCore(PatchCore):
     ``rule="weighted"`` scales the normal distance by nearness to defects (see ``dual_scores``).
     ``defect_patches="mask"`` keeps only crop patches that touch the defect mask (the crop's padding
     is normal surface and would otherwise enter the defect bank); ``"all"`` keeps every patch.
-    Learned state: ``memory_`` (normal), ``defect_memory_``.
+    Learned state: ``memory_`` (normal), ``defect_memory_``, ``defect_crop_files_`` (file and
+    SHA-256 of each crop read from a crop folder, saved in model.json).
     """
 
     kind = "dual"
@@ -394,6 +399,13 @@ class DualPatchCore(PatchCore):
         super().fit(normal)
         images = [d for d in defects if isinstance(d, Sample)]
         crops = [d for d in defects if isinstance(d, DefectCrop)]
+        # what a saved model shows it was built from: the digests of the crops read from files
+        # (those crop_features keeps: at least one patch on each side)
+        self.defect_crop_files_ = [
+            {"file": c.source, "sha256": c.sha256, "mask_sha256": c.mask_sha256}
+            for c in crops
+            if c.sha256 and min(c.mask.shape) >= STRIDE
+        ]
         feats = [self.defect_image_features(images)] if images else []
         if crops or not images:
             feats.append(self.crop_features(crops))
