@@ -48,7 +48,7 @@ def main() -> None:
         scores, metrics = {}, {}
         for name, how in (
             ("defects-crop", ["--defects", "crop"]),
-            ("crops", ["--crops", tmp / "crops"]),
+            ("from-crops", ["--crops", tmp / "crops"]),
         ):
             model, res = tmp / name, tmp / f"{name}-results"
             result["seconds"][f"fit {name}"] = cli(
@@ -59,7 +59,7 @@ def main() -> None:
             )
             scores[name] = (res / "scores.csv").read_text()
             metrics[name] = json.loads((res / "metrics.json").read_text())
-        same_tensors = (tmp / "crops" / "model.safetensors").read_bytes() == (
+        same_tensors = (tmp / "from-crops" / "model.safetensors").read_bytes() == (
             tmp / "defects-crop" / "model.safetensors"
         ).read_bytes()
     result.update(
@@ -67,8 +67,8 @@ def main() -> None:
         connected_regions_at_320x128=regions,
         crops_written=len(rows),
         images_with_crops=len({r["source_image"] for r in rows}),
-        test_images_scored=len(scores["crops"].splitlines()) - 1,
-        scores_csv_identical=scores["crops"] == scores["defects-crop"],
+        test_images_scored=len(scores["from-crops"].splitlines()) - 1,
+        scores_csv_identical=scores["from-crops"] == scores["defects-crop"],
         model_tensors_identical=same_tensors,
         metrics=metrics,
         load_after=os.getloadavg()[0],
