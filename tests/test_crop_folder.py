@@ -17,6 +17,7 @@ from dualpatch.data.crop_folder import (
     CropSpec,
     load_crop_folders,
     read_crop_folder,
+    read_rows,
     write_training_crops,
 )
 from dualpatch.data.crops import connected_regions, extract_defect_crops
@@ -225,3 +226,16 @@ def test_paste_as_crops_equals_the_crops_of_the_paste_folder(tmp_path, demo_root
     both = read_crop_folder(real)
     assert len(both) == n_real + len(got)
     assert all(np.array_equal(a.image, b.image) for a, b in zip(both[n_real:], got, strict=True))
+
+
+def test_append_checks_the_rows_it_carries_over(tmp_path, demo_train):
+    out = tmp_path / "crops"
+    write_training_crops(demo_train, out, CropSpec(TINY), progress=False)
+    (tmp_path / "secret.png").write_bytes((out / read_rows(out)[0].crop).read_bytes())
+    text = (out / "crops.csv").read_text().splitlines()
+    first = text[1].split(",")
+    text[2] = ",".join(["../secret.png", "", *first[2:]])  # a hand edit: row 2 points outside
+    (out / "crops.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(DataError, match=r"crops.csv: row 2: '../secret.png' points outside"):
+        write_training_crops(demo_train, out, CropSpec(TINY, append=True), progress=False)
+    assert not any(p.name == "secret.png" for p in out.iterdir())

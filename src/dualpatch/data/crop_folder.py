@@ -158,9 +158,10 @@ def open_crop_folder(
         if ours and append:
             parts = json.loads((out / CROPS_JSON).read_text()).get("parts", [])
             rows = read_rows(out)
-            for r in rows:
-                for name in (r.crop, r.mask):
-                    _link_or_copy(out / name, tmp / name)
+            for line, r in enumerate(rows, start=1):
+                for name in filter(None, (r.crop, r.mask)):  # a hand-edited row may lack a mask
+                    src = _inside(out, name, f"{out / CROPS_CSV}: row {line}")
+                    _link_or_copy(src, tmp / name)
         writer = CropFolderWriter(tmp, rows)
         yield writer
         from .. import __version__
