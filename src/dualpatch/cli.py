@@ -138,6 +138,11 @@ def fit(
     augmented: list[Path] = typer.Option(
         [], help="Synthetic-defect folder(s) for the defect bank."
     ),
+    crops: list[Path] = typer.Option(
+        [],
+        help="Crop folder(s) for the defect bank, in place of the training defects "
+        "(from 'data crops', 'augment --as-crops' or your own cut-outs; repeatable).",
+    ),
     train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
     cache: Path | None = typer.Option(
         None, help="Feature cache folder [default: $DUALPATCH_CACHE or ~/.cache/dualpatch]."
@@ -151,7 +156,7 @@ def fit(
     from .limits import check_size
 
     check_size(size[0], size[1], f"--size {size[0]} {size[1]}")
-    inputs = [data, weights, *augmented]
+    inputs = [data, weights, *augmented, *crops]
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
     train = open_dataset(dataset, data, "train", train_items)
     common = dict(
@@ -168,19 +173,20 @@ def fit(
         cache_dir=None if no_cache else str(cache or default_cache() or "") or None,
     )
     if bank == Bank.single:
-        if augmented:
-            fail("--augmented feeds the defect bank: use it with --bank dual")
+        if augmented or crops:
+            which = "--augmented" if augmented else "--crops"
+            fail(f"{which} feeds the defect bank: use it with --bank dual")
         model = PatchCore(**common).fit(train.normal())
     else:
         model = DualPatchCore(**common, defect_coreset=defect_coreset, rule=rule.value)
         model.check_params()  # before the defect inputs are read: --reweight is refused here
         from .experiment import defect_inputs
 
-        defect_inputs_ = defect_inputs(train, defects.value, tuple(size), augmented)
+        defect_inputs_ = defect_inputs(train, defects.value, tuple(size), augmented, crops)
         if not defect_inputs_:
             fail(
                 f"{data}: no defective training images with masks for the defect bank; "
-                "use --bank single or add --augmented DIR"
+                "use --bank single or add --crops DIR or --augmented DIR"
             )
         model.fit(train.normal(), defect_inputs_)
         if defects == DefectSource.crop:  # crops carry no file: record their source images

@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "cache": None,
     "inline_images": False,
+    "crops": [],
     "runs": [
         {"name": "single", "bank": "single"},
         {"name": "dual", "bank": "dual"},
@@ -75,6 +76,7 @@ RUN_KEYS = {
     "augment",
     "augmented",
     "defects",
+    "crops",
 }
 AUGMENT_KEYS = {"method", "n", "steps", "minutes", "seed"}
 
@@ -209,6 +211,10 @@ def _check_value(where: str, key: str, value: Any) -> None:
         "num_neighbors": (whole_at_least_1, "a whole number of at least 1"),
         "reweight_neighbors": (whole_at_least_1, "a whole number of at least 1"),
         "inline_images": (lambda v: isinstance(v, bool), "true or false"),
+        "crops": (
+            lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+            "a list of crop folders",
+        ),
     }
     if key in choices:
         ok, expected = value in choices[key], "one of " + ", ".join(choices[key])
@@ -243,6 +249,9 @@ def _check_augment(where: str, spec: dict) -> None:
 
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:
+    for node in [config, *(r for r in config.get("runs") or [] if isinstance(r, dict))]:
+        if isinstance(node.get("crops"), str):  # one folder, e.g. --set crops=DIR
+            node["crops"] = [node["crops"]]
     for key, value in config.items():
         _check_value("", key, value)
     runs = config["runs"]
@@ -261,6 +270,8 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
             _check_value(f"runs[{i}].", key, value)
         if run["bank"] == "single" and (run.get("augment") or run.get("augmented")):
             raise ConfigError(f"config: runs[{i}] adds synthetic defects to a single-bank run")
+        if run["bank"] == "single" and run.get("crops"):
+            raise ConfigError(f"config: runs[{i}] gives crops (a defect bank) to a single-bank run")
         aug = run.get("augment")
         if aug is not None:
             if not isinstance(aug, dict) or aug.get("method") not in ("ddpm", "paste", "sdxl"):
@@ -285,16 +296,27 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 def resolve_run(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     """A run's full settings: experiment-wide values overridden by the run's own."""
     shared = {k: config[k] for k in RUN_KEYS & set(DEFAULTS)}
-    return {**shared, "augment": None, "augmented": [], **run}
+    settings = {**shared, "augment": None, "augmented": [], **run}
+    if not settings.get("crops") or settings["bank"] == "single":
+        settings.pop("crops", None)  # runs without crops keep their signatures from before
+    return settings
 
 
 # -------------------------------------------------------------------------------- defect bank
-def defect_inputs(train, source: str, size: tuple[int, int], augmented=()) -> list:
+def defect_inputs(train, source: str, size: tuple[int, int], augmented=(), crops=()) -> list:
     """What feeds the defect bank: the defective training images (``source="image"``: their mask
-    patches, in whole-image context) or their crops (``"crop"``), plus synthetic defect folders."""
+    patches, in whole-image context) or their crops (``"crop"``), plus synthetic defect folders.
+
+    Crop folders (``crops``, e.g. from ``dualpatch data crops``) replace the training split's own
+    defects: such a folder already holds them, and a user's own cut-outs stand in for them."""
     if source not in ("image", "crop"):
         raise ConfigError(f"unknown defect source {source!r} (image or crop)")
-    real = train.defect_crops(size) if source == "crop" else train.defective()
+    if crops:
+        from .data.crop_folder import load_crop_folders
+
+        real = load_crop_folders(crops, size)
+    else:
+        real = train.defect_crops(size) if source == "crop" else train.defective()
     return real + synthetic_defects(augmented, source, size)
 
 
@@ -404,13 +426,16 @@ class Experiment:
         return report
 
     def run_one(self, s: dict, train, test, dataset_info) -> dict:
+        from .data.crop_folder import crops_fingerprint
         from .evaluation import evaluate
         from .fileio import atomic_path, write_json, write_text
 
         run_dir = self.out / "runs" / _slug(s["name"])
+        # a crops folder's content counts, not only its name: edited crops make the run stale
+        crops = [crops_fingerprint(s["crops"])] if s.get("crops") else []
         signature = hashlib.sha256(
             json.dumps(
-                [s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"]],
+                [s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"], *crops],
                 sort_keys=True,
                 default=str,
             ).encode()
@@ -440,7 +465,7 @@ class Experiment:
         if s["bank"] == "single":
             model = PatchCore(**common).fit(train.normal())
         else:
-            defects = defect_inputs(train, s["defects"], size, s["augmented"])
+            defects = defect_inputs(train, s["defects"], size, s["augmented"], s.get("crops"))
             if s["augment"]:
                 pool = self.augment(s["augment"])
                 synthetic = synthetic_defects([pool], s["defects"], size, s["augment"].get("n", 40))

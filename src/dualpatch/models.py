@@ -322,6 +322,8 @@ class PatchCore:
                 "train_sha256": sorted(getattr(self, "train_sha256_", ())),
                 "map_scale": getattr(self, "map_scale_", None),
             }
+            if getattr(self, "defect_crop_files_", None):
+                meta["defect_crop_files"] = self.defect_crop_files_
             # The JSON is written while the tensor file is still temporary, so a crash between the
             # two renames leaves an old pair or a JSON whose digest exposes the mismatch.
             write_json(path / "model.json", meta)
@@ -400,6 +402,8 @@ class PatchCore:
         model.train_sha256_ = set(meta.get("train_sha256") or ())
         scale = meta.get("map_scale")
         model.map_scale_ = float(scale) if isinstance(scale, int | float) and scale > 0 else None
+        if "defect_crop_files" in meta:
+            model.defect_crop_files_ = meta["defect_crop_files"]
         expected = model.extractor_.dim
         if meta["feature_dim"] != expected:
             raise ModelFileError(
@@ -419,7 +423,8 @@ class DualPatchCore(PatchCore):
     ``scoring.DUAL_RULES``). ``num_neighbors`` applies to both banks; ``reweight`` is refused.
     ``defect_patches="mask"`` keeps only crop patches that touch the defect mask (the crop's padding
     is normal surface and would otherwise enter the defect bank); ``"all"`` keeps every patch.
-    Learned state: ``memory_`` (normal), ``defect_memory_``.
+    Learned state: ``memory_`` (normal), ``defect_memory_``, ``defect_crop_files_`` (file and
+    SHA-256 of each crop read from a crop folder, saved in model.json).
     """
 
     kind = "dual"
@@ -462,6 +467,13 @@ class DualPatchCore(PatchCore):
         normal_feats = self._fit_normal(list(normal))
         images = [d for d in defects if isinstance(d, Sample)]
         crops = [d for d in defects if isinstance(d, DefectCrop)]
+        # what a saved model shows it was built from: the digests of the crops read from files
+        # (those crop_features keeps: at least one patch on each side)
+        self.defect_crop_files_ = [
+            {"file": c.source, "sha256": c.sha256, "mask_sha256": c.mask_sha256}
+            for c in crops
+            if c.sha256 and min(c.mask.shape) >= STRIDE
+        ]
         feats = [self.defect_image_features(images)] if images else []
         if crops or not images:
             feats.append(self.crop_features(crops))

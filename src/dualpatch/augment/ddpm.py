@@ -28,6 +28,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from ..data import Dataset
+from ..data.crop_folder import CropRow, CropSpec
 from ..errors import ConfigError, ModelFileError
 from ..fileio import atomic_path, sha256_file, write_json
 from .device import resolve_device
@@ -540,8 +541,10 @@ def sample_ddpm(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     force: bool = False,
-) -> list[ManifestRow]:
-    """Write ``n`` synthetic defect images to ``out`` (imgs/, masks/, manifest.csv).
+    as_crops: CropSpec | None = None,
+) -> list[ManifestRow] | list[CropRow]:
+    """Write ``n`` synthetic defect images to ``out`` (imgs/, masks/, manifest.csv), or their
+    defect crops with ``as_crops`` (see ``open_output``).
 
     Output ``i`` (seed ``seed + i``) puts a real training defect mask, moved, flipped, scaled and
     randomly thinned, on a random normal training image and inpaints inside it only.
@@ -554,7 +557,7 @@ def sample_ddpm(
     # OUT/model is the default model folder: carried over, not an input that would be replaced
     own_model = Path(model_dir).resolve() == (Path(out) / "model").resolve()
     inputs = [dataset.root] + ([] if own_model else [model_dir])
-    with open_output(out, force, inputs) as writer:
+    with open_output(out, as_crops, "ddpm", force, inputs) as writer:
         for i in tqdm(range(n), desc="sample", unit="img", disable=not progress):
             rng = np.random.default_rng(seed + i)
             normal = normals[int(rng.integers(len(normals)))]
@@ -581,13 +584,21 @@ def generate_ddpm(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     force: bool = False,
-) -> list[ManifestRow]:
-    """Train (or resume) the model in ``model_dir`` (default ``out/model``), then sample ``n``."""
-    own_model = not model_dir
-    model_dir = Path(model_dir) if model_dir else Path(out) / "model"
+    as_crops: CropSpec | None = None,
+) -> list[ManifestRow] | list[CropRow]:
+    """Train (or resume) the model in ``model_dir``, then sample ``n``.
+
+    ``model_dir`` defaults to ``out/model``, or ``OUT-ddpm-model`` beside a crops folder
+    (``as_crops``), which holds crops only."""
+    own_model = model_dir is None
+    if model_dir is None:
+        out = Path(out)
+        model_dir = out.with_name(f"{out.name}-ddpm-model") if as_crops else out / "model"
     resolve_device(device)
-    # before training: an OUT that holds the user's files is refused, not found out after minutes
-    check_output(out, force, [dataset.root] + ([] if own_model else [model_dir]))
-    train_ddpm(dataset, model_dir, steps, minutes, seed, cfg, device, progress, log)
+    if as_crops is None:  # before training: an OUT of the user's files is refused, not overwritten
+        check_output(out, force, [dataset.root] + ([] if own_model else [model_dir]))
+    train_ddpm(dataset, Path(model_dir), steps, minutes, seed, cfg, device, progress, log)
     sample_steps = cfg.sample_steps if cfg else None
-    return sample_ddpm(model_dir, dataset, n, out, seed, device, sample_steps, progress, log, force)
+    return sample_ddpm(
+        model_dir, dataset, n, out, seed, device, sample_steps, progress, log, force, as_crops
+    )

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import DefectCrop, Sample, extract_defect_crops, read_image, read_mask
+from ..data.crop_folder import CropImageWriter, CropSpec, open_crop_folder
 from ..data.images import Size, image_shape
 from ..errors import DataError
 from ..fileio import output_dir, write_image, write_text
@@ -94,14 +95,27 @@ KEEP = ("model",)
 
 @contextlib.contextmanager
 def open_output(
-    out: str | Path, force: bool = False, inputs: Sequence[str | Path | None] = ()
-) -> Iterator[OutputWriter]:
+    out: str | Path,
+    as_crops: CropSpec | None = None,
+    origin: str = "synthetic",
+    force: bool = False,
+    inputs: Sequence[str | Path | None] = (),
+) -> Iterator[OutputWriter | CropImageWriter]:
     """Write an augmentation folder: the whole folder is made beside ``out`` and swapped in.
 
     The old folder stays usable until the new one is complete (Ctrl-C or an error leaves it as it
     was); an ``out`` that holds files ``dualpatch augment`` did not write is refused unless
     ``force`` (see ``fileio.output_dir``); its ``model/`` folder is carried over.
+
+    With ``as_crops`` the folder is a crop folder instead (``dualpatch.data.crop_folder``): each
+    image is cut into defect crops at ``as_crops.size``, tagged with ``origin`` (the method).
     """
+    if as_crops is not None:
+        info = {"command": f"augment {origin} --as-crops", "size": list(as_crops.size),
+                "padding": as_crops.padding, "min_size": as_crops.min_size}  # fmt: skip
+        with open_crop_folder(out, info, as_crops.force, as_crops.append) as folder:
+            yield CropImageWriter(folder, as_crops, origin)
+        return
     with output_dir(out, COMMAND, force, inputs, keep=KEEP, legacy=(MANIFEST,)) as tmp:
         writer = OutputWriter(Path(out), tmp / "imgs", tmp / "masks")
         yield writer
