@@ -270,3 +270,12 @@ def test_predict_scores_csv_records_each_map(cli, model_dir, old_prediction):
     assert all((old_prediction / r["map"]).is_file() for r in rows)
     record = json.loads((old_prediction / "provenance.json").read_text())
     assert record["model"] == str(model_dir.resolve()) and record["images"] == 2
+
+
+def test_download_never_deletes_a_user_file_where_the_zip_would_go(cli, tmp_path):
+    out = tmp_path / "ksdd2"
+    mine = user_file(tmp_path, "ksdd2.zip", "my notes, not a zip\n")
+    code, _, err = cli("data", "download", "ksdd2", "--out", out, "--url", "http://127.0.0.1:9/x")
+    assert code == 1
+    error_line(err, mine, "not a zip")
+    assert mine.read_text() == "my notes, not a zip\n" and not out.exists()

@@ -369,6 +369,12 @@ def download_ksdd2(
     check_output_dir(out, COMMAND, force, [archive], legacy=SPLITS)
     if archive is None:
         archive = out.with_name(out.name + ".zip")
+        if archive.exists() and not (zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive)):
+            # not a download of ours (those appear whole, by rename): someone else's file
+            raise DataError(
+                f"{archive}: exists and is not a zip or tar archive; move it away or pass "
+                "--archive PATH"
+            )
         log(f"downloading {url} to {archive}")
         download(url, archive, sha256, connect_timeout, progress=progress)
         if not (zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive)):
