@@ -148,6 +148,13 @@ def fit(
     cache: Path | None = typer.Option(
         None, help="Feature cache folder [default: ~/.cache/dualpatch]."
     ),
+    coreset_method: str = typer.Option(
+        "greedy", help="greedy (exact k-center) or approx (pre-sample, then greedy; large data)."
+    ),
+    knn: str = typer.Option("torch", help="torch or faiss-flat (exact), faiss-ivf (approximate)."),
+    max_memory: str | None = typer.Option(
+        None, help="Cap on fit memory, e.g. 2GiB: features spill to disk (docs/large-data.md)."
+    ),
 ) -> None:
     """Fit a single- or dual-bank model on a dataset's training split."""
     from . import DualPatchCore, PatchCore
@@ -165,6 +172,9 @@ def fit(
         normalization=normalization,
         seed=seed,
         cache_dir=str(cache or default_cache()),
+        coreset_method=coreset_method,
+        knn=knn,
+        max_memory=max_memory,
     )
     if bank == Bank.single:
         if augmented:

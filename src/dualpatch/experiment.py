@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     "reweight": False,
     "seed": 0,
     "cache": None,
+    "coreset_method": "greedy",
+    "knn": "torch",
+    "max_memory": None,
     "inline_images": False,
     "runs": [
         {"name": "single", "bank": "single"},
@@ -65,6 +68,9 @@ RUN_KEYS = {
     "augment",
     "augmented",
     "defects",
+    "coreset_method",
+    "knn",
+    "max_memory",
 }
 AUGMENT_KEYS = {"method", "n", "steps", "minutes", "seed"}
 
@@ -126,6 +132,7 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] = ()) 
 def _check_value(where: str, key: str, value: Any) -> None:
     """ConfigError unless ``value`` is usable for setting ``key`` (checked before any work)."""
     from .cli import MIN_SIDE
+    from .spill import memory_size_ok
 
     def number(v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool)
@@ -136,6 +143,8 @@ def _check_value(where: str, key: str, value: Any) -> None:
         "normalization": ("auto", "imagenet", "tf"),
         "rule": ("patch", "seed", "weighted"),
         "defects": ("image", "crop"),
+        "coreset_method": ("greedy", "approx"),
+        "knn": ("torch", "faiss-flat", "faiss-ivf"),
     }
     checks = {
         "image_size": (
@@ -155,6 +164,10 @@ def _check_value(where: str, key: str, value: Any) -> None:
         "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
         "reweight": (lambda v: isinstance(v, bool), "true or false"),
         "inline_images": (lambda v: isinstance(v, bool), "true or false"),
+        "max_memory": (
+            lambda v: v is None or memory_size_ok(v),
+            "a size like 2GiB or 512MiB (or null)",
+        ),
     }
     if key in choices:
         ok, expected = value in choices[key], "one of " + ", ".join(choices[key])
@@ -334,6 +347,9 @@ class Experiment:
             normalization=s["normalization"],
             weights=s["weights"],
             seed=s["seed"],
+            coreset_method=s["coreset_method"],
+            knn=s["knn"],
+            max_memory=s["max_memory"],
             cache_dir=str(self._cache()),
             progress=self.progress or False,
         )

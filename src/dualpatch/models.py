@@ -84,6 +84,9 @@ class PatchCore:
         seed: int = 0,
         cache_dir: str | None = None,
         progress: bool = True,
+        coreset_method: str = "greedy",
+        knn: str = "torch",
+        max_memory: str | int | None = None,
     ):
         self.backbone = backbone
         self.image_size = image_size
@@ -99,6 +102,9 @@ class PatchCore:
         self.seed = seed
         self.cache_dir = cache_dir
         self.progress = progress
+        self.coreset_method = coreset_method
+        self.knn = knn
+        self.max_memory = max_memory
 
     # -- parameters -------------------------------------------------------------------------
     PARAMS = (
@@ -113,6 +119,9 @@ class PatchCore:
         "normalization",
         "batch_size",
         "seed",
+        "coreset_method",
+        "knn",
+        "max_memory",
     )
 
     def get_params(self) -> dict[str, Any]:
@@ -171,6 +180,7 @@ class PatchCore:
     # -- fit / predict ----------------------------------------------------------------------
     def fit(self, normal: Iterable[Sample]) -> PatchCore:
         """Build the normal memory bank from defect-free images."""
+        self._check_params()
         normal = list(normal)
         if not normal:
             raise DataError("no normal images to fit on")
@@ -181,7 +191,7 @@ class PatchCore:
         return self
 
     def _bank(self, ratio: float, flat: torch.Tensor, desc: str) -> MemoryBank:
-        bank = MemoryBank(ratio, self.coreset_min, self.projection_dim, self.seed)
+        bank = self._memory(ratio)
         n = bank.target_size(flat.shape[0])
         picks = n - 1 if n < flat.shape[0] else 0  # a bank that keeps everything picks nothing
         bar = self._bar(desc, picks)
@@ -189,6 +199,26 @@ class PatchCore:
         if picks == 0:
             bar(0)  # lets a display close the (empty) stage
         return bank
+
+    def _check_params(self) -> None:
+        """ConfigError for a large-data setting that could only fail after minutes of work."""
+        from .memory import CORESETS, KNN_METHODS
+        from .spill import parse_size
+
+        if self.coreset_method not in CORESETS:
+            raise ConfigError(
+                f"unknown coreset_method {self.coreset_method!r} (choose from "
+                f"{', '.join(CORESETS)})"
+            )
+        if self.knn not in KNN_METHODS:
+            raise ConfigError(f"unknown knn {self.knn!r} (choose from {', '.join(KNN_METHODS)})")
+        if self.max_memory is not None:
+            parse_size(self.max_memory)
+
+    def _memory(self, ratio: float) -> MemoryBank:
+        return MemoryBank(
+            ratio, self.coreset_min, self.projection_dim, self.seed, self.coreset_method, self.knn
+        )
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "memory_"):
@@ -243,9 +273,7 @@ class PatchCore:
         return {"normal_bank": self.memory_.bank_}
 
     def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.memory_ = MemoryBank(
-            self.coreset_ratio, self.coreset_min, self.projection_dim, self.seed
-        )
+        self.memory_ = self._memory(self.coreset_ratio)
         self.memory_.bank_ = tensors["normal_bank"]
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -457,9 +485,7 @@ class DualPatchCore(PatchCore):
         super()._set_tensors(tensors)
         if "defect_bank" not in tensors:
             raise ModelFileError("dual model holds no defect_bank tensor")
-        self.defect_memory_ = MemoryBank(
-            self.defect_coreset, self.coreset_min, self.projection_dim, self.seed
-        )
+        self.defect_memory_ = self._memory(self.defect_coreset)
         self.defect_memory_.bank_ = tensors["defect_bank"]
 
 
