@@ -23,7 +23,6 @@ import torch
 
 from dualpatch import PatchCore
 from dualpatch.data import load_dataset, make_demo_dataset
-from dualpatch.evaluation import evaluate
 from dualpatch.memory import (
     APPROX_SAMPLE,
     MemoryBank,

@@ -30,6 +30,7 @@ APPROX_SAMPLE = 65536
 APPROX_OVERSAMPLE = 4
 #: ``knn="faiss-ivf"``: inverted lists probed per query.
 IVF_NPROBE = 8
+IVF_MAX_LISTS = 1024
 
 
 def random_projection(dim_in: int, dim_out: int, seed: int) -> torch.Tensor:
@@ -202,10 +203,13 @@ def faiss_index(bank: torch.Tensor, method: str, seed: int = 0):
     if method == "faiss-flat":
         index = faiss.IndexFlatL2(dim)
     elif method == "faiss-ivf":
-        # about 4 sqrt(M) lists, with the 39 training points per list that faiss asks for
-        nlist = max(1, min(int(4 * math.sqrt(m)), m // 39))
+        # about 4 sqrt(M) lists (at most IVF_MAX_LISTS), with the 39 training points per list that
+        # faiss asks for; k-means on a bounded sample, so that a bank of millions builds in seconds
+        nlist = max(1, min(int(4 * math.sqrt(m)), m // 39, IVF_MAX_LISTS))
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist)
         index.cp.seed = seed
+        index.cp.niter = 10
+        index.cp.max_points_per_centroid = 64
         index.train(x)
         index.nprobe = min(IVF_NPROBE, nlist)
     else:
