@@ -101,8 +101,9 @@ def greedy_kcenter(x: torch.Tensor, n_select: int, seed: int = 0, progress=None)
     return torch.tensor(selected, dtype=torch.long)
 
 
-def approx_sample_size(n: int, n_select: int, budget: int = APPROX_SAMPLE) -> int:
+def approx_sample_size(n: int, n_select: int, budget: int | None = None) -> int:
     """Rows the approximate coreset keeps: a fixed budget, but at least a few times the picks."""
+    budget = APPROX_SAMPLE if budget is None else budget
     return min(n, max(budget, APPROX_OVERSAMPLE * n_select))
 
 
@@ -121,7 +122,7 @@ def greedy_coreset(
     seed: int = 0,
     progress=None,
     method: str = "greedy",
-    sample_budget: int = APPROX_SAMPLE,
+    sample_budget: int | None = None,
 ) -> torch.Tensor:
     """Indices of ``n_select`` rows chosen by k-center on the seeded projection of ``features``.
 

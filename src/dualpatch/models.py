@@ -184,6 +184,11 @@ class PatchCore:
         normal = list(normal)
         if not normal:
             raise DataError("no normal images to fit on")
+        if self.max_memory is not None:
+            from .spill import spilled_bank
+
+            self.grid_, self.memory_, self.spill_ = spilled_bank(self, normal, self._bar)
+            return self
         feats = self.image_features(normal, "normal features")
         self.grid_ = tuple(feats.shape[1:3])
         flat = feats.reshape(-1, feats.shape[-1])
