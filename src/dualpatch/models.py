@@ -25,6 +25,8 @@ from .memory import MemoryBank
 from .scoring import DUAL_RULES, anomaly_map, dual_scores, max_score, reweighted_score
 
 FORMAT_VERSION = 1
+#: Bump whenever coreset selection changes: shared normal banks of an older version are ignored.
+BANK_VERSION = 1
 STRIDE = 8  # both stage pairs put the feature grid at 1/8 of the input
 
 Progress = Callable[[str, int], Callable[[int], None]] | None
@@ -184,16 +186,45 @@ class PatchCore:
         normal = list(normal)
         if not normal:
             raise DataError("no normal images to fit on")
+        shared = self._shared_bank_path(normal)
+        cached = _load_shared_bank(shared) if shared else None
+        if cached is not None:  # the same images and coreset settings: computed before
+            self.memory_ = self._memory(self.coreset_ratio)
+            self.memory_.bank_, self.grid_ = cached
+            return self
         if self.max_memory is not None:
             from .spill import spilled_bank
 
             self.grid_, self.memory_, self.spill_ = spilled_bank(self, normal, self._bar)
-            return self
-        feats = self.image_features(normal, "normal features")
-        self.grid_ = tuple(feats.shape[1:3])
-        flat = feats.reshape(-1, feats.shape[-1])
-        self.memory_ = self._bank(self.coreset_ratio, flat, "normal coreset")
+        else:
+            feats = self.image_features(normal, "normal features")
+            self.grid_ = tuple(feats.shape[1:3])
+            flat = feats.reshape(-1, feats.shape[-1])
+            self.memory_ = self._bank(self.coreset_ratio, flat, "normal coreset")
+        if shared:
+            _save_shared_bank(shared, self.memory_.bank_, self.grid_)
         return self
+
+    def _shared_bank_path(self, normal: Sequence[Sample]) -> Path | None:
+        """Where the feature cache keeps the normal bank of these images and settings, so that
+        the runs of an experiment that share a normal bank compute it once."""
+        if not self.cache_dir:
+            return None
+        from . import memory
+
+        settings = [
+            self.coreset_ratio,
+            self.coreset_min,
+            self.projection_dim,
+            self.seed,
+            self.coreset_method,
+            memory.APPROX_SAMPLE if self.coreset_method == "approx" else 0,
+            str(self.max_memory),
+            BANK_VERSION,
+        ]
+        keys = [self._cache_key(s) for s in normal]
+        digest = hashlib.sha256(json.dumps([keys, settings], default=str).encode()).hexdigest()
+        return Path(self.cache_dir) / "banks" / f"{digest}.safetensors"
 
     def _bank(self, ratio: float, flat: torch.Tensor, desc: str) -> MemoryBank:
         bank = self._memory(ratio)
@@ -505,6 +536,34 @@ def _save_cached(path: Path, features: torch.Tensor) -> None:
     features = features.detach().contiguous().clone()
     with atomic_path(path) as tmp:
         save_file({"features": features}, str(tmp), metadata={"sha256": _tensor_digest(features)})
+
+
+def _save_shared_bank(path: Path, bank: torch.Tensor, grid: tuple[int, int]) -> None:
+    from safetensors.torch import save_file
+
+    bank = bank.detach().contiguous()
+    meta = {"sha256": _tensor_digest(bank), "grid": json.dumps(list(grid))}
+    with atomic_path(path) as tmp:
+        save_file({"bank": bank}, str(tmp), metadata=meta)
+
+
+def _load_shared_bank(path: Path) -> tuple[torch.Tensor, tuple[int, int]] | None:
+    """A shared normal bank and its grid, or None (and the file deleted) if damaged in any way."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            bank = f.get_tensor("bank")
+        grid = tuple(json.loads(meta["grid"]))
+        if bank.ndim == 2 and meta.get("sha256") == _tensor_digest(bank) and len(grid) == 2:
+            return bank, grid  # type: ignore[return-value]
+    except Exception:  # any damage at all: recompute
+        pass
+    path.unlink(missing_ok=True)
+    return None
 
 
 def _load_cached(path: Path) -> torch.Tensor | None:
