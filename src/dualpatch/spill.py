@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -76,7 +76,6 @@ def memory_size_ok(value: object) -> bool:
 
 if TYPE_CHECKING:
     from .data.base import Sample
-    from .models import PatchCore
 
 log = logging.getLogger("dualpatch.spill")
 
@@ -224,9 +223,10 @@ def _spill_errors(store: FeatureStore, need: int) -> Iterator[None]:
 
 
 def spilled_bank(
-    model: PatchCore, samples: Sequence[Sample], progress: Callable[[str, int], Callable]
+    model: Any, samples: Sequence[Sample], progress: Callable[[str, int], Callable]
 ) -> tuple[tuple[int, int], MemoryBank, dict]:
-    """The normal bank of ``model`` fitted under ``model.max_memory``: (grid, bank, report).
+    """The normal bank of ``model`` (a ``PatchCore``) fitted under ``model.max_memory``:
+    (grid, bank, report).
 
     Features stream to a ``FeatureStore`` (under ``cache_dir/spill/``, kept for resume and reuse,
     or a temporary folder removed afterwards); the coreset runs on their in-memory projection,
