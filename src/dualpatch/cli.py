@@ -217,8 +217,16 @@ def predict(
     model: Path = typer.Option(..., help="Model folder written by fit."),
     out: Path = typer.Option(..., help="Folder for scores.csv and anomaly-map PNGs."),
     weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
+    ray: str | None = typer.Option(
+        None, help="Score on Ray Data: local (start Ray here), auto or a cluster ADDRESS."
+    ),
+    ray_actors: int = typer.Option(1, min=1, help="Ray actors, each holding the model once."),
 ) -> None:
     """Score images: scores.csv plus one anomaly-map PNG per image."""
+    if ray is not None:  # folders, globs and list files, on Ray (docs/large-data.md)
+        from .cli_ray import predict_ray
+
+        return predict_ray(paths, model, out, weights, ray, ray_actors)
     from . import PatchCore
     from .data import Sample
     from .data.images import IMAGE_SUFFIXES, list_images
