@@ -8,16 +8,14 @@ import errno
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import CountingExtractor, tiny_params
+from conftest import CountingExtractor, kill_when, tiny_params
 
 from dualpatch import PatchCore, spill
 from dualpatch.cli import main
@@ -146,23 +144,8 @@ def test_killed_spilled_fit_resumes_from_its_store(
                 return 0
         return 0
 
-    log = (tmp_path / "first.log").open("w")
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=log)
-    deadline = time.monotonic() + 240
-    try:
-        while done() < 8:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"fit ended (status {proc.returncode}) before it could be killed: "
-                    + (tmp_path / "first.log").read_text()
-                )
-            assert time.monotonic() < deadline, "the store never filled"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-        log.close()
+    status = kill_when(command, env, tmp_path / "first.log", lambda: done() >= 8, "a full batch")
+    assert status == -signal.SIGKILL
     assert not out.exists()
     before = done()
     assert 8 <= before < n_images, "killed too late to test a resume"
