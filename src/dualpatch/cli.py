@@ -226,7 +226,8 @@ def predict(
     if ray is not None:  # folders, globs and list files, on Ray (docs/large-data.md)
         from .cli_ray import predict_ray
 
-        return predict_ray(paths, model, out, weights, ray, ray_actors)
+        writers = (_unique_names, to_uint8, scores_csv)
+        return predict_ray(paths, model, out, weights, ray, ray_actors, writers)
     from . import PatchCore
     from .data import Sample
     from .data.images import IMAGE_SUFFIXES, list_images

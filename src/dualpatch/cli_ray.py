@@ -3,15 +3,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
 
 def predict_ray(
-    paths: list[Path], model: Path, out: Path, weights: Path | None, address: str, actors: int
+    paths: list[Path],
+    model: Path,
+    out: Path,
+    weights: Path | None,
+    address: str,
+    actors: int,
+    writers: tuple[Callable, Callable, Callable],
 ) -> None:
-    from .cli import _unique_names, scores_csv, to_uint8
+    """``writers``: plain predict's (unique map names, map to uint8, scores CSV) helpers, passed
+    in by ``cli`` (importing them here would make an import cycle)."""
+    _unique_names, to_uint8, scores_csv = writers
     from .distributed import expand_inputs, score_with_ray
     from .fileio import atomic_path, write_image, write_text
 
