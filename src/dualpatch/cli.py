@@ -17,6 +17,7 @@ import typer
 from .cli_common import DatasetName
 from .defaults import MIN_SIDE, default_cache
 from .errors import DualpatchError
+from .scoring import DEFAULT_NUM_NEIGHBORS, DEFAULT_REWEIGHT_NEIGHBORS, DUAL_RULES
 
 app = typer.Typer(
     help="PatchCore-style surface-defect detection with single and dual memory banks.",
@@ -43,10 +44,7 @@ class DefectSource(StrEnum):
     crop = "crop"
 
 
-class Rule(StrEnum):
-    patch = "patch"
-    seed = "seed"
-    weighted = "weighted"
+Rule = StrEnum("Rule", {name: name for name in DUAL_RULES})
 
 
 def fail(message: str) -> None:
@@ -125,15 +123,28 @@ def fit(
         0.10, min=0.0, max=1.0, help="Fraction of defect patches kept (dual)."
     ),
     coreset_min: int = typer.Option(1000, min=1, help="Floor on each bank's size."),
-    rule: Rule = typer.Option(Rule.weighted, help="Dual scoring rule."),
+    rule: Rule = typer.Option("weighted", help="Dual scoring rule."),
     defects: DefectSource = typer.Option(
         DefectSource.image, help="Defect bank from mask patches of whole images, or from crops."
     ),
-    reweight: bool = typer.Option(False, help="PatchCore paper's image-score re-weighting."),
+    reweight: bool = typer.Option(
+        False, help="PatchCore paper's image-score re-weighting (--bank single only)."
+    ),
+    num_neighbors: int = typer.Option(
+        DEFAULT_NUM_NEIGHBORS, min=1, help="k: a patch's distance is the mean over its k nearest."
+    ),
+    reweight_neighbors: int = typer.Option(
+        DEFAULT_REWEIGHT_NEIGHBORS, min=1, help="Neighbourhood size of --reweight."
+    ),
     weights: Path | None = typer.Option(None, help="Backbone state_dict file (.pth/.safetensors)."),
     normalization: str = typer.Option("auto", help="auto (the weights' own), imagenet or tf."),
     augmented: list[Path] = typer.Option(
         [], help="Synthetic-defect folder(s) for the defect bank."
+    ),
+    crops: list[Path] = typer.Option(
+        [],
+        help="Crop folder(s) for the defect bank, in place of the training defects "
+        "(from 'data crops', 'augment --as-crops' or your own cut-outs; repeatable).",
     ),
     train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
     cache: Path | None = typer.Option(
@@ -159,6 +170,8 @@ def fit(
         coreset_ratio=coreset,
         coreset_min=coreset_min,
         reweight=reweight,
+        num_neighbors=num_neighbors,
+        reweight_neighbors=reweight_neighbors,
         weights=str(weights) if weights else None,
         normalization=normalization,
         seed=seed,
@@ -168,18 +181,20 @@ def fit(
         max_memory=max_memory,
     )
     if bank == Bank.single:
-        if augmented:
-            fail("--augmented feeds the defect bank: use it with --bank dual")
+        if augmented or crops:
+            which = "--augmented" if augmented else "--crops"
+            fail(f"{which} feeds the defect bank: use it with --bank dual")
         model = PatchCore(**common).fit(train.normal())
     else:
         model = DualPatchCore(**common, defect_coreset=defect_coreset, rule=rule.value)
+        model.check_params()  # before the defect inputs are read: --reweight is refused here
         from .experiment import defect_inputs
 
-        inputs = defect_inputs(train, defects.value, tuple(size), augmented)
+        inputs = defect_inputs(train, defects.value, tuple(size), augmented, crops)
         if not inputs:
             fail(
                 f"{data}: no defective training images with masks for the defect bank; "
-                "use --bank single or add --augmented DIR"
+                "use --bank single or add --crops DIR or --augmented DIR"
             )
         model.fit(train.normal(), inputs)
     model.save(out)
@@ -191,11 +206,13 @@ def evaluate(
     model: Path = typer.Option(..., help="Model folder written by fit."),
     dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
     data: Path = typer.Option(..., help="Dataset root folder."),
-    out: Path = typer.Option(..., help="Results folder (metrics.json, scores.csv)."),
+    out: Path = typer.Option(
+        ..., help="Results folder (metrics.json, scores.csv, predictions.safetensors)."
+    ),
     train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
     weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
 ) -> None:
-    """Score the test split and write metrics.json (fractions) and scores.csv."""
+    """Score the test split; write metrics.json (fractions), scores.csv and the anomaly maps."""
     from . import PatchCore
     from .evaluation import evaluate as compute
     from .fileio import write_json, write_text
@@ -207,6 +224,7 @@ def evaluate(
     metrics = compute(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
     write_json(out / "metrics.json", metrics)
     write_text(out / "scores.csv", scores_csv(pred.ids, pred.image_scores, pred.labels))
+    write_maps(out / "predictions.safetensors", pred.ids, pred.anomaly_maps)
     print_metrics({m.kind: metrics})
     typer.echo(f"wrote {out / 'metrics.json'}")
 
@@ -277,6 +295,18 @@ def scores_csv(ids: list[str], scores: np.ndarray, labels: np.ndarray | None) ->
         row = [ids[i], int(labels[i])] if labels is not None else [ids[i]]
         w.writerow([*row, f"{float(s):.8g}"])
     return buf.getvalue()
+
+
+def write_maps(path: Path, ids: list[str], maps: np.ndarray) -> None:
+    """The anomaly maps behind the pixel metrics, (N, H, W) float32 in the order of scores.csv,
+    so that metrics.json can be recomputed (safetensors: no pickle)."""
+    from safetensors.numpy import save_file
+
+    from .fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        maps = np.ascontiguousarray(maps, dtype=np.float32)
+        save_file({"anomaly_maps": maps}, str(tmp), metadata={"ids": json.dumps(ids)})
 
 
 def print_metrics(results: dict[str, dict[str, float]]) -> None:

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from .cli_common import DatasetName, reporting
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    from .data.crop_folder import CropSpec
+
 app = typer.Typer(
-    help="Make synthetic defect images (imgs/, masks/, manifest.csv) from the training split.",
+    help="Make synthetic defect images (imgs/, masks/, manifest.csv) from the training split, "
+    "or their defect crops (--as-crops).",
     no_args_is_help=True,
 )
 
@@ -22,8 +30,67 @@ def _train_split(dataset: DatasetName, data: Path):
     return load_dataset(dataset.value, data, "train")
 
 
-def _done(out: Path, n: int, started: float) -> None:
-    typer.echo(f"wrote {n} images to {out} ({time.monotonic() - started:.0f} s)")
+def _done(out: Path, n: int, started: float, as_crops: bool = False) -> None:
+    what = "defect crops" if as_crops else "images"
+    typer.echo(f"wrote {n} {what} to {out} ({time.monotonic() - started:.0f} s)")
+
+
+#: --as-crops and its settings, which every method takes (see ``_crop_options``)
+CROP_OPTIONS = {
+    "as_crops": (bool, typer.Option(
+        False, "--as-crops", help="Write defect crops (crops.csv, NAME.png, NAME_GT.png) instead."
+    )),
+    "crop_size": (tuple[int, int], typer.Option(
+        (320, 128), "--crop-size", help="With --as-crops: scale H W to cut at (fit --size)."
+    )),
+    "padding": (int, typer.Option(
+        16, min=0, help="With --as-crops: pixels around each defect region."
+    )),
+    "min_size": (int, typer.Option(32, min=1, help="With --as-crops: smallest box side.")),
+    "append": (bool, typer.Option(
+        False, help="With --as-crops: add to crops dualpatch wrote to OUT before."
+    )),
+    "force": (bool, typer.Option(
+        False, help="With --as-crops: replace crops dualpatch wrote to OUT before."
+    )),
+}  # fmt: skip
+
+
+def _crop_options(command: Callable) -> Callable:
+    """Give an augment command the ``CROP_OPTIONS``, declared once here rather than in each
+    command; the command receives them as one ``crops`` argument (a CropSpec, or None)."""
+    signature = inspect.signature(command)
+    kept = [p for p in signature.parameters.values() if p.name != "crops"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+        for name, (kind, option) in CROP_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def with_crops(**kwargs: Any) -> Any:
+        values = [kwargs.pop(name) for name in CROP_OPTIONS]
+        with reporting(always=False):
+            crops = _crop_spec(*values)
+        return command(**kwargs, crops=crops)
+
+    with_crops.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
+    with_crops.__annotations__ = {
+        **{k: v for k, v in command.__annotations__.items() if k != "crops"},
+        **{name: kind for name, (kind, _) in CROP_OPTIONS.items()},
+    }
+    return with_crops
+
+
+def _crop_spec(as_crops, crop_size, padding, min_size, append, force):
+    from .data.crop_folder import CropSpec
+
+    if not as_crops:
+        if append or force:
+            raise ConfigError("--append and --force go with --as-crops")
+        return None
+    if append and force:
+        raise ConfigError("--append and --force: choose one")
+    return CropSpec(tuple(crop_size), padding, min_size, force=force, append=append)
 
 
 def _channels(spec: str) -> tuple[int, ...]:
@@ -37,6 +104,7 @@ def _channels(spec: str) -> tuple[int, ...]:
 
 
 @app.command()
+@_crop_options
 def ddpm(
     dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
     data: Path = typer.Option(..., help="Dataset root; only its training split is used."),
@@ -61,6 +129,7 @@ def ddpm(
     bf16: bool | None = typer.Option(
         None, "--bf16/--no-bf16", help="bf16 autocast (default: on CUDA and bf16-capable CPUs)."
     ),
+    crops: CropSpec | None = None,
 ) -> None:
     """Train a small inpainting diffusion model on the training defects, then inpaint N masks.
 
@@ -81,12 +150,13 @@ def ddpm(
         )  # fmt: skip
         rows = generate_ddpm(
             _train_split(dataset, data), n, out, model, steps, minutes, seed, cfg, device,
-            log=typer.echo,
+            log=typer.echo, as_crops=crops,
         )  # fmt: skip
-    _done(out, len(rows), started)
+    _done(out, len(rows), started, crops is not None)
 
 
 @app.command()
+@_crop_options
 def sdxl(
     weights: Path = typer.Option(
         ..., help="SDXL inpainting weights: a diffusers folder or a single .safetensors file."
@@ -111,6 +181,7 @@ def sdxl(
         None, help="Local diffusers config folder for a single-file checkpoint (no download)."
     ),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda if available)."),
+    crops: CropSpec | None = None,
 ) -> None:
     """Inpaint real defect masks on normal images with a Stable Diffusion XL inpainting model.
 
@@ -127,23 +198,26 @@ def sdxl(
             negative=NEGATIVE if negative is None else negative,
             steps=steps, guidance=guidance, strength=strength,
             gen_size=(gen_size[1], gen_size[0]), out_size=(size[1], size[0]),
-            seed=seed, config=config, device=device, log=typer.echo,
+            seed=seed, config=config, device=device, log=typer.echo, as_crops=crops,
         )  # fmt: skip
-    _done(out, len(rows), started)
+    _done(out, len(rows), started, crops is not None)
 
 
 @app.command()
+@_crop_options
 def paste(
     dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
     data: Path = typer.Option(..., help="Dataset root; only its training split is used."),
     n: int = typer.Option(..., "--n", min=1, help="Images to generate."),
     out: Path = typer.Option(..., help="Output folder (imgs/, masks/, manifest.csv)."),
     seed: int = typer.Option(0, help="Output i uses seed+i."),
+    crops: CropSpec | None = None,
 ) -> None:
     """Copy-paste baseline: training defects Poisson-blended onto normal training images."""
     from .augment.paste import generate_paste
 
     started = time.monotonic()
     with reporting(always=False):
-        rows = generate_paste(_train_split(dataset, data), n, out, seed, log=typer.echo)
-    _done(out, len(rows), started)
+        train = _train_split(dataset, data)
+        rows = generate_paste(train, n, out, seed, log=typer.echo, as_crops=crops)
+    _done(out, len(rows), started, crops is not None)

@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError
+from .scoring import DEFAULT_NUM_NEIGHBORS, DEFAULT_REWEIGHT_NEIGHBORS, DUAL_RULES
 
 DEFAULTS: dict[str, Any] = {
     "name": "experiment",
@@ -40,12 +41,15 @@ DEFAULTS: dict[str, Any] = {
     "rule": "weighted",
     "defects": "image",
     "reweight": False,
+    "num_neighbors": DEFAULT_NUM_NEIGHBORS,
+    "reweight_neighbors": DEFAULT_REWEIGHT_NEIGHBORS,
     "seed": 0,
     "cache": None,
     "coreset_method": "greedy",
     "knn": "torch",
     "max_memory": None,
     "inline_images": False,
+    "crops": [],
     "runs": [
         {"name": "single", "bank": "single"},
         {"name": "dual", "bank": "dual"},
@@ -63,6 +67,8 @@ RUN_KEYS = {
     "defect_coreset",
     "coreset_min",
     "reweight",
+    "num_neighbors",
+    "reweight_neighbors",
     "image_size",
     "seed",
     "augment",
@@ -71,6 +77,7 @@ RUN_KEYS = {
     "coreset_method",
     "knn",
     "max_memory",
+    "crops",
 }
 AUGMENT_KEYS = {"method", "n", "steps", "minutes", "seed"}
 
@@ -137,11 +144,14 @@ def _check_value(where: str, key: str, value: Any) -> None:
     def number(v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool)
 
+    def whole_at_least_1(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
     choices = {
         "dataset": ("kolektorsdd", "ksdd2", "folder", "demo"),
         "backbone": ("efficientnet_lite0", "efficientnet_lite2", "resnet50", "wide_resnet50_2"),
         "normalization": ("auto", "imagenet", "tf"),
-        "rule": ("patch", "seed", "weighted"),
+        "rule": tuple(DUAL_RULES),
         "defects": ("image", "crop"),
         "coreset_method": ("greedy", "approx"),
         "knn": ("torch", "faiss-flat", "faiss-ivf"),
@@ -157,16 +167,19 @@ def _check_value(where: str, key: str, value: Any) -> None:
         ),
         "normal_coreset": (lambda v: number(v) and 0 <= v <= 1, "a fraction from 0 to 1"),
         "defect_coreset": (lambda v: number(v) and 0 <= v <= 1, "a fraction from 0 to 1"),
-        "coreset_min": (
-            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-            "a whole number of at least 1",
-        ),
+        "coreset_min": (whole_at_least_1, "a whole number of at least 1"),
         "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
         "reweight": (lambda v: isinstance(v, bool), "true or false"),
+        "num_neighbors": (whole_at_least_1, "a whole number of at least 1"),
+        "reweight_neighbors": (whole_at_least_1, "a whole number of at least 1"),
         "inline_images": (lambda v: isinstance(v, bool), "true or false"),
         "max_memory": (
             lambda v: v is None or memory_size_ok(v),
             "a size like 2GiB or 512MiB (or null)",
+        ),
+        "crops": (
+            lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+            "a list of crop folders",
         ),
     }
     if key in choices:
@@ -180,6 +193,9 @@ def _check_value(where: str, key: str, value: Any) -> None:
 
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:
+    for node in [config, *(r for r in config.get("runs") or [] if isinstance(r, dict))]:
+        if isinstance(node.get("crops"), str):  # one folder, e.g. --set crops=DIR
+            node["crops"] = [node["crops"]]
     for key, value in config.items():
         _check_value("", key, value)
     runs = config["runs"]
@@ -198,6 +214,8 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
             _check_value(f"runs[{i}].", key, value)
         if run["bank"] == "single" and (run.get("augment") or run.get("augmented")):
             raise ConfigError(f"config: runs[{i}] adds synthetic defects to a single-bank run")
+        if run["bank"] == "single" and run.get("crops"):
+            raise ConfigError(f"config: runs[{i}] gives crops (a defect bank) to a single-bank run")
         aug = run.get("augment")
         if aug is not None:
             if not isinstance(aug, dict) or aug.get("method") not in ("ddpm", "paste", "sdxl"):
@@ -207,6 +225,11 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
                     f"config: runs[{i}].augment has unknown key(s) "
                     f"{', '.join(sorted(set(aug) - AUGMENT_KEYS))}"
                 )
+        if run["bank"] == "dual" and resolve_run(config, run)["reweight"]:
+            raise ConfigError(
+                f"config: runs[{i}] is a dual run with reweight: true; re-weighting applies to "
+                "single-bank runs only (set reweight in those runs)"
+            )
         run.setdefault("name", run["bank"] if i == 0 else f"{run['bank']}{i}")
         if run["name"] in names:
             raise ConfigError(f"config: run name {run['name']!r} appears twice")
@@ -217,16 +240,27 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 def resolve_run(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     """A run's full settings: experiment-wide values overridden by the run's own."""
     shared = {k: config[k] for k in RUN_KEYS & set(DEFAULTS)}
-    return {**shared, "augment": None, "augmented": [], **run}
+    settings = {**shared, "augment": None, "augmented": [], **run}
+    if not settings.get("crops") or settings["bank"] == "single":
+        settings.pop("crops", None)  # runs without crops keep their signatures from before
+    return settings
 
 
 # -------------------------------------------------------------------------------- defect bank
-def defect_inputs(train, source: str, size: tuple[int, int], augmented=()) -> list:
+def defect_inputs(train, source: str, size: tuple[int, int], augmented=(), crops=()) -> list:
     """What feeds the defect bank: the defective training images (``source="image"``: their mask
-    patches, in whole-image context) or their crops (``"crop"``), plus synthetic defect folders."""
+    patches, in whole-image context) or their crops (``"crop"``), plus synthetic defect folders.
+
+    Crop folders (``crops``, e.g. from ``dualpatch data crops``) replace the training split's own
+    defects: such a folder already holds them, and a user's own cut-outs stand in for them."""
     if source not in ("image", "crop"):
         raise ConfigError(f"unknown defect source {source!r} (image or crop)")
-    real = train.defect_crops(size) if source == "crop" else train.defective()
+    if crops:
+        from .data.crop_folder import load_crop_folders
+
+        real = load_crop_folders(crops, size)
+    else:
+        real = train.defect_crops(size) if source == "crop" else train.defective()
     return real + synthetic_defects(augmented, source, size)
 
 
@@ -322,13 +356,16 @@ class Experiment:
         return report
 
     def run_one(self, s: dict, train, test, dataset_info) -> dict:
+        from .data.crop_folder import crops_fingerprint
         from .evaluation import evaluate
         from .fileio import atomic_path, write_json, write_text
 
         run_dir = self.out / "runs" / _slug(s["name"])
+        # a crops folder's content counts, not only its name: edited crops make the run stale
+        crops = [crops_fingerprint(s["crops"])] if s.get("crops") else []
         signature = hashlib.sha256(
             json.dumps(
-                [s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"]],
+                [s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"], *crops],
                 sort_keys=True,
                 default=str,
             ).encode()
@@ -344,6 +381,8 @@ class Experiment:
             coreset_ratio=s["normal_coreset"],
             coreset_min=s["coreset_min"],
             reweight=s["reweight"],
+            num_neighbors=s["num_neighbors"],
+            reweight_neighbors=s["reweight_neighbors"],
             normalization=s["normalization"],
             weights=s["weights"],
             seed=s["seed"],
@@ -359,7 +398,7 @@ class Experiment:
         if s["bank"] == "single":
             model = PatchCore(**common).fit(train.normal())
         else:
-            defects = defect_inputs(train, s["defects"], size, s["augmented"])
+            defects = defect_inputs(train, s["defects"], size, s["augmented"], s.get("crops"))
             if s["augment"]:
                 pool = self.augment(s["augment"])
                 defects += synthetic_defects([pool], s["defects"], size, s["augment"].get("n", 40))
@@ -538,6 +577,8 @@ def _seed_layout(results: list[dict]) -> dict:
             "image_auc": r["metrics"]["image_auroc"],
             "pixel_auc": r["metrics"]["pixel_auroc"],
         }
+        if s["bank"] == "dual":  # which rule produced the figures (the reference had one)
+            out[key]["rule"] = s["rule"]
     return out
 
 

@@ -28,6 +28,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from ..data import Dataset
+from ..data.crop_folder import CropRow, CropSpec
 from ..errors import ConfigError, ModelFileError
 from ..fileio import atomic_path, sha256_file, write_json
 from .manifest import ManifestRow, open_output
@@ -538,8 +539,10 @@ def sample_ddpm(
     sample_steps: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-) -> list[ManifestRow]:
-    """Write ``n`` synthetic defect images to ``out`` (imgs/, masks/, manifest.csv).
+    as_crops: CropSpec | None = None,
+) -> list[ManifestRow] | list[CropRow]:
+    """Write ``n`` synthetic defect images to ``out`` (imgs/, masks/, manifest.csv), or their
+    defect crops with ``as_crops`` (see ``open_output``).
 
     Output ``i`` (seed ``seed + i``) puts a real training defect mask, moved, flipped, scaled and
     randomly thinned, on a random normal training image and inpaints inside it only.
@@ -549,7 +552,7 @@ def sample_ddpm(
     shapes = defect_shapes(defects)
     if log:
         log(f"ddpm: sampling {n} images with {model.cfg.sample_steps} DDIM steps on {model.device}")
-    with open_output(out) as writer:
+    with open_output(out, as_crops, "ddpm") as writer:
         for i in tqdm(range(n), desc="sample", unit="img", disable=not progress):
             rng = np.random.default_rng(seed + i)
             normal = normals[int(rng.integers(len(normals)))]
@@ -575,9 +578,17 @@ def generate_ddpm(
     device: str | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-) -> list[ManifestRow]:
-    """Train (or resume) the model in ``model_dir`` (default ``out/model``), then sample ``n``."""
-    model_dir = Path(model_dir) if model_dir else Path(out) / "model"
-    train_ddpm(dataset, model_dir, steps, minutes, seed, cfg, device, progress, log)
+    as_crops: CropSpec | None = None,
+) -> list[ManifestRow] | list[CropRow]:
+    """Train (or resume) the model in ``model_dir``, then sample ``n``.
+
+    ``model_dir`` defaults to ``out/model``, or ``OUT-ddpm-model`` beside a crops folder
+    (``as_crops``), which holds crops only."""
+    if model_dir is None:
+        out = Path(out)
+        model_dir = out.with_name(f"{out.name}-ddpm-model") if as_crops else out / "model"
+    train_ddpm(dataset, Path(model_dir), steps, minutes, seed, cfg, device, progress, log)
     sample_steps = cfg.sample_steps if cfg else None
-    return sample_ddpm(model_dir, dataset, n, out, seed, device, sample_steps, progress, log)
+    return sample_ddpm(
+        model_dir, dataset, n, out, seed, device, sample_steps, progress, log, as_crops
+    )

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import DefectCrop, Sample, extract_defect_crops, read_image, read_mask
+from ..data.crop_folder import CropImageWriter, CropSpec, open_crop_folder
 from ..data.images import Size, image_shape
 from ..errors import DataError
 from ..fileio import atomic_dir, write_image, write_text
@@ -87,12 +88,23 @@ class OutputWriter:
 
 
 @contextlib.contextmanager
-def open_output(out: str | Path) -> Iterator[OutputWriter]:
+def open_output(
+    out: str | Path, as_crops: CropSpec | None = None, origin: str = "synthetic"
+) -> Iterator[OutputWriter | CropImageWriter]:
     """Write an augmentation folder: ``imgs/`` and ``masks/`` replace the old ones on success only.
 
     The old manifest goes first and the new one is written last, so a folder never holds a manifest
     that lists files from another run; other content of ``out`` (a model folder) is left alone.
+
+    With ``as_crops`` the folder is a crop folder instead (``dualpatch.data.crop_folder``): each
+    image is cut into defect crops at ``as_crops.size``, tagged with ``origin`` (the method).
     """
+    if as_crops is not None:
+        info = {"command": f"augment {origin} --as-crops", "size": list(as_crops.size),
+                "padding": as_crops.padding, "min_size": as_crops.min_size}  # fmt: skip
+        with open_crop_folder(out, info, as_crops.force, as_crops.append) as folder:
+            yield CropImageWriter(folder, as_crops, origin)
+        return
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data import Dataset
+from ..data.crop_folder import CropRow, CropSpec
 from ..data.images import resize_image, resize_mask
 from ..errors import WeightsError
 from ..fileio import sha256_file
@@ -109,13 +110,14 @@ def generate_sdxl(
     device: str | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-) -> list[ManifestRow]:
+    as_crops: CropSpec | None = None,
+) -> list[ManifestRow] | list[CropRow]:
     """Write ``n_per_prompt`` images per prompt to ``out`` (imgs/, masks/, manifest.csv).
 
     Each takes a real training defect mask (moved, flipped, scaled) on a random normal training
     image, inpaints it at ``gen_size`` (H, W) and resizes to ``out_size`` (H, W). Outside the mask
     the output is the resized source; grayscale data gives grayscale output. Output ``i`` uses seed
-    ``seed + i``.
+    ``seed + i``. ``as_crops`` writes each image's defect crops instead (see ``open_output``).
     """
     weights = Path(weights)
     pipe = load_pipeline(weights, device, config)
@@ -129,7 +131,7 @@ def generate_sdxl(
     jobs = [(p, k) for p in prompts for k in range(n_per_prompt)]
     if log:
         log(f"sdxl: {len(jobs)} images, {steps} steps at {gw}x{gh} on {pipe.device}")
-    with open_output(out) as writer, _quiet_diffusers():
+    with open_output(out, as_crops, "sdxl") as writer, _quiet_diffusers():
         for i, (prompt, _) in enumerate(tqdm(jobs, desc="sdxl", unit="img", disable=not progress)):
             rng = np.random.default_rng(seed + i)
             normal = normals[int(rng.integers(len(normals)))]
