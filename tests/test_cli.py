@@ -94,9 +94,11 @@ def test_predict(fitted, run_cli, demo_root, tmp_path):
         rows = list(csv.DictReader(f))
     assert [Path(r["image"]).name for r in rows] == [*names, "one.png"]
     assert all(math.isfinite(float(r["score"])) for r in rows)
-    pngs = sorted(p.name for p in (out / "maps").iterdir())
-    assert pngs == sorted([*names, "one.png"])
-    for p in (out / "maps").iterdir():
+    # each map mirrors its input's path below the folder that holds all inputs
+    assert [r["map"] for r in rows] == [*(f"maps/images/{n}" for n in names), "maps/one.png"]
+    pngs = sorted(p.relative_to(out).as_posix() for p in (out / "maps").rglob("*.png"))
+    assert pngs == sorted(r["map"] for r in rows)
+    for p in (out / "maps").rglob("*.png"):
         arr = np.asarray(Image.open(p))
         assert arr.shape == (160, 64) and arr.dtype == np.uint8
 

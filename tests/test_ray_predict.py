@@ -47,7 +47,7 @@ def test_ray_predict_equals_plain_predict(local_ray, tiny_model, tiny_test, tmp_
     folder.mkdir()
     for s in tiny_test:
         (folder / s.image_path.name).write_bytes(s.image_path.read_bytes())
-    inputs = [folder, folder / tiny_test[0].image_path.name]  # an image twice: named apart
+    inputs = [folder, folder / tiny_test[0].image_path.name]  # an image twice: scored once
     run_cli(monkeypatch, "predict", *inputs, "--model", tiny_model, "--out", tmp_path / "plain")
     run_cli(
         monkeypatch,
@@ -64,9 +64,10 @@ def test_ray_predict_equals_plain_predict(local_ray, tiny_model, tiny_test, tmp_
     )
     plain = (tmp_path / "plain" / "scores.csv").read_text()
     assert (tmp_path / "ray" / "scores.csv").read_text() == plain
-    assert len(plain.splitlines()) == 1 + len(tiny_test) + 1
-    maps = sorted(p.name for p in (tmp_path / "plain" / "maps").iterdir())
-    assert sorted(p.name for p in (tmp_path / "ray" / "maps").iterdir()) == maps
+    assert len(plain.splitlines()) == 1 + len(tiny_test)
+    maps = sorted(p.name for p in (tmp_path / "plain" / "maps").rglob("*.png"))
+    assert len(maps) == len(tiny_test)
+    assert sorted(p.name for p in (tmp_path / "ray" / "maps").rglob("*.png")) == maps
     for name in maps:
         assert (tmp_path / "ray" / "maps" / name).read_bytes() == (
             tmp_path / "plain" / "maps" / name

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from .cli_common import DatasetName, reporting
+from .defaults import MAX_SEED
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -51,7 +52,8 @@ CROP_OPTIONS = {
         False, help="With --as-crops: add to crops dualpatch wrote to OUT before."
     )),
     "force": (bool, typer.Option(
-        False, help="With --as-crops: replace crops dualpatch wrote to OUT before."
+        False, help="Replace an OUT that holds files not written by 'augment' (with --as-crops: "
+        "replace crops dualpatch wrote to OUT before)."
     )),
 }  # fmt: skip
 
@@ -60,7 +62,7 @@ def _crop_options(command: Callable) -> Callable:
     """Give an augment command the ``CROP_OPTIONS``, declared once here rather than in each
     command; the command receives them as one ``crops`` argument (a CropSpec, or None)."""
     signature = inspect.signature(command)
-    kept = [p for p in signature.parameters.values() if p.name != "crops"]
+    kept = [p for p in signature.parameters.values() if p.name not in ("crops", "force")]
     added = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
         for name, (kind, option) in CROP_OPTIONS.items()
@@ -68,14 +70,15 @@ def _crop_options(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def with_crops(**kwargs: Any) -> Any:
-        values = [kwargs.pop(name) for name in CROP_OPTIONS]
+        values = {name: kwargs.pop(name) for name in CROP_OPTIONS}
         with reporting(always=False):
-            crops = _crop_spec(*values)
-        return command(**kwargs, crops=crops)
+            crops = _crop_spec(*values.values())
+        # --force also guards a plain output folder (see fileio.output_dir)
+        return command(**kwargs, crops=crops, force=values["force"])
 
     with_crops.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
     with_crops.__annotations__ = {
-        **{k: v for k, v in command.__annotations__.items() if k != "crops"},
+        **{k: v for k, v in command.__annotations__.items() if k not in ("crops", "force")},
         **{name: kind for name, (kind, _) in CROP_OPTIONS.items()},
     }
     return with_crops
@@ -85,8 +88,8 @@ def _crop_spec(as_crops, crop_size, padding, min_size, append, force):
     from .data.crop_folder import CropSpec
 
     if not as_crops:
-        if append or force:
-            raise ConfigError("--append and --force go with --as-crops")
+        if append:
+            raise ConfigError("--append goes with --as-crops")
         return None
     if append and force:
         raise ConfigError("--append and --force: choose one")
@@ -98,8 +101,16 @@ def _channels(spec: str) -> tuple[int, ...]:
         out = tuple(int(c) for c in spec.split(","))
     except ValueError:
         out = ()
-    if not out or min(out) < 1:
-        raise ConfigError(f"--channels: {spec!r} is not a list of widths like 32,64,128")
+    if not out or min(out) < 1 or max(out) > 1024 or len(out) > 6:
+        raise ConfigError(
+            f"--channels: {spec!r} is not a list of 1 to 6 widths (at most 1024) like 32,64,128"
+        )
+    groups = min(32, out[0])  # the U-Net's group norm splits every block into this many groups
+    if any(c % groups for c in out):
+        raise ConfigError(
+            f"--channels: {spec!r}: every width must be a multiple of {groups} "
+            "(the group norm's group count: the first width, at most 32)"
+        )
     return out
 
 
@@ -113,9 +124,11 @@ def ddpm(
     minutes: float | None = typer.Option(
         None, min=0, help="Train for at most this long in this run (default 15 without --steps)."
     ),
-    steps: int | None = typer.Option(None, min=0, help="Train up to this many steps in total."),
-    seed: int = typer.Option(0, help="Seed of training and sampling (output i uses seed+i)."),
-    patch: int = typer.Option(64, min=16, help="Training patch side (multiple of 8)."),
+    steps: int | None = typer.Option(None, min=1, help="Train up to this many steps in total."),
+    seed: int = typer.Option(
+        0, min=0, max=MAX_SEED, help="Seed of training and sampling (output i uses seed+i)."
+    ),
+    patch: int = typer.Option(64, min=16, max=512, help="Training patch side (multiple of 8)."),
     model: Path | None = typer.Option(
         None, help="Model folder; an existing one resumes training (default OUT/model)."
     ),
@@ -130,6 +143,7 @@ def ddpm(
         None, "--bf16/--no-bf16", help="bf16 autocast (default: on CUDA and bf16-capable CPUs)."
     ),
     crops: CropSpec | None = None,
+    force: bool = False,
 ) -> None:
     """Train a small inpainting diffusion model on the training defects, then inpaint N masks.
 
@@ -150,7 +164,7 @@ def ddpm(
         )  # fmt: skip
         rows = generate_ddpm(
             _train_split(dataset, data), n, out, model, steps, minutes, seed, cfg, device,
-            log=typer.echo, as_crops=crops,
+            log=typer.echo, force=force, as_crops=crops,
         )  # fmt: skip
     _done(out, len(rows), started, crops is not None)
 
@@ -176,12 +190,13 @@ def sdxl(
         (1024, 1024), help="Generation size W H (multiples of 8)."
     ),
     size: tuple[int, int] = typer.Option((224, 632), help="Output size W H."),
-    seed: int = typer.Option(0, help="Output i uses seed+i."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Output i uses seed+i."),
     config: Path | None = typer.Option(
         None, help="Local diffusers config folder for a single-file checkpoint (no download)."
     ),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda if available)."),
     crops: CropSpec | None = None,
+    force: bool = False,
 ) -> None:
     """Inpaint real defect masks on normal images with a Stable Diffusion XL inpainting model.
 
@@ -198,7 +213,7 @@ def sdxl(
             negative=NEGATIVE if negative is None else negative,
             steps=steps, guidance=guidance, strength=strength,
             gen_size=(gen_size[1], gen_size[0]), out_size=(size[1], size[0]),
-            seed=seed, config=config, device=device, log=typer.echo, as_crops=crops,
+            seed=seed, config=config, device=device, log=typer.echo, force=force, as_crops=crops,
         )  # fmt: skip
     _done(out, len(rows), started, crops is not None)
 
@@ -210,8 +225,9 @@ def paste(
     data: Path = typer.Option(..., help="Dataset root; only its training split is used."),
     n: int = typer.Option(..., "--n", min=1, help="Images to generate."),
     out: Path = typer.Option(..., help="Output folder (imgs/, masks/, manifest.csv)."),
-    seed: int = typer.Option(0, help="Output i uses seed+i."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Output i uses seed+i."),
     crops: CropSpec | None = None,
+    force: bool = False,
 ) -> None:
     """Copy-paste baseline: training defects Poisson-blended onto normal training images."""
     from .augment.paste import generate_paste
@@ -219,5 +235,5 @@ def paste(
     started = time.monotonic()
     with reporting(always=False):
         train = _train_split(dataset, data)
-        rows = generate_paste(train, n, out, seed, log=typer.echo, as_crops=crops)
+        rows = generate_paste(train, n, out, seed, log=typer.echo, force=force, as_crops=crops)
     _done(out, len(rows), started, crops is not None)

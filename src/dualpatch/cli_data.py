@@ -29,7 +29,9 @@ def download(
     ),
     sha256: str | None = typer.Option(None, "--sha256", help="Expected SHA-256 of the zip."),
     url: str | None = typer.Option(None, "--url", help="Download from here instead."),
-    force: bool = typer.Option(False, "--force", help="Unpack again even if OUT looks done."),
+    force: bool = typer.Option(
+        False, "--force", help="Unpack again even if OUT looks done, replacing what it holds."
+    ),
     timeout: float = typer.Option(5.0, "--timeout", help="Seconds to wait for the server."),
 ) -> None:
     """Download KSDD2 (resumable), verify it and unpack it safely into OUT.
@@ -53,13 +55,18 @@ def prepare(
     out: Path = typer.Option(..., "--out", help="Folder for the prepared set."),
     size: tuple[int, int] = typer.Option((224, 632), "--size", help="Output width and height."),
     workers: int | None = typer.Option(None, "--workers", help="Threads (default: up to 4)."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an OUT that holds files not written by 'data prepare'."
+    ),
 ) -> None:
     """Resize KSDD2 to one size, drop the stray '(copy)' pair and write train.csv/test.csv."""
     _check_dataset(dataset)
     from .data.prepare import prepare_ksdd2
+    from .limits import check_size
 
     with reporting():
-        prepare_ksdd2(src, out, size=size, workers=workers, log=typer.echo)
+        check_size(size[1], size[0], f"--size {size[0]} {size[1]}")
+        prepare_ksdd2(src, out, size=size, workers=workers, log=typer.echo, force=force)
 
 
 @app.command()
@@ -84,10 +91,12 @@ def crops(
     from .data.crop_folder import CropSpec, write_training_crops
     from .defaults import MIN_SIDE
     from .errors import ConfigError
+    from .limits import check_size
 
     with reporting():
         if min(size) < MIN_SIDE:
             raise ConfigError(f"--size {size[0]} {size[1]}: each side needs at least {MIN_SIDE}")
+        check_size(size[0], size[1], f"--size {size[0]} {size[1]}")
         train = open_dataset(dataset, data, "train", train_items)
         info = {"command": "data crops", "dataset": dataset.value, "data": str(data)}
         if train_items:

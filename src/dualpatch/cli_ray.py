@@ -1,11 +1,11 @@
-"""``dualpatch predict --ray``: the same outputs as plain ``predict``, scored on Ray Data, plus
-``scores.parquet``."""
+"""``dualpatch predict --ray``: plain ``predict``'s outputs (``predict_io``: scores.csv, maps/,
+provenance.json), scored on Ray Data, plus ``scores.parquet``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import typer
 
 
@@ -16,25 +16,40 @@ def predict_ray(
     weights: Path | None,
     address: str,
     actors: int,
-    writers: tuple[Callable, Callable, Callable],
+    force: bool = False,
 ) -> None:
-    """``writers``: plain predict's (unique map names, map to uint8, scores CSV) helpers, passed
-    in by ``cli`` (importing them here would make an import cycle)."""
-    _unique_names, to_uint8, scores_csv = writers
-    from .distributed import expand_inputs, score_with_ray
-    from .fileio import atomic_path, write_image, write_text
+    from .distributed import expand_inputs, ray_batches
+    from .fileio import check_output_dir, output_dir, write_json
+    from .models import PatchCore
+    from .predict_io import COMMAND, PredictionWriter, map_names, provenance, unique_inputs
 
-    files = expand_inputs(paths)
-    scores, maps = score_with_ray(
-        model, files, address, actors, weights=str(weights) if weights else None
-    )
-    for name, amap in zip(_unique_names(files), maps, strict=True):
-        write_image(out / "maps" / f"{name}.png", to_uint8(amap, maps))
-    write_text(out / "scores.csv", scores_csv([str(f) for f in files], scores, None))
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    files = unique_inputs(expand_inputs(paths))
+    check_output_dir(out, COMMAND, force, files, legacy=("scores.csv",))
+    weights_arg = str(weights) if weights else None
+    m = PatchCore.load(model, weights_arg)  # its map scale, and a bad model fails here, once
+    record = provenance(model, command="predict", weights=m.weights)
+    names = map_names(files)
+    scores = np.empty(len(files))
+    with output_dir(out, COMMAND, force, inputs=files, legacy=("scores.csv",)) as tmp:
+        write_json(tmp / "provenance.json", {**record, "images": len(files), "ray": address})
+        with PredictionWriter(tmp, out, getattr(m, "map_scale_", None)) as writer:
+            # batches arrive in any order: rows are written in input order, as plain predict's
+            pending: dict[int, tuple[float, np.ndarray]] = {}
+            following = 0
+            for index, batch_scores, maps in ray_batches(
+                model, files, address, actors, m.batch_size, weights_arg
+            ):
+                for i, s, amap in zip(index, batch_scores, maps, strict=True):
+                    pending[int(i)] = (float(s), amap)
+                while following in pending:
+                    s, amap = pending.pop(following)
+                    writer.write_batch([files[following]], [names[following]], [s], [amap])
+                    scores[following] = s
+                    following += 1
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-    table = pa.table({"image": [str(f) for f in files], "score": scores})
-    with atomic_path(out / "scores.parquet") as tmp:
-        pq.write_table(table, tmp)
+        table = pa.table({"image": [str(f) for f in files], "map": [f"maps/{n}" for n in names],
+                          "score": scores})  # fmt: skip
+        pq.write_table(table, tmp / "scores.parquet")
     typer.echo(f"scored {len(files)} images on Ray: {out / 'scores.csv'}, maps in {out / 'maps'}")

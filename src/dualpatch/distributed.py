@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,7 @@ class _Scorer:
         }
 
 
-def score_with_ray(
+def ray_batches(
     model_dir: str | os.PathLike[str],
     files: list[Path],
     address: str = "local",
@@ -88,9 +89,10 @@ def score_with_ray(
     weights: str | None = None,
     retries: int = 3,
     _exit_once: str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(image scores (N,), anomaly maps (N, H, W)) of ``files``, in their order, scored by
-    ``actors`` Ray actors. A lost actor is restarted and its batch retried (``retries`` times)."""
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(input indices, image scores, anomaly maps) of ``files``, batch by batch as Ray's actors
+    finish them (in no set order). A lost actor is restarted and its batch retried (``retries``
+    times); an index that comes back twice is given once."""
     try:
         import ray
     except ImportError as exc:
@@ -118,17 +120,26 @@ def score_with_ray(
             max_restarts=retries,
             max_task_retries=retries,
         )
-        scores: dict[int, float] = {}
-        maps: dict[int, np.ndarray] = {}
+        seen: set[int] = set()
         for batch in scored.iter_batches(batch_format="numpy", batch_size=None):
-            for i, s, m in zip(batch["index"], batch["score"], batch["map"], strict=True):
-                scores.setdefault(int(i), float(s))  # a retried batch never counts twice
-                maps.setdefault(int(i), np.asarray(m, dtype=np.float32))
+            fresh = [j for j, i in enumerate(batch["index"]) if int(i) not in seen]
+            seen.update(int(batch["index"][j]) for j in fresh)
+            if fresh:
+                yield batch["index"][fresh], batch["score"][fresh], batch["map"][fresh]
     finally:
         if started:
             ray.shutdown()
-    missing = [str(files[i]) for i in range(len(files)) if i not in scores]
+    missing = [str(files[i]) for i in range(len(files)) if i not in seen]
     if missing:
         raise DataError(f"{missing[0]}: not scored by the Ray job ({len(missing)} images missing)")
+
+
+def score_with_ray(model_dir, files: list[Path], **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """(image scores (N,), anomaly maps (N, H, W)) of ``files`` in their order (``ray_batches``)."""
+    scores: dict[int, float] = {}
+    maps: dict[int, np.ndarray] = {}
+    for index, batch_scores, batch_maps in ray_batches(model_dir, files, **kwargs):
+        for i, s, m in zip(index, batch_scores, batch_maps, strict=True):
+            scores[int(i)], maps[int(i)] = float(s), np.asarray(m, dtype=np.float32)
     order = range(len(files))
     return np.array([scores[i] for i in order]), np.stack([maps[i] for i in order])

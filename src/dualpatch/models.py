@@ -7,7 +7,7 @@ import json
 import os
 import platform
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import torch
 from . import __version__
 from .data.base import Sample
 from .data.crops import DefectCrop
-from .errors import ConfigError, DataError, ModelFileError
+from .errors import ConfigError, DataError, ModelFileError, WeightsError
 from .features import FEATURE_VERSION, FeatureExtractor, to_tensor
 from .fileio import atomic_path, sha256_file, write_json
 from .memory import MemoryBank
@@ -192,8 +192,8 @@ class PatchCore:
             feats = self.extractor_(to_tensor(images)).features.permute(0, 2, 3, 1).contiguous()
             for i, f in zip(batch, feats, strict=True):
                 out[i] = f
-                if cache is not None:
-                    _save_cached(paths[i], f)
+                if cache is not None and not _save_cached(paths[i], f):
+                    cache = None  # unwritable: warned once, carry on without it
             bar(len(batch))
         if not out:
             raise DataError("no images to extract features from")
@@ -203,28 +203,56 @@ class PatchCore:
     def fit(self, normal: Iterable[Sample]) -> PatchCore:
         """Build the normal memory bank from defect-free images."""
         self.check_params()
+        feats = self._fit_normal(list(normal))
+        self.map_scale_ = self._map_scale(feats)
+        _close(feats)
+        return self
+
+    def _fit_normal(self, normal: list[Sample]) -> Any:
+        """Build ``memory_`` and record the training images; returns their (N, h, w, D) features:
+        a tensor, or (bounded memory, shared bank) a view that reads batches on demand."""
         self._check_params()
-        normal = list(normal)
         if not normal:
             raise DataError("no normal images to fit on")
         shared = self._shared_bank_path(normal)
         cached = _load_shared_bank(shared) if shared else None
+        feats: Any
         if cached is not None:  # the same images and coreset settings: computed before
             self.memory_ = self._memory(self.coreset_ratio)
             self.memory_.bank_, self.grid_ = cached
-            return self
-        if self.max_memory is not None:
+            feats = _CachedImageFeatures(self, normal)
+        elif self.max_memory is not None:
             from .spill import spilled_bank
 
-            self.grid_, self.memory_, self.spill_ = spilled_bank(self, normal, self._bar)
+            self.grid_, self.memory_, self.spill_, feats = spilled_bank(self, normal, self._bar)
         else:
             feats = self.image_features(normal, "normal features")
             self.grid_ = tuple(feats.shape[1:3])
             flat = feats.reshape(-1, feats.shape[-1])
             self.memory_ = self._bank(self.coreset_ratio, flat, "normal coreset")
-        if shared:
+        if shared and cached is None:
             _save_shared_bank(shared, self.memory_.bank_, self.grid_)
-        return self
+        self.train_sha256_: set[str] = set()
+        self.record_training_images(s.image_path for s in normal)
+        return feats
+
+    def record_training_images(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        """Remember the SHA-256 of images the model was fit on (see ``training_overlap``)."""
+        self.train_sha256_.update(sha256_file(p) for p in paths)
+
+    def training_overlap(self, samples: Iterable[Sample]) -> list[Sample]:
+        """The samples whose image file is byte-identical to one the model was fit on."""
+        seen = getattr(self, "train_sha256_", set())
+        return [s for s in samples if seen and sha256_file(s.image_path) in seen]
+
+    def _map_scale(self, feats: torch.Tensor) -> float:
+        """The largest anomaly-map value over the training images: a fixed scale for map images,
+        so that an image's map PNG does not depend on which other images were scored with it."""
+        top = 0.0
+        for start in range(0, feats.shape[0], self.batch_size):
+            amap, _ = self._score_features(feats[start : start + self.batch_size])
+            top = max(top, float(amap.max()))
+        return top
 
     def _shared_bank_path(self, normal: Sequence[Sample]) -> Path | None:
         """Where the feature cache keeps the normal bank of these images and settings, so that
@@ -281,27 +309,32 @@ class PatchCore:
         if not hasattr(self, "memory_"):
             raise ConfigError(f"{type(self).__name__} is not fitted: call fit() or load() first")
 
-    def predict(self, samples: Iterable[Sample]) -> Prediction:
-        """Image scores and anomaly maps (at ``image_size``) for each sample."""
+    def predict_batches(
+        self, samples: Sequence[Sample]
+    ) -> Iterator[tuple[list[Sample], np.ndarray, np.ndarray]]:
+        """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch: memory
+        stays flat however many samples there are."""
         self._check_fitted()
-        samples = list(samples)
         if not samples:
             raise DataError("no images to score")
-        scores, maps = [], []
         bar = self._bar("scoring", len(samples))
         for start in range(0, len(samples), self.batch_size):
-            batch = samples[start : start + self.batch_size]
+            batch = list(samples[start : start + self.batch_size])
             images = to_tensor([s.image(tuple(self.image_size)) for s in batch])
             amap, score = self._score_batch(images)
+            bar(len(batch))
+            yield batch, score.numpy().astype(np.float64), amap.numpy().astype(np.float32)
+
+    def predict(self, samples: Iterable[Sample]) -> Prediction:
+        """Image scores and anomaly maps (at ``image_size``) for each sample."""
+        samples = list(samples)
+        scores, maps = [], []
+        for _, score, amap in self.predict_batches(samples):
             maps.append(amap)
             scores.append(score)
-            bar(len(batch))
         labels = np.array([s.label for s in samples])
         return Prediction(
-            [s.id for s in samples],
-            torch.cat(scores).numpy().astype(np.float64),
-            torch.cat(maps).numpy().astype(np.float32),
-            labels,
+            [s.id for s in samples], np.concatenate(scores), np.concatenate(maps), labels
         )
 
     def _nearest(self, bank: MemoryBank, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -312,7 +345,10 @@ class PatchCore:
 
     def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(anomaly maps at ``image_size``, image scores) of a batch."""
-        feats = self.extractor_(images).features.permute(0, 2, 3, 1)
+        return self._score_features(self.extractor_(images).features.permute(0, 2, 3, 1))
+
+    def _score_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(anomaly maps, image scores) of (B, h, w, D) patch features."""
         dist, idx = self._nearest(self.memory_, feats)
         reweighting = None
         if self.reweight:
@@ -349,6 +385,9 @@ class PatchCore:
                 "tensors": {k: list(v.shape) for k, v in tensors.items()},
                 "safetensors_sha256": digest,
                 "versions": _versions(),
+                "backbone_weights": self._weights_record(),
+                "train_sha256": sorted(getattr(self, "train_sha256_", ())),
+                "map_scale": getattr(self, "map_scale_", None),
             }
             if getattr(self, "defect_crop_files_", None):
                 meta["defect_crop_files"] = self.defect_crop_files_
@@ -356,6 +395,15 @@ class PatchCore:
             # two renames leaves an old pair or a JSON whose digest exposes the mismatch.
             write_json(path / "model.json", meta)
         return path
+
+    def _weights_record(self) -> dict[str, str | None]:
+        """Which backbone weights the model was fit with: the file and its SHA-256."""
+        from .backbones import default_weights_file
+
+        if self.weights:
+            return {"file": str(Path(self.weights).resolve()), "sha256": sha256_file(self.weights)}
+        package = default_weights_file(self.backbone)
+        return {"file": None, "sha256": sha256_file(package) if package else None}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], weights: str | None = None) -> PatchCore:
@@ -401,6 +449,8 @@ class PatchCore:
         shapes = {k: list(v.shape) for k, v in tensors.items()}
         if shapes != meta.get("tensors"):
             raise ModelFileError(f"{tensor_path}: tensor shapes {shapes} differ from model.json")
+        _check_params(meta_path, meta["params"])
+        weights = _matching_weights(meta_path, meta, weights)
         try:
             model = target(**_current_params(meta["params"]), weights=weights)
             model.check_params()
@@ -416,6 +466,9 @@ class PatchCore:
         except ModelFileError as exc:
             raise ModelFileError(f"{tensor_path}: {exc}") from exc
         model.grid_ = tuple(meta["grid"])
+        model.train_sha256_ = set(meta.get("train_sha256") or ())
+        scale = meta.get("map_scale")
+        model.map_scale_ = float(scale) if isinstance(scale, int | float) and scale > 0 else None
         if "defect_crop_files" in meta:
             model.defect_crop_files_ = meta["defect_crop_files"]
         expected = model.extractor_.dim
@@ -472,12 +525,13 @@ class DualPatchCore(PatchCore):
         cut from the whole image's feature map, so they see the same context as test patches) and/or
         ``DefectCrop`` cut-outs (each run through the backbone on its own, as in the reference).
         """
+        self.check_params()
         if self.defect_patches not in ("mask", "all"):
             raise ConfigError(f"unknown defect_patches {self.defect_patches!r} (mask or all)")
         defects = list(defects)
         if not defects:  # checked before the normal bank's minutes of feature extraction
             raise DataError("defect bank is empty: no defective images or defect crops given")
-        super().fit(normal)
+        normal_feats = self._fit_normal(list(normal))
         images = [d for d in defects if isinstance(d, Sample)]
         crops = [d for d in defects if isinstance(d, DefectCrop)]
         # what a saved model shows it was built from: the digests of the crops read from files
@@ -496,6 +550,9 @@ class DualPatchCore(PatchCore):
             example = f" (e.g. {marked[0]})" if marked else ""
             raise DataError(f"defect bank is empty: no defect pixels under the masks{example}")
         self.defect_memory_ = self._bank(self.defect_coreset, feats, "defect coreset")
+        self.record_training_images(s.image_path for s in images)
+        self.map_scale_ = self._map_scale(normal_feats)
+        _close(normal_feats)
         return self
 
     def defect_image_features(self, samples: list[Sample]) -> torch.Tensor:
@@ -533,8 +590,7 @@ class DualPatchCore(PatchCore):
             raise DataError("defect bank is empty: no usable defects (check the masks)")
         return torch.cat(rows)
 
-    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.extractor_(images).features.permute(0, 2, 3, 1)
+    def _score_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         normal_dist, _ = self._nearest(self.memory_, feats)
         defect_dist, _ = self._nearest(self.defect_memory_, feats)
         size = tuple(self.image_size)
@@ -565,13 +621,49 @@ def _tensor_digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
 
 
-def _save_cached(path: Path, features: torch.Tensor) -> None:
-    """One cache entry, written atomically, with the SHA-256 of its values in the metadata."""
+def _save_cached(path: Path, features: torch.Tensor) -> bool:
+    """One cache entry, written atomically, with the SHA-256 of its values in the metadata;
+    False (after one warning) if the cache cannot be written."""
+    import safetensors
     from safetensors.torch import save_file
 
     features = features.detach().contiguous().clone()
-    with atomic_path(path) as tmp:
-        save_file({"features": features}, str(tmp), metadata={"sha256": _tensor_digest(features)})
+    try:
+        with atomic_path(path) as tmp:
+            save_file(
+                {"features": features}, str(tmp), metadata={"sha256": _tensor_digest(features)}
+            )
+    except (OSError, safetensors.SafetensorError) as exc:  # full or read-only disk: no cache
+        reason = getattr(exc, "strerror", None) or _first_words(exc)
+        warnings.warn(
+            f"{path.parent}: feature cache not writable ({reason}); carrying on without it "
+            "(--no-cache or DUALPATCH_CACHE= turns it off)",
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
+def _first_words(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+class _CachedImageFeatures:
+    """(N, h, w, D) features of images, read batch by batch through the feature cache."""
+
+    def __init__(self, model: PatchCore, samples: list[Sample]):
+        self.model, self.samples = model, samples
+        self.shape = (len(samples),)
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        return self.model.image_features(self.samples[rows], "normal features")
+
+
+def _close(feats: Any) -> None:
+    """Release a feature view that holds files (a temporary spill store)."""
+    if hasattr(feats, "close"):
+        feats.close()
 
 
 def _save_shared_bank(path: Path, bank: torch.Tensor, grid: tuple[int, int]) -> None:
@@ -629,6 +721,71 @@ def mask_cells(mask: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
     """(h, w) bool: the feature-grid cells that hold at least one defect pixel of ``mask``."""
     m = torch.from_numpy(mask.astype(np.float32))[None, None]
     return torch.nn.functional.adaptive_max_pool2d(m, tuple(grid))[0, 0] > 0
+
+
+def _check_params(meta_path: Path, params: Any) -> None:
+    """ModelFileError unless the hand-editable parameters of model.json are usable."""
+    from .limits import check_size
+
+    if not isinstance(params, dict):
+        raise ModelFileError(f"{meta_path}: 'params' is not a mapping")
+    size = params.get("image_size")
+    if not (
+        isinstance(size, list | tuple)
+        and len(size) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in size)
+    ):
+        raise ModelFileError(f"{meta_path}: image_size is {size!r}; expected [H, W]")
+    try:
+        check_size(size[0], size[1], f"image_size {list(size)}")
+    except ConfigError as exc:
+        raise ModelFileError(f"{meta_path}: {exc}") from None
+    whole = {"batch_size": 1, "coreset_min": 1, "projection_dim": 1, "num_neighbors": 1}
+    for key, low in whole.items():
+        value = params.get(key, low)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ModelFileError(
+                f"{meta_path}: {key} is {value!r}; expected a whole number >= {low}"
+            )
+
+
+def _matching_weights(meta_path: Path, meta: dict, weights: str | None) -> str | None:
+    """The backbone weights to load the model with: ``weights`` if given, else the file the model
+    was fit with; ModelFileError if they are not the weights (by SHA-256) the model was fit with.
+
+    A recorded path is only ever hashed if it is a regular file, and only used if its SHA-256 is
+    the recorded one, so a model file cannot make dualpatch read anything but those weights."""
+    from .backbones import default_weights_file
+
+    record = meta.get("backbone_weights")
+    if not isinstance(record, dict) or not record.get("sha256"):
+        return weights  # a model saved before dualpatch recorded its weights
+    want, fitted = str(record["sha256"]), record.get("file")
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise WeightsError(f"{weights}: weights file not found")
+        got = sha256_file(weights)
+        if got != want:
+            was = fitted or "the backbone's package weights"
+            raise WeightsError(
+                f"{weights}: sha256 {got[:12]}... differs from the weights this model was fit "
+                f"with ({was}, sha256 {want[:12]}...); scores would be meaningless"
+            )
+        return weights
+    if fitted is None:
+        package = default_weights_file(meta.get("params", {}).get("backbone", ""))
+        if package is not None and sha256_file(package) != want:
+            raise WeightsError(
+                f"{meta_path}: the installed package weights ({package}) differ from those the "
+                "model was fit with; reinstall the pinned version or refit"
+            )
+        return None
+    if Path(fitted).is_file() and sha256_file(fitted) == want:
+        return fitted
+    raise WeightsError(
+        f"{meta_path}: fit used backbone weights {fitted} (sha256 {want[:12]}...), which are "
+        "missing or changed; pass --weights FILE with those weights"
+    )
 
 
 def _versions() -> dict[str, str]:

@@ -224,13 +224,13 @@ def _spill_errors(store: FeatureStore, need: int) -> Iterator[None]:
 
 def spilled_bank(
     model: Any, samples: Sequence[Sample], progress: Callable[[str, int], Callable]
-) -> tuple[tuple[int, int], MemoryBank, dict]:
+) -> tuple[tuple[int, int], MemoryBank, dict, StoredImageFeatures]:
     """The normal bank of ``model`` (a ``PatchCore``) fitted under ``model.max_memory``:
-    (grid, bank, report).
+    (grid, bank, report, the images' features read from the store on demand).
 
     Features stream to a ``FeatureStore`` (under ``cache_dir/spill/``, kept for resume and reuse,
-    or a temporary folder removed afterwards); the coreset runs on their in-memory projection,
-    or on a seeded pre-sample of it when the projection would not fit under the cap.
+    or a temporary folder removed when the returned view is closed); the coreset runs on their
+    in-memory projection, or on a seeded pre-sample of it when the projection would not fit.
     """
     from .features import to_tensor
 
@@ -293,7 +293,28 @@ def spilled_bank(
             "coreset_rows": n if rows is None else len(rows),
             "resumed_images": resumed,
         }
-        return store.grid, bank, report  # type: ignore[return-value]
-    finally:
+        view = StoredImageFeatures(store, temporary)
+        return store.grid, bank, report, view  # type: ignore[return-value]
+    except BaseException:
         if temporary:
             shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+class StoredImageFeatures:
+    """(N, h, w, D) features of a store's images, read batch by batch (for the map scale);
+    ``close`` removes a temporary store."""
+
+    def __init__(self, store: FeatureStore, temporary: bool):
+        self.store, self.temporary = store, temporary
+        self.shape = (store.n_images,)
+
+    def __getitem__(self, images: slice) -> torch.Tensor:
+        start, stop, _ = images.indices(self.store.n_images)
+        per = self.store.rows_per_image
+        rows = self.store.rows(slice(start * per, stop * per))
+        return rows.reshape(stop - start, *self.store.grid, self.store.dim)  # type: ignore[misc]
+
+    def close(self) -> None:
+        if self.temporary:
+            shutil.rmtree(self.store.folder, ignore_errors=True)
