@@ -667,12 +667,16 @@ def _close(feats: Any) -> None:
 
 
 def _save_shared_bank(path: Path, bank: torch.Tensor, grid: tuple[int, int]) -> None:
+    import safetensors
     from safetensors.torch import save_file
 
     bank = bank.detach().contiguous()
     meta = {"sha256": _tensor_digest(bank), "grid": json.dumps(list(grid))}
-    with atomic_path(path) as tmp:
-        save_file({"bank": bank}, str(tmp), metadata=meta)
+    try:
+        with atomic_path(path) as tmp:
+            save_file({"bank": bank}, str(tmp), metadata=meta)
+    except (OSError, safetensors.SafetensorError):
+        pass  # an unwritable cache (the feature cache warns about it): the bank is not shared
 
 
 def _load_shared_bank(path: Path) -> tuple[torch.Tensor, tuple[int, int]] | None:
