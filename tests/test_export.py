@@ -106,6 +106,16 @@ def test_export_refuses_reweight_in_one_line(tmp_path, tiny_normal, run_cli):
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_export_refuses_a_faiss_knn(fitted_single):
+    from dualpatch.errors import ConfigError
+    from dualpatch.export import check_exportable
+
+    model = copy.copy(fitted_single)
+    model.knn = "faiss-flat"
+    with pytest.raises(ConfigError, match="k-NN backend is 'faiss-flat'"):
+        check_exportable(model)
+
+
 def test_stale_export_is_refused(tmp_path, fitted_single, tiny_normal):
     from dualpatch import PatchCore
     from dualpatch.errors import ModelFileError

@@ -95,7 +95,7 @@ def check_exportable(model: Any) -> None:
             "cannot export a model fitted with reweight=True: the paper's re-weighting looks up "
             "bank neighbours per image and is not part of the exported graph; refit without it"
         )
-    backend = getattr(model, "knn_backend", "torch")
+    backend = getattr(model, "knn", "torch")
     if backend != "torch":
         raise ConfigError(
             f"cannot export a model whose k-NN backend is {backend!r}: only the exact torch "
