@@ -262,7 +262,10 @@ def _check_augment(where: str, spec: dict) -> None:
 
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:
-    for node in [config, *(r for r in config.get("runs") or [] if isinstance(r, dict))]:
+    runs = config.get("runs")
+    if not isinstance(runs, list) or not runs:  # before anything iterates it (--set runs=true)
+        raise ConfigError("config: 'runs' must be a non-empty list")
+    for node in [config, *(r for r in runs if isinstance(r, dict))]:
         if isinstance(node.get("crops"), str):  # one folder, e.g. --set crops=DIR
             node["crops"] = [node["crops"]]
     for key, value in config.items():
