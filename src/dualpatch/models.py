@@ -348,11 +348,15 @@ class DualPatchCore(PatchCore):
     ``rule="weighted"`` scales the normal distance by nearness to defects (see ``dual_scores``).
     ``defect_patches="mask"`` keeps only crop patches that touch the defect mask (the crop's padding
     is normal surface and would otherwise enter the defect bank); ``"all"`` keeps every patch.
+    ``defect_feature_augment`` (e.g. ``{"method": "interpolate", "n": 1000}``) adds synthetic rows
+    made in feature space from the real defect rows before the coreset (see ``feature_augment``).
     Learned state: ``memory_`` (normal), ``defect_memory_``.
     """
 
     kind = "dual"
-    PARAMS = PatchCore.PARAMS + ("defect_coreset", "rule", "eps", "defect_patches")
+    PARAMS = PatchCore.PARAMS + (
+        "defect_coreset", "rule", "eps", "defect_patches", "defect_feature_augment"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -363,6 +367,7 @@ class DualPatchCore(PatchCore):
         rule: str = "weighted",
         eps: float = 1e-6,
         defect_patches: str = "mask",
+        defect_feature_augment: dict[str, Any] | None = None,
         **kwargs: Any,
     ):
         super().__init__(
@@ -372,6 +377,7 @@ class DualPatchCore(PatchCore):
         self.rule = rule
         self.eps = eps
         self.defect_patches = defect_patches
+        self.defect_feature_augment = defect_feature_augment
 
     def fit(
         self, normal: Iterable[Sample], defects: Iterable[Sample | DefectCrop] = ()
@@ -388,6 +394,10 @@ class DualPatchCore(PatchCore):
             )
         if self.defect_patches not in ("mask", "all"):
             raise ConfigError(f"unknown defect_patches {self.defect_patches!r} (mask or all)")
+        if self.defect_feature_augment:
+            from .feature_augment import check_settings
+
+            check_settings(self.defect_feature_augment)
         defects = list(defects)
         if not defects:  # checked before the normal bank's minutes of feature extraction
             raise DataError("defect bank is empty: no defective images or defect crops given")
@@ -402,6 +412,16 @@ class DualPatchCore(PatchCore):
             marked = [s.mask_path for s in images if s.mask_path is not None]
             example = f" (e.g. {marked[0]})" if marked else ""
             raise DataError(f"defect bank is empty: no defect pixels under the masks{example}")
+        if self.defect_feature_augment:
+            from .feature_augment import augment_defect_features
+
+            def nearest_normal(rows: torch.Tensor) -> torch.Tensor:
+                return self.memory_.bank_[self.memory_.query(rows)[1][:, 0]]
+
+            extra = augment_defect_features(
+                feats, self.defect_feature_augment, self.seed, nearest_normal
+            )
+            feats = torch.cat([feats, extra])
         self.defect_memory_ = self._bank(self.defect_coreset, feats, "defect coreset")
         return self
 
