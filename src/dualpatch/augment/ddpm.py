@@ -344,6 +344,8 @@ def train_ddpm(
     whichever comes first. A folder that already holds a model continues from its saved step with
     its saved settings, optimizer and random state, so 100 + 100 steps equal 200 in one go.
     """
+    from diffusers.training_utils import EMAModel
+
     model_dir = Path(model_dir)
     cfg = cfg or DDPMConfig()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -374,13 +376,18 @@ def train_ddpm(
     cfg.scale = sampler.scale
     torch.manual_seed(seed)
     unet = build_unet(cfg, sampler.channels).to(dev)
-    ema = {k: v.detach().clone().float() for k, v in unet.state_dict().items()}
+    names = [k for k, _ in unet.named_parameters()]
+    # diffusers' EMA with its default warm-up: decay min(ema_decay, (1 + s) / (10 + s)), 0 at the
+    # first step. Its shadow weights and step count are all of its state, and both are saved, so a
+    # resumed run continues it exactly. (The U-Net has no buffers: parameters are the state dict.)
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, foreach=False)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     if resume is not None:
         unet.load_state_dict({k[6:]: v for k, v in resume.state.items() if k.startswith("model.")})
-        ema = {k: v.float() for k, v in resume.ema.items()}
+        ema.shadow_params = [resume.ema[k].float().clone().to(dev) for k in names]
+        ema.optimization_step = step
         groups = resume.config["optimizer"]
         opt.load_state_dict(_unflatten_optimizer(resume.state, groups, list(unet.parameters())))
         rng.bit_generator.state = resume.config["rng"]
@@ -404,7 +411,9 @@ def train_ddpm(
         state = {f"model.{k}": v for k, v in unet.state_dict().items()} | tensors
         state["rng.torch"] = gen.get_state()
         config = base | {"step": step, "optimizer": groups, "rng": rng.bit_generator.state}
-        return save_checkpoint(model_dir, config, ema, state)
+        return save_checkpoint(
+            model_dir, config, dict(zip(names, ema.shadow_params, strict=True)), state
+        )
 
     if log:
         log(
@@ -435,10 +444,7 @@ def train_ddpm(
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
             opt.step()
             step += 1
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for k, p in unet.state_dict().items():
-                    ema[k].mul_(decay).add_(p.float(), alpha=1 - decay)
+            ema.step(unet.parameters())
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if step % cfg.save_every == 0:
