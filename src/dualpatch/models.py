@@ -141,8 +141,12 @@ class PatchCore:
         h.update(self._key_prefix)
         return h.hexdigest()
 
-    def image_features(self, samples: Sequence[Sample], desc: str = "features") -> torch.Tensor:
-        """(N, h, w, D) patch features of full images at ``image_size``, cached on disk if asked."""
+    def image_features(
+        self, samples: Sequence[Sample], desc: str = "features", bar: Callable | None = None
+    ) -> torch.Tensor:
+        """(N, h, w, D) patch features of full images at ``image_size``, cached on disk if asked.
+
+        ``bar`` takes the progress (images done) instead of a new ``desc`` stage."""
         cache = Path(self.cache_dir) if self.cache_dir else None
         out: list[torch.Tensor | None] = [None] * len(samples)
         paths = [cache / f"{self._cache_key(s)}.safetensors" for s in samples] if cache else []
@@ -153,7 +157,7 @@ class PatchCore:
                 if out[i] is not None:
                     continue
             todo.append(i)
-        bar = self._bar(desc, len(samples))
+        bar = bar or self._bar(desc, len(samples))
         bar(len(samples) - len(todo))
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
@@ -204,11 +208,15 @@ class PatchCore:
         bar = self._bar("scoring", len(samples))
         for start in range(0, len(samples), self.batch_size):
             batch = samples[start : start + self.batch_size]
-            images = to_tensor([s.image(tuple(self.image_size)) for s in batch])
-            amap, score = self._score_batch(images)
+            if self.cache_dir:  # one test set scored by many models extracts its features once
+                feats = self.image_features(batch, bar=bar)
+            else:
+                images = to_tensor([s.image(tuple(self.image_size)) for s in batch])
+                feats = self.extractor_(images).features.permute(0, 2, 3, 1)
+                bar(len(batch))
+            amap, score = self._score_features(feats)
             maps.append(amap)
             scores.append(score)
-            bar(len(batch))
         labels = np.array([s.label for s in samples])
         return Prediction(
             [s.id for s in samples],
@@ -225,9 +233,8 @@ class PatchCore:
         dist, idx = bank.query(feats.reshape(-1, d), k)
         return dist[:, 0].reshape(b, h, w), idx[:, 0].reshape(b, h * w)
 
-    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(anomaly maps at ``image_size``, image scores) of a batch."""
-        feats = self.extractor_(images).features.permute(0, 2, 3, 1)
+    def _score_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(anomaly maps at ``image_size``, image scores) of a batch's (B, h, w, D) features."""
         dist, idx = self._nearest(self.memory_, feats)
         if self.reweight:
             b, h, w, d = feats.shape
@@ -460,8 +467,7 @@ class DualPatchCore(PatchCore):
             raise DataError("defect bank is empty: no usable defects (check the masks)")
         return torch.cat(rows)
 
-    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.extractor_(images).features.permute(0, 2, 3, 1)
+    def _score_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         normal_dist, _ = self._nearest(self.memory_, feats)
         defect_dist, _ = self._nearest(self.defect_memory_, feats)
         ratio, score = dual_scores(normal_dist, defect_dist, self.rule, self.eps)
