@@ -33,6 +33,7 @@ from ..fileio import atomic_path, write_json
 from .manifest import ManifestRow, open_output, sha256_file
 from .sources import (
     DefectShape,
+    PlacementPrior,
     data_channels,
     defect_shapes,
     place,
@@ -62,7 +63,8 @@ class DDPMConfig:
     defect_fraction: float = 0.625
     #: model pixels per image pixel; None: chosen from the defects' sizes (see ``auto_scale``)
     scale: float | None = None
-    sample_steps: int = 50
+    #: DDIM steps when sampling (tight crops need no more than 20; the first sampler took 50)
+    sample_steps: int = 20
     #: bf16 autocast; None: on CUDA and on CPUs with bf16 instructions (AMX/AVX512-BF16)
     bf16: bool | None = None
     save_every: int = 200
@@ -463,11 +465,25 @@ def train_ddpm(
 # ----------------------------------------------------------------------------- sampling
 
 
+#: model pixels of surface around the mask's box that sampling sees. A tight crop: the first
+#: sampler took half a patch (32) each side, 2-4x the pixels of a defect's own box, for context
+#: the model barely uses once the known pixels are reset at every step.
+CONTEXT = 8
+#: image pixels over which the generated defect fades into the original at the mask's edge
+FEATHER = 1.0
+
+
 class Inpainter:
-    """A trained model ready to fill masks: EMA weights, DDIM, RePaint-style known-region reset."""
+    """A trained model ready to fill masks: EMA weights, DDIM, RePaint-style known-region reset.
+
+    ``context`` (model pixels around the mask's box; None: half a patch, the first sampler's
+    window) bounds the crop that is denoised; ``feather`` (image pixels) blends the generated
+    pixels into the original just inside the mask's edge. Pixels outside the mask never change.
+    """
 
     def __init__(self, model_dir: str | Path, device: str | None = None, steps: int | None = None,
-                 bf16: bool | None = None):  # fmt: skip
+                 bf16: bool | None = None, context: int | None = CONTEXT,
+                 feather: float = FEATHER):  # fmt: skip
         ck = load_checkpoint(model_dir)
         self.config = ck.config
         self.sha256 = ck.config["files"][WEIGHTS]
@@ -476,6 +492,8 @@ class Inpainter:
             self.cfg.sample_steps = steps
         if bf16 is not None:
             self.cfg.bf16 = bf16
+        self.context = self.cfg.patch // 2 if context is None else int(context)
+        self.feather = float(feather)
         self.channels = ck.config["channels"]
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.unet = build_unet(self.cfg, self.channels)
@@ -485,9 +503,9 @@ class Inpainter:
         self.bf16 = _use_bf16(self.cfg, self.device)
 
     def window(self, mask: np.ndarray) -> tuple[int, int, int, int]:
-        """Image box around the mask with half a patch (at model scale) of context each side."""
+        """Image box around the mask with ``context`` model pixels of surface each side."""
         ys, xs = np.nonzero(mask)
-        margin = int(math.ceil(self.cfg.patch / 2 / self.cfg.scale))
+        margin = int(math.ceil(self.context / self.cfg.scale))
         h, w = mask.shape
         return (max(ys.min() - margin, 0), max(xs.min() - margin, 0),
                 min(ys.max() + 1 + margin, h), min(xs.max() + 1 + margin, w))  # fmt: skip
@@ -529,9 +547,33 @@ class Inpainter:
             x = m * x + (1 - m) * known
         gen_small = ((x[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
         up = cv2.resize(gen_small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC)
+        up = up.reshape(y1 - y0, x1 - x0, -1).astype(np.float32)
+        # Feather: weight 1 deep inside the mask, falling towards its edge, 0 outside.
+        alpha = feather_weights(cmask, self.feather)[..., None]
+        blended = alpha * up + (1 - alpha) * crop.astype(np.float32)
         out = image.copy()
-        out[y0:y1, x0:x1][cmask] = up.reshape(y1 - y0, x1 - x0, -1)[cmask]
+        out[y0:y1, x0:x1][cmask] = np.clip(np.round(blended[cmask]), 0, 255).astype(np.uint8)
         return out
+
+
+def feather_weights(mask: np.ndarray, width: float) -> np.ndarray:
+    """Per mask pixel: min(1, distance to the nearest pixel outside / (width + 1)); 0 outside.
+
+    With width 0 every mask pixel weighs 1 (a hard paste)."""
+    if width <= 0:
+        return mask.astype(np.float32)
+    inside = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    return np.clip(inside / (width + 1.0), 0.0, 1.0).astype(np.float32)
+
+
+def mask_contrast(image: np.ndarray, mask: np.ndarray, rim: int = 3) -> float:
+    """How far the masked pixels' mean lies from a ``rim``-pixel ring around them, in the ring's
+    standard deviations: near 0, the region looks like the background it sits on."""
+    gray = image.astype(np.float32).mean(axis=2) if image.ndim == 3 else image.astype(np.float32)
+    ring = ndimage.binary_dilation(mask, iterations=rim) & ~mask
+    if not mask.any() or not ring.any():
+        return 0.0
+    return float(abs(gray[mask].mean() - gray[ring].mean()) / (gray[ring].std() + 1.0))
 
 
 def sample_ddpm(
@@ -544,15 +586,28 @@ def sample_ddpm(
     sample_steps: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    context: int | None = CONTEXT,
+    feather: float = FEATHER,
+    placement: str = "learned",
+    min_contrast: float = 0.0,
+    tries: int = 3,
 ) -> list[ManifestRow]:
     """Write ``n`` synthetic defect images to ``out`` (imgs/, masks/, manifest.csv).
 
-    Output ``i`` (seed ``seed + i``) puts a real training defect mask, moved, flipped, scaled and
-    randomly thinned, on a random normal training image and inpaints inside it only.
+    Output ``i`` (seed ``seed + i``) puts a real training defect mask, flipped, scaled and randomly
+    thinned, on a random normal training image and inpaints inside it only. ``placement`` "learned"
+    puts it near a training defect's centre and on the part (``PlacementPrior``); "source" near its
+    own source position, as the first sampler did. The manifest's placement column says which and
+    why. A sample whose mask region differs from its surroundings by less than ``min_contrast``
+    (``mask_contrast``) is drawn again, up to ``tries`` times in all; the most distinct is kept.
+    ``context``/``feather``: see ``Inpainter`` (None/0 with 50 steps: the first sampler).
     """
-    model = Inpainter(model_dir, device, sample_steps)
+    if placement not in ("learned", "source"):
+        raise ConfigError(f"unknown placement {placement!r} (learned or source)")
+    model = Inpainter(model_dir, device, sample_steps, context=context, feather=feather)
     normals, defects = training_sources(dataset)
     shapes = defect_shapes(defects)
+    prior = PlacementPrior.learn(shapes) if placement == "learned" else None
     if log:
         log(f"ddpm: sampling {n} images with {model.cfg.sample_steps} DDIM steps on {model.device}")
     with open_output(out) as writer:
@@ -561,11 +616,26 @@ def sample_ddpm(
             normal = normals[int(rng.integers(len(normals)))]
             shape = shapes[int(rng.integers(len(shapes)))]
             image = read_pixels(normal, model.channels)
-            where = place(rng, shape, image.shape[:2])
+            if prior is not None:
+                where, why = prior.place(rng, shape, image)
+            else:
+                where = place(rng, shape, image.shape[:2])
+                why = "source defect's own position (+-0.25 of the image)"
             mask = where.put(thin(rng, where.apply(shape.mask, nearest=True)), image.shape[:2])
-            result = model.inpaint(image, mask, seed + i)
+            best = None
+            for attempt in range(max(1, tries)):
+                # the first try keeps seed + i, so min_contrast 0 reproduces unrejected sampling
+                result = model.inpaint(image, mask, seed + i + attempt * 1_000_003)
+                contrast = mask_contrast(result, mask)
+                if best is None or contrast > best[1]:
+                    best = (result, contrast, attempt + 1)
+                if contrast >= min_contrast:
+                    break
+            result, contrast, kept = best
+            if min_contrast > 0:
+                why += f"; contrast {contrast:.2f} (min {min_contrast:.2f}, sample {kept})"
             writer.add(result, mask, normal.image_path, shape.sample.mask_path, seed + i,
-                       model.sha256)  # fmt: skip
+                       model.sha256, why)  # fmt: skip
     return writer.rows
 
 
