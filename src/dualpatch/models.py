@@ -395,6 +395,21 @@ class DualPatchCore(PatchCore):
         cut from the whole image's feature map, so they see the same context as test patches) and/or
         ``DefectCrop`` cut-outs (each run through the backbone on its own, as in the reference).
         """
+        defects = self._check_defects(defects)  # before the normal bank's minutes of work
+        super().fit(normal)
+        return self._fit_defect_bank(defects)
+
+    def fit_defects(self, defects: Iterable[Sample | DefectCrop]) -> DualPatchCore:
+        """Rebuild the defect bank only, keeping the fitted normal bank (which no defect changes).
+
+        For comparing defect sources (few-shot draws, synthetic sets) on one normal bank;
+        the defect-bank parameters (``defect_coreset``, ``defect_feature_augment``, ...) may be
+        changed before each call.
+        """
+        self._check_fitted()
+        return self._fit_defect_bank(self._check_defects(defects))
+
+    def _check_defects(self, defects: Iterable[Sample | DefectCrop]) -> list:
         if self.rule not in DUAL_RULES:
             raise ConfigError(
                 f"unknown dual rule {self.rule!r} (choose from {', '.join(DUAL_RULES)})"
@@ -406,9 +421,11 @@ class DualPatchCore(PatchCore):
 
             check_settings(self.defect_feature_augment)
         defects = list(defects)
-        if not defects:  # checked before the normal bank's minutes of feature extraction
+        if not defects:
             raise DataError("defect bank is empty: no defective images or defect crops given")
-        super().fit(normal)
+        return defects
+
+    def _fit_defect_bank(self, defects: list) -> DualPatchCore:
         images = [d for d in defects if isinstance(d, Sample)]
         crops = [d for d in defects if isinstance(d, DefectCrop)]
         feats = [self.defect_image_features(images)] if images else []
