@@ -121,11 +121,14 @@ def main() -> None:
                 continue
             folder = work / f"ddpm-{label}-{steps}"
             load0 = os.getloadavg()[0]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             sample_ddpm(stage["model"], train, n, folder, seed=args.seed, progress=False, **kw)
             seconds = (time.perf_counter() - t0) / n
+            # CPU seconds of this one-thread process: what a defect costs whatever else runs
+            cpu = (time.process_time() - c0) / n
             feats = model.defect_image_features(augmented_samples([folder]))
-            add(name, feats, images=n, s_per_defect=round(seconds, 2), train_steps=int(steps),
+            add(name, feats, images=n, s_per_defect=round(seconds, 2),
+                cpu_s_per_defect=round(cpu, 2), train_steps=int(steps),
                 train_minutes=stage["total_minutes"], load=[load0, os.getloadavg()[0]])  # fmt: skip
     grid_rows = [_strip(train.defective()[:6]), _strip(augmented_samples([paste])[:6])]
     for folder in sorted(work.glob("ddpm-*")):
