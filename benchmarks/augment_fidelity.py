@@ -111,10 +111,13 @@ def main() -> None:
         else {}
     )
     for steps, stage in sorted(stages.items(), key=lambda kv: int(kv[0])):
-        samplers = {"fast": (FAST, args.n), "fast+reject": (FAST | {"min_contrast": min_contrast,
-                    "tries": 3}, args.n)}  # fmt: skip
-        if steps == max(stages, key=int):
-            samplers["first"] = (FIRST, args.first_n)
+        samplers = {"fast": (FAST, args.n)}
+        if steps == max(stages, key=int):  # the levers, on the longest-trained model
+            samplers |= {
+                "fast 10-step": ({"sample_steps": 10}, args.n),
+                "fast+reject": (FAST | {"min_contrast": min_contrast, "tries": 3}, args.n),
+                "first": (FIRST, args.first_n),
+            }
         for label, (kw, n) in samplers.items():
             name = f"ddpm {label} sampler, {steps} steps"
             if name in done:
