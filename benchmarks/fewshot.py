@@ -81,6 +81,55 @@ def summarise(runs: dict) -> dict:
     return out
 
 
+def paired(runs: dict) -> dict:
+    """Per source and n: mean and std over draws of (source - dual with the same real defects)."""
+    out: dict = {}
+    for key, r in runs.items():
+        source, shots, repeat = key.split("/")
+        base = runs.get(f"dual/{shots}/{repeat}")
+        if source in ("single", "dual") or base is None:
+            continue
+        for m in METRICS:
+            diff = r["metrics"][m] - base["metrics"][m]
+            out.setdefault(source, {}).setdefault(shots, {}).setdefault(m, []).append(diff)
+    return {
+        source: {
+            shots: {
+                m: {
+                    "mean": float(np.mean(v)),
+                    "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                    "values": v,
+                }
+                for m, v in ms.items()
+            }  # fmt: skip
+            for shots, ms in by_n.items()
+        }
+        for source, by_n in out.items()
+    }
+
+
+def verdict(summary: dict, margin: float = 0.01, max_shots: int = 5) -> dict:
+    """The issue's goal per source: at every n <= ``max_shots``, mean image AUROC and AP at least
+    ``margin`` above dual-real-only, with mean +- std intervals that do not overlap."""
+    out = {}
+    for source, by_n in summary.items():
+        if source in ("single", "dual"):
+            continue
+        checks = {}
+        for shots, e in by_n.items():
+            if shots == "all" or int(shots) > max_shots or shots not in summary.get("dual", {}):
+                continue
+            base = summary["dual"][shots]
+            ok = True
+            for m in ("image_auroc", "image_ap"):
+                a, b = e[m], base[m]
+                ok &= a["mean"] - b["mean"] >= margin
+                ok &= a["mean"] - a["std"] > b["mean"] + b["std"]
+            checks[shots] = bool(ok)
+        out[source] = {"per_n": checks, "meets_goal": bool(checks) and all(checks.values())}
+    return out
+
+
 def plot(summary: dict, shots: list, path: Path) -> None:
     import matplotlib
 
@@ -90,13 +139,14 @@ def plot(summary: dict, shots: list, path: Path) -> None:
     labels = [str(s) for s in shots]
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.6), sharex=True)
     for ax, m in zip(axes, METRICS, strict=True):
-        for source in SOURCES:
+        for j, source in enumerate(SOURCES):
             if source not in summary:
                 continue
             xs = [i for i, s in enumerate(labels) if s in summary[source]]
+            shift = 0.06 * (j - 2)  # side by side, so that the error bars stay readable
             mean = np.array([summary[source][labels[i]][m]["mean"] for i in xs], dtype=float)
             std = np.array([summary[source][labels[i]][m]["std"] for i in xs], dtype=float)
-            ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, label=source)
+            ax.errorbar(np.array(xs) + shift, mean, yerr=std, marker="o", capsize=3, label=source)
         ax.set_xticks(range(len(labels)), labels)
         ax.set_xlabel("real defective training images (n)")
         ax.set_title(m.replace("_", " "))
@@ -136,6 +186,10 @@ def main() -> None:
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {"runs": {}}
     if args.plot_only:
+        results["summary"] = summarise(results["runs"])
+        results["paired_vs_dual"] = paired(results["runs"])
+        results["goal"] = verdict(results["summary"])
+        write_json(out, results)
         plot(results["summary"], results["shots"], Path(args.plot))
         return
 
@@ -188,6 +242,8 @@ def main() -> None:
             **(extra or {}),
         }
         results["summary"] = summarise(runs)
+        results["paired_vs_dual"] = paired(runs)
+        results["goal"] = verdict(results["summary"])
         write_json(out, results)
         m = runs[key]["metrics"]
         print(f"{key:28s} AUROC {m['image_auroc']:.3f} AP {m['image_ap']:.3f} "
