@@ -63,8 +63,9 @@ class DDPMConfig:
     defect_fraction: float = 0.625
     #: model pixels per image pixel; None: chosen from the defects' sizes (see ``auto_scale``)
     scale: float | None = None
-    #: DDIM steps when sampling (tight crops need no more than 20; the first sampler took 50)
-    sample_steps: int = 20
+    #: DDIM steps when sampling. 10 met the 1 s/defect target on one CPU core and came out as near
+    #: to real defects as 20 (benchmarks/results/augment_fidelity.json); the first sampler took 50.
+    sample_steps: int = 10
     #: bf16 autocast; None: on CUDA and on CPUs with bf16 instructions (AMX/AVX512-BF16)
     bf16: bool | None = None
     save_every: int = 200
