@@ -44,7 +44,7 @@ def main() -> None:
     from dualpatch.augment.paste import generate_paste
     from dualpatch.data import KolektorSDD
     from dualpatch.feature_augment import METHODS, augment_defect_features
-    from dualpatch.fileio import write_image, write_json
+    from dualpatch.fileio import write_json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/kolektorsdd")
@@ -133,13 +133,23 @@ def main() -> None:
             add(name, feats, images=n, s_per_defect=round(seconds, 2),
                 cpu_s_per_defect=round(cpu, 2), train_steps=int(steps),
                 train_minutes=stage["total_minutes"], load=[load0, os.getloadavg()[0]])  # fmt: skip
-    grid_rows = [_strip(train.defective()[:6]), _strip(augmented_samples([paste])[:6])]
-    for folder in sorted(work.glob("ddpm-*")):
-        grid_rows.append(_strip(augmented_samples([folder])[:6]))
-    width = max(r.shape[1] for r in grid_rows)
-    grid = np.concatenate([_fit(r, (r.shape[0], width)) for r in grid_rows], axis=0)
-    write_image(out / "augment_grid.png", grid)
+    write_grid(train, work, out / "augment_grid.png")
     print(f"wrote {path} and {out / 'augment_grid.png'}")
+
+
+def write_grid(train, work: Path, path: Path) -> None:
+    """Rows: real training defects, copy-paste, then the first and the fast DDPM sampler on the
+    longest-trained model."""
+    from dualpatch.augment import augmented_samples
+    from dualpatch.fileio import write_image
+
+    last = max((p.name.rsplit("-", 1)[1] for p in work.glob("ddpm-first-*")), key=int, default="")
+    folders = [work / "paste", work / f"ddpm-first-{last}", work / f"ddpm-fast 10-step-{last}"]
+    rows = [_strip(train.defective()[:6])]
+    rows += [_strip(augmented_samples([f])[:6]) for f in folders if (f / "manifest.csv").is_file()]
+    width = max(r.shape[1] for r in rows)
+    grid = np.concatenate([_fit(r, (r.shape[0], width)) for r in rows], axis=0)
+    write_image(path, grid)
 
 
 def _strip(samples, box=(96, 96)) -> np.ndarray:
