@@ -106,3 +106,23 @@ def test_sdxl_missing_weights_is_one_clear_error(demo_root, tmp_path):
         assert res.exit_code == 1
         lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
         assert len(lines) == 1 and str(weights) in lines[0], res.output
+
+
+def test_sdxl_as_crops_equals_the_crops_of_its_images(tiny_sdxl, demo_root, tmp_path, monkeypatch):
+    from dualpatch.augment import load_augmented
+    from dualpatch.data.crop_folder import read_crop_folder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["sdxl", "--weights", str(tiny_sdxl), "--dataset", "demo", "--data", str(demo_root),
+            "--n-per-prompt", "1", "--steps", "2", "--gen-size", "64", "64",
+            "--size", "32", "80"]  # fmt: skip
+    images, crops = tmp_path / "images", tmp_path / "crops"
+    assert CliRunner().invoke(app, [*args, "--out", str(images)]).exit_code == 0
+    res = CliRunner().invoke(
+        app, [*args, "--out", str(crops), "--as-crops", "--crop-size", "80", "32"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "defect crops" in res.output
+    got, expected = read_crop_folder(crops), load_augmented([images], (80, 32))
+    assert len(got) == len(expected) >= 2
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(got, expected, strict=True))

@@ -9,6 +9,7 @@ case with the test that covers it.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import shutil
@@ -337,8 +338,8 @@ def test_gray_rgba_16bit_images_score_like_their_rgb_twins(cli, model_dir, tmp_p
     out = tmp_path / "pred"
     code, _, err = cli("predict", *files.values(), "--model", model_dir, "--out", out)
     assert code == 0, err
-    lines = (out / "scores.csv").read_text().splitlines()[1:]
-    scores = {Path(line.rsplit(",", 1)[0]).name: float(line.rsplit(",", 1)[1]) for line in lines}
+    with (out / "scores.csv").open() as f:
+        scores = {Path(row["image"]).name: float(row["score"]) for row in csv.DictReader(f)}
     by_key = {k: scores[p.name] for k, p in files.items()}
     for key in ("gray8", "gray16", "gray16-tiff", "gray8-bmp", "gray-alpha", "rgba", "palette"):
         assert by_key[key] == pytest.approx(by_key["rgb8"], rel=1e-6), key

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from dualpatch.cli_data import app
 from dualpatch.data.download import Limits, download, download_ksdd2, safe_extract
 from dualpatch.errors import DataError
+from dualpatch.fileio import MARKER
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ksdd2_fixture import COPY_PAIR, make_ksdd2_zip  # noqa: E402
@@ -199,7 +200,8 @@ def test_archive_option_unpacks_either_layout(tmp_path, top_folder):
         "4 image/mask pairs, expected 2,331",
         "2 image/mask pairs, expected 1,004",
     ]
-    assert sorted(p.name for p in out.iterdir()) == ["test", "train"]
+    # train/ and test/, and the marker naming the command that wrote the folder
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "test", "train"]
     assert COPY_PAIR[0] in {p.name for p in (out / "train").iterdir()}  # prepare drops it
     assert _leftovers(out.parent) == []
 

@@ -26,7 +26,9 @@ def test_fit_returns_self_and_learned_attributes_end_in_underscore(cls, tiny_nor
     args = (tiny_normal[:2], tiny_crops) if cls is DualPatchCore else (tiny_normal[:2],)
     assert model.fit(*args) is model
     learned = {k for k in vars(model) if not k.startswith("_")} - before
-    expected = {"memory_", "grid_"} | ({"defect_memory_"} if cls is DualPatchCore else set())
+    dual_state = {"defect_memory_", "defect_crop_files_"}  # no files here: the list is empty
+    expected = {"memory_", "grid_", "map_scale_", "train_sha256_"}
+    expected |= dual_state if cls is DualPatchCore else set()
     assert learned == expected
     assert all(k.endswith("_") for k in learned)
     assert model.grid_ == (TINY[0] // 8, TINY[1] // 8)

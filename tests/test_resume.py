@@ -19,6 +19,7 @@ from conftest import CountingExtractor, tiny_params
 
 from dualpatch import PatchCore
 from dualpatch.cli import main
+from dualpatch.fileio import MARKER
 from dualpatch.models import _load_cached
 
 #: large enough that extracting the demo set's 72 training images takes seconds on one thread
@@ -92,7 +93,8 @@ def test_killed_fit_resumes_from_its_cache(demo_root, demo_train, cli_env, tmp_p
     # 3. the same command again completes, reusing every intact entry and recomputing the rest
     resumed = run_fit(demo_root, out, env)
     assert resumed.returncode == 0, resumed.stderr
-    assert sorted(os.listdir(out)) == ["model.json", "model.safetensors"]  # no temporary left
+    # no temporary left; the marker names the command that wrote the folder
+    assert sorted(os.listdir(out)) == [MARKER, "model.json", "model.safetensors"]
     after = entries(cache)
     assert len(after) == n_images
     kept = [name for name in before if name != damaged]

@@ -95,17 +95,41 @@ def test_dual_scores_rank_the_defect_patch_first(rule):
     assert score[1] > score[0]
 
 
-def test_dual_scores_rules_by_hand():
-    normal, defect = dual_case()
-    eps = 1e-6
-    ratio, patch = dual_scores(normal, defect, rule="patch", eps=eps)
-    torch.testing.assert_close(ratio, normal / (defect + eps))
-    torch.testing.assert_close(patch, (normal / (defect + eps)).flatten(1).amax(1))
-    ratio_s, seed = dual_scores(normal, defect, rule="seed", eps=eps)
-    torch.testing.assert_close(ratio_s, ratio)
-    expected = normal.flatten(1).amax(1) / (defect.flatten(1).amax(1) + eps)
-    torch.testing.assert_close(seed, expected)
-    assert seed[1].item() == pytest.approx(5.0 / float(defect[1].max()), rel=1e-5)
+def test_dual_rules_by_hand():
+    """One image of 2x2 patches, eps = 0. d_n = [[2, 1], [4, 0.5]], d_d = [[1, 3], [0.5, 0.5]].
+
+    patch: map [[2, 1/3], [8, 1]], score 8. seed: same map, score max d_n / max d_d = 4/3.
+    weighted: d_n^2 / (d_n + d_d) = [[4/3, 1/4], [16/4.5, 1/4]], score 16/4.5."""
+    normal = torch.tensor([[[2.0, 1.0], [4.0, 0.5]]])
+    defect = torch.tensor([[[1.0, 3.0], [0.5, 0.5]]])
+    ratio = torch.tensor([[2.0, 1 / 3], [8.0, 1.0]])
+    patch_map, patch_score = dual_scores(normal, defect, rule="patch", eps=0)
+    torch.testing.assert_close(patch_map[0], ratio)
+    assert patch_score.tolist() == pytest.approx([8.0])
+    seed_map, seed_score = dual_scores(normal, defect, rule="seed", eps=0)
+    torch.testing.assert_close(seed_map[0], ratio)
+    assert seed_score.tolist() == pytest.approx([4 / 3])
+    weighted_map, weighted_score = dual_scores(normal, defect, rule="weighted", eps=0)
+    torch.testing.assert_close(weighted_map[0], torch.tensor([[4 / 3, 0.25], [16 / 4.5, 0.25]]))
+    assert weighted_score.tolist() == pytest.approx([16 / 4.5])
+
+
+def test_weighted_rule_ranking():
+    """Hand-made patches: how the weighted rule orders them against the plain normal distance."""
+    d_n = torch.tensor([[[2.0, 2.0, 2.0, 3.0, 1.5, 0.2]]])
+    d_d = torch.tensor([[[0.5, 2.0, 8.0, 30.0, 0.1, 0.2]]])
+    w = dual_scores(d_n, d_d, rule="weighted", eps=0)[0][0, 0]
+    # same distance to normal surface: the nearer a known defect, the higher (1.6 > 1 > 0.4)
+    assert w[0] > w[1] > w[2]
+    assert w[:3].tolist() == pytest.approx([1.6, 1.0, 0.4])
+    # never above the single bank's distance; exactly half of it where both banks are as far
+    assert torch.all(w <= d_n[0, 0])
+    assert w[1] == pytest.approx(d_n[0, 0, 1] / 2)
+    # a normal-looking outlier far from every defect (d_n 3, d_d 30) ranks below a milder patch
+    # that sits next to a known defect (d_n 1.5, d_d 0.1): the single bank ranks them the other way
+    assert w[3] < w[4] and d_n[0, 0, 3] > d_n[0, 0, 4]
+    # an ordinary patch stays low even though it is as near the defect bank as the normal one
+    assert w[5] == pytest.approx(0.1)
 
 
 def test_dual_ratio_is_finite_at_zero_defect_distance():
@@ -127,9 +151,7 @@ def test_max_score():
 
 def reweight_case():
     """A bank of 6 points in 2-D, two images of 2x2 patches with features (B, 4, 2)."""
-    bank = torch.tensor(
-        [[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [3.0, 3.0], [5.0, 0.0], [0.2, 0.2]]
-    )
+    bank = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [3.0, 3.0], [5.0, 0.0], [0.2, 0.2]])
     feats = torch.tensor(
         [
             [[0.05, 0.0], [0.0, 0.05], [0.4, 0.5], [0.1, 0.1]],  # hot patch 2, near the dense mode
@@ -143,7 +165,7 @@ def reweight_case():
 def test_reweighted_score_by_hand():
     bank, feats, dist, idx = reweight_case()
     k = 3
-    got = reweighted_score(dist, feats, idx, bank, num_neighbors=k)
+    got = reweighted_score(dist, feats, idx, bank, reweight_neighbors=k)
     expected = []
     for b in range(2):
         flat = dist[b].flatten()
@@ -162,12 +184,12 @@ def test_reweighted_score_never_exceeds_the_plain_max():
     bank, feats, dist, idx = reweight_case()
     plain = max_score(dist)
     for k in (1, 2, 3, 6):
-        got = reweighted_score(dist, feats, idx, bank, num_neighbors=k)
+        got = reweighted_score(dist, feats, idx, bank, reweight_neighbors=k)
         assert torch.all(got <= plain + 1e-7)
         assert torch.all(got >= 0)
     # with more neighbours around a dense mode the weight stays well below 1;
     # near an isolated bank entry it approaches 1 (the score is kept)
-    got = reweighted_score(dist, feats, idx, bank, num_neighbors=3)
+    got = reweighted_score(dist, feats, idx, bank, reweight_neighbors=3)
     assert got[0] < 0.8 * plain[0]
     assert got[1] > 0.9 * plain[1]
 
@@ -178,7 +200,7 @@ def test_reweighted_score_random_case_is_bounded():
     feats = torch.randn(3, 12, 5, generator=gen)
     dist, idx = knn(feats.reshape(-1, 5), bank, k=1)
     dist, idx = dist[:, 0].reshape(3, 3, 4), idx[:, 0].reshape(3, 12)
-    got = reweighted_score(dist, feats, idx, bank, num_neighbors=9)
+    got = reweighted_score(dist, feats, idx, bank, reweight_neighbors=9)
     plain = max_score(dist)
     assert got.shape == (3,)
     assert torch.all(got <= plain) and torch.all(got > 0)

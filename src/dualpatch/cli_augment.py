@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from .cli_common import DatasetName, reporting
+from .defaults import MAX_SEED
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    from .data.crop_folder import CropSpec
+
 app = typer.Typer(
-    help="Make synthetic defect images (imgs/, masks/, manifest.csv) from the training split.",
+    help="Make synthetic defect images (imgs/, masks/, manifest.csv) from the training split, "
+    "or their defect crops (--as-crops).",
     no_args_is_help=True,
 )
 
@@ -22,8 +31,69 @@ def _train_split(dataset: DatasetName, data: Path):
     return load_dataset(dataset.value, data, "train")
 
 
-def _done(out: Path, n: int, started: float) -> None:
-    typer.echo(f"wrote {n} images to {out} ({time.monotonic() - started:.0f} s)")
+def _done(out: Path, n: int, started: float, as_crops: bool = False) -> None:
+    what = "defect crops" if as_crops else "images"
+    typer.echo(f"wrote {n} {what} to {out} ({time.monotonic() - started:.0f} s)")
+
+
+#: --as-crops and its settings, which every method takes (see ``_crop_options``)
+CROP_OPTIONS = {
+    "as_crops": (bool, typer.Option(
+        False, "--as-crops", help="Write defect crops (crops.csv, NAME.png, NAME_GT.png) instead."
+    )),
+    "crop_size": (tuple[int, int], typer.Option(
+        (320, 128), "--crop-size", help="With --as-crops: scale H W to cut at (fit --size)."
+    )),
+    "padding": (int, typer.Option(
+        16, min=0, help="With --as-crops: pixels around each defect region."
+    )),
+    "min_size": (int, typer.Option(32, min=1, help="With --as-crops: smallest box side.")),
+    "append": (bool, typer.Option(
+        False, help="With --as-crops: add to crops dualpatch wrote to OUT before."
+    )),
+    "force": (bool, typer.Option(
+        False, help="Replace an OUT that holds files not written by 'augment' (with --as-crops: "
+        "replace crops dualpatch wrote to OUT before)."
+    )),
+}  # fmt: skip
+
+
+def _crop_options(command: Callable) -> Callable:
+    """Give an augment command the ``CROP_OPTIONS``, declared once here rather than in each
+    command; the command receives them as one ``crops`` argument (a CropSpec, or None)."""
+    signature = inspect.signature(command)
+    kept = [p for p in signature.parameters.values() if p.name not in ("crops", "force")]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+        for name, (kind, option) in CROP_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def with_crops(**kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in CROP_OPTIONS}
+        with reporting(always=False):
+            crops = _crop_spec(*values.values())
+        # --force also guards a plain output folder (see fileio.output_dir)
+        return command(**kwargs, crops=crops, force=values["force"])
+
+    with_crops.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
+    with_crops.__annotations__ = {
+        **{k: v for k, v in command.__annotations__.items() if k not in ("crops", "force")},
+        **{name: kind for name, (kind, _) in CROP_OPTIONS.items()},
+    }
+    return with_crops
+
+
+def _crop_spec(as_crops, crop_size, padding, min_size, append, force):
+    from .data.crop_folder import CropSpec
+
+    if not as_crops:
+        if append:
+            raise ConfigError("--append goes with --as-crops")
+        return None
+    if append and force:
+        raise ConfigError("--append and --force: choose one")
+    return CropSpec(tuple(crop_size), padding, min_size, force=force, append=append)
 
 
 def _channels(spec: str) -> tuple[int, ...]:
@@ -31,12 +101,21 @@ def _channels(spec: str) -> tuple[int, ...]:
         out = tuple(int(c) for c in spec.split(","))
     except ValueError:
         out = ()
-    if not out or min(out) < 1:
-        raise ConfigError(f"--channels: {spec!r} is not a list of widths like 32,64,128")
+    if not out or min(out) < 1 or max(out) > 1024 or len(out) > 6:
+        raise ConfigError(
+            f"--channels: {spec!r} is not a list of 1 to 6 widths (at most 1024) like 32,64,128"
+        )
+    groups = min(32, out[0])  # the U-Net's group norm splits every block into this many groups
+    if any(c % groups for c in out):
+        raise ConfigError(
+            f"--channels: {spec!r}: every width must be a multiple of {groups} "
+            "(the group norm's group count: the first width, at most 32)"
+        )
     return out
 
 
 @app.command()
+@_crop_options
 def ddpm(
     dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
     data: Path = typer.Option(..., help="Dataset root; only its training split is used."),
@@ -45,9 +124,11 @@ def ddpm(
     minutes: float | None = typer.Option(
         None, min=0, help="Train for at most this long in this run (default 15 without --steps)."
     ),
-    steps: int | None = typer.Option(None, min=0, help="Train up to this many steps in total."),
-    seed: int = typer.Option(0, help="Seed of training and sampling (output i uses seed+i)."),
-    patch: int = typer.Option(64, min=16, help="Training patch side (multiple of 8)."),
+    steps: int | None = typer.Option(None, min=1, help="Train up to this many steps in total."),
+    seed: int = typer.Option(
+        0, min=0, max=MAX_SEED, help="Seed of training and sampling (output i uses seed+i)."
+    ),
+    patch: int = typer.Option(64, min=16, max=512, help="Training patch side (multiple of 8)."),
     model: Path | None = typer.Option(
         None, help="Model folder; an existing one resumes training (default OUT/model)."
     ),
@@ -61,6 +142,8 @@ def ddpm(
     bf16: bool | None = typer.Option(
         None, "--bf16/--no-bf16", help="bf16 autocast (default: on CUDA and bf16-capable CPUs)."
     ),
+    crops: CropSpec | None = None,
+    force: bool = False,
 ) -> None:
     """Train a small inpainting diffusion model on the training defects, then inpaint N masks.
 
@@ -81,12 +164,13 @@ def ddpm(
         )  # fmt: skip
         rows = generate_ddpm(
             _train_split(dataset, data), n, out, model, steps, minutes, seed, cfg, device,
-            log=typer.echo,
+            log=typer.echo, force=force, as_crops=crops,
         )  # fmt: skip
-    _done(out, len(rows), started)
+    _done(out, len(rows), started, crops is not None)
 
 
 @app.command()
+@_crop_options
 def sdxl(
     weights: Path = typer.Option(
         ..., help="SDXL inpainting weights: a diffusers folder or a single .safetensors file."
@@ -106,11 +190,13 @@ def sdxl(
         (1024, 1024), help="Generation size W H (multiples of 8)."
     ),
     size: tuple[int, int] = typer.Option((224, 632), help="Output size W H."),
-    seed: int = typer.Option(0, help="Output i uses seed+i."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Output i uses seed+i."),
     config: Path | None = typer.Option(
         None, help="Local diffusers config folder for a single-file checkpoint (no download)."
     ),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda if available)."),
+    crops: CropSpec | None = None,
+    force: bool = False,
 ) -> None:
     """Inpaint real defect masks on normal images with a Stable Diffusion XL inpainting model.
 
@@ -127,23 +213,27 @@ def sdxl(
             negative=NEGATIVE if negative is None else negative,
             steps=steps, guidance=guidance, strength=strength,
             gen_size=(gen_size[1], gen_size[0]), out_size=(size[1], size[0]),
-            seed=seed, config=config, device=device, log=typer.echo,
+            seed=seed, config=config, device=device, log=typer.echo, force=force, as_crops=crops,
         )  # fmt: skip
-    _done(out, len(rows), started)
+    _done(out, len(rows), started, crops is not None)
 
 
 @app.command()
+@_crop_options
 def paste(
     dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
     data: Path = typer.Option(..., help="Dataset root; only its training split is used."),
     n: int = typer.Option(..., "--n", min=1, help="Images to generate."),
     out: Path = typer.Option(..., help="Output folder (imgs/, masks/, manifest.csv)."),
-    seed: int = typer.Option(0, help="Output i uses seed+i."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Output i uses seed+i."),
+    crops: CropSpec | None = None,
+    force: bool = False,
 ) -> None:
     """Copy-paste baseline: training defects Poisson-blended onto normal training images."""
     from .augment.paste import generate_paste
 
     started = time.monotonic()
     with reporting(always=False):
-        rows = generate_paste(_train_split(dataset, data), n, out, seed, log=typer.echo)
-    _done(out, len(rows), started)
+        train = _train_split(dataset, data)
+        rows = generate_paste(train, n, out, seed, log=typer.echo, force=force, as_crops=crops)
+    _done(out, len(rows), started, crops is not None)

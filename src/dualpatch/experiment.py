@@ -23,6 +23,12 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError
+from .metrics_io import from_json, json_metrics
+from .scoring import DEFAULT_NUM_NEIGHBORS, DEFAULT_REWEIGHT_NEIGHBORS, DUAL_RULES
+
+#: the marker name of run folders; folders written before markers hold these three
+COMMAND = "run"
+LEGACY = ("config.yaml", "environment.json", "dataset.json")
 
 DEFAULTS: dict[str, Any] = {
     "name": "experiment",
@@ -40,9 +46,12 @@ DEFAULTS: dict[str, Any] = {
     "rule": "weighted",
     "defects": "image",
     "reweight": False,
+    "num_neighbors": DEFAULT_NUM_NEIGHBORS,
+    "reweight_neighbors": DEFAULT_REWEIGHT_NEIGHBORS,
     "seed": 0,
     "cache": None,
     "inline_images": False,
+    "crops": [],
     "runs": [
         {"name": "single", "bank": "single"},
         {"name": "dual", "bank": "dual"},
@@ -60,11 +69,14 @@ RUN_KEYS = {
     "defect_coreset",
     "coreset_min",
     "reweight",
+    "num_neighbors",
+    "reweight_neighbors",
     "image_size",
     "seed",
     "augment",
     "augmented",
     "defects",
+    "crops",
 }
 AUGMENT_KEYS = {"method", "n", "steps", "minutes", "seed"}
 
@@ -87,9 +99,11 @@ def apply_override(config: dict, assignment: str) -> None:
     for part in parts[:-1]:
         try:
             node = node[int(part)] if isinstance(node, list) else node[part]
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
             raise ConfigError(f"--set {assignment!r}: no config key {key!r}") from exc
     last = parts[-1]
+    if not isinstance(node, dict | list):  # e.g. data.x=1: data is a path, not a mapping
+        raise ConfigError(f"--set {assignment!r}: no config key {key!r}")
     if isinstance(node, list):
         try:
             node[int(last)] = _parse_value(value)
@@ -106,16 +120,25 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] = ()) 
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, not a config file")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            text = path.read_text(encoding="utf-8")
+            loaded = yaml.safe_load(text)
         except FileNotFoundError as exc:
             raise ConfigError(f"{path}: config file not found") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        if loaded is None:  # an empty file would silently run the default demo experiment
+            raise ConfigError(f"{path}: config file is empty")
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config is a mapping of keys to values")
-        unknown = set(loaded) - set(DEFAULTS)
-        if unknown:
+        unknown = {str(k) for k in loaded} - set(DEFAULTS)
+        if unknown or not all(isinstance(k, str) for k in loaded):
             raise ConfigError(f"{path}: unknown config key(s) {', '.join(sorted(unknown))}")
         config.update(loaded)
     for assignment in overrides:
@@ -125,16 +148,35 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] = ()) 
 
 def _check_value(where: str, key: str, value: Any) -> None:
     """ConfigError unless ``value`` is usable for setting ``key`` (checked before any work)."""
-    from .defaults import MIN_SIDE
+    from .defaults import MAX_SEED
+    from .limits import MIN_SIDE, check_size, parse_items
 
     def number(v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool)
 
+    def whole_at_least_1(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def text(v: Any) -> bool:
+        return isinstance(v, str) and v.strip() != ""
+
+    if key == "image_size" and isinstance(value, list | tuple) and len(value) == 2:
+        if all(whole(x) and x >= MIN_SIDE for x in value):  # smaller: the message below
+            check_size(value[0], value[1], f"config: {where}image_size {list(value)}")
+    if key == "train_items" and isinstance(value, str | int) and not isinstance(value, bool):
+        parse_items(str(value), f"config: {where}train_items")
+        return
+    if key == "augment" and isinstance(value, dict):
+        _check_augment(where, value)
+        return
     choices = {
         "dataset": ("kolektorsdd", "ksdd2", "folder", "demo"),
         "backbone": ("efficientnet_lite0", "efficientnet_lite2", "resnet50", "wide_resnet50_2"),
         "normalization": ("auto", "imagenet", "tf"),
-        "rule": ("patch", "seed", "weighted"),
+        "rule": tuple(DUAL_RULES),
         "defects": ("image", "crop"),
     }
     checks = {
@@ -148,13 +190,31 @@ def _check_value(where: str, key: str, value: Any) -> None:
         ),
         "normal_coreset": (lambda v: number(v) and 0 <= v <= 1, "a fraction from 0 to 1"),
         "defect_coreset": (lambda v: number(v) and 0 <= v <= 1, "a fraction from 0 to 1"),
-        "coreset_min": (
-            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-            "a whole number of at least 1",
+        "coreset_min": (whole_at_least_1, "a whole number of at least 1"),
+        "seed": (lambda v: whole(v) and 0 <= v <= MAX_SEED, f"a whole number 0 to {MAX_SEED}"),
+        "name": (text, "a non-empty name"),
+        "data": (text, "a dataset folder path"),
+        "out": (text, "a results folder path"),
+        "cache": (lambda v: v is None or isinstance(v, str), "a folder path, or empty for none"),
+        "weights": (lambda v: v is None or text(v), "a weights file path, or null"),
+        "train_items": (
+            lambda v: (
+                v is None or (isinstance(v, list) and all(whole(x) and 1 <= x <= 999 for x in v))
+            ),
+            "item numbers like 1-33 or 1,2,5-9",
         ),
-        "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+        "augmented": (
+            lambda v: isinstance(v, list) and all(text(x) for x in v),
+            "a list of augmentation folder paths",
+        ),
         "reweight": (lambda v: isinstance(v, bool), "true or false"),
+        "num_neighbors": (whole_at_least_1, "a whole number of at least 1"),
+        "reweight_neighbors": (whole_at_least_1, "a whole number of at least 1"),
         "inline_images": (lambda v: isinstance(v, bool), "true or false"),
+        "crops": (
+            lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+            "a list of crop folders",
+        ),
     }
     if key in choices:
         ok, expected = value in choices[key], "one of " + ", ".join(choices[key])
@@ -166,7 +226,32 @@ def _check_value(where: str, key: str, value: Any) -> None:
         raise ConfigError(f"config: {where}{key} is {value!r}; expected {expected}")
 
 
+def _check_augment(where: str, spec: dict) -> None:
+    """The values of a run's ``augment`` mapping (its keys and method are checked in validate)."""
+    from .defaults import MAX_SEED
+
+    def whole(v: Any, low: int | None = None) -> bool:
+        ok = isinstance(v, int) and not isinstance(v, bool)
+        return ok and (low is None or v >= low)
+
+    def positive(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+
+    checks = {
+        "n": (lambda v: whole(v, 1), "a whole number of at least 1"),
+        "steps": (lambda v: v is None or whole(v, 1), "a whole number of at least 1, or null"),
+        "minutes": (lambda v: v is None or positive(v), "a positive number of minutes, or null"),
+        "seed": (lambda v: whole(v) and 0 <= v <= MAX_SEED, f"a whole number 0 to {MAX_SEED}"),
+    }
+    for key, (ok, expected) in checks.items():
+        if key in spec and not ok(spec[key]):
+            raise ConfigError(f"config: {where}augment.{key} is {spec[key]!r}; expected {expected}")
+
+
 def validate(config: dict[str, Any]) -> dict[str, Any]:
+    for node in [config, *(r for r in config.get("runs") or [] if isinstance(r, dict))]:
+        if isinstance(node.get("crops"), str):  # one folder, e.g. --set crops=DIR
+            node["crops"] = [node["crops"]]
     for key, value in config.items():
         _check_value("", key, value)
     runs = config["runs"]
@@ -176,7 +261,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     for i, run in enumerate(runs):
         if not isinstance(run, dict) or "bank" not in run:
             raise ConfigError(f"config: runs[{i}] needs at least a 'bank' (single or dual)")
-        unknown = set(run) - RUN_KEYS
+        unknown = {str(k) for k in run} - RUN_KEYS
         if unknown:
             raise ConfigError(f"config: runs[{i}] has unknown key(s) {', '.join(sorted(unknown))}")
         if run["bank"] not in ("single", "dual"):
@@ -185,15 +270,22 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
             _check_value(f"runs[{i}].", key, value)
         if run["bank"] == "single" and (run.get("augment") or run.get("augmented")):
             raise ConfigError(f"config: runs[{i}] adds synthetic defects to a single-bank run")
+        if run["bank"] == "single" and run.get("crops"):
+            raise ConfigError(f"config: runs[{i}] gives crops (a defect bank) to a single-bank run")
         aug = run.get("augment")
         if aug is not None:
             if not isinstance(aug, dict) or aug.get("method") not in ("ddpm", "paste", "sdxl"):
                 raise ConfigError(f"config: runs[{i}].augment.method must be ddpm, paste or sdxl")
-            if set(aug) - AUGMENT_KEYS:
+            extra = {str(k) for k in aug} - AUGMENT_KEYS
+            if extra:
                 raise ConfigError(
-                    f"config: runs[{i}].augment has unknown key(s) "
-                    f"{', '.join(sorted(set(aug) - AUGMENT_KEYS))}"
+                    f"config: runs[{i}].augment has unknown key(s) {', '.join(sorted(extra))}"
                 )
+        if run["bank"] == "dual" and resolve_run(config, run)["reweight"]:
+            raise ConfigError(
+                f"config: runs[{i}] is a dual run with reweight: true; re-weighting applies to "
+                "single-bank runs only (set reweight in those runs)"
+            )
         run.setdefault("name", run["bank"] if i == 0 else f"{run['bank']}{i}")
         if run["name"] in names:
             raise ConfigError(f"config: run name {run['name']!r} appears twice")
@@ -204,16 +296,27 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 def resolve_run(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     """A run's full settings: experiment-wide values overridden by the run's own."""
     shared = {k: config[k] for k in RUN_KEYS & set(DEFAULTS)}
-    return {**shared, "augment": None, "augmented": [], **run}
+    settings = {**shared, "augment": None, "augmented": [], **run}
+    if not settings.get("crops") or settings["bank"] == "single":
+        settings.pop("crops", None)  # runs without crops keep their signatures from before
+    return settings
 
 
 # -------------------------------------------------------------------------------- defect bank
-def defect_inputs(train, source: str, size: tuple[int, int], augmented=()) -> list:
+def defect_inputs(train, source: str, size: tuple[int, int], augmented=(), crops=()) -> list:
     """What feeds the defect bank: the defective training images (``source="image"``: their mask
-    patches, in whole-image context) or their crops (``"crop"``), plus synthetic defect folders."""
+    patches, in whole-image context) or their crops (``"crop"``), plus synthetic defect folders.
+
+    Crop folders (``crops``, e.g. from ``dualpatch data crops``) replace the training split's own
+    defects: such a folder already holds them, and a user's own cut-outs stand in for them."""
     if source not in ("image", "crop"):
         raise ConfigError(f"unknown defect source {source!r} (image or crop)")
-    real = train.defect_crops(size) if source == "crop" else train.defective()
+    if crops:
+        from .data.crop_folder import load_crop_folders
+
+        real = load_crop_folders(crops, size)
+    else:
+        real = train.defect_crops(size) if source == "crop" else train.defective()
     return real + synthetic_defects(augmented, source, size)
 
 
@@ -260,29 +363,43 @@ def _rss_mb() -> float:
 class Experiment:
     """Runs every configured run into ``out/runs/<name>/`` and writes the comparison report."""
 
-    def __init__(self, config: dict[str, Any], progress: Callable | None = None, log=None):
+    def __init__(
+        self, config: dict[str, Any], progress: Callable | None = None, log=None, force=False
+    ):
         self.config = config
         self.out = Path(config["out"])
         self.progress = progress
         self.log = log or logging.getLogger("dualpatch.experiment")
+        self.force = force
+
+    def check_output(self) -> None:
+        """Refuse an ``out`` that holds what ``dualpatch run`` did not write, unless ``force``."""
+        from .fileio import check_output_dir
+
+        check_output_dir(self.out, COMMAND, self.force, [self.config["data"]], legacy=LEGACY)
 
     def datasets(self):
         from .data import KolektorSDD, load_dataset
 
         c = self.config
         if c["dataset"] == "kolektorsdd" and c["train_items"]:
+            from .limits import parse_items
+
             items = c["train_items"]
+            items = parse_items(str(items)) if isinstance(items, str | int) else items
             return KolektorSDD(c["data"], "train", items), KolektorSDD(c["data"], "test", items)
         return load_dataset(c["dataset"], c["data"], "train"), load_dataset(
             c["dataset"], c["data"], "test"
         )
 
     def run(self) -> Path:
-        from .fileio import write_bytes, write_json, write_text
+        from .fileio import mark_output, write_bytes, write_json, write_text
 
         c = self.config
+        self.check_output()
         train, test = self.datasets()  # before any output: a bad --data leaves no folder behind
         self.out.mkdir(parents=True, exist_ok=True)
+        mark_output(self.out, COMMAND)
         write_text(self.out / "config.yaml", yaml.safe_dump(c, sort_keys=False))
         write_json(self.out / "environment.json", environment())
         dataset_info = {
@@ -298,7 +415,7 @@ class Experiment:
             self.log.info("run %d/%d: %s", i + 1, len(c["runs"]), settings["name"])
             results.append(self.run_one(settings, train, test, dataset_info))
         metrics = {r["name"]: r["metrics"] for r in results}
-        write_json(self.out / "metrics.json", metrics)
+        write_json(self.out / "metrics.json", {k: json_metrics(v) for k, v in metrics.items()})
         write_text(self.out / "metrics.csv", _metrics_csv(metrics))
         write_bytes(self.out / "results.npy", _npy_bytes(_seed_layout(results)))
         report = self.out / "report.html"
@@ -309,13 +426,16 @@ class Experiment:
         return report
 
     def run_one(self, s: dict, train, test, dataset_info) -> dict:
+        from .data.crop_folder import crops_fingerprint
         from .evaluation import evaluate
         from .fileio import atomic_path, write_json, write_text
 
         run_dir = self.out / "runs" / _slug(s["name"])
+        # a crops folder's content counts, not only its name: edited crops make the run stale
+        crops = [crops_fingerprint(s["crops"])] if s.get("crops") else []
         signature = hashlib.sha256(
             json.dumps(
-                [s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"]],
+                [s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"], *crops],
                 sort_keys=True,
                 default=str,
             ).encode()
@@ -331,10 +451,12 @@ class Experiment:
             coreset_ratio=s["normal_coreset"],
             coreset_min=s["coreset_min"],
             reweight=s["reweight"],
+            num_neighbors=s["num_neighbors"],
+            reweight_neighbors=s["reweight_neighbors"],
             normalization=s["normalization"],
             weights=s["weights"],
             seed=s["seed"],
-            cache_dir=str(self._cache()),
+            cache_dir=self._cache(),
             progress=self.progress or False,
         )
         from . import DualPatchCore, PatchCore
@@ -343,10 +465,13 @@ class Experiment:
         if s["bank"] == "single":
             model = PatchCore(**common).fit(train.normal())
         else:
-            defects = defect_inputs(train, s["defects"], size, s["augmented"])
+            defects = defect_inputs(train, s["defects"], size, s["augmented"], s.get("crops"))
             if s["augment"]:
                 pool = self.augment(s["augment"])
-                defects += synthetic_defects([pool], s["defects"], size, s["augment"].get("n", 40))
+                synthetic = synthetic_defects([pool], s["defects"], size, s["augment"].get("n", 40))
+                if not synthetic:  # never report a run as augmented that added nothing
+                    raise ConfigError(f"{pool}: gave no synthetic defects for run {s['name']!r}")
+                defects += synthetic
             model = DualPatchCore(**common, defect_coreset=s["defect_coreset"], rule=s["rule"])
             model.fit(train.normal(), defects)
         fit_s = time.perf_counter() - t0
@@ -373,7 +498,7 @@ class Experiment:
                 str(tmp),
             )
         write_text(run_dir / "ids.txt", "\n".join(pred.ids) + "\n")
-        write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / "metrics.json", json_metrics(metrics))
         write_json(run_dir / "run.json", {"signature": signature, "settings": s})
         self.log.info(
             "%s: %s",
@@ -397,17 +522,21 @@ class Experiment:
         return {
             "name": name,
             "settings": json.loads((run_dir / "run.json").read_text())["settings"],
-            "metrics": json.loads((run_dir / "metrics.json").read_text()),
+            "metrics": from_json(json.loads((run_dir / "metrics.json").read_text())),
             "ids": (run_dir / "ids.txt").read_text().split("\n")[:-1],
             "labels": t["labels"],
             "scores": t["scores"],
             "maps": t["maps"].astype(np.float32),
         }
 
-    def _cache(self) -> Path:
+    def _cache(self) -> str | None:
+        """The feature cache folder; None (no cache) for ``cache: ""``."""
         from .defaults import default_cache
 
-        return Path(self.config["cache"]) if self.config["cache"] else default_cache()
+        cache = self.config["cache"]
+        if cache is None:
+            cache = default_cache()
+        return str(cache) if cache else None
 
     def augment(self, spec: dict) -> Path:
         """Generate (once) a pool of synthetic defects; runs take its first ``n`` images.
@@ -522,6 +651,8 @@ def _seed_layout(results: list[dict]) -> dict:
             "image_auc": r["metrics"]["image_auroc"],
             "pixel_auc": r["metrics"]["pixel_auroc"],
         }
+        if s["bank"] == "dual":  # which rule produced the figures (the reference had one)
+            out[key]["rule"] = s["rule"]
     return out
 
 

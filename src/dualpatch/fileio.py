@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,22 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Strict JSON: NaN and infinities (which JSON does not have) are written as null."""
+    text = json.dumps(finite(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf) replaced by None, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    if type(obj).__module__ == "numpy" and hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return finite(obj.item())
+    return obj
 
 
 def write_image(path: str | os.PathLike[str], image: Any) -> None:
@@ -83,6 +99,127 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         else:
             os.replace(tmp, path)
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -------------------------------------------------------------------------------- output folders
+#: a small file in every output folder dualpatch writes, naming the command that wrote it, so that
+#: a rerun may replace its own output and nothing else
+MARKER = ".dualpatch-output.json"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or path.is_relative_to(folder)
+
+
+def _written_by(out: Path) -> str | None:
+    try:
+        meta = json.loads((out / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta.get("command") if isinstance(meta, dict) else None
+
+
+def check_output_dir(
+    out: str | os.PathLike[str],
+    command: str,
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    keep: Iterable[str] = (),
+    legacy: Iterable[str] = (),
+) -> None:
+    """Refuse ``out`` unless it is new, empty, or an earlier output of ``command`` (``--force``
+    overrides the last rule only).
+
+    ``inputs``: the user's input files and folders; none may lie inside ``out``, which gets
+    replaced, whatever ``force`` says. ``keep``: entry names that this command itself keeps in
+    ``out`` between runs (a resumable model) and carries over. ``legacy``: entry names that, all
+    present, mark an output written before folders carried a marker.
+    """
+    from .errors import DataError
+
+    out = Path(out)
+    for item in inputs:
+        if item is not None and _inside(Path(item), out):
+            raise DataError(
+                f"{item}: this input lies inside --out {out}, which '{command}' replaces; "
+                "choose another --out"
+            )
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise DataError(f"{out}: exists and is not a folder; choose another --out")
+    if not out.is_dir() or force:
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    owner = _written_by(out)
+    legacy = set(legacy)
+    if owner == command or (owner is None and legacy and legacy <= set(entries)):
+        return
+    foreign = [e for e in entries if e not in set(keep) | {MARKER}]
+    if not foreign:
+        return
+    shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+    what = f"written by 'dualpatch {owner}'" if owner else "not written by dualpatch"
+    raise DataError(
+        f"{out}: holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} {what} "
+        f"({shown}); choose another --out, or add --force to replace it"
+    )
+
+
+def mark_output(folder: str | os.PathLike[str], command: str) -> None:
+    """Record that ``command`` wrote ``folder`` (see ``check_output_dir``)."""
+    from . import __version__
+
+    write_json(Path(folder) / MARKER, {"command": command, "dualpatch": __version__})
+
+
+@contextlib.contextmanager
+def output_dir(
+    out: str | os.PathLike[str],
+    command: str,
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    keep: Iterable[str] = (),
+    legacy: Iterable[str] = (),
+) -> Iterator[Path]:
+    """Write a whole output folder: yield a new temporary folder beside ``out``, then swap it in.
+
+    ``out`` is checked first (``check_output_dir``). The old content stays in place, untouched,
+    until the new folder is complete: an error or Ctrl-C inside the block leaves it as it was and
+    removes the temporary folder. Entries named in ``keep`` move from the old folder into the new
+    one unless the block wrote its own.
+    """
+    out = Path(out)
+    keep = tuple(keep)
+    check_output_dir(out, command, force, inputs, keep, legacy)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    carried: list[str] = []
+    try:
+        yield tmp
+        mark_output(tmp, command)
+        os.chmod(tmp, 0o777 & ~_umask())
+        if not out.exists():
+            os.replace(tmp, out)
+            return
+        for name in keep:
+            if (out / name).exists() and not (tmp / name).exists():
+                os.replace(out / name, tmp / name)
+                carried.append(name)
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.rmdir(old)  # a fresh unused name: the old folder is renamed onto it
+        os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(old, out)
+            raise
+        carried.clear()
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        for name in carried:  # the swap failed: give the kept entries back
+            if (tmp / name).exists() and not (out / name).exists():
+                os.replace(tmp / name, out / name)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -7,7 +7,7 @@ import json
 import os
 import platform
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,18 @@ import torch
 from . import __version__
 from .data.base import Sample
 from .data.crops import DefectCrop
-from .errors import ConfigError, DataError, ModelFileError
+from .errors import ConfigError, DataError, ModelFileError, WeightsError
 from .features import FEATURE_VERSION, FeatureExtractor, to_tensor
 from .fileio import atomic_path, sha256_file, write_json
 from .memory import MemoryBank
-from .scoring import DUAL_RULES, anomaly_map, dual_scores, max_score, reweighted_score
+from .scoring import (
+    DEFAULT_NUM_NEIGHBORS,
+    DEFAULT_REWEIGHT_NEIGHBORS,
+    Reweighting,
+    check_scoring,
+    patch_distances,
+    score_patches,
+)
 
 FORMAT_VERSION = 1
 STRIDE = 8  # both stage pairs put the feature grid at 1/8 of the input
@@ -62,6 +69,10 @@ def _silent(desc: str, total: int) -> Callable[[int], None]:
 class PatchCore:
     """Single-bank PatchCore: nearest-neighbour distance of each test patch to normal patches.
 
+    ``num_neighbors`` (k): a patch's distance to a bank is the mean distance to its k nearest
+    entries (1: the nearest distance, as PatchCore and the dual reference code use).
+    ``reweight``: image score by the PatchCore paper's re-weighting, over a neighbourhood of
+    ``reweight_neighbors`` bank entries (single bank only).
     Parameters are stored as given; all work happens in ``fit``. Learned state: ``memory_``
     (the normal ``MemoryBank``) and ``grid_`` (feature grid of the input size).
     """
@@ -75,8 +86,9 @@ class PatchCore:
         coreset_ratio: float = 0.01,
         coreset_min: int = 1000,
         projection_dim: int = 128,
-        num_neighbors: int = 9,
+        num_neighbors: int = DEFAULT_NUM_NEIGHBORS,
         reweight: bool = False,
+        reweight_neighbors: int = DEFAULT_REWEIGHT_NEIGHBORS,
         blur_sigma: float = 4.0,
         normalization: str = "auto",
         weights: str | None = None,
@@ -92,6 +104,7 @@ class PatchCore:
         self.projection_dim = projection_dim
         self.num_neighbors = num_neighbors
         self.reweight = reweight
+        self.reweight_neighbors = reweight_neighbors
         self.blur_sigma = blur_sigma
         self.normalization = normalization
         self.weights = weights
@@ -109,6 +122,7 @@ class PatchCore:
         "projection_dim",
         "num_neighbors",
         "reweight",
+        "reweight_neighbors",
         "blur_sigma",
         "normalization",
         "batch_size",
@@ -117,6 +131,12 @@ class PatchCore:
 
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.PARAMS}
+
+    def check_params(self) -> None:
+        """ConfigError unless the scoring parameters are usable together (called by ``fit``)."""
+        check_scoring(
+            getattr(self, "rule", None), self.reweight, self.num_neighbors, self.reweight_neighbors
+        )
 
     def _bar(self, desc: str, total: int) -> Callable[[int], None]:
         if callable(self.progress):  # a caller's own display, e.g. the experiment runner's
@@ -165,8 +185,8 @@ class PatchCore:
             feats = self.extractor_(to_tensor(images)).features.permute(0, 2, 3, 1).contiguous()
             for i, f in zip(batch, feats, strict=True):
                 out[i] = f
-                if cache is not None:
-                    _save_cached(paths[i], f)
+                if cache is not None and not _save_cached(paths[i], f):
+                    cache = None  # unwritable: warned once, carry on without it
             bar(len(batch))
         if not out:
             raise DataError("no images to extract features from")
@@ -175,14 +195,40 @@ class PatchCore:
     # -- fit / predict ----------------------------------------------------------------------
     def fit(self, normal: Iterable[Sample]) -> PatchCore:
         """Build the normal memory bank from defect-free images."""
-        normal = list(normal)
+        self.check_params()
+        feats = self._fit_normal(list(normal))
+        self.map_scale_ = self._map_scale(feats)
+        return self
+
+    def _fit_normal(self, normal: list[Sample]) -> torch.Tensor:
+        """Build ``memory_`` and record the training images; returns their (N, h, w, D) features."""
         if not normal:
             raise DataError("no normal images to fit on")
         feats = self.image_features(normal, "normal features")
         self.grid_ = tuple(feats.shape[1:3])
         flat = feats.reshape(-1, feats.shape[-1])
         self.memory_ = self._bank(self.coreset_ratio, flat, "normal coreset")
-        return self
+        self.train_sha256_: set[str] = set()
+        self.record_training_images(s.image_path for s in normal)
+        return feats
+
+    def record_training_images(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        """Remember the SHA-256 of images the model was fit on (see ``training_overlap``)."""
+        self.train_sha256_.update(sha256_file(p) for p in paths)
+
+    def training_overlap(self, samples: Iterable[Sample]) -> list[Sample]:
+        """The samples whose image file is byte-identical to one the model was fit on."""
+        seen = getattr(self, "train_sha256_", set())
+        return [s for s in samples if seen and sha256_file(s.image_path) in seen]
+
+    def _map_scale(self, feats: torch.Tensor) -> float:
+        """The largest anomaly-map value over the training images: a fixed scale for map images,
+        so that an image's map PNG does not depend on which other images were scored with it."""
+        top = 0.0
+        for start in range(0, feats.shape[0], self.batch_size):
+            amap, _ = self._score_features(feats[start : start + self.batch_size])
+            top = max(top, float(amap.max()))
+        return top
 
     def _bank(self, ratio: float, flat: torch.Tensor, desc: str) -> MemoryBank:
         bank = MemoryBank(ratio, self.coreset_min, self.projection_dim, self.seed)
@@ -198,52 +244,56 @@ class PatchCore:
         if not hasattr(self, "memory_"):
             raise ConfigError(f"{type(self).__name__} is not fitted: call fit() or load() first")
 
-    def predict(self, samples: Iterable[Sample]) -> Prediction:
-        """Image scores and anomaly maps (at ``image_size``) for each sample."""
+    def predict_batches(
+        self, samples: Sequence[Sample]
+    ) -> Iterator[tuple[list[Sample], np.ndarray, np.ndarray]]:
+        """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch: memory
+        stays flat however many samples there are."""
         self._check_fitted()
-        samples = list(samples)
         if not samples:
             raise DataError("no images to score")
-        scores, maps = [], []
         bar = self._bar("scoring", len(samples))
         for start in range(0, len(samples), self.batch_size):
-            batch = samples[start : start + self.batch_size]
+            batch = list(samples[start : start + self.batch_size])
             if self.cache_dir:  # one test set scored by many models extracts its features once
-                feats = self.image_features(batch, bar=bar)
+                amap, score = self._score_features(self.image_features(batch, bar=bar))
             else:
                 images = to_tensor([s.image(tuple(self.image_size)) for s in batch])
-                feats = self.extractor_(images).features.permute(0, 2, 3, 1)
+                amap, score = self._score_batch(images)
                 bar(len(batch))
-            amap, score = self._score_features(feats)
+            yield batch, score.numpy().astype(np.float64), amap.numpy().astype(np.float32)
+
+    def predict(self, samples: Iterable[Sample]) -> Prediction:
+        """Image scores and anomaly maps (at ``image_size``) for each sample."""
+        samples = list(samples)
+        scores, maps = [], []
+        for _, score, amap in self.predict_batches(samples):
             maps.append(amap)
             scores.append(score)
         labels = np.array([s.label for s in samples])
         return Prediction(
-            [s.id for s in samples],
-            torch.cat(scores).numpy().astype(np.float64),
-            torch.cat(maps).numpy().astype(np.float32),
-            labels,
+            [s.id for s in samples], np.concatenate(scores), np.concatenate(maps), labels
         )
 
-    def _map(self, patch_map: torch.Tensor) -> torch.Tensor:
-        return anomaly_map(patch_map, tuple(self.image_size), self.blur_sigma)
-
-    def _nearest(self, bank: MemoryBank, feats: torch.Tensor, k: int = 1):
+    def _nearest(self, bank: MemoryBank, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, h, w) patch distances to ``bank``; (B, h*w) index of each patch's nearest entry."""
         b, h, w, d = feats.shape
-        dist, idx = bank.query(feats.reshape(-1, d), k)
-        return dist[:, 0].reshape(b, h, w), idx[:, 0].reshape(b, h * w)
+        dist, idx = bank.query(feats.reshape(-1, d), self.num_neighbors)
+        return patch_distances(dist).reshape(b, h, w), idx[:, 0].reshape(b, h * w)
+
+    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(anomaly maps at ``image_size``, image scores) of a batch."""
+        return self._score_features(self.extractor_(images).features.permute(0, 2, 3, 1))
 
     def _score_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(anomaly maps at ``image_size``, image scores) of a batch's (B, h, w, D) features."""
+        """(anomaly maps, image scores) of (B, h, w, D) patch features."""
         dist, idx = self._nearest(self.memory_, feats)
+        reweighting = None
         if self.reweight:
             b, h, w, d = feats.shape
-            score = reweighted_score(
-                dist, feats.reshape(b, h * w, d), idx, self.memory_.bank_, self.num_neighbors
-            )
-        else:
-            score = max_score(dist)
-        return self._map(dist), score
+            flat = feats.reshape(b, h * w, d)
+            reweighting = Reweighting(flat, idx, self.memory_.bank_, self.reweight_neighbors)
+        return score_patches(dist, tuple(self.image_size), self.blur_sigma, reweighting=reweighting)
 
     # -- persistence ------------------------------------------------------------------------
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -275,11 +325,25 @@ class PatchCore:
                 "tensors": {k: list(v.shape) for k, v in tensors.items()},
                 "safetensors_sha256": digest,
                 "versions": _versions(),
+                "backbone_weights": self._weights_record(),
+                "train_sha256": sorted(getattr(self, "train_sha256_", ())),
+                "map_scale": getattr(self, "map_scale_", None),
             }
+            if getattr(self, "defect_crop_files_", None):
+                meta["defect_crop_files"] = self.defect_crop_files_
             # The JSON is written while the tensor file is still temporary, so a crash between the
             # two renames leaves an old pair or a JSON whose digest exposes the mismatch.
             write_json(path / "model.json", meta)
         return path
+
+    def _weights_record(self) -> dict[str, str | None]:
+        """Which backbone weights the model was fit with: the file and its SHA-256."""
+        from .backbones import default_weights_file
+
+        if self.weights:
+            return {"file": str(Path(self.weights).resolve()), "sha256": sha256_file(self.weights)}
+        package = default_weights_file(self.backbone)
+        return {"file": None, "sha256": sha256_file(package) if package else None}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], weights: str | None = None) -> PatchCore:
@@ -325,8 +389,13 @@ class PatchCore:
         shapes = {k: list(v.shape) for k, v in tensors.items()}
         if shapes != meta.get("tensors"):
             raise ModelFileError(f"{tensor_path}: tensor shapes {shapes} differ from model.json")
+        _check_params(meta_path, meta["params"])
+        weights = _matching_weights(meta_path, meta, weights)
         try:
-            model = target(**meta["params"], weights=weights)
+            model = target(**_current_params(meta["params"]), weights=weights)
+            model.check_params()
+        except ConfigError as exc:
+            raise ModelFileError(f"{meta_path}: {exc}") from exc
         except TypeError as exc:
             raise ModelFileError(
                 f"{meta_path}: parameters do not fit {meta['class']} ({exc})"
@@ -337,6 +406,11 @@ class PatchCore:
         except ModelFileError as exc:
             raise ModelFileError(f"{tensor_path}: {exc}") from exc
         model.grid_ = tuple(meta["grid"])
+        model.train_sha256_ = set(meta.get("train_sha256") or ())
+        scale = meta.get("map_scale")
+        model.map_scale_ = float(scale) if isinstance(scale, int | float) and scale > 0 else None
+        if "defect_crop_files" in meta:
+            model.defect_crop_files_ = meta["defect_crop_files"]
         expected = model.extractor_.dim
         if meta["feature_dim"] != expected:
             raise ModelFileError(
@@ -351,13 +425,15 @@ class DualPatchCore(PatchCore):
 
     A patch scores high when it is far from normal surface and near a known defect:
     ``rule="patch"`` takes the per-patch distance ratio and its maximum as image score;
-    ``rule="seed"`` is the reference rule (max normal distance / max defect distance);
-    ``rule="weighted"`` scales the normal distance by nearness to defects (see ``dual_scores``).
+    ``rule="seed"`` is the reference rule (max normal distance / max defect distance, map the
+    per-patch ratio); ``rule="weighted"`` scales the normal distance by nearness to defects (see
+    ``scoring.DUAL_RULES``). ``num_neighbors`` applies to both banks; ``reweight`` is refused.
     ``defect_patches="mask"`` keeps only crop patches that touch the defect mask (the crop's padding
     is normal surface and would otherwise enter the defect bank); ``"all"`` keeps every patch.
     ``defect_feature_augment`` (e.g. ``{"method": "interpolate", "n": 1000}``) adds synthetic rows
     made in feature space from the real defect rows before the coreset (see ``feature_augment``).
-    Learned state: ``memory_`` (normal), ``defect_memory_``.
+    Learned state: ``memory_`` (normal), ``defect_memory_``, ``defect_crop_files_`` (file and
+    SHA-256 of each crop read from a crop folder, saved in model.json).
     """
 
     kind = "dual"
@@ -396,24 +472,27 @@ class DualPatchCore(PatchCore):
         ``DefectCrop`` cut-outs (each run through the backbone on its own, as in the reference).
         """
         defects = self._check_defects(defects)  # before the normal bank's minutes of work
-        super().fit(normal)
-        return self._fit_defect_bank(defects)
+        normal = list(normal)
+        normal_feats = self._fit_normal(normal)
+        # kept for fit_defects: the map scale and the training-image digests depend on both banks
+        self._normal_samples = normal
+        self._normal_sha256 = set(self.train_sha256_)
+        return self._fit_defect_bank(defects, normal_feats)
 
     def fit_defects(self, defects: Iterable[Sample | DefectCrop]) -> DualPatchCore:
         """Rebuild the defect bank only, keeping the fitted normal bank (which no defect changes).
 
         For comparing defect sources (few-shot draws, synthetic sets) on one normal bank;
         the defect-bank parameters (``defect_coreset``, ``defect_feature_augment``, ...) may be
-        changed before each call.
+        changed before each call. Needs a model fitted by ``fit`` (not loaded).
         """
         self._check_fitted()
+        if not hasattr(self, "_normal_samples"):
+            raise ConfigError("fit_defects needs a model built by fit() in this session")
         return self._fit_defect_bank(self._check_defects(defects))
 
     def _check_defects(self, defects: Iterable[Sample | DefectCrop]) -> list:
-        if self.rule not in DUAL_RULES:
-            raise ConfigError(
-                f"unknown dual rule {self.rule!r} (choose from {', '.join(DUAL_RULES)})"
-            )
+        self.check_params()
         if self.defect_patches not in ("mask", "all"):
             raise ConfigError(f"unknown defect_patches {self.defect_patches!r} (mask or all)")
         if self.defect_feature_augment:
@@ -425,9 +504,18 @@ class DualPatchCore(PatchCore):
             raise DataError("defect bank is empty: no defective images or defect crops given")
         return defects
 
-    def _fit_defect_bank(self, defects: list) -> DualPatchCore:
+    def _fit_defect_bank(
+        self, defects: list, normal_feats: torch.Tensor | None = None
+    ) -> DualPatchCore:
         images = [d for d in defects if isinstance(d, Sample)]
         crops = [d for d in defects if isinstance(d, DefectCrop)]
+        # what a saved model shows it was built from: the digests of the crops read from files
+        # (those crop_features keeps: at least one patch on each side)
+        self.defect_crop_files_ = [
+            {"file": c.source, "sha256": c.sha256, "mask_sha256": c.mask_sha256}
+            for c in crops
+            if c.sha256 and min(c.mask.shape) >= STRIDE
+        ]
         feats = [self.defect_image_features(images)] if images else []
         if crops or not images:
             feats.append(self.crop_features(crops))
@@ -447,6 +535,11 @@ class DualPatchCore(PatchCore):
             )
             feats = torch.cat([feats, extra])
         self.defect_memory_ = self._bank(self.defect_coreset, feats, "defect coreset")
+        self.train_sha256_ = set(self._normal_sha256)
+        self.record_training_images(s.image_path for s in images)
+        if normal_feats is None:  # fit_defects: from the feature cache where there is one
+            normal_feats = self.image_features(self._normal_samples, "normal features")
+        self.map_scale_ = self._map_scale(normal_feats)
         return self
 
     def defect_image_features(self, samples: list[Sample]) -> torch.Tensor:
@@ -487,11 +580,8 @@ class DualPatchCore(PatchCore):
     def _score_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         normal_dist, _ = self._nearest(self.memory_, feats)
         defect_dist, _ = self._nearest(self.defect_memory_, feats)
-        ratio, score = dual_scores(normal_dist, defect_dist, self.rule, self.eps)
-        if self.rule == "seed":
-            # the reference divides the two blurred maps, not the raw patch distances
-            return self._map(normal_dist) / (self._map(defect_dist) + self.eps), score
-        return self._map(ratio), score
+        size = tuple(self.image_size)
+        return score_patches(normal_dist, size, self.blur_sigma, defect_dist, self.rule, self.eps)
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         return {"normal_bank": self.memory_.bank_, "defect_bank": self.defect_memory_.bank_}
@@ -506,17 +596,46 @@ class DualPatchCore(PatchCore):
         self.defect_memory_.bank_ = tensors["defect_bank"]
 
 
+def _current_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Saved parameters in today's names. Before ``reweight_neighbors`` existed, ``num_neighbors``
+    was the re-weighting's neighbourhood and every bank distance was the nearest one (k = 1)."""
+    params = dict(params)
+    if "reweight_neighbors" not in params and "num_neighbors" in params:
+        params["reweight_neighbors"] = params.pop("num_neighbors")
+        params["num_neighbors"] = 1
+    return params
+
+
 def _tensor_digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
 
 
-def _save_cached(path: Path, features: torch.Tensor) -> None:
-    """One cache entry, written atomically, with the SHA-256 of its values in the metadata."""
+def _save_cached(path: Path, features: torch.Tensor) -> bool:
+    """One cache entry, written atomically, with the SHA-256 of its values in the metadata;
+    False (after one warning) if the cache cannot be written."""
+    import safetensors
     from safetensors.torch import save_file
 
     features = features.detach().contiguous().clone()
-    with atomic_path(path) as tmp:
-        save_file({"features": features}, str(tmp), metadata={"sha256": _tensor_digest(features)})
+    try:
+        with atomic_path(path) as tmp:
+            save_file(
+                {"features": features}, str(tmp), metadata={"sha256": _tensor_digest(features)}
+            )
+    except (OSError, safetensors.SafetensorError) as exc:  # full or read-only disk: no cache
+        reason = getattr(exc, "strerror", None) or _first_words(exc)
+        warnings.warn(
+            f"{path.parent}: feature cache not writable ({reason}); carrying on without it "
+            "(--no-cache or DUALPATCH_CACHE= turns it off)",
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
+def _first_words(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _load_cached(path: Path) -> torch.Tensor | None:
@@ -546,6 +665,71 @@ def mask_cells(mask: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
     """(h, w) bool: the feature-grid cells that hold at least one defect pixel of ``mask``."""
     m = torch.from_numpy(mask.astype(np.float32))[None, None]
     return torch.nn.functional.adaptive_max_pool2d(m, tuple(grid))[0, 0] > 0
+
+
+def _check_params(meta_path: Path, params: Any) -> None:
+    """ModelFileError unless the hand-editable parameters of model.json are usable."""
+    from .limits import check_size
+
+    if not isinstance(params, dict):
+        raise ModelFileError(f"{meta_path}: 'params' is not a mapping")
+    size = params.get("image_size")
+    if not (
+        isinstance(size, list | tuple)
+        and len(size) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in size)
+    ):
+        raise ModelFileError(f"{meta_path}: image_size is {size!r}; expected [H, W]")
+    try:
+        check_size(size[0], size[1], f"image_size {list(size)}")
+    except ConfigError as exc:
+        raise ModelFileError(f"{meta_path}: {exc}") from None
+    whole = {"batch_size": 1, "coreset_min": 1, "projection_dim": 1, "num_neighbors": 1}
+    for key, low in whole.items():
+        value = params.get(key, low)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ModelFileError(
+                f"{meta_path}: {key} is {value!r}; expected a whole number >= {low}"
+            )
+
+
+def _matching_weights(meta_path: Path, meta: dict, weights: str | None) -> str | None:
+    """The backbone weights to load the model with: ``weights`` if given, else the file the model
+    was fit with; ModelFileError if they are not the weights (by SHA-256) the model was fit with.
+
+    A recorded path is only ever hashed if it is a regular file, and only used if its SHA-256 is
+    the recorded one, so a model file cannot make dualpatch read anything but those weights."""
+    from .backbones import default_weights_file
+
+    record = meta.get("backbone_weights")
+    if not isinstance(record, dict) or not record.get("sha256"):
+        return weights  # a model saved before dualpatch recorded its weights
+    want, fitted = str(record["sha256"]), record.get("file")
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise WeightsError(f"{weights}: weights file not found")
+        got = sha256_file(weights)
+        if got != want:
+            was = fitted or "the backbone's package weights"
+            raise WeightsError(
+                f"{weights}: sha256 {got[:12]}... differs from the weights this model was fit "
+                f"with ({was}, sha256 {want[:12]}...); scores would be meaningless"
+            )
+        return weights
+    if fitted is None:
+        package = default_weights_file(meta.get("params", {}).get("backbone", ""))
+        if package is not None and sha256_file(package) != want:
+            raise WeightsError(
+                f"{meta_path}: the installed package weights ({package}) differ from those the "
+                "model was fit with; reinstall the pinned version or refit"
+            )
+        return None
+    if Path(fitted).is_file() and sha256_file(fitted) == want:
+        return fitted
+    raise WeightsError(
+        f"{meta_path}: fit used backbone weights {fitted} (sha256 {want[:12]}...), which are "
+        "missing or changed; pass --weights FILE with those weights"
+    )
 
 
 def _versions() -> dict[str, str]:

@@ -28,9 +28,11 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from ..data import Dataset
+from ..data.crop_folder import CropRow, CropSpec
 from ..errors import ConfigError, ModelFileError
 from ..fileio import atomic_path, sha256_file, write_json
-from .manifest import ManifestRow, open_output
+from .device import resolve_device
+from .manifest import ManifestRow, check_output, open_output
 from .sources import (
     DefectShape,
     PlacementPrior,
@@ -351,7 +353,7 @@ def train_ddpm(
 
     model_dir = Path(model_dir)
     cfg = cfg or DDPMConfig()
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     resume = load_checkpoint(model_dir, with_state=True) if (model_dir / CONFIG).exists() else None
     if resume is not None:
         saved = DDPMConfig.from_json(resume.config["train"])
@@ -496,7 +498,7 @@ class Inpainter:
         self.context = self.cfg.patch // 2 if context is None else int(context)
         self.feather = float(feather)
         self.channels = ck.config["channels"]
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.unet = build_unet(self.cfg, self.channels)
         self.unet.load_state_dict(ck.ema)
         self.unet.to(self.device).eval()
@@ -587,13 +589,16 @@ def sample_ddpm(
     sample_steps: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    force: bool = False,
+    as_crops: CropSpec | None = None,
     context: int | None = CONTEXT,
     feather: float = FEATHER,
     placement: str = "learned",
     min_contrast: float = 0.0,
     tries: int = 3,
-) -> list[ManifestRow]:
-    """Write ``n`` synthetic defect images to ``out`` (imgs/, masks/, manifest.csv).
+) -> list[ManifestRow] | list[CropRow]:
+    """Write ``n`` synthetic defect images to ``out`` (imgs/, masks/, manifest.csv), or their
+    defect crops with ``as_crops`` (see ``open_output``).
 
     Output ``i`` (seed ``seed + i``) puts a real training defect mask, flipped, scaled and randomly
     thinned, on a random normal training image and inpaints inside it only. ``placement`` "learned"
@@ -611,7 +616,10 @@ def sample_ddpm(
     prior = PlacementPrior.learn(shapes) if placement == "learned" else None
     if log:
         log(f"ddpm: sampling {n} images with {model.cfg.sample_steps} DDIM steps on {model.device}")
-    with open_output(out) as writer:
+    # OUT/model is the default model folder: carried over, not an input that would be replaced
+    own_model = Path(model_dir).resolve() == (Path(out) / "model").resolve()
+    inputs = [dataset.root] + ([] if own_model else [model_dir])
+    with open_output(out, as_crops, "ddpm", force, inputs) as writer:
         for i in tqdm(range(n), desc="sample", unit="img", disable=not progress):
             rng = np.random.default_rng(seed + i)
             normal = normals[int(rng.integers(len(normals)))]
@@ -652,9 +660,22 @@ def generate_ddpm(
     device: str | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-) -> list[ManifestRow]:
-    """Train (or resume) the model in ``model_dir`` (default ``out/model``), then sample ``n``."""
-    model_dir = Path(model_dir) if model_dir else Path(out) / "model"
-    train_ddpm(dataset, model_dir, steps, minutes, seed, cfg, device, progress, log)
+    force: bool = False,
+    as_crops: CropSpec | None = None,
+) -> list[ManifestRow] | list[CropRow]:
+    """Train (or resume) the model in ``model_dir``, then sample ``n``.
+
+    ``model_dir`` defaults to ``out/model``, or ``OUT-ddpm-model`` beside a crops folder
+    (``as_crops``), which holds crops only."""
+    own_model = model_dir is None
+    if model_dir is None:
+        out = Path(out)
+        model_dir = out.with_name(f"{out.name}-ddpm-model") if as_crops else out / "model"
+    resolve_device(device)
+    if as_crops is None:  # before training: an OUT of the user's files is refused, not overwritten
+        check_output(out, force, [dataset.root] + ([] if own_model else [model_dir]))
+    train_ddpm(dataset, Path(model_dir), steps, minutes, seed, cfg, device, progress, log)
     sample_steps = cfg.sample_steps if cfg else None
-    return sample_ddpm(model_dir, dataset, n, out, seed, device, sample_steps, progress, log)
+    return sample_ddpm(
+        model_dir, dataset, n, out, seed, device, sample_steps, progress, log, force, as_crops
+    )

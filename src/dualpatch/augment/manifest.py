@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data import DefectCrop, Sample, extract_defect_crops, read_image, read_mask
+from ..data.crop_folder import CropImageWriter, CropSpec, open_crop_folder
 from ..data.images import Size, image_shape
 from ..errors import DataError
-from ..fileio import atomic_dir, write_image, write_text
+from ..fileio import output_dir, write_image, write_text
 
 MANIFEST = "manifest.csv"
 
@@ -91,20 +92,46 @@ class OutputWriter:
         return row
 
 
-@contextlib.contextmanager
-def open_output(out: str | Path) -> Iterator[OutputWriter]:
-    """Write an augmentation folder: ``imgs/`` and ``masks/`` replace the old ones on success only.
+#: what ``dualpatch augment`` writes; the marker names it, so any method may replace any other's
+COMMAND = "augment"
+#: kept between runs: ddpm trains (and resumes) its model in OUT/model by default
+KEEP = ("model",)
 
-    The old manifest goes first and the new one is written last, so a folder never holds a manifest
-    that lists files from another run; other content of ``out`` (a model folder) is left alone.
+
+@contextlib.contextmanager
+def open_output(
+    out: str | Path,
+    as_crops: CropSpec | None = None,
+    origin: str = "synthetic",
+    force: bool = False,
+    inputs: Sequence[str | Path | None] = (),
+) -> Iterator[OutputWriter | CropImageWriter]:
+    """Write an augmentation folder: the whole folder is made beside ``out`` and swapped in.
+
+    The old folder stays usable until the new one is complete (Ctrl-C or an error leaves it as it
+    was); an ``out`` that holds files ``dualpatch augment`` did not write is refused unless
+    ``force`` (see ``fileio.output_dir``); its ``model/`` folder is carried over.
+
+    With ``as_crops`` the folder is a crop folder instead (``dualpatch.data.crop_folder``): each
+    image is cut into defect crops at ``as_crops.size``, tagged with ``origin`` (the method).
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)
-    with atomic_dir(out / "imgs") as imgs, atomic_dir(out / "masks") as masks:
-        writer = OutputWriter(out, imgs, masks)
+    if as_crops is not None:
+        info = {"command": f"augment {origin} --as-crops", "size": list(as_crops.size),
+                "padding": as_crops.padding, "min_size": as_crops.min_size}  # fmt: skip
+        with open_crop_folder(out, info, as_crops.force, as_crops.append) as folder:
+            yield CropImageWriter(folder, as_crops, origin)
+        return
+    with output_dir(out, COMMAND, force, inputs, keep=KEEP, legacy=(MANIFEST,)) as tmp:
+        writer = OutputWriter(Path(out), tmp / "imgs", tmp / "masks")
         yield writer
-    write_manifest(out, writer.rows)
+        write_manifest(tmp, writer.rows)
+
+
+def check_output(out: str | Path, force: bool = False, inputs: Sequence = ()) -> None:
+    """Refuse an unusable ``out`` before minutes of training (same rules as ``open_output``)."""
+    from ..fileio import check_output_dir
+
+    check_output_dir(out, COMMAND, force, inputs, keep=KEEP, legacy=(MANIFEST,))
 
 
 def write_manifest(out: Path, rows: Sequence[ManifestRow]) -> None:
@@ -137,8 +164,13 @@ def read_manifest(folder: str | Path) -> list[ManifestRow]:
                     raise DataError(f"{path}: line {line} is malformed ({exc})") from exc
     except (csv.Error, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from exc
-    for r in rows:
+    base = folder.resolve()
+    for line, r in enumerate(rows, start=2):
         for name in (r.image, r.mask):
+            if not (folder / name).resolve().is_relative_to(base):
+                raise DataError(
+                    f"{path}: line {line} names {name!r}, outside {folder}; refusing to read it"
+                )
             if not (folder / name).is_file():
                 raise DataError(f"{folder / name}: listed in {path} but missing")
     return rows

@@ -11,7 +11,8 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from ..data import Dataset
-from .manifest import ManifestRow, open_output
+from ..data.crop_folder import CropRow, CropSpec
+from .manifest import ManifestRow, check_output, open_output
 from .sources import data_channels, defect_shapes, place, read_pixels, training_sources
 
 #: pixels of surface kept around each defect: Poisson blending needs a rim to match gradients on
@@ -25,19 +26,24 @@ def generate_paste(
     seed: int = 0,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-) -> list[ManifestRow]:
+    force: bool = False,
+    as_crops: CropSpec | None = None,
+) -> list[ManifestRow] | list[CropRow]:
     """Write ``n`` images to ``out``: each a random normal training image with one real training
     defect (flipped, scaled 0.8-1.2x, moved) blended in by ``cv2.seamlessClone``.
 
     The written mask is the blended region (the defect's mask grown by ``RIM`` pixels), so pixels
     outside it equal the normal image's. Row ``i`` uses seed ``seed + i`` and is reproducible.
+    ``as_crops`` writes each image's defect crops instead (see ``open_output``).
     """
+    if as_crops is None:
+        check_output(out, force, [dataset.root])
     normals, defects = training_sources(dataset)
     shapes = defect_shapes(defects, pad=RIM + 1)
     channels = data_channels(normals + defects)
     if log:
         log(f"paste: {len(shapes)} training defects onto {len(normals)} normal images")
-    with open_output(out) as writer:
+    with open_output(out, as_crops, "paste", force, [dataset.root]) as writer:
         for i in tqdm(range(n), desc="paste", unit="img", disable=not progress):
             rng = np.random.default_rng(seed + i)
             normal = normals[int(rng.integers(len(normals)))]

@@ -19,10 +19,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data import Dataset
+from ..data.crop_folder import CropRow, CropSpec
 from ..data.images import resize_image, resize_mask
 from ..errors import WeightsError
 from ..fileio import sha256_file
-from .manifest import ManifestRow, open_output
+from .device import resolve_device
+from .manifest import ManifestRow, check_output, open_output
 from .sources import data_channels, defect_shapes, place, read_pixels, training_sources
 
 PROMPTS = ("white marks on the wall", "copper metal scratches")
@@ -67,7 +69,7 @@ def load_pipeline(weights: str | Path, device: str | None = None, config: str | 
         raise WeightsError(f"{weights}: SDXL inpainting weights not found (expected {hint})")
     if weights.is_dir() and not (weights / "model_index.json").is_file():
         raise WeightsError(f"{weights}: no model_index.json (expected {hint})")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     if dev.type == "cpu":
         warnings.warn(
             "no CUDA device: SDXL inpainting runs on the CPU and takes many minutes per image",
@@ -109,15 +111,19 @@ def generate_sdxl(
     device: str | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-) -> list[ManifestRow]:
+    force: bool = False,
+    as_crops: CropSpec | None = None,
+) -> list[ManifestRow] | list[CropRow]:
     """Write ``n_per_prompt`` images per prompt to ``out`` (imgs/, masks/, manifest.csv).
 
     Each takes a real training defect mask (moved, flipped, scaled) on a random normal training
     image, inpaints it at ``gen_size`` (H, W) and resizes to ``out_size`` (H, W). Outside the mask
     the output is the resized source; grayscale data gives grayscale output. Output ``i`` uses seed
-    ``seed + i``.
+    ``seed + i``. ``as_crops`` writes each image's defect crops instead (see ``open_output``).
     """
     weights = Path(weights)
+    if as_crops is None:
+        check_output(out, force, [dataset.root, weights])
     pipe = load_pipeline(weights, device, config)
     if log:
         log(f"sdxl: hashing {weights}")
@@ -129,7 +135,8 @@ def generate_sdxl(
     jobs = [(p, k) for p in prompts for k in range(n_per_prompt)]
     if log:
         log(f"sdxl: {len(jobs)} images, {steps} steps at {gw}x{gh} on {pipe.device}")
-    with open_output(out) as writer, _quiet_diffusers():
+    inputs = [dataset.root, weights]
+    with open_output(out, as_crops, "sdxl", force, inputs) as writer, _quiet_diffusers():
         for i, (prompt, _) in enumerate(tqdm(jobs, desc="sdxl", unit="img", disable=not progress)):
             rng = np.random.default_rng(seed + i)
             normal = normals[int(rng.integers(len(normals)))]

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..data import Dataset, Sample
+from ..data.crops import connected_regions
 from ..errors import DataError
 
 
@@ -77,13 +78,8 @@ def defect_shapes(samples: Sequence[Sample], pad: int = 0) -> list[DefectShape]:
     shapes = []
     for s in samples:
         mask = s.mask()
-        labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
-        for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-            if sl is None:
-                continue
-            y0, y1 = max(sl[0].start - pad, 0), min(sl[0].stop + pad, mask.shape[0])
-            x0, x1 = max(sl[1].start - pad, 0), min(sl[1].stop + pad, mask.shape[1])
-            shapes.append(DefectShape(labels[y0:y1, x0:x1] == i, (y0, x0, y1, x1), mask.shape, s))
+        for region in connected_regions(mask, padding=pad):
+            shapes.append(DefectShape(region.mask, region.box, mask.shape, s))
     if not shapes:
         raise DataError(f"{samples[0].mask_path}: the defective training masks are all empty")
     return shapes

@@ -73,14 +73,18 @@ class Dataset(Sequence[Sample]):
 
     def defect_crops(self, size: Size | None = None, padding: int = 16, min_size: int = 32):
         """Crops around each connected defect region, at the model's input scale ``size``."""
+        by_image = self.defect_crops_by_image(size, padding, min_size)
+        return [c for _, crops in by_image for c in crops]
+
+    def defect_crops_by_image(
+        self, size: Size | None = None, padding: int = 16, min_size: int = 32
+    ) -> Iterator[tuple[Sample, list]]:
+        """(sample, its crops) for each defective sample, lazily: what ``defect_crops`` and
+        ``dualpatch data crops`` both cut, so the two give identical crops."""
         from .crops import extract_defect_crops
 
-        crops = []
         for s in self.defective():
-            crops.extend(
-                extract_defect_crops(s.image(size), s.mask(size), padding, min_size, source=s.id)
-            )
-        return crops
+            yield s, extract_defect_crops(s.image(size), s.mask(size), padding, min_size, s.id)
 
     def file_list(self) -> list[dict]:
         return [

@@ -1,4 +1,9 @@
-"""Defect crops: one padded box per connected mask region, which feeds the defect bank."""
+"""Defect crops: one padded box per connected mask region, which feeds the defect bank.
+
+``connected_regions`` is the one place that cuts boxes around connected defect regions: the defect
+crops here, the crop folders of ``dualpatch data crops`` and the synthetic generators' defect
+shapes (``augment/sources.py``) all use it.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,48 @@ import numpy as np
 from scipy import ndimage
 
 
+@dataclass(frozen=True)
+class Region:
+    """One 8-connected region of a mask: its box and its own pixels inside that box."""
+
+    box: tuple[int, int, int, int]  # y0, x0, y1, x1 in the mask
+    mask: np.ndarray  # bool, the box's size: this region's pixels only (not its neighbours')
+    area: int  # pixels of the region (all inside the box)
+
+
 @dataclass
 class DefectCrop:
-    """A defect cut out of an image: pixels, mask of the same size and where it came from."""
+    """A defect cut out of an image: pixels, mask of the same size and where it came from.
+
+    ``sha256`` and ``mask_sha256`` are the digests of the files a crop was read from (a crop
+    folder), empty for crops cut in memory.
+    """
 
     image: np.ndarray  # hxwx3 uint8
     mask: np.ndarray  # hxw bool
     source: str
     box: tuple[int, int, int, int]  # y0, x0, y1, x1 in the source image
+    sha256: str = ""
+    mask_sha256: str = ""
+
+
+def connected_regions(mask: np.ndarray, padding: int = 0, min_size: int = 0) -> list[Region]:
+    """Every 8-connected region of ``mask``, in label order (row-major by first pixel).
+
+    Each box is padded by ``padding`` pixels and grown to at least ``min_size`` on each side,
+    clipped to the mask.
+    """
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+    h, w = mask.shape
+    regions = []
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        y0, y1 = _grow(sl[0].start - padding, sl[0].stop + padding, min_size, h)
+        x0, x1 = _grow(sl[1].start - padding, sl[1].stop + padding, min_size, w)
+        own = labels[y0:y1, x0:x1] == i
+        regions.append(Region((y0, x0, y1, x1), own, int(own.sum())))
+    return regions
 
 
 def extract_defect_crops(
@@ -30,24 +69,10 @@ def extract_defect_crops(
     Each box is padded by ``padding`` pixels and grown to at least ``min_size`` on each side
     (clipped to the image), so that even a thin scratch spans a few feature-map cells.
     """
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
     crops = []
-    h, w = mask.shape
-    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        y0, y1 = sl[0].start - padding, sl[0].stop + padding
-        x0, x1 = sl[1].start - padding, sl[1].stop + padding
-        y0, y1 = _grow(y0, y1, min_size, h)
-        x0, x1 = _grow(x0, x1, min_size, w)
-        crops.append(
-            DefectCrop(
-                image=image[y0:y1, x0:x1].copy(),
-                mask=(labels[y0:y1, x0:x1] == i),
-                source=source,
-                box=(y0, x0, y1, x1),
-            )
-        )
+    for region in connected_regions(mask, padding, min_size):
+        y0, x0, y1, x1 = region.box
+        crops.append(DefectCrop(image[y0:y1, x0:x1].copy(), region.mask, source, region.box))
     return crops
 
 

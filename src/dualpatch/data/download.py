@@ -25,7 +25,7 @@ from urllib.request import Request, urlopen
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
-from ..fileio import atomic_dir, sha256_file
+from ..fileio import atomic_dir, check_output_dir, output_dir, sha256_file
 from .ksdd2 import SPLITS, find_root, layout_warnings
 
 KSDD2_URL = "http://go.vicos.si/kolektorsdd2"
@@ -258,9 +258,7 @@ def extract_into(
     Every member is checked before anything is written. Modes, owners and times are not restored.
     ``__MACOSX/`` resource forks are skipped.
     """
-    archive, folder = Path(archive), Path(folder)
-    if not archive.is_file():
-        raise DataError(f"{archive}: archive not found")
+    archive, folder = check_archive(archive), Path(folder)
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
@@ -318,6 +316,30 @@ def safe_extract(
 
 # ----------------------------------------------------------------------------- KSDD2
 
+COMMAND = "data download"
+
+
+def check_url(url: str) -> str:
+    """``url`` if it is an http(s) or ftp URL with a host, else a one-line ConfigError."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "ftp") or not parts.netloc:
+        raise ConfigError(f"--url {url!r}: not an http(s) URL like {KSDD2_URL}")
+    return url
+
+
+def check_archive(archive: str | os.PathLike[str]) -> Path:
+    """``archive`` as a Path if it is a regular file, else a DataError saying what it is."""
+    archive = Path(archive)
+    if archive.is_dir():
+        raise DataError(f"{archive}: is a folder, not a zip or tar archive")
+    if archive.exists() and not archive.is_file():
+        raise DataError(f"{archive}: is not a regular file (a device or a pipe?); give a zip")
+    if not archive.exists():
+        raise DataError(f"{archive}: archive not found")
+    return archive
+
 
 def download_ksdd2(
     out: str | os.PathLike[str],
@@ -337,28 +359,35 @@ def download_ksdd2(
     """
     out = Path(out)
     sha256 = check_sha256(sha256)
+    check_url(url)
+    if archive is not None:
+        archive = check_archive(archive)
     if all((out / s).is_dir() for s in SPLITS) and not force:
         log(f"{out} already holds train/ and test/; nothing to do (--force to unpack again)")
         return out
+    # before any download: an --out that holds the user's files is refused, not emptied
+    check_output_dir(out, COMMAND, force, [archive], legacy=SPLITS)
     if archive is None:
         archive = out.with_name(out.name + ".zip")
+        if archive.exists() and not (zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive)):
+            # not a download of ours (those appear whole, by rename): someone else's file
+            raise DataError(
+                f"{archive}: exists and is not a zip or tar archive; move it away or pass "
+                "--archive PATH"
+            )
         log(f"downloading {url} to {archive}")
         download(url, archive, sha256, connect_timeout, progress=progress)
         if not (zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive)):
             archive.unlink()  # so that a rerun fetches again instead of trusting it
             raise DataError(
-                f"{url} did not send a zip or tar archive (a web page?); deleted it; "
-                f"{OFFLINE_HINT}"
+                f"{url} did not send a zip or tar archive (a web page?); deleted it; {OFFLINE_HINT}"
             )
     else:
-        archive = Path(archive)
-        if not archive.is_file():
-            raise DataError(f"{archive}: archive not found")
         if sha256 and (got := sha256_file(archive)) != sha256:
             raise DataError(f"{archive}: sha256 is {got}, expected {sha256}; not extracting it")
     if sha256:
         log(f"{archive}: sha256 ok")
-    with atomic_dir(out) as tmp:
+    with output_dir(out, COMMAND, force, [archive], legacy=SPLITS) as tmp:
         extract_into(archive, tmp, limits, progress)
         _hoist(tmp, find_root(tmp))
     for msg in layout_warnings(out):

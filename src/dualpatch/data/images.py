@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
 
@@ -27,12 +27,40 @@ def _open(path: Path) -> Image.Image:
     # not thread-safe, and images are read from worker threads)
     try:
         img = Image.open(path)
+        _check_header(img, path)  # before decoding: the header says how much memory it takes
         img.load()  # decode now so truncation surfaces here, not later
+        # the picture as every viewer shows it: masks are drawn on that, so rotate both alike
+        img = ImageOps.exif_transpose(img)
     except UnidentifiedImageError as exc:
         raise DataError(f"{path}: not a readable image (unknown format or corrupt)") from exc
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: not a readable image ({_first_line(exc)})") from exc
     return img
+
+
+#: modes whose channels are not (grey or) RGB: reading them as RGB would be silently wrong
+_FOREIGN_COLOUR = {"LAB": "CIE L*a*b*", "HSV": "HSV"}
+
+
+def _check_header(img: Image.Image, path: Path) -> None:
+    from ..limits import max_pixels
+
+    w, h = img.size
+    budget = max_pixels()
+    if w * h > budget:
+        raise DataError(
+            f"{path}: image is {w}x{h} ({w * h / 1e6:.1f} megapixels), over the "
+            f"{budget / 1e6:g} megapixel limit per image (set DUALPATCH_MAX_PIXELS to raise it)"
+        )
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        raise DataError(
+            f"{path}: holds {frames} pages or frames; save the one to score as its own file"
+        )
+    if img.mode in _FOREIGN_COLOUR:
+        raise DataError(
+            f"{path}: colours are {_FOREIGN_COLOUR[img.mode]}, not RGB or grey; convert it to RGB"
+        )
 
 
 def _first_line(exc: object) -> str:
@@ -44,6 +72,10 @@ def _to_float_array(img: Image.Image, path: Path) -> np.ndarray:
     """Return HxWxC float32 in [0, 1] whatever the bit depth or mode."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
+        if arr.min(initial=0) < 0:
+            raise DataError(
+                f"{path}: holds negative pixel values (signed 32-bit); expected 0..65535"
+            )
         scale = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
         arr = (arr / scale)[..., None]
     elif img.mode == "F":
@@ -53,6 +85,10 @@ def _to_float_array(img: Image.Image, path: Path) -> np.ndarray:
         lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
     else:
+        if img.mode == "CMYK":
+            warnings.warn(
+                f"{path}: CMYK colours converted to RGB without a colour profile", stacklevel=3
+            )
         if img.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "1", "L;16"):
             img = img.convert("RGBA" if "A" in img.mode or img.mode == "P" else "RGB")
         if img.mode in ("RGBA", "LA"):
@@ -142,7 +178,10 @@ def image_shape(path: str | os.PathLike[str]) -> Size:
     path = Path(path)
     try:
         with Image.open(path) as img:
-            return img.size[1], img.size[0]
+            w, h = img.size
+            if img.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation: a quarter turn
+                w, h = h, w
+            return h, w
     except UnidentifiedImageError as exc:
         raise DataError(f"{path}: not a readable image (unknown format or corrupt)") from exc
     except (OSError, Image.DecompressionBombError) as exc:

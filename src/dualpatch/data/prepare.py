@@ -20,13 +20,16 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..errors import DataError
-from ..fileio import atomic_dir
+from ..errors import ConfigError, DataError
+from ..fileio import check_output_dir, output_dir
 from .download import Limits, extract_into
 from .images import read_image, read_mask, resize_image, resize_mask
 from .ksdd2 import EXPECTED_COUNTS, LABELS, SPLITS, find_root, scan_split
 
 DEFAULT_SIZE = (224, 632)  # (W, H)
+COMMAND = "data prepare"
+#: each worker decodes one image at a time (see ``images.max_pixels`` for the per-image budget)
+MAX_WORKERS = 64
 
 
 @dataclass
@@ -47,6 +50,7 @@ def prepare_ksdd2(
     workers: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    force: bool = False,
 ) -> PrepareReport:
     """Write a resized copy of KSDD2 from ``src`` (folder or zip/tar) into ``out``.
 
@@ -63,9 +67,12 @@ def prepare_ksdd2(
         raise DataError(f"{src}: not found (give the KSDD2 folder or its zip)")
     if out.resolve() == src.resolve() or src.resolve().is_relative_to(out.resolve()):
         raise DataError(f"{out}: output must not be the source or contain it ({src})")
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers {workers}: expected 1 to {MAX_WORKERS}")
+    check_output_dir(out, COMMAND, force, [src], legacy=("prepared.json",))
     report = PrepareReport(out)
     workers = workers or min(4, os.cpu_count() or 1)
-    with atomic_dir(out) as tmp:
+    with output_dir(out, COMMAND, force, [src], legacy=("prepared.json",)) as tmp:
         if src.is_file():
             # Unpack beside the output, never inside it, and throw the raw copy away afterwards.
             with tempfile.TemporaryDirectory(prefix=f".{out.name}.raw.", dir=out.parent) as raw:
