@@ -133,3 +133,27 @@ class CountingExtractor:
     def __call__(self, images):
         self.images += images.shape[0]
         return self.inner(images)
+
+
+def kill_when(command: list[str], env: dict, log_path: Path, ready, waiting_for: str) -> int:
+    """Start ``command``, SIGKILL it (no clean-up code runs) as soon as ``ready()`` holds, and
+    return its exit status; fails the test if it ends first or ``ready`` never holds."""
+    import signal
+    import time
+
+    log = log_path.open("w")
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+    deadline = time.monotonic() + 240
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"fit ended (status {proc.returncode}) before it could be killed: "
+                            + log_path.read_text())
+            assert time.monotonic() < deadline, f"{waiting_for} never happened"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
+    return proc.returncode

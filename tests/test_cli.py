@@ -37,9 +37,11 @@ def test_fit_writes_a_dual_model(fitted):
 
 
 def test_fit_uses_the_feature_cache(fitted, cli_env):
-    cached = list(Path(cli_env["DUALPATCH_CACHE"]).rglob("*.safetensors"))
+    cached = list(Path(cli_env["DUALPATCH_CACHE"]).glob("*.safetensors"))
     # one per training image of the demo set: 60 normal + 12 defective (defect bank, image context)
     assert len(cached) == 72
+    # and the normal bank, shared with later fits of the same images and settings
+    assert len(list(Path(cli_env["DUALPATCH_CACHE"]).glob("banks/*.safetensors"))) == 1
 
 
 def test_evaluate(fitted, run_cli, demo_root, tmp_path):

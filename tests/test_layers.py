@@ -24,6 +24,7 @@ LAYERS = {
     "backbones": 1,
     "features": 2,
     "memory": 3,
+    "spill": 4,
     "scoring": 4,
     "evaluation": 4,
     "models": 5,

@@ -8,14 +8,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import CountingExtractor, tiny_params
+from conftest import CountingExtractor, kill_when, tiny_params
 
 from dualpatch import PatchCore
 from dualpatch.cli import main
@@ -57,22 +56,9 @@ def test_killed_fit_resumes_from_its_cache(demo_root, demo_train, cli_env, tmp_p
     env = {**cli_env, "DUALPATCH_CACHE": str(cache)}
 
     # 1. start a fit and kill it (SIGKILL: no clean-up code runs) once a batch is cached
-    log = (tmp_path / "first.log").open("w")
-    proc = subprocess.Popen(fit_command(demo_root, out), env=env, stdout=log, stderr=log)
-    deadline = time.monotonic() + 240
-    try:
-        while len(entries(cache)) < 8:
-            if proc.poll() is not None:
-                pytest.fail(f"fit ended (status {proc.returncode}) before it could be killed: "
-                            + (tmp_path / "first.log").read_text())
-            assert time.monotonic() < deadline, "no cache entry appeared"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-        log.close()
-    assert proc.returncode == -signal.SIGKILL
+    status = kill_when(fit_command(demo_root, out), env, tmp_path / "first.log",
+                       lambda: len(entries(cache)) >= 8, "a cache entry")
+    assert status == -signal.SIGKILL
 
     # 2. nothing final is half-written: no model folder; in the cache only complete entries, each
     #    one loadable with matching values, and at most hidden *.tmp files the cache never reads

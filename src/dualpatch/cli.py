@@ -149,6 +149,13 @@ def fit(
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Use no feature cache at all."),
     force: bool = FORCE,
+    coreset_method: str = typer.Option(
+        "greedy", help="greedy (exact k-center) or approx (pre-sample, then greedy; large data)."
+    ),
+    knn: str = typer.Option("torch", help="torch or faiss-flat (exact), faiss-ivf (approximate)."),
+    max_memory: str | None = typer.Option(
+        None, help="Cap on fit memory, e.g. 2GiB: features spill to disk (docs/large-data.md)."
+    ),
 ) -> None:
     """Fit a single- or dual-bank model on a dataset's training split."""
     from . import DualPatchCore, PatchCore
@@ -171,6 +178,9 @@ def fit(
         normalization=normalization,
         seed=seed,
         cache_dir=None if no_cache else str(cache or default_cache() or "") or None,
+        coreset_method=coreset_method,
+        knn=knn,
+        max_memory=max_memory,
     )
     if bank == Bank.single:
         if augmented or crops:
@@ -250,8 +260,16 @@ def predict(
     out: Path = typer.Option(..., help="Folder for scores.csv and anomaly-map PNGs."),
     weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
     force: bool = FORCE,
+    ray: str | None = typer.Option(
+        None, help="Score on Ray Data: local (start Ray here), auto or a cluster ADDRESS."
+    ),
+    ray_actors: int = typer.Option(1, min=1, help="Ray actors, each holding the model once."),
 ) -> None:
     """Score images: scores.csv (image, map, score) plus one anomaly-map PNG per image."""
+    if ray is not None:  # folders, globs and list files, on Ray (docs/large-data.md)
+        from .cli_ray import predict_ray
+
+        return predict_ray(paths, model, out, weights, ray, ray_actors, force)
     from . import PatchCore
     from .data.images import IMAGE_SUFFIXES, list_images
     from .fileio import check_output_dir

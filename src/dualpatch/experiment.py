@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     "reweight_neighbors": DEFAULT_REWEIGHT_NEIGHBORS,
     "seed": 0,
     "cache": None,
+    "coreset_method": "greedy",
+    "knn": "torch",
+    "max_memory": None,
     "inline_images": False,
     "crops": [],
     "runs": [
@@ -76,6 +79,9 @@ RUN_KEYS = {
     "augment",
     "augmented",
     "defects",
+    "coreset_method",
+    "knn",
+    "max_memory",
     "crops",
 }
 AUGMENT_KEYS = {"method", "n", "steps", "minutes", "seed"}
@@ -150,6 +156,7 @@ def _check_value(where: str, key: str, value: Any) -> None:
     """ConfigError unless ``value`` is usable for setting ``key`` (checked before any work)."""
     from .defaults import MAX_SEED
     from .limits import MIN_SIDE, check_size, parse_items
+    from .spill import memory_size_ok
 
     def number(v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool)
@@ -178,6 +185,8 @@ def _check_value(where: str, key: str, value: Any) -> None:
         "normalization": ("auto", "imagenet", "tf"),
         "rule": tuple(DUAL_RULES),
         "defects": ("image", "crop"),
+        "coreset_method": ("greedy", "approx"),
+        "knn": ("torch", "faiss-flat", "faiss-ivf"),
     }
     checks = {
         "image_size": (
@@ -211,6 +220,10 @@ def _check_value(where: str, key: str, value: Any) -> None:
         "num_neighbors": (whole_at_least_1, "a whole number of at least 1"),
         "reweight_neighbors": (whole_at_least_1, "a whole number of at least 1"),
         "inline_images": (lambda v: isinstance(v, bool), "true or false"),
+        "max_memory": (
+            lambda v: v is None or memory_size_ok(v),
+            "a size like 2GiB or 512MiB (or null)",
+        ),
         "crops": (
             lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
             "a list of crop folders",
@@ -456,6 +469,9 @@ class Experiment:
             normalization=s["normalization"],
             weights=s["weights"],
             seed=s["seed"],
+            coreset_method=s["coreset_method"],
+            knn=s["knn"],
+            max_memory=s["max_memory"],
             cache_dir=self._cache(),
             progress=self.progress or False,
         )

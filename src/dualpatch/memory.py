@@ -1,15 +1,36 @@
-"""Memory bank: greedy k-center coreset on a seeded random projection, and exact chunked k-NN."""
+"""Memory bank: greedy k-center coreset on a seeded random projection, and chunked k-NN.
+
+The coreset is exact greedy k-center (``coreset="greedy"``) or, for large inputs, greedy on a
+seeded random pre-sample of a fixed number of rows (``coreset="approx"``), whose cost grows
+linearly with the number of patches instead of quadratically. k-NN search is exact (torch, or
+faiss's flat index) or approximate (faiss IVF, for banks of millions of rows).
+"""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 #: Elements in one distance block: bounds k-NN memory (64 MiB of float32) whatever the sizes.
 KNN_BLOCK = 16 * 1024 * 1024
+#: Rows projected at a time. Fixed chunks aligned to row 0 make the projection of a row the same
+#: whichever path computes it (in memory, or read back from an on-disk feature store).
+PROJECT_CHUNK = 65536
+CORESETS = ("greedy", "approx")
+KNN_METHODS = ("torch", "faiss-flat", "faiss-ivf")
+#: Greedy k-center: candidates per pass, and rows per distance-update block (64 MiB at most).
+GREEDY_CANDIDATES = 1024
+GREEDY_CHUNK = 16384
+#: ``coreset="approx"``: rows kept by the pre-sample, and the least multiple of the picks kept.
+APPROX_SAMPLE = 65536
+APPROX_OVERSAMPLE = 4
+#: ``knn="faiss-ivf"``: inverted lists probed per query.
+IVF_NPROBE = 8
+IVF_MAX_LISTS = 1024
 
 
 def random_projection(dim_in: int, dim_out: int, seed: int) -> torch.Tensor:
@@ -18,42 +39,114 @@ def random_projection(dim_in: int, dim_out: int, seed: int) -> torch.Tensor:
     return torch.randn(dim_in, dim_out, generator=gen) / math.sqrt(dim_out)
 
 
+def projection_for(dim: int, projection_dim: int | None, seed: int) -> torch.Tensor | None:
+    """The coreset's projection matrix for ``dim``-d features, or None when it would not shrink."""
+    if projection_dim and dim > projection_dim:
+        return random_projection(dim, projection_dim, seed)
+    return None
+
+
+def project(features: torch.Tensor, matrix: torch.Tensor | None) -> torch.Tensor:
+    """(N, p) float32 projection of ``features``, computed in fixed chunks of rows."""
+    if matrix is None:
+        return features.float().contiguous()
+    out = torch.empty(features.shape[0], matrix.shape[1])
+    for start in range(0, features.shape[0], PROJECT_CHUNK):
+        rows = features[start : start + PROJECT_CHUNK]
+        torch.mm(torch.as_tensor(rows).float(), matrix, out=out[start : start + PROJECT_CHUNK])
+    return out
+
+
+def greedy_kcenter(x: torch.Tensor, n_select: int, seed: int = 0, progress=None) -> torch.Tensor:
+    """Greedy k-center (farthest-point) on rows of ``x`` (already projected): indices, in order.
+
+    Gonzalez's algorithm (radius at most twice the optimum), computed in passes: each pass takes
+    the ``GREEDY_CANDIDATES`` rows farthest from the picks so far and keeps picking the farthest
+    candidate while it is still farther than every row outside the candidates (whose distances
+    can only shrink), so every pick is the one plain greedy makes; then all rows' distances are
+    updated with one matrix product per chunk instead of one matrix-vector product per pick.
+    """
+    n = x.shape[0]
+    if n_select >= n:
+        return torch.arange(n)
+    x = x.float().contiguous()
+    sq = (x * x).sum(1)
+    gen = torch.Generator().manual_seed(seed)
+    first = int(torch.randint(n, (1,), generator=gen))
+    selected = [first]
+    min_d = sq + sq[first] - 2 * (x @ x[first])
+    while len(selected) < n_select:
+        n_cand = min(n, GREEDY_CANDIDATES)
+        cand_d, cand = torch.topk(min_d, n_cand)
+        # no row outside the candidates is farther than this; a candidate below it may not be next
+        outside = float(cand_d[-1]) if n_cand < n else float("-inf")
+        xc, sqc = x[cand], sq[cand]
+        picks: list[int] = []
+        while len(selected) + len(picks) < n_select:
+            j = int(torch.argmax(cand_d))
+            if picks and float(cand_d[j]) <= outside:
+                break
+            picks.append(j)
+            torch.minimum(cand_d, sqc + sqc[j] - 2 * (xc @ xc[j]), out=cand_d)
+        chosen = cand[torch.tensor(picks)]
+        xp, sqp = x[chosen], sq[chosen]
+        for start in range(0, n, GREEDY_CHUNK):
+            stop = min(n, start + GREEDY_CHUNK)
+            d = torch.addmm(sqp[None, :], x[start:stop], xp.T, beta=1, alpha=-2)
+            d += sq[start:stop, None]
+            torch.minimum(min_d[start:stop], d.min(1).values, out=min_d[start:stop])
+        selected += chosen.tolist()
+        if progress is not None:
+            progress(len(picks))
+    return torch.tensor(selected, dtype=torch.long)
+
+
+def approx_sample_size(n: int, n_select: int, budget: int | None = None) -> int:
+    """Rows the approximate coreset keeps: a fixed budget, but at least a few times the picks."""
+    budget = APPROX_SAMPLE if budget is None else budget
+    return min(n, max(budget, APPROX_OVERSAMPLE * n_select))
+
+
+def presample(n: int, size: int, seed: int) -> torch.Tensor:
+    """A seeded uniform sample of ``size`` of ``n`` row numbers, ascending (sequential reads)."""
+    if size >= n:
+        return torch.arange(n)
+    gen = torch.Generator().manual_seed(seed + 1)  # not the start point's stream
+    return torch.randperm(n, generator=gen)[:size].sort().values
+
+
 def greedy_coreset(
     features: torch.Tensor,
     n_select: int,
     projection_dim: int | None = 128,
     seed: int = 0,
     progress=None,
+    method: str = "greedy",
+    sample_budget: int | None = None,
 ) -> torch.Tensor:
-    """Indices of ``n_select`` rows chosen by greedy k-center (farthest-point) selection.
+    """Indices of ``n_select`` rows chosen by k-center on the seeded projection of ``features``.
 
-    Each step is one matrix-vector product over the projected features, so the whole
-    selection is O(N * n_select * projection_dim) with no N x N matrix ever formed.
+    ``method="greedy"``: exact greedy over all rows, O(N^2 * ratio). ``method="approx"``: greedy
+    over a seeded pre-sample of ``approx_sample_size`` rows, O(N * budget * ratio).
     """
+    if method not in CORESETS:
+        raise ConfigError(f"unknown coreset {method!r} (choose from {', '.join(CORESETS)})")
     n = features.shape[0]
     if n_select >= n:
         return torch.arange(n)
-    x = features.float()
-    if projection_dim and x.shape[1] > projection_dim:
-        x = x @ random_projection(x.shape[1], projection_dim, seed)
-    x = x.contiguous()
-    sq = (x * x).sum(1)
-    gen = torch.Generator().manual_seed(seed)
-    first = int(torch.randint(n, (1,), generator=gen))
-    selected = torch.empty(n_select, dtype=torch.long)
-    selected[0] = first
-    min_d = sq + sq[first] - 2 * (x @ x[first])
-    d = torch.empty_like(min_d)
-    for i in range(1, n_select):
-        idx = int(torch.argmax(min_d))
-        selected[i] = idx
-        # d = |x|^2 + |c|^2 - 2 x.c, computed in place to avoid a fresh N-vector per step
-        torch.addmv(sq, x, x[idx], beta=1, alpha=-2, out=d)
-        d += sq[idx]
-        torch.minimum(min_d, d, out=min_d)
-        if progress is not None:
-            progress(1)
-    return selected
+    matrix = projection_for(features.shape[1], projection_dim, seed)
+    if method == "approx":
+        rows = presample(n, approx_sample_size(n, n_select, sample_budget), seed)
+        if len(rows) < n:
+            return rows[greedy_kcenter(project(features[rows], matrix), n_select, seed, progress)]
+    return greedy_kcenter(project(features, matrix), n_select, seed, progress)
+
+
+def kcenter_radius(x: torch.Tensor, centres: torch.Tensor) -> float:
+    """Max over rows of ``x`` of the distance to the nearest of rows ``centres``: the k-center
+    objective (in whatever space ``x`` is, e.g. the coreset's projection)."""
+    dist, _ = knn(x, x[centres], 1)
+    return float(dist.max())
 
 
 def knn(
@@ -115,11 +208,51 @@ def _exact_distances(q: torch.Tensor, bank: torch.Tensor, index: torch.Tensor, b
     )
 
 
+def faiss_index(bank: torch.Tensor, method: str, seed: int = 0):
+    """A faiss index over ``bank``: exact ``IndexFlatL2`` or ``IndexIVFFlat`` (k-means lists).
+
+    Built from the bank tensor whenever needed (never saved: a model file holds no pickled index).
+    """
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ConfigError(
+            f"knn {method!r} needs faiss: pip install 'dualpatch[scale]' (faiss-cpu)"
+        ) from exc
+    x = np.ascontiguousarray(bank.detach().float().numpy())
+    m, dim = x.shape
+    if method == "faiss-flat":
+        index = faiss.IndexFlatL2(dim)
+    elif method == "faiss-ivf":
+        # about 4 sqrt(M) lists (at most IVF_MAX_LISTS), with the 39 training points per list that
+        # faiss asks for; k-means on a bounded sample, so that a bank of millions builds in seconds
+        nlist = max(1, min(int(4 * math.sqrt(m)), m // 39, IVF_MAX_LISTS))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist)
+        index.cp.seed = seed
+        index.cp.niter = 10
+        index.cp.max_points_per_centroid = 64
+        index.train(x)
+        index.nprobe = min(IVF_NPROBE, nlist)
+    else:
+        raise ConfigError(f"unknown knn {method!r} (choose from {', '.join(KNN_METHODS)})")
+    index.add(x)
+    return index
+
+
+def faiss_knn(index, query: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distances, indices) from a faiss index, in ``knn``'s form (Euclidean, not squared)."""
+    k = min(k, index.ntotal)
+    sq, idx = index.search(np.ascontiguousarray(query.detach().float().numpy()), k)
+    return torch.from_numpy(sq).clamp_min_(0).sqrt_(), torch.from_numpy(idx).long()
+
+
 class MemoryBank:
-    """Patch features kept for nearest-neighbour search, subsampled by greedy k-center.
+    """Patch features kept for nearest-neighbour search, subsampled by k-center.
 
     ``coreset_ratio`` of the patches are kept, but never fewer than ``min_size`` (or all, if
-    there are fewer). Learned state: ``bank_`` (M, D).
+    there are fewer). ``coreset`` is ``"greedy"`` (exact) or ``"approx"`` (pre-sample, then
+    greedy); ``knn`` is ``"torch"`` (exact), ``"faiss-flat"`` (exact) or ``"faiss-ivf"``
+    (approximate). Learned state: ``bank_`` (M, D).
     """
 
     def __init__(
@@ -128,11 +261,15 @@ class MemoryBank:
         min_size: int = 1000,
         projection_dim: int | None = 128,
         seed: int = 0,
+        coreset: str = "greedy",
+        knn: str = "torch",
     ):
         self.coreset_ratio = coreset_ratio
         self.min_size = min_size
         self.projection_dim = projection_dim
         self.seed = seed
+        self.coreset = coreset
+        self.knn = knn
 
     def target_size(self, n: int) -> int:
         return min(n, max(int(math.ceil(self.coreset_ratio * n)), self.min_size))
@@ -145,10 +282,24 @@ class MemoryBank:
         if not torch.isfinite(features).all():
             raise DataError("features contain NaN or infinite values")
         idx = greedy_coreset(
-            features, self.target_size(features.shape[0]), self.projection_dim, self.seed, progress
+            features,
+            self.target_size(features.shape[0]),
+            self.projection_dim,
+            self.seed,
+            progress,
+            self.coreset,
         )
         self.bank_ = features[idx].contiguous().float()
         return self
 
     def query(self, features: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        return knn(features, self.bank_, k)
+        if self.knn == "torch":
+            return knn(features, self.bank_, k)
+        if self.knn not in KNN_METHODS:
+            raise ConfigError(f"unknown knn {self.knn!r} (choose from {', '.join(KNN_METHODS)})")
+        if self.bank_.shape[0] == 0:
+            raise DataError("memory bank is empty: nothing to compare against")
+        cached = getattr(self, "_index", None)
+        if cached is None or cached[0] is not self.bank_ or cached[1] != self.knn:
+            self._index = (self.bank_, self.knn, faiss_index(self.bank_, self.knn, self.seed))
+        return faiss_knn(self._index[2], features, k)

@@ -32,6 +32,8 @@ from .scoring import (
 )
 
 FORMAT_VERSION = 1
+#: Bump whenever coreset selection changes: shared normal banks of an older version are ignored.
+BANK_VERSION = 1
 STRIDE = 8  # both stage pairs put the feature grid at 1/8 of the input
 
 Progress = Callable[[str, int], Callable[[int], None]] | None
@@ -96,6 +98,9 @@ class PatchCore:
         seed: int = 0,
         cache_dir: str | None = None,
         progress: bool = True,
+        coreset_method: str = "greedy",
+        knn: str = "torch",
+        max_memory: str | int | None = None,
     ):
         self.backbone = backbone
         self.image_size = image_size
@@ -112,6 +117,9 @@ class PatchCore:
         self.seed = seed
         self.cache_dir = cache_dir
         self.progress = progress
+        self.coreset_method = coreset_method
+        self.knn = knn
+        self.max_memory = max_memory
 
     # -- parameters -------------------------------------------------------------------------
     PARAMS = (
@@ -127,6 +135,9 @@ class PatchCore:
         "normalization",
         "batch_size",
         "seed",
+        "coreset_method",
+        "knn",
+        "max_memory",
     )
 
     def get_params(self) -> dict[str, Any]:
@@ -198,16 +209,33 @@ class PatchCore:
         self.check_params()
         feats = self._fit_normal(list(normal))
         self.map_scale_ = self._map_scale(feats)
+        _close(feats)
         return self
 
-    def _fit_normal(self, normal: list[Sample]) -> torch.Tensor:
-        """Build ``memory_`` and record the training images; returns their (N, h, w, D) features."""
+    def _fit_normal(self, normal: list[Sample]) -> Any:
+        """Build ``memory_`` and record the training images; returns their (N, h, w, D) features:
+        a tensor, or (bounded memory, shared bank) a view that reads batches on demand."""
+        self._check_params()
         if not normal:
             raise DataError("no normal images to fit on")
-        feats = self.image_features(normal, "normal features")
-        self.grid_ = tuple(feats.shape[1:3])
-        flat = feats.reshape(-1, feats.shape[-1])
-        self.memory_ = self._bank(self.coreset_ratio, flat, "normal coreset")
+        shared = self._shared_bank_path(normal)
+        cached = _load_shared_bank(shared) if shared else None
+        feats: Any
+        if cached is not None:  # the same images and coreset settings: computed before
+            self.memory_ = self._memory(self.coreset_ratio)
+            self.memory_.bank_, self.grid_ = cached
+            feats = _CachedImageFeatures(self, normal)
+        elif self.max_memory is not None:
+            from .spill import spilled_bank
+
+            self.grid_, self.memory_, self.spill_, feats = spilled_bank(self, normal, self._bar)
+        else:
+            feats = self.image_features(normal, "normal features")
+            self.grid_ = tuple(feats.shape[1:3])
+            flat = feats.reshape(-1, feats.shape[-1])
+            self.memory_ = self._bank(self.coreset_ratio, flat, "normal coreset")
+        if shared and cached is None:
+            _save_shared_bank(shared, self.memory_.bank_, self.grid_)
         self.train_sha256_: set[str] = set()
         self.record_training_images(s.image_path for s in normal)
         return feats
@@ -230,8 +258,29 @@ class PatchCore:
             top = max(top, float(amap.max()))
         return top
 
+    def _shared_bank_path(self, normal: Sequence[Sample]) -> Path | None:
+        """Where the feature cache keeps the normal bank of these images and settings, so that
+        the runs of an experiment that share a normal bank compute it once."""
+        if not self.cache_dir:
+            return None
+        from . import memory
+
+        settings = [
+            self.coreset_ratio,
+            self.coreset_min,
+            self.projection_dim,
+            self.seed,
+            self.coreset_method,
+            memory.APPROX_SAMPLE if self.coreset_method == "approx" else 0,
+            str(self.max_memory),
+            BANK_VERSION,
+        ]
+        keys = [self._cache_key(s) for s in normal]
+        digest = hashlib.sha256(json.dumps([keys, settings], default=str).encode()).hexdigest()
+        return Path(self.cache_dir) / "banks" / f"{digest}.safetensors"
+
     def _bank(self, ratio: float, flat: torch.Tensor, desc: str) -> MemoryBank:
-        bank = MemoryBank(ratio, self.coreset_min, self.projection_dim, self.seed)
+        bank = self._memory(ratio)
         n = bank.target_size(flat.shape[0])
         picks = n - 1 if n < flat.shape[0] else 0  # a bank that keeps everything picks nothing
         bar = self._bar(desc, picks)
@@ -239,6 +288,26 @@ class PatchCore:
         if picks == 0:
             bar(0)  # lets a display close the (empty) stage
         return bank
+
+    def _check_params(self) -> None:
+        """ConfigError for a large-data setting that could only fail after minutes of work."""
+        from .memory import CORESETS, KNN_METHODS
+        from .spill import parse_size
+
+        if self.coreset_method not in CORESETS:
+            raise ConfigError(
+                f"unknown coreset_method {self.coreset_method!r} (choose from "
+                f"{', '.join(CORESETS)})"
+            )
+        if self.knn not in KNN_METHODS:
+            raise ConfigError(f"unknown knn {self.knn!r} (choose from {', '.join(KNN_METHODS)})")
+        if self.max_memory is not None:
+            parse_size(self.max_memory)
+
+    def _memory(self, ratio: float) -> MemoryBank:
+        return MemoryBank(
+            ratio, self.coreset_min, self.projection_dim, self.seed, self.coreset_method, self.knn
+        )
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "memory_"):
@@ -300,9 +369,7 @@ class PatchCore:
         return {"normal_bank": self.memory_.bank_}
 
     def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.memory_ = MemoryBank(
-            self.coreset_ratio, self.coreset_min, self.projection_dim, self.seed
-        )
+        self.memory_ = self._memory(self.coreset_ratio)
         self.memory_.bank_ = tensors["normal_bank"]
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -540,6 +607,7 @@ class DualPatchCore(PatchCore):
         if normal_feats is None:  # fit_defects: from the feature cache where there is one
             normal_feats = self.image_features(self._normal_samples, "normal features")
         self.map_scale_ = self._map_scale(normal_feats)
+        _close(normal_feats)
         return self
 
     def defect_image_features(self, samples: list[Sample]) -> torch.Tensor:
@@ -590,9 +658,7 @@ class DualPatchCore(PatchCore):
         super()._set_tensors(tensors)
         if "defect_bank" not in tensors:
             raise ModelFileError("dual model holds no defect_bank tensor")
-        self.defect_memory_ = MemoryBank(
-            self.defect_coreset, self.coreset_min, self.projection_dim, self.seed
-        )
+        self.defect_memory_ = self._memory(self.defect_coreset)
         self.defect_memory_.bank_ = tensors["defect_bank"]
 
 
@@ -636,6 +702,55 @@ def _save_cached(path: Path, features: torch.Tensor) -> bool:
 def _first_words(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+class _CachedImageFeatures:
+    """(N, h, w, D) features of images, read batch by batch through the feature cache."""
+
+    def __init__(self, model: PatchCore, samples: list[Sample]):
+        self.model, self.samples = model, samples
+        self.shape = (len(samples),)
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        return self.model.image_features(self.samples[rows], "normal features")
+
+
+def _close(feats: Any) -> None:
+    """Release a feature view that holds files (a temporary spill store)."""
+    if hasattr(feats, "close"):
+        feats.close()
+
+
+def _save_shared_bank(path: Path, bank: torch.Tensor, grid: tuple[int, int]) -> None:
+    import safetensors
+    from safetensors.torch import save_file
+
+    bank = bank.detach().contiguous()
+    meta = {"sha256": _tensor_digest(bank), "grid": json.dumps(list(grid))}
+    try:
+        with atomic_path(path) as tmp:
+            save_file({"bank": bank}, str(tmp), metadata=meta)
+    except (OSError, safetensors.SafetensorError):
+        pass  # an unwritable cache (the feature cache warns about it): the bank is not shared
+
+
+def _load_shared_bank(path: Path) -> tuple[torch.Tensor, tuple[int, int]] | None:
+    """A shared normal bank and its grid, or None (and the file deleted) if damaged in any way."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            bank = f.get_tensor("bank")
+        grid = tuple(json.loads(meta["grid"]))
+        if bank.ndim == 2 and meta.get("sha256") == _tensor_digest(bank) and len(grid) == 2:
+            return bank, grid  # type: ignore[return-value]
+    except Exception:  # any damage at all: recompute
+        pass
+    path.unlink(missing_ok=True)
+    return None
 
 
 def _load_cached(path: Path) -> torch.Tensor | None:

@@ -46,10 +46,16 @@ def _defect(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, float
     return mask, -rng.uniform(0.08, 0.2)
 
 
-def make_demo_dataset(root: str | Path, seed: int = 0) -> Path:
+def make_demo_dataset(
+    root: str | Path,
+    seed: int = 0,
+    counts: dict[str, tuple[int, int]] | None = None,
+    size: tuple[int, int] = DEMO_SIZE,
+) -> Path:
     """Write the demo set to ``root`` (train/ and test/, ``NNNNN.png`` + ``NNNNN_GT.png``).
 
-    Existing complete sets are left alone; the folder appears atomically.
+    ``counts`` maps each split to (good, defective) images (default ``DEMO_COUNTS``); ``size`` is
+    (H, W). Existing complete sets are left alone; the folder appears atomically.
     """
     root = Path(root)
     if (root / ".complete").exists():
@@ -63,10 +69,10 @@ def make_demo_dataset(root: str | Path, seed: int = 0) -> Path:
             "the demo set needs a new or empty folder"
         )
     rng = np.random.default_rng(seed)
-    h, w = DEMO_SIZE
+    h, w = size
     number = 10000
     with atomic_dir(root) as tmp:
-        for split, (n_good, n_bad) in DEMO_COUNTS.items():
+        for split, (n_good, n_bad) in (counts or DEMO_COUNTS).items():
             (tmp / split).mkdir()
             for k in range(n_good + n_bad):
                 img = _surface(rng, h, w)

@@ -1,0 +1,145 @@
+"""Folder-scale scoring on Ray Data: a dataset of image paths, ``map_batches`` on actors that load
+the model once each, results gathered in input order with each image exactly once.
+
+Ray is optional (the ``scale`` extra) and imported only here, only when called. ``address``:
+``"local"`` starts a Ray instance on this machine; ``"auto"`` joins the one ``ray start --head``
+started here; anything else is a cluster address (``ray://host:10001`` or ``host:6379``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, DataError
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Image files from files, folders, glob patterns and list files (``.txt``/``.lst``: one path
+    a line, relative to the list's folder), in the order given."""
+    from .data.images import IMAGE_SUFFIXES, list_images
+
+    files: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                raise DataError(f"{p}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif p.is_file() and p.suffix.lower() in (".txt", ".lst"):
+            for line in p.read_text().splitlines():
+                if line.strip() and not line.lstrip().startswith("#"):
+                    f = p.parent / line.strip()
+                    if not f.is_file():
+                        raise DataError(f"{p}: lists {line.strip()}, which is not a file")
+                    files.append(f)
+        elif p.exists():
+            files.append(p)
+        elif glob.has_magic(str(p)):
+            found = sorted(Path(f) for f in glob.glob(str(p), recursive=True))
+            found = [f for f in found if f.suffix.lower() in IMAGE_SUFFIXES]
+            if not found:
+                raise DataError(f"{p}: pattern matches no images")
+            files += found
+        else:
+            raise DataError(f"{p}: file not found")
+    return files
+
+
+class _Scorer:
+    """A Ray Data actor: loads the model once, then scores batches of paths."""
+
+    def __init__(self, model_dir: str, weights: str | None, exit_once: str | None = None):
+        import torch
+
+        from .models import PatchCore
+
+        torch.set_num_threads(1)
+        self.model = PatchCore.load(model_dir, weights)
+        self.model.progress = False
+        self.exit_once = exit_once
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.exit_once and not os.path.exists(self.exit_once):
+            # test hook: this worker dies on its first batch, once per marker file
+            Path(self.exit_once).touch()
+            os._exit(1)
+        from .data.base import Sample
+
+        samples = [Sample(str(p), Path(str(p)), None, -1) for p in batch["path"]]
+        pred = self.model.predict(samples)
+        return {
+            "index": batch["index"],
+            "path": batch["path"],
+            "score": pred.image_scores,
+            "map": pred.anomaly_maps,
+        }
+
+
+def ray_batches(
+    model_dir: str | os.PathLike[str],
+    files: list[Path],
+    address: str = "local",
+    actors: int = 1,
+    batch_size: int = 8,
+    weights: str | None = None,
+    retries: int = 3,
+    _exit_once: str | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(input indices, image scores, anomaly maps) of ``files``, batch by batch as Ray's actors
+    finish them (in no set order). A lost actor is restarted and its batch retried (``retries``
+    times); an index that comes back twice is given once."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError("--ray needs Ray: pip install 'dualpatch[scale]'") from exc
+    if not files:
+        raise DataError("no images to score")
+    started = False
+    if not ray.is_initialized():
+        if address == "local":
+            ray.init(num_cpus=max(1, actors), include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+        started = True
+    try:
+        ds = ray.data.from_items(
+            [{"index": i, "path": str(Path(f).resolve())} for i, f in enumerate(files)]
+        )
+        scored = ds.map_batches(
+            _Scorer,
+            fn_constructor_args=(str(Path(model_dir).resolve()), weights, _exit_once),
+            batch_size=batch_size,
+            batch_format="numpy",
+            concurrency=actors,
+            num_cpus=1,
+            max_restarts=retries,
+            max_task_retries=retries,
+        )
+        seen: set[int] = set()
+        for batch in scored.iter_batches(batch_format="numpy", batch_size=None):
+            fresh = [j for j, i in enumerate(batch["index"]) if int(i) not in seen]
+            seen.update(int(batch["index"][j]) for j in fresh)
+            if fresh:
+                yield batch["index"][fresh], batch["score"][fresh], batch["map"][fresh]
+    finally:
+        if started:
+            ray.shutdown()
+    missing = [str(files[i]) for i in range(len(files)) if i not in seen]
+    if missing:
+        raise DataError(f"{missing[0]}: not scored by the Ray job ({len(missing)} images missing)")
+
+
+def score_with_ray(model_dir, files: list[Path], **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """(image scores (N,), anomaly maps (N, H, W)) of ``files`` in their order (``ray_batches``)."""
+    scores: dict[int, float] = {}
+    maps: dict[int, np.ndarray] = {}
+    for index, batch_scores, batch_maps in ray_batches(model_dir, files, **kwargs):
+        for i, s, m in zip(index, batch_scores, batch_maps, strict=True):
+            scores[int(i)], maps[int(i)] = float(s), np.asarray(m, dtype=np.float32)
+    order = range(len(files))
+    return np.array([scores[i] for i in order]), np.stack([maps[i] for i in order])

@@ -1,0 +1,320 @@
+"""Bounded-memory fit: patch features spill to an on-disk store; the coreset runs on their
+in-memory random projection (or a pre-sample of it, past what the cap holds)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, DataError
+from .fileio import write_json
+from .memory import (
+    PROJECT_CHUNK,
+    MemoryBank,
+    approx_sample_size,
+    greedy_kcenter,
+    presample,
+    project,
+    projection_for,
+)
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+    "t": 1000**4,
+    "tb": 1000**4,
+}
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes in ``value``: an int, or text like ``2GiB``, ``512MiB``, ``1.5GB``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+        if not m or m.group(2).lower() not in _UNITS:
+            raise ConfigError(f"max_memory {value!r} is not a size like 2GiB or 512MiB")
+        size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if size <= 0:
+        raise ConfigError(f"max_memory {value!r} must be more than zero")
+    return size
+
+
+def memory_size_ok(value: object) -> bool:
+    try:
+        parse_size(value)  # type: ignore[arg-type]
+    except ConfigError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------ the store
+
+
+if TYPE_CHECKING:
+    from .data.base import Sample
+
+log = logging.getLogger("dualpatch.spill")
+
+#: Memory kept free of the projection under the cap: greedy's update blocks, reads, the backbone.
+HEADROOM = 384 * 1024**2
+DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (Linux), or 0 where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def write_rows(fd: int, data: bytes, offset: int) -> None:
+    """Write ``data`` at ``offset``: plain writes, so a full disk is an OSError, not a SIGBUS."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+class FeatureStore:
+    """(n_images, h, w, D) patch features in one raw file on disk, filled in image order.
+
+    ``meta.json`` records the shape, dtype and how many images are complete (updated after each
+    batch's rows are written), so a killed fit resumes where it stopped. Rows are read back with
+    short-lived numpy memmaps, so resident memory stays bounded however large the file.
+    """
+
+    def __init__(self, folder: Path, key: str, n_images: int, dtype: str = "float32"):
+        self.folder, self.key, self.n_images, self.dtype = Path(folder), key, n_images, dtype
+        self.path, self.meta_path = self.folder / "features.bin", self.folder / "meta.json"
+        self.grid: tuple[int, int] | None = None
+        self.dim = 0
+        self.done = 0
+        meta = self._read_meta()
+        if meta is not None:
+            self.grid, self.dim, self.done = tuple(meta["grid"]), meta["dim"], meta["done"]
+
+    def _read_meta(self) -> dict | None:
+        try:
+            meta = json.loads(self.meta_path.read_text())
+            ok = (
+                meta.get("key") == self.key
+                and meta.get("n_images") == self.n_images
+                and meta.get("dtype") == self.dtype
+                and self.path.is_file()
+                and self.path.stat().st_size == self._nbytes(meta["grid"], meta["dim"])
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            ok = False
+        return meta if ok else None
+
+    def _nbytes(self, grid, dim) -> int:
+        return self.n_images * grid[0] * grid[1] * dim * np.dtype(DTYPES[self.dtype]).itemsize
+
+    @property
+    def rows_per_image(self) -> int:
+        assert self.grid is not None
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def n_rows(self) -> int:
+        return self.n_images * self.rows_per_image
+
+    def create(self, grid: tuple[int, int], dim: int) -> None:
+        """Allocate the whole file up front: a disk too small fails now, before any extraction."""
+        self.grid, self.dim, self.done = tuple(grid), dim, 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.meta_path.unlink(missing_ok=True)
+        need = self._nbytes(grid, dim)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, need)
+        finally:
+            os.close(fd)
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        write_json(
+            self.meta_path,
+            {
+                "key": self.key,
+                "n_images": self.n_images,
+                "dtype": self.dtype,
+                "grid": list(self.grid or ()),
+                "dim": self.dim,
+                "done": self.done,
+            },
+        )
+
+    def append(self, features: np.ndarray) -> None:
+        """Write the next images' (b, h, w, D) features and mark them complete."""
+        data = np.ascontiguousarray(features, dtype=DTYPES[self.dtype])
+        offset = self.done * self.rows_per_image * self.dim * data.itemsize
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            write_rows(fd, data.tobytes(), offset)
+        finally:
+            os.close(fd)
+        self.done += features.shape[0]
+        self._write_meta()
+
+    def _map(self) -> np.memmap:
+        return np.memmap(self.path, DTYPES[self.dtype], "r", shape=(self.n_rows, self.dim))
+
+    def rows(self, index: np.ndarray | slice) -> torch.Tensor:
+        """float32 rows (by index array, in its order, or a slice) read through a memmap."""
+        mm = self._map()
+        try:
+            return torch.from_numpy(np.array(mm[index], dtype=np.float32))
+        finally:
+            del mm
+
+    def project(self, rows: torch.Tensor | None, matrix: torch.Tensor | None) -> torch.Tensor:
+        """Projection of all rows (``rows=None``) or of the given ascending rows, in the same
+        chunks of ``PROJECT_CHUNK`` rows as ``memory.project`` uses on in-memory features."""
+        n = self.n_rows if rows is None else len(rows)
+        out = torch.empty(n, matrix.shape[1] if matrix is not None else self.dim)
+        for start in range(0, n, PROJECT_CHUNK):
+            stop = min(n, start + PROJECT_CHUNK)
+            chunk = self.rows(slice(start, stop) if rows is None else rows[start:stop].numpy())
+            out[start:stop] = project(chunk, matrix)
+        return out
+
+
+@contextlib.contextmanager
+def _spill_errors(store: FeatureStore, need: int) -> Iterator[None]:
+    """A full disk: the store is removed whole (nothing half-written stays, the space is
+    freed) and one line names the file and the space it needs."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        shutil.rmtree(store.folder, ignore_errors=True)
+        raise DataError(
+            f"{store.path}: no space left on device while spilling features "
+            f"({need / 1024**3:.2f} GiB needed); free space or point --cache at a larger disk"
+        ) from exc
+
+
+def spilled_bank(
+    model: Any, samples: Sequence[Sample], progress: Callable[[str, int], Callable]
+) -> tuple[tuple[int, int], MemoryBank, dict, StoredImageFeatures]:
+    """The normal bank of ``model`` (a ``PatchCore``) fitted under ``model.max_memory``:
+    (grid, bank, report, the images' features read from the store on demand).
+
+    Features stream to a ``FeatureStore`` (under ``cache_dir/spill/``, kept for resume and reuse,
+    or a temporary folder removed when the returned view is closed); the coreset runs on their
+    in-memory projection, or on a seeded pre-sample of it when the projection would not fit.
+    """
+    from .features import to_tensor
+
+    cap = parse_size(model.max_memory)  # type: ignore[arg-type]
+    keys = [model._cache_key(s) for s in samples]
+    key = hashlib.sha256(json.dumps(keys).encode()).hexdigest()
+    temporary = not model.cache_dir
+    folder = (
+        Path(tempfile.mkdtemp(prefix="dualpatch-spill-"))
+        if temporary
+        else Path(model.cache_dir) / "spill" / key[:32]  # type: ignore[arg-type]
+    )
+    store = FeatureStore(folder, key, len(samples))
+    resumed = store.done
+    try:
+        bar = progress("normal features", len(samples))
+        bar(store.done)
+        while store.done < len(samples):
+            batch = samples[store.done : store.done + model.batch_size]
+            images = [s.image(tuple(model.image_size)) for s in batch]
+            feats = model.extractor_(to_tensor(images)).features.permute(0, 2, 3, 1)
+            if not torch.isfinite(feats).all():
+                raise DataError(f"{batch[0].image_path}: features contain NaN or infinite values")
+            if store.grid is None:
+                grid, dim = tuple(feats.shape[1:3]), int(feats.shape[3])
+                with _spill_errors(store, store._nbytes(grid, dim)):
+                    store.create(grid, dim)
+            with _spill_errors(store, store._nbytes(store.grid, store.dim)):
+                store.append(feats.numpy())
+            bar(len(batch))
+        bank = model._memory(model.coreset_ratio)
+        n, k = store.n_rows, bank.target_size(store.n_rows)
+        matrix = projection_for(store.dim, model.projection_dim, model.seed)
+        width = matrix.shape[1] if matrix is not None else store.dim
+        # the projection, its squared norms, greedy's running and new distances
+        per_row = 4 * (width + 3)
+        fits = max(0, (cap - rss_bytes() - HEADROOM) // per_row)
+        if fits < min(n, 4 * k):
+            raise DataError(
+                f"max_memory {model.max_memory}: too small to select {k} of {n} patches "
+                f"(the process already holds {rss_bytes() / 1024**2:.0f} MiB)"
+            )
+        want = approx_sample_size(n, k) if model.coreset_method == "approx" else n
+        rows = presample(n, min(want, fits), model.seed) if min(want, fits) < n else None
+        if rows is not None and len(rows) < want:
+            log.warning("projection of %d patches exceeds max_memory: k-center on %d", n, fits)
+        x = store.project(rows, matrix)
+        picks = k - 1 if k < n else 0
+        step = progress("normal coreset", picks)
+        local = greedy_kcenter(x, k, model.seed, step)
+        if picks == 0:
+            step(0)
+        chosen = local if rows is None else rows[local]
+        del x
+        bank.bank_ = store.rows(chosen.numpy()).contiguous()
+        report = {
+            "store": str(store.path),
+            "store_bytes": store.path.stat().st_size,
+            "rows": n,
+            "coreset_rows": n if rows is None else len(rows),
+            "resumed_images": resumed,
+        }
+        view = StoredImageFeatures(store, temporary)
+        return store.grid, bank, report, view  # type: ignore[return-value]
+    except BaseException:
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+class StoredImageFeatures:
+    """(N, h, w, D) features of a store's images, read batch by batch (for the map scale);
+    ``close`` removes a temporary store."""
+
+    def __init__(self, store: FeatureStore, temporary: bool):
+        self.store, self.temporary = store, temporary
+        self.shape = (store.n_images,)
+
+    def __getitem__(self, images: slice) -> torch.Tensor:
+        start, stop, _ = images.indices(self.store.n_images)
+        per = self.store.rows_per_image
+        rows = self.store.rows(slice(start * per, stop * per))
+        return rows.reshape(stop - start, *self.store.grid, self.store.dim)  # type: ignore[misc]
+
+    def close(self) -> None:
+        if self.temporary:
+            shutil.rmtree(self.store.folder, ignore_errors=True)
