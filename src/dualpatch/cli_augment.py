@@ -134,7 +134,7 @@ def ddpm(
     ),
     channels: str = typer.Option("32,64,128", help="U-Net block widths."),
     batch: int = typer.Option(16, min=1, help="Training batch size."),
-    sample_steps: int = typer.Option(50, min=1, help="DDIM steps per image."),
+    sample_steps: int = typer.Option(10, min=1, help="DDIM steps per image."),
     scale: float | None = typer.Option(
         None, min=0.05, max=4, help="Model pixels per image pixel (default: from defect sizes)."
     ),

@@ -172,8 +172,12 @@ class PatchCore:
         h.update(self._key_prefix)
         return h.hexdigest()
 
-    def image_features(self, samples: Sequence[Sample], desc: str = "features") -> torch.Tensor:
-        """(N, h, w, D) patch features of full images at ``image_size``, cached on disk if asked."""
+    def image_features(
+        self, samples: Sequence[Sample], desc: str = "features", bar: Callable | None = None
+    ) -> torch.Tensor:
+        """(N, h, w, D) patch features of full images at ``image_size``, cached on disk if asked.
+
+        ``bar`` takes the progress (images done) instead of a new ``desc`` stage."""
         cache = Path(self.cache_dir) if self.cache_dir else None
         out: list[torch.Tensor | None] = [None] * len(samples)
         paths = [cache / f"{self._cache_key(s)}.safetensors" for s in samples] if cache else []
@@ -184,7 +188,7 @@ class PatchCore:
                 if out[i] is not None:
                     continue
             todo.append(i)
-        bar = self._bar(desc, len(samples))
+        bar = bar or self._bar(desc, len(samples))
         bar(len(samples) - len(todo))
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
@@ -320,9 +324,12 @@ class PatchCore:
         bar = self._bar("scoring", len(samples))
         for start in range(0, len(samples), self.batch_size):
             batch = list(samples[start : start + self.batch_size])
-            images = to_tensor([s.image(tuple(self.image_size)) for s in batch])
-            amap, score = self._score_batch(images)
-            bar(len(batch))
+            if self.cache_dir:  # one test set scored by many models extracts its features once
+                amap, score = self._score_features(self.image_features(batch, bar=bar))
+            else:
+                images = to_tensor([s.image(tuple(self.image_size)) for s in batch])
+                amap, score = self._score_batch(images)
+                bar(len(batch))
             yield batch, score.numpy().astype(np.float64), amap.numpy().astype(np.float32)
 
     def predict(self, samples: Iterable[Sample]) -> Prediction:
@@ -496,12 +503,16 @@ class DualPatchCore(PatchCore):
     ``scoring.DUAL_RULES``). ``num_neighbors`` applies to both banks; ``reweight`` is refused.
     ``defect_patches="mask"`` keeps only crop patches that touch the defect mask (the crop's padding
     is normal surface and would otherwise enter the defect bank); ``"all"`` keeps every patch.
+    ``defect_feature_augment`` (e.g. ``{"method": "interpolate", "n": 1000}``) adds synthetic rows
+    made in feature space from the real defect rows before the coreset (see ``feature_augment``).
     Learned state: ``memory_`` (normal), ``defect_memory_``, ``defect_crop_files_`` (file and
     SHA-256 of each crop read from a crop folder, saved in model.json).
     """
 
     kind = "dual"
-    PARAMS = PatchCore.PARAMS + ("defect_coreset", "rule", "eps", "defect_patches")
+    PARAMS = PatchCore.PARAMS + (
+        "defect_coreset", "rule", "eps", "defect_patches", "defect_feature_augment"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -512,6 +523,7 @@ class DualPatchCore(PatchCore):
         rule: str = "weighted",
         eps: float = 1e-6,
         defect_patches: str = "mask",
+        defect_feature_augment: dict[str, Any] | None = None,
         **kwargs: Any,
     ):
         super().__init__(
@@ -521,6 +533,7 @@ class DualPatchCore(PatchCore):
         self.rule = rule
         self.eps = eps
         self.defect_patches = defect_patches
+        self.defect_feature_augment = defect_feature_augment
 
     def fit(
         self, normal: Iterable[Sample], defects: Iterable[Sample | DefectCrop] = ()
@@ -531,13 +544,42 @@ class DualPatchCore(PatchCore):
         cut from the whole image's feature map, so they see the same context as test patches) and/or
         ``DefectCrop`` cut-outs (each run through the backbone on its own, as in the reference).
         """
+        defects = self._check_defects(defects)  # before the normal bank's minutes of work
+        normal = list(normal)
+        normal_feats = self._fit_normal(normal)
+        # kept for fit_defects: the map scale and the training-image digests depend on both banks
+        self._normal_samples = normal
+        self._normal_sha256 = set(self.train_sha256_)
+        return self._fit_defect_bank(defects, normal_feats)
+
+    def fit_defects(self, defects: Iterable[Sample | DefectCrop]) -> DualPatchCore:
+        """Rebuild the defect bank only, keeping the fitted normal bank (which no defect changes).
+
+        For comparing defect sources (few-shot draws, synthetic sets) on one normal bank;
+        the defect-bank parameters (``defect_coreset``, ``defect_feature_augment``, ...) may be
+        changed before each call. Needs a model fitted by ``fit`` (not loaded).
+        """
+        self._check_fitted()
+        if not hasattr(self, "_normal_samples"):
+            raise ConfigError("fit_defects needs a model built by fit() in this session")
+        return self._fit_defect_bank(self._check_defects(defects))
+
+    def _check_defects(self, defects: Iterable[Sample | DefectCrop]) -> list:
         self.check_params()
         if self.defect_patches not in ("mask", "all"):
             raise ConfigError(f"unknown defect_patches {self.defect_patches!r} (mask or all)")
+        if self.defect_feature_augment:
+            from .feature_augment import check_settings
+
+            check_settings(self.defect_feature_augment)
         defects = list(defects)
-        if not defects:  # checked before the normal bank's minutes of feature extraction
+        if not defects:
             raise DataError("defect bank is empty: no defective images or defect crops given")
-        normal_feats = self._fit_normal(list(normal))
+        return defects
+
+    def _fit_defect_bank(
+        self, defects: list, normal_feats: torch.Tensor | None = None
+    ) -> DualPatchCore:
         images = [d for d in defects if isinstance(d, Sample)]
         crops = [d for d in defects if isinstance(d, DefectCrop)]
         # what a saved model shows it was built from: the digests of the crops read from files
@@ -555,8 +597,21 @@ class DualPatchCore(PatchCore):
             marked = [s.mask_path for s in images if s.mask_path is not None]
             example = f" (e.g. {marked[0]})" if marked else ""
             raise DataError(f"defect bank is empty: no defect pixels under the masks{example}")
+        if self.defect_feature_augment:
+            from .feature_augment import augment_defect_features
+
+            def nearest_normal(rows: torch.Tensor) -> torch.Tensor:
+                return self.memory_.bank_[self.memory_.query(rows)[1][:, 0]]
+
+            extra = augment_defect_features(
+                feats, self.defect_feature_augment, self.seed, nearest_normal
+            )
+            feats = torch.cat([feats, extra])
         self.defect_memory_ = self._bank(self.defect_coreset, feats, "defect coreset")
+        self.train_sha256_ = set(self._normal_sha256)
         self.record_training_images(s.image_path for s in images)
+        if normal_feats is None:  # fit_defects: from the feature cache where there is one
+            normal_feats = self.image_features(self._normal_samples, "normal features")
         self.map_scale_ = self._map_scale(normal_feats)
         _close(normal_feats)
         return self

@@ -35,6 +35,7 @@ from .device import resolve_device
 from .manifest import ManifestRow, check_output, open_output
 from .sources import (
     DefectShape,
+    PlacementPrior,
     data_channels,
     defect_shapes,
     place,
@@ -64,7 +65,9 @@ class DDPMConfig:
     defect_fraction: float = 0.625
     #: model pixels per image pixel; None: chosen from the defects' sizes (see ``auto_scale``)
     scale: float | None = None
-    sample_steps: int = 50
+    #: DDIM steps when sampling. 10 met the 1 s/defect target on one CPU core and came out as near
+    #: to real defects as 20 (benchmarks/results/augment_fidelity.json); the first sampler took 50.
+    sample_steps: int = 10
     #: bf16 autocast; None: on CUDA and on CPUs with bf16 instructions (AMX/AVX512-BF16)
     bf16: bool | None = None
     save_every: int = 200
@@ -346,6 +349,8 @@ def train_ddpm(
     whichever comes first. A folder that already holds a model continues from its saved step with
     its saved settings, optimizer and random state, so 100 + 100 steps equal 200 in one go.
     """
+    from diffusers.training_utils import EMAModel
+
     model_dir = Path(model_dir)
     cfg = cfg or DDPMConfig()
     dev = resolve_device(device)
@@ -376,13 +381,18 @@ def train_ddpm(
     cfg.scale = sampler.scale
     torch.manual_seed(seed)
     unet = build_unet(cfg, sampler.channels).to(dev)
-    ema = {k: v.detach().clone().float() for k, v in unet.state_dict().items()}
+    names = [k for k, _ in unet.named_parameters()]
+    # diffusers' EMA with its default warm-up: decay min(ema_decay, (1 + s) / (10 + s)), 0 at the
+    # first step. Its shadow weights and step count are all of its state, and both are saved, so a
+    # resumed run continues it exactly. (The U-Net has no buffers: parameters are the state dict.)
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, foreach=False)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     if resume is not None:
         unet.load_state_dict({k[6:]: v for k, v in resume.state.items() if k.startswith("model.")})
-        ema = {k: v.float() for k, v in resume.ema.items()}
+        ema.shadow_params = [resume.ema[k].float().clone().to(dev) for k in names]
+        ema.optimization_step = step
         groups = resume.config["optimizer"]
         opt.load_state_dict(_unflatten_optimizer(resume.state, groups, list(unet.parameters())))
         rng.bit_generator.state = resume.config["rng"]
@@ -406,7 +416,9 @@ def train_ddpm(
         state = {f"model.{k}": v for k, v in unet.state_dict().items()} | tensors
         state["rng.torch"] = gen.get_state()
         config = base | {"step": step, "optimizer": groups, "rng": rng.bit_generator.state}
-        return save_checkpoint(model_dir, config, ema, state)
+        return save_checkpoint(
+            model_dir, config, dict(zip(names, ema.shadow_params, strict=True)), state
+        )
 
     if log:
         log(
@@ -437,10 +449,7 @@ def train_ddpm(
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
             opt.step()
             step += 1
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for k, p in unet.state_dict().items():
-                    ema[k].mul_(decay).add_(p.float(), alpha=1 - decay)
+            ema.step(unet.parameters())
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if step % cfg.save_every == 0:
@@ -459,11 +468,25 @@ def train_ddpm(
 # ----------------------------------------------------------------------------- sampling
 
 
+#: model pixels of surface around the mask's box that sampling sees. A tight crop: the first
+#: sampler took half a patch (32) each side, 2-4x the pixels of a defect's own box, for context
+#: the model barely uses once the known pixels are reset at every step.
+CONTEXT = 8
+#: image pixels over which the generated defect fades into the original at the mask's edge
+FEATHER = 1.0
+
+
 class Inpainter:
-    """A trained model ready to fill masks: EMA weights, DDIM, RePaint-style known-region reset."""
+    """A trained model ready to fill masks: EMA weights, DDIM, RePaint-style known-region reset.
+
+    ``context`` (model pixels around the mask's box; None: half a patch, the first sampler's
+    window) bounds the crop that is denoised; ``feather`` (image pixels) blends the generated
+    pixels into the original just inside the mask's edge. Pixels outside the mask never change.
+    """
 
     def __init__(self, model_dir: str | Path, device: str | None = None, steps: int | None = None,
-                 bf16: bool | None = None):  # fmt: skip
+                 bf16: bool | None = None, context: int | None = CONTEXT,
+                 feather: float = FEATHER):  # fmt: skip
         ck = load_checkpoint(model_dir)
         self.config = ck.config
         self.sha256 = ck.config["files"][WEIGHTS]
@@ -472,6 +495,8 @@ class Inpainter:
             self.cfg.sample_steps = steps
         if bf16 is not None:
             self.cfg.bf16 = bf16
+        self.context = self.cfg.patch // 2 if context is None else int(context)
+        self.feather = float(feather)
         self.channels = ck.config["channels"]
         self.device = resolve_device(device)
         self.unet = build_unet(self.cfg, self.channels)
@@ -481,9 +506,9 @@ class Inpainter:
         self.bf16 = _use_bf16(self.cfg, self.device)
 
     def window(self, mask: np.ndarray) -> tuple[int, int, int, int]:
-        """Image box around the mask with half a patch (at model scale) of context each side."""
+        """Image box around the mask with ``context`` model pixels of surface each side."""
         ys, xs = np.nonzero(mask)
-        margin = int(math.ceil(self.cfg.patch / 2 / self.cfg.scale))
+        margin = int(math.ceil(self.context / self.cfg.scale))
         h, w = mask.shape
         return (max(ys.min() - margin, 0), max(xs.min() - margin, 0),
                 min(ys.max() + 1 + margin, h), min(xs.max() + 1 + margin, w))  # fmt: skip
@@ -525,9 +550,33 @@ class Inpainter:
             x = m * x + (1 - m) * known
         gen_small = ((x[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
         up = cv2.resize(gen_small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC)
+        up = up.reshape(y1 - y0, x1 - x0, -1).astype(np.float32)
+        # Feather: weight 1 deep inside the mask, falling towards its edge, 0 outside.
+        alpha = feather_weights(cmask, self.feather)[..., None]
+        blended = alpha * up + (1 - alpha) * crop.astype(np.float32)
         out = image.copy()
-        out[y0:y1, x0:x1][cmask] = up.reshape(y1 - y0, x1 - x0, -1)[cmask]
+        out[y0:y1, x0:x1][cmask] = np.clip(np.round(blended[cmask]), 0, 255).astype(np.uint8)
         return out
+
+
+def feather_weights(mask: np.ndarray, width: float) -> np.ndarray:
+    """Per mask pixel: min(1, distance to the nearest pixel outside / (width + 1)); 0 outside.
+
+    With width 0 every mask pixel weighs 1 (a hard paste)."""
+    if width <= 0:
+        return mask.astype(np.float32)
+    inside = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    return np.clip(inside / (width + 1.0), 0.0, 1.0).astype(np.float32)
+
+
+def mask_contrast(image: np.ndarray, mask: np.ndarray, rim: int = 3) -> float:
+    """How far the masked pixels' mean lies from a ``rim``-pixel ring around them, in the ring's
+    standard deviations: near 0, the region looks like the background it sits on."""
+    gray = image.astype(np.float32).mean(axis=2) if image.ndim == 3 else image.astype(np.float32)
+    ring = ndimage.binary_dilation(mask, iterations=rim) & ~mask
+    if not mask.any() or not ring.any():
+        return 0.0
+    return float(abs(gray[mask].mean() - gray[ring].mean()) / (gray[ring].std() + 1.0))
 
 
 def sample_ddpm(
@@ -542,16 +591,29 @@ def sample_ddpm(
     log: Callable[[str], None] | None = None,
     force: bool = False,
     as_crops: CropSpec | None = None,
+    context: int | None = CONTEXT,
+    feather: float = FEATHER,
+    placement: str = "learned",
+    min_contrast: float = 0.0,
+    tries: int = 3,
 ) -> list[ManifestRow] | list[CropRow]:
     """Write ``n`` synthetic defect images to ``out`` (imgs/, masks/, manifest.csv), or their
     defect crops with ``as_crops`` (see ``open_output``).
 
-    Output ``i`` (seed ``seed + i``) puts a real training defect mask, moved, flipped, scaled and
-    randomly thinned, on a random normal training image and inpaints inside it only.
+    Output ``i`` (seed ``seed + i``) puts a real training defect mask, flipped, scaled and randomly
+    thinned, on a random normal training image and inpaints inside it only. ``placement`` "learned"
+    puts it near a training defect's centre and on the part (``PlacementPrior``); "source" near its
+    own source position, as the first sampler did. The manifest's placement column says which and
+    why. A sample whose mask region differs from its surroundings by less than ``min_contrast``
+    (``mask_contrast``) is drawn again, up to ``tries`` times in all; the most distinct is kept.
+    ``context``/``feather``: see ``Inpainter`` (None/0 with 50 steps: the first sampler).
     """
-    model = Inpainter(model_dir, device, sample_steps)
+    if placement not in ("learned", "source"):
+        raise ConfigError(f"unknown placement {placement!r} (learned or source)")
+    model = Inpainter(model_dir, device, sample_steps, context=context, feather=feather)
     normals, defects = training_sources(dataset)
     shapes = defect_shapes(defects)
+    prior = PlacementPrior.learn(shapes) if placement == "learned" else None
     if log:
         log(f"ddpm: sampling {n} images with {model.cfg.sample_steps} DDIM steps on {model.device}")
     # OUT/model is the default model folder: carried over, not an input that would be replaced
@@ -563,11 +625,26 @@ def sample_ddpm(
             normal = normals[int(rng.integers(len(normals)))]
             shape = shapes[int(rng.integers(len(shapes)))]
             image = read_pixels(normal, model.channels)
-            where = place(rng, shape, image.shape[:2])
+            if prior is not None:
+                where, why = prior.place(rng, shape, image)
+            else:
+                where = place(rng, shape, image.shape[:2])
+                why = "source defect's own position (+-0.25 of the image)"
             mask = where.put(thin(rng, where.apply(shape.mask, nearest=True)), image.shape[:2])
-            result = model.inpaint(image, mask, seed + i)
+            best = None
+            for attempt in range(max(1, tries)):
+                # the first try keeps seed + i, so min_contrast 0 reproduces unrejected sampling
+                result = model.inpaint(image, mask, seed + i + attempt * 1_000_003)
+                contrast = mask_contrast(result, mask)
+                if best is None or contrast > best[1]:
+                    best = (result, contrast, attempt + 1)
+                if contrast >= min_contrast:
+                    break
+            result, contrast, kept = best
+            if min_contrast > 0:
+                why += f"; contrast {contrast:.2f} (min {min_contrast:.2f}, sample {kept})"
             writer.add(result, mask, normal.image_path, shape.sample.mask_path, seed + i,
-                       model.sha256)  # fmt: skip
+                       model.sha256, why)  # fmt: skip
     return writer.rows
 
 

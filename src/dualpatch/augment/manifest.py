@@ -34,9 +34,12 @@ class ManifestRow:
     source_mask: str
     seed: int
     model_sha256: str
+    #: why the defect went where it is (manifests written before this column read as "")
+    placement: str = ""
 
 
 COLUMNS = tuple(f.name for f in fields(ManifestRow))
+OPTIONAL = ("placement",)
 
 
 def relative(path: str | Path, root: Path) -> str:
@@ -63,6 +66,7 @@ class OutputWriter:
         source_mask: Path | None,
         seed: int,
         model_sha256: str = "",
+        placement: str = "",
     ) -> ManifestRow:
         """Write one image (HxW or HxWx3 uint8) and its bool mask as PNG; returns its row.
 
@@ -82,6 +86,7 @@ class OutputWriter:
             relative(source_mask, self.out) if source_mask else "",
             int(seed),
             model_sha256,
+            placement,
         )
         self.rows.append(row)
         return row
@@ -146,13 +151,14 @@ def read_manifest(folder: str | Path) -> list[ManifestRow]:
     try:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            given = reader.fieldnames or []
+            missing = [c for c in COLUMNS if c not in given and c not in OPTIONAL]
             if missing:
                 raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
             rows = []
             for line, r in enumerate(reader, start=2):
                 try:
-                    fields_ = {c: r[c] or "" for c in COLUMNS}
+                    fields_ = {c: r.get(c) or "" for c in COLUMNS}
                     rows.append(ManifestRow(**fields_ | {"seed": int(r["seed"])}))
                 except (TypeError, ValueError) as exc:
                     raise DataError(f"{path}: line {line} is malformed ({exc})") from exc

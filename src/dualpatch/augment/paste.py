@@ -57,7 +57,9 @@ def generate_paste(
             mask = where.on_canvas(region, dst.shape[:2])
             patch = where.on_canvas(src[y0:y1, x0:x1], dst.shape[:2])
             image = _blend(patch, dst, mask)
-            writer.add(image, mask, normal.image_path, shape.sample.mask_path, seed + i)
+            why = "source defect's own position (+-0.30 of the image), scale 0.8-1.2"
+            writer.add(image, mask, normal.image_path, shape.sample.mask_path, seed + i,
+                       placement=why)  # fmt: skip
     return writer.rows
 
 

@@ -113,12 +113,14 @@ def place(
     scale: tuple[float, float] = (0.75, 1.25),
     shift: float = 0.25,
     border: int = 2,
+    centre: tuple[float, float] | None = None,
 ) -> Placement:
     """A random placement of ``shape`` on an image of size ``target`` (H, W).
 
     The shape keeps roughly its original position (shifted by up to ``shift`` of the image size)
     because defects sit on the part, not anywhere in the frame; it is flipped at random, scaled by a
-    factor in ``scale`` and kept ``border`` pixels inside the image.
+    factor in ``scale`` and kept ``border`` pixels inside the image. ``centre`` (y, x as shares of
+    the image size) replaces the shape's own position as the point the shift starts from.
     """
     th, tw = target
     h0, w0 = shape.mask.shape
@@ -127,12 +129,95 @@ def place(
     h = max(1, round(h0 * s * fit))
     w = max(1, round(w0 * s * fit))
     flip_h, flip_v = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
-    sy0, sx0, sy1, sx1 = shape.box
-    cy = (sy0 + sy1) / 2 / shape.image_shape[0] * th + rng.uniform(-shift, shift) * th
-    cx = (sx0 + sx1) / 2 / shape.image_shape[1] * tw + rng.uniform(-shift, shift) * tw
+    if centre is None:
+        centre = box_centre(shape)
+    cy = centre[0] * th + rng.uniform(-shift, shift) * th
+    cx = centre[1] * tw + rng.uniform(-shift, shift) * tw
     y0 = int(np.clip(round(cy - h / 2), border, th - border - h))
     x0 = int(np.clip(round(cx - w / 2), border, tw - border - w))
     return Placement(flip_h, flip_v, (h, w), y0, x0)
+
+
+def box_centre(shape: DefectShape) -> tuple[float, float]:
+    """Centre of a shape's box as shares (y, x) of its image's height and width."""
+    y0, x0, y1, x1 = shape.box
+    return (y0 + y1) / 2 / shape.image_shape[0], (x0 + x1) / 2 / shape.image_shape[1]
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    return image.astype(np.float32).mean(axis=2) if image.ndim == 3 else image.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PlacementPrior:
+    """Where defects occur, learned from the training masks of the defects a generator may see.
+
+    ``centres`` are the training defects' box centres (shares of the image size): a new defect goes
+    near one of them, picked at random. The part is told from the background by intensity: ``lo``
+    and ``hi`` bound the gray levels of the surface around training defects (the 1st and 99th
+    percentiles of a rim around each box), and a position is on the part when at least
+    ``min_on_part`` of the pixels under the placed box fall inside those bounds. Sizes and
+    orientations are the real shapes' own (flipped, scaled 0.75-1.25x, never rotated: KolektorSDD's
+    cracks all run across the part).
+    """
+
+    centres: tuple[tuple[float, float], ...]
+    ids: tuple[str, ...]
+    lo: float
+    hi: float
+    min_on_part: float = 0.9
+
+    @classmethod
+    def learn(cls, shapes: Sequence[DefectShape], rim: int = 16) -> PlacementPrior:
+        levels = []
+        for sh in shapes:
+            gray = _gray(sh.sample.image())
+            y0, x0, y1, x1 = sh.box
+            box = gray[max(y0 - rim, 0) : y1 + rim, max(x0 - rim, 0) : x1 + rim]
+            levels.append(box.ravel())
+        lo, hi = np.percentile(np.concatenate(levels), [1, 99])
+        return cls(
+            tuple(box_centre(sh) for sh in shapes),
+            tuple(sh.sample.id for sh in shapes),
+            float(lo),
+            float(hi),
+        )
+
+    def on_part(self, gray: np.ndarray, where: Placement) -> float:
+        """Share of the pixels under the placed box whose gray level lies within [lo, hi]."""
+        h, w = where.size
+        box = gray[where.y0 : where.y0 + h, where.x0 : where.x0 + w]
+        return float(((box >= self.lo) & (box <= self.hi)).mean())
+
+    def place(
+        self,
+        rng: np.random.Generator,
+        shape: DefectShape,
+        image: np.ndarray,
+        shift: float = 0.05,
+        tries: int = 20,
+    ) -> tuple[Placement, str]:
+        """A placement of ``shape`` on ``image`` near a training defect's centre and on the part,
+        with the reason it was chosen (for the manifest). After ``tries`` positions off the part,
+        the best one seen is kept and the reason says so."""
+        gray = _gray(image)
+        best: tuple[float, Placement, int, int] | None = None
+        for attempt in range(1, tries + 1):
+            k = int(rng.integers(len(self.centres)))
+            where = place(rng, shape, image.shape[:2], shift=shift, centre=self.centres[k])
+            share = self.on_part(gray, where)
+            if best is None or share > best[0]:
+                best = (share, where, k, attempt)
+            if share >= self.min_on_part:
+                break
+        share, where, k, attempt = best
+        cy, cx = self.centres[k]
+        ok = share >= self.min_on_part
+        verdict = "on part" if ok else f"best of {tries} tries, none on part"
+        return where, (
+            f"near training defect {self.ids[k]} (centre y {cy:.2f} x {cx:.2f}, +-{shift:.2f}); "
+            f"{verdict}: {share:.0%} of box in gray {self.lo:.0f}-{self.hi:.0f} (try {attempt})"
+        )
 
 
 def thin(rng: np.random.Generator, mask: np.ndarray, keep: float = 0.3) -> np.ndarray:

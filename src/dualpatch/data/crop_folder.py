@@ -232,7 +232,9 @@ class CropImageWriter:
     def rows(self) -> list[CropRow]:
         return self.folder.added
 
-    def add(self, image, mask, source_image, source_mask=None, seed=0, model_sha256=""):
+    def add(self, image, mask, source_image, source_mask=None, seed=0, model_sha256="",
+            placement=""):  # fmt: skip
+        # placement: the manifest's "why here" text; crops.csv has no column for it
         if image.ndim == 2:
             image = image[..., None]
         if image.shape[2] == 1:  # grayscale output reads back as RGB, as the defect bank sees it
