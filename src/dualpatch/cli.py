@@ -112,12 +112,28 @@ def _parse_items(spec: str) -> list[int]:
     return out
 
 
-def open_dataset(name: DatasetName, data: Path, split: str, train_items: str | None = None):
-    from .data import KolektorSDD, load_dataset
+class OnDuplicates(StrEnum):
+    warn = "warn"
+    drop = "drop"
+    error = "error"
 
-    if name == DatasetName.kolektorsdd and train_items:
-        return KolektorSDD(data, split, _parse_items(train_items))
-    return load_dataset(name.value, data, split)
+
+ON_DUPLICATES_HELP = "A test image that copies a training image: warn, drop it, or error."
+
+
+def open_dataset(
+    name: DatasetName,
+    data: Path,
+    split: str,
+    train_items: str | None = None,
+    on_duplicates: OnDuplicates = OnDuplicates.warn,
+):
+    """One split of a dataset, after both splits were checked for duplicate images."""
+    from .protocol import make_splits
+
+    items = _parse_items(train_items) if name == DatasetName.kolektorsdd and train_items else None
+    (split_,) = make_splits(name.value, data, None, items, on_duplicates.value)
+    return split_.train if split == "train" else split_.test
 
 
 @app.command()
@@ -145,6 +161,7 @@ def fit(
         [], help="Synthetic-defect folder(s) for the defect bank."
     ),
     train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
+    on_duplicates: OnDuplicates = typer.Option(OnDuplicates.warn, help=ON_DUPLICATES_HELP),
     cache: Path | None = typer.Option(
         None, help="Feature cache folder [default: ~/.cache/dualpatch]."
     ),
@@ -154,7 +171,7 @@ def fit(
 
     if min(size) < MIN_SIDE:
         fail(f"--size {size[0]} {size[1]}: each side needs at least {MIN_SIDE} pixels")
-    train = open_dataset(dataset, data, "train", train_items)
+    train = open_dataset(dataset, data, "train", train_items, on_duplicates)
     common = dict(
         backbone=backbone.value,
         image_size=tuple(size),
@@ -193,6 +210,7 @@ def evaluate(
     out: Path = typer.Option(..., help="Results folder (metrics.json, scores.csv)."),
     train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
     weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
+    on_duplicates: OnDuplicates = typer.Option(OnDuplicates.warn, help=ON_DUPLICATES_HELP),
 ) -> None:
     """Score the test split and write metrics.json (fractions) and scores.csv."""
     from . import PatchCore
@@ -200,7 +218,7 @@ def evaluate(
     from .fileio import write_json, write_text
 
     m = PatchCore.load(model, str(weights) if weights else None)
-    test = open_dataset(dataset, data, "test", train_items)
+    test = open_dataset(dataset, data, "test", train_items, on_duplicates)
     pred = m.predict(test)
     masks = np.stack([s.mask(tuple(m.image_size)) for s in test])
     metrics = compute(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
@@ -292,11 +310,17 @@ def run(
         [], "--set", help="Override a config key: key=value (repeatable)."
     ),
     out: Path | None = typer.Option(None, help="Results folder (same as --set out=DIR)."),
+    folds: int | None = typer.Option(None, help="K-fold cross-validation (--set folds=K)."),
+    seeds: str | None = typer.Option(None, help="Seeds to repeat every run with, e.g. 0,1,2."),
+    on_duplicates: OnDuplicates | None = typer.Option(None, help=ON_DUPLICATES_HELP),
 ) -> None:
     """Run an experiment matrix (single / dual / dual + augmentation) into one results folder."""
     from .experiment import load_config
 
     overrides = list(set_) + ([f"out={out}"] if out else [])
+    overrides += [f"folds={folds}"] if folds is not None else []
+    overrides += [f"seeds=[{seeds}]"] if seeds else []
+    overrides += [f"on_duplicates={on_duplicates.value}"] if on_duplicates else []
     run_config(load_config(config, overrides))
 
 

@@ -43,6 +43,12 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "cache": None,
     "inline_images": False,
+    # evaluation protocol (dualpatch.protocol, dualpatch.crossval)
+    "folds": None,  # K: group-aware stratified K-fold cross-validation; None: the dataset's split
+    "fold_seed": 0,
+    "seeds": None,  # a list of seeds: every run once per fold x seed; None: [seed]
+    "on_duplicates": "warn",  # a test image copying a training image: warn, drop or error
+    "bootstrap": 1000,  # resamples of the 95% bootstrap intervals
     "runs": [
         {"name": "single", "bank": "single"},
         {"name": "dual", "bank": "dual"},
@@ -130,12 +136,16 @@ def _check_value(where: str, key: str, value: Any) -> None:
     def number(v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool)
 
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
     choices = {
         "dataset": ("kolektorsdd", "ksdd2", "folder", "demo"),
         "backbone": ("efficientnet_lite0", "efficientnet_lite2", "resnet50", "wide_resnet50_2"),
         "normalization": ("auto", "imagenet", "tf"),
         "rule": ("patch", "seed", "weighted"),
         "defects": ("image", "crop"),
+        "on_duplicates": ("warn", "drop", "error"),
     }
     checks = {
         "image_size": (
@@ -155,6 +165,13 @@ def _check_value(where: str, key: str, value: Any) -> None:
         "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
         "reweight": (lambda v: isinstance(v, bool), "true or false"),
         "inline_images": (lambda v: isinstance(v, bool), "true or false"),
+        "folds": (lambda v: v is None or (whole(v) and v >= 2), "null or a whole number >= 2"),
+        "fold_seed": (whole, "a whole number"),
+        "seeds": (
+            lambda v: v is None or (isinstance(v, list) and bool(v) and all(map(whole, v))),
+            "null or a non-empty list of whole numbers",
+        ),
+        "bootstrap": (lambda v: whole(v) and v >= 10, "a whole number >= 10"),
     }
     if key in choices:
         ok, expected = value in choices[key], "one of " + ", ".join(choices[key])
@@ -266,53 +283,18 @@ class Experiment:
         self.progress = progress
         self.log = log or logging.getLogger("dualpatch.experiment")
 
-    def datasets(self):
-        from .data import KolektorSDD, load_dataset
-
-        c = self.config
-        if c["dataset"] == "kolektorsdd" and c["train_items"]:
-            items = c["train_items"]
-            return KolektorSDD(c["data"], "train", items), KolektorSDD(c["data"], "test", items)
-        return load_dataset(c["dataset"], c["data"], "train"), load_dataset(
-            c["dataset"], c["data"], "test"
-        )
-
     def run(self) -> Path:
-        from .fileio import write_bytes, write_json, write_text
+        """Every run on every split (or fold) x seed; metrics, comparisons and the report."""
+        from .crossval import run_experiment
 
-        c = self.config
-        train, test = self.datasets()  # before any output: a bad --data leaves no folder behind
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_text(self.out / "config.yaml", yaml.safe_dump(c, sort_keys=False))
-        write_json(self.out / "environment.json", environment())
-        dataset_info = {
-            "dataset": c["dataset"],
-            "data": str(c["data"]),
-            "train": {"sha256": train.fingerprint(), "files": train.file_list()},
-            "test": {"sha256": test.fingerprint(), "files": test.file_list()},
-        }
-        write_json(self.out / "dataset.json", dataset_info)
-        results = []
-        for i, run in enumerate(c["runs"]):
-            settings = resolve_run(c, run)
-            self.log.info("run %d/%d: %s", i + 1, len(c["runs"]), settings["name"])
-            results.append(self.run_one(settings, train, test, dataset_info))
-        metrics = {r["name"]: r["metrics"] for r in results}
-        write_json(self.out / "metrics.json", metrics)
-        write_text(self.out / "metrics.csv", _metrics_csv(metrics))
-        write_bytes(self.out / "results.npy", _npy_bytes(_seed_layout(results)))
-        report = self.out / "report.html"
-        if any(not r.get("skipped") for r in results) or not report.exists():
-            self.write_report(results, test, dataset_info)
-        else:
-            self.log.info("every run finished before: report.html kept as it is")
-        return report
+        return run_experiment(self)
 
-    def run_one(self, s: dict, train, test, dataset_info) -> dict:
+    def run_one(self, s: dict, train, test, dataset_info, run_dir: Path | None = None) -> dict:
         from .evaluation import evaluate
         from .fileio import atomic_path, write_json, write_text
+        from .protocol import f1_at, validation_threshold
 
-        run_dir = self.out / "runs" / _slug(s["name"])
+        run_dir = run_dir or self.out / "runs" / _slug(s["name"])
         signature = hashlib.sha256(
             json.dumps(
                 [s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"]],
@@ -324,38 +306,27 @@ class Experiment:
         if done.exists() and json.loads(done.read_text()).get("signature") == signature:
             self.log.info("%s: finished before, skipped", s["name"])
             return {**self._load_finished(run_dir, s["name"]), "skipped": True}
-        size = tuple(s["image_size"])
-        common = dict(
-            backbone=s["backbone"],
-            image_size=size,
-            coreset_ratio=s["normal_coreset"],
-            coreset_min=s["coreset_min"],
-            reweight=s["reweight"],
-            normalization=s["normalization"],
-            weights=s["weights"],
-            seed=s["seed"],
-            cache_dir=str(self._cache()),
-            progress=self.progress or False,
-        )
-        from . import DualPatchCore, PatchCore
-
         t0 = time.perf_counter()
-        if s["bank"] == "single":
-            model = PatchCore(**common).fit(train.normal())
-        else:
-            defects = defect_inputs(train, s["defects"], size, s["augmented"])
-            if s["augment"]:
-                pool = self.augment(s["augment"])
-                defects += synthetic_defects([pool], s["defects"], size, s["augment"].get("n", 40))
-            model = DualPatchCore(**common, defect_coreset=s["defect_coreset"], rule=s["rule"])
-            model.fit(train.normal(), defects)
+        model = self.fit_model(s, train)
         fit_s = time.perf_counter() - t0
+
+        def fit_predict(inner, validation):
+            return validation.labels, self.fit_model(s, inner, pool_of=train).predict(
+                validation
+            ).image_scores
+
+        # the decision threshold comes from a validation split of the training data, never test
+        threshold = validation_threshold(fit_predict, train, s["seed"])
         t1 = time.perf_counter()
         pred = model.predict(test)
         test_s = time.perf_counter() - t1
+        size = tuple(s["image_size"])
         masks = np.stack([smp.mask(size) for smp in test])
         metrics = evaluate(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
         metrics.update(
+            threshold=threshold["threshold"],
+            threshold_rule=threshold["rule"],
+            f1_at_threshold=f1_at(pred.labels, pred.image_scores, threshold["threshold"]),
             fit_seconds=round(fit_s, 2),
             images_per_second=round(len(test) / test_s, 2),
             peak_rss_mb=round(_rss_mb(), 1),
@@ -390,6 +361,33 @@ class Experiment:
             "maps": pred.anomaly_maps,
         }
 
+    def fit_model(self, s: dict, train, pool_of=None):
+        """A model with run settings ``s`` fitted on ``train``; synthetic defects come from a pool
+        made from the training samples of ``pool_of`` (default ``train``) only."""
+        size = tuple(s["image_size"])
+        common = dict(
+            backbone=s["backbone"],
+            image_size=size,
+            coreset_ratio=s["normal_coreset"],
+            coreset_min=s["coreset_min"],
+            reweight=s["reweight"],
+            normalization=s["normalization"],
+            weights=s["weights"],
+            seed=s["seed"],
+            cache_dir=str(self._cache()),
+            progress=self.progress or False,
+        )
+        from . import DualPatchCore, PatchCore
+
+        if s["bank"] == "single":
+            return PatchCore(**common).fit(train.normal())
+        defects = defect_inputs(train, s["defects"], size, s["augmented"])
+        if s["augment"]:
+            pool = self.augment(s["augment"], pool_of if pool_of is not None else train)
+            defects += synthetic_defects([pool], s["defects"], size, s["augment"].get("n", 40))
+        model = DualPatchCore(**common, defect_coreset=s["defect_coreset"], rule=s["rule"])
+        return model.fit(train.normal(), defects)
+
     def _load_finished(self, run_dir: Path, name: str) -> dict:
         from safetensors.numpy import load_file
 
@@ -409,11 +407,13 @@ class Experiment:
 
         return Path(self.config["cache"]) if self.config["cache"] else default_cache()
 
-    def augment(self, spec: dict) -> Path:
-        """Generate (once) a pool of synthetic defects; runs take its first ``n`` images.
+    def augment(self, spec: dict, train) -> Path:
+        """Generate (once per training set) a pool of synthetic defects from ``train`` only; runs
+        take its first ``n`` images.
 
         Runs that differ only in ``n`` share one pool (and one trained model), sized for the
         largest ``n`` asked for, so an ablation over N compares nested sets of the same images.
+        The pool is keyed by the training set's fingerprint, so no fold or split reuses another's.
         """
         from . import augment
 
@@ -430,7 +430,11 @@ class Experiment:
             default=spec.get("n", 40),
         )
         tag = "-".join(f"{k}{v}" for k, v in key(spec) if k != "method")
-        folder = self.out / "augment" / f"{spec['method']}-{tag or 'default'}-n{n}"
+        folder = (
+            self.out
+            / "augment"
+            / f"{spec['method']}-{tag or 'default'}-n{n}-train{train.fingerprint()[:10]}"
+        )
         if (folder / "manifest.csv").exists():
             return folder
         self.log.info("augment: %s, %d images into %s", spec["method"], n, folder)
@@ -440,46 +444,10 @@ class Experiment:
             data=c["data"],
             out=folder,
             n=n,
+            train=train,
             **{k: v for k, v in spec.items() if k not in ("method", "n")},
         )
         return folder
-
-    def write_report(self, results: list[dict], test, dataset_info: dict) -> Path:
-        from .report import RunResult, write_html_report
-
-        size = tuple(self.config["image_size"])
-        runs = [
-            RunResult(
-                name=r["name"],
-                metrics=r["metrics"],
-                ids=r["ids"],
-                labels=r["labels"],
-                scores=r["scores"],
-                threshold=r["metrics"].get("f1_threshold", float("nan")),
-                maps=r["maps"],
-                images=lambda i: test[i].image(size),
-                masks=lambda i: test[i].mask(size),
-            )
-            for r in results
-        ]
-        provenance = {
-            "config": self.config,
-            "environment": json.loads((self.out / "environment.json").read_text()),
-            "dataset": {
-                k: v
-                if not isinstance(v, dict)
-                else {"sha256": v["sha256"], "images": len(v["files"])}
-                for k, v in dataset_info.items()
-            },
-        }
-        return write_html_report(
-            self.out,
-            runs,
-            provenance,
-            title=f"dualpatch: {self.config['name']}",
-            gallery_limit=None,
-            inline_images=self.config["inline_images"],
-        )
 
 
 def _slug(name: str) -> str:
@@ -495,14 +463,22 @@ def _metrics_csv(metrics: dict[str, dict]) -> str:
         "image_ap",
         "pixel_aupro",
         "f1_max",
-        "f1_threshold",
+        "f1_at_threshold",
+        "threshold",
         "fit_seconds",
         "images_per_second",
         "peak_rss_mb",
     ]
-    lines = ["run," + ",".join(keys)]
+    columns = [c for k in keys for c in (k, f"{k}_std", f"{k}_ci_low", f"{k}_ci_high")]
+
+    def cells(m: dict, k: str) -> list[float]:
+        lo, hi = m.get(f"{k}_ci") or (float("nan"), float("nan"))
+        return [m.get(k, float("nan")), m.get(f"{k}_std", float("nan")), lo, hi]
+
+    lines = ["run," + ",".join(columns)]
     for name, m in metrics.items():
-        lines.append(name + "," + ",".join(f"{m.get(k, float('nan')):.6g}" for k in keys))
+        values = [v for k in keys for v in cells(m, k)]
+        lines.append(name + "," + ",".join(f"{float(v):.6g}" for v in values))
     return "\n".join(lines) + "\n"
 
 
