@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .data.duplicates import DuplicateReport, find_duplicates
 from .protocol import Split, make_splits
 from .uncertainty import (
     BOOTSTRAP_METRICS,
@@ -68,6 +69,13 @@ def dataset_json(config: dict, splits: list[Split]) -> dict[str, Any]:
             key=lambda e: e["id"],
         )
         info["folds"] = [split_info(s) for s in splits]
+        groups = find_duplicates({"all": everything})
+        info["duplicates"] = {
+            "policy": config["on_duplicates"],
+            "exact_groups": DuplicateReport(groups).to_json()["exact_groups"],
+            "across_splits": sum(len(s.duplicates.across) for s in splits),
+            "dropped_from_test": [p for s in splits for p in s.duplicates.dropped],
+        }
     return info
 
 

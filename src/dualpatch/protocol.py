@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from .data import Dataset, Sample
-from .data.duplicates import DuplicateReport, check_splits, file_sha256
+from .data.duplicates import (
+    DuplicateReport,
+    check_splits,
+    file_sha256,
+    find_duplicates,
+    warn_within,
+)
 from .errors import ConfigError, DataError
 
 #: KolektorSDD items that are file-for-file copies of each other in the public copy (checked by
@@ -137,10 +143,14 @@ def make_splits(
         items = sorted(train_items) if train_items else None
         return [Split("split", train, test, items, report)]
     everything = pooled(dataset_name, root)
+    groups = find_duplicates({"all": list(everything)})
+    if groups:
+        note = "; cross-validation keeps each group on one side of every split"
+        warn_within(groups, str(root), note)
     splits = []
     for f, (tr, te) in enumerate(group_folds(list(everything), folds, fold_seed)):
         train, test = subset(everything, tr), subset(everything, te)
-        test, report = check_splits(train, test, on_duplicates)
+        test, report = check_splits(train, test, on_duplicates, report_within=False)
         items = sorted({n for s in train if (n := item_number(s)) is not None}) or None
         splits.append(Split(f"fold{f}", train, test, items, report))
     return splits

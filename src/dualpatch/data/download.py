@@ -357,8 +357,7 @@ def download_ksdd2(
         if not (zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive)):
             archive.unlink()  # so that a rerun fetches again instead of trusting it
             raise DataError(
-                f"{url} did not send a zip or tar archive (a web page?); deleted it; "
-                f"{OFFLINE_HINT}"
+                f"{url} did not send a zip or tar archive (a web page?); deleted it; {OFFLINE_HINT}"
             )
     else:
         archive = Path(archive)

@@ -77,13 +77,26 @@ def find_duplicates(splits: dict[str, list[Sample]]) -> list[list[tuple[str, Sam
     return [g for g in by_hash.values() if len(g) > 1]
 
 
-def check_splits(train: Dataset, test: Dataset, policy: str = "warn"):
+def warn_within(
+    groups: list[list[tuple[str, Sample]]], where: str, note: str = "", show: int = 3
+) -> None:
+    """One warning line for all groups of identical images inside one split or dataset."""
+    names = [" = ".join(s.id for _, s in g) for g in groups]
+    more = f" and {len(names) - show} more" if len(names) > show else ""
+    warnings.warn(
+        f"{len(groups)} group(s) of identical images in {where}: "
+        f"{', '.join(names[:show])}{more} (all listed in dataset.json){note}",
+        stacklevel=3,
+    )
+
+
+def check_splits(train: Dataset, test: Dataset, policy: str = "warn", report_within: bool = True):
     """Look for exact duplicates within and across ``train`` and ``test``; apply ``policy``.
 
     Returns ``(test, report)``: ``test`` without the images that copy a training image when
     ``policy == "drop"``, else unchanged. Every cross-split copy gives one warning line naming both
-    files (``warn`` and ``drop``) or a DataError (``error``); each group of copies inside one split
-    is reported once.
+    files (``warn`` and ``drop``) or a DataError (``error``); copies inside one split are reported
+    in one line per split (``report_within``).
     """
     if policy not in POLICIES:
         raise DataError(f"on_duplicates is {policy!r}; expected one of {', '.join(POLICIES)}")
@@ -103,11 +116,11 @@ def check_splits(train: Dataset, test: Dataset, policy: str = "warn"):
             f"{action}",
             stacklevel=2,
         )
-    for group in report.groups:
-        splits = {split for split, _ in group}
-        if len(splits) == 1:
-            files = ", ".join(str(s.image_path) for _, s in group)
-            warnings.warn(f"{len(group)} identical {group[0][0]} images: {files}", stacklevel=2)
+    if report_within:
+        for split in ("train", "test"):
+            within = [g for g in report.groups if {sp for sp, _ in g} == {split}]
+            if within:
+                warn_within(within, f"the {split} split of {train.root}")
     if policy == "drop" and across:
         leaked = {id(b) for _, b in across}
         kept = [s for s in test if id(s) not in leaked]

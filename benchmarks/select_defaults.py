@@ -1,0 +1,131 @@
+"""Choose the dual model's defaults on training data only (nested: no test image is ever scored).
+
+For each outer fold of the cross-validated KolektorSDD protocol (3 item-level folds, duplicated
+items kept together), the outer training items are split again, group-aware and stratified, into
+an inner training set (2/3) and a validation set (1/3). Every candidate is fitted on the inner
+training set and scored on the validation set; the outer test fold is never touched.
+
+Search (kept small for 2 CPU cores, and said so in the README):
+  stage 1: rule {weighted, patch, seed} x normalisation {tf, imagenet} x defect source
+           {image, crop}, at normal coreset 1 % and defect coreset 10 %;
+  stage 2: the stage-1 winner at normal coreset 10 % against 1 %.
+Criterion: the mean of validation image AUROC, image AP and pixel AUPRO (one number, three views:
+ranking, ranking under class imbalance, localisation).
+
+    python benchmarks/select_defaults.py [--data ../shared/data/kolektorsdd]
+
+writes ``benchmarks/results/select_defaults.json``: every candidate's validation metrics per outer
+fold, what each fold chose, and how often each value was chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+GRID = {
+    "rule": ("weighted", "patch", "seed"),
+    "normalization": ("tf", "imagenet"),
+    "defects": ("image", "crop"),
+}
+CORESETS = (0.01, 0.10)
+CRITERION = ("image_auroc", "image_ap", "pixel_aupro")
+SIZE = (320, 128)
+
+
+def cache_dir() -> str:
+    return os.environ.get(
+        "DUALPATCH_CACHE", str(Path.home() / ".cache" / "dualpatch" / "features")
+    )
+
+
+def validate(candidate: dict, inner, validation) -> dict:
+    """Fit a dual model with ``candidate`` on ``inner`` (public fit), score ``validation``."""
+    from dualpatch import DualPatchCore
+    from dualpatch.evaluation import evaluate
+    from dualpatch.experiment import defect_inputs
+
+    model = DualPatchCore(
+        image_size=SIZE,
+        coreset_ratio=candidate["normal_coreset"],
+        defect_coreset=0.10,
+        rule=candidate["rule"],
+        normalization=candidate["normalization"],
+        cache_dir=cache_dir(),
+        progress=False,
+    )
+    t0 = time.perf_counter()
+    model.fit(inner.normal(), defect_inputs(inner, candidate["defects"], SIZE))
+    fit_s = time.perf_counter() - t0
+    pred = model.predict(validation)
+    masks = np.stack([s.mask(SIZE) for s in validation])
+    m = evaluate(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
+    m["criterion"] = float(np.mean([m[k] for k in CRITERION]))
+    m["fit_seconds"] = round(fit_s, 1)
+    return m
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", default=os.environ.get("DUALPATCH_DATA", "../shared/data/kolektorsdd")
+    )
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "select_defaults.json"))
+    args = parser.parse_args()
+    from dualpatch.fileio import write_json
+    from dualpatch.protocol import inner_split, make_splits
+
+    t_start = time.perf_counter()
+    splits = make_splits("kolektorsdd", args.data, args.folds, on_duplicates="drop")
+    folds = []
+    for split in splits:
+        inner, validation = inner_split(split.train, seed=0, k=3)
+        rows = []
+        for values in itertools.product(*GRID.values()):
+            cand = dict(zip(GRID, values, strict=True), normal_coreset=CORESETS[0])
+            rows.append({"candidate": cand, "metrics": validate(cand, inner, validation)})
+            print(split.name, cand, f"{rows[-1]['metrics']['criterion']:.4f}", flush=True)
+        best = max(rows, key=lambda r: r["metrics"]["criterion"])
+        for ratio in CORESETS[1:]:
+            cand = {**best["candidate"], "normal_coreset": ratio}
+            rows.append({"candidate": cand, "metrics": validate(cand, inner, validation)})
+            print(split.name, cand, f"{rows[-1]['metrics']['criterion']:.4f}", flush=True)
+        chosen = max(rows, key=lambda r: r["metrics"]["criterion"])["candidate"]
+        folds.append({
+            "fold": split.name,
+            "inner_train_images": len(inner),
+            "validation_images": len(validation),
+            "validation_defective": int(validation.labels.sum()),
+            "candidates": rows,
+            "chosen": chosen,
+        })  # fmt: skip
+    keys = [*GRID, "normal_coreset"]
+    stability = {k: dict(Counter(str(f["chosen"][k]) for f in folds)) for k in keys}
+    majority = {k: Counter(f["chosen"][k] for f in folds).most_common(1)[0][0] for k in keys}
+    write_json(Path(args.out), {
+        "command": "python " + " ".join(sys.argv),
+        "criterion": "mean of validation " + ", ".join(CRITERION),
+        "grid": {**GRID, "normal_coreset": list(CORESETS)},
+        "folds": folds,
+        "chosen_per_fold": [{"fold": f["fold"], **f["chosen"]} for f in folds],
+        "stability": stability,
+        "majority": majority,
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+    })  # fmt: skip
+    for f in folds:
+        print(f["fold"], "chose", f["chosen"])
+    print("majority:", majority, "stability:", stability)
+
+
+if __name__ == "__main__":
+    main()
