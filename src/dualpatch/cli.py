@@ -15,6 +15,7 @@ import numpy as np
 import typer
 
 from .cli_common import DatasetName
+from .defaults import MIN_SIDE, default_cache
 from .errors import DualpatchError
 
 app = typer.Typer(
@@ -89,16 +90,6 @@ def main() -> None:
                 typer.echo(f"error: {message}{hint}", err=True)
             sys.exit(exc.exit_code)
         raise
-
-
-#: smallest input side: the backbones' deeper stage needs a 2x2 map at least
-MIN_SIDE = 16
-
-
-def default_cache() -> Path:
-    return Path(
-        os.environ.get("DUALPATCH_CACHE", Path.home() / ".cache" / "dualpatch" / "features")
-    )
 
 
 def _parse_items(spec: str) -> list[int]:
@@ -424,12 +415,11 @@ def demo(
 
 
 def _register_subcommands() -> None:
+    # An ImportError here is a bug in dualpatch itself: let it surface rather than hide a command.
+    import importlib
+
     for module, name in (("cli_data", "data"), ("cli_augment", "augment")):
-        try:
-            mod = __import__(f"dualpatch.{module}", fromlist=["app"])
-        except ImportError:
-            continue
-        app.add_typer(mod.app, name=name)
+        app.add_typer(importlib.import_module(f"dualpatch.{module}").app, name=name)
 
 
 _register_subcommands()

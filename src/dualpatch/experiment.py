@@ -131,7 +131,7 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] = ()) 
 
 def _check_value(where: str, key: str, value: Any) -> None:
     """ConfigError unless ``value`` is usable for setting ``key`` (checked before any work)."""
-    from .cli import MIN_SIDE
+    from .defaults import MIN_SIDE
 
     def number(v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool)
@@ -403,7 +403,7 @@ class Experiment:
         }
 
     def _cache(self) -> Path:
-        from .cli import default_cache
+        from .defaults import default_cache
 
         return Path(self.config["cache"]) if self.config["cache"] else default_cache()
 

@@ -20,7 +20,7 @@ from .data.base import Sample
 from .data.crops import DefectCrop
 from .errors import ConfigError, DataError, ModelFileError
 from .features import FEATURE_VERSION, FeatureExtractor, to_tensor
-from .fileio import atomic_path, write_json
+from .fileio import atomic_path, sha256_file, write_json
 from .memory import MemoryBank
 from .scoring import DUAL_RULES, anomaly_map, dual_scores, max_score, reweighted_score
 
@@ -133,7 +133,7 @@ class PatchCore:
     def _cache_key(self, sample: Sample) -> str:
         """Image content + everything that shapes its features (code version, backbone, weights)."""
         if getattr(self, "_key_prefix", None) is None:
-            weights = _file_digest(self.weights) if self.weights else "package"
+            weights = sha256_file(self.weights) if self.weights else "package"
             self._key_prefix = json.dumps(
                 [FEATURE_VERSION, self.backbone, list(self.image_size), self.normalization, weights]
             ).encode()
@@ -503,14 +503,6 @@ def mask_cells(mask: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
     """(h, w) bool: the feature-grid cells that hold at least one defect pixel of ``mask``."""
     m = torch.from_numpy(mask.astype(np.float32))[None, None]
     return torch.nn.functional.adaptive_max_pool2d(m, tuple(grid))[0, 0] > 0
-
-
-def _file_digest(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _versions() -> dict[str, str]:

@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from ..data import Dataset
 from ..errors import ConfigError, ModelFileError
-from ..fileio import atomic_path, write_json
-from .manifest import ManifestRow, open_output, sha256_file
+from ..fileio import atomic_path, sha256_file, write_json
+from .manifest import ManifestRow, open_output
 from .sources import (
     DefectShape,
     data_channels,

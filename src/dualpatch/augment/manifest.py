@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import astuple, dataclass, fields
@@ -46,14 +45,6 @@ def relative(path: str | Path, root: Path) -> str:
         return path.relative_to(root.resolve()).as_posix()
     except ValueError:
         return str(path)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 class OutputWriter:

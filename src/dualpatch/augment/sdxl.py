@@ -21,7 +21,8 @@ from tqdm import tqdm
 from ..data import Dataset
 from ..data.images import resize_image, resize_mask
 from ..errors import WeightsError
-from .manifest import ManifestRow, open_output, sha256_file
+from ..fileio import sha256_file
+from .manifest import ManifestRow, open_output
 from .sources import data_channels, defect_shapes, place, read_pixels, training_sources
 
 PROMPTS = ("white marks on the wall", "copper metal scratches")

@@ -7,7 +7,6 @@ single byte is written, and the result appears atomically.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -26,7 +25,7 @@ from urllib.request import Request, urlopen
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
-from ..fileio import atomic_dir
+from ..fileio import atomic_dir, sha256_file
 from .ksdd2 import SPLITS, find_root, layout_warnings
 
 KSDD2_URL = "http://go.vicos.si/kolektorsdd2"
@@ -45,15 +44,6 @@ class Limits:
 
 
 # ----------------------------------------------------------------------------- download
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_sha256(value: str | None) -> str | None:
