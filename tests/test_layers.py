@@ -26,9 +26,12 @@ LAYERS = {
     "memory": 3,
     "scoring": 4,
     "evaluation": 4,
+    "uncertainty": 4,
     "models": 5,
+    "protocol": 5,
     "augment": 6,
     "report": 7,
+    "crossval": 8,
     "experiment": 8,
     "cli": 9,
 }

@@ -83,43 +83,52 @@ def seeds_of(config: dict) -> list[int]:
     return list(config["seeds"]) if config["seeds"] else [config["seed"]]
 
 
-def run_experiment(exp) -> Path:
-    """``Experiment.run``: every run on every split × seed, then metrics, comparisons, report."""
-    from .experiment import _metrics_csv, _npy_bytes, _seed_layout, environment, resolve_run
-    from .fileio import write_bytes, write_json, write_text
+def prepare(exp) -> tuple[list[Split], dict]:
+    """The splits, checked for duplicates, then config.yaml and dataset.json in the results folder.
+
+    The splits come first: a bad --data, or duplicates under "error", leave no folder behind.
+    """
+    from .fileio import write_json, write_text
 
     c = exp.config
-    # before any output: a bad --data, or duplicates under "error", leave no folder behind
     splits = make_splits(
         c["dataset"], c["data"], c["folds"], c["train_items"], c["on_duplicates"], c["fold_seed"]
     )
-    seeds = seeds_of(c)
     exp.out.mkdir(parents=True, exist_ok=True)
     write_text(exp.out / "config.yaml", yaml.safe_dump(c, sort_keys=False))
-    write_json(exp.out / "environment.json", environment())
     info = dataset_json(c, splits)
     write_json(exp.out / "dataset.json", info)
     for s in splits:
-        dup = s.duplicates.to_json()
-        if dup["across_splits"]:
+        if s.duplicates.across:
             exp.log.warning("%s: %d test image(s) copy a training image (%s)",
-                            s.name, dup["across_splits"], c["on_duplicates"])  # fmt: skip
-    counts = fold_counts([len(s.test) for s in splits], c["bootstrap"], seed=0)
+                            s.name, len(s.duplicates.across), c["on_duplicates"])  # fmt: skip
+    return splits, info
+
+
+def run_matrix(exp, runs: list[dict], splits: list[Split]) -> tuple[list[dict], dict]:
+    """Every run (resolved settings) on every split × seed; (results, bootstrap replicates)."""
+    seeds = seeds_of(exp.config)
+    counts = fold_counts([len(s.test) for s in splits], exp.config["bootstrap"], seed=0)
     nested = len(splits) > 1 or len(seeds) > 1
     results, boots = [], {}
-    for i, run in enumerate(c["runs"]):
-        settings = resolve_run(c, run)
-        exp.log.info("run %d/%d: %s", i + 1, len(c["runs"]), settings["name"])
+    for i, settings in enumerate(runs):
+        exp.log.info("run %d/%d: %s", i + 1, len(runs), settings["name"])
         result, boots[settings["name"]] = run_over_splits(exp, settings, splits, seeds, counts,
                                                           nested)  # fmt: skip
         results.append(result)
+    return results, boots
+
+
+def finish(exp, results: list[dict], boots: dict, info: dict) -> Path:
+    """metrics.json and metrics.csv (with comparisons against the first run), then report.html."""
+    from .fileio import write_json, write_text
+
     metrics = {r["name"]: r["metrics"] for r in results}
     comparisons = compare_all(results, boots)
     for r in results:
         metrics[r["name"]]["comparisons"] = comparisons.get(r["name"], {})
     write_json(exp.out / "metrics.json", metrics)
-    write_text(exp.out / "metrics.csv", _metrics_csv(metrics))
-    write_bytes(exp.out / "results.npy", _npy_bytes(_seed_layout(results)))
+    write_text(exp.out / "metrics.csv", metrics_csv(metrics))
     report = exp.out / "report.html"
     if any(not r.get("skipped") for r in results) or not report.exists():
         write_report(exp, results, info)
@@ -288,3 +297,29 @@ def write_report(exp, results: list[dict], dataset_info: dict) -> Path:
         gallery_limit=None,
         inline_images=exp.config["inline_images"],
     )
+
+
+def metrics_csv(metrics: dict[str, dict]) -> str:
+    keys = [
+        "image_auroc",
+        "pixel_auroc",
+        "image_ap",
+        "pixel_aupro",
+        "f1_max",
+        "f1_at_threshold",
+        "threshold",
+        "fit_seconds",
+        "images_per_second",
+        "peak_rss_mb",
+    ]
+    columns = [c for k in keys for c in (k, f"{k}_std", f"{k}_ci_low", f"{k}_ci_high")]
+
+    def cells(m: dict, k: str) -> list[float]:
+        lo, hi = m.get(f"{k}_ci") or (float("nan"), float("nan"))
+        return [m.get(k, float("nan")), m.get(f"{k}_std", float("nan")), lo, hi]
+
+    lines = ["run," + ",".join(columns)]
+    for name, m in metrics.items():
+        values = [v for k in keys for v in cells(m, k)]
+        lines.append(name + "," + ",".join(f"{float(v):.6g}" for v in values))
+    return "\n".join(lines) + "\n"

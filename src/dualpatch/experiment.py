@@ -285,9 +285,15 @@ class Experiment:
 
     def run(self) -> Path:
         """Every run on every split (or fold) x seed; metrics, comparisons and the report."""
-        from .crossval import run_experiment
+        from .crossval import finish, prepare, run_matrix
+        from .fileio import write_bytes, write_json
 
-        return run_experiment(self)
+        splits, info = prepare(self)
+        write_json(self.out / "environment.json", environment())
+        runs = [resolve_run(self.config, run) for run in self.config["runs"]]
+        results, boots = run_matrix(self, runs, splits)
+        write_bytes(self.out / "results.npy", _npy_bytes(_seed_layout(results)))
+        return finish(self, results, boots, info)
 
     def run_one(self, s: dict, train, test, dataset_info, run_dir: Path | None = None) -> dict:
         from .evaluation import evaluate
@@ -454,32 +460,6 @@ def _slug(name: str) -> str:
     from .report import slug
 
     return slug(name)
-
-
-def _metrics_csv(metrics: dict[str, dict]) -> str:
-    keys = [
-        "image_auroc",
-        "pixel_auroc",
-        "image_ap",
-        "pixel_aupro",
-        "f1_max",
-        "f1_at_threshold",
-        "threshold",
-        "fit_seconds",
-        "images_per_second",
-        "peak_rss_mb",
-    ]
-    columns = [c for k in keys for c in (k, f"{k}_std", f"{k}_ci_low", f"{k}_ci_high")]
-
-    def cells(m: dict, k: str) -> list[float]:
-        lo, hi = m.get(f"{k}_ci") or (float("nan"), float("nan"))
-        return [m.get(k, float("nan")), m.get(f"{k}_std", float("nan")), lo, hi]
-
-    lines = ["run," + ",".join(columns)]
-    for name, m in metrics.items():
-        values = [v for k in keys for v in cells(m, k)]
-        lines.append(name + "," + ",".join(f"{float(v):.6g}" for v in values))
-    return "\n".join(lines) + "\n"
 
 
 def _seed_layout(results: list[dict]) -> dict:
