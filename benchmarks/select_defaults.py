@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 import time
@@ -42,9 +41,7 @@ SIZE = (320, 128)
 
 
 def cache_dir() -> str:
-    return os.environ.get(
-        "DUALPATCH_CACHE", str(Path.home() / ".cache" / "dualpatch" / "features")
-    )
+    return os.environ.get("DUALPATCH_CACHE", str(Path.home() / ".cache" / "dualpatch" / "features"))
 
 
 def validate(candidate: dict, inner, validation) -> dict:
@@ -79,7 +76,9 @@ def main() -> None:
         "--data", default=os.environ.get("DUALPATCH_DATA", "../shared/data/kolektorsdd")
     )
     parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "select_defaults.json"))
+    parser.add_argument(
+        "--out", default=str(Path(__file__).parent / "results" / "select_defaults.json")
+    )
     args = parser.parse_args()
     from dualpatch.fileio import write_json
     from dualpatch.protocol import inner_split, make_splits

@@ -6,12 +6,11 @@ import shutil
 import warnings
 
 import pytest
+from protocol_fixtures import make_folder
 
 from dualpatch.data import MVTecFolder
 from dualpatch.data.duplicates import check_splits, near_duplicates
 from dualpatch.errors import DataError
-
-from protocol_fixtures import make_folder
 
 
 @pytest.fixture
@@ -38,7 +37,9 @@ def test_copy_across_splits_gives_one_line_naming_both_files(leaky):
     assert len(across) == 1
     assert "test/good/test000.png" in across[0] and "train/good/train003.png" in across[0]
     assert len(kept) == len(test)  # warn keeps the image
-    assert [(a.id, b.id) for a, b in report.across] == [("train/good/train003", "test/good/test000")]
+    assert [(a.id, b.id) for a, b in report.across] == [
+        ("train/good/train003", "test/good/test000")
+    ]
 
 
 def test_copies_within_a_split_are_reported_once(leaky, tmp_path):

@@ -84,7 +84,9 @@ def test_results_npy_keeps_the_reference_layout(finished):
     _, report = finished
     results = np.load(report.parent / "results.npy", allow_pickle=True).item()
     assert set(results["standard_patchcore"]) == {"image_auc", "pixel_auc"}
-    assert "dual_patchcore" in results
+    assert set(results["dual_patchcore"]) == {"image_auc", "pixel_auc", "rule"}
+    assert results["dual_patchcore"]["rule"] == "weighted"
+    assert results["dual_patchcore:dual-seed-rule"]["rule"] == "seed"
     metrics = json.loads((report.parent / "metrics.json").read_text())
     assert results["standard_patchcore"]["image_auc"] == pytest.approx(
         metrics["single"]["image_auroc"]

@@ -127,9 +127,7 @@ def test_max_score():
 
 def reweight_case():
     """A bank of 6 points in 2-D, two images of 2x2 patches with features (B, 4, 2)."""
-    bank = torch.tensor(
-        [[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [3.0, 3.0], [5.0, 0.0], [0.2, 0.2]]
-    )
+    bank = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [3.0, 3.0], [5.0, 0.0], [0.2, 0.2]])
     feats = torch.tensor(
         [
             [[0.05, 0.0], [0.0, 0.05], [0.4, 0.5], [0.1, 0.1]],  # hot patch 2, near the dense mode
@@ -143,7 +141,7 @@ def reweight_case():
 def test_reweighted_score_by_hand():
     bank, feats, dist, idx = reweight_case()
     k = 3
-    got = reweighted_score(dist, feats, idx, bank, num_neighbors=k)
+    got = reweighted_score(dist, feats, idx, bank, reweight_neighbors=k)
     expected = []
     for b in range(2):
         flat = dist[b].flatten()
@@ -162,12 +160,12 @@ def test_reweighted_score_never_exceeds_the_plain_max():
     bank, feats, dist, idx = reweight_case()
     plain = max_score(dist)
     for k in (1, 2, 3, 6):
-        got = reweighted_score(dist, feats, idx, bank, num_neighbors=k)
+        got = reweighted_score(dist, feats, idx, bank, reweight_neighbors=k)
         assert torch.all(got <= plain + 1e-7)
         assert torch.all(got >= 0)
     # with more neighbours around a dense mode the weight stays well below 1;
     # near an isolated bank entry it approaches 1 (the score is kept)
-    got = reweighted_score(dist, feats, idx, bank, num_neighbors=3)
+    got = reweighted_score(dist, feats, idx, bank, reweight_neighbors=3)
     assert got[0] < 0.8 * plain[0]
     assert got[1] > 0.9 * plain[1]
 
@@ -178,7 +176,7 @@ def test_reweighted_score_random_case_is_bounded():
     feats = torch.randn(3, 12, 5, generator=gen)
     dist, idx = knn(feats.reshape(-1, 5), bank, k=1)
     dist, idx = dist[:, 0].reshape(3, 3, 4), idx[:, 0].reshape(3, 12)
-    got = reweighted_score(dist, feats, idx, bank, num_neighbors=9)
+    got = reweighted_score(dist, feats, idx, bank, reweight_neighbors=9)
     plain = max_score(dist)
     assert got.shape == (3,)
     assert torch.all(got <= plain) and torch.all(got > 0)

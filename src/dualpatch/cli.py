@@ -17,6 +17,7 @@ import typer
 from .cli_common import DatasetName
 from .defaults import MIN_SIDE, default_cache
 from .errors import DualpatchError
+from .scoring import DEFAULT_NUM_NEIGHBORS, DEFAULT_REWEIGHT_NEIGHBORS, DUAL_RULES
 
 app = typer.Typer(
     help="PatchCore-style surface-defect detection with single and dual memory banks.",
@@ -43,10 +44,7 @@ class DefectSource(StrEnum):
     crop = "crop"
 
 
-class Rule(StrEnum):
-    patch = "patch"
-    seed = "seed"
-    weighted = "weighted"
+Rule = StrEnum("Rule", {name: name for name in DUAL_RULES})
 
 
 def fail(message: str) -> None:
@@ -141,11 +139,19 @@ def fit(
         0.10, min=0.0, max=1.0, help="Fraction of defect patches kept (dual)."
     ),
     coreset_min: int = typer.Option(1000, min=1, help="Floor on each bank's size."),
-    rule: Rule = typer.Option(Rule.weighted, help="Dual scoring rule."),
+    rule: Rule = typer.Option("weighted", help="Dual scoring rule."),
     defects: DefectSource = typer.Option(
         DefectSource.image, help="Defect bank from mask patches of whole images, or from crops."
     ),
-    reweight: bool = typer.Option(False, help="PatchCore paper's image-score re-weighting."),
+    reweight: bool = typer.Option(
+        False, help="PatchCore paper's image-score re-weighting (--bank single only)."
+    ),
+    num_neighbors: int = typer.Option(
+        DEFAULT_NUM_NEIGHBORS, min=1, help="k: a patch's distance is the mean over its k nearest."
+    ),
+    reweight_neighbors: int = typer.Option(
+        DEFAULT_REWEIGHT_NEIGHBORS, min=1, help="Neighbourhood size of --reweight."
+    ),
     weights: Path | None = typer.Option(None, help="Backbone state_dict file (.pth/.safetensors)."),
     normalization: str = typer.Option("auto", help="auto (the weights' own), imagenet or tf."),
     augmented: list[Path] = typer.Option(
@@ -169,6 +175,8 @@ def fit(
         coreset_ratio=coreset,
         coreset_min=coreset_min,
         reweight=reweight,
+        num_neighbors=num_neighbors,
+        reweight_neighbors=reweight_neighbors,
         weights=str(weights) if weights else None,
         normalization=normalization,
         seed=seed,
@@ -180,6 +188,7 @@ def fit(
         model = PatchCore(**common).fit(train.normal())
     else:
         model = DualPatchCore(**common, defect_coreset=defect_coreset, rule=rule.value)
+        model.check_params()  # before the defect inputs are read: --reweight is refused here
         from .experiment import defect_inputs
 
         inputs = defect_inputs(train, defects.value, tuple(size), augmented)

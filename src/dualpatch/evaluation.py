@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "image_ap", "pixel_aupro", "f1_max", "f1_threshold")
 
@@ -23,49 +24,89 @@ def f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     return float(f1[best]), float(thresholds[best]) if len(thresholds) else math.nan
 
 
-def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3, steps: int = 200) -> float:
-    """Area under the per-region-overlap curve up to ``fpr_limit``, normalised to [0, 1].
+#: 8-connectivity, as in the MVTec AD reference evaluation: diagonal neighbours join one region.
+REGION_STRUCTURE = np.ones((3, 3), dtype=bool)
 
-    Each connected defect region counts equally, whatever its size; the false-positive rate is taken
-    over the pixels of all normal area. Thresholds are spread evenly over the score range of normal
-    pixels' upper tail so that the curve is sampled densely where FPR <= fpr_limit.
+
+def aupro_undefined_reason(masks: np.ndarray) -> str | None:
+    """Why AUPRO cannot be computed for these masks, or None when it can."""
+    masks = np.asarray(masks).astype(bool)
+    if not masks.any():
+        return "no defect pixels in the ground-truth masks"
+    if masks.all():
+        return "every pixel is a defect pixel: no normal pixels to take a false-positive rate over"
+    return None
+
+
+def pro_curve(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The per-region-overlap curve at every distinct score: (false-positive rates, PRO), ascending.
+
+    Regions are the 8-connected components of each image's mask. At threshold t (score >= t is a
+    defect), the FPR is the fraction of all normal pixels at or above t and the PRO is the mean,
+    over regions, of the fraction of each region's pixels at or above t. Both are sums over pixels
+    taken in descending score order: a normal pixel adds 1 / (normal pixels) to the FPR and a
+    defect pixel adds 1 / (regions * its region's size) to the PRO, so one sort and two cumulative
+    sums give the curve at every threshold. Tied scores form one step (the last index of the tie).
+    The curve starts at (0, 0) and ends at (1, 1).
     """
-    masks = masks.astype(bool)
-    if not masks.any() or masks.all():
+    masks = np.asarray(masks).astype(bool)
+    maps = np.asarray(maps)
+    if masks.shape != maps.shape:
+        raise ValueError(f"masks {masks.shape} and maps {maps.shape} differ in shape")
+    if maps.ndim == 2:
+        masks, maps = masks[None], maps[None]
+    reason = aupro_undefined_reason(masks)
+    if reason:
+        raise ValueError(reason)
+    if not np.isfinite(maps).all():
+        raise ValueError("anomaly maps hold NaN or infinite values")
+    # A 3-D structure that is 8-connected within an image and never joins two images.
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = REGION_STRUCTURE
+    regions, n_regions = ndimage.label(masks, structure=structure)
+    regions = regions.reshape(-1)
+    sizes = np.bincount(regions, minlength=n_regions + 1).astype(np.float64)
+    # each defect pixel's share of the PRO: 1 / (regions * its region's size); normal pixels none
+    pro_share = np.concatenate([[0.0], 1.0 / (n_regions * sizes[1:])])[regions]
+    flat = maps.reshape(-1)
+    order = np.argsort(flat)[::-1]  # descending; the order within a tie does not matter
+    ranked = flat[order]
+    fpr = np.cumsum(regions[order] == 0) / sizes[0]  # integer counts of normal pixels
+    pro = np.cumsum(pro_share[order])
+    # keep the last pixel of each run of equal scores: the curve at that distinct threshold
+    last = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True))
+    fpr = np.concatenate([[0.0], fpr[last]])
+    pro = np.concatenate([[0.0], pro[last]])
+    # the sums may land a few ulps off 1; the last point is exactly (1, 1) by definition
+    fpr[-1], pro[-1] = 1.0, 1.0
+    return np.minimum(fpr, 1.0), np.minimum(pro, 1.0)
+
+
+def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
+    """Area under the per-region-overlap curve up to ``fpr_limit``, divided by ``fpr_limit``.
+
+    Exact: the curve is taken at every distinct score (``pro_curve``), integrated with the
+    trapezoid rule and closed at ``fpr_limit`` by linear interpolation, as the MVTec AD reference
+    does. It depends only on the order of the scores, so any strictly increasing transform of the
+    maps leaves it unchanged. NaN when the masks hold no defect or no normal pixel
+    (``aupro_undefined_reason`` says which; a ``UndefinedMetricWarning`` carries the same reason).
+    """
+    if not 0 < fpr_limit <= 1:
+        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
+    reason = aupro_undefined_reason(masks)
+    if reason:
+        from sklearn.exceptions import UndefinedMetricWarning
+
+        warnings.warn(f"AUPRO undefined: {reason}", UndefinedMetricWarning, stacklevel=2)
         return math.nan
-    structure = np.ones((3, 3))
-    region_scores = []  # each defect region's pixel scores, sorted
-    for mask, amap in zip(masks, maps, strict=True):
-        lab, n = ndimage.label(mask, structure=structure)
-        order = np.argsort(lab, axis=None, kind="stable")
-        flat_lab, flat_map = lab.reshape(-1)[order], amap.reshape(-1)[order]
-        bounds = np.searchsorted(flat_lab, np.arange(1, n + 2))
-        region_scores += [
-            np.sort(flat_map[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-        ]
-    normal_scores = np.sort(maps[~masks])
-    hi = float(maps.max())
-    lo = min(float(np.quantile(normal_scores, 1 - fpr_limit)), hi)
-    thresholds = np.linspace(hi, lo, steps)
-    # Fraction of pixels >= t, read off sorted scores for all thresholds at once.
-    fprs = np.concatenate(
-        [[0.0], 1.0 - np.searchsorted(normal_scores, thresholds) / normal_scores.size]
-    )
-    overlap = np.mean(
-        [1.0 - np.searchsorted(r, thresholds) / r.size for r in region_scores], axis=0
-    )
-    pros = np.concatenate([[0.0], overlap])
-    fprs, pros = np.array(fprs), np.array(pros)
-    keep = fprs <= fpr_limit
-    fx, px = list(fprs[keep]), list(pros[keep])
-    # close the curve exactly at fpr_limit by linear interpolation with the next point
-    after = np.nonzero(~keep)[0]
-    if after.size and fx[-1] < fpr_limit:
-        j = after[0]
-        w = (fpr_limit - fprs[j - 1]) / (fprs[j] - fprs[j - 1])
-        fx.append(fpr_limit)
-        px.append(pros[j - 1] + w * (pros[j] - pros[j - 1]))
-    return float(auc(fx, px) / fpr_limit)
+    fpr, pro = pro_curve(masks, maps)
+    end = int(np.searchsorted(fpr, fpr_limit, side="right"))  # points with fpr <= limit
+    x, y = fpr[:end], pro[:end]
+    if x[-1] < fpr_limit:  # close the curve at the limit between the last point and the next
+        w = (fpr_limit - fpr[end - 1]) / (fpr[end] - fpr[end - 1])
+        x = np.append(x, fpr_limit)
+        y = np.append(y, pro[end - 1] + w * (pro[end] - pro[end - 1]))
+    return float(np.trapezoid(y, x) / fpr_limit)
 
 
 def evaluate(

@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError
+from .scoring import DEFAULT_NUM_NEIGHBORS, DEFAULT_REWEIGHT_NEIGHBORS, DUAL_RULES
 
 DEFAULTS: dict[str, Any] = {
     "name": "experiment",
@@ -40,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "rule": "weighted",
     "defects": "image",
     "reweight": False,
+    "num_neighbors": DEFAULT_NUM_NEIGHBORS,
+    "reweight_neighbors": DEFAULT_REWEIGHT_NEIGHBORS,
     "seed": 0,
     "cache": None,
     "inline_images": False,
@@ -66,6 +69,8 @@ RUN_KEYS = {
     "defect_coreset",
     "coreset_min",
     "reweight",
+    "num_neighbors",
+    "reweight_neighbors",
     "image_size",
     "seed",
     "augment",
@@ -139,11 +144,14 @@ def _check_value(where: str, key: str, value: Any) -> None:
     def whole(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
+    def whole_at_least_1(v: Any) -> bool:
+        return whole(v) and v >= 1
+
     choices = {
         "dataset": ("kolektorsdd", "ksdd2", "folder", "demo"),
         "backbone": ("efficientnet_lite0", "efficientnet_lite2", "resnet50", "wide_resnet50_2"),
         "normalization": ("auto", "imagenet", "tf"),
-        "rule": ("patch", "seed", "weighted"),
+        "rule": tuple(DUAL_RULES),
         "defects": ("image", "crop"),
         "on_duplicates": ("warn", "drop", "error"),
     }
@@ -158,12 +166,11 @@ def _check_value(where: str, key: str, value: Any) -> None:
         ),
         "normal_coreset": (lambda v: number(v) and 0 <= v <= 1, "a fraction from 0 to 1"),
         "defect_coreset": (lambda v: number(v) and 0 <= v <= 1, "a fraction from 0 to 1"),
-        "coreset_min": (
-            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-            "a whole number of at least 1",
-        ),
+        "coreset_min": (whole_at_least_1, "a whole number of at least 1"),
         "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
         "reweight": (lambda v: isinstance(v, bool), "true or false"),
+        "num_neighbors": (whole_at_least_1, "a whole number of at least 1"),
+        "reweight_neighbors": (whole_at_least_1, "a whole number of at least 1"),
         "inline_images": (lambda v: isinstance(v, bool), "true or false"),
         "folds": (lambda v: v is None or (whole(v) and v >= 2), "null or a whole number >= 2"),
         "fold_seed": (whole, "a whole number"),
@@ -211,6 +218,11 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
                     f"config: runs[{i}].augment has unknown key(s) "
                     f"{', '.join(sorted(set(aug) - AUGMENT_KEYS))}"
                 )
+        if run["bank"] == "dual" and resolve_run(config, run)["reweight"]:
+            raise ConfigError(
+                f"config: runs[{i}] is a dual run with reweight: true; re-weighting applies to "
+                "single-bank runs only (set reweight in those runs)"
+            )
         run.setdefault("name", run["bank"] if i == 0 else f"{run['bank']}{i}")
         if run["name"] in names:
             raise ConfigError(f"config: run name {run['name']!r} appears twice")
@@ -377,6 +389,8 @@ class Experiment:
             coreset_ratio=s["normal_coreset"],
             coreset_min=s["coreset_min"],
             reweight=s["reweight"],
+            num_neighbors=s["num_neighbors"],
+            reweight_neighbors=s["reweight_neighbors"],
             normalization=s["normalization"],
             weights=s["weights"],
             seed=s["seed"],
@@ -478,6 +492,8 @@ def _seed_layout(results: list[dict]) -> dict:
             "image_auc": r["metrics"]["image_auroc"],
             "pixel_auc": r["metrics"]["pixel_auroc"],
         }
+        if s["bank"] == "dual":  # which rule produced the figures (the reference had one)
+            out[key]["rule"] = s["rule"]
     return out
 
 

@@ -22,7 +22,14 @@ from .errors import ConfigError, DataError, ModelFileError
 from .features import FEATURE_VERSION, FeatureExtractor, to_tensor
 from .fileio import atomic_path, sha256_file, write_json
 from .memory import MemoryBank
-from .scoring import DUAL_RULES, anomaly_map, dual_scores, max_score, reweighted_score
+from .scoring import (
+    DEFAULT_NUM_NEIGHBORS,
+    DEFAULT_REWEIGHT_NEIGHBORS,
+    Reweighting,
+    check_scoring,
+    patch_distances,
+    score_patches,
+)
 
 FORMAT_VERSION = 1
 STRIDE = 8  # both stage pairs put the feature grid at 1/8 of the input
@@ -62,6 +69,10 @@ def _silent(desc: str, total: int) -> Callable[[int], None]:
 class PatchCore:
     """Single-bank PatchCore: nearest-neighbour distance of each test patch to normal patches.
 
+    ``num_neighbors`` (k): a patch's distance to a bank is the mean distance to its k nearest
+    entries (1: the nearest distance, as PatchCore and the dual reference code use).
+    ``reweight``: image score by the PatchCore paper's re-weighting, over a neighbourhood of
+    ``reweight_neighbors`` bank entries (single bank only).
     Parameters are stored as given; all work happens in ``fit``. Learned state: ``memory_``
     (the normal ``MemoryBank``) and ``grid_`` (feature grid of the input size).
     """
@@ -75,8 +86,9 @@ class PatchCore:
         coreset_ratio: float = 0.01,
         coreset_min: int = 1000,
         projection_dim: int = 128,
-        num_neighbors: int = 9,
+        num_neighbors: int = DEFAULT_NUM_NEIGHBORS,
         reweight: bool = False,
+        reweight_neighbors: int = DEFAULT_REWEIGHT_NEIGHBORS,
         blur_sigma: float = 4.0,
         normalization: str = "auto",
         weights: str | None = None,
@@ -92,6 +104,7 @@ class PatchCore:
         self.projection_dim = projection_dim
         self.num_neighbors = num_neighbors
         self.reweight = reweight
+        self.reweight_neighbors = reweight_neighbors
         self.blur_sigma = blur_sigma
         self.normalization = normalization
         self.weights = weights
@@ -109,6 +122,7 @@ class PatchCore:
         "projection_dim",
         "num_neighbors",
         "reweight",
+        "reweight_neighbors",
         "blur_sigma",
         "normalization",
         "batch_size",
@@ -117,6 +131,12 @@ class PatchCore:
 
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.PARAMS}
+
+    def check_params(self) -> None:
+        """ConfigError unless the scoring parameters are usable together (called by ``fit``)."""
+        check_scoring(
+            getattr(self, "rule", None), self.reweight, self.num_neighbors, self.reweight_neighbors
+        )
 
     def _bar(self, desc: str, total: int) -> Callable[[int], None]:
         if callable(self.progress):  # a caller's own display, e.g. the experiment runner's
@@ -171,6 +191,7 @@ class PatchCore:
     # -- fit / predict ----------------------------------------------------------------------
     def fit(self, normal: Iterable[Sample]) -> PatchCore:
         """Build the normal memory bank from defect-free images."""
+        self.check_params()
         normal = list(normal)
         if not normal:
             raise DataError("no normal images to fit on")
@@ -217,26 +238,22 @@ class PatchCore:
             labels,
         )
 
-    def _map(self, patch_map: torch.Tensor) -> torch.Tensor:
-        return anomaly_map(patch_map, tuple(self.image_size), self.blur_sigma)
-
-    def _nearest(self, bank: MemoryBank, feats: torch.Tensor, k: int = 1):
+    def _nearest(self, bank: MemoryBank, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, h, w) patch distances to ``bank``; (B, h*w) index of each patch's nearest entry."""
         b, h, w, d = feats.shape
-        dist, idx = bank.query(feats.reshape(-1, d), k)
-        return dist[:, 0].reshape(b, h, w), idx[:, 0].reshape(b, h * w)
+        dist, idx = bank.query(feats.reshape(-1, d), self.num_neighbors)
+        return patch_distances(dist).reshape(b, h, w), idx[:, 0].reshape(b, h * w)
 
     def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(anomaly maps at ``image_size``, image scores) of a batch."""
         feats = self.extractor_(images).features.permute(0, 2, 3, 1)
         dist, idx = self._nearest(self.memory_, feats)
+        reweighting = None
         if self.reweight:
             b, h, w, d = feats.shape
-            score = reweighted_score(
-                dist, feats.reshape(b, h * w, d), idx, self.memory_.bank_, self.num_neighbors
-            )
-        else:
-            score = max_score(dist)
-        return self._map(dist), score
+            flat = feats.reshape(b, h * w, d)
+            reweighting = Reweighting(flat, idx, self.memory_.bank_, self.reweight_neighbors)
+        return score_patches(dist, tuple(self.image_size), self.blur_sigma, reweighting=reweighting)
 
     # -- persistence ------------------------------------------------------------------------
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -319,7 +336,10 @@ class PatchCore:
         if shapes != meta.get("tensors"):
             raise ModelFileError(f"{tensor_path}: tensor shapes {shapes} differ from model.json")
         try:
-            model = target(**meta["params"], weights=weights)
+            model = target(**_current_params(meta["params"]), weights=weights)
+            model.check_params()
+        except ConfigError as exc:
+            raise ModelFileError(f"{meta_path}: {exc}") from exc
         except TypeError as exc:
             raise ModelFileError(
                 f"{meta_path}: parameters do not fit {meta['class']} ({exc})"
@@ -344,8 +364,9 @@ class DualPatchCore(PatchCore):
 
     A patch scores high when it is far from normal surface and near a known defect:
     ``rule="patch"`` takes the per-patch distance ratio and its maximum as image score;
-    ``rule="seed"`` is the reference rule (max normal distance / max defect distance);
-    ``rule="weighted"`` scales the normal distance by nearness to defects (see ``dual_scores``).
+    ``rule="seed"`` is the reference rule (max normal distance / max defect distance, map the
+    per-patch ratio); ``rule="weighted"`` scales the normal distance by nearness to defects (see
+    ``scoring.DUAL_RULES``). ``num_neighbors`` applies to both banks; ``reweight`` is refused.
     ``defect_patches="mask"`` keeps only crop patches that touch the defect mask (the crop's padding
     is normal surface and would otherwise enter the defect bank); ``"all"`` keeps every patch.
     Learned state: ``memory_`` (normal), ``defect_memory_``.
@@ -382,10 +403,6 @@ class DualPatchCore(PatchCore):
         cut from the whole image's feature map, so they see the same context as test patches) and/or
         ``DefectCrop`` cut-outs (each run through the backbone on its own, as in the reference).
         """
-        if self.rule not in DUAL_RULES:
-            raise ConfigError(
-                f"unknown dual rule {self.rule!r} (choose from {', '.join(DUAL_RULES)})"
-            )
         if self.defect_patches not in ("mask", "all"):
             raise ConfigError(f"unknown defect_patches {self.defect_patches!r} (mask or all)")
         defects = list(defects)
@@ -444,11 +461,8 @@ class DualPatchCore(PatchCore):
         feats = self.extractor_(images).features.permute(0, 2, 3, 1)
         normal_dist, _ = self._nearest(self.memory_, feats)
         defect_dist, _ = self._nearest(self.defect_memory_, feats)
-        ratio, score = dual_scores(normal_dist, defect_dist, self.rule, self.eps)
-        if self.rule == "seed":
-            # the reference divides the two blurred maps, not the raw patch distances
-            return self._map(normal_dist) / (self._map(defect_dist) + self.eps), score
-        return self._map(ratio), score
+        size = tuple(self.image_size)
+        return score_patches(normal_dist, size, self.blur_sigma, defect_dist, self.rule, self.eps)
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         return {"normal_bank": self.memory_.bank_, "defect_bank": self.defect_memory_.bank_}
@@ -461,6 +475,16 @@ class DualPatchCore(PatchCore):
             self.defect_coreset, self.coreset_min, self.projection_dim, self.seed
         )
         self.defect_memory_.bank_ = tensors["defect_bank"]
+
+
+def _current_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Saved parameters in today's names. Before ``reweight_neighbors`` existed, ``num_neighbors``
+    was the re-weighting's neighbourhood and every bank distance was the nearest one (k = 1)."""
+    params = dict(params)
+    if "reweight_neighbors" not in params and "num_neighbors" in params:
+        params["reweight_neighbors"] = params.pop("num_neighbors")
+        params["num_neighbors"] = 1
+    return params
 
 
 def _tensor_digest(t: torch.Tensor) -> str:

@@ -1,18 +1,79 @@
-"""From per-patch distances to anomaly maps and image scores, for one bank or two."""
+"""From per-patch distances to anomaly maps and image scores, for one bank or two.
+
+``score_patches`` is the one scoring path: the estimators only look up the distances and hand
+them here. torch is imported inside the functions, so that the registry ``DUAL_RULES`` (which the
+config and the CLI read their choices from) costs nothing to import.
+"""
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torchvision.transforms.functional import gaussian_blur
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
-DUAL_RULES = ("patch", "seed", "weighted")
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+#: Mean over the k nearest bank entries (patchcore-inspection's scorer); k = 1 is the plain
+#: nearest distance that PatchCore, anomalib and the dual reference code use.
+DEFAULT_NUM_NEIGHBORS = 1
+#: Size of the neighbourhood N_b(m*) of the paper's re-weighting (anomalib's ``num_neighbors``).
+DEFAULT_REWEIGHT_NEIGHBORS = 9
+
+
+def check_rule(rule: str) -> str:
+    """``rule`` if it names a dual rule, else a ConfigError listing the choices."""
+    if rule not in DUAL_RULES:
+        raise ConfigError(f"unknown dual rule {rule!r} (choose from {', '.join(DUAL_RULES)})")
+    return rule
+
+
+def check_scoring(
+    rule: str | None, reweight: bool, num_neighbors: int, reweight_neighbors: int
+) -> None:
+    """ConfigError unless these scoring settings make sense together (``rule`` None: one bank)."""
+    counts = {"num_neighbors": num_neighbors, "reweight_neighbors": reweight_neighbors}
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} is {value!r}; expected a whole number of at least 1")
+    if rule is None:
+        return
+    check_rule(rule)
+    if reweight:
+        raise ConfigError(
+            "reweight applies to the single-bank model (--bank single) only: the dual rules "
+            "combine the raw nearest distances of both banks, as the reference does"
+        )
+
+
+@dataclass(frozen=True)
+class Reweighting:
+    """What the PatchCore paper's re-weighted image score needs besides the distances.
+
+    ``features`` (B, h*w, D) test patch features, ``nearest_index`` (B, h*w) the index of each
+    patch's nearest entry of ``bank`` (M, D), ``support`` the size of N_b(m*).
+    """
+
+    features: torch.Tensor
+    nearest_index: torch.Tensor
+    bank: torch.Tensor
+    support: int = DEFAULT_REWEIGHT_NEIGHBORS
+
+
+def patch_distances(neighbor_distances: torch.Tensor) -> torch.Tensor:
+    """(..., k) distances to k nearest bank entries -> (...) their mean: the patch's distance."""
+    return neighbor_distances.mean(-1)
 
 
 def anomaly_map(
     patch_scores: torch.Tensor, size: tuple[int, int], sigma: float = 4.0
 ) -> torch.Tensor:
     """(B, h, w) patch scores -> (B, H, W): bilinear upsampling, then a Gaussian blur."""
+    import torch.nn.functional as F
+    from torchvision.transforms.functional import gaussian_blur
+
     maps = F.interpolate(
         patch_scores[:, None].float(), size=size, mode="bilinear", align_corners=False
     )
@@ -33,17 +94,20 @@ def reweighted_score(
     patch_features: torch.Tensor,
     nearest_index: torch.Tensor,
     bank: torch.Tensor,
-    num_neighbors: int = 9,
+    reweight_neighbors: int = DEFAULT_REWEIGHT_NEIGHBORS,
 ) -> torch.Tensor:
     """The PatchCore paper's image score: s* scaled by how isolated its nearest bank entry is.
 
     For each image, take the most anomalous patch and its nearest bank entry m*; with N_b(m*) the
-    ``num_neighbors`` bank entries nearest m*, the weight is 1 - softmax(||f* - m||)_{m*}.
+    ``reweight_neighbors`` bank entries nearest m* (m* included), the weight is
+    1 - softmax(||f* - m||)_{m*}.
     The weight shrinks the score when m* sits in a dense region (the test patch is simply far
     from a well-covered mode) and keeps it when m* is itself an outlier of the bank.
 
     ``patch_features`` is (B, h*w, D), ``nearest_index`` (B, h*w).
     """
+    import torch
+
     from .memory import knn
 
     flat = patch_scores.flatten(1)
@@ -51,7 +115,7 @@ def reweighted_score(
     rows = torch.arange(flat.shape[0])
     f_star = patch_features[rows, best]
     m_star = bank[nearest_index[rows, best]]
-    _, support = knn(m_star, bank, k=num_neighbors)
+    _, support = knn(m_star, bank, k=reweight_neighbors)
     dists = torch.linalg.vector_norm(bank[support] - f_star[:, None], dim=-1)
     weights = 1 - torch.softmax(dists, dim=1)[:, 0]
     return weights * flat[rows, best]
@@ -62,26 +126,86 @@ def dual_patch_ratio(normal_dist: torch.Tensor, defect_dist: torch.Tensor, eps: 
     return normal_dist / (defect_dist + eps)
 
 
+def _weighted(normal_dist, defect_dist, eps):
+    weighted = normal_dist * normal_dist / (normal_dist + defect_dist + eps)
+    return weighted, max_score(weighted)
+
+
+def _patch(normal_dist, defect_dist, eps):
+    ratio = dual_patch_ratio(normal_dist, defect_dist, eps)
+    return ratio, max_score(ratio)
+
+
+def _seed(normal_dist, defect_dist, eps):
+    # The reference code divides the per-patch distance maps, then upsamples and blurs the ratio;
+    # its image score divides the two banks' largest distances.
+    ratio = dual_patch_ratio(normal_dist, defect_dist, eps)
+    return ratio, max_score(normal_dist) / (max_score(defect_dist) + eps)
+
+
+class DualRule(NamedTuple):
+    """A dual-bank rule: (B, h, w) d_n, d_d and eps -> (patch map, image score)."""
+
+    function: Callable
+    description: str
+
+
+#: The dual-bank rules by name, with d_n and d_d a patch's distances to the normal and the defect
+#: bank: the one list that the models, the config and the CLI take the rule names from.
+DUAL_RULES: dict[str, DualRule] = {
+    "weighted": DualRule(
+        _weighted,
+        "map d_n * d_n / (d_n + d_d), image score its max: an anomaly distance, damped where "
+        "a patch is closer to normal surface than to any known defect",
+    ),
+    "patch": DualRule(_patch, "map d_n / (d_d + eps), image score its max"),
+    "seed": DualRule(
+        _seed,
+        "the reference rule: map d_n / (d_d + eps) (blurred after upsampling), image score "
+        "max d_n / (max d_d + eps)",
+    ),
+}
+
+
 def dual_scores(
     normal_dist: torch.Tensor, defect_dist: torch.Tensor, rule: str = "patch", eps: float = 1e-6
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dual-bank scoring of (B, h, w) nearest distances -> (patch map, image score).
+    """Dual-bank scoring of (B, h, w) patch distances -> (patch map, image score); see
+    ``DUAL_RULES`` for what each rule computes."""
+    return DUAL_RULES[check_rule(rule)].function(normal_dist, defect_dist, eps)
 
-    ``patch``: ratio per patch, image score = max of the ratio map.
-    ``seed``: the reference implementation: image score = max normal distance / (max defect
-    distance + eps); the map is still the per-patch ratio (normal map / defect map).
-    ``weighted``: the normal distance scaled by the patch's relative nearness to defects,
-    d_n * d_n / (d_n + d_d): it stays an anomaly distance (so maps localise like the single
-    bank's) while patches that resemble known defects are lifted and normal-looking outliers damped.
+
+def score_patches(
+    normal_dist: torch.Tensor,
+    size: tuple[int, int],
+    sigma: float,
+    defect_dist: torch.Tensor | None = None,
+    rule: str | None = None,
+    eps: float = 1e-6,
+    reweighting: Reweighting | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, h, w) patch distances of one bank, or of two with a ``rule`` -> (anomaly maps (B, H, W)
+    at ``size``, image scores (B,)).
+
+    One bank: the map is the distance map and the score its maximum, or the paper's re-weighted
+    score when ``reweighting`` is given. Two banks: the rule's patch map and score; re-weighting
+    is refused (``check_scoring``), never ignored.
     """
-    if rule not in DUAL_RULES:
-        from .errors import ConfigError
-
-        raise ConfigError(f"unknown dual rule {rule!r} (choose from {', '.join(DUAL_RULES)})")
-    if rule == "weighted":
-        weighted = normal_dist * normal_dist / (normal_dist + defect_dist + eps)
-        return weighted, max_score(weighted)
-    ratio = dual_patch_ratio(normal_dist, defect_dist, eps)
-    if rule == "patch":
-        return ratio, max_score(ratio)
-    return ratio, max_score(normal_dist) / (max_score(defect_dist) + eps)
+    if defect_dist is None:
+        if reweighting is None:
+            score = max_score(normal_dist)
+        else:
+            score = reweighted_score(
+                normal_dist,
+                reweighting.features,
+                reweighting.nearest_index,
+                reweighting.bank,
+                reweighting.support,
+            )
+        return anomaly_map(normal_dist, size, sigma), score
+    if rule is None:
+        raise ConfigError("two banks' distances need a dual rule")
+    if reweighting is not None:
+        check_scoring(rule, True, DEFAULT_NUM_NEIGHBORS, reweighting.support)
+    patch_map, score = dual_scores(normal_dist, defect_dist, rule, eps)
+    return anomaly_map(patch_map, size, sigma), score
