@@ -27,6 +27,12 @@ RUNS = [
     {"name": "dual-patch", "bank": "dual", "rule": "patch"},
     {"name": "dual-seed", "bank": "dual", "rule": "seed"},
     {"name": "dual-weighted-crops", "bank": "dual", "rule": "weighted", "defects": "crop"},
+    {
+        "name": "dual-weighted-imagenet",
+        "bank": "dual",
+        "rule": "weighted",
+        "normalization": "imagenet",
+    },
 ]
 RESULTS = Path(__file__).parent / "results"
 

@@ -324,9 +324,8 @@ class Experiment:
         if done.exists() and json.loads(done.read_text()).get("signature") == signature:
             self.log.info("%s: finished before, skipped", s["name"])
             return {**self._load_finished(run_dir, s["name"]), "skipped": True}
-        t0 = time.perf_counter()
         model = self.fit_model(s, train)
-        fit_s = time.perf_counter() - t0
+        fit_s = model.fit_seconds_
 
         def fit_predict(inner, validation):
             return validation.labels, self.fit_model(s, inner, pool_of=train).predict(
@@ -381,7 +380,29 @@ class Experiment:
 
     def fit_model(self, s: dict, train, pool_of=None):
         """A model with run settings ``s`` fitted on ``train``; synthetic defects come from a pool
-        made from the training samples of ``pool_of`` (default ``train``) only."""
+        made from the training samples of ``pool_of`` (default ``train``) only.
+
+        Dual runs that differ only in their scoring rule share one fit (the rule is used at
+        predict time only); ``fit_seconds_`` is the time the shared fit took.
+        """
+        pool = pool_of if pool_of is not None and s["augment"] else train
+        key = json.dumps(
+            [{k: v for k, v in s.items() if k not in ("name", "rule")}, train.fingerprint(),
+             pool.fingerprint()], sort_keys=True, default=str,
+        )  # fmt: skip
+        fitted = self.__dict__.setdefault("_fitted", {})
+        if s["bank"] == "dual" and key in fitted:
+            model = copy.copy(fitted[key])
+            model.rule = s["rule"]
+            return model
+        t0 = time.perf_counter()
+        model = self._fit_new(s, train, pool_of)
+        model.fit_seconds_ = time.perf_counter() - t0
+        if s["bank"] == "dual":
+            fitted[key] = model
+        return model
+
+    def _fit_new(self, s: dict, train, pool_of=None):
         size = tuple(s["image_size"])
         common = dict(
             backbone=s["backbone"],

@@ -161,8 +161,11 @@ class PatchCore:
         h.update(self._key_prefix)
         return h.hexdigest()
 
-    def image_features(self, samples: Sequence[Sample], desc: str = "features") -> torch.Tensor:
-        """(N, h, w, D) patch features of full images at ``image_size``, cached on disk if asked."""
+    def image_features(
+        self, samples: Sequence[Sample], desc: str | None = "features"
+    ) -> torch.Tensor:
+        """(N, h, w, D) patch features of full images at ``image_size``, cached on disk if asked;
+        ``desc`` names the progress stage (None: no stage)."""
         cache = Path(self.cache_dir) if self.cache_dir else None
         out: list[torch.Tensor | None] = [None] * len(samples)
         paths = [cache / f"{self._cache_key(s)}.safetensors" for s in samples] if cache else []
@@ -173,7 +176,7 @@ class PatchCore:
                 if out[i] is not None:
                     continue
             todo.append(i)
-        bar = self._bar(desc, len(samples))
+        bar = self._bar(desc, len(samples)) if desc else _silent("", 0)
         bar(len(samples) - len(todo))
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
@@ -225,8 +228,11 @@ class PatchCore:
         bar = self._bar("scoring", len(samples))
         for start in range(0, len(samples), self.batch_size):
             batch = samples[start : start + self.batch_size]
-            images = to_tensor([s.image(tuple(self.image_size)) for s in batch])
-            amap, score = self._score_batch(images)
+            if self.cache_dir:  # features cached per image: a refit scores without the backbone
+                amap, score = self._score_batch(None, self.image_features(batch, desc=None))
+            else:
+                images = to_tensor([s.image(tuple(self.image_size)) for s in batch])
+                amap, score = self._score_batch(images)
             maps.append(amap)
             scores.append(score)
             bar(len(batch))
@@ -244,9 +250,12 @@ class PatchCore:
         dist, idx = bank.query(feats.reshape(-1, d), self.num_neighbors)
         return patch_distances(dist).reshape(b, h, w), idx[:, 0].reshape(b, h * w)
 
-    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(anomaly maps at ``image_size``, image scores) of a batch."""
-        feats = self.extractor_(images).features.permute(0, 2, 3, 1)
+    def _score_batch(
+        self, images: torch.Tensor | None, feats: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(anomaly maps at ``image_size``, image scores) of a batch of images or their features."""
+        if feats is None:
+            feats = self.extractor_(images).features.permute(0, 2, 3, 1)
         dist, idx = self._nearest(self.memory_, feats)
         reweighting = None
         if self.reweight:
@@ -457,8 +466,11 @@ class DualPatchCore(PatchCore):
             raise DataError("defect bank is empty: no usable defects (check the masks)")
         return torch.cat(rows)
 
-    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.extractor_(images).features.permute(0, 2, 3, 1)
+    def _score_batch(
+        self, images: torch.Tensor | None, feats: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if feats is None:
+            feats = self.extractor_(images).features.permute(0, 2, 3, 1)
         normal_dist, _ = self._nearest(self.memory_, feats)
         defect_dist, _ = self._nearest(self.defect_memory_, feats)
         size = tuple(self.image_size)
