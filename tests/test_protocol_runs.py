@@ -77,3 +77,35 @@ def test_threshold_does_not_move_when_test_labels_change(tmp_path):
     assert "validation" in first["threshold_rule"]
     # the test labels did change what is measured on the test set
     assert second["image_auroc"] != first["image_auroc"]
+
+
+def test_run_with_folds_and_seeds_reports_spread_intervals_and_verdicts(tmp_path, run_cli):
+    root = make_folder(tmp_path / "data", n_good=10, n_bad_train=4, n_test_good=6, n_test_bad=4)
+    out = tmp_path / "cv"
+    r = run_cli(
+        "run", "--set", "dataset=folder", "--set", f"data={root}", "--set", f"out={out}",
+        "--set", "image_size=[64, 32]", "--set", "coreset_min=20", "--set", "bootstrap=50",
+        "--set", "runs=[{name: single, bank: single}, {name: dual, bank: dual}]",
+        "--folds", "2", "--seeds", "0,1", timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in ("single", "dual"):
+        m = metrics[name]
+        assert m["n_evaluations"] == 4  # 2 folds x 2 seeds
+        lo, hi = m["image_auroc_ci"]
+        assert lo <= hi and m["image_auroc_std"] >= 0
+        folds = sorted(p.name for p in (out / "runs" / name).iterdir() if (p / "run.json").exists())
+        assert folds == ["fold0-seed0", "fold0-seed1", "fold1-seed0", "fold1-seed1"]
+        points = [json.loads((out / "runs" / name / f / "metrics.json").read_text()) for f in folds]
+        assert abs(m["image_auroc"] - sum(p["image_auroc"] for p in points) / 4) < 1e-12
+    verdict = metrics["dual"]["comparisons"]["image_auroc"]
+    assert verdict["against"] == "single"
+    assert verdict["verdict"] in ("dual wins", "single wins", "within noise")
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"image_auroc_std", "image_auroc_ci_low", "image_auroc_ci_high"} <= set(header)
+    page = (out / "report.html").read_text()
+    assert "±" in page and verdict["verdict"] in page
+    info = json.loads((out / "dataset.json").read_text())
+    tested = sorted(i for f in info["folds"] for i in f["test_ids"])
+    assert tested == sorted(e["id"] for e in info["files"])  # every image tested exactly once

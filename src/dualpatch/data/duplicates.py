@@ -80,8 +80,21 @@ def find_duplicates(splits: dict[str, list[Sample]]) -> list[list[tuple[str, Sam
 def warn_within(
     groups: list[list[tuple[str, Sample]]], where: str, note: str = "", show: int = 3
 ) -> None:
-    """One warning line for all groups of identical images inside one split or dataset."""
-    names = [" = ".join(s.id for _, s in g) for g in groups]
+    """One warning line for all groups of identical images inside one split or dataset.
+
+    Groups that pair whole folders file for file (KolektorSDD's ``kos01/PartK = kos26/PartK``) are
+    summarised per folder pair: ``kos01 = kos26 (8 images)``.
+    """
+    folder_pairs: dict[str, int] = {}
+    names = []
+    for g in groups:
+        heads, tails = zip(*(s.id.rpartition("/")[::2] for _, s in g), strict=True)
+        if all(heads) and len(set(tails)) == 1 and len(set(heads)) == len(heads):
+            key = " = ".join(heads)
+            folder_pairs[key] = folder_pairs.get(key, 0) + 1
+        else:
+            names.append(" = ".join(s.id for _, s in g))
+    names = [f"{k} ({n} image{'s' if n > 1 else ''})" for k, n in folder_pairs.items()] + names
     more = f" and {len(names) - show} more" if len(names) > show else ""
     warnings.warn(
         f"{len(groups)} group(s) of identical images in {where}: "
