@@ -44,8 +44,9 @@ def cache_dir() -> str:
     return os.environ.get("DUALPATCH_CACHE", str(Path.home() / ".cache" / "dualpatch" / "features"))
 
 
-def validate(candidate: dict, inner, validation) -> dict:
-    """Fit a dual model with ``candidate`` on ``inner`` (public fit), score ``validation``."""
+def validate(candidate: dict, inner, validation, rules=("weighted",)) -> list[dict]:
+    """Fit a dual model with ``candidate`` on ``inner`` (public fit) and score ``validation`` under
+    each of ``rules``: the rule is used at predict time only, so one fit serves them all."""
     from dualpatch import DualPatchCore
     from dualpatch.evaluation import evaluate
     from dualpatch.experiment import defect_inputs
@@ -54,7 +55,6 @@ def validate(candidate: dict, inner, validation) -> dict:
         image_size=SIZE,
         coreset_ratio=candidate["normal_coreset"],
         defect_coreset=0.10,
-        rule=candidate["rule"],
         normalization=candidate["normalization"],
         cache_dir=cache_dir(),
         progress=False,
@@ -62,12 +62,17 @@ def validate(candidate: dict, inner, validation) -> dict:
     t0 = time.perf_counter()
     model.fit(inner.normal(), defect_inputs(inner, candidate["defects"], SIZE))
     fit_s = time.perf_counter() - t0
-    pred = model.predict(validation)
     masks = np.stack([s.mask(SIZE) for s in validation])
-    m = evaluate(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
-    m["criterion"] = float(np.mean([m[k] for k in CRITERION]))
-    m["fit_seconds"] = round(fit_s, 1)
-    return m
+    rows = []
+    for rule in rules:
+        model.rule = rule
+        pred = model.predict(validation)
+        m = evaluate(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
+        m["criterion"] = float(np.mean([m[k] for k in CRITERION]))
+        m["fit_seconds"] = round(fit_s, 1)
+        rows.append({"candidate": {**candidate, "rule": rule}, "metrics": m})
+        print(rows[-1]["candidate"], f"{m['criterion']:.4f}", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -89,15 +94,13 @@ def main() -> None:
     for split in splits:
         inner, validation = inner_split(split.train, seed=0, k=3)
         rows = []
-        for values in itertools.product(*GRID.values()):
-            cand = dict(zip(GRID, values, strict=True), normal_coreset=CORESETS[0])
-            rows.append({"candidate": cand, "metrics": validate(cand, inner, validation)})
-            print(split.name, cand, f"{rows[-1]['metrics']['criterion']:.4f}", flush=True)
+        for norm, defects in itertools.product(GRID["normalization"], GRID["defects"]):
+            cand = {"normalization": norm, "defects": defects, "normal_coreset": CORESETS[0]}
+            rows += validate(cand, inner, validation, GRID["rule"])
         best = max(rows, key=lambda r: r["metrics"]["criterion"])
         for ratio in CORESETS[1:]:
             cand = {**best["candidate"], "normal_coreset": ratio}
-            rows.append({"candidate": cand, "metrics": validate(cand, inner, validation)})
-            print(split.name, cand, f"{rows[-1]['metrics']['criterion']:.4f}", flush=True)
+            rows += validate(cand, inner, validation, (cand.pop("rule"),))
         chosen = max(rows, key=lambda r: r["metrics"]["criterion"])["candidate"]
         folds.append({
             "fold": split.name,

@@ -292,15 +292,26 @@ def print_metrics(results: dict[str, dict[str, float]]) -> None:
     from rich.table import Table
 
     table = Table(title="results")
-    keys = ["image_auroc", "pixel_auroc", "image_ap", "pixel_aupro", "f1_max"]
+    keys = ["image_auroc", "pixel_auroc", "image_ap", "pixel_aupro", "f1_max", "f1_at_threshold"]
+    keys = [k for k in keys if any(k in m for m in results.values())]
+    heads = {"f1_max": "oracle f1_max", "f1_at_threshold": "f1 (val. threshold)"}
     table.add_column("run", no_wrap=True, min_width=max(len(n) for n in results))
     for k in keys:
-        table.add_column(k, justify="right")
+        table.add_column(heads.get(k, k), justify="right")
+
+    def cell(m: dict, k: str) -> str:
+        text = f"{m.get(k, float('nan')):.3f}"
+        if m.get("n_evaluations", 1) > 1 and f"{k}_std" in m:
+            text += f" ± {m[f'{k}_std']:.3f}"
+        return text
+
     for name, m in results.items():
-        table.add_row(name, *[f"{m.get(k, float('nan')):.3f}" for k in keys])
-    # at least 100 columns: a piped or narrow terminal would otherwise cut the metric names
+        table.add_row(name, *[cell(m, k) for k in keys])
+    if any(m.get("n_evaluations", 1) > 1 for m in results.values()):
+        table.caption = "mean ± std over folds x seeds; 95% intervals in metrics.json / report.html"
+    # at least 120 columns: a piped or narrow terminal would otherwise cut the metric names
     console = Console()
-    Console(width=max(console.width, 100)).print(table)
+    Console(width=max(console.width, 120)).print(table)
 
 
 @app.command()
