@@ -15,7 +15,15 @@ import numpy as np
 import typer
 
 from .cli_common import DatasetName
-from .defaults import MIN_SIDE, default_cache
+from .defaults import (
+    DEFECT_CORESET,
+    DEFECT_SOURCE,
+    DUAL_RULE,
+    MIN_SIDE,
+    NORMAL_CORESET,
+    NORMALIZATION,
+    default_cache,
+)
 from .errors import DualpatchError
 from .scoring import DEFAULT_NUM_NEIGHBORS, DEFAULT_REWEIGHT_NEIGHBORS, DUAL_RULES
 
@@ -134,14 +142,16 @@ def fit(
     bank: Bank = typer.Option(Bank.dual, help="single: normal bank only; dual: normal + defect."),
     size: tuple[int, int] = typer.Option((320, 128), help="Input size H W (keep the aspect)."),
     seed: int = typer.Option(0, help="Seed of the coreset's projection and start point."),
-    coreset: float = typer.Option(0.01, min=0.0, max=1.0, help="Fraction of normal patches kept."),
+    coreset: float = typer.Option(
+        NORMAL_CORESET, min=0.0, max=1.0, help="Fraction of normal patches kept."
+    ),
     defect_coreset: float = typer.Option(
-        0.10, min=0.0, max=1.0, help="Fraction of defect patches kept (dual)."
+        DEFECT_CORESET, min=0.0, max=1.0, help="Fraction of defect patches kept (dual)."
     ),
     coreset_min: int = typer.Option(1000, min=1, help="Floor on each bank's size."),
-    rule: Rule = typer.Option("weighted", help="Dual scoring rule."),
+    rule: Rule = typer.Option(DUAL_RULE, help="Dual scoring rule."),
     defects: DefectSource = typer.Option(
-        DefectSource.image, help="Defect bank from mask patches of whole images, or from crops."
+        DEFECT_SOURCE, help="Defect bank from mask patches of whole images, or from crops."
     ),
     reweight: bool = typer.Option(
         False, help="PatchCore paper's image-score re-weighting (--bank single only)."
@@ -153,7 +163,9 @@ def fit(
         DEFAULT_REWEIGHT_NEIGHBORS, min=1, help="Neighbourhood size of --reweight."
     ),
     weights: Path | None = typer.Option(None, help="Backbone state_dict file (.pth/.safetensors)."),
-    normalization: str = typer.Option("auto", help="auto (the weights' own), imagenet or tf."),
+    normalization: str = typer.Option(
+        NORMALIZATION, help="auto (the weights' own), imagenet or tf."
+    ),
     augmented: list[Path] = typer.Option(
         [], help="Synthetic-defect folder(s) for the defect bank."
     ),

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .defaults import DEFECT_CORESET, DEFECT_SOURCE, DUAL_RULE, NORMAL_CORESET, NORMALIZATION
 from .errors import ConfigError
 from .scoring import DEFAULT_NUM_NEIGHBORS, DEFAULT_REWEIGHT_NEIGHBORS, DUAL_RULES
 
@@ -33,13 +34,13 @@ DEFAULTS: dict[str, Any] = {
     "train_items": None,
     "backbone": "efficientnet_lite0",
     "image_size": [320, 128],
-    "normalization": "auto",
+    "normalization": NORMALIZATION,
     "weights": None,
-    "normal_coreset": 0.01,
-    "defect_coreset": 0.10,
+    "normal_coreset": NORMAL_CORESET,
+    "defect_coreset": DEFECT_CORESET,
     "coreset_min": 1000,
-    "rule": "weighted",
-    "defects": "image",
+    "rule": DUAL_RULE,
+    "defects": DEFECT_SOURCE,
     "reweight": False,
     "num_neighbors": DEFAULT_NUM_NEIGHBORS,
     "reweight_neighbors": DEFAULT_REWEIGHT_NEIGHBORS,

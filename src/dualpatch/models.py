@@ -18,6 +18,7 @@ import torch
 from . import __version__
 from .data.base import Sample
 from .data.crops import DefectCrop
+from .defaults import DEFECT_CORESET, DUAL_RULE, NORMAL_CORESET, NORMALIZATION
 from .errors import ConfigError, DataError, ModelFileError
 from .features import FEATURE_VERSION, FeatureExtractor, to_tensor
 from .fileio import atomic_path, sha256_file, write_json
@@ -83,14 +84,14 @@ class PatchCore:
         self,
         backbone: str = "efficientnet_lite0",
         image_size: tuple[int, int] = (320, 128),
-        coreset_ratio: float = 0.01,
+        coreset_ratio: float = NORMAL_CORESET,
         coreset_min: int = 1000,
         projection_dim: int = 128,
         num_neighbors: int = DEFAULT_NUM_NEIGHBORS,
         reweight: bool = False,
         reweight_neighbors: int = DEFAULT_REWEIGHT_NEIGHBORS,
         blur_sigma: float = 4.0,
-        normalization: str = "auto",
+        normalization: str = NORMALIZATION,
         weights: str | None = None,
         batch_size: int = 8,
         seed: int = 0,
@@ -388,9 +389,9 @@ class DualPatchCore(PatchCore):
         self,
         backbone: str = "efficientnet_lite0",
         image_size: tuple[int, int] = (320, 128),
-        coreset_ratio: float = 0.01,
-        defect_coreset: float = 0.10,
-        rule: str = "weighted",
+        coreset_ratio: float = NORMAL_CORESET,
+        defect_coreset: float = DEFECT_CORESET,
+        rule: str = DUAL_RULE,
         eps: float = 1e-6,
         defect_patches: str = "mask",
         **kwargs: Any,
