@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,9 +42,17 @@ def load() -> str:
 
 
 def run(
-    data: str, out: Path, folds: int | None, seeds: list[int], on_duplicates: str, runs=RUNS
+    data: str,
+    out: Path,
+    folds: int | None,
+    seeds: list[int],
+    on_duplicates: str,
+    runs=RUNS,
+    summary: bool = True,
 ) -> dict:
-    """One experiment through ``dualpatch.experiment`` (the code path of ``dualpatch run``)."""
+    """One experiment through ``dualpatch.experiment`` (the code path of ``dualpatch run``).
+
+    ``summary=False`` only fits and scores (what a per-seed worker process does)."""
     from dualpatch.experiment import Experiment, load_config
 
     cfg = load_config(
@@ -60,6 +69,14 @@ def run(
     )
     cfg["runs"] = runs
     t0, load0 = time.perf_counter(), load()
+    if not summary:
+        from dualpatch.crossval import prepare, run_matrix
+        from dualpatch.experiment import resolve_run
+
+        exp = Experiment(cfg)
+        splits, _ = prepare(exp)
+        run_matrix(exp, [resolve_run(cfg, r) for r in cfg["runs"]], splits)
+        return {}
     Experiment(cfg).run()
     metrics = json.loads((out / "metrics.json").read_text())
     per_eval = {}
@@ -97,25 +114,58 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", default="runs/bench", help="Where the experiment folders go.")
     parser.add_argument("--runs", choices=("rules", "all"), default="rules")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="Run the seeds in this many processes, then summarise."
+    )
+    parser.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     from dualpatch.fileio import write_json
 
     command = "python " + " ".join(sys.argv)
     work = Path(args.work)
+    if args.jobs > 1 and len(args.seeds) > 1:
+        # one process per seed fills the same experiment folder (each fold x seed is its own run
+        # folder); the summary below then finds every evaluation finished and only aggregates
+        procs = []
+        for seed in args.seeds:
+            procs.append(subprocess.Popen(
+                [sys.executable, __file__, "--seeds", str(seed), "--no-summary",
+                 "--protocol", args.protocol, "--runs", args.runs, "--work", args.work,
+                 "--data", args.data, "--folds", str(args.folds)],
+            ))  # fmt: skip
+        if any(p.wait() for p in procs):
+            sys.exit("a seed's process failed")
     if args.protocol == "cv":
         runs = RUNS + (EXTRA_RUNS if args.runs == "all" else [])
-        result = run(args.data, work / "kolektorsdd-cv", args.folds, args.seeds, "drop", runs)
+        result = run(
+            args.data, work / "kolektorsdd-cv", args.folds, args.seeds, "drop", runs,
+            not args.no_summary,
+        )  # fmt: skip
         out = RESULTS / "kolektorsdd_cv.json"
     else:
         result = {
             "leak kept (kos34 in test copies kos27 in train)": run(
-                args.data, work / "kolektorsdd-split-leak", None, args.seeds, "warn"
+                args.data,
+                work / "kolektorsdd-split-leak",
+                None,
+                args.seeds,
+                "warn",
+                RUNS,
+                not args.no_summary,
             ),
             "copies dropped from test": run(
-                args.data, work / "kolektorsdd-split-dropped", None, args.seeds, "drop"
+                args.data,
+                work / "kolektorsdd-split-dropped",
+                None,
+                args.seeds,
+                "drop",
+                RUNS,
+                not args.no_summary,
             ),
         }
         out = RESULTS / "kolektorsdd_split.json"
+    if args.no_summary:
+        return
     write_json(out, {"command": command, "result": result})
     print(f"wrote {out}")
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -75,6 +77,32 @@ def validate(candidate: dict, inner, validation, rules=("weighted",)) -> list[di
     return rows
 
 
+def select_on_fold(data: str, n_folds: int, fold: int) -> dict:
+    """Stage 1 and 2 of the search on one outer fold's training items."""
+    from dualpatch.protocol import inner_split, make_splits
+
+    split = make_splits("kolektorsdd", data, n_folds, on_duplicates="drop")[fold]
+    inner, validation = inner_split(split.train, seed=0, k=3)
+    rows = []
+    for norm, defects in itertools.product(GRID["normalization"], GRID["defects"]):
+        cand = {"normalization": norm, "defects": defects, "normal_coreset": CORESETS[0]}
+        rows += validate(cand, inner, validation, GRID["rule"])
+    best = max(rows, key=lambda r: r["metrics"]["criterion"])
+    for ratio in CORESETS[1:]:
+        cand = {**best["candidate"], "normal_coreset": ratio}
+        rows += validate(cand, inner, validation, (cand.pop("rule"),))
+    chosen = max(rows, key=lambda r: r["metrics"]["criterion"])["candidate"]
+    return {
+        "fold": split.name,
+        "inner_train_images": len(inner),
+        "validation_images": len(validation),
+        "validation_defective": int(validation.labels.sum()),
+        "validation_items": sorted({s.id.split("/")[0] for s in validation}),
+        "candidates": rows,
+        "chosen": chosen,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -84,32 +112,27 @@ def main() -> None:
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "results" / "select_defaults.json")
     )
+    parser.add_argument("--jobs", type=int, default=1, help="Outer folds run in parallel.")
+    parser.add_argument("--only-fold", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--partial", help=argparse.SUPPRESS)
     args = parser.parse_args()
     from dualpatch.fileio import write_json
-    from dualpatch.protocol import inner_split, make_splits
 
     t_start = time.perf_counter()
-    splits = make_splits("kolektorsdd", args.data, args.folds, on_duplicates="drop")
-    folds = []
-    for split in splits:
-        inner, validation = inner_split(split.train, seed=0, k=3)
-        rows = []
-        for norm, defects in itertools.product(GRID["normalization"], GRID["defects"]):
-            cand = {"normalization": norm, "defects": defects, "normal_coreset": CORESETS[0]}
-            rows += validate(cand, inner, validation, GRID["rule"])
-        best = max(rows, key=lambda r: r["metrics"]["criterion"])
-        for ratio in CORESETS[1:]:
-            cand = {**best["candidate"], "normal_coreset": ratio}
-            rows += validate(cand, inner, validation, (cand.pop("rule"),))
-        chosen = max(rows, key=lambda r: r["metrics"]["criterion"])["candidate"]
-        folds.append({
-            "fold": split.name,
-            "inner_train_images": len(inner),
-            "validation_images": len(validation),
-            "validation_defective": int(validation.labels.sum()),
-            "candidates": rows,
-            "chosen": chosen,
-        })  # fmt: skip
+    if args.only_fold is not None:  # a worker: one outer fold into a partial file
+        write_json(Path(args.partial), select_on_fold(args.data, args.folds, args.only_fold))
+        return
+    partials = [Path(args.out).with_name(f".select-fold{f}.json") for f in range(args.folds)]
+    procs = []
+    for f in range(args.folds):
+        cmd = [sys.executable, __file__, "--data", args.data, "--folds", str(args.folds),
+               "--only-fold", str(f), "--partial", str(partials[f])]  # fmt: skip
+        procs.append(subprocess.Popen(cmd))
+        if len(procs) >= args.jobs:
+            procs.pop(0).wait()
+    for p in procs:
+        p.wait()
+    folds = [json.loads(p.read_text()) for p in partials]
     keys = [*GRID, "normal_coreset"]
     stability = {k: dict(Counter(str(f["chosen"][k]) for f in folds)) for k in keys}
     majority = {k: Counter(f["chosen"][k] for f in folds).most_common(1)[0][0] for k in keys}
