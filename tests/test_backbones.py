@@ -93,7 +93,12 @@ def test_weights_file_without_classifier_head_is_fine(resnet_weights, tmp_path):
     state = {k: v for k, v in full.items() if not k.startswith("fc.")}
     path = tmp_path / "headless.pth"
     torch.save(state, path)
-    load_backbone("resnet50", weights=path)
+    model = load_backbone("resnet50", weights=path)
+    check_stages("resnet50", model)
+    # every weight the file holds was loaded (the head is not needed for features)
+    loaded = model.state_dict()
+    for key in ("conv1.weight", "layer2.1.bn1.running_var", "layer3.5.conv3.weight"):
+        assert torch.equal(loaded[key], state[key])
 
 
 def test_state_dict_wrapped_in_a_checkpoint_dict_is_read(resnet_weights, tmp_path):

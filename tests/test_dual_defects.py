@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from conftest import TINY, tiny_params
@@ -17,23 +16,27 @@ def _all() -> dict:
     return {**tiny_params(), "coreset_min": 10_000}
 
 
-def _cells(sample: Sample, grid) -> int:
-    mask = torch.from_numpy(sample.mask(TINY).astype(np.float32))[None, None]
-    return int((torch.nn.functional.adaptive_max_pool2d(mask, grid) > 0).sum())
+def _cells(sample: Sample, grid) -> torch.Tensor:
+    """(h, w) bool: the 8x8-pixel cells (the feature stride at TINY) holding a defect pixel,
+    found by cutting the mask into blocks, not by the pooling that ``mask_cells`` uses."""
+    h, w = grid
+    assert (h * 8, w * 8) == TINY
+    blocks = sample.mask(TINY).astype(bool).reshape(h, 8, w, 8)
+    return torch.from_numpy(blocks.any(axis=(1, 3)))
 
 
 def test_defect_bank_takes_exactly_the_patches_under_the_masks(demo_train, tiny_normal):
     defective = demo_train.defective()[:4]
     model = DualPatchCore(**_all()).fit(tiny_normal, defective)
-    expected = sum(_cells(s, model.grid_) for s in defective)
+    expected = sum(int(_cells(s, model.grid_).sum()) for s in defective)
     assert model.defect_memory_.bank_.shape[0] == expected > 0
-    # the same rows as the whole-image features at those cells
+    # the same rows as the whole-image features at those cells, and no other cell's features
     feats = model.image_features(defective[:1])[0]
-    mask = torch.from_numpy(defective[0].mask(TINY).astype(np.float32))[None, None]
-    cells = torch.nn.functional.adaptive_max_pool2d(mask, model.grid_)[0, 0] > 0
-    first = feats[cells]
+    cells = _cells(defective[0], model.grid_)
     bank = model.defect_memory_.bank_
-    assert torch.cdist(first, bank).min(1).values.max() < 1e-4
+    assert torch.cdist(feats[cells], bank).min(1).values.max() < 1e-4
+    outside = torch.cdist(feats[~cells], bank).min(1).values
+    assert outside.min() > 1e-3
 
 
 def test_images_and_crops_can_be_mixed(demo_train, tiny_normal, tiny_crops):

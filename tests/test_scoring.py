@@ -95,17 +95,41 @@ def test_dual_scores_rank_the_defect_patch_first(rule):
     assert score[1] > score[0]
 
 
-def test_dual_scores_rules_by_hand():
-    normal, defect = dual_case()
-    eps = 1e-6
-    ratio, patch = dual_scores(normal, defect, rule="patch", eps=eps)
-    torch.testing.assert_close(ratio, normal / (defect + eps))
-    torch.testing.assert_close(patch, (normal / (defect + eps)).flatten(1).amax(1))
-    ratio_s, seed = dual_scores(normal, defect, rule="seed", eps=eps)
-    torch.testing.assert_close(ratio_s, ratio)
-    expected = normal.flatten(1).amax(1) / (defect.flatten(1).amax(1) + eps)
-    torch.testing.assert_close(seed, expected)
-    assert seed[1].item() == pytest.approx(5.0 / float(defect[1].max()), rel=1e-5)
+def test_dual_rules_by_hand():
+    """One image of 2x2 patches, eps = 0. d_n = [[2, 1], [4, 0.5]], d_d = [[1, 3], [0.5, 0.5]].
+
+    patch: map [[2, 1/3], [8, 1]], score 8. seed: same map, score max d_n / max d_d = 4/3.
+    weighted: d_n^2 / (d_n + d_d) = [[4/3, 1/4], [16/4.5, 1/4]], score 16/4.5."""
+    normal = torch.tensor([[[2.0, 1.0], [4.0, 0.5]]])
+    defect = torch.tensor([[[1.0, 3.0], [0.5, 0.5]]])
+    ratio = torch.tensor([[2.0, 1 / 3], [8.0, 1.0]])
+    patch_map, patch_score = dual_scores(normal, defect, rule="patch", eps=0)
+    torch.testing.assert_close(patch_map[0], ratio)
+    assert patch_score.tolist() == pytest.approx([8.0])
+    seed_map, seed_score = dual_scores(normal, defect, rule="seed", eps=0)
+    torch.testing.assert_close(seed_map[0], ratio)
+    assert seed_score.tolist() == pytest.approx([4 / 3])
+    weighted_map, weighted_score = dual_scores(normal, defect, rule="weighted", eps=0)
+    torch.testing.assert_close(weighted_map[0], torch.tensor([[4 / 3, 0.25], [16 / 4.5, 0.25]]))
+    assert weighted_score.tolist() == pytest.approx([16 / 4.5])
+
+
+def test_weighted_rule_ranking():
+    """Hand-made patches: how the weighted rule orders them against the plain normal distance."""
+    d_n = torch.tensor([[[2.0, 2.0, 2.0, 3.0, 1.5, 0.2]]])
+    d_d = torch.tensor([[[0.5, 2.0, 8.0, 30.0, 0.1, 0.2]]])
+    w = dual_scores(d_n, d_d, rule="weighted", eps=0)[0][0, 0]
+    # same distance to normal surface: the nearer a known defect, the higher (1.6 > 1 > 0.4)
+    assert w[0] > w[1] > w[2]
+    assert w[:3].tolist() == pytest.approx([1.6, 1.0, 0.4])
+    # never above the single bank's distance; exactly half of it where both banks are as far
+    assert torch.all(w <= d_n[0, 0])
+    assert w[1] == pytest.approx(d_n[0, 0, 1] / 2)
+    # a normal-looking outlier far from every defect (d_n 3, d_d 30) ranks below a milder patch
+    # that sits next to a known defect (d_n 1.5, d_d 0.1): the single bank ranks them the other way
+    assert w[3] < w[4] and d_n[0, 0, 3] > d_n[0, 0, 4]
+    # an ordinary patch stays low even though it is as near the defect bank as the normal one
+    assert w[5] == pytest.approx(0.1)
 
 
 def test_dual_ratio_is_finite_at_zero_defect_distance():

@@ -219,12 +219,14 @@ def evaluate(
     model: Path = typer.Option(..., help="Model folder written by fit."),
     dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
     data: Path = typer.Option(..., help="Dataset root folder."),
-    out: Path = typer.Option(..., help="Results folder (metrics.json, scores.csv)."),
+    out: Path = typer.Option(
+        ..., help="Results folder (metrics.json, scores.csv, predictions.safetensors)."
+    ),
     train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
     weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
     on_duplicates: OnDuplicates = typer.Option(OnDuplicates.warn, help=ON_DUPLICATES_HELP),
 ) -> None:
-    """Score the test split and write metrics.json (fractions) and scores.csv."""
+    """Score the test split; write metrics.json (fractions), scores.csv and the anomaly maps."""
     from . import PatchCore
     from .evaluation import evaluate as compute
     from .fileio import write_json, write_text
@@ -236,6 +238,7 @@ def evaluate(
     metrics = compute(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
     write_json(out / "metrics.json", metrics)
     write_text(out / "scores.csv", scores_csv(pred.ids, pred.image_scores, pred.labels))
+    write_maps(out / "predictions.safetensors", pred.ids, pred.anomaly_maps)
     print_metrics({m.kind: metrics})
     typer.echo(f"wrote {out / 'metrics.json'}")
 
@@ -297,6 +300,18 @@ def scores_csv(ids: list[str], scores: np.ndarray, labels: np.ndarray | None) ->
         row = [ids[i], int(labels[i])] if labels is not None else [ids[i]]
         w.writerow([*row, f"{float(s):.8g}"])
     return buf.getvalue()
+
+
+def write_maps(path: Path, ids: list[str], maps: np.ndarray) -> None:
+    """The anomaly maps behind the pixel metrics, (N, H, W) float32 in the order of scores.csv,
+    so that metrics.json can be recomputed (safetensors: no pickle)."""
+    from safetensors.numpy import save_file
+
+    from .fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        maps = np.ascontiguousarray(maps, dtype=np.float32)
+        save_file({"anomaly_maps": maps}, str(tmp), metadata={"ids": json.dumps(ids)})
 
 
 def print_metrics(results: dict[str, dict[str, float]]) -> None:

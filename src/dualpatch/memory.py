@@ -62,11 +62,16 @@ def knn(
     """Exact Euclidean k nearest bank rows for each query row: (distances, indices), each (n, k).
 
     Query and bank are both processed in chunks so that at most ``block`` distances exist at once.
+    Neighbours are chosen with |b|^2 - 2 q.b, one matrix product per block; in float32 that form
+    cancels badly when the features have large norms, so both sides are first centred on the bank's
+    mean (distances do not change) and the chosen neighbours' distances are then computed directly
+    as ||q - b||.
     """
     if bank.shape[0] == 0:
         raise DataError("memory bank is empty: nothing to compare against")
     k = min(k, bank.shape[0])
-    query, bank = query.float(), bank.float()
+    centre = bank.double().mean(0).float()
+    query, bank = query.float() - centre, bank.float() - centre
     bank_sq = (bank * bank).sum(1)
     bank_chunk = max(1, min(bank.shape[0], block // 256))
     query_chunk = max(1, block // bank_chunk)
@@ -77,7 +82,7 @@ def knn(
         best_i = torch.zeros((q.shape[0], k), dtype=torch.long)
         for bs in range(0, bank.shape[0], bank_chunk):
             b = bank[bs : bs + bank_chunk]
-            # |b|^2 - 2 q.b ranks bank rows like the distance does; |q|^2 is added after selection
+            # |b|^2 - 2 q.b ranks bank rows like the distance does
             d = torch.addmm(bank_sq[bs : bs + bank_chunk], q, b.T, beta=1, alpha=-2)
             if k == 1:
                 cd, ci = d.min(dim=1, keepdim=True)
@@ -89,10 +94,25 @@ def knn(
             cand_d, cand_i = torch.cat([best_d, cd], 1), torch.cat([best_i, ci + bs], 1)
             order = torch.topk(cand_d, k, dim=1, largest=False).indices
             best_d, best_i = cand_d.gather(1, order), cand_i.gather(1, order)
-        q_sq = (q * q).sum(1, keepdim=True)
-        out_d.append((best_d + q_sq).clamp_min_(0).sqrt_())
+        out_d.append(_exact_distances(q, bank, best_i, block))
         out_i.append(best_i)
-    return torch.cat(out_d), torch.cat(out_i)
+    dist, idx = torch.cat(out_d), torch.cat(out_i)
+    if k > 1:  # the exact distances may reorder near-ties
+        dist, order = dist.sort(dim=1)
+        idx = idx.gather(1, order)
+    return dist, idx
+
+
+def _exact_distances(q: torch.Tensor, bank: torch.Tensor, index: torch.Tensor, block: int):
+    """||q_i - bank[index[i, j]]|| for (n, k) ``index``, in slices of at most ``block`` values."""
+    n, k = index.shape
+    rows = max(1, block // max(1, k * bank.shape[1]))
+    return torch.cat(
+        [
+            torch.linalg.vector_norm(q[s : s + rows, None] - bank[index[s : s + rows]], dim=-1)
+            for s in range(0, n, rows)
+        ]
+    )
 
 
 class MemoryBank:
