@@ -49,6 +49,8 @@ def run(
     on_duplicates: str,
     runs=RUNS,
     summary: bool = True,
+    only_fold: int | None = None,
+    threshold: str = "validation",
 ) -> dict:
     """One experiment through ``dualpatch.experiment`` (the code path of ``dualpatch run``).
 
@@ -65,6 +67,7 @@ def run(
             f"folds={'null' if folds is None else folds}",
             f"seeds={seeds}",
             f"on_duplicates={on_duplicates}",
+            f"threshold={threshold}",
         ],
     )
     cfg["runs"] = runs
@@ -75,7 +78,9 @@ def run(
 
         exp = Experiment(cfg)
         splits, _ = prepare(exp)
-        run_matrix(exp, [resolve_run(cfg, r) for r in cfg["runs"]], splits)
+        if only_fold is not None:
+            splits = [splits[only_fold]]
+        run_matrix(exp, [resolve_run(cfg, r) for r in cfg["runs"]], splits, nested=True)
         return {}
     Experiment(cfg).run()
     metrics = json.loads((out / "metrics.json").read_text())
@@ -118,28 +123,37 @@ def main() -> None:
         "--jobs", type=int, default=1, help="Run the seeds in this many processes, then summarise."
     )
     parser.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--only-fold", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--threshold",
+        choices=("validation", "none"),
+        default="validation",
+        help="none skips the validation fit of each evaluation (F1 at the threshold not measured)",
+    )
     args = parser.parse_args()
     from dualpatch.fileio import write_json
 
     command = "python " + " ".join(sys.argv)
     work = Path(args.work)
-    if args.jobs > 1 and len(args.seeds) > 1:
-        # one process per seed fills the same experiment folder (each fold x seed is its own run
-        # folder); the summary below then finds every evaluation finished and only aggregates
-        procs = []
-        for seed in args.seeds:
-            procs.append(subprocess.Popen(
-                [sys.executable, __file__, "--seeds", str(seed), "--no-summary",
-                 "--protocol", args.protocol, "--runs", args.runs, "--work", args.work,
-                 "--data", args.data, "--folds", str(args.folds)],
-            ))  # fmt: skip
+    if args.jobs > 1 and args.protocol == "cv":
+        # one worker process per fold x seed fills the experiment folder (each evaluation has its
+        # own run folder); the summary below then finds every evaluation finished and aggregates
+        tasks = [(f, seed) for seed in args.seeds for f in range(args.folds)]
+        procs: list = []
+        for f, seed in tasks:
+            cmd = [sys.executable, __file__, "--seeds", str(seed), "--only-fold", str(f),
+                   "--no-summary", "--runs", args.runs, "--work", args.work, "--data", args.data,
+                   "--folds", str(args.folds), "--threshold", args.threshold]  # fmt: skip
+            procs.append(subprocess.Popen(cmd))
+            while sum(p.poll() is None for p in procs) >= args.jobs:
+                time.sleep(5)
         if any(p.wait() for p in procs):
-            sys.exit("a seed's process failed")
+            sys.exit("a worker process failed")
     if args.protocol == "cv":
         runs = RUNS + (EXTRA_RUNS if args.runs == "all" else [])
         result = run(
             args.data, work / "kolektorsdd-cv", args.folds, args.seeds, "drop", runs,
-            not args.no_summary,
+            not args.no_summary, args.only_fold, args.threshold,
         )  # fmt: skip
         out = RESULTS / "kolektorsdd_cv.json"
     else:

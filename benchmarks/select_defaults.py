@@ -5,10 +5,11 @@ items kept together), the outer training items are split again, group-aware and 
 an inner training set (2/3) and a validation set (1/3). Every candidate is fitted on the inner
 training set and scored on the validation set; the outer test fold is never touched.
 
-Search (kept small for 2 CPU cores, and said so in the README):
-  stage 1: rule {weighted, patch, seed} x normalisation {tf, imagenet} x defect source
-           {image, crop}, at normal coreset 1 % and defect coreset 10 %;
-  stage 2: the stage-1 winner at normal coreset 10 % against 1 %.
+Search (kept small for 2 shared CPU cores, and said so in the README): the rule {weighted, patch,
+seed} x normalisation {tf, imagenet} x defect source {image, crop}, at normal coreset 1 % and defect
+coreset 10 %; one fit per (normalisation, defect source) serves all three rules, and the fits run in
+the order of ``FITS``, each worker writing what it has measured after every fit. ``--coresets 0.01
+0.1`` adds stage 2: the winner at a larger normal coreset (10x the coreset cost; not run this time).
 Criterion: the mean of validation image AUROC, image AP and pixel AUPRO (one number, three views:
 ranking, ranking under class imbalance, localisation).
 
@@ -21,7 +22,6 @@ fold, what each fold chose, and how often each value was chosen.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import subprocess
@@ -37,7 +37,10 @@ GRID = {
     "normalization": ("tf", "imagenet"),
     "defects": ("image", "crop"),
 }
-CORESETS = (0.01, 0.10)
+#: (normalisation, defect source) pairs fitted, most informative first; each fit serves every rule
+FITS = (("tf", "image"), ("imagenet", "image"), ("tf", "crop"), ("imagenet", "crop"))
+#: normal coreset ratios: stage 2 (a larger coreset for the stage-1 winner) runs only when asked
+CORESETS = [0.01]
 CRITERION = ("image_auroc", "image_ap", "pixel_aupro")
 SIZE = (320, 128)
 
@@ -77,30 +80,42 @@ def validate(candidate: dict, inner, validation, rules=("weighted",)) -> list[di
     return rows
 
 
-def select_on_fold(data: str, n_folds: int, fold: int) -> dict:
-    """Stage 1 and 2 of the search on one outer fold's training items."""
+def select_on_fold(data: str, n_folds: int, fold: int, partial: Path | None = None) -> dict:
+    """The search on one outer fold's training items; the result so far is written to
+    ``partial`` after every fit, so a search cut short still reports what it measured."""
+    from dualpatch.fileio import write_json
     from dualpatch.protocol import inner_split, make_splits
 
     split = make_splits("kolektorsdd", data, n_folds, on_duplicates="drop")[fold]
     inner, validation = inner_split(split.train, seed=0, k=3)
-    rows = []
-    for norm, defects in itertools.product(GRID["normalization"], GRID["defects"]):
-        cand = {"normalization": norm, "defects": defects, "normal_coreset": CORESETS[0]}
-        rows += validate(cand, inner, validation, GRID["rule"])
-    best = max(rows, key=lambda r: r["metrics"]["criterion"])
-    for ratio in CORESETS[1:]:
-        cand = {**best["candidate"], "normal_coreset": ratio}
-        rows += validate(cand, inner, validation, (cand.pop("rule"),))
-    chosen = max(rows, key=lambda r: r["metrics"]["criterion"])["candidate"]
-    return {
+    result = {
         "fold": split.name,
         "inner_train_images": len(inner),
         "validation_images": len(validation),
         "validation_defective": int(validation.labels.sum()),
         "validation_items": sorted({s.id.split("/")[0] for s in validation}),
-        "candidates": rows,
-        "chosen": chosen,
+        "candidates": [],
+        "complete": False,
     }
+    rows = result["candidates"]
+
+    def record() -> None:
+        result["chosen"] = max(rows, key=lambda r: r["metrics"]["criterion"])["candidate"]
+        if partial is not None:
+            write_json(partial, result)
+
+    for norm, defects in FITS:
+        cand = {"normalization": norm, "defects": defects, "normal_coreset": CORESETS[0]}
+        rows += validate(cand, inner, validation, GRID["rule"])
+        record()
+    best = max(rows, key=lambda r: r["metrics"]["criterion"])
+    for ratio in CORESETS[1:]:
+        cand = {**best["candidate"], "normal_coreset": ratio}
+        rows += validate(cand, inner, validation, (cand.pop("rule"),))
+        record()
+    result["complete"] = True
+    record()
+    return result
 
 
 def main() -> None:
@@ -113,26 +128,32 @@ def main() -> None:
         "--out", default=str(Path(__file__).parent / "results" / "select_defaults.json")
     )
     parser.add_argument("--jobs", type=int, default=1, help="Outer folds run in parallel.")
+    parser.add_argument("--coresets", type=float, nargs="+", default=[0.01])
+    parser.add_argument(
+        "--collect", action="store_true", help="Only summarise the workers' partial results."
+    )
     parser.add_argument("--only-fold", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--partial", help=argparse.SUPPRESS)
     args = parser.parse_args()
     from dualpatch.fileio import write_json
 
     t_start = time.perf_counter()
+    CORESETS[:] = args.coresets
     if args.only_fold is not None:  # a worker: one outer fold into a partial file
-        write_json(Path(args.partial), select_on_fold(args.data, args.folds, args.only_fold))
+        select_on_fold(args.data, args.folds, args.only_fold, Path(args.partial))
         return
     partials = [Path(args.out).with_name(f".select-fold{f}.json") for f in range(args.folds)]
     procs = []
-    for f in range(args.folds):
+    for f in range(0 if args.collect else args.folds):
         cmd = [sys.executable, __file__, "--data", args.data, "--folds", str(args.folds),
-               "--only-fold", str(f), "--partial", str(partials[f])]  # fmt: skip
+               "--only-fold", str(f), "--partial", str(partials[f]),
+               "--coresets", *map(str, CORESETS)]  # fmt: skip
         procs.append(subprocess.Popen(cmd))
         if len(procs) >= args.jobs:
             procs.pop(0).wait()
     for p in procs:
         p.wait()
-    folds = [json.loads(p.read_text()) for p in partials]
+    folds = [json.loads(p.read_text()) for p in partials if p.exists()]
     keys = [*GRID, "normal_coreset"]
     stability = {k: dict(Counter(str(f["chosen"][k]) for f in folds)) for k in keys}
     majority = {k: Counter(f["chosen"][k] for f in folds).most_common(1)[0][0] for k in keys}
@@ -140,6 +161,8 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "criterion": "mean of validation " + ", ".join(CRITERION),
         "grid": {**GRID, "normal_coreset": list(CORESETS)},
+        "fits_in_order": FITS,
+        "complete_folds": [f["fold"] for f in folds if f["complete"]],
         "folds": folds,
         "chosen_per_fold": [{"fold": f["fold"], **f["chosen"]} for f in folds],
         "stability": stability,

@@ -105,11 +105,17 @@ def prepare(exp) -> tuple[list[Split], dict]:
     return splits, info
 
 
-def run_matrix(exp, runs: list[dict], splits: list[Split]) -> tuple[list[dict], dict]:
-    """Every run (resolved settings) on every split × seed; (results, bootstrap replicates)."""
+def run_matrix(
+    exp, runs: list[dict], splits: list[Split], nested: bool | None = None
+) -> tuple[list[dict], dict]:
+    """Every run (resolved settings) on every split × seed; (results, bootstrap replicates).
+
+    ``nested``: one folder per split × seed (default: when there are several); a worker that
+    fills one fold of a cross-validation sets it."""
     seeds = seeds_of(exp.config)
     counts = fold_counts([len(s.test) for s in splits], exp.config["bootstrap"], seed=0)
-    nested = len(splits) > 1 or len(seeds) > 1
+    if nested is None:
+        nested = len(splits) > 1 or len(seeds) > 1
     results, boots = [], {}
     for i, settings in enumerate(runs):
         exp.log.info("run %d/%d: %s", i + 1, len(runs), settings["name"])
@@ -165,6 +171,8 @@ def run_over_splits(exp, settings, splits, seeds, counts, nested) -> tuple[dict,
             for k, v in pixel_metrics(pixel_histograms(stored, masks), counts[f]).items():
                 reps[k].append(v)
             if seed == seeds[0]:  # the report shows the first seed, every fold pooled
+                if not math.isfinite(thr):  # no validation threshold: show the oracle one
+                    thr = r["metrics"].get("f1_threshold", math.nan)
                 scale = thr if nested and math.isfinite(thr) and thr > 0 else 1.0
                 pooled["ids"] += list(r["ids"])
                 pooled["labels"].append(np.asarray(r["labels"]))
@@ -194,11 +202,18 @@ def run_over_splits(exp, settings, splits, seeds, counts, nested) -> tuple[dict,
         "scores": np.concatenate(pooled["scores"]),
         "maps": np.concatenate(pooled["maps"]),
         "where": pooled["where"],
-        "threshold": 1.0 if nested else points[0].get("threshold", math.nan),
+        "threshold": 1.0 if nested else threshold_shown(points[0]),
+        "oracle": not math.isfinite(points[0].get("threshold", math.nan)),
         "relative": nested,
         "skipped": skipped,
     }
     return result, boot
+
+
+def threshold_shown(metrics: dict) -> float:
+    """The validation threshold, or the oracle one where no validation threshold was fitted."""
+    t = metrics.get("threshold", math.nan)
+    return t if math.isfinite(t) else metrics.get("f1_threshold", math.nan)
 
 
 def ids_digest(ids: list[str]) -> str:
@@ -257,10 +272,17 @@ def write_report(exp, results: list[dict], dataset_info: dict) -> Path:
             images=lambda i, r=r: sample(r, i).image(size),
             masks=lambda i, r=r: sample(r, i).mask(size),
             threshold_label=(
-                "1 = each fold's validation threshold (scores and maps divided by it)"
-                if r["relative"]
-                else "validation threshold (from training data, never test labels)"
-            ),
+                (
+                    "oracle threshold, fitted on test labels"
+                    if r["oracle"]
+                    else "validation threshold (from training data, never test labels)"
+                )
+                + (
+                    "; 1 = each fold's threshold (scores and maps divided by it)"
+                    if r["relative"]
+                    else ""
+                )
+            ),  # fmt: skip
         )
         for r in results
     ]

@@ -53,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     "seeds": None,  # a list of seeds: every run once per fold x seed; None: [seed]
     "on_duplicates": "warn",  # a test image copying a training image: warn, drop or error
     "bootstrap": 1000,  # resamples of the 95% bootstrap intervals
+    # the report's decision threshold: fitted on a validation split of the training items, or
+    # "none" (no validation fit; the gallery then shows the oracle threshold, labelled as such)
+    "threshold": "validation",
     "runs": [
         {"name": "single", "bank": "single"},
         {"name": "dual", "bank": "dual"},
@@ -155,6 +158,7 @@ def _check_value(where: str, key: str, value: Any) -> None:
         "rule": tuple(DUAL_RULES),
         "defects": ("image", "crop"),
         "on_duplicates": ("warn", "drop", "error"),
+        "threshold": ("validation", "none"),
     }
     checks = {
         "image_size": (
@@ -316,7 +320,8 @@ class Experiment:
         run_dir = run_dir or self.out / "runs" / _slug(s["name"])
         signature = hashlib.sha256(
             json.dumps(
-                [s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"]],
+                [s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"]]
+                + ([] if self.config["threshold"] == "validation" else ["no-threshold"]),
                 sort_keys=True,
                 default=str,
             ).encode()
@@ -334,7 +339,9 @@ class Experiment:
             ).image_scores
 
         # the decision threshold comes from a validation split of the training data, never test
-        threshold = validation_threshold(fit_predict, train, s["seed"])
+        threshold = {"threshold": float("nan"), "rule": "none (oracle threshold shown)"}
+        if self.config["threshold"] == "validation":
+            threshold = validation_threshold(fit_predict, train, s["seed"])
         t1 = time.perf_counter()
         pred = model.predict(test)
         test_s = time.perf_counter() - t1
