@@ -33,6 +33,9 @@ from .scoring import (
 )
 
 FORMAT_VERSION = 1
+#: coresets computed in this process, by (patch digest, ratio, floor, projection, seed); banks are
+#: never modified after fit, so models may share one
+_BANKS: dict[tuple, MemoryBank] = {}
 STRIDE = 8  # both stage pairs put the feature grid at 1/8 of the input
 
 Progress = Callable[[str, int], Callable[[int], None]] | None
@@ -206,6 +209,11 @@ class PatchCore:
         return self
 
     def _bank(self, ratio: float, flat: torch.Tensor, desc: str) -> MemoryBank:
+        # The same patches with the same coreset settings give the same bank: a single and a dual
+        # model fitted on one training set in one process (cross-validation) share the normal one.
+        key = (_tensor_digest(flat), ratio, self.coreset_min, self.projection_dim, self.seed)
+        if key in _BANKS:
+            return _BANKS[key]
         bank = MemoryBank(ratio, self.coreset_min, self.projection_dim, self.seed)
         n = bank.target_size(flat.shape[0])
         picks = n - 1 if n < flat.shape[0] else 0  # a bank that keeps everything picks nothing
@@ -213,6 +221,9 @@ class PatchCore:
         bank.fit(flat, progress=bar)
         if picks == 0:
             bar(0)  # lets a display close the (empty) stage
+        if len(_BANKS) >= 32:
+            _BANKS.pop(next(iter(_BANKS)))
+        _BANKS[key] = bank
         return bank
 
     def _check_fitted(self) -> None:
