@@ -90,7 +90,9 @@ def test_results_npy_keeps_the_reference_layout(finished):
     results = np.load(report.parent / "results.npy", allow_pickle=True).item()
     assert set(results["standard_patchcore"]) == {"image_auc", "pixel_auc"}
     assert set(results["dual_patchcore"]) == {"image_auc", "pixel_auc", "rule"}
-    assert results["dual_patchcore"]["rule"] == "weighted"
+    from dualpatch.defaults import DUAL_RULE
+
+    assert results["dual_patchcore"]["rule"] == DUAL_RULE
     assert results["dual_patchcore:dual-seed-rule"]["rule"] == "seed"
     metrics = json.loads((report.parent / "metrics.json").read_text())
     assert results["standard_patchcore"]["image_auc"] == pytest.approx(

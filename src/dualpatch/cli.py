@@ -438,8 +438,8 @@ def demo(
     data = os.environ.get("DUALPATCH_DATA")
     runs = [
         {"name": "single", "bank": "single"},
-        {"name": "dual", "bank": "dual"},
-        {"name": "dual-patch-rule", "bank": "dual", "rule": "patch"},
+        {"name": "dual", "bank": "dual"},  # the default rule (defaults.DUAL_RULE: patch)
+        {"name": "dual-weighted-rule", "bank": "dual", "rule": "weighted"},
         {"name": "dual-seed-rule", "bank": "dual", "rule": "seed"},
     ]
     try:
