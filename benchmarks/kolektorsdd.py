@@ -71,18 +71,21 @@ def run(
         ],
     )
     cfg["runs"] = runs
-    t0, load0 = time.perf_counter(), load()
-    if not summary:
-        from dualpatch.crossval import prepare, run_matrix
-        from dualpatch.experiment import resolve_run
+    from dualpatch.crossval import finish, prepare, run_matrix
+    from dualpatch.experiment import resolve_run
 
-        exp = Experiment(cfg)
-        splits, _ = prepare(exp)
+    t0, load0 = time.perf_counter(), load()
+    exp = Experiment(cfg)
+    splits, info = prepare(exp)
+    resolved = [resolve_run(cfg, r) for r in cfg["runs"]]
+    if not summary:
         if only_fold is not None:
             splits = [splits[only_fold]]
-        run_matrix(exp, [resolve_run(cfg, r) for r in cfg["runs"]], splits, nested=True)
+        run_matrix(exp, resolved, splits, nested=True)
         return {}
-    Experiment(cfg).run()
+    # the runner's own steps, without report.html (an overlay per test image and run)
+    results, boots = run_matrix(exp, resolved, splits)
+    finish(exp, results, boots, info, report=False)
     metrics = json.loads((out / "metrics.json").read_text())
     per_eval = {}
     for r in runs:

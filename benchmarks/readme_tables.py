@@ -83,6 +83,23 @@ def selection(sel: dict) -> str:
     return "\n".join(rows)
 
 
+def candidates(sel: dict) -> str:
+    rows = [
+        "| outer fold | rule | normalisation | defects | val. image AUROC | val. image AP "
+        "| val. pixel AUPRO | criterion |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for f in sel["folds"]:
+        for r in f["candidates"]:
+            c, m = r["candidate"], r["metrics"]
+            rows.append(
+                f"| {f['fold']} | {c['rule']} | {c['normalization']} | {c['defects']} "
+                f"| {m['image_auroc']:.3f} | {m['image_ap']:.3f} | {m['pixel_aupro']:.3f} "
+                f"| {m['criterion']:.3f} |"
+            )
+    return "\n".join(rows)
+
+
 def main() -> None:
     cv = RESULTS / "kolektorsdd_cv.json"
     if cv.exists():
@@ -105,6 +122,7 @@ def main() -> None:
         data = json.loads(sel.read_text())
         print(f"## {data['command']}\n")
         print(selection(data), "\n")
+        print(candidates(data), "\n")
         print("stability:", data["stability"], "\nmajority:", data["majority"])
 
 

@@ -158,7 +158,8 @@ def main() -> None:
     stability = {k: dict(Counter(str(f["chosen"][k]) for f in folds)) for k in keys}
     majority = {k: Counter(f["chosen"][k] for f in folds).most_common(1)[0][0] for k in keys}
     write_json(Path(args.out), {
-        "command": "python " + " ".join(sys.argv),
+        "command": "python " + " ".join(a for a in sys.argv if a != "--collect"),
+        "collected_early": args.collect,  # the workers' partial files, taken before they finished
         "criterion": "mean of validation " + ", ".join(CRITERION),
         "grid": {**GRID, "normal_coreset": list(CORESETS)},
         "fits_in_order": FITS,

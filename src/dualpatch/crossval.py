@@ -125,8 +125,9 @@ def run_matrix(
     return results, boots
 
 
-def finish(exp, results: list[dict], boots: dict, info: dict) -> Path:
-    """metrics.json and metrics.csv (with comparisons against the first run), then report.html."""
+def finish(exp, results: list[dict], boots: dict, info: dict, report: bool = True) -> Path:
+    """metrics.json and metrics.csv (with comparisons against the first run), then report.html
+    (unless ``report`` is False: a benchmark that only wants the figures)."""
     from .fileio import write_json, write_text
 
     metrics = {r["name"]: r["metrics"] for r in results}
@@ -135,12 +136,14 @@ def finish(exp, results: list[dict], boots: dict, info: dict) -> Path:
         metrics[r["name"]]["comparisons"] = comparisons.get(r["name"], {})
     write_json(exp.out / "metrics.json", metrics)
     write_text(exp.out / "metrics.csv", metrics_csv(metrics))
-    report = exp.out / "report.html"
-    if any(not r.get("skipped") for r in results) or not report.exists():
+    page = exp.out / "report.html"
+    if not report:
+        return page
+    if any(not r.get("skipped") for r in results) or not page.exists():
         write_report(exp, results, info)
     else:
         exp.log.info("every run finished before: report.html kept as it is")
-    return report
+    return page
 
 
 def run_over_splits(exp, settings, splits, seeds, counts, nested) -> tuple[dict, dict]:
