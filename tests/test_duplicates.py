@@ -98,7 +98,7 @@ def test_dataset_json_lists_the_groups(leaky, tmp_path, run_cli):
     r = run_cli(
         "run", "--set", "dataset=folder", "--set", f"data={leaky}", "--set", f"out={out}",
         "--set", "image_size=[64, 32]", "--set", "coreset_min=20", "--set", "bootstrap=20",
-        "--set", "runs=[{name: single, bank: single}]",
+        "--set", "runs=[{name: single, bank: single}]", timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     import json
