@@ -21,7 +21,7 @@ def fitted(run_cli, demo_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "model"
     r = run_cli(
         "fit", "--dataset", "demo", "--data", demo_root, "--out", out,
-        "--size", *SIZE, "--coreset-min", "200",
+        "--size", *SIZE, "--coreset-min", "200", "--cache", out.parent / "cache",
     )
     assert r.returncode == 0, r.stderr
     return out
@@ -36,8 +36,9 @@ def test_fit_writes_a_dual_model(fitted):
     assert set(meta["tensors"]) == {"normal_bank", "defect_bank"}
 
 
-def test_fit_uses_the_feature_cache(fitted, cli_env):
-    cached = list(Path(cli_env["DUALPATCH_CACHE"]).rglob("*.safetensors"))
+def test_fit_uses_the_feature_cache(fitted):
+    # its own cache folder: evaluate and predict now cache the images they score in the shared one
+    cached = list((fitted.parent / "cache").rglob("*.safetensors"))
     # one per training image of the demo set: 60 normal + 12 defective (defect bank, image context)
     assert len(cached) == 72
 
