@@ -22,7 +22,7 @@ def fitted(run_cli, demo_root, tmp_path_factory) -> Path:
     r = run_cli(
         "fit", "--dataset", "demo", "--data", demo_root, "--out", out,
         "--size", *SIZE, "--coreset-min", "200", "--cache", out.parent / "cache",
-    )
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     return out
 
