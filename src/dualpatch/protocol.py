@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,12 +134,18 @@ def make_splits(
     from .data import KolektorSDD, load_dataset
 
     if folds is None:
-        if dataset_name == "kolektorsdd" and train_items:
-            train = KolektorSDD(root, "train", train_items)
-            test = KolektorSDD(root, "test", train_items)
-        else:
-            train = load_dataset(dataset_name, root, "train")
-            test = load_dataset(dataset_name, root, "test")
+        # both splits are opened; a loader warning that both repeat (an orphaned mask in a shared
+        # ground_truth folder) is passed on once
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if dataset_name == "kolektorsdd" and train_items:
+                train = KolektorSDD(root, "train", train_items)
+                test = KolektorSDD(root, "test", train_items)
+            else:
+                train = load_dataset(dataset_name, root, "train")
+                test = load_dataset(dataset_name, root, "test")
+        for message in dict.fromkeys(str(w.message) for w in caught):
+            warnings.warn(message, stacklevel=2)
         test, report = check_splits(train, test, on_duplicates)
         items = sorted(train_items) if train_items else None
         return [Split("split", train, test, items, report)]
