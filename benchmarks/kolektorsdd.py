@@ -1,9 +1,15 @@
-"""KolektorSDD benchmark (default split, 320x128, Lite0): accuracy, fit time, speed, peak RSS.
+"""KolektorSDD benchmark under the cross-validated protocol, through the public experiment runner.
 
-Each configuration runs in its own process so that its peak RSS is its own. Results are written to
-``benchmarks/results/kolektorsdd.json`` (atomically, one entry per configuration).
+Protocol (default): 3 item-level folds that keep duplicated items together (kos01 = kos26,
+kos27 = kos34), 3 seeds, test copies of training images dropped (none remain under these folds),
+Lite0 at 320x128, normal coreset 1 %, defect coreset 10 %. Every metric is the mean ± std over
+folds × seeds with a 95% bootstrap interval; each dual rule is compared with the single bank by a
+paired bootstrap. ``--protocol split`` reruns the old single split (kos01-33 train), once with
+the kos27/kos34 leak kept and once with the copies dropped.
 
-    python benchmarks/kolektorsdd.py --data ../shared/data/kolektorsdd [--only single-1%]
+    python benchmarks/kolektorsdd.py [--data ../shared/data/kolektorsdd] [--protocol cv|split]
+
+writes ``benchmarks/results/kolektorsdd_cv.json`` (or ``kolektorsdd_split.json``).
 """
 
 from __future__ import annotations
@@ -11,82 +17,97 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-CONFIGS = {
-    "single-1%": dict(bank="single", coreset_ratio=0.01),
-    "single-10%": dict(bank="single", coreset_ratio=0.10),
-    "dual-weighted-1%": dict(bank="dual", coreset_ratio=0.01, rule="weighted"),
-    "dual-patch-1%": dict(bank="dual", coreset_ratio=0.01, rule="patch"),
-    "dual-seed-1%": dict(bank="dual", coreset_ratio=0.01, rule="seed"),
-    "dual-weighted-10%": dict(bank="dual", coreset_ratio=0.10, rule="weighted"),
-    "dual-patch-1%-crops": dict(bank="dual", coreset_ratio=0.01, rule="patch", defects="crop"),
-}
+RUNS = [
+    {"name": "single", "bank": "single"},
+    {"name": "dual-weighted", "bank": "dual", "rule": "weighted"},
+    {"name": "dual-patch", "bank": "dual", "rule": "patch"},
+    {"name": "dual-seed", "bank": "dual", "rule": "seed"},
+]
+#: more variants for ``--runs all`` (the defect source and the normalisation are also compared on
+#: validation data by select_defaults.py)
+EXTRA_RUNS = [
+    {"name": "dual-weighted-crops", "bank": "dual", "rule": "weighted", "defects": "crop"},
+    {"name": "dual-weighted-imagenet", "bank": "dual", "normalization": "imagenet"},
+]
+RESULTS = Path(__file__).parent / "results"
 
 
-def run_one(name: str, data: str, normalization: str, backbone: str) -> dict:
-    import numpy as np
-    import torch
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
 
-    from dualpatch import DualPatchCore, PatchCore
-    from dualpatch.data import KolektorSDD
-    from dualpatch.evaluation import evaluate
 
-    cfg = dict(CONFIGS[name])
-    bank = cfg.pop("bank")
-    defects = cfg.pop("defects", "image")
-    size = (320, 128)
-    train, test = KolektorSDD(data, "train"), KolektorSDD(data, "test")
-    common = dict(
-        backbone=backbone, image_size=size, normalization=normalization, progress=False, **cfg
+def run(
+    data: str,
+    out: Path,
+    folds: int | None,
+    seeds: list[int],
+    on_duplicates: str,
+    runs=RUNS,
+    summary: bool = True,
+    only_fold: int | None = None,
+    threshold: str = "validation",
+) -> dict:
+    """One experiment through ``dualpatch.experiment`` (the code path of ``dualpatch run``).
+
+    ``summary=False`` only fits and scores (what a per-seed worker process does)."""
+    from dualpatch.experiment import Experiment, load_config
+
+    cfg = load_config(
+        None,
+        [
+            "dataset=kolektorsdd",
+            f"data={data}",
+            f"out={out}",
+            "name=kolektorsdd-benchmark",
+            f"folds={'null' if folds is None else folds}",
+            f"seeds={seeds}",
+            f"on_duplicates={on_duplicates}",
+            f"threshold={threshold}",
+        ],
     )
-    model = PatchCore(**common) if bank == "single" else DualPatchCore(**common)
-    timings = {}
-    t0 = time.perf_counter()
-    normal_feats = model.image_features(train.normal())
-    timings["features_s"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    model.grid_ = tuple(normal_feats.shape[1:3])
-    model.memory_ = model._bank(
-        model.coreset_ratio, normal_feats.reshape(-1, normal_feats.shape[-1]), ""
-    )
-    timings["coreset_s"] = time.perf_counter() - t1
-    if bank == "dual":
-        t2 = time.perf_counter()
-        if defects == "crop":
-            crop_feats = model.crop_features(train.defect_crops(size))
-        else:
-            crop_feats = model.defect_image_features(train.defective())
-        timings["features_s"] += time.perf_counter() - t2
-        t3 = time.perf_counter()
-        model.defect_memory_ = model._bank(model.defect_coreset, crop_feats, "")
-        timings["coreset_s"] += time.perf_counter() - t3
-    timings["fit_s"] = time.perf_counter() - t0
-    t4 = time.perf_counter()
-    pred = model.predict(test)
-    test_s = time.perf_counter() - t4
-    masks = np.stack([s.mask(size) for s in test])
-    metrics = evaluate(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
+    cfg["runs"] = runs
+    from dualpatch.crossval import finish, prepare, run_matrix
+    from dualpatch.experiment import resolve_run
+
+    t0, load0 = time.perf_counter(), load()
+    exp = Experiment(cfg)
+    splits, info = prepare(exp)
+    resolved = [resolve_run(cfg, r) for r in cfg["runs"]]
+    if not summary:
+        if only_fold is not None:
+            splits = [splits[only_fold]]
+        run_matrix(exp, resolved, splits, nested=True)
+        return {}
+    # the runner's own steps, without report.html (an overlay per test image and run)
+    results, boots = run_matrix(exp, resolved, splits)
+    finish(exp, results, boots, info, report=False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    per_eval = {}
+    for r in runs:
+        rdir = out / "runs" / r["name"]
+        per_eval[r["name"]] = {
+            p.name: json.loads((p / "metrics.json").read_text())
+            for p in sorted(rdir.iterdir())
+            if (p / "metrics.json").exists()
+        } or {"split": json.loads((rdir / "metrics.json").read_text())}
+    dataset = json.loads((out / "dataset.json").read_text())
     return {
-        "config": {
-            "bank": bank,
-            "backbone": backbone,
-            "normalization": normalization,
-            "defects": defects if bank == "dual" else None,
-            "image_size": list(size),
-            **cfg,
-            "num_neighbors": model.num_neighbors,
-        },
+        "protocol": dataset["protocol"],
+        "folds": [
+            {k: f[k] for k in ("name", "train", "test", "train_items")}
+            for f in dataset.get("folds", [])
+        ],
+        "duplicates": {k: v for k, v in dataset["duplicates"].items() if k != "exact_groups"},
         "metrics": metrics,
-        **{k: round(v, 2) for k, v in timings.items()},
-        "test_ms_per_image": round(1000 * test_s / len(test), 1),
-        "normal_bank_size": int(model.memory_.bank_.shape[0]),
-        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-        "torch_threads": torch.get_num_threads(),
+        "per_evaluation": per_eval,
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "loadavg_before": load0,
+        "loadavg_after": load(),
         "cpus": os.cpu_count(),
     }
 
@@ -96,52 +117,74 @@ def main() -> None:
     parser.add_argument(
         "--data", default=os.environ.get("DUALPATCH_DATA", "../shared/data/kolektorsdd")
     )
-    parser.add_argument("--only", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--normalization", default="auto")
-    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--protocol", choices=("cv", "split"), default="cv")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--work", default="runs/bench", help="Where the experiment folders go.")
+    parser.add_argument("--runs", choices=("rules", "all"), default="rules")
     parser.add_argument(
-        "--out", default=str(Path(__file__).parent / "results" / "kolektorsdd.json")
+        "--jobs", type=int, default=1, help="Run the seeds in this many processes, then summarise."
     )
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--only-fold", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--threshold",
+        choices=("validation", "none"),
+        default="validation",
+        help="none skips the validation fit of each evaluation (F1 at the threshold not measured)",
+    )
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(run_one(args.child, args.data, args.normalization, args.backbone)))
-        return
     from dualpatch.fileio import write_json
 
-    out = Path(args.out)
-    results = json.loads(out.read_text()) if out.exists() else {}
-    for name in args.only:
-        key = f"{name}/{args.backbone}/{args.normalization}"
-        proc = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                name,
-                "--data",
+    command = "python " + " ".join(sys.argv)
+    work = Path(args.work)
+    if args.jobs > 1 and args.protocol == "cv":
+        # one worker process per fold x seed fills the experiment folder (each evaluation has its
+        # own run folder); the summary below then finds every evaluation finished and aggregates
+        tasks = [(f, seed) for seed in args.seeds for f in range(args.folds)]
+        procs: list = []
+        for f, seed in tasks:
+            cmd = [sys.executable, __file__, "--seeds", str(seed), "--only-fold", str(f),
+                   "--no-summary", "--runs", args.runs, "--work", args.work, "--data", args.data,
+                   "--folds", str(args.folds), "--threshold", args.threshold]  # fmt: skip
+            procs.append(subprocess.Popen(cmd))
+            while sum(p.poll() is None for p in procs) >= args.jobs:
+                time.sleep(5)
+        if any(p.wait() for p in procs):
+            sys.exit("a worker process failed")
+    if args.protocol == "cv":
+        runs = RUNS + (EXTRA_RUNS if args.runs == "all" else [])
+        result = run(
+            args.data, work / "kolektorsdd-cv", args.folds, args.seeds, "drop", runs,
+            not args.no_summary, args.only_fold, args.threshold,
+        )  # fmt: skip
+        out = RESULTS / "kolektorsdd_cv.json"
+    else:
+        result = {
+            "leak kept (kos34 in test copies kos27 in train)": run(
                 args.data,
-                "--normalization",
-                args.normalization,
-                "--backbone",
-                args.backbone,
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            sys.exit(f"{key} failed:\n{proc.stderr[-2000:]}")
-        results[key] = json.loads(proc.stdout.strip().splitlines()[-1])
-        write_json(out, results)
-        r = results[key]
-        m = r["metrics"]
-        print(
-            f"{key:40s} imgAUROC {m['image_auroc']:.3f} pixAUROC {m['pixel_auroc']:.3f} "
-            f"AP {m['image_ap']:.3f} AUPRO {m['pixel_aupro']:.3f} F1 {m['f1_max']:.3f} | "
-            f"fit {r['fit_s']}s (feat {r['features_s']} coreset {r['coreset_s']}) "
-            f"{r['test_ms_per_image']} ms/img RSS {r['peak_rss_gib']} GiB",
-            flush=True,
-        )
+                work / "kolektorsdd-split-leak",
+                None,
+                args.seeds,
+                "warn",
+                RUNS,
+                not args.no_summary,
+            ),
+            "copies dropped from test": run(
+                args.data,
+                work / "kolektorsdd-split-dropped",
+                None,
+                args.seeds,
+                "drop",
+                RUNS,
+                not args.no_summary,
+            ),
+        }
+        out = RESULTS / "kolektorsdd_split.json"
+    if args.no_summary:
+        return
+    write_json(out, {"command": command, "result": result})
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -402,7 +402,11 @@ def test_battery_weld_orphaned_masks_one_warning(cli, model_dir, tmp_path):
     code, _, err = cli("evaluate", "--model", model_dir, "--dataset", "folder", "--data", data,
                        "--out", out)
     assert code == 0, err
-    warned = warning_lines(err)
+    # the set also has 7 test images that are byte copies of training images and one copied pair
+    # in train: warning lines of the leak check (dualpatch.data.duplicates); the orphaned masks
+    # stay one line
+    leak = ("exact copy of training image", "identical images")
+    warned = [w for w in warning_lines(err) if not any(k in w for k in leak)]
     assert len(warned) == 1, err
     assert str(data / "ground_truth/defective") in warned[0]
     assert "40 masks have no image" in warned[0]

@@ -21,8 +21,8 @@ def fitted(run_cli, demo_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "model"
     r = run_cli(
         "fit", "--dataset", "demo", "--data", demo_root, "--out", out,
-        "--size", *SIZE, "--coreset-min", "200",
-    )
+        "--size", *SIZE, "--coreset-min", "200", "--cache", out.parent / "cache",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     return out
 
@@ -36,12 +36,14 @@ def test_fit_writes_a_dual_model(fitted):
     assert set(meta["tensors"]) == {"normal_bank", "defect_bank"}
 
 
-def test_fit_uses_the_feature_cache(fitted, cli_env):
-    cached = list(Path(cli_env["DUALPATCH_CACHE"]).glob("*.safetensors"))
+def test_fit_uses_the_feature_cache(fitted):
+    # its own cache folder: evaluate and predict now cache the images they score in the shared one
+    cache = fitted.parent / "cache"
+    cached = list(cache.glob("*.safetensors"))
     # one per training image of the demo set: 60 normal + 12 defective (defect bank, image context)
     assert len(cached) == 72
     # and the normal bank, shared with later fits of the same images and settings
-    assert len(list(Path(cli_env["DUALPATCH_CACHE"]).glob("banks/*.safetensors"))) == 1
+    assert len(list(cache.glob("banks/*.safetensors"))) == 1
 
 
 def test_evaluate(fitted, run_cli, demo_root, tmp_path):

@@ -90,7 +90,9 @@ def test_results_npy_keeps_the_reference_layout(finished):
     results = np.load(report.parent / "results.npy", allow_pickle=True).item()
     assert set(results["standard_patchcore"]) == {"image_auc", "pixel_auc"}
     assert set(results["dual_patchcore"]) == {"image_auc", "pixel_auc", "rule"}
-    assert results["dual_patchcore"]["rule"] == "weighted"
+    from dualpatch.defaults import DUAL_RULE
+
+    assert results["dual_patchcore"]["rule"] == DUAL_RULE
     assert results["dual_patchcore:dual-seed-rule"]["rule"] == "seed"
     metrics = json.loads((report.parent / "metrics.json").read_text())
     assert results["standard_patchcore"]["image_auc"] == pytest.approx(
@@ -125,9 +127,11 @@ def test_changed_run_is_recomputed_from_cached_features(finished, monkeypatch):
 
     monkeypatch.setattr(FeatureExtractor, "forward", counting)
     Experiment(cfg).run()
-    # training and test images alike come from the feature cache: nothing runs the backbone again
-    assert json.loads((report.parent / "dataset.json").read_text())["test"]["files"]
+    # the first run embedded every training, validation and test image: the changed run refits
+    # and scores from the feature cache alone
     assert sum(calls) == 0
+    run = json.loads((report.parent / "runs" / "single" / "run.json").read_text())
+    assert run["settings"]["normal_coreset"] == 0.5
 
 
 def test_overrides_and_validation(tmp_path):

@@ -15,7 +15,16 @@ import numpy as np
 import typer
 
 from .cli_common import DatasetName
-from .defaults import MAX_SEED, MIN_SIDE, default_cache  # noqa: F401  (MIN_SIDE kept here)
+from .defaults import (  # noqa: F401  (MIN_SIDE kept here for callers of cli.MIN_SIDE)
+    DEFECT_CORESET,
+    DEFECT_SOURCE,
+    DUAL_RULE,
+    MAX_SEED,
+    MIN_SIDE,
+    NORMAL_CORESET,
+    NORMALIZATION,
+    default_cache,
+)
 from .errors import DualpatchError
 from .scoring import DEFAULT_NUM_NEIGHBORS, DEFAULT_REWEIGHT_NEIGHBORS, DUAL_RULES
 
@@ -95,13 +104,29 @@ def main() -> None:
 FORCE = typer.Option(False, "--force", help="Replace an --out that holds files not written here.")
 
 
-def open_dataset(name: DatasetName, data: Path, split: str, train_items: str | None = None):
-    from .data import KolektorSDD, load_dataset
-    from .limits import parse_items
+class OnDuplicates(StrEnum):
+    warn = "warn"
+    drop = "drop"
+    error = "error"
 
-    if name == DatasetName.kolektorsdd and train_items:
-        return KolektorSDD(data, split, parse_items(train_items))
-    return load_dataset(name.value, data, split)
+
+ON_DUPLICATES_HELP = "A test image that copies a training image: warn, drop it, or error."
+
+
+def open_dataset(
+    name: DatasetName,
+    data: Path,
+    split: str,
+    train_items: str | None = None,
+    on_duplicates: OnDuplicates = OnDuplicates.warn,
+):
+    """One split of a dataset, after both splits were checked for duplicate images."""
+    from .limits import parse_items
+    from .protocol import make_splits
+
+    items = parse_items(train_items) if name == DatasetName.kolektorsdd and train_items else None
+    (split_,) = make_splits(name.value, data, None, items, on_duplicates.value)
+    return split_.train if split == "train" else split_.test
 
 
 @app.command()
@@ -115,14 +140,16 @@ def fit(
     seed: int = typer.Option(
         0, min=0, max=MAX_SEED, help="Seed of the coreset's projection and start point."
     ),
-    coreset: float = typer.Option(0.01, min=0.0, max=1.0, help="Fraction of normal patches kept."),
+    coreset: float = typer.Option(
+        NORMAL_CORESET, min=0.0, max=1.0, help="Fraction of normal patches kept."
+    ),
     defect_coreset: float = typer.Option(
-        0.10, min=0.0, max=1.0, help="Fraction of defect patches kept (dual)."
+        DEFECT_CORESET, min=0.0, max=1.0, help="Fraction of defect patches kept (dual)."
     ),
     coreset_min: int = typer.Option(1000, min=1, help="Floor on each bank's size."),
-    rule: Rule = typer.Option("weighted", help="Dual scoring rule."),
+    rule: Rule = typer.Option(DUAL_RULE, help="Dual scoring rule."),
     defects: DefectSource = typer.Option(
-        DefectSource.image, help="Defect bank from mask patches of whole images, or from crops."
+        DEFECT_SOURCE, help="Defect bank from mask patches of whole images, or from crops."
     ),
     reweight: bool = typer.Option(
         False, help="PatchCore paper's image-score re-weighting (--bank single only)."
@@ -134,7 +161,9 @@ def fit(
         DEFAULT_REWEIGHT_NEIGHBORS, min=1, help="Neighbourhood size of --reweight."
     ),
     weights: Path | None = typer.Option(None, help="Backbone state_dict file (.pth/.safetensors)."),
-    normalization: str = typer.Option("auto", help="auto (the weights' own), imagenet or tf."),
+    normalization: str = typer.Option(
+        NORMALIZATION, help="auto (the weights' own), imagenet or tf."
+    ),
     augmented: list[Path] = typer.Option(
         [], help="Synthetic-defect folder(s) for the defect bank."
     ),
@@ -144,6 +173,7 @@ def fit(
         "(from 'data crops', 'augment --as-crops' or your own cut-outs; repeatable).",
     ),
     train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
+    on_duplicates: OnDuplicates = typer.Option(OnDuplicates.warn, help=ON_DUPLICATES_HELP),
     cache: Path | None = typer.Option(
         None, help="Feature cache folder [default: $DUALPATCH_CACHE or ~/.cache/dualpatch]."
     ),
@@ -168,7 +198,7 @@ def fit(
     check_size(size[0], size[1], f"--size {size[0]} {size[1]}")
     inputs = [data, weights, *augmented, *crops]
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
-    train = open_dataset(dataset, data, "train", train_items)
+    train = open_dataset(dataset, data, "train", train_items, on_duplicates)
     common = dict(
         backbone=backbone.value,
         image_size=tuple(size),
@@ -229,6 +259,7 @@ def evaluate(
     train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
     weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
     force: bool = FORCE,
+    on_duplicates: OnDuplicates = typer.Option(OnDuplicates.warn, help=ON_DUPLICATES_HELP),
 ) -> None:
     """Score the test split; write metrics.json (fractions), scores.csv and the anomaly maps."""
     from . import PatchCore
@@ -240,7 +271,7 @@ def evaluate(
     inputs = [model, data, weights]
     check_output_dir(out, "evaluate", force, inputs, legacy=("metrics.json",))
     m = PatchCore.load(model, str(weights) if weights else None)
-    test = open_dataset(dataset, data, "test", train_items)
+    test = open_dataset(dataset, data, "test", train_items, on_duplicates)
     overlap = m.training_overlap(test)
     if overlap:  # the model was fit on some of these very images: its figures flatter it
         warnings.warn(
@@ -342,16 +373,29 @@ def print_metrics(results: dict[str, dict[str, float]]) -> None:
     from rich.table import Table
 
     table = Table(title="results")
-    keys = ["image_auroc", "pixel_auroc", "image_ap", "pixel_aupro", "f1_max"]
+    keys = ["image_auroc", "pixel_auroc", "image_ap", "pixel_aupro", "f1_max", "f1_at_threshold"]
+    keys = [k for k in keys if any(k in m for m in results.values())]
+    heads = {"f1_max": "oracle f1_max", "f1_at_threshold": "f1 (val. threshold)"}
     table.add_column("run", no_wrap=True, min_width=max(len(n) for n in results))
     for k in keys:
-        table.add_column(k, justify="right")
+        table.add_column(heads.get(k, k), justify="right")
+
+    def cell(m: dict, k: str) -> str:
+        value = m.get(k)
+        if value is None or value != value:  # undefined (e.g. one class only): null in JSON
+            return "n/a"
+        text = f"{value:.3f}"
+        if m.get("n_evaluations", 1) > 1 and f"{k}_std" in m:
+            text += f" ± {m[f'{k}_std']:.3f}"
+        return text
+
     for name, m in results.items():
-        values = [m.get(k) for k in keys]
-        table.add_row(name, *["n/a" if v is None or v != v else f"{v:.3f}" for v in values])
-    # at least 100 columns: a piped or narrow terminal would otherwise cut the metric names
+        table.add_row(name, *[cell(m, k) for k in keys])
+    if any(m.get("n_evaluations", 1) > 1 for m in results.values()):
+        table.caption = "mean ± std over folds x seeds; 95% intervals in metrics.json / report.html"
+    # at least 120 columns: a piped or narrow terminal would otherwise cut the metric names
     console = Console()
-    Console(width=max(console.width, 100)).print(table)
+    Console(width=max(console.width, 120)).print(table)
 
 
 @app.command()
@@ -365,12 +409,18 @@ def run(
     check: bool = typer.Option(
         False, "--check", help="Validate the config and the results folder, then stop."
     ),
+    folds: int | None = typer.Option(None, help="K-fold cross-validation (--set folds=K)."),
+    seeds: str | None = typer.Option(None, help="Seeds to repeat every run with, e.g. 0,1,2."),
+    on_duplicates: OnDuplicates | None = typer.Option(None, help=ON_DUPLICATES_HELP),
 ) -> None:
     """Run an experiment matrix (single / dual / dual + augmentation) into one results folder."""
     from .experiment import Experiment, load_config
     from .fileio import MARKER
 
     overrides = list(set_) + ([f"out={out}"] if out else [])
+    overrides += [f"folds={folds}"] if folds is not None else []
+    overrides += [f"seeds=[{seeds}]"] if seeds else []
+    overrides += [f"on_duplicates={on_duplicates.value}"] if on_duplicates else []
     cfg = load_config(config, overrides)
     results = Path(cfg["out"])
     if config is not None and Path(config).resolve() == (results / "config.yaml").resolve():
@@ -459,8 +509,8 @@ def demo(
     data = os.environ.get("DUALPATCH_DATA")
     runs = [
         {"name": "single", "bank": "single"},
-        {"name": "dual", "bank": "dual"},
-        {"name": "dual-patch-rule", "bank": "dual", "rule": "patch"},
+        {"name": "dual", "bank": "dual"},  # the default rule (defaults.DUAL_RULE: patch)
+        {"name": "dual-weighted-rule", "bank": "dual", "rule": "weighted"},
         {"name": "dual-seed-rule", "bank": "dual", "rule": "seed"},
     ]
     try:

@@ -19,3 +19,19 @@ def default_cache() -> Path | None:
     if env is not None:
         return Path(env) if env.strip() else None
     return Path.home() / ".cache" / "dualpatch" / "features"
+
+
+# The model's defaults, in this one place. They were chosen on training data only, by
+# benchmarks/select_defaults.py: inside each of the 3 outer folds of the cross-validated KolektorSDD
+# protocol, candidates were fitted on 2/3 of the training items and compared on the other 1/3
+# (results in benchmarks/results/select_defaults.json; README "How the defaults were chosen").
+#: dual scoring rule (scoring.DUAL_RULES): "patch" won on 2 of the 3 outer folds ("weighted" on
+#: the third, by 0.006); "weighted" was the default before, chosen on the test set
+DUAL_RULE = "patch"
+#: input normalisation: "auto" = the backbone weights' own (TF-style (x - 127) / 128 for Lite0)
+NORMALIZATION = "auto"
+#: what feeds the defect bank: mask patches of whole defective images ("image") or crops ("crop")
+DEFECT_SOURCE = "image"
+#: fractions of normal and of defect patches kept by the greedy coreset
+NORMAL_CORESET = 0.01
+DEFECT_CORESET = 0.10

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .defaults import DEFECT_CORESET, DEFECT_SOURCE, DUAL_RULE, NORMAL_CORESET, NORMALIZATION
 from .errors import ConfigError
 from .metrics_io import from_json, json_metrics
 from .scoring import DEFAULT_NUM_NEIGHBORS, DEFAULT_REWEIGHT_NEIGHBORS, DUAL_RULES
@@ -38,13 +39,13 @@ DEFAULTS: dict[str, Any] = {
     "train_items": None,
     "backbone": "efficientnet_lite0",
     "image_size": [320, 128],
-    "normalization": "auto",
+    "normalization": NORMALIZATION,
     "weights": None,
-    "normal_coreset": 0.01,
-    "defect_coreset": 0.10,
+    "normal_coreset": NORMAL_CORESET,
+    "defect_coreset": DEFECT_CORESET,
     "coreset_min": 1000,
-    "rule": "weighted",
-    "defects": "image",
+    "rule": DUAL_RULE,
+    "defects": DEFECT_SOURCE,
     "reweight": False,
     "num_neighbors": DEFAULT_NUM_NEIGHBORS,
     "reweight_neighbors": DEFAULT_REWEIGHT_NEIGHBORS,
@@ -55,6 +56,15 @@ DEFAULTS: dict[str, Any] = {
     "max_memory": None,
     "inline_images": False,
     "crops": [],
+    # evaluation protocol (dualpatch.protocol, dualpatch.crossval)
+    "folds": None,  # K: group-aware stratified K-fold cross-validation; None: the dataset's split
+    "fold_seed": 0,
+    "seeds": None,  # a list of seeds: every run once per fold x seed; None: [seed]
+    "on_duplicates": "warn",  # a test image copying a training image: warn, drop or error
+    "bootstrap": 1000,  # resamples of the 95% bootstrap intervals
+    # the report's decision threshold: fitted on a validation split of the training items, or
+    # "none" (no validation fit; the gallery then shows the oracle threshold, labelled as such)
+    "threshold": "validation",
     "runs": [
         {"name": "single", "bank": "single"},
         {"name": "dual", "bank": "dual"},
@@ -161,11 +171,11 @@ def _check_value(where: str, key: str, value: Any) -> None:
     def number(v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool)
 
-    def whole_at_least_1(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
     def whole(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
+
+    def whole_at_least_1(v: Any) -> bool:
+        return whole(v) and v >= 1
 
     def text(v: Any) -> bool:
         return isinstance(v, str) and v.strip() != ""
@@ -187,6 +197,8 @@ def _check_value(where: str, key: str, value: Any) -> None:
         "defects": ("image", "crop"),
         "coreset_method": ("greedy", "approx"),
         "knn": ("torch", "faiss-flat", "faiss-ivf"),
+        "on_duplicates": ("warn", "drop", "error"),
+        "threshold": ("validation", "none"),
     }
     checks = {
         "image_size": (
@@ -228,6 +240,20 @@ def _check_value(where: str, key: str, value: Any) -> None:
             lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
             "a list of crop folders",
         ),
+        "folds": (lambda v: v is None or (whole(v) and v >= 2), "null or a whole number >= 2"),
+        "fold_seed": (lambda v: whole(v) and 0 <= v <= MAX_SEED, f"a whole number 0 to {MAX_SEED}"),
+        "seeds": (
+            lambda v: (
+                v is None
+                or (
+                    isinstance(v, list)
+                    and bool(v)
+                    and all(whole(x) and 0 <= x <= MAX_SEED for x in v)
+                )
+            ),
+            f"null or a non-empty list of whole numbers 0 to {MAX_SEED}",
+        ),
+        "bootstrap": (lambda v: whole(v) and v >= 10, "a whole number >= 10"),
     }
     if key in choices:
         ok, expected = value in choices[key], "one of " + ", ".join(choices[key])
@@ -395,63 +421,49 @@ class Experiment:
         check_output_dir(self.out, COMMAND, self.force, [self.config["data"]], legacy=LEGACY)
 
     def datasets(self):
-        from .data import KolektorSDD, load_dataset
+        """(train, test) of the dataset's own split (``train_items`` for KolektorSDD)."""
+        from .protocol import make_splits
 
-        c = self.config
-        if c["dataset"] == "kolektorsdd" and c["train_items"]:
-            from .limits import parse_items
+        split = make_splits(
+            self.config["dataset"], self.config["data"], None, self._train_items(), "warn", 0
+        )[0]
+        return split.train, split.test
 
-            items = c["train_items"]
-            items = parse_items(str(items)) if isinstance(items, str | int) else items
-            return KolektorSDD(c["data"], "train", items), KolektorSDD(c["data"], "test", items)
-        return load_dataset(c["dataset"], c["data"], "train"), load_dataset(
-            c["dataset"], c["data"], "test"
-        )
+    def _train_items(self):
+        from .limits import parse_items
+
+        items = self.config["train_items"]
+        return parse_items(str(items)) if isinstance(items, str | int) else items
 
     def run(self) -> Path:
-        from .fileio import mark_output, write_bytes, write_json, write_text
+        """Every run on every split (or fold) x seed; metrics, comparisons and the report."""
+        from .crossval import finish, prepare, run_matrix
+        from .fileio import mark_output, write_bytes, write_json
 
-        c = self.config
         self.check_output()
-        train, test = self.datasets()  # before any output: a bad --data leaves no folder behind
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.config["train_items"] = self._train_items()
+        # the splits open the data before any output: a bad --data leaves no folder behind
+        splits, info = prepare(self)
         mark_output(self.out, COMMAND)
-        write_text(self.out / "config.yaml", yaml.safe_dump(c, sort_keys=False))
         write_json(self.out / "environment.json", environment())
-        dataset_info = {
-            "dataset": c["dataset"],
-            "data": str(c["data"]),
-            "train": {"sha256": train.fingerprint(), "files": train.file_list()},
-            "test": {"sha256": test.fingerprint(), "files": test.file_list()},
-        }
-        write_json(self.out / "dataset.json", dataset_info)
-        results = []
-        for i, run in enumerate(c["runs"]):
-            settings = resolve_run(c, run)
-            self.log.info("run %d/%d: %s", i + 1, len(c["runs"]), settings["name"])
-            results.append(self.run_one(settings, train, test, dataset_info))
-        metrics = {r["name"]: r["metrics"] for r in results}
-        write_json(self.out / "metrics.json", {k: json_metrics(v) for k, v in metrics.items()})
-        write_text(self.out / "metrics.csv", _metrics_csv(metrics))
+        runs = [resolve_run(self.config, run) for run in self.config["runs"]]
+        results, boots = run_matrix(self, runs, splits)
         write_bytes(self.out / "results.npy", _npy_bytes(_seed_layout(results)))
-        report = self.out / "report.html"
-        if any(not r.get("skipped") for r in results) or not report.exists():
-            self.write_report(results, test, dataset_info)
-        else:
-            self.log.info("every run finished before: report.html kept as it is")
-        return report
+        return finish(self, results, boots, info)
 
-    def run_one(self, s: dict, train, test, dataset_info) -> dict:
+    def run_one(self, s: dict, train, test, dataset_info, run_dir: Path | None = None) -> dict:
         from .data.crop_folder import crops_fingerprint
         from .evaluation import evaluate
         from .fileio import atomic_path, write_json, write_text
+        from .protocol import f1_at, validation_threshold
 
-        run_dir = self.out / "runs" / _slug(s["name"])
+        run_dir = run_dir or self.out / "runs" / _slug(s["name"])
         # a crops folder's content counts, not only its name: edited crops make the run stale
         crops = [crops_fingerprint(s["crops"])] if s.get("crops") else []
         signature = hashlib.sha256(
             json.dumps(
-                [s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"], *crops],
+                [s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"], *crops]
+                + ([] if self.config["threshold"] == "validation" else ["no-threshold"]),
                 sort_keys=True,
                 default=str,
             ).encode()
@@ -460,46 +472,28 @@ class Experiment:
         if done.exists() and json.loads(done.read_text()).get("signature") == signature:
             self.log.info("%s: finished before, skipped", s["name"])
             return {**self._load_finished(run_dir, s["name"]), "skipped": True}
-        size = tuple(s["image_size"])
-        common = dict(
-            backbone=s["backbone"],
-            image_size=size,
-            coreset_ratio=s["normal_coreset"],
-            coreset_min=s["coreset_min"],
-            reweight=s["reweight"],
-            num_neighbors=s["num_neighbors"],
-            reweight_neighbors=s["reweight_neighbors"],
-            normalization=s["normalization"],
-            weights=s["weights"],
-            seed=s["seed"],
-            coreset_method=s["coreset_method"],
-            knn=s["knn"],
-            max_memory=s["max_memory"],
-            cache_dir=self._cache(),
-            progress=self.progress or False,
-        )
-        from . import DualPatchCore, PatchCore
+        model = self.fit_model(s, train)
+        fit_s = model.fit_seconds_
 
-        t0 = time.perf_counter()
-        if s["bank"] == "single":
-            model = PatchCore(**common).fit(train.normal())
-        else:
-            defects = defect_inputs(train, s["defects"], size, s["augmented"], s.get("crops"))
-            if s["augment"]:
-                pool = self.augment(s["augment"])
-                synthetic = synthetic_defects([pool], s["defects"], size, s["augment"].get("n", 40))
-                if not synthetic:  # never report a run as augmented that added nothing
-                    raise ConfigError(f"{pool}: gave no synthetic defects for run {s['name']!r}")
-                defects += synthetic
-            model = DualPatchCore(**common, defect_coreset=s["defect_coreset"], rule=s["rule"])
-            model.fit(train.normal(), defects)
-        fit_s = time.perf_counter() - t0
+        def fit_predict(inner, validation):
+            return validation.labels, self.fit_model(s, inner, pool_of=train).predict(
+                validation
+            ).image_scores
+
+        # the decision threshold comes from a validation split of the training data, never test
+        threshold = {"threshold": float("nan"), "rule": "none (oracle threshold shown)"}
+        if self.config["threshold"] == "validation":
+            threshold = validation_threshold(fit_predict, train, s["seed"])
         t1 = time.perf_counter()
         pred = model.predict(test)
         test_s = time.perf_counter() - t1
+        size = tuple(s["image_size"])
         masks = np.stack([smp.mask(size) for smp in test])
         metrics = evaluate(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
         metrics.update(
+            threshold=threshold["threshold"],
+            threshold_rule=threshold["rule"],
+            f1_at_threshold=f1_at(pred.labels, pred.image_scores, threshold["threshold"]),
             fit_seconds=round(fit_s, 2),
             images_per_second=round(len(test) / test_s, 2),
             peak_rss_mb=round(_rss_mb(), 1),
@@ -534,6 +528,63 @@ class Experiment:
             "maps": pred.anomaly_maps,
         }
 
+    def fit_model(self, s: dict, train, pool_of=None):
+        """A model with run settings ``s`` fitted on ``train``; synthetic defects come from a pool
+        made from the training samples of ``pool_of`` (default ``train``) only.
+
+        Dual runs that differ only in their scoring rule share one fit (the rule is used at
+        predict time only); ``fit_seconds_`` is the time the shared fit took.
+        """
+        pool = pool_of if pool_of is not None and s["augment"] else train
+        key = json.dumps(
+            [{k: v for k, v in s.items() if k not in ("name", "rule")}, train.fingerprint(),
+             pool.fingerprint()], sort_keys=True, default=str,
+        )  # fmt: skip
+        fitted = self.__dict__.setdefault("_fitted", {})
+        if s["bank"] == "dual" and key in fitted:
+            model = copy.copy(fitted[key])
+            model.rule = s["rule"]
+            return model
+        t0 = time.perf_counter()
+        model = self._fit_new(s, train, pool_of)
+        model.fit_seconds_ = time.perf_counter() - t0
+        if s["bank"] == "dual":
+            fitted[key] = model
+        return model
+
+    def _fit_new(self, s: dict, train, pool_of=None):
+        size = tuple(s["image_size"])
+        common = dict(
+            backbone=s["backbone"],
+            image_size=size,
+            coreset_ratio=s["normal_coreset"],
+            coreset_min=s["coreset_min"],
+            reweight=s["reweight"],
+            num_neighbors=s["num_neighbors"],
+            reweight_neighbors=s["reweight_neighbors"],
+            normalization=s["normalization"],
+            weights=s["weights"],
+            seed=s["seed"],
+            coreset_method=s["coreset_method"],
+            knn=s["knn"],
+            max_memory=s["max_memory"],
+            cache_dir=self._cache(),
+            progress=self.progress or False,
+        )
+        from . import DualPatchCore, PatchCore
+
+        if s["bank"] == "single":
+            return PatchCore(**common).fit(train.normal())
+        defects = defect_inputs(train, s["defects"], size, s["augmented"], s.get("crops"))
+        if s["augment"]:
+            pool = self.augment(s["augment"], pool_of if pool_of is not None else train)
+            synthetic = synthetic_defects([pool], s["defects"], size, s["augment"].get("n", 40))
+            if not synthetic:  # never report a run as augmented that added nothing
+                raise ConfigError(f"{pool}: gave no synthetic defects for run {s['name']!r}")
+            defects += synthetic
+        model = DualPatchCore(**common, defect_coreset=s["defect_coreset"], rule=s["rule"])
+        return model.fit(train.normal(), defects)
+
     def _load_finished(self, run_dir: Path, name: str) -> dict:
         from safetensors.numpy import load_file
 
@@ -557,11 +608,13 @@ class Experiment:
             cache = default_cache()
         return str(cache) if cache else None
 
-    def augment(self, spec: dict) -> Path:
-        """Generate (once) a pool of synthetic defects; runs take its first ``n`` images.
+    def augment(self, spec: dict, train) -> Path:
+        """Generate (once per training set) a pool of synthetic defects from ``train`` only; runs
+        take its first ``n`` images.
 
         Runs that differ only in ``n`` share one pool (and one trained model), sized for the
         largest ``n`` asked for, so an ablation over N compares nested sets of the same images.
+        The pool is keyed by the training set's fingerprint, so no fold or split reuses another's.
         """
         from . import augment
 
@@ -578,7 +631,11 @@ class Experiment:
             default=spec.get("n", 40),
         )
         tag = "-".join(f"{k}{v}" for k, v in key(spec) if k != "method")
-        folder = self.out / "augment" / f"{spec['method']}-{tag or 'default'}-n{n}"
+        folder = (
+            self.out
+            / "augment"
+            / f"{spec['method']}-{tag or 'default'}-n{n}-train{train.fingerprint()[:10]}"
+        )
         if (folder / "manifest.csv").exists():
             return folder
         self.log.info("augment: %s, %d images into %s", spec["method"], n, folder)
@@ -588,70 +645,16 @@ class Experiment:
             data=c["data"],
             out=folder,
             n=n,
+            train=train,
             **{k: v for k, v in spec.items() if k not in ("method", "n")},
         )
         return folder
-
-    def write_report(self, results: list[dict], test, dataset_info: dict) -> Path:
-        from .report import RunResult, write_html_report
-
-        size = tuple(self.config["image_size"])
-        runs = [
-            RunResult(
-                name=r["name"],
-                metrics=r["metrics"],
-                ids=r["ids"],
-                labels=r["labels"],
-                scores=r["scores"],
-                threshold=r["metrics"].get("f1_threshold", float("nan")),
-                maps=r["maps"],
-                images=lambda i: test[i].image(size),
-                masks=lambda i: test[i].mask(size),
-            )
-            for r in results
-        ]
-        provenance = {
-            "config": self.config,
-            "environment": json.loads((self.out / "environment.json").read_text()),
-            "dataset": {
-                k: v
-                if not isinstance(v, dict)
-                else {"sha256": v["sha256"], "images": len(v["files"])}
-                for k, v in dataset_info.items()
-            },
-        }
-        return write_html_report(
-            self.out,
-            runs,
-            provenance,
-            title=f"dualpatch: {self.config['name']}",
-            gallery_limit=None,
-            inline_images=self.config["inline_images"],
-        )
 
 
 def _slug(name: str) -> str:
     from .report import slug
 
     return slug(name)
-
-
-def _metrics_csv(metrics: dict[str, dict]) -> str:
-    keys = [
-        "image_auroc",
-        "pixel_auroc",
-        "image_ap",
-        "pixel_aupro",
-        "f1_max",
-        "f1_threshold",
-        "fit_seconds",
-        "images_per_second",
-        "peak_rss_mb",
-    ]
-    lines = ["run," + ",".join(keys)]
-    for name, m in metrics.items():
-        lines.append(name + "," + ",".join(f"{m.get(k, float('nan')):.6g}" for k in keys))
-    return "\n".join(lines) + "\n"
 
 
 def _seed_layout(results: list[dict]) -> dict:

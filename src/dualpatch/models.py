@@ -18,6 +18,7 @@ import torch
 from . import __version__
 from .data.base import Sample
 from .data.crops import DefectCrop
+from .defaults import DEFECT_CORESET, DUAL_RULE, NORMAL_CORESET, NORMALIZATION
 from .errors import ConfigError, DataError, ModelFileError, WeightsError
 from .features import FEATURE_VERSION, FeatureExtractor, to_tensor
 from .fileio import atomic_path, sha256_file, write_json
@@ -85,14 +86,14 @@ class PatchCore:
         self,
         backbone: str = "efficientnet_lite0",
         image_size: tuple[int, int] = (320, 128),
-        coreset_ratio: float = 0.01,
+        coreset_ratio: float = NORMAL_CORESET,
         coreset_min: int = 1000,
         projection_dim: int = 128,
         num_neighbors: int = DEFAULT_NUM_NEIGHBORS,
         reweight: bool = False,
         reweight_neighbors: int = DEFAULT_REWEIGHT_NEIGHBORS,
         blur_sigma: float = 4.0,
-        normalization: str = "auto",
+        normalization: str = NORMALIZATION,
         weights: str | None = None,
         batch_size: int = 8,
         seed: int = 0,
@@ -173,11 +174,15 @@ class PatchCore:
         return h.hexdigest()
 
     def image_features(
-        self, samples: Sequence[Sample], desc: str = "features", bar: Callable | None = None
+        self,
+        samples: Sequence[Sample],
+        desc: str | None = "features",
+        bar: Callable | None = None,
     ) -> torch.Tensor:
         """(N, h, w, D) patch features of full images at ``image_size``, cached on disk if asked.
 
-        ``bar`` takes the progress (images done) instead of a new ``desc`` stage."""
+        ``desc`` names the progress stage (None: no stage); ``bar`` takes the progress (images
+        done) instead of a new stage."""
         cache = Path(self.cache_dir) if self.cache_dir else None
         out: list[torch.Tensor | None] = [None] * len(samples)
         paths = [cache / f"{self._cache_key(s)}.safetensors" for s in samples] if cache else []
@@ -188,7 +193,7 @@ class PatchCore:
                 if out[i] is not None:
                     continue
             todo.append(i)
-        bar = bar or self._bar(desc, len(samples))
+        bar = bar or (self._bar(desc, len(samples)) if desc else _silent("", 0))
         bar(len(samples) - len(todo))
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
@@ -518,9 +523,9 @@ class DualPatchCore(PatchCore):
         self,
         backbone: str = "efficientnet_lite0",
         image_size: tuple[int, int] = (320, 128),
-        coreset_ratio: float = 0.01,
-        defect_coreset: float = 0.10,
-        rule: str = "weighted",
+        coreset_ratio: float = NORMAL_CORESET,
+        defect_coreset: float = DEFECT_CORESET,
+        rule: str = DUAL_RULE,
         eps: float = 1e-6,
         defect_patches: str = "mask",
         defect_feature_augment: dict[str, Any] | None = None,

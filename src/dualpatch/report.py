@@ -32,8 +32,10 @@ METRICS: dict[str, tuple[str, int]] = {
     "pixel_auroc": ("Pixel AUROC", 1),
     "image_ap": ("Image AP", 1),
     "pixel_aupro": ("Pixel AUPRO", 1),
-    "f1_max": ("F1 max", 1),
-    "f1_threshold": ("F1 threshold", 0),
+    "f1_max": ("Oracle F1 max", 1),
+    "f1_at_threshold": ("F1 at threshold", 1),
+    "f1_threshold": ("Oracle F1 threshold", 0),
+    "threshold": ("Threshold", 0),
     "fit_seconds": ("Fit s", -1),
     "images_per_second": ("Images/s", 1),
     "peak_rss_mb": ("Peak RSS MB", -1),
@@ -70,6 +72,8 @@ class RunResult:
     images: ArraySource | None = None
     masks: ArraySource | None = None
     map_range: tuple[float, float] | None = None
+    #: what the threshold is, shown beside it (e.g. where it was fitted)
+    threshold_label: str = "threshold"
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
@@ -112,8 +116,30 @@ def metric_value(value: Any) -> float | None:
 
 
 def metrics_dict(runs: Sequence[RunResult]) -> dict[str, dict[str, float | None]]:
-    """``{run: {metric: value}}`` with NaN as None: what metrics.json holds and the table shows."""
-    return {r.name: {k: metric_value(v) for k, v in r.metrics.items()} for r in runs}
+    """``{run: {metric: value}}`` with NaN as None: what metrics.json holds and the table shows.
+
+    Spreads (``<metric>_std``) and intervals (``<metric>_ci``) are shown inside their metric's
+    cell, and text entries (rules, comparisons) are left out of the table.
+    """
+    return {
+        r.name: {
+            k: metric_value(v)
+            for k, v in r.metrics.items()
+            if isinstance(v, int | float) and not k.endswith("_std") and k != "n_evaluations"
+        }
+        for r in runs
+    }
+
+
+def _spread(m: Mapping[str, Any], k: str) -> str:
+    """`` ± std [lo, hi]`` of metric ``k`` when the run has them."""
+    out = ""
+    std, ci = m.get(f"{k}_std"), m.get(f"{k}_ci")
+    if isinstance(std, int | float) and m.get("n_evaluations", 1) > 1:
+        out += f" ± {std:.3f}"
+    if isinstance(ci, list | tuple) and len(ci) == 2:
+        out += f' <span class="ci">[{ci[0]:.3f}, {ci[1]:.3f}]</span>'
+    return out
 
 
 # --------------------------------------------------------------------------- curves
@@ -299,7 +325,10 @@ def gallery_order(run: RunResult) -> list[tuple[int, str]]:
     pred = run.scores >= run.threshold
     order: list[tuple[int, str]] = []
     for kind, label, predicted, sign in (
-        ("FP", 0, True, -1), ("FN", 1, False, 1), ("TP", 1, True, 1), ("TN", 0, False, -1)
+        ("FP", 0, True, -1),
+        ("FN", 1, False, 1),
+        ("TP", 1, True, 1),
+        ("TN", 0, False, -1),
     ):
         idx = np.flatnonzero((run.labels == label) & (pred == predicted))
         idx = idx[np.argsort(sign * run.scores[idx], kind="stable")]
@@ -340,6 +369,7 @@ table.kv td:first-child{font-weight:600;white-space:nowrap;vertical-align:top}
 table.kv table.kv{margin:0;border:0}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;overflow-wrap:anywhere}
 .more{color:#5b6673;font-style:italic}
+.ci{color:#5b6673;font-size:12px}
 """
 
 # The page may load nothing but its own folder's files and data: URIs, and runs no script.
@@ -375,13 +405,38 @@ def _metrics_table(runs: Sequence[RunResult]) -> str:
                 cells.append(f'<td class="na" {attrs} data-value="">—</td>')
             else:
                 cls = "num best" if best.get(k) == v else "num"
-                cells.append(f'<td class="{cls}" {attrs} data-value="{v!r}">{v:.3f}</td>')
+                spread = _spread(next(r.metrics for r in runs if r.name == name), k)
+                cells.append(f'<td class="{cls}" {attrs} data-value="{v!r}">{v:.3f}{spread}</td>')
         rows.append(f"<tr><th>{E(name)}</th>{''.join(cells)}</tr>")
     return (
         f'<table id="metrics"><thead><tr><th>Run</th>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
         '<p class="sub">Bold: best per column. Image-level AUROC/AP and F1 from image scores; '
-        "pixel-level from anomaly maps; times in seconds.</p>"
+        "pixel-level from anomaly maps; times in seconds. Where a run was evaluated on several "
+        "folds or seeds: mean ± std over them, and [95% bootstrap interval]. F1 max is the "
+        "oracle F1-max (threshold fitted on test labels); F1 at threshold uses the threshold "
+        "fitted on a validation split of the training data.</p>" + _comparisons(runs)
+    )
+
+
+def _comparisons(runs: Sequence[RunResult]) -> str:
+    """Each run against the baseline: a win only when the paired bootstrap interval says so."""
+    rows = []
+    for r in runs:
+        for metric, c in (r.metrics.get("comparisons") or {}).items():
+            lo, hi = c["ci"]
+            rows.append(
+                f"<tr><th>{E(r.name)}</th><td>{E(c['against'])}</td>"
+                f"<td>{E(METRICS.get(metric, (metric, 0))[0])}</td>"
+                f'<td class="num">{c["difference"]:+.3f} [{lo:+.3f}, {hi:+.3f}]</td>'
+                f"<td>{E(c['verdict'])}</td></tr>"
+            )
+    if not rows:
+        return ""
+    return (
+        "<h3>Differences against the baseline (paired bootstrap, 95% interval)</h3>"
+        '<table id="comparisons"><thead><tr><th>Run</th><th>Against</th><th>Metric</th>'
+        f"<th>Difference</th><th>Verdict</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
 
 
@@ -418,8 +473,8 @@ def _gallery(run: RunResult, rdir: Path, out_dir: Path, limit: int | None, inlin
     counts = {k: sum(1 for _, kind in order if kind == k) for k in KINDS}
     summary = (
         f'<p class="sub">{len(order)} images ({int(run.labels.sum())} defective) · threshold '
-        f"<b>{run.threshold:.4g}</b> (defective when score ≥ threshold) · "
-        + " · ".join(f"{k} {counts[k]}" for k in KINDS)
+        f"<b>{run.threshold:.4g}</b>: {E(run.threshold_label)} "
+        "(defective when score ≥ threshold) · " + " · ".join(f"{k} {counts[k]}" for k in KINDS)
     )
     if run.maps is None:
         return summary + " · no anomaly maps, so no overlays.</p>"
@@ -438,7 +493,7 @@ def _gallery(run: RunResult, rdir: Path, out_dir: Path, limit: int | None, inlin
     for kind, group in zip(KINDS, shown, strict=True):
         if not counts[kind]:
             continue
-        parts.append(f"<h3>{E(KIND_TITLES[kind])}: {counts[kind]}</h3><div class=\"gallery\">")
+        parts.append(f'<h3>{E(KIND_TITLES[kind])}: {counts[kind]}</h3><div class="gallery">')
         for i, _ in group:
             parts.append(
                 f'<figure class="{kind}">{_img(paths[i], out_dir, inline, run.ids[i])}'
@@ -491,7 +546,7 @@ def write_html_report(
         body.append(_gallery(run, rdir, out_dir, gallery_limit, inline_images))
     body += ["<h2>Provenance</h2>", _kv(dict(provenance))]
     page = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{E(CSP)}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{E(title)}</title><style>{CSS}</style></head>\n<body>\n"

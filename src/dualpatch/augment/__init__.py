@@ -11,6 +11,7 @@ from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
 
+from ..data import Dataset
 from ..errors import ConfigError
 from .manifest import COLUMNS, ManifestRow, augmented_samples, load_augmented, read_manifest
 
@@ -45,8 +46,13 @@ def generate(
     weights: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    train: Dataset | None = None,
 ) -> list[ManifestRow]:
     """Make ``n`` synthetic defect images from the training split of ``dataset`` at ``data``.
+
+    ``train``: the training samples to draw from (a custom split or a cross-validation fold);
+    without it, the dataset's default training split. Nothing outside it is ever read, so a
+    synthetic defect can never come from a test image.
 
     ``method`` is ddpm (``steps``/``minutes`` bound training; 15 minutes when neither is given),
     paste, or sdxl (needs ``weights``; ``n`` is split evenly over the two reference prompts and
@@ -58,7 +64,8 @@ def generate(
         raise ConfigError(
             f"unknown augmentation method {method!r} (choose from {', '.join(METHODS)})"
         )
-    train = load_dataset(dataset, data, "train")
+    if train is None:
+        train = load_dataset(dataset, data, "train")
     if method == "paste":
         return import_module(".paste", __name__).generate_paste(train, n, out, seed, progress, log)
     if method == "ddpm":

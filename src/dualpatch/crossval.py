@@ -1,0 +1,350 @@
+"""Runs an experiment over splits (the dataset's own, or K folds) × seeds and summarises it.
+
+Every run is fitted and scored once per fold × seed through ``Experiment.run_one`` (the public
+fit/predict path). Metrics are reported as mean ± std over folds × seeds with a 95% bootstrap
+interval (``dualpatch.uncertainty``); each run's bootstrap replicates are saved, so two runs, or
+two results folders on the same folds, can be compared pair-wise (``compare_runs``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .data.duplicates import DuplicateReport, find_duplicates
+from .protocol import Split, make_splits
+from .uncertainty import (
+    BOOTSTRAP_METRICS,
+    compare,
+    fold_counts,
+    image_metrics,
+    pixel_histograms,
+    pixel_metrics,
+    summarise,
+)
+
+#: metrics compared between runs in metrics.json / the report
+COMPARED = ("image_auroc", "image_ap", "pixel_aupro")
+
+
+def split_info(split: Split) -> dict[str, Any]:
+    return {
+        "name": split.name,
+        "train": {"sha256": split.train.fingerprint(), "images": len(split.train)},
+        "test": {"sha256": split.test.fingerprint(), "images": len(split.test)},
+        "train_items": split.train_items,
+        "test_ids": [s.id for s in split.test],
+        "duplicates": split.duplicates.to_json(),
+    }
+
+
+def dataset_json(config: dict, splits: list[Split]) -> dict[str, Any]:
+    """What dataset.json holds: the protocol, every split's files and its duplicate groups."""
+    first = splits[0]
+    info: dict[str, Any] = {
+        "dataset": config["dataset"],
+        "data": str(config["data"]),
+        "protocol": {
+            "folds": config["folds"],
+            "fold_seed": config["fold_seed"],
+            "seeds": seeds_of(config),
+            "on_duplicates": config["on_duplicates"],
+            "bootstrap_resamples": config["bootstrap"],
+        },
+        "duplicates": first.duplicates.to_json(),
+    }
+    if len(splits) == 1:
+        info["train"] = {"sha256": first.train.fingerprint(), "files": first.train.file_list()}
+        info["test"] = {"sha256": first.test.fingerprint(), "files": first.test.file_list()}
+    else:
+        everything = list(first.train) + list(first.test)
+        info["files"] = sorted(
+            ({"id": s.id, "image": str(s.image_path), "label": s.label} for s in everything),
+            key=lambda e: e["id"],
+        )
+        info["folds"] = [split_info(s) for s in splits]
+        groups = find_duplicates({"all": everything})
+        info["duplicates"] = {
+            "policy": config["on_duplicates"],
+            "exact_groups": DuplicateReport(groups).to_json()["exact_groups"],
+            "across_splits": sum(len(s.duplicates.across) for s in splits),
+            "dropped_from_test": [p for s in splits for p in s.duplicates.dropped],
+        }
+    return info
+
+
+def seeds_of(config: dict) -> list[int]:
+    return list(config["seeds"]) if config["seeds"] else [config["seed"]]
+
+
+def prepare(exp) -> tuple[list[Split], dict]:
+    """The splits, checked for duplicates, then config.yaml and dataset.json in the results folder.
+
+    The splits come first: a bad --data, or duplicates under "error", leave no folder behind.
+    """
+    from .fileio import write_json, write_text
+
+    c = exp.config
+    splits = make_splits(
+        c["dataset"], c["data"], c["folds"], c["train_items"], c["on_duplicates"], c["fold_seed"]
+    )
+    exp.out.mkdir(parents=True, exist_ok=True)
+    write_text(exp.out / "config.yaml", yaml.safe_dump(c, sort_keys=False))
+    info = dataset_json(c, splits)
+    write_json(exp.out / "dataset.json", info)
+    for s in splits:
+        if s.duplicates.across:
+            exp.log.warning("%s: %d test image(s) copy a training image (%s)",
+                            s.name, len(s.duplicates.across), c["on_duplicates"])  # fmt: skip
+    return splits, info
+
+
+def run_matrix(
+    exp, runs: list[dict], splits: list[Split], nested: bool | None = None
+) -> tuple[list[dict], dict]:
+    """Every run (resolved settings) on every split × seed; (results, bootstrap replicates).
+
+    ``nested``: one folder per split × seed (default: when there are several); a worker that
+    fills one fold of a cross-validation sets it."""
+    seeds = seeds_of(exp.config)
+    counts = fold_counts([len(s.test) for s in splits], exp.config["bootstrap"], seed=0)
+    if nested is None:
+        nested = len(splits) > 1 or len(seeds) > 1
+    results, boots = [], {}
+    for i, settings in enumerate(runs):
+        exp.log.info("run %d/%d: %s", i + 1, len(runs), settings["name"])
+        result, boots[settings["name"]] = run_over_splits(exp, settings, splits, seeds, counts,
+                                                          nested)  # fmt: skip
+        results.append(result)
+    return results, boots
+
+
+def finish(exp, results: list[dict], boots: dict, info: dict, report: bool = True) -> Path:
+    """metrics.json and metrics.csv (with comparisons against the first run), then report.html
+    (unless ``report`` is False: a benchmark that only wants the figures)."""
+    from .fileio import write_json, write_text
+
+    metrics = {r["name"]: r["metrics"] for r in results}
+    comparisons = compare_all(results, boots)
+    for r in results:
+        metrics[r["name"]]["comparisons"] = comparisons.get(r["name"], {})
+    write_json(exp.out / "metrics.json", metrics)
+    write_text(exp.out / "metrics.csv", metrics_csv(metrics))
+    page = exp.out / "report.html"
+    if not report:
+        return page
+    if any(not r.get("skipped") for r in results) or not page.exists():
+        write_report(exp, results, info)
+    else:
+        exp.log.info("every run finished before: report.html kept as it is")
+    return page
+
+
+def run_over_splits(exp, settings, splits, seeds, counts, nested) -> tuple[dict, dict]:
+    """One run on every split × seed: its summary, pooled predictions and bootstrap replicates."""
+    from safetensors.numpy import save_file
+
+    from .fileio import atomic_path, write_json
+    from .report import slug
+
+    base = exp.out / "runs" / slug(settings["name"])
+    points, reps = [], {k: [] for k in BOOTSTRAP_METRICS}
+    pooled: dict[str, list] = {k: [] for k in ("ids", "labels", "scores", "maps", "where")}
+    skipped = True
+    size = tuple(settings["image_size"])
+    for f, split in enumerate(splits):
+        masks = np.stack([smp.mask(size) for smp in split.test])
+        for seed in seeds:
+            s = {**settings, "seed": seed}
+            run_dir = base / f"{split.name}-seed{seed}" if nested else base
+            r = exp.run_one(s, split.train, split.test, split_info(split), run_dir)
+            skipped &= bool(r.get("skipped"))
+            points.append(r["metrics"])
+            thr = r["metrics"].get("threshold", math.nan)
+            for k, v in image_metrics(r["labels"], r["scores"], counts[f], thr).items():
+                reps[k].append(v)
+            # maps as stored (float16), so a resumed run's intervals equal a fresh run's
+            stored = np.asarray(r["maps"]).astype(np.float16).astype(np.float32)
+            for k, v in pixel_metrics(pixel_histograms(stored, masks), counts[f]).items():
+                reps[k].append(v)
+            if seed == seeds[0]:  # the report shows the first seed, every fold pooled
+                if not math.isfinite(thr):  # no validation threshold: show the oracle one
+                    thr = r["metrics"].get("f1_threshold", math.nan)
+                scale = thr if nested and math.isfinite(thr) and thr > 0 else 1.0
+                pooled["ids"] += list(r["ids"])
+                pooled["labels"].append(np.asarray(r["labels"]))
+                pooled["scores"].append(np.asarray(r["scores"]) / scale)
+                pooled["maps"].append(np.asarray(r["maps"]) / scale)
+                pooled["where"] += [(split, j) for j in range(len(r["ids"]))]
+    with np.errstate(all="ignore"):
+        boot = {k: np.nanmean(np.stack(v), axis=0) for k, v in reps.items()}
+    summary = summarise(points, boot)
+    summary["threshold_rule"] = points[0].get("threshold_rule", "")
+    base.mkdir(parents=True, exist_ok=True)
+    with atomic_path(base / "bootstrap.safetensors") as tmp:
+        save_file({k: v.astype(np.float64) for k, v in boot.items()}, str(tmp))
+    write_json(base / "summary.json", {
+        "metrics": summary,
+        "splits": [s.name for s in splits],
+        "seeds": seeds,
+        "resamples": int(counts[0].shape[0]),
+        "test_ids_sha256": ids_digest(pooled["ids"]),
+    })  # fmt: skip
+    result = {
+        "name": settings["name"],
+        "settings": settings,
+        "metrics": summary,
+        "ids": pooled["ids"],
+        "labels": np.concatenate(pooled["labels"]),
+        "scores": np.concatenate(pooled["scores"]),
+        "maps": np.concatenate(pooled["maps"]),
+        "where": pooled["where"],
+        "threshold": 1.0 if nested else threshold_shown(points[0]),
+        "oracle": not math.isfinite(points[0].get("threshold", math.nan)),
+        "relative": nested,
+        "skipped": skipped,
+    }
+    return result, boot
+
+
+def threshold_shown(metrics: dict) -> float:
+    """The validation threshold, or the oracle one where no validation threshold was fitted."""
+    t = metrics.get("threshold", math.nan)
+    return t if math.isfinite(t) else metrics.get("f1_threshold", math.nan)
+
+
+def ids_digest(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def compare_all(results: list[dict], boots: dict[str, dict]) -> dict[str, dict]:
+    """Each run against the first run (the baseline, usually single) on ``COMPARED`` metrics."""
+    if len(results) < 2:
+        return {}
+    base = results[0]["name"]
+    out = {}
+    for r in results[1:]:
+        out[r["name"]] = {
+            k: {"against": base, **compare(boots[r["name"]][k], boots[base][k], (r["name"], base))}
+            for k in COMPARED
+        }
+    return out
+
+
+def compare_runs(a: str | Path, b: str | Path, metrics=COMPARED) -> dict[str, dict]:
+    """Compare two finished runs (``<results>/runs/<name>`` folders) evaluated on the same test
+    images with the same resamples; a difference is a win only when its 95% interval excludes 0."""
+    from safetensors.numpy import load_file
+
+    a, b = Path(a), Path(b)
+    sa, sb = (json.loads((p / "summary.json").read_text()) for p in (a, b))
+    for key in ("test_ids_sha256", "resamples", "splits"):
+        if sa[key] != sb[key]:
+            raise ValueError(f"{a} and {b} were not evaluated on the same folds ({key} differs)")
+    ba, bb = (
+        load_file(str(a / "bootstrap.safetensors")),
+        load_file(str(b / "bootstrap.safetensors")),
+    )
+    return {k: compare(ba[k], bb[k], (a.name, b.name)) for k in metrics}
+
+
+def write_report(exp, results: list[dict], dataset_info: dict) -> Path:
+    from .report import RunResult, write_html_report
+
+    size = tuple(exp.config["image_size"])
+
+    def sample(r: dict, i: int):
+        split, j = r["where"][i]
+        return split.test[j]
+
+    runs = [
+        RunResult(
+            name=r["name"],
+            metrics=r["metrics"],
+            ids=r["ids"],
+            labels=r["labels"],
+            scores=r["scores"],
+            threshold=r["threshold"],
+            maps=r["maps"],
+            images=lambda i, r=r: sample(r, i).image(size),
+            masks=lambda i, r=r: sample(r, i).mask(size),
+            threshold_label=(
+                (
+                    "oracle threshold, fitted on test labels"
+                    if r["oracle"]
+                    else "validation threshold (from training data, never test labels)"
+                )
+                + (
+                    "; 1 = each fold's threshold (scores and maps divided by it)"
+                    if r["relative"]
+                    else ""
+                )
+            ),  # fmt: skip
+        )
+        for r in results
+    ]
+    dataset = {k: v for k, v in dataset_info.items() if k not in ("train", "test", "files")}
+    dataset["duplicates"] = {
+        k: v for k, v in dataset["duplicates"].items() if k != "exact_groups"
+    } | {"exact_groups": len(dataset["duplicates"]["exact_groups"])}
+    for k in ("train", "test"):
+        if k in dataset_info:
+            dataset[k] = {
+                "sha256": dataset_info[k]["sha256"],
+                "images": len(dataset_info[k]["files"]),
+            }
+    if "folds" in dataset:
+        dataset["folds"] = [
+            {
+                "name": f["name"],
+                "train": f["train"],
+                "test": f["test"],
+                "train_items": f["train_items"],
+            }
+            for f in dataset["folds"]
+        ]
+    provenance = {
+        "config": exp.config,
+        "environment": json.loads((exp.out / "environment.json").read_text()),
+        "dataset": dataset,
+    }
+    return write_html_report(
+        exp.out,
+        runs,
+        provenance,
+        title=f"dualpatch: {exp.config['name']}",
+        gallery_limit=None,
+        inline_images=exp.config["inline_images"],
+    )
+
+
+def metrics_csv(metrics: dict[str, dict]) -> str:
+    keys = [
+        "image_auroc",
+        "pixel_auroc",
+        "image_ap",
+        "pixel_aupro",
+        "f1_max",
+        "f1_at_threshold",
+        "threshold",
+        "fit_seconds",
+        "images_per_second",
+        "peak_rss_mb",
+    ]
+    columns = [c for k in keys for c in (k, f"{k}_std", f"{k}_ci_low", f"{k}_ci_high")]
+
+    def cells(m: dict, k: str) -> list[float]:
+        lo, hi = m.get(f"{k}_ci") or (float("nan"), float("nan"))
+        return [m.get(k, float("nan")), m.get(f"{k}_std", float("nan")), lo, hi]
+
+    lines = ["run," + ",".join(columns)]
+    for name, m in metrics.items():
+        values = [v for k in keys for v in cells(m, k)]
+        lines.append(name + "," + ",".join(f"{float(v):.6g}" for v in values))
+    return "\n".join(lines) + "\n"

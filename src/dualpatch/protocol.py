@@ -1,0 +1,223 @@
+"""The evaluation protocol: duplicate-aware splits, cross-validation folds, and a decision
+threshold fitted on training data only.
+
+KolektorSDD is split by item (``kosNN``), and items that share an image file (kos01 = kos26,
+kos27 = kos34 in the public copy) form one group, so a copy never lands on both sides of a split.
+Other datasets are split by image, byte-identical images grouped. Folds are stratified on the
+image label (scikit-learn's ``StratifiedGroupKFold``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .data import Dataset, Sample
+from .data.duplicates import (
+    DuplicateReport,
+    check_splits,
+    file_sha256,
+    find_duplicates,
+    warn_within,
+)
+from .errors import ConfigError, DataError
+
+#: KolektorSDD items that are file-for-file copies of each other in the public copy (checked by
+#: ``tests/test_protocol.py`` on the real data); kos21's Part6 = Part7 stays inside one item.
+KOLEKTOR_DUPLICATE_ITEMS = ((1, 26), (27, 34))
+
+
+@dataclass
+class Split:
+    """One train/test split: a fold of cross-validation, or the dataset's own split."""
+
+    name: str
+    train: Dataset
+    test: Dataset
+    train_items: list[int] | None = None
+    duplicates: DuplicateReport = field(default_factory=DuplicateReport)
+
+
+def item_number(sample: Sample) -> int | None:
+    """KolektorSDD's item number of a sample (``kos27/Part0`` -> 27), None for other datasets."""
+    m = re.fullmatch(r"kos(\d+)/.*", sample.id)
+    return int(m.group(1)) if m else None
+
+
+def split_groups(samples: Sequence[Sample]) -> np.ndarray:
+    """A group label per sample: samples in one group must stay on one side of a split.
+
+    A KolektorSDD item is one unit; otherwise each image is. Units sharing a byte-identical image
+    are merged (union-find), so duplicated items and copied images travel together.
+    """
+    units = [
+        f"item{n}" if (n := item_number(s)) is not None else f"img{i}"
+        for i, s in enumerate(samples)
+    ]
+    parent = {u: u for u in units}
+
+    def root(u: str) -> str:
+        while parent[u] != u:
+            parent[u] = parent[parent[u]]
+            u = parent[u]
+        return u
+
+    first_unit: dict[str, str] = {}
+    for s, u in zip(samples, units, strict=True):
+        h = file_sha256(s.image_path)
+        if h in first_unit:
+            parent[root(u)] = root(first_unit[h])
+        else:
+            first_unit[h] = u
+    roots = [root(u) for u in units]
+    index = {r: i for i, r in enumerate(dict.fromkeys(roots))}
+    return np.array([index[r] for r in roots])
+
+
+def group_folds(
+    samples: Sequence[Sample], k: int, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` (train indices, test indices) pairs: groups kept whole, labels stratified."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels = np.array([s.label for s in samples])
+    groups = split_groups(samples)
+    if k < 2 or k > len(set(groups)):
+        raise ConfigError(f"config: folds is {k}; expected 2 to {len(set(groups))} for this data")
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(tr, te) for tr, te in cv.split(np.zeros(len(samples)), labels, groups)]
+
+
+def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:
+    """A copy of ``dataset`` holding only ``samples[indices]`` (same class, same root)."""
+    out = copy.copy(dataset)
+    out.samples = [dataset.samples[i] for i in indices]
+    return out
+
+
+def pooled(dataset_name: str, root: Any) -> Dataset:
+    """Every image of a dataset, both official splits together, for cross-validation."""
+    from .data import KolektorSDD, load_dataset
+
+    if dataset_name == "kolektorsdd":
+        return KolektorSDD(root, "all")
+    train, test = (
+        load_dataset(dataset_name, root, "train"),
+        load_dataset(dataset_name, root, "test"),
+    )
+    both = copy.copy(train)
+    both.samples = list(train) + list(test)
+    return both
+
+
+def make_splits(
+    dataset_name: str,
+    root: Any,
+    folds: int | None = None,
+    train_items: Sequence[int] | None = None,
+    on_duplicates: str = "warn",
+    fold_seed: int = 0,
+) -> list[Split]:
+    """The splits an experiment evaluates on, duplicates checked on each.
+
+    ``folds`` = K: K group-aware stratified folds over all images (each fold's test images are
+    never in its training set). ``folds`` = None: the dataset's own split (KolektorSDD: kos01-33
+    train unless ``train_items``).
+    """
+    from .data import KolektorSDD, load_dataset
+
+    if folds is None:
+        # both splits are opened; a loader warning that both repeat (an orphaned mask in a shared
+        # ground_truth folder) is passed on once
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if dataset_name == "kolektorsdd" and train_items:
+                train = KolektorSDD(root, "train", train_items)
+                test = KolektorSDD(root, "test", train_items)
+            else:
+                train = load_dataset(dataset_name, root, "train")
+                test = load_dataset(dataset_name, root, "test")
+        for message in dict.fromkeys(str(w.message) for w in caught):
+            warnings.warn(message, stacklevel=2)
+        test, report = check_splits(train, test, on_duplicates)
+        items = sorted(train_items) if train_items else None
+        return [Split("split", train, test, items, report)]
+    everything = pooled(dataset_name, root)
+    groups = find_duplicates({"all": list(everything)})
+    if groups:
+        note = "; cross-validation keeps each group on one side of every split"
+        warn_within(groups, str(root), note)
+    splits = []
+    for f, (tr, te) in enumerate(group_folds(list(everything), folds, fold_seed)):
+        train, test = subset(everything, tr), subset(everything, te)
+        test, report = check_splits(train, test, on_duplicates, report_within=False)
+        items = sorted({n for s in train if (n := item_number(s)) is not None}) or None
+        splits.append(Split(f"fold{f}", train, test, items, report))
+    return splits
+
+
+def inner_split(train: Dataset, seed: int = 0, k: int = 4) -> tuple[Dataset, Dataset]:
+    """(inner training set, validation set): one of ``k`` group-aware stratified folds of ``train``,
+    so validation items never share an image with the inner training items."""
+    tr, te = group_folds(list(train), k, seed)[0]
+    return subset(train, tr), subset(train, te)
+
+
+# ------------------------------------------------------------------------ threshold
+def f1_optimal_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The threshold (score >= t is defective) that maximises F1 on these labels."""
+    from .evaluation import f1_max
+
+    return f1_max(labels, scores)[1]
+
+
+def choose_threshold(labels: np.ndarray, scores: np.ndarray, quantile: float = 0.99) -> dict:
+    """A decision threshold from validation scores: F1-optimal when the validation set holds both
+    classes, else the ``quantile`` of its normal scores."""
+    labels, scores = np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64)
+    if 0 < labels.sum() < labels.size:
+        t, rule = f1_optimal_threshold(labels, scores), "F1-optimal on the validation split"
+    elif (labels == 0).any():
+        t, rule = (
+            float(np.quantile(scores[labels == 0], quantile)),
+            (f"{quantile:.0%} quantile of validation normal scores"),
+        )
+    else:
+        raise DataError("validation split holds no normal image: cannot fit a threshold")
+    return {
+        "threshold": float(t),
+        "rule": rule,
+        "validation_images": int(labels.size),
+        "validation_defective": int(labels.sum()),
+    }
+
+
+def validation_threshold(
+    fit_predict: Callable[[Dataset, Dataset], tuple[np.ndarray, np.ndarray]],
+    train: Dataset,
+    seed: int = 0,
+) -> dict:
+    """Fit on an inner training split of ``train``, score its validation split, pick a threshold.
+
+    ``fit_predict(inner_train, validation)`` fits a model with the run's settings and returns the
+    validation (labels, scores). Test data is never involved.
+    """
+    inner, validation = inner_split(train, seed)
+    labels, scores = fit_predict(inner, validation)
+    return choose_threshold(labels, scores)
+
+
+def f1_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
+    """F1 of the decision ``score >= threshold``."""
+    labels = np.asarray(labels).astype(bool)
+    pred = np.asarray(scores) >= threshold
+    tp = float(np.sum(pred & labels))
+    denom = float(pred.sum() + labels.sum())
+    return 2 * tp / denom if denom else math.nan
