@@ -420,15 +420,6 @@ class Experiment:
 
         check_output_dir(self.out, COMMAND, self.force, [self.config["data"]], legacy=LEGACY)
 
-    def datasets(self):
-        """(train, test) of the dataset's own split (``train_items`` for KolektorSDD)."""
-        from .protocol import make_splits
-
-        split = make_splits(
-            self.config["dataset"], self.config["data"], None, self._train_items(), "warn", 0
-        )[0]
-        return split.train, split.test
-
     def _train_items(self):
         from .limits import parse_items
 
