@@ -25,13 +25,16 @@ def default_cache() -> Path | None:
 # benchmarks/select_defaults.py: inside each of the 3 outer folds of the cross-validated KolektorSDD
 # protocol, candidates were fitted on 2/3 of the training items and compared on the other 1/3
 # (results in benchmarks/results/select_defaults.json; README "How the defaults were chosen").
-#: dual scoring rule (scoring.DUAL_RULES): "patch" won on 2 of the 3 outer folds ("weighted" on
-#: the third, by 0.006); "weighted" was the default before, chosen on the test set
+#: dual scoring rule (scoring.DUAL_RULES): "patch" won on 2 of the 3 outer folds ("weighted", with
+#: ImageNet normalisation, on the third); "weighted" was the default before, chosen on the test set
 DUAL_RULE = "patch"
-#: input normalisation: "auto" = the backbone weights' own (TF-style (x - 127) / 128 for Lite0)
+#: input normalisation: "auto" = the backbone weights' own (TF-style (x - 127) / 128 for Lite0);
+#: chosen on 2 of the 3 outer folds
 NORMALIZATION = "auto"
-#: what feeds the defect bank: mask patches of whole defective images ("image") or crops ("crop")
+#: what feeds the defect bank: mask patches of whole defective images ("image") or crops ("crop");
+#: chosen on all 3 outer folds
 DEFECT_SOURCE = "image"
-#: fractions of normal and of defect patches kept by the greedy coreset
+#: fractions of normal and of defect patches kept by the greedy coreset (not searched yet: the
+#: selection's stage 2, ``--coresets 0.01 0.1``, has not been run)
 NORMAL_CORESET = 0.01
 DEFECT_CORESET = 0.10
