@@ -18,6 +18,7 @@ import torch
 from . import __version__
 from .data.base import Sample
 from .data.crops import DefectCrop
+from .data.duplicates import file_sha256
 from .defaults import DEFECT_CORESET, DUAL_RULE, NORMAL_CORESET, NORMALIZATION
 from .errors import ConfigError, DataError, ModelFileError, WeightsError
 from .features import FEATURE_VERSION, FeatureExtractor, to_tensor
@@ -169,7 +170,7 @@ class PatchCore:
             self._key_prefix = json.dumps(
                 [FEATURE_VERSION, self.backbone, list(self.image_size), self.normalization, weights]
             ).encode()
-        h = hashlib.sha256(Path(sample.image_path).read_bytes())
+        h = hashlib.sha256(file_sha256(sample.image_path).encode())
         h.update(self._key_prefix)
         return h.hexdigest()
 
@@ -247,12 +248,12 @@ class PatchCore:
 
     def record_training_images(self, paths: Iterable[str | os.PathLike[str]]) -> None:
         """Remember the SHA-256 of images the model was fit on (see ``training_overlap``)."""
-        self.train_sha256_.update(sha256_file(p) for p in paths)
+        self.train_sha256_.update(file_sha256(p) for p in paths)
 
     def training_overlap(self, samples: Iterable[Sample]) -> list[Sample]:
         """The samples whose image file is byte-identical to one the model was fit on."""
         seen = getattr(self, "train_sha256_", set())
-        return [s for s in samples if seen and sha256_file(s.image_path) in seen]
+        return [s for s in samples if seen and file_sha256(s.image_path) in seen]
 
     def _map_scale(self, feats: torch.Tensor) -> float:
         """The largest anomaly-map value over the training images: a fixed scale for map images,
