@@ -2,7 +2,7 @@
 
 Protocol (default): 3 item-level folds that keep duplicated items together (kos01 = kos26,
 kos27 = kos34), 3 seeds, test copies of training images dropped (none remain under these folds),
-Lite0 at 320x128, normal coreset 1 %, defect coreset 10 %. Every metric is the mean ± std over
+Lite0 at 320x128, normal coreset 10 %, defect coreset 10 %. Every metric is the mean ± std over
 folds × seeds with a 95% bootstrap interval; each dual rule is compared with the single bank by a
 paired bootstrap. ``--protocol split`` reruns the old single split (kos01-33 train), once with
 the kos27/kos34 leak kept and once with the copies dropped.

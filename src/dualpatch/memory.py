@@ -13,6 +13,7 @@ import math
 import numpy as np
 import torch
 
+from .defaults import NORMAL_CORESET
 from .errors import ConfigError, DataError
 
 #: Elements in one distance block: bounds k-NN memory (64 MiB of float32) whatever the sizes.
@@ -269,7 +270,7 @@ class MemoryBank:
 
     def __init__(
         self,
-        coreset_ratio: float = 0.01,
+        coreset_ratio: float = NORMAL_CORESET,
         min_size: int = 1000,
         projection_dim: int | None = 128,
         seed: int = 0,
