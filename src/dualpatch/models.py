@@ -37,6 +37,9 @@ FORMAT_VERSION = 1
 #: Bump whenever coreset selection changes: shared normal banks of an older version are ignored.
 BANK_VERSION = 1
 STRIDE = 8  # both stage pairs put the feature grid at 1/8 of the input
+#: The map scale is measured on at most this many training images, evenly spaced: scoring every
+#: training patch against the bank grows as N^2 (hours at 20k images) for a display scale.
+MAP_SCALE_IMAGES = 200
 
 Progress = Callable[[str, int], Callable[[int], None]] | None
 
@@ -257,10 +260,22 @@ class PatchCore:
 
     def _map_scale(self, feats: torch.Tensor) -> float:
         """The largest anomaly-map value over the training images: a fixed scale for map images,
-        so that an image's map PNG does not depend on which other images were scored with it."""
+        so that an image's map PNG does not depend on which other images were scored with it.
+        Past ``MAP_SCALE_IMAGES`` images, the largest over that many evenly spaced ones."""
+        n = feats.shape[0]
+        if n <= MAP_SCALE_IMAGES:
+            batches = (
+                feats[start : start + self.batch_size] for start in range(0, n, self.batch_size)
+            )
+        else:
+            picked = np.linspace(0, n - 1, MAP_SCALE_IMAGES).round().astype(int).tolist()
+            batches = (
+                feats[picked[start : start + self.batch_size]]
+                for start in range(0, len(picked), self.batch_size)
+            )
         top = 0.0
-        for start in range(0, feats.shape[0], self.batch_size):
-            amap, _ = self._score_features(feats[start : start + self.batch_size])
+        for batch in batches:
+            amap, _ = self._score_features(batch)
             top = max(top, float(amap.max()))
         return top
 
@@ -723,8 +738,9 @@ class _CachedImageFeatures:
         self.model, self.samples = model, samples
         self.shape = (len(samples),)
 
-    def __getitem__(self, rows: slice) -> torch.Tensor:
-        return self.model.image_features(self.samples[rows], "normal features")
+    def __getitem__(self, rows: slice | list[int]) -> torch.Tensor:
+        samples = self.samples[rows] if isinstance(rows, slice) else [self.samples[i] for i in rows]
+        return self.model.image_features(samples, "normal features")
 
 
 def _close(feats: Any) -> None:

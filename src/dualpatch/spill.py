@@ -309,7 +309,9 @@ class StoredImageFeatures:
         self.store, self.temporary = store, temporary
         self.shape = (store.n_images,)
 
-    def __getitem__(self, images: slice) -> torch.Tensor:
+    def __getitem__(self, images: slice | list[int]) -> torch.Tensor:
+        if not isinstance(images, slice):  # chosen images, one contiguous read each
+            return torch.cat([self[i : i + 1] for i in images])
         start, stop, _ = images.indices(self.store.n_images)
         per = self.store.rows_per_image
         rows = self.store.rows(slice(start * per, stop * per))
