@@ -221,17 +221,23 @@ def _exact_distances(q: torch.Tensor, bank: torch.Tensor, index: torch.Tensor, b
     )
 
 
-def faiss_index(bank: torch.Tensor, method: str, seed: int = 0):
-    """A faiss index over ``bank``: exact ``IndexFlatL2`` or ``IndexIVFFlat`` (k-means lists).
-
-    Built from the bank tensor whenever needed (never saved: a model file holds no pickled index).
-    """
+def require_faiss(method: str):
+    """The faiss module, or a ConfigError that says how to install it."""
     try:
         import faiss
     except ImportError as exc:
         raise ConfigError(
             f"knn {method!r} needs faiss: pip install 'dualpatch[scale]' (faiss-cpu)"
         ) from exc
+    return faiss
+
+
+def faiss_index(bank: torch.Tensor, method: str, seed: int = 0):
+    """A faiss index over ``bank``: exact ``IndexFlatL2`` or ``IndexIVFFlat`` (k-means lists).
+
+    Built from the bank tensor whenever needed (never saved: a model file holds no pickled index).
+    """
+    faiss = require_faiss(method)
     x = np.ascontiguousarray(bank.detach().float().numpy())
     m, dim = x.shape
     if method == "faiss-flat":

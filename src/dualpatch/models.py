@@ -322,6 +322,10 @@ class PatchCore:
             )
         if self.knn not in KNN_METHODS:
             raise ConfigError(f"unknown knn {self.knn!r} (choose from {', '.join(KNN_METHODS)})")
+        if self.knn.startswith("faiss"):  # found missing now, not when the fit is done
+            from .memory import require_faiss
+
+            require_faiss(self.knn)
         if self.max_memory is not None:
             parse_size(self.max_memory)
 
