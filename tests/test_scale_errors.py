@@ -83,3 +83,24 @@ def test_bad_ray_address_fails_in_one_line(
     assert code == 1
     assert err.startswith(f"error: {says}") and "\n" not in err
     assert not out.exists()
+
+
+def test_ray_missing_says_how_to_install_it(saved_model, tiny_test, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    out = tmp_path / "pred"
+    image = tiny_test[0].image_path
+    code, err = run_cli(
+        monkeypatch,
+        capsys,
+        "predict",
+        image,
+        "--model",
+        saved_model,
+        "--out",
+        out,
+        "--ray",
+        "local",
+    )
+    assert code == 1
+    assert err == "error: --ray needs Ray: pip install 'dualpatch[scale]'"
+    assert not out.exists()
