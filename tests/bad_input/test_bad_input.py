@@ -15,9 +15,7 @@ import json
 import shutil
 import stat
 import struct
-import sys
 import threading
-import warnings
 import zipfile
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,143 +23,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, requires_kolektor
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ksdd2_fixture import make_ksdd2_zip  # noqa: E402
+from tests.support.bad_input import (
+    MAKERS,
+    box_mask,
+    error_line,
+    make_augmented,
+    make_folder,
+    make_kolektor,
+    make_ksdd2,
+    save,
+    snapshot,
+    texture,
+    warning_lines,
+)
+from tests.support.common import SHARED_DATA, TINY, requires_kolektor
+from tests.support.ksdd2_fixture import make_ksdd2_zip
 
 SIZE = ("--size", str(TINY[0]), str(TINY[1]))
 FIT = (*SIZE, "--coreset-min", "20")
-BATTERY = Path(__file__).resolve().parents[2] / "shared/data/battery_weld"
+BATTERY = SHARED_DATA / "battery_weld"
 requires_battery = pytest.mark.skipif(
     not (BATTERY / "welding").is_dir(), reason=f"battery_weld not available at {BATTERY}"
 )
-
-
-# ----------------------------------------------------------------------------- the command line
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys, tmp_path):
-    """Run ``dualpatch ARGS...`` in this process: (exit status, stdout, stderr)."""
-    from dualpatch.cli import main
-
-    monkeypatch.setenv("DUALPATCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("DUALPATCH_OFFLINE", "1")
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() replaces it
-
-    def run(*args) -> tuple[int, str, str]:
-        monkeypatch.setattr("sys.argv", ["dualpatch", *map(str, args)])
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")  # every run shows its warnings, as a fresh process does
-            try:
-                main()
-                code = 0
-            except SystemExit as exc:
-                code = 0 if exc.code is None else exc.code
-            except Exception as exc:  # a traceback for the user
-                pytest.fail(f"main() let {type(exc).__name__} escape: {exc}")
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
-
-
-def error_line(err: str, *needles) -> str:
-    """The one ``error:`` line of ``err``, which must name every one of ``needles``."""
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, f"expected exactly one error line:\n{err}"
-    for needle in needles:
-        assert str(needle) in lines[0], (str(needle), lines[0])
-    return lines[0]
-
-
-def warning_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("warning: ")]
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` with its bytes, hidden temporary files included."""
-    files = (p for p in folder.rglob("*") if p.is_file())
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in files}
-
-
-# ----------------------------------------------------------------------------- tiny datasets
-
-
-def texture(seed: int, h: int = TINY[0], w: int = TINY[1]) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    gray = rng.normal(0.5, 0.1, (h, w)) + 0.2 * ((np.arange(w) // 6) % 2)[None, :]
-    return (np.clip(gray, 0, 1)[..., None] * [255, 200, 150]).astype(np.uint8)
-
-
-def box_mask(h: int = TINY[0], w: int = TINY[1], value: int = 255) -> np.ndarray:
-    mask = np.zeros((h, w), np.uint8)
-    mask[h // 3 : h // 3 + 10, w // 4 : w // 4 + 8] = value
-    return mask
-
-
-def save(path: Path, array: np.ndarray, **kw) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, **kw)
-    return path
-
-
-def make_folder(root: Path, train_defects: int = 1) -> Path:
-    """MVTec layout: train/good (3), train/crack (+ masks), test/good (2), test/crack (2)."""
-    for i in range(3):
-        save(root / "train/good" / f"g{i}.png", texture(i))
-    for i in range(train_defects):
-        save(root / "train/crack" / f"t{i}.png", texture(10 + i))
-        save(root / "ground_truth/crack" / f"t{i}_mask.png", box_mask())
-    for i in range(2):
-        save(root / "test/good" / f"tg{i}.png", texture(20 + i))
-        save(root / "test/crack" / f"c{i}.png", texture(30 + i))
-        save(root / "ground_truth/crack" / f"c{i}_mask.png", box_mask())
-    return root
-
-
-def make_ksdd2(root: Path) -> Path:
-    """KSDD2 layout: train/1000N.png + _GT (3, one positive), test/2000N.png + _GT (2, one)."""
-    for split, first, n in (("train", 10000, 3), ("test", 20000, 2)):
-        for i in range(n):
-            save(root / split / f"{first + i}.png", texture(first + i))
-            save(root / split / f"{first + i}_GT.png", box_mask() if i == 0 else box_mask(value=0))
-    return root
-
-
-def make_kolektor(root: Path) -> Path:
-    """KolektorSDD layout: kos01 (train) and kos34 (test), Part0 defective, labels 0/1/2 PNG."""
-    for item, seed in (("kos01", 0), ("kos34", 50)):
-        for i in range(3):
-            save(root / item / f"Part{i}.jpg", texture(seed + i)[..., 0], quality=95)
-            label = box_mask(value=2) if i == 0 else box_mask(value=0)
-            label[0, 0] = 1 if i == 0 else 0
-            save(root / item / f"Part{i}_label.png", label)
-    return root
-
-
-MAKERS = {"folder": make_folder, "ksdd2": make_ksdd2, "kolektorsdd": make_kolektor}
-
-
-def make_augmented(root: Path, n: int = 2) -> Path:
-    from dualpatch.augment.manifest import ManifestRow, write_manifest
-
-    rows = []
-    for i in range(n):
-        save(root / "imgs" / f"{i:05d}.png", texture(40 + i))
-        save(root / "masks" / f"{i:05d}.png", box_mask())
-        rows.append(ManifestRow(f"imgs/{i:05d}.png", f"masks/{i:05d}.png", "src.png", "", i, ""))
-    write_manifest(root, rows)
-    return root
-
-
-@pytest.fixture(scope="module")
-def model_dir(fitted_single, tmp_path_factory) -> Path:
-    """A single-bank model at TINY size, saved once; tests copy it before damaging it."""
-    return fitted_single.save(tmp_path_factory.mktemp("bad-input") / "model")
 
 
 # ----------------------------------------------------------------------------- images
@@ -699,10 +584,9 @@ def test_bad_model_file(how, command, cli, model_dir, tmp_path):
 
 
 def test_crop_smaller_than_one_patch_is_skipped_with_a_warning(tiny_normal, tiny_crops):
-    from conftest import tiny_params
-
     from dualpatch import DualPatchCore
     from dualpatch.data.crops import DefectCrop
+    from tests.support.common import tiny_params
 
     tiny = DefectCrop(np.zeros((6, 40, 3), np.uint8), np.ones((6, 40), bool), "scratch-7", (0,) * 4)
     with_tiny = DualPatchCore(**tiny_params())

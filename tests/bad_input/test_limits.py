@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-import test_bad_input  # noqa: E402
-from test_bad_input import (  # noqa: E402
+from tests.support.bad_input import (
     error_line,
     make_augmented,
     make_folder,
@@ -20,9 +17,8 @@ from test_bad_input import (  # noqa: E402
     warning_lines,
 )
 
-# the shared fixtures: the CLI in this process, a tiny saved model
-cli = test_bad_input.cli
-model_dir = test_bad_input.model_dir
+# the shared fixtures ``cli`` (the CLI in this process) and ``model_dir`` (a tiny saved model)
+# come from tests/bad_input/conftest.py
 
 FIT = ("--size", 64, 32, "--coreset-min", 20)
 

@@ -9,23 +9,19 @@ from __future__ import annotations
 import csv
 import errno
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import test_bad_input  # noqa: E402
-from ksdd2_fixture import make_ksdd2_zip  # noqa: E402
-from test_bad_input import (  # noqa: E402
+from tests.support.bad_input import (
     error_line,
     make_folder,
     snapshot,
 )
+from tests.support.ksdd2_fixture import make_ksdd2_zip
 
-# the shared fixtures: the CLI in this process, a tiny saved model
-cli = test_bad_input.cli
-model_dir = test_bad_input.model_dir
+# the shared fixtures ``cli`` (the CLI in this process) and ``model_dir`` (a tiny saved model)
+# come from tests/bad_input/conftest.py
 
 
 def user_file(folder: Path, name: str = "notes.txt", text: str = "my own notes\n") -> Path:

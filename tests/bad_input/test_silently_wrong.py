@@ -5,16 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-import test_bad_input  # noqa: E402
-from test_bad_input import (  # noqa: E402
+from tests.support.bad_input import (
     error_line,
     make_folder,
     make_kolektor,
@@ -23,9 +20,8 @@ from test_bad_input import (  # noqa: E402
     warning_lines,
 )
 
-# the shared fixtures: the CLI in this process, a tiny saved model
-cli = test_bad_input.cli
-model_dir = test_bad_input.model_dir
+# the shared fixtures ``cli`` (the CLI in this process) and ``model_dir`` (a tiny saved model)
+# come from tests/bad_input/conftest.py
 
 FIT = ("--size", 64, 32, "--coreset-min", 20)
 

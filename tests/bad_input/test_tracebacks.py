@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).parent))
-import test_bad_input  # noqa: E402
-from ksdd2_fixture import make_ksdd2_zip  # noqa: E402
-from test_bad_input import (  # noqa: E402
+from tests.support.bad_input import (
     error_line,
     make_folder,
     save,
     texture,
 )
+from tests.support.ksdd2_fixture import make_ksdd2_zip
 
-# the shared fixtures: the CLI in this process, a tiny saved model
-cli = test_bad_input.cli
-model_dir = test_bad_input.model_dir
+# the shared fixtures ``cli`` (the CLI in this process) and ``model_dir`` (a tiny saved model)
+# come from tests/bad_input/conftest.py
 
 
 def nothing_left(tmp_path: Path, *keep: str) -> None:

@@ -11,11 +11,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import requires_kolektor
-from ksdd2_fixture import make_ksdd2_zip
 
 from dualpatch.data import KolektorSDD, KolektorSDD2
 from dualpatch.data.crops import connected_regions
+from tests.support.common import requires_kolektor
+from tests.support.ksdd2_fixture import make_ksdd2_zip
 
 H, W = 64, 32
 

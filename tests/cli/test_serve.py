@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, tiny_params
+
+from tests.support.common import TINY, tiny_params
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")

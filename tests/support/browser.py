@@ -2,7 +2,7 @@
 
 Used by the report test (load a page, collect errors, read values) and to take screenshots:
 
-    python tests/browser.py results/report.html docs/report.png
+    python tests/support/browser.py results/report.html docs/report.png
 """
 
 from __future__ import annotations
@@ -234,5 +234,5 @@ def screenshot(html_path: str | os.PathLike[str], png_path: str | os.PathLike[st
 
 if __name__ == "__main__":
     if len(sys.argv) not in (3, 4):
-        sys.exit("usage: python tests/browser.py PAGE.html OUT.png [WIDTH]")
+        sys.exit("usage: python tests/support/browser.py PAGE.html OUT.png [WIDTH]")
     print(screenshot(sys.argv[1], sys.argv[2], *(int(a) for a in sys.argv[3:])))

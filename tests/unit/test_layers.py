@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "dualpatch"
+from tests.support.common import REPO_ROOT
+
+SRC = REPO_ROOT / "src" / "dualpatch"
 
 #: Layer of each top-level module or package, lowest first. A module may import its own layer or
 #: any lower one. ``report`` renders results and sits below ``experiment``, which writes a report

@@ -4,12 +4,12 @@ cuts a generated image (``load_augmented``)."""
 from __future__ import annotations
 
 import numpy as np
-from conftest import TINY
-from test_augment_ddpm import gray_folder, tiny
 
 from dualpatch.augment import load_augmented
 from dualpatch.augment.ddpm import generate_ddpm, sample_ddpm, train_ddpm
 from dualpatch.data.crop_folder import CropSpec, read_crop_folder, read_rows
+from tests.support.common import TINY
+from tests.support.ddpm import gray_folder, tiny
 
 
 def same_crops(a: list, b: list) -> bool:

@@ -4,37 +4,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
-from dualpatch.augment.ddpm import DDPMConfig, load_checkpoint, sample_ddpm, train_ddpm
+from dualpatch.augment.ddpm import load_checkpoint, sample_ddpm, train_ddpm
 from dualpatch.augment.manifest import COLUMNS, read_manifest
-from dualpatch.data import MVTecFolder, read_image, read_mask
 from dualpatch.errors import ConfigError, ModelFileError
-
-TINY = dict(channels=(8, 16), batch=4, sample_steps=3, save_every=1000)
-
-
-def tiny(**kw) -> DDPMConfig:
-    return DDPMConfig(**(TINY | kw))
-
-
-def check_outputs(out: Path, n: int) -> list:
-    """Every output has its source's size, a non-empty mask and the source's pixels outside it."""
-    rows = read_manifest(out)
-    assert len(rows) == n
-    for r in rows:
-        image, source = read_image(out / r.image), read_image(r.source_image)
-        mask = read_mask(out / r.mask)
-        assert image.shape == source.shape
-        assert mask.any()
-        assert np.array_equal(image[~mask], source[~mask])
-        assert Path(r.source_mask).is_file()
-    return rows
+from tests.support.ddpm import check_outputs, gray_folder, tiny
 
 
 def test_cli_trains_and_samples(run_cli, demo_root, tmp_path):
@@ -93,19 +72,6 @@ def test_sampling_is_deterministic_and_checks_the_model(demo_train, tmp_path):
     (model / "unet.safetensors").write_bytes(bytes(data))
     with pytest.raises(ModelFileError, match="unet.safetensors"):
         sample_ddpm(model, demo_train, 1, tmp_path / "w", progress=False)
-
-
-def gray_folder(demo_train, root: Path) -> MVTecFolder:
-    """A few demo images as 8-bit grayscale in MVTec layout (train/good, train/crack + masks)."""
-    for sub in ("train/good", "train/crack", "ground_truth/crack"):
-        (root / sub).mkdir(parents=True)
-    for s in demo_train.normal()[:4]:
-        Image.fromarray(s.image()).convert("L").save(root / "train/good" / s.image_path.name)
-    for s in demo_train.defective()[:3]:
-        Image.fromarray(s.image()).convert("L").save(root / "train/crack" / s.image_path.name)
-        mask = s.mask().astype(np.uint8) * 255
-        Image.fromarray(mask).save(root / "ground_truth/crack" / f"{s.image_path.stem}_mask.png")
-    return MVTecFolder(root, "train")
 
 
 def test_grayscale_data_gives_a_one_channel_model_and_gray_images(demo_train, tmp_path):

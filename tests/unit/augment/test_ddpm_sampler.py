@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_augment_ddpm import check_outputs, tiny
 
 from dualpatch.augment.ddpm import (
     Inpainter,
@@ -16,6 +15,7 @@ from dualpatch.augment.ddpm import (
 from dualpatch.augment.manifest import read_manifest
 from dualpatch.augment.sources import DefectShape, Placement, PlacementPrior
 from dualpatch.data import Sample
+from tests.support.ddpm import check_outputs, tiny
 
 
 @pytest.fixture(scope="module")

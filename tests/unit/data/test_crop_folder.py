@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, tiny_params
 from PIL import Image
 
 from dualpatch import DualPatchCore
@@ -23,6 +22,7 @@ from dualpatch.data.crop_folder import (
 from dualpatch.data.crops import connected_regions, extract_defect_crops
 from dualpatch.errors import DataError
 from dualpatch.fileio import sha256_file
+from tests.support.common import TINY, tiny_params
 
 
 def two_region_mask() -> np.ndarray:

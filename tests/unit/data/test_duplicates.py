@@ -6,11 +6,11 @@ import shutil
 import warnings
 
 import pytest
-from protocol_fixtures import make_folder
 
 from dualpatch.data import MVTecFolder
 from dualpatch.data.duplicates import check_splits, near_duplicates
 from dualpatch.errors import DataError
+from tests.support.protocol_fixtures import make_folder
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import requires_kolektor
 from PIL import Image
 
 from dualpatch.data import KolektorSDD, load_dataset
 from dualpatch.errors import DataError
+from tests.support.common import requires_kolektor
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import io
 import re
 import socket
 import stat
-import sys
 import tarfile
 import threading
 import time
@@ -22,9 +21,7 @@ from dualpatch.cli_data import app
 from dualpatch.data.download import Limits, download, download_ksdd2, safe_extract
 from dualpatch.errors import DataError
 from dualpatch.fileio import MARKER
-
-sys.path.insert(0, str(Path(__file__).parent))
-from ksdd2_fixture import COPY_PAIR, make_ksdd2_zip  # noqa: E402
+from tests.support.ksdd2_fixture import COPY_PAIR, make_ksdd2_zip
 
 runner = CliRunner()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +16,7 @@ from dualpatch.cli_data import app
 from dualpatch.data import KolektorSDD2
 from dualpatch.data.prepare import prepare_ksdd2
 from dualpatch.errors import DataError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from ksdd2_fixture import COPY_PAIR, make_ksdd2_folder, make_ksdd2_zip  # noqa: E402
+from tests.support.ksdd2_fixture import COPY_PAIR, make_ksdd2_folder, make_ksdd2_zip
 
 runner = CliRunner()
 quiet = {"progress": False, "log": lambda s: None}

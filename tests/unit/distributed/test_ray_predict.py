@@ -8,10 +8,10 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import tiny_params
 
 from dualpatch import PatchCore
 from dualpatch.cli import main
+from tests.support.common import tiny_params
 
 ray = pytest.importorskip("ray", reason="Ray is the 'scale' extra")
 

@@ -12,6 +12,7 @@ import yaml
 from dualpatch.errors import ConfigError
 from dualpatch.evaluation import evaluate
 from dualpatch.experiment import Experiment, load_config
+from tests.support.common import REPO_ROOT
 
 
 def _config(tmp_path, demo_root, **extra):
@@ -152,14 +153,12 @@ def test_overrides_and_validation(tmp_path):
 
 
 def test_shipped_configs_are_valid():
-    from pathlib import Path
-
-    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    configs = sorted((REPO_ROOT / "configs").glob("*.yaml"))
     assert len(configs) >= 3
     for path in configs:
         cfg = load_config(path)
         assert cfg["runs"]
-    ksdd2 = load_config(Path(__file__).parents[1] / "configs/ksdd2.yaml")
+    ksdd2 = load_config(REPO_ROOT / "configs/ksdd2.yaml")
     assert (ksdd2["backbone"], ksdd2["normal_coreset"], ksdd2["defect_coreset"], ksdd2["seed"]) == (
         "resnet50",
         0.01,

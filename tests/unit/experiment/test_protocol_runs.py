@@ -10,11 +10,11 @@ import warnings
 from pathlib import Path
 
 import pytest
-from protocol_fixtures import make_folder, make_kolektor_folder
 
 from dualpatch.augment import generate, read_manifest
 from dualpatch.data import KolektorSDD
 from dualpatch.experiment import Experiment, load_config
+from tests.support.protocol_fixtures import make_folder, make_kolektor_folder
 
 
 def _item(path: str | Path) -> int:

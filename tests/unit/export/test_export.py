@@ -12,7 +12,8 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import TINY, requires_kolektor, tiny_params
+
+from tests.support.common import TINY, requires_kolektor, tiny_params
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_params
 
 from dualpatch import DualPatchCore
 from dualpatch.errors import ConfigError
 from dualpatch.feature_augment import augment_defect_features
+from tests.support.common import tiny_params
 
 
 def rows(m: int = 30, d: int = 6, seed: int = 0) -> torch.Tensor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_memory import brute_force_k_center
 
 from dualpatch import memory
 from dualpatch.errors import ConfigError
@@ -18,6 +17,7 @@ from dualpatch.memory import (
     project,
     projection_for,
 )
+from tests.support.coreset import brute_force_k_center
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int) -> torch.Tensor:

@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_params
 
 from dualpatch import PatchCore
 from dualpatch.errors import ConfigError
 from dualpatch.memory import MemoryBank, knn
+from tests.support.common import tiny_params
 
 pytest.importorskip("faiss", reason="faiss-cpu is the 'scale' extra")
 

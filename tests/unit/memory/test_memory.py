@@ -8,24 +8,8 @@ import pytest
 import torch
 
 from dualpatch.errors import DataError
-from dualpatch.memory import MemoryBank, greedy_coreset, knn, random_projection
-
-
-def brute_force_k_center(
-    features: torch.Tensor, n_select: int, projection_dim: int | None, seed: int
-) -> list[int]:
-    """Textbook farthest-point selection on a full pairwise distance matrix (float64)."""
-    x = features.float()
-    if projection_dim and x.shape[1] > projection_dim:
-        x = x @ random_projection(x.shape[1], projection_dim, seed)
-    x = x.double()
-    dist = torch.cdist(x, x)
-    gen = torch.Generator().manual_seed(seed)
-    selected = [int(torch.randint(x.shape[0], (1,), generator=gen))]
-    while len(selected) < n_select:
-        nearest_center = dist[:, selected].min(dim=1).values
-        selected.append(int(nearest_center.argmax()))
-    return selected
+from dualpatch.memory import MemoryBank, greedy_coreset, knn
+from tests.support.coreset import brute_force_k_center
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 7])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, tiny_params
 
 from dualpatch import DualPatchCore
 from dualpatch.data import Sample
 from dualpatch.errors import DataError
+from tests.support.common import TINY, tiny_params
 
 
 def _all() -> dict:

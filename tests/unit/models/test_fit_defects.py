@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_params
 
 from dualpatch import DualPatchCore
 from dualpatch.errors import ConfigError
+from tests.support.common import tiny_params
 
 
 def test_fit_defects_equals_a_full_fit(tiny_normal, tiny_crops):

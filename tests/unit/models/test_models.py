@@ -9,11 +9,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, CountingExtractor, tiny_params
 
 from dualpatch import DualPatchCore, PatchCore, Prediction
 from dualpatch.data.crops import DefectCrop
 from dualpatch.errors import ConfigError, DataError, ModelFileError
+from tests.support.common import TINY, CountingExtractor, tiny_params
 
 # -- fit / predict contract ------------------------------------------------------------------------
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import CountingExtractor, tiny_params
 
 from dualpatch import DualPatchCore
+from tests.support.common import CountingExtractor, tiny_params
 
 
 def test_cached_test_features_give_the_same_scores(tiny_normal, tiny_crops, tiny_test, tmp_path):

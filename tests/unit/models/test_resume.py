@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CountingExtractor, kill_when, tiny_params
 
 from dualpatch import PatchCore
 from dualpatch.cli import main
 from dualpatch.fileio import MARKER
 from dualpatch.models import _load_cached
+from tests.support.common import CountingExtractor, kill_when, tiny_params
 
 #: large enough that extracting the demo set's 72 training images takes seconds on one thread
 SIZE = ("384", "160")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CountingExtractor, tiny_params
 
 from dualpatch import DualPatchCore, PatchCore, memory
 from dualpatch.models import _load_shared_bank
+from tests.support.common import CountingExtractor, tiny_params
 
 
 def test_second_fit_reuses_the_normal_bank(tiny_normal, tiny_crops, tmp_path, monkeypatch):

@@ -6,9 +6,6 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import requires_kolektor
-from ksdd2_fixture import make_ksdd2_folder
-from protocol_fixtures import make_kolektor_folder
 
 from dualpatch.protocol import (
     KOLEKTOR_DUPLICATE_ITEMS,
@@ -17,6 +14,9 @@ from dualpatch.protocol import (
     make_splits,
     split_groups,
 )
+from tests.support.common import requires_kolektor
+from tests.support.ksdd2_fixture import make_ksdd2_folder
+from tests.support.protocol_fixtures import make_kolektor_folder
 
 
 def _items(dataset) -> set[int]:

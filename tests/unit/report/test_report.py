@@ -24,11 +24,7 @@ from dualpatch.report import (
     write_overlays,
     write_scores_csv,
 )
-
-try:  # tests/ may or may not be a package, depending on who adds an __init__.py
-    from tests import browser
-except ImportError:
-    import browser
+from tests.support import browser
 
 H, W = 40, 16  # tall and narrow like KSDD2, tiny to keep the suite fast
 

@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_params
 
 from dualpatch import DualPatchCore, PatchCore
 from dualpatch.errors import ConfigError
 from dualpatch.features import to_tensor
 from dualpatch.scoring import DUAL_RULES, anomaly_map
+from tests.support.common import tiny_params
 
 
 def brute_force_distances(features: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CountingExtractor, kill_when, tiny_params
 
 from dualpatch import PatchCore, spill
 from dualpatch.cli import main
 from dualpatch.errors import ConfigError, DataError
+from tests.support.common import CountingExtractor, kill_when, tiny_params
 
 
 @pytest.mark.parametrize("method", ["greedy", "approx"])
