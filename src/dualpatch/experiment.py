@@ -378,7 +378,7 @@ def synthetic_defects(dirs, source: str, size: tuple[int, int], limit: int | Non
 def environment() -> dict[str, Any]:
     import torch
 
-    from .models import _versions
+    from .environment import versions as _versions
 
     cpu = platform.processor()
     try:
