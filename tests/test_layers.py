@@ -42,6 +42,9 @@ LAYERS = {
     "report": 7,
     "crossval": 8,
     "experiment": 8,
+    "experiment_config": 8,
+    "experiment_inputs": 8,
+    "experiment_outputs": 8,
     "cli": 9,
 }
 
