@@ -40,6 +40,8 @@ LAYERS = {
     "runtime": 6,
     "server": 6,
     "report": 7,
+    "report_data": 7,
+    "report_plots": 7,
     "crossval": 8,
     "experiment": 8,
     "experiment_config": 8,
