@@ -11,7 +11,8 @@ compare when the machine is shared, since the benchmark runs at low priority), t
 before and after, peak RSS, the on-disk store's size, the rows the coreset ran on, the image AUROC
 and, where affordable, the k-center radius of the bank over all patches (in the coreset's 128-d
 projection). Runs: the approximate coreset under the cap; exact greedy under the cap (bit-identical
-to the in-memory fit while the projection fits: tests/test_spill.py; past it, greedy on a seeded
+to the in-memory fit while the projection fits: tests/unit/spill/test_spill.py; past it, greedy on a
+seeded
 pre-sample of the rows the cap holds); the plain in-memory fit at N = 1k.
 
 Resumable: a row already in the JSON (same image size, cap and ratio) is not run again, generated
