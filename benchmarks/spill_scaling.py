@@ -113,6 +113,7 @@ def main() -> None:
     }
     if out.is_file() and same_setup(old := json.loads(out.read_text()), result):
         result["rows"] = old["rows"]
+        result["superseded_rows"] = old.get("superseded_rows", [])
     done = {(r["images"], r["coreset"], r["max_memory"]) for r in result["rows"]}
     for n in args.sizes:
         t = time.perf_counter()
@@ -141,6 +142,7 @@ def main() -> None:
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             row.update(
+                store_reads="pread",
                 images=n,
                 coreset=method,
                 max_memory=cap,
