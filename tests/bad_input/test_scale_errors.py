@@ -50,6 +50,15 @@ def saved_model(tiny_normal, tmp_path_factory):
     return path
 
 
+def predict_on_ray(address, model, tiny_test, tmp_path, monkeypatch, capsys) -> tuple[int, str]:
+    """``predict IMAGE --ray ADDRESS``: (exit status, stderr); no output folder may be left."""
+    out = tmp_path / "pred"
+    args = ["predict", tiny_test[0].image_path, "--model", model, "--out", out, "--ray", address]
+    code, err = run_cli(monkeypatch, capsys, *args)
+    assert not out.exists()
+    return code, err
+
+
 @pytest.mark.parametrize(
     "address, says",
     [
@@ -66,41 +75,13 @@ def test_bad_ray_address_fails_in_one_line(
     if ray.is_initialized():
         ray.shutdown()
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    out = tmp_path / "pred"
-    image = tiny_test[0].image_path
-    code, err = run_cli(
-        monkeypatch,
-        capsys,
-        "predict",
-        image,
-        "--model",
-        saved_model,
-        "--out",
-        out,
-        "--ray",
-        address,
-    )
+    code, err = predict_on_ray(address, saved_model, tiny_test, tmp_path, monkeypatch, capsys)
     assert code == 1
     assert err.startswith(f"error: {says}") and "\n" not in err
-    assert not out.exists()
 
 
 def test_ray_missing_says_how_to_install_it(saved_model, tiny_test, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
-    out = tmp_path / "pred"
-    image = tiny_test[0].image_path
-    code, err = run_cli(
-        monkeypatch,
-        capsys,
-        "predict",
-        image,
-        "--model",
-        saved_model,
-        "--out",
-        out,
-        "--ray",
-        "local",
-    )
+    code, err = predict_on_ray("local", saved_model, tiny_test, tmp_path, monkeypatch, capsys)
     assert code == 1
     assert err == "error: --ray needs Ray: pip install 'dualpatch[scale]'"
-    assert not out.exists()
