@@ -71,7 +71,11 @@ def greedy_kcenter(x: torch.Tensor, n_select: int, seed: int = 0, progress=None)
     if n_select >= n:
         return torch.arange(n)
     x = x.float().contiguous()
-    sq = (x * x).sum(1)
+    # squared norms chunk by chunk: (x * x) whole would be a second copy of x at its peak
+    sq = torch.empty(n)
+    for start in range(0, n, GREEDY_CHUNK):
+        part = x[start : start + GREEDY_CHUNK]
+        sq[start : start + GREEDY_CHUNK] = (part * part).sum(1)
     gen = torch.Generator().manual_seed(seed)
     first = int(torch.randint(n, (1,), generator=gen))
     selected = [first]
