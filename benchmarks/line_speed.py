@@ -298,6 +298,31 @@ def judge(rounds: list[dict], anchor: dict) -> dict:
     return out
 
 
+def evaluate_rss(args, env: dict, work: Path, result: dict) -> dict:
+    """Peak RSS of ``evaluate --runtime R`` for each runtime and both models, judged against the
+    anomalib peak already in ``result``."""
+    a_rss = result["anomalib"]["process_peak_rss_mib"]
+    out: dict = {"command": " ".join([sys.executable, *sys.argv])}
+    for label, model in (("1pct", result["model_1pct"]), ("10pct", result["model_10pct_default"])):
+        for runtime in RUNTIMES:
+            ev = run_rss(
+                [sys.executable, "-m", "dualpatch.cli", "evaluate", "--model", model]
+                + ["--dataset", "kolektorsdd", "--data", args.data, "--runtime", runtime]
+                + ["--out", str(work / f"evaluate-{label}-{runtime}")],
+                env,
+            )
+            rss = ev["peak_rss_mib"]
+            out[f"{label}_{runtime}"] = {
+                "wall_s": ev["wall_s"],
+                "peak_rss_mib": rss,
+                "rss_fraction_of_anomalib": round(rss / a_rss, 3),
+                "rss_target_met": rss <= a_rss / 2,
+            }
+            print(label, runtime, json.dumps(out[f"{label}_{runtime}"]), flush=True)
+    result["evaluate_rss_by_runtime"] = out
+    return result
+
+
 def fit_model(args, env: dict, out: str, coreset: float) -> str:
     subprocess.run(
         [sys.executable, "-m", "dualpatch.cli", "fit", "--dataset", "kolektorsdd"]
@@ -352,6 +377,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-anchor", action="store_true")
     parser.add_argument("--out", default=str(HERE / "results" / "line_speed.json"))
+    parser.add_argument(
+        "--evaluate-rss-only",
+        action="store_true",
+        help="only measure evaluate's peak RSS per runtime into --out's existing JSON (memory "
+        "does not depend on the load, so this needs no quiet machine)",
+    )
     parser.add_argument("--child-speed", choices=RUNTIMES, help=argparse.SUPPRESS)
     parser.add_argument("--runtime", help=argparse.SUPPRESS)
     parser.add_argument("--scores-out", help=argparse.SUPPRESS)
@@ -365,6 +396,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="line-speed-"))
     env = dict(os.environ, DUALPATCH_CACHE=str(work / "cache"), DUALPATCH_OFFLINE="1")
     env.setdefault("OMP_NUM_THREADS", str(args.threads))
+    if args.evaluate_rss_only:
+        write_json(args.out, evaluate_rss(args, env, work, json.loads(Path(args.out).read_text())))
+        return
     args.model = args.model or fit_model(args, env, str(work / "dual-1pct"), 0.01)
     args.model_default = args.model_default or fit_model(args, env, str(work / "dual-10pct"), 0.1)
     result = {
