@@ -5,7 +5,9 @@ batch 1 and batch 16, 2 intra-op threads, and sums onnxruntime's kernel times by
 by node. The backbone is the ``Conv`` rows, the k-NN the ``Gemm``/``TopK`` rows, the map the
 ``MatMul`` rows (bilinear upsampling + blur as two matrix products).
 
-    benchmarks/timed.sh python benchmarks/profile_exported.py --model models/dual-1pct
+    benchmarks/timed.sh python benchmarks/profile_exported.py --model models/dual-1pct [OTHER ...]
+
+Several folders (e.g. the same model exported by an older version) are profiled in one run.
 
 Writes ``benchmarks/results/profile_exported.json``.
 """
@@ -64,7 +66,9 @@ def profile(path: Path, batch: int, images: int, threads: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="model folder holding model.onnx")
+    parser.add_argument(
+        "--model", required=True, nargs="+", help="model folder(s) holding model.onnx"
+    )
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(HERE / "results" / "profile_exported.json"))
@@ -79,9 +83,12 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "autogroup": Path("/proc/self/autogroup").read_text().strip(),
         "uptime_before": uptime(),
-        "profiles": [
-            profile(Path(args.model) / "model.onnx", b, args.images, args.threads) for b in (1, 16)
-        ],
+        "profiles": {
+            model: [
+                profile(Path(model) / "model.onnx", b, args.images, args.threads) for b in (1, 16)
+            ]
+            for model in args.model
+        },
     }
     result["uptime_after"] = uptime()
     write_json(args.out, result)
