@@ -212,6 +212,22 @@ def open_scorer(
     return OpenVinoScorer(model_dir, threads, exported, weights)
 
 
+def load_for_scoring(
+    model_dir: str | os.PathLike[str],
+    runtime: str = "torch",
+    weights: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
+):
+    """What ``predict`` and ``evaluate`` score with: the fitted model itself (torch), or a
+    ``ScorerModel`` around its exported graph (onnx, openvino; torch is not imported)."""
+    weights = str(weights) if weights else None
+    if runtime == "torch":
+        from .models import PatchCore
+
+        return PatchCore.load(model_dir, weights)
+    return ScorerModel(open_scorer(model_dir, runtime, threads, weights=weights), model_dir)
+
+
 def _check_import(runtime: str) -> None:
     module = {"onnx": "onnxruntime", "openvino": "openvino"}[runtime]
     try:
