@@ -1,0 +1,394 @@
+"""The run spec: one vocabulary from the estimators' parameters to YAML keys, ``--set`` keys and
+command-line options.
+
+Every setting is a field of one of the dataclasses below. Its name is the estimator's constructor
+parameter (``ModelSpec``: ``PatchCore`` / ``DualPatchCore``), the config's YAML key, the ``--set``
+key and, with ``_`` written ``-``, the CLI option (``coreset_ratio``: ``--coreset-ratio``). Its
+metadata (a ``Setting``) says what a valid value is, the help text, the choices (read from the
+registries: datasets, backbones, normalisations, dual rules, augmenters) and the old names that
+still work with a one-line warning. Adding a backbone or a rule is one edit in its registry; adding
+a setting is one field here. Sizes are (H, W), height first, as torch orders them, everywhere.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .defaults import (
+    BACKBONE,
+    CORESET_METHODS,
+    CORESET_MIN,
+    DEFECT_CORESET,
+    DEFECT_SOURCE,
+    DEFECT_SOURCES,
+    DUAL_RULE,
+    IMAGE_SIZE,
+    KNN_METHODS,
+    MAX_SEED,
+    MIN_SIDE,
+    NORMAL_CORESET,
+    NORMALIZATION,
+)
+from .errors import ConfigError
+
+#: the two kinds of model (``PatchCore.kind``, ``DualPatchCore.kind``)
+BANKS = ("single", "dual")
+ON_DUPLICATES = ("warn", "drop", "error")
+THRESHOLDS = ("validation", "none")
+
+
+# ------------------------------------------------------------------------------ registries
+# Read on use (the CLI reads them once, when it builds its options); each is its module's registry.
+def dataset_names() -> tuple[str, ...]:
+    from .data import DATASETS
+
+    return tuple(DATASETS)
+
+
+def backbone_names() -> tuple[str, ...]:
+    from .backbones import BACKBONE_NAMES
+
+    return BACKBONE_NAMES
+
+
+def normalization_names() -> tuple[str, ...]:
+    from .backbones import NORMALIZATION_CHOICES
+
+    return NORMALIZATION_CHOICES
+
+
+def rule_names() -> tuple[str, ...]:
+    from .scoring import DUAL_RULES
+
+    return tuple(DUAL_RULES)
+
+
+def augment_methods() -> tuple[str, ...]:
+    from .augment import METHODS
+
+    return METHODS
+
+
+# ------------------------------------------------------------------------------ settings
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and v.strip() != ""
+
+
+def _memory_size(v: Any) -> bool:
+    from .spill import memory_size_ok
+
+    return v is None or memory_size_ok(v)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one field is checked, described and offered on the command line."""
+
+    expected: str = ""  # what a valid value is: "config: <key> is <value>; expected <this>"
+    valid: Callable[[Any], bool] = lambda v: True
+    help: str = ""
+    choices: Callable[[], Sequence[str]] | None = None  # a registry's names
+    minimum: float | None = None  # the CLI option's range (the config checks ``valid``)
+    maximum: float | None = None
+    aliases: tuple[str, ...] = ()  # old YAML / --set keys, accepted with a warning
+    flags: tuple[str, ...] = ()  # old CLI options, accepted with a warning
+    scope: str = "shared"  # shared: top level and per run; run: per run only; top: top level only
+    cli: bool = True  # offered as an option by the commands that take this group of settings
+
+    def expect(self) -> str:
+        return "one of " + ", ".join(self.choices()) if self.choices else self.expected
+
+    def ok(self, value: Any) -> bool:
+        return value in self.choices() if self.choices else self.valid(value)
+
+
+def option_name(name: str) -> str:
+    """The CLI option of field ``name``: ``coreset_ratio`` -> ``--coreset-ratio``."""
+    return "--" + name.replace("_", "-")
+
+
+def _set(default: Any, setting: Setting) -> Any:
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"s": setting})
+    return field(default=default, metadata={"s": setting})
+
+
+def _choice(default: str, registry: Callable[[], Sequence[str]], help: str, **kw: Any) -> Any:
+    return _set(default, Setting(choices=registry, help=help, **kw))
+
+
+def _fraction(default: float, help: str, **kw: Any) -> Any:
+    ok = lambda v: _number(v) and 0 <= v <= 1  # noqa: E731
+    return _set(default, Setting("a fraction from 0 to 1", ok, help, None, 0.0, 1.0, **kw))
+
+
+def _at_least_1(default: int, help: str, **kw: Any) -> Any:
+    ok = lambda v: _whole(v) and v >= 1  # noqa: E731
+    return _set(default, Setting("a whole number of at least 1", ok, help, None, 1, None, **kw))
+
+
+def _seed(default: int, help: str, **kw: Any) -> Any:
+    ok = lambda v: _whole(v) and 0 <= v <= MAX_SEED  # noqa: E731
+    text = f"a whole number 0 to {MAX_SEED}"
+    return _set(default, Setting(text, ok, help, None, 0, MAX_SEED, **kw))
+
+
+def _flag(default: bool, help: str, **kw: Any) -> Any:
+    return _set(default, Setting("true or false", lambda v: isinstance(v, bool), help, **kw))
+
+
+def _size_ok(v: Any) -> bool:
+    return isinstance(v, list | tuple) and len(v) == 2 and all(_whole(x) and x >= MIN_SIDE for x in v)
+
+
+def _paths(v: Any) -> bool:
+    return isinstance(v, list) and all(_text(x) for x in v)
+
+
+@dataclass
+class ModelSpec:
+    """The estimators' parameters (``DualPatchCore`` adds ``defect_coreset`` and ``rule``)."""
+
+    backbone: str = _choice(BACKBONE, backbone_names, "Feature backbone.")
+    image_size: list[int] = _set(list(IMAGE_SIZE), Setting(
+        f"[H, W] with both at least {MIN_SIDE}", _size_ok,
+        "Input size H W, height first as in torch (keep the aspect ratio).", flags=("--size",),
+    ))  # fmt: skip
+    coreset_ratio: float = _fraction(
+        NORMAL_CORESET, "Fraction of normal patches kept.",
+        aliases=("normal_coreset",), flags=("--coreset",),
+    )  # fmt: skip
+    defect_coreset: float = _fraction(DEFECT_CORESET, "Fraction of defect patches kept (dual).")
+    coreset_min: int = _at_least_1(CORESET_MIN, "Floor on each bank's size.")
+    rule: str = _choice(DUAL_RULE, rule_names, "Dual scoring rule.")
+    num_neighbors: int = _at_least_1(1, "k: a patch's distance is the mean over its k nearest.")
+    reweight: bool = _flag(False, "PatchCore paper's image-score re-weighting (single bank only).")
+    reweight_neighbors: int = _at_least_1(9, "Neighbourhood size of --reweight.")
+    normalization: str = _choice(
+        NORMALIZATION, normalization_names, "Input normalisation (auto: the weights' own)."
+    )
+    weights: str | None = _set(None, Setting(
+        "a weights file path, or null", lambda v: v is None or _text(v),
+        "Backbone state_dict file (.pth/.safetensors).",
+    ))  # fmt: skip
+    seed: int = _seed(0, "Seed of the coreset's projection and start point.")
+    coreset_method: str = _choice(
+        "greedy", lambda: CORESET_METHODS,
+        "greedy (exact k-center) or approx (pre-sample, then greedy; large data).",
+    )  # fmt: skip
+    knn: str = _choice(
+        "torch", lambda: KNN_METHODS, "torch or faiss-flat (exact), faiss-ivf (approximate)."
+    )
+    max_memory: str | None = _set(None, Setting(
+        "a size like 2GiB or 512MiB (or null)", _memory_size,
+        "Cap on fit memory, e.g. 2GiB: features spill to disk (docs/large-data.md).",
+    ))  # fmt: skip
+
+
+@dataclass
+class RunSpec(ModelSpec):
+    """One run of an experiment: a model, and what feeds its defect bank."""
+
+    name: str = _set("run", Setting("a non-empty name", _text, cli=False))
+    bank: str = _choice(
+        "dual", lambda: BANKS, "single: normal bank only; dual: normal + defect.", scope="run"
+    )
+    defects: str = _choice(
+        DEFECT_SOURCE, lambda: DEFECT_SOURCES,
+        "Defect bank from mask patches of whole images, or from crops.",
+    )  # fmt: skip
+    augment: dict | None = _set(None, Setting(scope="run", cli=False))
+    augmented: list[str] = _set([], Setting(
+        "a list of augmentation folder paths", _paths,
+        "Synthetic-defect folder(s) for the defect bank (repeatable).", scope="run",
+    ))  # fmt: skip
+    crops: list[str] = _set([], Setting(
+        "a list of crop folders", _paths,
+        "Crop folder(s) for the defect bank, in place of the training defects "
+        "(from 'data crops', 'augment --as-crops' or your own cut-outs; repeatable).",
+    ))  # fmt: skip
+
+
+def _items_ok(v: Any) -> bool:
+    return v is None or (isinstance(v, list) and all(_whole(x) and 1 <= x <= 999 for x in v))
+
+
+def _seeds_ok(v: Any) -> bool:
+    return v is None or (
+        isinstance(v, list) and bool(v) and all(_whole(x) and 0 <= x <= MAX_SEED for x in v)
+    )
+
+
+@dataclass
+class ExperimentSpec(RunSpec):
+    """A whole config: the dataset, the protocol, and experiment-wide defaults of every run."""
+
+    name: str = _set("experiment", Setting("a non-empty name", _text, cli=False))
+    dataset: str = _choice("demo", dataset_names, "Dataset family of --data.", scope="top")
+    data: str = _set("runs/demo-data", Setting(
+        "a dataset folder path", _text, "Dataset root folder.", scope="top"
+    ))  # fmt: skip
+    out: str = _set("runs/experiment", Setting(
+        "a results folder path", _text, "Results folder.", scope="top"
+    ))  # fmt: skip
+    train_items: list[int] | None = _set(None, Setting(
+        "item numbers like 1-33 or 1,2,5-9", _items_ok,
+        "KolektorSDD training items, e.g. 1-33.", scope="top",
+    ))  # fmt: skip
+    # an estimator parameter, but one folder serves every run
+    cache_dir: str | None = _set(None, Setting(
+        "a folder path, or empty for none", lambda v: v is None or isinstance(v, str),
+        "Feature cache folder [default: $DUALPATCH_CACHE or ~/.cache/dualpatch].",
+        aliases=("cache",), flags=("--cache",), scope="top",
+    ))  # fmt: skip
+    inline_images: bool = _flag(False, "Embed the report's images in report.html.", scope="top")
+    # the evaluation protocol (dualpatch.protocol, dualpatch.crossval)
+    folds: int | None = _set(None, Setting(
+        "null or a whole number >= 2", lambda v: v is None or (_whole(v) and v >= 2),
+        "K-fold cross-validation (group-aware, stratified); null: the dataset's split.",
+        scope="top",
+    ))  # fmt: skip
+    fold_seed: int = _seed(0, "Seed of the fold assignment.", scope="top")
+    seeds: list[int] | None = _set(None, Setting(
+        f"null or a non-empty list of whole numbers 0 to {MAX_SEED}", _seeds_ok,
+        "Seeds to repeat every run with; null: [seed].", scope="top",
+    ))  # fmt: skip
+    on_duplicates: str = _choice(
+        "warn", lambda: ON_DUPLICATES,
+        "A test image that copies a training image: warn, drop it, or error.", scope="top",
+    )  # fmt: skip
+    bootstrap: int = _set(1000, Setting(
+        "a whole number >= 10", lambda v: _whole(v) and v >= 10,
+        "Resamples of the 95% bootstrap intervals.", scope="top",
+    ))  # fmt: skip
+    # the report's decision threshold: fitted on a validation split of the training items, or
+    # "none" (no validation fit; the gallery then shows the oracle threshold, labelled as such)
+    threshold: str = _choice(
+        "validation", lambda: THRESHOLDS, "The report's threshold.", scope="top"
+    )
+    runs: list[dict] = _set(
+        [{"name": "single", "bank": "single"}, {"name": "dual", "bank": "dual"}],
+        Setting(scope="top", cli=False),
+    )
+
+
+# ------------------------------------------------------------------------------ derived
+SETTINGS: dict[str, Setting] = {f.name: f.metadata["s"] for f in fields(ExperimentSpec)}
+#: the estimators' parameters that a config or a command sets
+MODEL_KEYS = tuple(f.name for f in fields(ModelSpec))
+#: keys a run may set for itself, overriding the experiment-wide value
+RUN_KEYS = frozenset(f.name for f in fields(RunSpec))
+#: top-level config keys (and ``--set`` keys) in the order a results folder's config.yaml shows:
+#: the experiment's own, the runs' shared defaults, the runs
+TOP_KEYS = tuple(
+    ["name"]
+    + [n for n, s in SETTINGS.items() if s.scope == "top" and n != "runs"]
+    + [n for n, s in SETTINGS.items() if s.scope == "shared" and n != "name"]
+    + ["runs"]
+)
+#: old key -> key: renamed settings, still accepted with a warning
+ALIASES = {old: name for name, s in SETTINGS.items() for old in s.aliases}
+#: old CLI option -> option
+FLAG_ALIASES = {old: option_name(name) for name, s in SETTINGS.items() for old in s.flags}
+AUGMENT_KEYS = {"method", "n", "steps", "minutes", "seed"}
+
+
+def defaults() -> dict[str, Any]:
+    """A fresh config of every top-level key at its default."""
+    spec = ExperimentSpec()
+    return {name: getattr(spec, name) for name in TOP_KEYS}
+
+
+def model_params(settings: dict[str, Any], kind: str = "dual") -> dict[str, Any]:
+    """The estimator's keyword arguments in ``settings`` (a run's resolved settings)."""
+    keys = [k for k in MODEL_KEYS if kind == "dual" or k not in ("defect_coreset", "rule")]
+    params = {k: settings[k] for k in keys if k in settings}
+    if "image_size" in params:
+        params["image_size"] = tuple(params["image_size"])
+    return params
+
+
+def renamed(old: str, new: str, where: str = "config") -> None:
+    """The one-line warning for an old name (shown once per name; ``FutureWarning``, which Python
+    shows to users, unlike ``DeprecationWarning``)."""
+    warnings.warn(
+        f"{where}: {old} is renamed {new}; the old name still works but will be removed",
+        FutureWarning,
+        stacklevel=3,
+    )
+
+
+def canonical_keys(mapping: dict, where: str) -> list[tuple[str, str]]:
+    """Rename old keys of ``mapping`` in place (its order kept); the (old, new) pairs renamed.
+
+    Refuses a mapping that gives both names of one setting."""
+    pairs = [(k, ALIASES[k]) for k in mapping if isinstance(k, str) and k in ALIASES]
+    for old, new in pairs:
+        if new in mapping:
+            raise ConfigError(f"config: {where}{old} and {new} are one setting; keep {new}")
+    if pairs:
+        items = [(ALIASES.get(k, k) if isinstance(k, str) else k, v) for k, v in mapping.items()]
+        mapping.clear()
+        mapping.update(items)
+    return pairs
+
+
+def check_value(where: str, key: str, value: Any) -> None:
+    """ConfigError unless ``value`` is usable for setting ``key`` (checked before any work).
+
+    ``key`` may be an old name (an alias): the message names the key as the user wrote it."""
+    from .limits import check_size, parse_items
+
+    name = ALIASES.get(key, key)
+    if name == "image_size" and _size_ok(value):  # in range for the backbones; within limits?
+        check_size(value[0], value[1], f"config: {where}{key} {list(value)}")
+    if name == "train_items" and isinstance(value, str | int) and not isinstance(value, bool):
+        parse_items(str(value), f"config: {where}{key}")
+        return
+    if name == "augment":
+        if isinstance(value, dict):
+            check_augment(where, value)
+        return
+    setting = SETTINGS.get(name)
+    if setting is None or setting.ok(value) or (not setting.expected and not setting.choices):
+        return
+    raise ConfigError(f"config: {where}{key} is {value!r}; expected {setting.expect()}")
+
+
+def check_augment(where: str, spec: dict) -> None:
+    """The values of a run's ``augment`` mapping (its keys and method are checked by the caller)."""
+
+    def whole(v: Any, low: int | None = None) -> bool:
+        return _whole(v) and (low is None or v >= low)
+
+    checks = {
+        "n": (lambda v: whole(v, 1), "a whole number of at least 1"),
+        "steps": (lambda v: v is None or whole(v, 1), "a whole number of at least 1, or null"),
+        "minutes": (lambda v: v is None or (_number(v) and v > 0),
+                    "a positive number of minutes, or null"),
+        "seed": (lambda v: whole(v) and 0 <= v <= MAX_SEED, f"a whole number 0 to {MAX_SEED}"),
+    }  # fmt: skip
+    for key, (ok, expected) in checks.items():
+        if key in spec and not ok(spec[key]):
+            raise ConfigError(f"config: {where}augment.{key} is {spec[key]!r}; expected {expected}")
+
+
+def check_values(where: str, mapping: dict, names: Iterable[str] | None = None) -> None:
+    """``check_value`` for every key of ``mapping`` (or only ``names``), then old keys renamed
+    (one warning per old name)."""
+    for key, value in mapping.items():
+        if names is None or key in names:
+            check_value(where, key, value)
+    for old, new in canonical_keys(mapping, where):
+        renamed(old, new)
