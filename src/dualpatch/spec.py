@@ -149,7 +149,9 @@ def _flag(default: bool, help: str, **kw: Any) -> Any:
 
 
 def _size_ok(v: Any) -> bool:
-    return isinstance(v, list | tuple) and len(v) == 2 and all(_whole(x) and x >= MIN_SIDE for x in v)
+    return (
+        isinstance(v, list | tuple) and len(v) == 2 and all(_whole(x) and x >= MIN_SIDE for x in v)
+    )
 
 
 def _paths(v: Any) -> bool:
