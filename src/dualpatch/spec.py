@@ -251,7 +251,7 @@ class ExperimentSpec(RunSpec):
     # an estimator parameter, but one folder serves every run
     cache_dir: str | None = _set(None, Setting(
         "a folder path, or empty for none", lambda v: v is None or isinstance(v, str),
-        "Feature cache folder [default: $DUALPATCH_CACHE or ~/.cache/dualpatch].",
+        "Feature cache folder (default: $DUALPATCH_CACHE or ~/.cache/dualpatch).",
         aliases=("cache",), flags=("--cache",), scope="top",
     ))  # fmt: skip
     inline_images: bool = _flag(False, "Embed the report's images in report.html.", scope="top")
