@@ -127,14 +127,16 @@ def spec_options(*names: str, **defaults: Any) -> Callable[[Callable], Callable]
     return decorate
 
 
-def size_hw(new: tuple[int, int], old_wh: tuple[int, int] | None, old_flag: str) -> tuple:
-    """The size (H, W): ``new`` (``--image-size H W``), or the old ``old_flag W H`` converted,
-    with one warning."""
+def size_hw(
+    new: tuple[int, int], old_wh: tuple[int, int] | None, old_flag: str, flag: str = "--image-size"
+) -> tuple[int, int]:
+    """The size (H, W): ``new`` (``flag H W``), or the old ``old_flag W H`` converted, with one
+    warning."""
     if old_wh is None:
-        return tuple(new)
+        return (new[0], new[1])
     warnings.warn(
-        f"option: {old_flag} W H is renamed --image-size H W (height first); "
-        f"read as --image-size {old_wh[1]} {old_wh[0]}",
+        f"option: {old_flag} W H is renamed {flag} H W (height first); "
+        f"read as {flag} {old_wh[1]} {old_wh[0]}",
         FutureWarning,
         stacklevel=2,
     )
