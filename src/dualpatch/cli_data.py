@@ -90,8 +90,8 @@ def crops(
 ) -> None:
     """Write one crop per connected defect region of the training split, its mask, and crops.csv.
 
-    The crops are those of 'fit --defects crop' at the same --image-size: 'fit --crops OUT' gives the
-    same model. Edit them, add your own, or add generated ones with 'augment ... --as-crops'.
+    The crops are those of 'fit --defects crop' at the same --image-size: 'fit --crops OUT' gives
+    the same model. Edit them, add your own, or add generated ones with 'augment ... --as-crops'.
     """
     from .cli import open_dataset
     from .data.crop_folder import CropSpec, write_training_crops
