@@ -155,3 +155,13 @@ def test_defaults_are_fresh_copies():
     a["runs"].append({"bank": "dual"})
     a["image_size"][0] = 1
     assert len(b["runs"]) == 2 and b["image_size"] == [320, 128]
+
+
+def test_the_settings_page_names_every_setting_and_every_old_name():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[3] / "docs" / "options.md").read_text()
+    for name in spec.SETTINGS:
+        assert f"`{name}`" in page, name
+    for old in [*spec.ALIASES, *spec.FLAG_ALIASES]:
+        assert old in page, old
