@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,21 @@ def stage(name: str, total: int) -> Advance:
             emit(StageFinished(ident, name, total))
 
     return advance
+
+
+def track(
+    items: Iterable[T], name: str, total: int | None = None, progress: bool = True
+) -> Iterator[T]:
+    """Yield ``items``, reporting each as one unit of stage ``name`` (as ``tqdm(items)`` would;
+    ``progress=False``: no stage at all)."""
+    if total is None:
+        total = len(items)  # type: ignore[arg-type]
+    advance = stage(name, total) if progress else silent(name, total)
+    if total == 0:
+        advance(0)
+    for item in items:
+        yield item
+        advance(1)
 
 
 def silent(name: str, total: int) -> Advance:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
+from ..events import track
 from ..fileio import check_output_dir, output_dir
 from .download import Limits, extract_into
 from .images import read_image, read_mask, resize_image, resize_mask
@@ -133,8 +133,7 @@ def _prepare_tree(root, tmp, hw, workers, progress, log, report: PrepareReport) 
 
         with ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL while coding images
             jobs = pool.map(one, files.pairs.items())
-            rows = list(tqdm(jobs, total=len(files.pairs), desc=f"preparing {split}",
-                             unit="img", disable=None if progress else True))  # fmt: skip
+            rows = list(track(jobs, f"preparing {split}", len(files.pairs), progress))
         with (tmp / f"{split}.csv").open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "label"])

@@ -123,3 +123,16 @@ def test_rich_stays_in_the_cli_layer():
     assert "rich" in (cli_progress.__doc__ or "")
     source = open(events.__file__).read()
     assert "import rich" not in source and "from rich" not in source
+
+
+def test_track_reports_each_item_and_closes_empty_stages():
+    seen: list[events.Event] = []
+    with events.subscribe(seen.append):
+        assert list(events.track("abc", "letters")) == ["a", "b", "c"]
+        assert list(events.track(iter(()), "nothing", total=0)) == []
+        assert list(events.track([1, 2], "quiet", progress=False)) == [1, 2]
+    names = [(type(e).__name__, e.name) for e in seen]
+    assert names == [("StageStarted", "letters")] + [("StageAdvanced", "letters")] * 3 + [
+        ("StageFinished", "letters"), ("StageStarted", "nothing"),
+        ("StageAdvanced", "nothing"), ("StageFinished", "nothing"),
+    ]  # fmt: skip
