@@ -13,10 +13,11 @@ a setting is one field here. Sizes are (H, W), height first, as torch orders the
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from typing import Any
 
+from . import spec_values as sv
 from .defaults import (
     BACKBONE,
     CORESET_METHODS,
@@ -33,6 +34,7 @@ from .defaults import (
     NORMALIZATION,
 )
 from .errors import ConfigError
+from .spec_values import Setting, option_name
 
 #: the two kinds of model (``PatchCore.kind``, ``DualPatchCore.kind``)
 BANKS = ("single", "dual")
@@ -72,128 +74,44 @@ def augment_methods() -> tuple[str, ...]:
     return METHODS
 
 
-# ------------------------------------------------------------------------------ settings
-def _whole(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _text(v: Any) -> bool:
-    return isinstance(v, str) and v.strip() != ""
-
-
-def _memory_size(v: Any) -> bool:
-    from .spill import memory_size_ok
-
-    return v is None or memory_size_ok(v)
-
-
-@dataclass(frozen=True)
-class Setting:
-    """How one field is checked, described and offered on the command line."""
-
-    expected: str = ""  # what a valid value is: "config: <key> is <value>; expected <this>"
-    valid: Callable[[Any], bool] = lambda v: True
-    help: str = ""
-    choices: Callable[[], Sequence[str]] | None = None  # a registry's names
-    minimum: float | None = None  # the CLI option's range (the config checks ``valid``)
-    maximum: float | None = None
-    aliases: tuple[str, ...] = ()  # old YAML / --set keys, accepted with a warning
-    flags: tuple[str, ...] = ()  # old CLI options, accepted with a warning
-    scope: str = "shared"  # shared: top level and per run; run: per run only; top: top level only
-    cli: bool = True  # offered as an option by the commands that take this group of settings
-
-    def expect(self) -> str:
-        return "one of " + ", ".join(self.choices()) if self.choices else self.expected
-
-    def ok(self, value: Any) -> bool:
-        return value in self.choices() if self.choices else self.valid(value)
-
-
-def option_name(name: str) -> str:
-    """The CLI option of field ``name``: ``coreset_ratio`` -> ``--coreset-ratio``."""
-    return "--" + name.replace("_", "-")
-
-
-def _set(default: Any, setting: Setting) -> Any:
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata={"s": setting})
-    return field(default=default, metadata={"s": setting})
-
-
-def _choice(default: str, registry: Callable[[], Sequence[str]], help: str, **kw: Any) -> Any:
-    return _set(default, Setting(choices=registry, help=help, **kw))
-
-
-def _fraction(default: float, help: str, **kw: Any) -> Any:
-    ok = lambda v: _number(v) and 0 <= v <= 1  # noqa: E731
-    return _set(default, Setting("a fraction from 0 to 1", ok, help, None, 0.0, 1.0, **kw))
-
-
-def _at_least_1(default: int, help: str, **kw: Any) -> Any:
-    ok = lambda v: _whole(v) and v >= 1  # noqa: E731
-    return _set(default, Setting("a whole number of at least 1", ok, help, None, 1, None, **kw))
-
-
-def _seed(default: int, help: str, **kw: Any) -> Any:
-    ok = lambda v: _whole(v) and 0 <= v <= MAX_SEED  # noqa: E731
-    text = f"a whole number 0 to {MAX_SEED}"
-    return _set(default, Setting(text, ok, help, None, 0, MAX_SEED, **kw))
-
-
-def _flag(default: bool, help: str, **kw: Any) -> Any:
-    return _set(default, Setting("true or false", lambda v: isinstance(v, bool), help, **kw))
-
-
-def _size_ok(v: Any) -> bool:
-    return (
-        isinstance(v, list | tuple) and len(v) == 2 and all(_whole(x) and x >= MIN_SIDE for x in v)
-    )
-
-
-def _paths(v: Any) -> bool:
-    return isinstance(v, list) and all(_text(x) for x in v)
-
-
 @dataclass
 class ModelSpec:
     """The estimators' parameters (``DualPatchCore`` adds ``defect_coreset`` and ``rule``)."""
 
-    backbone: str = _choice(BACKBONE, backbone_names, "Feature backbone.")
-    image_size: list[int] = _set(list(IMAGE_SIZE), Setting(
-        f"[H, W] with both at least {MIN_SIDE}", _size_ok,
+    backbone: str = sv.choice(BACKBONE, backbone_names, "Feature backbone.")
+    image_size: list[int] = sv.entry(list(IMAGE_SIZE), Setting(
+        f"[H, W] with both at least {MIN_SIDE}", sv.size_ok,
         "Input size H W, height first as in torch (keep the aspect ratio).", flags=("--size",),
     ))  # fmt: skip
-    coreset_ratio: float = _fraction(
+    coreset_ratio: float = sv.fraction(
         NORMAL_CORESET, "Fraction of normal patches kept.",
         aliases=("normal_coreset",), flags=("--coreset",),
     )  # fmt: skip
-    defect_coreset: float = _fraction(DEFECT_CORESET, "Fraction of defect patches kept (dual).")
-    coreset_min: int = _at_least_1(CORESET_MIN, "Floor on each bank's size.")
-    rule: str = _choice(DUAL_RULE, rule_names, "Dual scoring rule.")
-    num_neighbors: int = _at_least_1(1, "k: a patch's distance is the mean over its k nearest.")
-    reweight: bool = _flag(False, "PatchCore paper's image-score re-weighting (single bank only).")
-    reweight_neighbors: int = _at_least_1(9, "Neighbourhood size of --reweight.")
-    normalization: str = _choice(
+    defect_coreset: float = sv.fraction(DEFECT_CORESET, "Fraction of defect patches kept (dual).")
+    coreset_min: int = sv.at_least_1(CORESET_MIN, "Floor on each bank's size.")
+    rule: str = sv.choice(DUAL_RULE, rule_names, "Dual scoring rule.")
+    num_neighbors: int = sv.at_least_1(1, "k: a patch's distance is the mean over its k nearest.")
+    reweight: bool = sv.flag(
+        False, "PatchCore paper's image-score re-weighting (single bank only)."
+    )
+    reweight_neighbors: int = sv.at_least_1(9, "Neighbourhood size of --reweight.")
+    normalization: str = sv.choice(
         NORMALIZATION, normalization_names, "Input normalisation (auto: the weights' own)."
     )
-    weights: str | None = _set(None, Setting(
-        "a weights file path, or null", lambda v: v is None or _text(v),
+    weights: str | None = sv.entry(None, Setting(
+        "a weights file path, or null", lambda v: v is None or sv.text(v),
         "Backbone state_dict file (.pth/.safetensors).",
     ))  # fmt: skip
-    seed: int = _seed(0, "Seed of the coreset's projection and start point.")
-    coreset_method: str = _choice(
+    seed: int = sv.seed(0, "Seed of the coreset's projection and start point.")
+    coreset_method: str = sv.choice(
         "greedy", lambda: CORESET_METHODS,
         "greedy (exact k-center) or approx (pre-sample, then greedy; large data).",
     )  # fmt: skip
-    knn: str = _choice(
+    knn: str = sv.choice(
         "torch", lambda: KNN_METHODS, "torch or faiss-flat (exact), faiss-ivf (approximate)."
     )
-    max_memory: str | None = _set(None, Setting(
-        "a size like 2GiB or 512MiB (or null)", _memory_size,
+    max_memory: str | None = sv.entry(None, Setting(
+        "a size like 2GiB or 512MiB (or null)", sv.memory_size,
         "Cap on fit memory, e.g. 2GiB: features spill to disk (docs/large-data.md).",
     ))  # fmt: skip
 
@@ -202,84 +120,74 @@ class ModelSpec:
 class RunSpec(ModelSpec):
     """One run of an experiment: a model, and what feeds its defect bank."""
 
-    name: str = _set("run", Setting("a non-empty name", _text, cli=False))
-    bank: str = _choice(
+    name: str = sv.entry("run", Setting("a non-empty name", sv.text, cli=False))
+    bank: str = sv.choice(
         "dual", lambda: BANKS, "single: normal bank only; dual: normal + defect.", scope="run"
     )
-    defects: str = _choice(
+    defects: str = sv.choice(
         DEFECT_SOURCE, lambda: DEFECT_SOURCES,
         "Defect bank from mask patches of whole images, or from crops.",
     )  # fmt: skip
-    augment: dict | None = _set(None, Setting(scope="run", cli=False))
-    augmented: list[str] = _set([], Setting(
-        "a list of augmentation folder paths", _paths,
+    augment: dict | None = sv.entry(None, Setting(scope="run", cli=False))
+    augmented: list[str] = sv.entry([], Setting(
+        "a list of augmentation folder paths", sv.paths,
         "Synthetic-defect folder(s) for the defect bank (repeatable).", scope="run",
     ))  # fmt: skip
-    crops: list[str] = _set([], Setting(
-        "a list of crop folders", _paths,
+    crops: list[str] = sv.entry([], Setting(
+        "a list of crop folders", sv.paths,
         "Crop folder(s) for the defect bank, in place of the training defects "
         "(from 'data crops', 'augment --as-crops' or your own cut-outs; repeatable).",
     ))  # fmt: skip
-
-
-def _items_ok(v: Any) -> bool:
-    return v is None or (isinstance(v, list) and all(_whole(x) and 1 <= x <= 999 for x in v))
-
-
-def _seeds_ok(v: Any) -> bool:
-    return v is None or (
-        isinstance(v, list) and bool(v) and all(_whole(x) and 0 <= x <= MAX_SEED for x in v)
-    )
 
 
 @dataclass
 class ExperimentSpec(RunSpec):
     """A whole config: the dataset, the protocol, and experiment-wide defaults of every run."""
 
-    name: str = _set("experiment", Setting("a non-empty name", _text, cli=False))
-    dataset: str = _choice("demo", dataset_names, "Dataset family of --data.", scope="top")
-    data: str = _set("runs/demo-data", Setting(
-        "a dataset folder path", _text, "Dataset root folder.", scope="top"
+    name: str = sv.entry("experiment", Setting("a non-empty name", sv.text, cli=False))
+    dataset: str = sv.choice("demo", dataset_names, "Dataset family of --data.", scope="top")
+    data: str = sv.entry("runs/demo-data", Setting(
+        "a dataset folder path", sv.text, "Dataset root folder.", scope="top"
     ))  # fmt: skip
-    out: str = _set("runs/experiment", Setting(
-        "a results folder path", _text, "Results folder.", scope="top"
+    out: str = sv.entry("runs/experiment", Setting(
+        "a results folder path", sv.text, "Results folder.", scope="top"
     ))  # fmt: skip
-    train_items: list[int] | None = _set(None, Setting(
-        "item numbers like 1-33 or 1,2,5-9", _items_ok,
+    train_items: list[int] | None = sv.entry(None, Setting(
+        "item numbers like 1-33 or 1,2,5-9", sv.items_ok,
         "KolektorSDD training items, e.g. 1-33.", scope="top",
     ))  # fmt: skip
     # an estimator parameter, but one folder serves every run
-    cache_dir: str | None = _set(None, Setting(
+    cache_dir: str | None = sv.entry(None, Setting(
         "a folder path, or empty for none", lambda v: v is None or isinstance(v, str),
         "Feature cache folder (default: $DUALPATCH_CACHE or ~/.cache/dualpatch).",
         aliases=("cache",), flags=("--cache",), scope="top",
     ))  # fmt: skip
-    inline_images: bool = _flag(False, "Embed the report's images in report.html.", scope="top")
+    inline_images: bool = sv.flag(False, "Embed the report's images in report.html.", scope="top")
     # the evaluation protocol (dualpatch.protocol, dualpatch.crossval)
-    folds: int | None = _set(None, Setting(
-        "null or a whole number >= 2", lambda v: v is None or (_whole(v) and v >= 2),
+    folds: int | None = sv.entry(None, Setting(
+        "null or a whole number >= 2", lambda v: v is None or (sv.whole(v) and v >= 2),
         "K-fold cross-validation (group-aware, stratified); null: the dataset's split.",
         scope="top",
     ))  # fmt: skip
-    fold_seed: int = _seed(0, "Seed of the fold assignment.", scope="top")
-    seeds: list[int] | None = _set(None, Setting(
-        f"null or a non-empty list of whole numbers 0 to {MAX_SEED}", _seeds_ok,
+    fold_seed: int = sv.seed(0, "Seed of the fold assignment.", scope="top")
+    seeds: list[int] | None = sv.entry(None, Setting(
+        f"null or a non-empty list of whole numbers 0 to {MAX_SEED}", sv.seeds_ok,
         "Seeds to repeat every run with; null: [seed].", scope="top",
     ))  # fmt: skip
-    on_duplicates: str = _choice(
+    on_duplicates: str = sv.choice(
         "warn", lambda: ON_DUPLICATES,
         "A test image that copies a training image: warn, drop it, or error.", scope="top",
     )  # fmt: skip
-    bootstrap: int = _set(1000, Setting(
-        "a whole number >= 10", lambda v: _whole(v) and v >= 10,
+    bootstrap: int = sv.entry(1000, Setting(
+        "a whole number >= 10", lambda v: sv.whole(v) and v >= 10,
         "Resamples of the 95% bootstrap intervals.", scope="top",
     ))  # fmt: skip
     # the report's decision threshold: fitted on a validation split of the training items, or
     # "none" (no validation fit; the gallery then shows the oracle threshold, labelled as such)
-    threshold: str = _choice(
+    threshold: str = sv.choice(
         "validation", lambda: THRESHOLDS, "The report's threshold.", scope="top"
     )
-    runs: list[dict] = _set(
+    runs: list[dict] = sv.entry(
         [{"name": "single", "bank": "single"}, {"name": "dual", "bank": "dual"}],
         Setting(scope="top", cli=False),
     )
@@ -353,7 +261,7 @@ def check_value(where: str, key: str, value: Any) -> None:
     from .limits import check_size, parse_items
 
     name = ALIASES.get(key, key)
-    if name == "image_size" and _size_ok(value):  # in range for the backbones; within limits?
+    if name == "image_size" and sv.size_ok(value):  # in range for the backbones; within limits?
         check_size(value[0], value[1], f"config: {where}{key} {list(value)}")
     if name == "train_items" and isinstance(value, str | int) and not isinstance(value, bool):
         parse_items(str(value), f"config: {where}{key}")
@@ -372,12 +280,12 @@ def check_augment(where: str, spec: dict) -> None:
     """The values of a run's ``augment`` mapping (its keys and method are checked by the caller)."""
 
     def whole(v: Any, low: int | None = None) -> bool:
-        return _whole(v) and (low is None or v >= low)
+        return sv.whole(v) and (low is None or v >= low)
 
     checks = {
         "n": (lambda v: whole(v, 1), "a whole number of at least 1"),
         "steps": (lambda v: v is None or whole(v, 1), "a whole number of at least 1, or null"),
-        "minutes": (lambda v: v is None or (_number(v) and v > 0),
+        "minutes": (lambda v: v is None or (sv.number(v) and v > 0),
                     "a positive number of minutes, or null"),
         "seed": (lambda v: whole(v) and 0 <= v <= MAX_SEED, f"a whole number 0 to {MAX_SEED}"),
     }  # fmt: skip
@@ -386,11 +294,15 @@ def check_augment(where: str, spec: dict) -> None:
             raise ConfigError(f"config: {where}augment.{key} is {spec[key]!r}; expected {expected}")
 
 
-def check_values(where: str, mapping: dict, names: Iterable[str] | None = None) -> None:
-    """``check_value`` for every key of ``mapping`` (or only ``names``), then old keys renamed
-    (one warning per old name)."""
+def check_values(where: str, mapping: dict) -> list[tuple[str, str]]:
+    """``check_value`` for every key of ``mapping``, then its old keys renamed in place; the
+    (old, new) pairs renamed, for the caller to warn about once (``warn_renamed``)."""
     for key, value in mapping.items():
-        if names is None or key in names:
-            check_value(where, key, value)
-    for old, new in canonical_keys(mapping, where):
+        check_value(where, key, value)
+    return canonical_keys(mapping, where)
+
+
+def warn_renamed(pairs: Iterable[tuple[str, str]]) -> None:
+    """One warning per old name in ``pairs``, however often it was used."""
+    for old, new in dict(pairs).items():
         renamed(old, new)

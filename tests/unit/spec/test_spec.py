@@ -111,8 +111,11 @@ def test_good_values_pass():
 
 def test_old_keys_are_renamed_with_one_warning_each():
     mapping = {"normal_coreset": 0.5, "seed": 1, "cache": ""}
+    run = {"normal_coreset": 0.2}
     with pytest.warns(FutureWarning) as caught:
-        spec.check_values("", mapping)
+        pairs = spec.check_values("", mapping) + spec.check_values("runs[0].", run)
+        spec.warn_renamed(pairs)
+    assert run == {"coreset_ratio": 0.2}
     assert mapping == {"coreset_ratio": 0.5, "seed": 1, "cache_dir": ""}
     assert list(mapping) == ["coreset_ratio", "seed", "cache_dir"]  # order kept
     lines = [str(w.message) for w in caught]
@@ -124,7 +127,7 @@ def test_old_keys_are_renamed_with_one_warning_each():
 def test_new_keys_raise_no_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        spec.check_values("", {"coreset_ratio": 0.5, "cache_dir": None})
+        assert spec.check_values("", {"coreset_ratio": 0.5, "cache_dir": None}) == []
 
 
 def test_both_names_of_one_setting_are_refused():
