@@ -336,7 +336,7 @@ def predict(
         from . import PatchCore
 
         m = PatchCore.load(model, str(weights) if weights else None)
-    else:  # the exported graph, without torch (same scores: tests/test_export.py)
+    else:  # the exported graph, without torch (same scores: tests/unit/export/test_export.py)
         from .runtime import ScorerModel, open_scorer
 
         weights_arg = str(weights) if weights else None
