@@ -148,6 +148,18 @@ def silent(name: str, total: int) -> Advance:
     return lambda n: None
 
 
+#: an estimator's ``progress``: True (events; tqdm when nobody listens), False (none), or a
+#: caller's own display ``(name, total) -> advance`` (the protocol before events, still taken)
+Progress = bool | Callable[[str, int], Advance] | None
+
+
+def open_stage(progress: Progress, name: str, total: int) -> Advance:
+    """Start stage ``name`` as ``progress`` asks: an event stage, none, or the caller's display."""
+    if callable(progress):
+        return progress(name, total)
+    return (stage if progress else silent)(name, total)
+
+
 class TqdmRenderer:
     """Draws each stage as a tqdm bar (``tqdm.auto``: a widget in a notebook); ignores runs.
 

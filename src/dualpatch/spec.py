@@ -209,6 +209,8 @@ TOP_KEYS = tuple(
 )
 #: old key -> key: renamed settings, still accepted with a warning
 ALIASES = {old: name for name, s in SETTINGS.items() for old in s.aliases}
+#: the old names of run keys
+RUN_ALIASES = frozenset(old for old, name in ALIASES.items() if name in RUN_KEYS)
 #: old CLI option -> option
 FLAG_ALIASES = {old: option_name(name) for name, s in SETTINGS.items() for old in s.flags}
 AUGMENT_KEYS = {"method", "n", "steps", "minutes", "seed"}

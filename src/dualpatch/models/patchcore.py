@@ -1,5 +1,6 @@
 """``PatchCore``: one memory bank of normal patches; a test patch's score is its distance to
-the bank. The feature cache, persistence and progress display live in their own modules."""
+the bank. The feature cache and persistence live in their own modules; progress goes out as
+events (``dualpatch.events``)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,7 @@ from ..errors import ConfigError, DataError
 from ..feature_cache import cache_key, key_prefix
 from ..features import FeatureExtractor, to_tensor
 from ..memory import MemoryBank
-from ..progress import silent
-from ..progress import stage as progress_stage
+from ..events import open_stage, silent
 from ..scoring import (
     DEFAULT_NUM_NEIGHBORS,
     DEFAULT_REWEIGHT_NEIGHBORS,
@@ -125,7 +125,7 @@ class PatchCore:
         )
 
     def _bar(self, desc: str, total: int) -> Callable[[int], None]:
-        return progress_stage(self.progress, desc, total)
+        return open_stage(self.progress, desc, total)
 
     @property
     def extractor_(self) -> FeatureExtractor:
