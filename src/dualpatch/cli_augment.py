@@ -11,17 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .cli_common import DatasetName, reporting
+from .cli_common import DatasetName, command_group, reporting
 from .defaults import MAX_SEED
 from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .data.crop_folder import CropSpec
 
-app = typer.Typer(
+app = command_group(
     help="Make synthetic defect images (imgs/, masks/, manifest.csv) from the training split, "
-    "or their defect crops (--as-crops).",
-    no_args_is_help=True,
+    "or their defect crops (--as-crops)."
 )
 
 

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import typer
 
-from .cli_common import DatasetName, reporting
+from .cli_common import DatasetName, command_group, reporting
 
-app = typer.Typer(
-    help="Download and prepare datasets (KolektorSDD2); cut defect crops.", no_args_is_help=True
-)
+app = command_group(help="Download and prepare datasets (KolektorSDD2); cut defect crops.")
 
 DATASETS = ("ksdd2",)
 

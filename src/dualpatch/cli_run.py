@@ -8,10 +8,10 @@ from pathlib import Path
 
 import typer
 
-from .cli_common import FORCE, ON_DUPLICATES_HELP, OnDuplicates, fail, print_metrics
+from .cli_common import FORCE, ON_DUPLICATES_HELP, OnDuplicates, command_group, fail, print_metrics
 
 # no name: the commands join the top level (registered in cli.py)
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = command_group()
 
 
 @app.command()

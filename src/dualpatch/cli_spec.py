@@ -14,6 +14,7 @@ import typing
 import warnings
 from collections.abc import Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -39,6 +40,8 @@ def _cli_type(name: str) -> Any:
     hint = typing.get_type_hints(spec.ExperimentSpec)[name]
     if name == "image_size":
         return tuple[int, int]
+    if setting.path:  # the config holds text; the option shows and checks a path
+        return list[Path] if typing.get_origin(hint) is list else Path | None
     return hint
 
 
@@ -84,6 +87,8 @@ def plain(value: Any) -> Any:
     """An option's value as the config holds it: enums as text, tuples as lists of numbers."""
     if isinstance(value, StrEnum):
         return value.value
+    if isinstance(value, Path):
+        return str(value)
     if isinstance(value, tuple | list):
         return [plain(v) for v in value]
     return value

@@ -17,7 +17,6 @@ def run_signature(s: dict, dataset_info: dict, threshold: str) -> str:
     """What makes a finished run reusable: its settings, the split's images, a crops folder's
     content (edited crops make the run stale, not only a new name) and the threshold mode."""
     from .data.crop_folder import crops_fingerprint
-
     from .spec import ALIASES
 
     old_names = {new: old for old, new in ALIASES.items()}

@@ -100,7 +100,7 @@ class ModelSpec:
     )
     weights: str | None = sv.entry(None, Setting(
         "a weights file path, or null", lambda v: v is None or sv.text(v),
-        "Backbone state_dict file (.pth/.safetensors).",
+        "Backbone state_dict file (.pth/.safetensors).", path=True,
     ))  # fmt: skip
     seed: int = sv.seed(0, "Seed of the coreset's projection and start point.")
     coreset_method: str = sv.choice(
@@ -131,12 +131,12 @@ class RunSpec(ModelSpec):
     augment: dict | None = sv.entry(None, Setting(scope="run", cli=False))
     augmented: list[str] = sv.entry([], Setting(
         "a list of augmentation folder paths", sv.paths,
-        "Synthetic-defect folder(s) for the defect bank (repeatable).", scope="run",
+        "Synthetic-defect folder(s) for the defect bank (repeatable).", scope="run", path=True,
     ))  # fmt: skip
     crops: list[str] = sv.entry([], Setting(
         "a list of crop folders", sv.paths,
         "Crop folder(s) for the defect bank, in place of the training defects "
-        "(from 'data crops', 'augment --as-crops' or your own cut-outs; repeatable).",
+        "(from 'data crops', 'augment --as-crops' or your own cut-outs; repeatable).", path=True,
     ))  # fmt: skip
 
 
@@ -160,7 +160,7 @@ class ExperimentSpec(RunSpec):
     cache_dir: str | None = sv.entry(None, Setting(
         "a folder path, or empty for none", lambda v: v is None or isinstance(v, str),
         "Feature cache folder (default: $DUALPATCH_CACHE or ~/.cache/dualpatch).",
-        aliases=("cache",), flags=("--cache",), scope="top",
+        aliases=("cache",), flags=("--cache",), scope="top", path=True,
     ))  # fmt: skip
     inline_images: bool = sv.flag(False, "Embed the report's images in report.html.", scope="top")
     # the evaluation protocol (dualpatch.protocol, dualpatch.crossval)

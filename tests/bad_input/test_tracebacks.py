@@ -180,8 +180,8 @@ values = st.recursive(
 keys = st.sampled_from(
     ["name", "dataset", "data", "out", "train_items", "backbone", "image_size", "normalization",
      "weights", "normal_coreset", "defect_coreset", "coreset_min", "rule", "defects", "reweight",
-     "seed", "cache", "inline_images", "runs", "runs.0", "runs.0.bank", "runs.0.name",
-     "runs.0.augment", "runs.1.rule", "bogus", "data.x", ""]
+     "seed", "cache", "inline_images", "coreset_ratio", "cache_dir", "runs", "runs.0",
+     "runs.0.bank", "runs.0.name", "runs.0.augment", "runs.1.rule", "bogus", "data.x", ""]
 )  # fmt: skip
 assignments = st.builds(lambda k, v: f"{k}={json.dumps(v)}", keys, values) | st.text(max_size=20)
 

@@ -6,12 +6,12 @@ and the class registry. The feature cache (``dualpatch.feature_cache``) and the 
 (``dualpatch.events``) sit below this package. Names are re-exported here for callers.
 """
 
+from ..events import Progress
 from ..feature_cache import BANK_VERSION
 
 # the cache readers under their names from before the split (tests check damaged entries with them)
 from ..feature_cache import load_cached as _load_cached  # noqa: F401
 from ..feature_cache import load_shared_bank as _load_shared_bank  # noqa: F401
-from ..events import Progress
 from .defect_features import STRIDE, mask_cells
 from .dual import DualPatchCore
 from .patchcore import PatchCore, Prediction

@@ -18,10 +18,10 @@ from ..data.base import Sample
 from ..data.duplicates import file_sha256
 from ..defaults import NORMAL_CORESET, NORMALIZATION
 from ..errors import ConfigError, DataError
+from ..events import open_stage, silent
 from ..feature_cache import cache_key, key_prefix
 from ..features import FeatureExtractor, to_tensor
 from ..memory import MemoryBank
-from ..events import open_stage, silent
 from ..scoring import (
     DEFAULT_NUM_NEIGHBORS,
     DEFAULT_REWEIGHT_NEIGHBORS,

@@ -192,7 +192,8 @@ def test_a_config_with_the_old_keys_still_loads_with_one_warning_per_old_name(tm
     assert "normal_coreset is renamed coreset_ratio" in lines[1]
     # the same config under the new names: the same settings, no warning
     new = tmp_path / "new.yaml"
-    new.write_text(OLD_KEYS.replace("normal_coreset", "coreset_ratio").replace("cache:", "cache_dir:"))
+    renamed = OLD_KEYS.replace("normal_coreset", "coreset_ratio")
+    new.write_text(renamed.replace("cache:", "cache_dir:"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_config(new, ["runs.1.coreset_ratio=0.4"]) == cfg
