@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from .cli_common import DatasetName, command_group, reporting
-from .defaults import MAX_SEED
+from .defaults import IMAGE_SIZE, MAX_SEED
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ CROP_OPTIONS = {
         False, "--as-crops", help="Write defect crops (crops.csv, NAME.png, NAME_GT.png) instead."
     )),
     "crop_size": (tuple[int, int], typer.Option(
-        (320, 128), "--crop-size", help="With --as-crops: scale H W to cut at (fit --size)."
+        IMAGE_SIZE, "--crop-size", help="With --as-crops: scale H W to cut at (fit --image-size)."
     )),
     "padding": (int, typer.Option(
         16, min=0, help="With --as-crops: pixels around each defect region."

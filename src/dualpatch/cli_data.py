@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from .cli_common import DatasetName, command_group, reporting
+from .defaults import IMAGE_SIZE
 
 app = command_group(help="Download and prepare datasets (KolektorSDD2); cut defect crops.")
 
@@ -78,7 +79,7 @@ def crops(
     data: Path = typer.Option(..., help="Dataset root; only its training split is used."),
     out: Path = typer.Option(..., help="New or empty folder for the crops and crops.csv."),
     image_size: tuple[int, int] = typer.Option(
-        (320, 128), help="Scale H W to cut at: the model's input size (fit --image-size)."
+        IMAGE_SIZE, help="Scale H W to cut at: the model's input size (fit --image-size)."
     ),
     size: tuple[int, int] | None = typer.Option(None, "--size", hidden=True),  # old name, H W
     padding: int = typer.Option(16, min=0, help="Pixels of surface around each defect region."),

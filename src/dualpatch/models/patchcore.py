@@ -16,7 +16,7 @@ import torch
 from .. import feature_cache
 from ..data.base import Sample
 from ..data.duplicates import file_sha256
-from ..defaults import NORMAL_CORESET, NORMALIZATION
+from ..defaults import BACKBONE, CORESET_MIN, IMAGE_SIZE, NORMAL_CORESET, NORMALIZATION
 from ..errors import ConfigError, DataError
 from ..events import open_stage, silent
 from ..feature_cache import cache_key, key_prefix
@@ -58,10 +58,10 @@ class PatchCore:
 
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
-        image_size: tuple[int, int] = (320, 128),
+        backbone: str = BACKBONE,
+        image_size: tuple[int, int] = IMAGE_SIZE,
         coreset_ratio: float = NORMAL_CORESET,
-        coreset_min: int = 1000,
+        coreset_min: int = CORESET_MIN,
         projection_dim: int = 128,
         num_neighbors: int = DEFAULT_NUM_NEIGHBORS,
         reweight: bool = False,
