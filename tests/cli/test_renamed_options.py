@@ -47,3 +47,21 @@ def test_data_crops_size_is_renamed_image_size(tmp_path, run_cli, demo_root):
     ).read_bytes()
     bad = run_cli(*args, "--out", tmp_path / "bad", "--image-size", 4, 4)
     assert bad.returncode == 1 and "error: --image-size 4 4: each side needs at least" in bad.stderr
+
+
+def test_fit_old_options_fit_the_same_model_with_one_warning_each(tmp_path, run_cli, demo_root):
+    args = ["fit", "--dataset", "demo", "--data", demo_root, "--bank", "single",
+            "--coreset-min", 20]  # fmt: skip
+    new = run_cli(*args, "--image-size", H, W, "--coreset-ratio", 0.05,
+                  "--cache-dir", tmp_path / "cache", "--out", tmp_path / "new")  # fmt: skip
+    old = run_cli(*args, "--size", H, W, "--coreset", 0.05,
+                  "--cache", tmp_path / "cache", "--out", tmp_path / "old")  # fmt: skip
+    assert new.returncode == 0 and old.returncode == 0, old.stderr + new.stderr
+    assert not _renamed(new.stderr)
+    lines = _renamed(old.stderr)
+    assert len(lines) == 3, old.stderr
+    for flag, to in (("--size", "--image-size"), ("--coreset", "--coreset-ratio"),
+                     ("--cache", "--cache-dir")):  # fmt: skip
+        assert sum(f"{flag} is renamed {to}" in line for line in lines) == 1
+    same = [(tmp_path / d / "model.safetensors").read_bytes() for d in ("new", "old")]
+    assert same[0] == same[1]
