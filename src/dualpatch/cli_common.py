@@ -78,11 +78,14 @@ def command_group(**options: Any) -> typer.Typer:
 
 @contextlib.contextmanager
 def reporting(always: bool = True) -> Iterator[None]:
-    """Warnings as one ``warning:`` line each (errors take the one error path, ``Commands``).
+    """Warnings as one ``warning:`` line each, progress events as rich bars (errors take the one
+    error path, ``Commands``).
 
     ``always`` repeats a warning each time it happens (one per bad file), not once per place.
     """
-    with warnings.catch_warnings():
+    from .cli_progress import rendering
+
+    with warnings.catch_warnings(), rendering():
         warnings.simplefilter("always" if always else "default")
         warnings.showwarning = show_warning
         yield

@@ -67,5 +67,17 @@ def rendering(always: bool = False) -> Iterator[None]:
         with events.subscribe(lambda event: None):
             yield
         return
-    with progress_bars(console) as progress, events.subscribe(RichRenderer(progress)):
-        yield
+    progress = progress_bars(console)
+    renderer = RichRenderer(progress)
+
+    def draw(event: events.Event) -> None:
+        if not progress.live.is_started:  # the display appears with the first event only
+            progress.start()
+        renderer(event)
+
+    try:
+        with events.subscribe(draw):
+            yield
+    finally:
+        if progress.live.is_started:
+            progress.stop()

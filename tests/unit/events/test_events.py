@@ -136,3 +136,19 @@ def test_track_reports_each_item_and_closes_empty_stages():
         ("StageFinished", "letters"), ("StageStarted", "nothing"),
         ("StageAdvanced", "nothing"), ("StageFinished", "nothing"),
     ]  # fmt: skip
+
+
+def test_cli_rendering_draws_nothing_when_piped_unless_asked(capsys):
+    from dualpatch.cli_progress import rendering
+
+    with rendering():  # stderr is not a terminal here: no bars, and no tqdm fallback either
+        assert events.listening()
+        events.stage("features", 1)(1)
+    assert capsys.readouterr().err == ""
+    with rendering(always=True):  # what `dualpatch run` leaves in its log: the final bars
+        events.emit(events.RunStarted("dual", 0, 1))
+        events.emit(events.RunFinished("dual", 0, 1))
+    assert "runs (dual)" in capsys.readouterr().err
+    with rendering(always=True):  # no event, no display at all
+        pass
+    assert capsys.readouterr().err == ""
