@@ -27,50 +27,47 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class StageStarted:
-    """A stage of ``total`` units began (``stage`` ties its three events together)."""
+class StageEvent:
+    """Stage ``name`` of ``total`` units; ``stage`` (unique per process) ties its events."""
 
     stage: int
     name: str
     total: int
 
 
-@dataclass(frozen=True)
-class StageAdvanced:
-    """``n`` more units of the stage are done, ``done`` of ``total`` in all."""
-
-    stage: int
-    name: str
-    n: int
-    done: int
-    total: int
+class StageStarted(StageEvent):
+    """The stage began."""
 
 
-@dataclass(frozen=True)
-class StageFinished:
+class StageFinished(StageEvent):
     """The stage is done (every unit, or an empty stage closed)."""
 
-    stage: int
-    name: str
-    total: int
+
+@dataclass(frozen=True)
+class StageAdvanced(StageEvent):
+    """``n`` more units of the stage are done, ``done`` of ``total`` in all."""
+
+    n: int
+    done: int
 
 
 @dataclass(frozen=True)
-class RunStarted:
-    """Run ``index`` (0-based) of ``total`` in an experiment began."""
+class RunEvent:
+    """Run ``name``, number ``index`` (0-based) of ``total`` in an experiment."""
 
     name: str
     index: int
     total: int
 
 
-@dataclass(frozen=True)
-class RunFinished:
-    """Run ``index`` of ``total`` finished (``skipped``: every result was there from before)."""
+class RunStarted(RunEvent):
+    """The run began."""
 
-    name: str
-    index: int
-    total: int
+
+@dataclass(frozen=True)
+class RunFinished(RunEvent):
+    """The run finished (``skipped``: every result was there from before)."""
+
     skipped: bool = False
 
 
@@ -120,7 +117,7 @@ def stage(name: str, total: int) -> Advance:
         if finished:
             return
         done += n
-        emit(StageAdvanced(ident, name, n, done, total))
+        emit(StageAdvanced(ident, name, total, n, done))
         if done >= total:
             finished = True
             emit(StageFinished(ident, name, total))

@@ -21,8 +21,8 @@ def test_stage_events_reach_the_subscriber_in_order():
     ident = seen[0].stage
     assert seen == [
         events.StageStarted(ident, "features", 3),
-        events.StageAdvanced(ident, "features", 1, 1, 3),
-        events.StageAdvanced(ident, "features", 2, 3, 3),
+        events.StageAdvanced(ident, "features", 3, n=1, done=1),
+        events.StageAdvanced(ident, "features", 3, n=2, done=3),
         events.StageFinished(ident, "features", 3),
     ]
 
