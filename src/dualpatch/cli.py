@@ -12,21 +12,12 @@ import warnings
 
 import typer
 
-# names callers used from here before the commands moved to cli_fit / cli_run / cli_common
-from .cli_common import (  # noqa: F401
-    Backbone,
-    Bank,
-    DefectSource,
-    OnDuplicates,
-    Rule,
+from .cli_common import (
+    Rule,  # noqa: F401  (kept for callers of cli.Rule)
     command_group,
-    fail,
-    open_dataset,
-    print_metrics,
     report_problem,
     show_warning,
 )
-from .defaults import MIN_SIDE  # noqa: F401  (kept here for callers of cli.MIN_SIDE)
 
 app = command_group(
     help="PatchCore-style surface-defect detection with single and dual memory banks."

@@ -24,6 +24,7 @@ LAYERS = {
     "fileio": 0,
     "events": 0,
     "environment": 0,
+    "limits": 0,
     "data": 1,
     "backbones": 1,
     "features": 2,
@@ -33,6 +34,8 @@ LAYERS = {
     "scoring": 4,
     "evaluation": 4,
     "uncertainty": 4,
+    "metrics_io": 4,
+    "feature_augment": 4,
     "models": 5,
     "threshold": 5,
     "protocol": 5,
@@ -44,6 +47,8 @@ LAYERS = {
     "export_files": 6,
     "runtime": 6,
     "server": 6,
+    "predict_io": 6,
+    "distributed": 6,
     "report": 7,
     "report_data": 7,
     "report_plots": 7,
@@ -52,6 +57,7 @@ LAYERS = {
     "experiment_config": 8,
     "experiment_inputs": 8,
     "experiment_outputs": 8,
+    "fewshot": 8,
     "cli": 9,
 }
 
