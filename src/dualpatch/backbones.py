@@ -13,15 +13,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, WeightsError
+
+if TYPE_CHECKING:  # torch loads on first use: the registry's names cost nothing to import
+    import torch
+    from torch import nn
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 #: EfficientNet-Lite was trained in TensorFlow on (x - 127) / 128, i.e. mean = std = 0.5 on [0, 1].
 TF_STYLE = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+#: input normalisations by name; "auto" (``NORMALIZATION_CHOICES``) uses the weights' own
+NORMALIZATIONS = {"imagenet": IMAGENET, "tf": TF_STYLE}
+NORMALIZATION_CHOICES = ("auto", *NORMALIZATIONS)
 
 
 @dataclass(frozen=True)
@@ -63,12 +68,15 @@ def _efficientnet_weights(variant: str) -> Callable[[], dict[str, torch.Tensor]]
 
 
 def _torchvision(name: str) -> tuple[Callable[[], nn.Module], Callable[[], dict]]:
-    import torchvision
-
     def build() -> nn.Module:
+        import torchvision
+
         return getattr(torchvision.models, name)(weights=None)
 
     def load() -> dict[str, torch.Tensor]:
+        import torch
+        import torchvision
+
         weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
         hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
         cached = hub_dir / os.path.basename(weights.url)
@@ -124,7 +132,8 @@ def _registry() -> dict[str, BackboneSpec]:
     }
 
 
-BACKBONE_NAMES = ("efficientnet_lite0", "efficientnet_lite2", "resnet50", "wide_resnet50_2")
+#: the registry's names, in its order (the config's and the CLI's choices come from here)
+BACKBONE_NAMES = tuple(_registry())
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -143,6 +152,7 @@ def default_weights_file(name: str) -> Path | None:
             cls = getattr(module, f"Efficientnet{variant.capitalize()}ModelFile")
             path = Path(cls.get_model_file_path())
         else:
+            import torch
             import torchvision
 
             weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
@@ -154,6 +164,8 @@ def default_weights_file(name: str) -> Path | None:
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a state_dict from .safetensors or a torch file, never unpickling arbitrary objects."""
+    import torch
+
     if not isinstance(path, str | os.PathLike):  # an int would open a file descriptor
         raise WeightsError(f"weights {path!r}: expected the path of a weights file")
     path = Path(path)

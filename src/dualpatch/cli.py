@@ -1,6 +1,6 @@
 """Command line: a thin shell over the library API (``dualpatch --help``).
 
-This module holds the top-level ``app``, its one error path (``main``) and the registration of
+This module holds the top-level ``app``, its entry point (``main``) and the registration of
 the command modules: ``cli_fit`` (fit, evaluate, predict), ``cli_run`` (run, demo), ``cli_data``,
 ``cli_augment`` and ``cli_serve`` (export, serve). Shared option types live in ``cli_common``.
 """
@@ -12,55 +12,39 @@ import warnings
 
 import typer
 
-from .cli_common import Rule  # noqa: F401  (kept for callers of cli.Rule)
-from .errors import DualpatchError
+from .cli_common import (
+    Rule,  # noqa: F401  (kept for callers of cli.Rule)
+    command_group,
+    report_problem,
+    show_warning,
+)
 
-app = typer.Typer(
-    help="PatchCore-style surface-defect detection with single and dual memory banks.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+app = command_group(
+    help="PatchCore-style surface-defect detection with single and dual memory banks."
 )
 
 
-def _warning_line(message, category, filename, lineno, file=None, line=None):
-    # Warnings are user-facing messages here: one line, no source location.
-    (file or sys.stderr).write(f"warning: {message}\n")
-
-
 def main() -> None:
-    """Entry point: dualpatch errors become one line on stderr and exit status 1."""
-    warnings.showwarning = _warning_line
+    """Entry point. A problem inside a command becomes one ``error:`` line and its exit status
+    in ``cli_common.report_problem`` (the one error path); here: what happens before a command
+    runs (a usage error at the top level) and Ctrl-C."""
+    warnings.showwarning = show_warning
     try:
         code = app(standalone_mode=False)
         if code == 130:  # typer's answer to Ctrl-C inside a command
             typer.echo("aborted: nothing was replaced", err=True)
         if isinstance(code, int) and code:
             sys.exit(code)
-    except DualpatchError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted: nothing was replaced", err=True)
         sys.exit(130)
-    except OSError as exc:  # an output that cannot be written, a folder that is a file, ...
-        where = f"{exc.filename}: " if exc.filename else ""
-        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
-        sys.exit(1)
     except Exception as exc:
-        # usage errors (typer vendors its own click) carry their own message and exit code
-        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
-            if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
-                exc.show()
-            else:  # one line, like every other error
-                ctx = getattr(exc, "ctx", None)
-                hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-                message = " ".join(exc.format_message().split())
-                typer.echo(f"error: {message}{hint}", err=True)
-            sys.exit(exc.exit_code)
-        raise
+        code = report_problem(exc)
+        if code is None:
+            raise
+        sys.exit(code)
 
 
 def _register_subcommands() -> None:

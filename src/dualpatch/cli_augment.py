@@ -11,17 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .cli_common import DatasetName, reporting
-from .defaults import MAX_SEED
+from .cli_common import DatasetName, command_group, reporting
+from .defaults import IMAGE_SIZE, MAX_SEED
 from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .data.crop_folder import CropSpec
 
-app = typer.Typer(
+app = command_group(
     help="Make synthetic defect images (imgs/, masks/, manifest.csv) from the training split, "
-    "or their defect crops (--as-crops).",
-    no_args_is_help=True,
+    "or their defect crops (--as-crops)."
 )
 
 
@@ -42,7 +41,7 @@ CROP_OPTIONS = {
         False, "--as-crops", help="Write defect crops (crops.csv, NAME.png, NAME_GT.png) instead."
     )),
     "crop_size": (tuple[int, int], typer.Option(
-        (320, 128), "--crop-size", help="With --as-crops: scale H W to cut at (fit --size)."
+        IMAGE_SIZE, "--crop-size", help="With --as-crops: scale H W to cut at (fit --image-size)."
     )),
     "padding": (int, typer.Option(
         16, min=0, help="With --as-crops: pixels around each defect region."
@@ -186,10 +185,12 @@ def sdxl(
     steps: int = typer.Option(30, min=1, help="Denoising steps."),
     guidance: float = typer.Option(20.0, help="Classifier-free guidance scale."),
     strength: float = typer.Option(0.99, min=0.0, max=1.0, help="Inpainting strength."),
-    gen_size: tuple[int, int] = typer.Option(
-        (1024, 1024), help="Generation size W H (multiples of 8)."
+    gen_image_size: tuple[int, int] = typer.Option(
+        (1024, 1024), help="Generation size H W (multiples of 8)."
     ),
-    size: tuple[int, int] = typer.Option((224, 632), help="Output size W H."),
+    image_size: tuple[int, int] = typer.Option((632, 224), help="Output size H W."),
+    gen_size: tuple[int, int] | None = typer.Option(None, hidden=True),  # old: W H
+    size: tuple[int, int] | None = typer.Option(None, hidden=True),  # old: W H
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Output i uses seed+i."),
     config: Path | None = typer.Option(
         None, help="Local diffusers config folder for a single-file checkpoint (no download)."
@@ -201,18 +202,21 @@ def sdxl(
     """Inpaint real defect masks on normal images with a Stable Diffusion XL inpainting model.
 
     The reference recipe: prompts 'white marks on the wall' and 'copper metal scratches', 30 steps,
-    guidance 20, strength 0.99, generated at 1024x1024 and resized to 224x632.
+    guidance 20, strength 0.99, generated at 1024x1024 and resized to H x W = 632 x 224.
     """
     from .augment.sdxl import NEGATIVE, PROMPTS, generate_sdxl
+    from .cli_spec import size_hw
 
     started = time.monotonic()
     with reporting(always=False):
+        gen_image_size = size_hw(gen_image_size, gen_size, "--gen-size", "--gen-image-size")
+        image_size = size_hw(image_size, size, "--size")
         rows = generate_sdxl(
             weights, _train_split(dataset, data), n_per_prompt, out,
             prompts=tuple(prompt) if prompt else PROMPTS,
             negative=NEGATIVE if negative is None else negative,
             steps=steps, guidance=guidance, strength=strength,
-            gen_size=(gen_size[1], gen_size[0]), out_size=(size[1], size[0]),
+            gen_size=gen_image_size, out_size=image_size,
             seed=seed, config=config, device=device, log=typer.echo, force=force, as_crops=crops,
         )  # fmt: skip
     _done(out, len(rows), started, crops is not None)

@@ -6,74 +6,97 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
-from .errors import DualpatchError
-from .scoring import DUAL_RULES
+from .cli_spec import choice_enum
+from .errors import ConfigError, DualpatchError
+
+# Option choices, from the registries through the run spec (dualpatch.spec): one edit in a
+# registry adds a choice here.
+DatasetName = choice_enum("dataset")
+Bank = choice_enum("bank")
+Backbone = choice_enum("backbone")
+DefectSource = choice_enum("defects")
+Rule = choice_enum("rule")
+OnDuplicates = choice_enum("on_duplicates")
 
 
-class DatasetName(StrEnum):
-    kolektorsdd = "kolektorsdd"
-    ksdd2 = "ksdd2"
-    folder = "folder"
-    demo = "demo"
+# ------------------------------------------------------------------------------ problems
+def show_warning(message, category=None, filename=None, lineno=None, file=None, line=None):
+    """Warnings are user-facing messages here: one ``warning:`` line, no source location."""
+    typer.secho(f"warning: {message}", fg="yellow", err=True)
+
+
+def report_problem(exc: BaseException) -> int | None:
+    """The one error path: print ``exc`` as one ``error:`` line (a usage error as click words
+    it, with a pointer to --help) and return the exit status; None if ``exc`` is a bug."""
+    if isinstance(exc, DualpatchError):
+        typer.echo(f"error: {exc}", err=True)
+        return 1
+    if isinstance(exc, OSError):  # an output that cannot be written, a folder that is a file
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        return 1
+    code: Any = getattr(exc, "exit_code", None)
+    if not hasattr(exc, "show") or not isinstance(code, int):  # not a usage error either
+        return None
+    if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
+        exc.show()  # type: ignore[attr-defined]
+    else:
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+        typer.echo(f"error: {message}{hint}", err=True)
+    return code
+
+
+class Commands(TyperGroup):
+    """Every command group: whatever goes wrong in a command ends in ``report_problem``, also
+    when a group is invoked on its own (tests call the sub-apps directly)."""
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            code = report_problem(exc)
+            if code is None:
+                raise
+            raise typer.Exit(code) from None
+
+
+def command_group(**options: Any) -> typer.Typer:
+    """A typer app whose problems take the one error path (``Commands``)."""
+    defaults = {"no_args_is_help": True, "pretty_exceptions_enable": False}
+    return typer.Typer(cls=Commands, add_completion=False, **{**defaults, **options})
 
 
 @contextlib.contextmanager
 def reporting(always: bool = True) -> Iterator[None]:
-    """Warnings as one ``warning:`` line each; dualpatch errors as one ``error:`` line, exit 1.
+    """Warnings as one ``warning:`` line each, progress events as rich bars (errors take the one
+    error path, ``Commands``).
 
     ``always`` repeats a warning each time it happens (one per bad file), not once per place.
     """
+    from .cli_progress import rendering
 
-    def show(message, category, filename, lineno, file=None, line=None):
-        typer.secho(f"warning: {message}", fg="yellow", err=True)
-
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), rendering():
         warnings.simplefilter("always" if always else "default")
-        warnings.showwarning = show
-        try:
-            yield
-        except DualpatchError as exc:
-            typer.secho(f"error: {exc}", fg="red", err=True)
-            raise typer.Exit(1) from None
-
-
-class Bank(StrEnum):
-    single = "single"
-    dual = "dual"
-
-
-class Backbone(StrEnum):
-    efficientnet_lite0 = "efficientnet_lite0"
-    efficientnet_lite2 = "efficientnet_lite2"
-    resnet50 = "resnet50"
-    wide_resnet50_2 = "wide_resnet50_2"
-
-
-class DefectSource(StrEnum):
-    image = "image"
-    crop = "crop"
-
-
-Rule = StrEnum("Rule", {name: name for name in DUAL_RULES})
+        warnings.showwarning = show_warning
+        yield
 
 
 def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+    """Stop the command with ``message`` as its one ``error:`` line, exit status 1."""
+    raise ConfigError(message)
 
 
 FORCE = typer.Option(False, "--force", help="Replace an --out that holds files not written here.")
-
-
-class OnDuplicates(StrEnum):
-    warn = "warn"
-    drop = "drop"
-    error = "error"
 
 
 ON_DUPLICATES_HELP = "A test image that copies a training image: warn, drop it, or error."

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import typer
 
-from .cli_common import DatasetName, reporting
+from .cli_common import DatasetName, command_group, reporting
+from .defaults import IMAGE_SIZE
 
-app = typer.Typer(
-    help="Download and prepare datasets (KolektorSDD2); cut defect crops.", no_args_is_help=True
-)
+app = command_group(help="Download and prepare datasets (KolektorSDD2); cut defect crops.")
 
 DATASETS = ("ksdd2",)
 
@@ -53,7 +52,10 @@ def prepare(
     dataset: str = typer.Argument(..., help="Dataset to prepare: ksdd2."),
     src: Path = typer.Option(..., "--src", help="Unpacked KSDD2 folder or its zip."),
     out: Path = typer.Option(..., "--out", help="Folder for the prepared set."),
-    size: tuple[int, int] = typer.Option((224, 632), "--size", help="Output width and height."),
+    image_size: tuple[int, int] = typer.Option(
+        (632, 224), "--image-size", help="Output size H W (height first, as everywhere)."
+    ),
+    size: tuple[int, int] | None = typer.Option(None, "--size", hidden=True),  # old: W H
     workers: int | None = typer.Option(None, "--workers", help="Threads (default: up to 4)."),
     force: bool = typer.Option(
         False, "--force", help="Replace an OUT that holds files not written by 'data prepare'."
@@ -61,12 +63,14 @@ def prepare(
 ) -> None:
     """Resize KSDD2 to one size, drop the stray '(copy)' pair and write train.csv/test.csv."""
     _check_dataset(dataset)
+    from .cli_spec import size_hw
     from .data.prepare import prepare_ksdd2
     from .limits import check_size
 
     with reporting():
-        check_size(size[1], size[0], f"--size {size[0]} {size[1]}")
-        prepare_ksdd2(src, out, size=size, workers=workers, log=typer.echo, force=force)
+        h, w = size_hw(image_size, size, "--size")
+        check_size(h, w, f"--size {w} {h}" if size else f"--image-size {h} {w}")
+        prepare_ksdd2(src, out, image_size=(h, w), workers=workers, log=typer.echo, force=force)
 
 
 @app.command()
@@ -74,9 +78,10 @@ def crops(
     dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
     data: Path = typer.Option(..., help="Dataset root; only its training split is used."),
     out: Path = typer.Option(..., help="New or empty folder for the crops and crops.csv."),
-    size: tuple[int, int] = typer.Option(
-        (320, 128), help="Scale H W to cut at: the model's input size (fit --size)."
+    image_size: tuple[int, int] = typer.Option(
+        IMAGE_SIZE, help="Scale H W to cut at: the model's input size (fit --image-size)."
     ),
+    size: tuple[int, int] | None = typer.Option(None, "--size", hidden=True),  # old name, H W
     padding: int = typer.Option(16, min=0, help="Pixels of surface around each defect region."),
     min_size: int = typer.Option(32, min=1, help="Smallest box side; smaller boxes grow to it."),
     train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
@@ -84,19 +89,24 @@ def crops(
 ) -> None:
     """Write one crop per connected defect region of the training split, its mask, and crops.csv.
 
-    The crops are those of 'fit --defects crop' at the same --size: 'fit --crops OUT' gives the
-    same model. Edit them, add your own, or add generated ones with 'augment ... --as-crops'.
+    The crops are those of 'fit --defects crop' at the same --image-size: 'fit --crops OUT' gives
+    the same model. Edit them, add your own, or add generated ones with 'augment ... --as-crops'.
     """
     from .cli_common import open_dataset
     from .data.crop_folder import CropSpec, write_training_crops
     from .defaults import MIN_SIDE
     from .errors import ConfigError
     from .limits import check_size
+    from .spec import renamed
 
     with reporting():
+        flag = "--size" if size else "--image-size"
+        if size:
+            renamed("--size", "--image-size", where="option")
+        size = size or image_size
         if min(size) < MIN_SIDE:
-            raise ConfigError(f"--size {size[0]} {size[1]}: each side needs at least {MIN_SIDE}")
-        check_size(size[0], size[1], f"--size {size[0]} {size[1]}")
+            raise ConfigError(f"{flag} {size[0]} {size[1]}: each side needs at least {MIN_SIDE}")
+        check_size(size[0], size[1], f"{flag} {size[0]} {size[1]}")
         train = open_dataset(dataset, data, "train", train_items)
         info = {"command": "data crops", "dataset": dataset.value, "data": str(data)}
         if train_items:

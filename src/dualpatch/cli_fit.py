@@ -15,148 +15,96 @@ import typer
 from .cli_common import (
     FORCE,
     ON_DUPLICATES_HELP,
-    Backbone,
-    Bank,
     DatasetName,
-    DefectSource,
     OnDuplicates,
-    Rule,
+    command_group,
     fail,
     open_dataset,
     print_metrics,
 )
-from .defaults import (
-    DEFECT_CORESET,
-    DEFECT_SOURCE,
-    DUAL_RULE,
-    MAX_SEED,
-    NORMAL_CORESET,
-    NORMALIZATION,
-    default_cache,
-)
-from .scoring import DEFAULT_NUM_NEIGHBORS, DEFAULT_REWEIGHT_NEIGHBORS
+from .cli_progress import rendering
+from .cli_spec import spec_options
+from .defaults import default_cache
+from .spec import MODEL_KEYS, model_params
 
 # no name: the commands join the top level (registered in cli.py)
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = command_group()
+
+
+#: the run spec's settings that ``fit`` takes as options (dualpatch.spec; docs/options.md)
+FIT_SETTINGS = (*MODEL_KEYS, "bank", "defects", "augmented", "crops", "cache_dir")
 
 
 @app.command()
+@spec_options(*FIT_SETTINGS)
 def fit(
     dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
     data: Path = typer.Option(..., help="Dataset root folder."),
     out: Path = typer.Option(..., help="Model folder to write (model.safetensors + model.json)."),
-    backbone: Backbone = typer.Option(Backbone.efficientnet_lite0, help="Feature backbone."),
-    bank: Bank = typer.Option(Bank.dual, help="single: normal bank only; dual: normal + defect."),
-    size: tuple[int, int] = typer.Option((320, 128), help="Input size H W (keep the aspect)."),
-    seed: int = typer.Option(
-        0, min=0, max=MAX_SEED, help="Seed of the coreset's projection and start point."
-    ),
-    coreset: float = typer.Option(
-        NORMAL_CORESET, min=0.0, max=1.0, help="Fraction of normal patches kept."
-    ),
-    defect_coreset: float = typer.Option(
-        DEFECT_CORESET, min=0.0, max=1.0, help="Fraction of defect patches kept (dual)."
-    ),
-    coreset_min: int = typer.Option(1000, min=1, help="Floor on each bank's size."),
-    rule: Rule = typer.Option(DUAL_RULE, help="Dual scoring rule."),
-    defects: DefectSource = typer.Option(
-        DEFECT_SOURCE, help="Defect bank from mask patches of whole images, or from crops."
-    ),
-    reweight: bool = typer.Option(
-        False, help="PatchCore paper's image-score re-weighting (--bank single only)."
-    ),
-    num_neighbors: int = typer.Option(
-        DEFAULT_NUM_NEIGHBORS, min=1, help="k: a patch's distance is the mean over its k nearest."
-    ),
-    reweight_neighbors: int = typer.Option(
-        DEFAULT_REWEIGHT_NEIGHBORS, min=1, help="Neighbourhood size of --reweight."
-    ),
-    weights: Path | None = typer.Option(None, help="Backbone state_dict file (.pth/.safetensors)."),
-    normalization: str = typer.Option(
-        NORMALIZATION, help="auto (the weights' own), imagenet or tf."
-    ),
-    augmented: list[Path] = typer.Option(
-        [], help="Synthetic-defect folder(s) for the defect bank."
-    ),
-    crops: list[Path] = typer.Option(
-        [],
-        help="Crop folder(s) for the defect bank, in place of the training defects "
-        "(from 'data crops', 'augment --as-crops' or your own cut-outs; repeatable).",
-    ),
     train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
     on_duplicates: OnDuplicates = typer.Option(OnDuplicates.warn, help=ON_DUPLICATES_HELP),
-    cache: Path | None = typer.Option(
-        None, help="Feature cache folder [default: $DUALPATCH_CACHE or ~/.cache/dualpatch]."
-    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Use no feature cache at all."),
     force: bool = FORCE,
     threshold_holdout: float = typer.Option(
         0.0, help="Hold this fraction of normal images out of the bank to set a verdict threshold."
     ),
-    coreset_method: str = typer.Option(
-        "greedy", help="greedy (exact k-center) or approx (pre-sample, then greedy; large data)."
-    ),
-    knn: str = typer.Option("torch", help="torch or faiss-flat (exact), faiss-ivf (approximate)."),
-    max_memory: str | None = typer.Option(
-        None, help="Cap on fit memory, e.g. 2GiB: features spill to disk (docs/large-data.md)."
-    ),
+    spec: dict | None = None,
+    flags: dict | None = None,
 ) -> None:
     """Fit a single- or dual-bank model on a dataset's training split."""
     from . import DualPatchCore, PatchCore
     from .fileio import check_output_dir, output_dir
     from .limits import check_size
 
-    check_size(size[0], size[1], f"--size {size[0]} {size[1]}")
+    assert spec is not None and flags is not None  # given by spec_options
+    height, width = spec["image_size"]
+    check_size(height, width, f"{flags['image_size']} {height} {width}")
+    augmented, crops = [Path(p) for p in spec["augmented"]], [Path(p) for p in spec["crops"]]
+    weights = Path(spec["weights"]) if spec["weights"] else None
     inputs = [data, weights, *augmented, *crops]
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
     train = open_dataset(dataset, data, "train", train_items, on_duplicates)
-    common = dict(
-        backbone=backbone.value,
-        image_size=tuple(size),
-        coreset_ratio=coreset,
-        coreset_min=coreset_min,
-        reweight=reweight,
-        num_neighbors=num_neighbors,
-        reweight_neighbors=reweight_neighbors,
-        weights=str(weights) if weights else None,
-        normalization=normalization,
-        seed=seed,
-        cache_dir=None if no_cache else str(cache or default_cache() or "") or None,
-        coreset_method=coreset_method,
-        knn=knn,
-        max_memory=max_memory,
-    )
+    cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
     normal, held_out = train.normal(), []
     if threshold_holdout:
         from .threshold import holdout_split
 
-        normal, held_out = holdout_split(normal, threshold_holdout, seed)
-    if bank == Bank.single:
-        if augmented or crops:
-            which = "--augmented" if augmented else "--crops"
-            fail(f"{which} feeds the defect bank: use it with --bank dual")
-        model = PatchCore(**common).fit(normal)
-    else:
-        model = DualPatchCore(**common, defect_coreset=defect_coreset, rule=rule.value)
-        model.check_params()  # before the defect inputs are read: --reweight is refused here
-        from .experiment import defect_inputs
+        normal, held_out = holdout_split(normal, threshold_holdout, spec["seed"])
+    with rendering():
+        if spec["bank"] == "single":
+            if augmented or crops:
+                which = "--augmented" if augmented else "--crops"
+                fail(f"{which} feeds the defect bank: use it with --bank dual")
+            model = PatchCore(**model_params(spec, "single"), cache_dir=cache).fit(normal)
+        else:
+            model = DualPatchCore(**model_params(spec), cache_dir=cache)
+            model.check_params()  # before the defect inputs are read: --reweight is refused here
+            model = _fit_dual(model, train, normal, spec, data)
+        if held_out:
+            from .threshold import calibrate
 
-        defect_inputs_ = defect_inputs(train, defects.value, tuple(size), augmented, crops)
-        if not defect_inputs_:
-            fail(
-                f"{data}: no defective training images with masks for the defect bank; "
-                "use --bank single or add --crops DIR or --augmented DIR"
-            )
-        model.fit(normal, defect_inputs_)
-        if defects == DefectSource.crop:  # crops carry no file: record their source images
-            model.record_training_images(s.image_path for s in train.defective())
-    if held_out:
-        from .threshold import calibrate
-
-        typer.echo(f"threshold {calibrate(model, held_out):.6g} ({model.threshold_rule_})")
+            typer.echo(f"threshold {calibrate(model, held_out):.6g} ({model.threshold_rule_})")
     with output_dir(out, "fit", force, inputs, legacy=("model.json",)) as tmp:
         model.save(tmp)
     typer.echo(f"saved {model.kind} model to {out}")
+
+
+def _fit_dual(model, train, normal, spec: dict, data: Path):
+    """Fit a dual model's banks on ``normal`` and the defect inputs ``spec`` names."""
+    from .experiment import defect_inputs
+
+    size = tuple(spec["image_size"])
+    augmented, crops = [Path(p) for p in spec["augmented"]], [Path(p) for p in spec["crops"]]
+    defects = defect_inputs(train, spec["defects"], size, augmented, crops)
+    if not defects:
+        fail(
+            f"{data}: no defective training images with masks for the defect bank; "
+            "use --bank single or add --crops DIR or --augmented DIR"
+        )
+    model.fit(normal, defects)
+    if spec["defects"] == "crop":  # crops carry no file: record their source images
+        model.record_training_images(s.image_path for s in train.defective())
+    return model
 
 
 @app.command()
@@ -194,7 +142,8 @@ def evaluate(
             "(check --train-items)",
             stacklevel=1,
         )
-    pred = m.predict(test)
+    with rendering():
+        pred = m.predict(test)
     masks = np.stack([s.mask(tuple(m.image_size)) for s in test])
     metrics = compute(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
     metrics["train_overlap_images"] = len(overlap)
@@ -251,7 +200,8 @@ def predict(
     # onnx/openvino: the exported graph, without torch (same scores: tests/unit/export/)
     m = load_for_scoring(model, runtime, weights)
     record = provenance(model, command="predict", weights=m.weights)
-    n = write_predictions(m, files, out, force, record)
+    with rendering():
+        n = write_predictions(m, files, out, force, record)
     typer.echo(f"scored {n} images: {out / 'scores.csv'}, maps in {out / 'maps'}")
 
 

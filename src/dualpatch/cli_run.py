@@ -8,10 +8,10 @@ from pathlib import Path
 
 import typer
 
-from .cli_common import FORCE, ON_DUPLICATES_HELP, OnDuplicates, fail, print_metrics
+from .cli_common import FORCE, ON_DUPLICATES_HELP, OnDuplicates, command_group, fail, print_metrics
 
 # no name: the commands join the top level (registered in cli.py)
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = command_group()
 
 
 @app.command()
@@ -53,9 +53,7 @@ def run_config(cfg: dict, force: bool = False) -> Path:
     """Run ``cfg`` with a rich progress display and a plain log file in its folder."""
     import logging
 
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from .cli_progress import rendering
     from .experiment import Experiment
 
     out_dir = Path(cfg["out"])
@@ -67,47 +65,14 @@ def run_config(cfg: dict, force: bool = False) -> Path:
     handler = logging.FileHandler(out_dir / "run.log", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        runs_task = progress.add_task("runs", total=len(cfg["runs"]))
-
-        def stage(desc: str, total: int):
-            task = progress.add_task(f"  {desc}", total=total)
-            done = [0]
-
-            def update(n: int) -> None:
-                if done[0] > total:  # already closed
-                    return
-                done[0] += n
-                progress.update(task, completed=done[0])
-                if done[0] >= total:
-                    progress.remove_task(task)
-                    done[0] = total + 1
-
-            return update
-
-        class RunCounter(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                msg = record.getMessage()
-                if msg.startswith("run "):
-                    progress.update(runs_task, description=f"runs ({msg.split(': ', 1)[1]})")
-                elif msg.endswith(("skipped",)) or ": {" in msg:
-                    progress.advance(runs_task)
-
-        log.addHandler(RunCounter())
-        try:
-            report = Experiment(cfg, progress=stage, log=log, force=force).run()
-        finally:  # the logger is global: leave no handler behind for a later run in this process
-            for h in list(log.handlers):
-                log.removeHandler(h)
-                h.close()
+    # the runs and their stages come as events (dualpatch.events): nobody parses the log
+    try:
+        with rendering(always=True):
+            report = Experiment(cfg, log=log, force=force).run()
+    finally:  # the logger is global: leave no handler behind for a later run in this process
+        for h in list(log.handlers):
+            log.removeHandler(h)
+            h.close()
     metrics = json.loads((out_dir / "metrics.json").read_text())  # null: undefined, n/a
     print_metrics({r["name"]: metrics[r["name"]] for r in cfg["runs"]})
     typer.echo(f"results: {out_dir}/  (metrics.json, metrics.csv, runs/, run.log)")

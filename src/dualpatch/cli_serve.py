@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from .cli_common import reporting
+from .cli_common import command_group, reporting
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = command_group()
 
 
 # choices of the options below (a StrEnum's auto values are its lower-case names)

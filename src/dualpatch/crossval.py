@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from . import events
 from .data.duplicates import DuplicateReport, find_duplicates
 from .protocol import Split, make_splits
 from .uncertainty import (
@@ -121,9 +122,11 @@ def run_matrix(
     results, boots = [], {}
     for i, settings in enumerate(runs):
         exp.log.info("run %d/%d: %s", i + 1, len(runs), settings["name"])
+        events.emit(events.RunStarted(settings["name"], i, len(runs)))
         result, boots[settings["name"]] = run_over_splits(exp, settings, splits, seeds, counts,
                                                           nested)  # fmt: skip
         results.append(result)
+        events.emit(events.RunFinished(settings["name"], i, len(runs), bool(result["skipped"])))
     return results, boots
 
 

@@ -10,6 +10,11 @@ MIN_SIDE = 16
 #: seeds are 0 .. 2**63 - 1: numpy's generators refuse negative seeds, torch's take 64 bits, and
 #: output i of a generator uses seed + i
 MAX_SEED = 2**63 - 1
+#: coreset selections and nearest-neighbour searches by name (implemented in memory.py)
+CORESET_METHODS = ("greedy", "approx")
+KNN_METHODS = ("torch", "faiss-flat", "faiss-ivf")
+#: what feeds the defect bank (see DEFECT_SOURCE below)
+DEFECT_SOURCES = ("image", "crop")
 
 
 def default_cache() -> Path | None:
@@ -39,3 +44,10 @@ DEFECT_SOURCE = "image"
 #: (it was 0.01, the reference code's value, which configs/ksdd2.yaml keeps)
 NORMAL_CORESET = 0.10
 DEFECT_CORESET = 0.10
+
+# The estimators' other defaults, read by the estimators and by the run spec (dualpatch.spec).
+BACKBONE = "efficientnet_lite0"
+#: input size (H, W): every size in dualpatch is height first, as torch orders them
+IMAGE_SIZE = (320, 128)
+#: floor on each bank's size (patches)
+CORESET_MIN = 1000

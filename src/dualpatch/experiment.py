@@ -186,28 +186,16 @@ class Experiment:
         return model
 
     def _fit_new(self, s: dict, train, pool_of=None):
+        from .spec import model_params
+
         size = tuple(s["image_size"])
-        common = dict(
-            backbone=s["backbone"],
-            image_size=size,
-            coreset_ratio=s["normal_coreset"],
-            coreset_min=s["coreset_min"],
-            reweight=s["reweight"],
-            num_neighbors=s["num_neighbors"],
-            reweight_neighbors=s["reweight_neighbors"],
-            normalization=s["normalization"],
-            weights=s["weights"],
-            seed=s["seed"],
-            coreset_method=s["coreset_method"],
-            knn=s["knn"],
-            max_memory=s["max_memory"],
-            cache_dir=self._cache(),
-            progress=self.progress or False,
-        )
+        # the estimators' progress reaches the subscribed display through dualpatch.events
+        progress = True if self.progress is None else self.progress
+        common = dict(cache_dir=self._cache(), progress=progress)
         from . import DualPatchCore, PatchCore
 
         if s["bank"] == "single":
-            return PatchCore(**common).fit(train.normal())
+            return PatchCore(**model_params(s, "single"), **common).fit(train.normal())
         defects = defect_inputs(train, s["defects"], size, s["augmented"], s.get("crops"))
         if s["augment"]:
             pool = self.augment(s["augment"], pool_of if pool_of is not None else train)
@@ -215,14 +203,14 @@ class Experiment:
             if not synthetic:  # never report a run as augmented that added nothing
                 raise ConfigError(f"{pool}: gave no synthetic defects for run {s['name']!r}")
             defects += synthetic
-        model = DualPatchCore(**common, defect_coreset=s["defect_coreset"], rule=s["rule"])
+        model = DualPatchCore(**model_params(s), **common)
         return model.fit(train.normal(), defects)
 
     def _cache(self) -> str | None:
-        """The feature cache folder; None (no cache) for ``cache: ""``."""
+        """The feature cache folder; None (no cache) for ``cache_dir: ""``."""
         from .defaults import default_cache
 
-        cache = self.config["cache"]
+        cache = self.config["cache_dir"]
         if cache is None:
             cache = default_cache()
         return str(cache) if cache else None

@@ -17,8 +17,12 @@ def run_signature(s: dict, dataset_info: dict, threshold: str) -> str:
     """What makes a finished run reusable: its settings, the split's images, a crops folder's
     content (edited crops make the run stale, not only a new name) and the threshold mode."""
     from .data.crop_folder import crops_fingerprint
+    from .spec import ALIASES
 
+    old_names = {new: old for old, new in ALIASES.items()}
     crops = [crops_fingerprint(s["crops"])] if s.get("crops") else []
+    # under their old names: a run that finished before a setting was renamed is not redone
+    s = {old_names.get(k, k): v for k, v in s.items()}
     return hashlib.sha256(
         json.dumps(
             [s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"], *crops]

@@ -10,12 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import IMAGENET, TF_STYLE, get_spec, load_backbone
+from .backbones import NORMALIZATION_CHOICES, NORMALIZATIONS, get_spec, load_backbone
 from .errors import ConfigError
-
-#: "auto" uses the normalisation the backbone's weights were trained with.
-NORMALIZATIONS = {"imagenet": IMAGENET, "tf": TF_STYLE}
-
 
 #: Bump whenever the computation of patch features changes: cached features of an older
 #: version must never be mixed with new ones.
@@ -55,7 +51,7 @@ class FeatureExtractor(nn.Module):
         self.spec = get_spec(backbone)
         self.model = load_backbone(backbone, weights)
         mean, std = NORMALIZATIONS.get(normalization, self.spec.normalization)
-        if normalization not in ("auto", *NORMALIZATIONS):
+        if normalization not in NORMALIZATION_CHOICES:
             raise ConfigError(f"unknown normalization {normalization!r} (auto, imagenet or tf)")
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))

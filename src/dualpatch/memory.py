@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from .defaults import NORMAL_CORESET
+from .defaults import CORESET_METHODS, KNN_METHODS, NORMAL_CORESET
 from .errors import ConfigError, DataError
 
 #: Elements in one distance block: bounds k-NN memory (64 MiB of float32) whatever the sizes.
@@ -21,8 +21,9 @@ KNN_BLOCK = 16 * 1024 * 1024
 #: Rows projected at a time. Fixed chunks aligned to row 0 make the projection of a row the same
 #: whichever path computes it (in memory, or read back from an on-disk feature store).
 PROJECT_CHUNK = 65536
-CORESETS = ("greedy", "approx")
-KNN_METHODS = ("torch", "faiss-flat", "faiss-ivf")
+#: the coreset methods by name, and KNN_METHODS: kept in defaults.py, where the config and the CLI
+#: read them without loading torch; each is implemented below
+CORESETS = CORESET_METHODS
 #: Greedy k-center: candidates per pass, and rows per distance-update block (64 MiB at most).
 GREEDY_CANDIDATES = 1024
 GREEDY_CHUNK = 16384

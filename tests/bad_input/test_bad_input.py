@@ -41,7 +41,7 @@ from tests.support.bad_input import (
 from tests.support.common import SHARED_DATA, TINY, requires_kolektor
 from tests.support.ksdd2_fixture import make_ksdd2_zip
 
-SIZE = ("--size", str(TINY[0]), str(TINY[1]))
+SIZE = ("--image-size", str(TINY[0]), str(TINY[1]))
 FIT = (*SIZE, "--coreset-min", "20")
 BATTERY = SHARED_DATA / "battery_weld"
 requires_battery = pytest.mark.skipif(
@@ -655,7 +655,8 @@ SET_CASES = [
     ("runs.7.bank=dual", "no config key 'runs.7.bank'"),
     ("image_size=abc", "image_size is 'abc'"),
     ("image_size=[4, 4]", "image_size is [4, 4]"),
-    ("normal_coreset=2", "normal_coreset is 2"),
+    ("coreset_ratio=2", "coreset_ratio is 2"),
+    ("normal_coreset=2", "normal_coreset is 2"),  # the old name: the message uses it
     ("coreset_min=0", "coreset_min is 0"),
     ("backbone=vgg", "backbone is 'vgg'"),
     ("dataset=mnist", "dataset is 'mnist'"),
@@ -679,12 +680,16 @@ OPTION_CASES = [
     (("--backbone", "vgg"), 2, "'--backbone'"),
     (("--rule", "ratio"), 2, "'--rule'"),
     (("--defects", "blobs"), 2, "'--defects'"),
-    (("--coreset", "-1"), 2, "'--coreset'"),
+    (("--coreset-ratio", "-1"), 2, "'--coreset-ratio'"),
+    (("--coreset-ratio", "1.5"), 2, "'--coreset-ratio'"),
+    (("--coreset", "-1"), 2, "'--coreset'"),  # the old names of the options, still checked
     (("--coreset", "1.5"), 2, "'--coreset'"),
     (("--coreset-min", "0"), 2, "'--coreset-min'"),
+    (("--image-size", "64", "abc"), 2, "'--image-size'"),
+    (("--image-size", "4", "4"), 1, "--image-size 4 4"),
     (("--size", "64", "abc"), 2, "'--size'"),
     (("--size", "4", "4"), 1, "--size 4 4"),
-    (("--normalization", "sepia"), 1, "normalization 'sepia'"),
+    (("--normalization", "sepia"), 2, "'--normalization'"),
     (("--dataset", "mnist"), 2, "'--dataset'"),
     (("--no-such-option",), 2, "--no-such-option"),
 ]

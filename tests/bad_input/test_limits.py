@@ -20,7 +20,7 @@ from tests.support.bad_input import (
 # the shared fixtures ``cli`` (the CLI in this process) and ``model_dir`` (a tiny saved model)
 # come from tests/bad_input/conftest.py
 
-FIT = ("--size", 64, 32, "--coreset-min", 20)
+FIT = ("--image-size", 64, 32, "--coreset-min", 20)
 
 
 # ----------------------------------------------------------------------------- 13: manifest paths
@@ -84,10 +84,10 @@ def test_predict_batches_hold_one_batch_at_a_time(fitted_single, tiny_test):
 
 def test_size_too_large_is_refused(cli, tmp_path):
     data = make_folder(tmp_path / "data")
-    code, _, err = cli("fit", "--dataset", "folder", "--data", data, "--size", 100000, 100000,
+    code, _, err = cli("fit", "--dataset", "folder", "--data", data, "--image-size", 100000, 100000,
                        "--out", tmp_path / "m")  # fmt: skip
     assert code == 1
-    error_line(err, "--size 100000 100000", "DUALPATCH_MAX_SIDE")
+    error_line(err, "--image-size 100000 100000", "DUALPATCH_MAX_SIDE")
     assert not (tmp_path / "m").exists()
 
 

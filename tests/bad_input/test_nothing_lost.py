@@ -64,10 +64,10 @@ def test_download_force_replaces_and_a_rerun_replaces_its_own_output(ksdd2_zip, 
     assert (out / "train").is_dir() and not (out / "notes.txt").exists()
     # its own output: replaced without --force
     code, _, err = cli("data", "prepare", "ksdd2", "--src", out, "--out", tmp_path / "P",
-                       "--size", "32", "64")  # fmt: skip
+                       "--image-size", "32", "64")  # fmt: skip
     assert code == 0, err
     code, _, err = cli("data", "prepare", "ksdd2", "--src", out, "--out", tmp_path / "P",
-                       "--size", "32", "64")  # fmt: skip
+                       "--image-size", "32", "64")  # fmt: skip
     assert code == 0, err
     assert leftovers(tmp_path) == []
 
@@ -162,7 +162,7 @@ def test_ctrl_c_during_augment_keeps_the_old_output_usable(cli, data, tmp_path, 
     assert leftovers(tmp_path) == []
     monkeypatch.undo()
     code, _, err = cli("fit", "--dataset", "folder", "--data", data, "--bank", "dual",
-                       "--augmented", out, "--size", 64, 32, "--coreset-min", 20,
+                       "--augmented", out, "--image-size", 64, 32, "--coreset-min", 20,
                        "--out", tmp_path / "model")  # fmt: skip
     assert code == 0, err
 

@@ -23,7 +23,7 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
 
 def fit_args(demo_root, out, *extra) -> list:
     return ["fit", "--dataset", "demo", "--data", demo_root, "--out", out, "--bank", "single",
-            "--size", "64", "32", *extra]  # fmt: skip
+            "--image-size", "64", "32", *extra]  # fmt: skip
 
 
 def test_bad_max_memory_on_the_command_line(demo_root, tmp_path, monkeypatch, capsys):

@@ -23,7 +23,7 @@ from tests.support.bad_input import (
 # the shared fixtures ``cli`` (the CLI in this process) and ``model_dir`` (a tiny saved model)
 # come from tests/bad_input/conftest.py
 
-FIT = ("--size", 64, 32, "--coreset-min", 20)
+FIT = ("--image-size", 64, 32, "--coreset-min", 20)
 
 
 def strict_json(path: Path):

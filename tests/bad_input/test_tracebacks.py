@@ -37,7 +37,8 @@ CONFIG_FILES = {
     "int-key": b"1: 2\n",
     "data-5": b"data: 5\n",
     "out-list": b"out: [1, 2]\n",
-    "cache-5": b"cache: 5\n",
+    "cache-dir-5": b"cache_dir: 5\n",
+    "cache-5": b"cache: 5\n",  # the old name of cache_dir
     "run-name-123": b"runs: [{bank: single, name: 123}]\n",
     "run-name-null": b"runs: [{bank: single, name: null}]\n",
     "augment-n-abc": b"runs: [{bank: dual, augment: {method: paste, n: abc}}]\n",
@@ -64,7 +65,8 @@ def test_config_file_values(name, cli, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "assignment",
-    ["data=", "out=", "runs.0.bank.x=1", "data.x=1", "cache=5", "weights=5", "runs=true"],
+    ["data=", "out=", "runs.0.bank.x=1", "data.x=1", "cache_dir=5", "cache=5", "weights=5",
+     "runs=true"],  # fmt: skip
 )
 def test_set_expressions(assignment, cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default results folder would be ./runs/experiment
@@ -180,8 +182,8 @@ values = st.recursive(
 keys = st.sampled_from(
     ["name", "dataset", "data", "out", "train_items", "backbone", "image_size", "normalization",
      "weights", "normal_coreset", "defect_coreset", "coreset_min", "rule", "defects", "reweight",
-     "seed", "cache", "inline_images", "runs", "runs.0", "runs.0.bank", "runs.0.name",
-     "runs.0.augment", "runs.1.rule", "bogus", "data.x", ""]
+     "seed", "cache", "inline_images", "coreset_ratio", "cache_dir", "runs", "runs.0",
+     "runs.0.bank", "runs.0.name", "runs.0.augment", "runs.1.rule", "bogus", "data.x", ""]
 )  # fmt: skip
 assignments = st.builds(lambda k, v: f"{k}={json.dumps(v)}", keys, values) | st.text(max_size=20)
 

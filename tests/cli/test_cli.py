@@ -21,7 +21,7 @@ def fitted(run_cli, demo_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "model"
     r = run_cli(
         "fit", "--dataset", "demo", "--data", demo_root, "--out", out,
-        "--size", *SIZE, "--coreset-min", "200", "--cache", out.parent / "cache",
+        "--image-size", *SIZE, "--coreset-min", "200", "--cache-dir", out.parent / "cache",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     return out

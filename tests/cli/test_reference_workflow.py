@@ -38,8 +38,8 @@ def test_reference_workflow_on_the_ksdd2_fixture(tmp_path, run_cli):
     archive = make_ksdd2_zip(tmp_path / "KolektorSDD2.zip", n_train=10, n_test=6, n_pos_train=3)
     raw, data = tmp_path / "ksdd2-raw", tmp_path / "ksdd2"
     ok(run_cli("data", "download", "ksdd2", "--archive", archive, "--out", raw))
-    ok(run_cli("data", "prepare", "ksdd2", "--src", raw, "--out", data, "--size", W, H))
-    size = ["--size", H, W]
+    ok(run_cli("data", "prepare", "ksdd2", "--src", raw, "--out", data, "--image-size", H, W))
+    size = ["--image-size", H, W]
 
     crops = tmp_path / "crops"
     ok(run_cli("data", "crops", "--dataset", "ksdd2", "--data", data, "--out", crops, *size))
@@ -96,7 +96,7 @@ def test_cli_refusals_are_one_line(tmp_path, run_cli, demo_root):
     mine.mkdir()
     (mine / "keep.txt").write_text("x")
     r = run_cli("data", "crops", "--dataset", "demo", "--data", demo_root, "--out", mine,
-                "--size", H, W, "--force")  # fmt: skip
+                "--image-size", H, W, "--force")  # fmt: skip
     assert r.returncode == 1 and r.stderr.startswith(f"error: {mine}: ")
     assert "not written by dualpatch" in r.stderr and r.stderr.count("\n") == 1
     (mine / "crops.csv").write_text("crop\n../keep.txt\n")
@@ -104,7 +104,7 @@ def test_cli_refusals_are_one_line(tmp_path, run_cli, demo_root):
                 "--bank", "single", "--out", tmp_path / "m")  # fmt: skip
     assert r.returncode == 1 and "--crops feeds the defect bank" in r.stderr
     r = run_cli("fit", "--dataset", "demo", "--data", demo_root, "--crops", mine,
-                "--size", H, W, "--out", tmp_path / "m")  # fmt: skip
+                "--image-size", H, W, "--out", tmp_path / "m")  # fmt: skip
     assert r.returncode == 1 and r.stderr.count("\n") == 1
     assert f"{mine / 'crops.csv'}: row 1: '../keep.txt' points outside" in r.stderr
     assert not (tmp_path / "m").exists()

@@ -22,7 +22,7 @@ LAYERS = {
     "errors": 0,
     "defaults": 0,
     "fileio": 0,
-    "progress": 0,
+    "events": 0,
     "environment": 0,
     "limits": 0,
     "data": 1,
@@ -40,6 +40,9 @@ LAYERS = {
     "threshold": 5,
     "protocol": 5,
     "augment": 6,
+    # the run spec reads the registries (data, backbones, scoring, augment) for its choices
+    "spec": 6,
+    "spec_values": 6,
     "export": 6,
     "export_files": 6,
     "runtime": 6,

@@ -8,10 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
 from ..data import Dataset
 from ..data.crop_folder import CropRow, CropSpec
+from ..events import track
 from .manifest import ManifestRow, check_output, open_output
 from .sources import data_channels, defect_shapes, place, read_pixels, training_sources
 
@@ -44,7 +44,7 @@ def generate_paste(
     if log:
         log(f"paste: {len(shapes)} training defects onto {len(normals)} normal images")
     with open_output(out, as_crops, "paste", force, [dataset.root]) as writer:
-        for i in tqdm(range(n), desc="paste", unit="img", disable=not progress):
+        for i in track(range(n), "paste", progress=progress):
             rng = np.random.default_rng(seed + i)
             normal = normals[int(rng.integers(len(normals)))]
             shape = shapes[int(rng.integers(len(shapes)))]

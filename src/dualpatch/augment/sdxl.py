@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from ..data import Dataset
 from ..data.crop_folder import CropRow, CropSpec
 from ..data.images import resize, resize_image, resize_mask
 from ..errors import WeightsError
+from ..events import track
 from ..fileio import sha256_file
 from .device import resolve_device
 from .manifest import ManifestRow, check_output, open_output
@@ -139,7 +139,7 @@ def generate_sdxl(
         log(f"sdxl: {len(jobs)} images, {steps} steps at {gw}x{gh} on {pipe.device}")
     inputs = [dataset.root, weights]
     with open_output(out, as_crops, "sdxl", force, inputs) as writer, _quiet_diffusers():
-        for i, (prompt, _) in enumerate(tqdm(jobs, desc="sdxl", unit="img", disable=not progress)):
+        for i, (prompt, _) in enumerate(track(jobs, "sdxl", progress=progress)):
             rng = np.random.default_rng(seed + i)
             normal = normals[int(rng.integers(len(normals)))]
             shape = shapes[int(rng.integers(len(shapes)))]

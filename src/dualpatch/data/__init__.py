@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .base import Dataset, Sample
-from .crops import DefectCrop, extract_defect_crops
-from .demo import make_demo_dataset
 from .images import read_image, read_mask
 from .kolektorsdd import KolektorSDD
 from .ksdd2 import KolektorSDD2
 from .mvtec import MVTecFolder
 
+if TYPE_CHECKING:
+    from .crops import DefectCrop, extract_defect_crops
+    from .demo import make_demo_dataset
+
+# scipy loads on first use of these: the registry below (the config's and the CLI's choices of
+# dataset) costs little to import
+_LAZY = {"DefectCrop": "crops", "extract_defect_crops": "crops", "make_demo_dataset": "demo"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: datasets by name: the one place a dataset family is added
 DATASETS = {
     "kolektorsdd": KolektorSDD,
     "ksdd2": KolektorSDD2,
@@ -29,6 +45,8 @@ def load_dataset(name: str, root: str | Path, split: str) -> Dataset:
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
     if name == "demo":
+        from .demo import make_demo_dataset
+
         make_demo_dataset(root)
     return DATASETS[name](root, split=split)
 

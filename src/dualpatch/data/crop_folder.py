@@ -179,7 +179,7 @@ def write_training_crops(
     The crops are ``Dataset.defect_crops(spec.size, spec.padding, spec.min_size)``, in the same
     order, so a model fed from this folder equals one fitted with ``--defects crop``.
     """
-    from tqdm import tqdm
+    from ..events import track
 
     defective = dataset.defective()
     if not defective:
@@ -189,8 +189,7 @@ def write_training_crops(
     split = getattr(dataset, "split", "train")
     with open_crop_folder(out, {**(info or {}), **settings}, spec.force, spec.append) as folder:
         pairs = dataset.defect_crops_by_image(spec.size, spec.padding, spec.min_size)
-        for sample, crops in tqdm(pairs, total=len(defective), desc="crops", unit="img",
-                                  disable=None if progress else True):  # fmt: skip
+        for sample, crops in track(pairs, "crops", len(defective), progress):
             for k, crop in enumerate(crops):
                 name = f"{sample.id}-{k}"
                 folder.add(crop, name, sample.image_path, spec.size, split, "real")

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from tqdm import tqdm
-
 from ..errors import DataError
+from ..events import track
 from ..fileio import atomic_dir
 
 CHUNK = 1 << 20
@@ -164,9 +163,7 @@ def extract_into(
 def _write_members(archive: Path, folder: Path, members: list[_Member], progress: bool) -> None:
     base = folder.resolve()
     members = [m for m in members if m.parts and m.parts[0] != "__MACOSX"]
-    bar = tqdm(members, desc=f"extracting {archive.name}", unit="file",
-               disable=None if progress else True)  # fmt: skip
-    for m in bar:
+    for m in track(members, f"extracting {archive.name}", progress=progress):
         target = base.joinpath(*m.parts)
         name = "/".join(m.parts)
         # Belt and braces: the names were checked, but never write where the base does not reach.

@@ -18,15 +18,16 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
+from ..events import track
 from ..fileio import check_output_dir, output_dir
 from .download import Limits, extract_into
 from .images import read_image, read_mask, resize, resize_image, resize_mask
 from .ksdd2 import EXPECTED_COUNTS, LABELS, SPLITS, find_root, scan_split, unpaired
 
-DEFAULT_SIZE = (224, 632)  # (W, H)
+#: the reference's size, (H, W) as every size in dualpatch
+DEFAULT_IMAGE_SIZE = (632, 224)
 COMMAND = "data prepare"
 #: each worker decodes one image at a time (see ``images.max_pixels`` for the per-image budget)
 MAX_WORKERS = 64
@@ -45,24 +46,33 @@ class PrepareReport:
 def prepare_ksdd2(
     src: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    size: tuple[int, int] = DEFAULT_SIZE,
+    size: tuple[int, int] | None = None,
     limits: Limits = Limits(),
     workers: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
     force: bool = False,
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
 ) -> PrepareReport:
     """Write a resized copy of KSDD2 from ``src`` (folder or zip/tar) into ``out``.
 
-    Images are resized bilinearly and masks nearest-neighbour to ``size`` = (W, H); masks are
-    written as 0/255. ``<split>.csv`` lists ``path,label`` with ``positive`` when the original
+    Images are resized bilinearly and masks nearest-neighbour to ``image_size`` = (H, W); masks
+    are written as 0/255. ``<split>.csv`` lists ``path,label`` with ``positive`` when the original
     mask has any non-zero pixel. The stray ``(copy)`` duplicates are dropped. Counts that differ
     from the official ones are warnings, never errors. ``out`` appears complete or not at all.
+    ``size`` = (W, H) is the old, width-first name, still read (with a warning).
     """
     src, out = Path(src), Path(out)
-    w, h = size
+    h, w = image_size
+    if size is not None:
+        warnings.warn(
+            "prepare_ksdd2: size=(W, H) is renamed image_size=(H, W) (height first)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        w, h = size
     if w < 1 or h < 1:
-        raise DataError(f"--size {w} {h}: width and height must be positive")
+        raise DataError(f"image_size {h} {w}: height and width must be positive")
     if not src.exists():
         raise DataError(f"{src}: not found (give the KSDD2 folder or its zip)")
     if out.resolve() == src.resolve() or src.resolve().is_relative_to(out.resolve()):
@@ -80,7 +90,9 @@ def prepare_ksdd2(
                 _prepare_tree(find_root(Path(raw)), tmp, (h, w), workers, progress, log, report)
         else:
             _prepare_tree(find_root(src), tmp, (h, w), workers, progress, log, report)
-        info = {"source": str(src), "size_wh": [w, h], "counts": report.counts}
+        # size_wh: the width-first record older readers of prepared.json know
+        info = {"source": str(src), "image_size": [h, w], "size_wh": [w, h],
+                "counts": report.counts}  # fmt: skip
         (tmp / "prepared.json").write_text(json.dumps({**info, "dropped": report.dropped}) + "\n")
     for split, (n, pos) in report.counts.items():
         en, epos = EXPECTED_COUNTS[split]
@@ -116,8 +128,7 @@ def _prepare_tree(root, tmp, hw, workers, progress, log, report: PrepareReport) 
 
         with ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL while coding images
             jobs = pool.map(one, files.pairs.items())
-            rows = list(tqdm(jobs, total=len(files.pairs), desc=f"preparing {split}",
-                             unit="img", disable=None if progress else True))  # fmt: skip
+            rows = list(track(jobs, f"preparing {split}", len(files.pairs), progress))
         with (tmp / f"{split}.csv").open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "label"])

@@ -10,7 +10,7 @@ import torch
 
 from ..data.base import Sample
 from ..data.crops import DefectCrop
-from ..defaults import DEFECT_CORESET, DUAL_RULE, NORMAL_CORESET
+from ..defaults import BACKBONE, DEFECT_CORESET, DUAL_RULE, IMAGE_SIZE, NORMAL_CORESET
 from ..errors import ConfigError, DataError, ModelFileError
 from ..feature_cache import close_features
 from ..scoring import score_patches
@@ -41,8 +41,8 @@ class DualPatchCore(PatchCore):
 
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
-        image_size: tuple[int, int] = (320, 128),
+        backbone: str = BACKBONE,
+        image_size: tuple[int, int] = IMAGE_SIZE,
         coreset_ratio: float = NORMAL_CORESET,
         defect_coreset: float = DEFECT_CORESET,
         rule: str = DUAL_RULE,

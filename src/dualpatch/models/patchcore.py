@@ -1,5 +1,6 @@
 """``PatchCore``: one memory bank of normal patches; a test patch's score is its distance to
-the bank. The feature cache, persistence and progress display live in their own modules."""
+the bank. The feature cache and persistence live in their own modules; progress goes out as
+events (``dualpatch.events``)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,12 @@ import torch
 from .. import feature_cache
 from ..data.base import Sample
 from ..data.duplicates import file_sha256
-from ..defaults import NORMAL_CORESET, NORMALIZATION
+from ..defaults import BACKBONE, CORESET_MIN, IMAGE_SIZE, NORMAL_CORESET, NORMALIZATION
 from ..errors import ConfigError, DataError
+from ..events import open_stage, silent
 from ..feature_cache import cache_key, key_prefix
 from ..features import FeatureExtractor, to_tensor
 from ..memory import MemoryBank
-from ..progress import silent
-from ..progress import stage as progress_stage
 from ..scoring import (
     DEFAULT_NUM_NEIGHBORS,
     DEFAULT_REWEIGHT_NEIGHBORS,
@@ -62,10 +62,10 @@ class PatchCore:
 
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
-        image_size: tuple[int, int] = (320, 128),
+        backbone: str = BACKBONE,
+        image_size: tuple[int, int] = IMAGE_SIZE,
         coreset_ratio: float = NORMAL_CORESET,
-        coreset_min: int = 1000,
+        coreset_min: int = CORESET_MIN,
         projection_dim: int = 128,
         num_neighbors: int = DEFAULT_NUM_NEIGHBORS,
         reweight: bool = False,
@@ -117,7 +117,7 @@ class PatchCore:
         )
 
     def _bar(self, desc: str, total: int) -> Callable[[int], None]:
-        return progress_stage(self.progress, desc, total)
+        return open_stage(self.progress, desc, total)
 
     @property
     def extractor_(self) -> FeatureExtractor:

@@ -83,9 +83,10 @@ def test_sdxl_recipe_on_a_tiny_pipeline(tiny_sdxl, demo_root, tmp_path, monkeypa
     res = CliRunner().invoke(
         app, ["sdxl", "--weights", str(tiny_sdxl), "--dataset", "demo", "--data", str(demo_root),
               "--n-per-prompt", "1", "--out", str(out), "--steps", "2",
-              "--gen-size", "64", "64", "--size", "32", "80"],
+              "--gen-image-size", "64", "64", "--image-size", "80", "32"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
+    assert "renamed" not in res.output
     assert "CPU" in res.output  # the warning about time without CUDA
     rows = read_manifest(out)
     assert len(rows) == 2  # one per reference prompt
@@ -113,11 +114,15 @@ def test_sdxl_as_crops_equals_the_crops_of_its_images(tiny_sdxl, demo_root, tmp_
     from dualpatch.data.crop_folder import read_crop_folder
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # the old width-first flags, still read (H W = 80 32, as in the test above)
     args = ["sdxl", "--weights", str(tiny_sdxl), "--dataset", "demo", "--data", str(demo_root),
             "--n-per-prompt", "1", "--steps", "2", "--gen-size", "64", "64",
             "--size", "32", "80"]  # fmt: skip
     images, crops = tmp_path / "images", tmp_path / "crops"
-    assert CliRunner().invoke(app, [*args, "--out", str(images)]).exit_code == 0
+    res = CliRunner().invoke(app, [*args, "--out", str(images)])
+    assert res.exit_code == 0, res.output
+    assert "warning: option: --size W H is renamed --image-size H W" in res.output
+    assert "read as --image-size 80 32" in res.output
     res = CliRunner().invoke(
         app, [*args, "--out", str(crops), "--as-crops", "--crop-size", "80", "32"]
     )

@@ -71,14 +71,15 @@ def test_csv_labels_and_sizes(raw, prepared):
             values = set(np.unique(np.asarray(mask)))
             assert values <= {0, 255} and (255 in values) == (r["label"] == "positive")
     meta = json.loads((prepared / "prepared.json").read_text())
-    assert meta["size_wh"] == [224, 632] and meta["dropped"] == [f"train/{n}" for n in COPY_PAIR]
+    assert meta["image_size"] == [632, 224] and meta["size_wh"] == [224, 632]
+    assert meta["dropped"] == [f"train/{n}" for n in COPY_PAIR]
     assert meta["counts"] == {"train": [12, 3], "test": [6, 2]}
 
 
 def test_custom_size_and_no_warning_when_counts_match(raw, tmp_path, monkeypatch, recwarn):
     counts = {"train": (12, 3), "test": (6, 2)}
     monkeypatch.setattr("dualpatch.data.prepare.EXPECTED_COUNTS", counts)
-    report = prepare_ksdd2(raw[0], tmp_path / "small", size=(112, 316), **quiet)
+    report = prepare_ksdd2(raw[0], tmp_path / "small", image_size=(316, 112), **quiet)
     assert report.warnings == [] and len(recwarn) == 0
     assert Image.open(tmp_path / "small" / "test" / "20000.png").size == (112, 316)
 

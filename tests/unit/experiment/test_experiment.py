@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ def _config(tmp_path, demo_root, **extra):
         f"out={tmp_path / 'exp'}",
         "image_size=[64, 32]",
         "coreset_min=40",
-        f"cache={tmp_path / 'cache'}",
+        f"cache_dir={tmp_path / 'cache'}",
     ]
     cfg = load_config(None, overrides)
     cfg["runs"] = [
@@ -116,7 +117,7 @@ def test_rerun_skips_finished_runs_without_feature_extraction(finished, monkeypa
 def test_changed_run_is_recomputed_from_cached_features(finished, monkeypatch):
     cfg, report = finished
     cfg = json.loads(json.dumps(cfg))
-    cfg["runs"] = [{"name": "single", "bank": "single", "normal_coreset": 0.5}]
+    cfg["runs"] = [{"name": "single", "bank": "single", "coreset_ratio": 0.5}]
     calls = []
     from dualpatch.features import FeatureExtractor
 
@@ -132,7 +133,7 @@ def test_changed_run_is_recomputed_from_cached_features(finished, monkeypatch):
     # and scores from the feature cache alone
     assert sum(calls) == 0
     run = json.loads((report.parent / "runs" / "single" / "run.json").read_text())
-    assert run["settings"]["normal_coreset"] == 0.5
+    assert run["settings"]["coreset_ratio"] == 0.5
 
 
 def test_overrides_and_validation(tmp_path):
@@ -159,9 +160,49 @@ def test_shipped_configs_are_valid():
         cfg = load_config(path)
         assert cfg["runs"]
     ksdd2 = load_config(REPO_ROOT / "configs/ksdd2.yaml")
-    assert (ksdd2["backbone"], ksdd2["normal_coreset"], ksdd2["defect_coreset"], ksdd2["seed"]) == (
+    assert (ksdd2["backbone"], ksdd2["coreset_ratio"], ksdd2["defect_coreset"], ksdd2["seed"]) == (
         "resnet50",
         0.01,
         0.10,
         42,
     )
+
+
+OLD_KEYS = """\
+dataset: demo
+normal_coreset: 0.2
+cache: ""
+runs:
+  - {name: single, bank: single, normal_coreset: 0.3}
+  - {name: dual, bank: dual}
+"""
+
+
+def test_a_config_with_the_old_keys_still_loads_with_one_warning_per_old_name(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text(OLD_KEYS)
+    with pytest.warns(FutureWarning) as caught:
+        cfg = load_config(path, ["runs.1.normal_coreset=0.4"])
+    assert (cfg["coreset_ratio"], cfg["cache_dir"]) == (0.2, "")
+    assert "normal_coreset" not in cfg and "cache" not in cfg
+    assert [r.get("coreset_ratio") for r in cfg["runs"]] == [0.3, 0.4]
+    lines = sorted(str(w.message) for w in caught)
+    assert len(lines) == 2, lines  # normal_coreset (used three times) and cache: once each
+    assert "cache is renamed cache_dir" in lines[0]
+    assert "normal_coreset is renamed coreset_ratio" in lines[1]
+    # the same config under the new names: the same settings, no warning
+    new = tmp_path / "new.yaml"
+    renamed = OLD_KEYS.replace("normal_coreset", "coreset_ratio")
+    new.write_text(renamed.replace("cache:", "cache_dir:"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_config(new, ["runs.1.coreset_ratio=0.4"]) == cfg
+
+
+def test_old_key_errors_name_the_old_key_and_both_names_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="^config: normal_coreset is 2; expected a fraction"):
+        load_config(None, ["normal_coreset=2"])
+    path = tmp_path / "both.yaml"
+    path.write_text("normal_coreset: 0.2\ncoreset_ratio: 0.3\n")
+    with pytest.raises(ConfigError, match="normal_coreset and coreset_ratio are one setting"):
+        load_config(path)

@@ -40,7 +40,7 @@ def entries(cache: Path) -> dict[str, tuple[int, int]]:
 def fit_command(demo_root: Path, out: Path) -> list[str]:
     return [
         sys.executable, "-m", "dualpatch.cli", "fit", "--dataset", "demo", "--data", str(demo_root),
-        "--out", str(out), "--size", *SIZE, "--coreset", "0.001", "--coreset-min", "50",
+        "--out", str(out), "--image-size", *SIZE, "--coreset-ratio", "0.001", "--coreset-min", "50",
     ]
 
 
@@ -185,7 +185,7 @@ def test_every_output_appears_by_rename(demo_root, tmp_path, monkeypatch):
         except SystemExit as exc:
             assert exc.code in (0, None), args
 
-    small = ("--size", "64", "32", "--coreset-min", "20")
+    small = ("--image-size", "64", "32", "--coreset-min", "20")
     model = tmp_path / "model"
     cli("fit", "--dataset", "demo", "--data", demo_root, "--out", model, *small)
     cli("evaluate", "--model", model, "--dataset", "demo", "--data", demo_root,

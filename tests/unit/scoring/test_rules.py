@@ -85,7 +85,7 @@ def test_reweight_is_refused_by_the_config(demo_root):
 
 def test_reweight_is_refused_by_the_cli(run_cli, demo_root, tmp_path):
     args = ["fit", "--dataset", "demo", "--data", demo_root, "--out", tmp_path / "m"]
-    res = run_cli(*args, "--bank", "dual", "--reweight", "--size", "64", "32")
+    res = run_cli(*args, "--bank", "dual", "--reweight", "--image-size", "64", "32")
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "single-bank" in lines[0]
