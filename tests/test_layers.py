@@ -23,6 +23,8 @@ LAYERS = {
     "data": 1,
     "backbones": 1,
     "features": 2,
+    "fewshot": 2,
+    "feature_augment": 3,
     "memory": 3,
     "spill": 4,
     "scoring": 4,
@@ -37,8 +39,10 @@ LAYERS = {
     "runtime": 6,
     "server": 6,
     "report": 7,
+    "report_fewshot": 7,
     "crossval": 8,
     "experiment": 8,
+    "fewshot_runner": 8,
     "cli": 9,
 }
 

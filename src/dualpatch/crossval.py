@@ -254,7 +254,7 @@ def compare_runs(a: str | Path, b: str | Path, metrics=COMPARED) -> dict[str, di
     return {k: compare(ba[k], bb[k], (a.name, b.name)) for k in metrics}
 
 
-def write_report(exp, results: list[dict], dataset_info: dict) -> Path:
+def write_report(exp, results: list[dict], dataset_info: dict, sections=()) -> Path:
     from .report import RunResult, write_html_report
 
     size = tuple(exp.config["image_size"])
@@ -321,6 +321,7 @@ def write_report(exp, results: list[dict], dataset_info: dict) -> Path:
         title=f"dualpatch: {exp.config['name']}",
         gallery_limit=None,
         inline_images=exp.config["inline_images"],
+        sections=sections,
     )
 
 

@@ -65,6 +65,10 @@ DEFAULTS: dict[str, Any] = {
     # the report's decision threshold: fitted on a validation split of the training items, or
     # "none" (no validation fit; the gallery then shows the oracle threshold, labelled as such)
     "threshold": "validation",
+    # few real defects (dualpatch.fewshot_runner): e.g. [1, 2, 5, 10, all] real defective training
+    # images per dual run, each n drawn defect_draws times; None: every defect, once
+    "defect_shots": None,
+    "defect_draws": 3,
     "runs": [
         {"name": "single", "bank": "single"},
         {"name": "dual", "bank": "dual"},
@@ -93,8 +97,11 @@ RUN_KEYS = {
     "knn",
     "max_memory",
     "crops",
+    "defect_feature_augment",
 }
-AUGMENT_KEYS = {"method", "n", "steps", "minutes", "seed"}
+#: per-run keys read by the few-shot runner only (never part of a run's fitted settings)
+FEWSHOT_RUN_KEYS = {"defect_shots", "defect_draws"}
+AUGMENT_KEYS = {"method", "n", "steps", "minutes", "seed", "weights"}
 
 
 # -------------------------------------------------------------------------------- config
@@ -165,6 +172,7 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] = ()) 
 def _check_value(where: str, key: str, value: Any) -> None:
     """ConfigError unless ``value`` is usable for setting ``key`` (checked before any work)."""
     from .defaults import MAX_SEED
+    from .fewshot_runner import check_shots_value
     from .limits import MIN_SIDE, check_size, parse_items
     from .spill import memory_size_ok
 
@@ -188,6 +196,14 @@ def _check_value(where: str, key: str, value: Any) -> None:
         return
     if key == "augment" and isinstance(value, dict):
         _check_augment(where, value)
+        return
+    if key == "defect_feature_augment" and value is not None:
+        from .feature_augment import check_settings
+
+        try:
+            check_settings(value)
+        except ConfigError as exc:
+            raise ConfigError(f"config: {where}{exc}") from exc
         return
     choices = {
         "dataset": ("kolektorsdd", "ksdd2", "folder", "demo"),
@@ -254,6 +270,11 @@ def _check_value(where: str, key: str, value: Any) -> None:
             f"null or a non-empty list of whole numbers 0 to {MAX_SEED}",
         ),
         "bootstrap": (lambda v: whole(v) and v >= 10, "a whole number >= 10"),
+        "defect_shots": (
+            check_shots_value,
+            "null or a list of distinct whole numbers >= 1 and/or all, e.g. [1, 2, 5, 10, all]",
+        ),
+        "defect_draws": (whole_at_least_1, "a whole number of at least 1"),
     }
     if key in choices:
         ok, expected = value in choices[key], "one of " + ", ".join(choices[key])
@@ -294,6 +315,10 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     for node in [config, *(r for r in runs if isinstance(r, dict))]:
         if isinstance(node.get("crops"), str):  # one folder, e.g. --set crops=DIR
             node["crops"] = [node["crops"]]
+        if "defect_shots" in node:  # one n, e.g. --set defect_shots=5
+            from .fewshot_runner import normalise_shots
+
+            node["defect_shots"] = normalise_shots(node["defect_shots"])
     for key, value in config.items():
         _check_value("", key, value)
     runs = config["runs"]
@@ -303,7 +328,10 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     for i, run in enumerate(runs):
         if not isinstance(run, dict) or "bank" not in run:
             raise ConfigError(f"config: runs[{i}] needs at least a 'bank' (single or dual)")
-        unknown = {str(k) for k in run} - RUN_KEYS
+        unknown = {str(k) for k in run} - RUN_KEYS - FEWSHOT_RUN_KEYS
+        if FEWSHOT_RUN_KEYS & set(run) and not config["defect_shots"]:
+            raise ConfigError(f"config: runs[{i}] sets defect_shots/defect_draws, but the "
+                              "experiment has no defect_shots")  # fmt: skip
         if unknown:
             raise ConfigError(f"config: runs[{i}] has unknown key(s) {', '.join(sorted(unknown))}")
         if run["bank"] not in ("single", "dual"):
@@ -312,6 +340,8 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
             _check_value(f"runs[{i}].", key, value)
         if run["bank"] == "single" and (run.get("augment") or run.get("augmented")):
             raise ConfigError(f"config: runs[{i}] adds synthetic defects to a single-bank run")
+        if run["bank"] == "single" and run.get("defect_feature_augment"):
+            raise ConfigError(f"config: runs[{i}] gives defect_feature_augment to a single bank")
         if run["bank"] == "single" and run.get("crops"):
             raise ConfigError(f"config: runs[{i}] gives crops (a defect bank) to a single-bank run")
         aug = run.get("augment")
@@ -438,6 +468,10 @@ class Experiment:
         mark_output(self.out, COMMAND)
         write_json(self.out / "environment.json", environment())
         runs = [resolve_run(self.config, run) for run in self.config["runs"]]
+        if self.config["defect_shots"]:  # n real defects per dual run: its own loop and summary
+            from .fewshot_runner import finish_fewshot, run_fewshot
+
+            return finish_fewshot(self, *run_fewshot(self, runs, splits), info)
         results, boots = run_matrix(self, runs, splits)
         write_bytes(self.out / "results.npy", _npy_bytes(_seed_layout(results)))
         return finish(self, results, boots, info)
@@ -573,7 +607,8 @@ class Experiment:
             if not synthetic:  # never report a run as augmented that added nothing
                 raise ConfigError(f"{pool}: gave no synthetic defects for run {s['name']!r}")
             defects += synthetic
-        model = DualPatchCore(**common, defect_coreset=s["defect_coreset"], rule=s["rule"])
+        model = DualPatchCore(**common, defect_coreset=s["defect_coreset"], rule=s["rule"],
+                              defect_feature_augment=s.get("defect_feature_augment"))  # fmt: skip
         return model.fit(train.normal(), defects)
 
     def _load_finished(self, run_dir: Path, name: str) -> dict:
@@ -622,6 +657,7 @@ class Experiment:
             default=spec.get("n", 40),
         )
         tag = "-".join(f"{k}{v}" for k, v in key(spec) if k != "method")
+        tag = _slug(tag) if tag else ""  # augment.weights is a path: no "/" in a folder name
         folder = (
             self.out
             / "augment"
