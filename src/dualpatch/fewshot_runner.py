@@ -26,6 +26,7 @@ import numpy as np
 from .crossval import seeds_of
 from .errors import ConfigError
 from .fewshot import ALL, Shots, fewshot_draws
+from .memory import remembered_queries
 from .protocol import Split
 from .uncertainty import compare, fold_counts
 
@@ -104,8 +105,6 @@ def run_fewshot(exp, runs: list[dict], splits: list[Split]) -> tuple[list[dict],
 
     ``results``/``boots`` are keyed by entry name (``"dual n=5"``; single: ``"single"``);
     ``entries`` describe each (run, n) for metrics.json and the report."""
-    from .crossval import run_over_splits
-
     c = exp.config
     seeds = seeds_of(c)
     counts = fold_counts([len(s.test) for s in splits], c["bootstrap"], seed=0)
@@ -117,37 +116,50 @@ def run_fewshot(exp, runs: list[dict], splits: list[Split]) -> tuple[list[dict],
         by_n = {} if settings["bank"] == "single" else draw_splits(splits, shots, draws, c["seed"])
         plans.append((fitted, shots, draws, by_n))
     results, boots, entries = [], {}, []
-    for i, (fitted, shots, draws, by_n) in enumerate(plans):
-        reason = sdxl_unavailable(fitted)
-        if reason:
-            exp.log.warning("%s: skipped: %s", fitted["name"], reason)
-            continue
-        if fitted["bank"] == "single":  # sees no defects: once, whatever n is
-            exp.log.info("run %d/%d: %s", i + 1, len(plans), fitted["name"])
-            result, boot = run_over_splits(exp, fitted, splits, seeds, counts, None)
-            results.append(result)
-            boots[fitted["name"]] = boot
-            entries.append({"name": fitted["name"], "run": fitted["name"], "shots": None,
-                            "draws": 0, "real_only": False, "bank": "single"})  # fmt: skip
-            continue
-        for n in shots:
-            name = entry_name(fitted["name"], n)
-            exp.log.info("run %d/%d: %s", i + 1, len(plans), name)
-            pairs = by_n[str(n)]
-            result, boot = run_over_splits(
-                exp, {**fitted, "name": name}, [s for _, s in pairs], seeds,
-                [counts[f] for f, _ in pairs], True,
-            )  # fmt: skip
-            if n != shots[-1]:  # only each run's largest n reaches the gallery: free its maps
-                result["maps"] = None
-            results.append(result)
-            boots[name] = boot
-            entries.append({"name": name, "run": fitted["name"], "shots": n,
-                            "draws": 1 if n == ALL else draws, "real_only": is_real_only(fitted),
-                            "bank": "dual"})  # fmt: skip
+    # every dual fit of a fold shares its normal bank: its distances to the fold's training and
+    # test patches are searched once, not once per draw and source
+    with remembered_queries():
+        for i, plan in enumerate(plans):
+            _run_plan(exp, i, plan, splits, seeds, counts, results, boots, entries)
     if not results:
         raise ConfigError("config: every run was skipped (see the log)")
     return results, boots, entries
+
+
+def _run_plan(exp, i: int, plan: tuple, splits, seeds, counts, results, boots, entries) -> None:
+    """One configured run: once (single) or at every n (dual); appends to the three outputs."""
+    from .crossval import run_over_splits
+
+    fitted, shots, draws, by_n = plan
+    total = len(exp.config["runs"])
+    reason = sdxl_unavailable(fitted)
+    if reason:
+        exp.log.warning("%s: skipped: %s", fitted["name"], reason)
+        return
+    if fitted["bank"] == "single":  # sees no defects: once, whatever n is
+        exp.log.info("run %d/%d: %s", i + 1, total, fitted["name"])
+        result, boot = run_over_splits(exp, fitted, splits, seeds, counts, None)
+        results.append(result)
+        boots[fitted["name"]] = boot
+        entries.append({"name": fitted["name"], "run": fitted["name"], "shots": None,
+                        "draws": 0, "real_only": False, "bank": "single"})  # fmt: skip
+        return
+    for n in shots:
+        name = entry_name(fitted["name"], n)
+        exp.log.info("run %d/%d: %s", i + 1, total, name)
+        pairs = by_n[str(n)]
+        result, boot = run_over_splits(
+            exp, {**fitted, "name": name}, [s for _, s in pairs], seeds,
+            [counts[f] for f, _ in pairs], True,
+        )  # fmt: skip
+        exp.__dict__.pop("_fitted", None)  # one model per draw: none is asked for again
+        if n != shots[-1]:  # only each run's largest n reaches the gallery: free its maps
+            result["maps"] = None
+        results.append(result)
+        boots[name] = boot
+        entries.append({"name": name, "run": fitted["name"], "shots": n,
+                        "draws": 1 if n == ALL else draws, "real_only": is_real_only(fitted),
+                        "bank": "dual"})  # fmt: skip
 
 
 def fewshot_metrics(results: list[dict], boots: dict, entries: list[dict]) -> dict[str, dict]:
