@@ -169,3 +169,16 @@ def test_cli_flag_sets_and_checks_defect_shots(run_cli, tmp_path):
         "error: config: defect_shots is [0, 2]; expected null or a list of distinct whole numbers"
         " >= 1 and/or all, e.g. [1, 2, 5, 10, all]"
     ]
+
+
+def test_folds_keep_one_folder_per_fold_and_draw(data, tmp_path):
+    cfg = _config(data, tmp_path / "f", "folds=2", "defect_shots=[1]", "defect_draws=1",
+                  "runs=[{name: single, bank: single}, {name: dual, bank: dual}]")  # fmt: skip
+    metrics = _run(cfg)
+    runs = tmp_path / "f" / "runs"
+    assert sorted(p.name for p in (runs / "single").glob("fold*")) == ["fold0-seed0", "fold1-seed0"]
+    assert sorted(p.name for p in (runs / "dual_n_1").glob("fold*")) == [
+        "fold0-draw0-seed0",
+        "fold1-draw0-seed0",
+    ]
+    assert metrics["single"]["n_evaluations"] == 2 and metrics["dual n=1"]["n_evaluations"] == 2

@@ -138,7 +138,8 @@ def _run_plan(exp, i: int, plan: tuple, splits, seeds, counts, results, boots, e
         return
     if fitted["bank"] == "single":  # sees no defects: once, whatever n is
         exp.log.info("run %d/%d: %s", i + 1, total, fitted["name"])
-        result, boot = run_over_splits(exp, fitted, splits, seeds, counts, None)
+        nested = len(splits) > 1 or len(seeds) > 1  # one folder per split x seed
+        result, boot = run_over_splits(exp, fitted, splits, seeds, counts, nested)
         results.append(result)
         boots[fitted["name"]] = boot
         entries.append({"name": fitted["name"], "run": fitted["name"], "shots": None,
