@@ -48,16 +48,24 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from dualpatch.experiment import Experiment, load_config
-    from dualpatch.fileio import write_json
+    from dualpatch.crossval import prepare
+    from dualpatch.experiment import COMMAND, Experiment, environment, load_config, resolve_run
+    from dualpatch.fewshot_runner import finish_fewshot, run_fewshot
+    from dualpatch.fileio import mark_output, write_json
     from dualpatch.report_fewshot import plot_fewshot
 
     out = Path(args.out)
     load = [os.getloadavg()[0]]
     t0 = time.perf_counter()
-    if not args.collect_only:
+    if not args.collect_only:  # Experiment.run's steps, without report.html's gallery
         cfg = load_config(args.config, [f"data={args.data}", f"out={out}", *args.set])
-        Experiment(cfg, force=True).run()
+        exp = Experiment(cfg, force=True)
+        exp.check_output()
+        splits, info = prepare(exp)
+        mark_output(exp.out, COMMAND)
+        write_json(exp.out / "environment.json", environment())
+        runs = [resolve_run(cfg, run) for run in cfg["runs"]]
+        finish_fewshot(exp, *run_fewshot(exp, runs, splits), info, report=False)
     metrics = json.loads((out / "metrics.json").read_text())
     advice = metrics.pop("fewshot")
     config = load_config(out / "config.yaml")

@@ -256,10 +256,12 @@ def _advice(metrics: dict, wins: list[str], base: str | None, single: str | None
     return {"use": best, "why": why}
 
 
-def finish_fewshot(exp, results: list[dict], boots: dict, entries: list[dict], info: dict) -> Path:
+def finish_fewshot(
+    exp, results: list[dict], boots: dict, entries: list[dict], info: dict, report: bool = True
+) -> Path:
     """metrics.json (per (run, n), plus ``fewshot``: the goal check and the advice per n),
     metrics.csv (with ``run`` and ``defect_shots`` columns) and report.html (single and each run
-    at its largest n in the gallery, the curves over n above it)."""
+    at its largest n in the gallery, the curves over n above it; skipped unless ``report``)."""
     from .crossval import metrics_csv, write_report
     from .fileio import write_json, write_text
     from .report_fewshot import fewshot_section
@@ -275,6 +277,8 @@ def finish_fewshot(exp, results: list[dict], boots: dict, entries: list[dict], i
         shots = "" if e["shots"] is None else str(e["shots"])
         lines.append(f"{e['run']},{shots},{row.split(',', 1)[1]}")
     write_text(exp.out / "metrics.csv", "\n".join(lines) + "\n")
+    if not report:  # a benchmark that only wants the figures
+        return exp.out / "report.html"
     largest = {}
     for e in entries:  # the gallery: single and each dual run at its largest n
         largest[e["run"]] = e["name"]
