@@ -140,9 +140,9 @@ def main() -> None:
 def timing(args, results, configs, train, out: Path, sample_ddpm, write_json) -> None:
     """Sampling wall seconds per defect of each lever's latest model (run at normal priority).
 
-    After a warm-up run, two runs of 2 and of ``timing_n`` defects: their difference over ``timing_n - 2`` is the
-    marginal cost of one defect (model loading and learning the placement prior excluded); the
-    larger run's total over its defects is given too."""
+    After a warm-up run, two runs of 2 and of ``timing_n`` defects: their difference over
+    ``timing_n - 2`` is the marginal cost of one defect (model loading and learning the placement
+    prior excluded); the larger run's total over its defects is given too."""
     work = Path(args.work)
     rows = results.setdefault("sampling", {})
     for lever in args.levers:

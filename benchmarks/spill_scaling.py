@@ -6,7 +6,7 @@ image) so that 20k images extract in minutes on two shared cores; the test set (
 defective) is shared by all N. Per N: wall time, peak RSS, the on-disk store's size, the rows the
 coreset ran on and the image AUROC, for the approximate coreset under the cap and, where its
 projection fits, the exact greedy coreset under the cap (bit-identical to the in-memory fit:
-tests/test_spill.py) and the plain in-memory fit (N = 1k). Writes
+tests/unit/spill/test_spill.py) and the plain in-memory fit (N = 1k). Writes
 benchmarks/results/spill_scaling.json.
 
     PYTHONPATH=src python benchmarks/spill_scaling.py [--sizes 1000 5000 20000]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install Debian's chromium for the report's browser test (tests/test_report.py).
+# Install Debian's chromium for the report's browser test (tests/unit/report/test_report.py).
 # Idempotent, and never fails the build: without chromium that test is skipped with its reason.
 set -u
 

@@ -87,7 +87,7 @@ def crops(
     The crops are those of 'fit --defects crop' at the same --size: 'fit --crops OUT' gives the
     same model. Edit them, add your own, or add generated ones with 'augment ... --as-crops'.
     """
-    from .cli import open_dataset
+    from .cli_common import open_dataset
     from .data.crop_folder import CropSpec, write_training_crops
     from .defaults import MIN_SIDE
     from .errors import ConfigError

@@ -140,6 +140,8 @@ def finish(exp, results: list[dict], boots: dict, info: dict, report: bool = Tru
     if not report:
         return page
     if any(not r.get("skipped") for r in results) or not page.exists():
+        from .experiment_outputs import write_report
+
         write_report(exp, results, info)
     else:
         exp.log.info("every run finished before: report.html kept as it is")
@@ -148,9 +150,6 @@ def finish(exp, results: list[dict], boots: dict, info: dict, report: bool = Tru
 
 def run_over_splits(exp, settings, splits, seeds, counts, nested) -> tuple[dict, dict]:
     """One run on every split × seed: its summary, pooled predictions and bootstrap replicates."""
-    from safetensors.numpy import save_file
-
-    from .fileio import atomic_path, write_json
     from .report import slug
 
     base = exp.out / "runs" / slug(settings["name"])
@@ -166,30 +165,14 @@ def run_over_splits(exp, settings, splits, seeds, counts, nested) -> tuple[dict,
             r = exp.run_one(s, split.train, split.test, split_info(split), run_dir)
             skipped &= bool(r.get("skipped"))
             points.append(r["metrics"])
-            thr = r["metrics"].get("threshold", math.nan)
-            for k, v in image_metrics(r["labels"], r["scores"], counts[f], thr).items():
-                reps[k].append(v)
-            # maps as stored (float16), so a resumed run's intervals equal a fresh run's
-            stored = np.asarray(r["maps"]).astype(np.float16).astype(np.float32)
-            for k, v in pixel_metrics(pixel_histograms(stored, masks), counts[f]).items():
-                reps[k].append(v)
+            _add_replicates(reps, r, counts[f], masks)
             if seed == seeds[0]:  # the report shows the first seed, every fold pooled
-                if not math.isfinite(thr):  # no validation threshold: show the oracle one
-                    thr = r["metrics"].get("f1_threshold", math.nan)
-                scale = thr if nested and math.isfinite(thr) and thr > 0 else 1.0
-                pooled["ids"] += list(r["ids"])
-                pooled["labels"].append(np.asarray(r["labels"]))
-                pooled["scores"].append(np.asarray(r["scores"]) / scale)
-                pooled["maps"].append(np.asarray(r["maps"]) / scale)
-                pooled["where"] += [(split, j) for j in range(len(r["ids"]))]
+                _pool(pooled, r, split, nested)
     with np.errstate(all="ignore"):
         boot = {k: np.nanmean(np.stack(v), axis=0) for k, v in reps.items()}
     summary = summarise(points, boot)
     summary["threshold_rule"] = points[0].get("threshold_rule", "")
-    base.mkdir(parents=True, exist_ok=True)
-    with atomic_path(base / "bootstrap.safetensors") as tmp:
-        save_file({k: v.astype(np.float64) for k, v in boot.items()}, str(tmp))
-    write_json(base / "summary.json", {
+    _write_summary(base, boot, {
         "metrics": summary,
         "splits": [s.name for s in splits],
         "seeds": seeds,
@@ -211,6 +194,42 @@ def run_over_splits(exp, settings, splits, seeds, counts, nested) -> tuple[dict,
         "skipped": skipped,
     }
     return result, boot
+
+
+def _add_replicates(reps: dict, r: dict, counts: np.ndarray, masks: np.ndarray) -> None:
+    """One run's bootstrap replicates of every metric, on its fold's resample counts."""
+    thr = r["metrics"].get("threshold", math.nan)
+    for k, v in image_metrics(r["labels"], r["scores"], counts, thr).items():
+        reps[k].append(v)
+    # maps as stored (float16), so a resumed run's intervals equal a fresh run's
+    stored = np.asarray(r["maps"]).astype(np.float16).astype(np.float32)
+    for k, v in pixel_metrics(pixel_histograms(stored, masks), counts).items():
+        reps[k].append(v)
+
+
+def _pool(pooled: dict, r: dict, split: Split, nested: bool) -> None:
+    """Add one run's predictions to the report's pool; with several folds, scores and maps are
+    divided by each fold's threshold so that they compare across folds."""
+    thr = r["metrics"].get("threshold", math.nan)
+    if not math.isfinite(thr):  # no validation threshold: show the oracle one
+        thr = r["metrics"].get("f1_threshold", math.nan)
+    scale = thr if nested and math.isfinite(thr) and thr > 0 else 1.0
+    pooled["ids"] += list(r["ids"])
+    pooled["labels"].append(np.asarray(r["labels"]))
+    pooled["scores"].append(np.asarray(r["scores"]) / scale)
+    pooled["maps"].append(np.asarray(r["maps"]) / scale)
+    pooled["where"] += [(split, j) for j in range(len(r["ids"]))]
+
+
+def _write_summary(base: Path, boot: dict, summary: dict) -> None:
+    from safetensors.numpy import save_file
+
+    from .fileio import atomic_path, write_json
+
+    base.mkdir(parents=True, exist_ok=True)
+    with atomic_path(base / "bootstrap.safetensors") as tmp:
+        save_file({k: v.astype(np.float64) for k, v in boot.items()}, str(tmp))
+    write_json(base / "summary.json", summary)
 
 
 def threshold_shown(metrics: dict) -> float:
@@ -252,77 +271,6 @@ def compare_runs(a: str | Path, b: str | Path, metrics=COMPARED) -> dict[str, di
         load_file(str(b / "bootstrap.safetensors")),
     )
     return {k: compare(ba[k], bb[k], (a.name, b.name)) for k in metrics}
-
-
-def write_report(exp, results: list[dict], dataset_info: dict, sections=()) -> Path:
-    from .report import RunResult, write_html_report
-
-    size = tuple(exp.config["image_size"])
-
-    def sample(r: dict, i: int):
-        split, j = r["where"][i]
-        return split.test[j]
-
-    runs = [
-        RunResult(
-            name=r["name"],
-            metrics=r["metrics"],
-            ids=r["ids"],
-            labels=r["labels"],
-            scores=r["scores"],
-            threshold=r["threshold"],
-            maps=r["maps"],
-            images=lambda i, r=r: sample(r, i).image(size),
-            masks=lambda i, r=r: sample(r, i).mask(size),
-            threshold_label=(
-                (
-                    "oracle threshold, fitted on test labels"
-                    if r["oracle"]
-                    else "validation threshold (from training data, never test labels)"
-                )
-                + (
-                    "; 1 = each fold's threshold (scores and maps divided by it)"
-                    if r["relative"]
-                    else ""
-                )
-            ),  # fmt: skip
-        )
-        for r in results
-    ]
-    dataset = {k: v for k, v in dataset_info.items() if k not in ("train", "test", "files")}
-    dataset["duplicates"] = {
-        k: v for k, v in dataset["duplicates"].items() if k != "exact_groups"
-    } | {"exact_groups": len(dataset["duplicates"]["exact_groups"])}
-    for k in ("train", "test"):
-        if k in dataset_info:
-            dataset[k] = {
-                "sha256": dataset_info[k]["sha256"],
-                "images": len(dataset_info[k]["files"]),
-            }
-    if "folds" in dataset:
-        dataset["folds"] = [
-            {
-                "name": f["name"],
-                "train": f["train"],
-                "test": f["test"],
-                "train_items": f["train_items"],
-            }
-            for f in dataset["folds"]
-        ]
-    provenance = {
-        "config": exp.config,
-        "environment": json.loads((exp.out / "environment.json").read_text()),
-        "dataset": dataset,
-    }
-    return write_html_report(
-        exp.out,
-        runs,
-        provenance,
-        title=f"dualpatch: {exp.config['name']}",
-        gallery_limit=None,
-        inline_images=exp.config["inline_images"],
-        sections=sections,
-    )
 
 
 def metrics_csv(metrics: dict[str, dict]) -> str:

@@ -40,24 +40,6 @@ GOAL_MAX_SHOTS = 5
 RUN_KEYS = ("defect_shots", "defect_draws")
 
 
-def check_shots_value(value: Any) -> bool:
-    """True for a usable ``defect_shots``: a non-empty list of distinct whole numbers >= 1 and/or
-    ``all`` (a single value is accepted as a list of one, see ``normalise_shots``)."""
-    if value is None:
-        return True
-    if not isinstance(value, list) or not value:
-        return False
-    ok = all(x == ALL or (isinstance(x, int) and not isinstance(x, bool) and x >= 1) for x in value)
-    return ok and len({str(x) for x in value}) == len(value)
-
-
-def normalise_shots(value: Any) -> Any:
-    """``5`` or ``all`` -> a list of one; anything else unchanged (validated afterwards)."""
-    if value == ALL or (isinstance(value, int) and not isinstance(value, bool)):
-        return [value]
-    return value
-
-
 def entry_name(run: str, shots: Shots) -> str:
     return f"{run} n={shots}"
 
@@ -262,7 +244,8 @@ def finish_fewshot(
     """metrics.json (per (run, n), plus ``fewshot``: the goal check and the advice per n),
     metrics.csv (with ``run`` and ``defect_shots`` columns) and report.html (single and each run
     at its largest n in the gallery, the curves over n above it; skipped unless ``report``)."""
-    from .crossval import metrics_csv, write_report
+    from .crossval import metrics_csv
+    from .experiment_outputs import write_report
     from .fileio import write_json, write_text
     from .report_fewshot import fewshot_section
 

@@ -30,7 +30,8 @@ from .data.duplicates import (
 from .errors import ConfigError, DataError
 
 #: KolektorSDD items that are file-for-file copies of each other in the public copy (checked by
-#: ``tests/test_protocol.py`` on the real data); kos21's Part6 = Part7 stays inside one item.
+#: ``tests/unit/protocol/test_protocol.py`` on the real data); kos21's Part6 = Part7 stays inside
+#: one item.
 KOLEKTOR_DUPLICATE_ITEMS = ((1, 26), (27, 34))
 
 

@@ -1,5 +1,7 @@
 """The results report: ROC/PR curves, heatmap overlays, per-image scores and a static HTML page.
 
+This module writes the page; the data it shows is ``report_data``, its pictures ``report_plots``.
+
 Everything is written atomically (``dualpatch.fileio``); ``report.html`` needs no server, no
 JavaScript and no network: images are relative files inside the results folder, or inline.
 """
@@ -7,334 +9,33 @@ JavaScript and no network: images are relative files inside the results folder, 
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io
-import math
 import os
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import numpy as np
-
-from .fileio import write_bytes, write_text
-
-#: A per-image array source: an (N, ...) array, a list of arrays, or ``i -> array`` (lazy loading).
-ArraySource = np.ndarray | Sequence[np.ndarray] | Callable[[int], np.ndarray]
-
-#: Metric key -> (column header, direction: +1 higher is better, -1 lower is better, 0 neither).
-METRICS: dict[str, tuple[str, int]] = {
-    "image_auroc": ("Image AUROC", 1),
-    "pixel_auroc": ("Pixel AUROC", 1),
-    "image_ap": ("Image AP", 1),
-    "pixel_aupro": ("Pixel AUPRO", 1),
-    "f1_max": ("Oracle F1 max", 1),
-    "f1_at_threshold": ("F1 at threshold", 1),
-    "f1_threshold": ("Oracle F1 threshold", 0),
-    "threshold": ("Threshold", 0),
-    "fit_seconds": ("Fit s", -1),
-    "images_per_second": ("Images/s", 1),
-    "peak_rss_mb": ("Peak RSS MB", -1),
-}
-
-MASK_COLOUR = (255, 0, 255)  # magenta: a hue the jet colour map never produces
-KINDS = ("FP", "FN", "TP", "TN")
-KIND_TITLES = {
-    "FP": "False positives (normal, score ≥ threshold), highest score first",
-    "FN": "False negatives (defective, score < threshold), lowest score first",
-    "TP": "True positives, lowest score first",
-    "TN": "True negatives, highest score first",
-}
-
-
-@dataclass
-class RunResult:
-    """One evaluated model on one test set.
-
-    ``scores[i]`` is the image score of ``ids[i]``; an image counts as defective when
-    ``score >= threshold``. ``maps``, ``images`` and ``masks`` are optional per-image sources
-    (anomaly map HxW float at any resolution, image HxWx3 uint8, ground truth HxW bool); callables
-    are called once per image, so the runner can load lazily. ``map_range`` fixes the colour scale
-    (default: min and max over all maps of the run).
-    """
-
-    name: str
-    metrics: Mapping[str, float | None]
-    ids: Sequence[str]
-    labels: np.ndarray
-    scores: np.ndarray
-    threshold: float
-    maps: ArraySource | None = None
-    images: ArraySource | None = None
-    masks: ArraySource | None = None
-    map_range: tuple[float, float] | None = None
-    #: what the threshold is, shown beside it (e.g. where it was fitted)
-    threshold_label: str = "threshold"
-
-    def __post_init__(self) -> None:
-        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
-        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
-        n = len(self.ids)
-        if len(self.labels) != n or len(self.scores) != n:
-            raise ValueError(
-                f"run {self.name!r}: {n} ids, {len(self.labels)} labels, {len(self.scores)} scores"
-            )
-        if not np.isfinite(self.scores).all():
-            raise ValueError(f"run {self.name!r}: scores contain NaN or infinite values")
-        if not np.isin(self.labels, (0, 1)).all():
-            raise ValueError(f"run {self.name!r}: labels must be 0 (normal) or 1 (defective)")
-
-    def map(self, i: int) -> np.ndarray | None:
-        return None if self.maps is None else np.asarray(_get(self.maps, i), dtype=np.float32)
-
-    def image(self, i: int) -> np.ndarray | None:
-        return None if self.images is None else np.asarray(_get(self.images, i))
-
-    def mask(self, i: int) -> np.ndarray | None:
-        return None if self.masks is None else np.asarray(_get(self.masks, i)).astype(bool)
-
-
-def _get(source: ArraySource, i: int) -> np.ndarray:
-    return source(i) if callable(source) else source[i]
-
-
-def slug(text: str) -> str:
-    """A file-name-safe form of an id or run name (``test/10000`` -> ``test_10000``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
-
-
-def metric_value(value: Any) -> float | None:
-    """A metric as a finite float, or None when missing or NaN (JSON has no NaN)."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def metrics_dict(runs: Sequence[RunResult]) -> dict[str, dict[str, float | None]]:
-    """``{run: {metric: value}}`` with NaN as None: what metrics.json holds and the table shows.
-
-    Spreads (``<metric>_std``) and intervals (``<metric>_ci``) are shown inside their metric's
-    cell, and text entries (rules, comparisons) are left out of the table.
-    """
-    return {
-        r.name: {
-            k: metric_value(v)
-            for k, v in r.metrics.items()
-            if isinstance(v, int | float) and not k.endswith("_std") and k != "n_evaluations"
-        }
-        for r in runs
-    }
-
-
-def _spread(m: Mapping[str, Any], k: str) -> str:
-    """`` ± std [lo, hi]`` of metric ``k`` when the run has them."""
-    out = ""
-    std, ci = m.get(f"{k}_std"), m.get(f"{k}_ci")
-    if isinstance(std, int | float) and m.get("n_evaluations", 1) > 1:
-        out += f" ± {std:.3f}"
-    if isinstance(ci, list | tuple) and len(ci) == 2:
-        out += f' <span class="ci">[{ci[0]:.3f}, {ci[1]:.3f}]</span>'
-    return out
-
-
-# --------------------------------------------------------------------------- curves
-
-
-def _figure_png(fig: Any) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)  # Agg canvas directly: no pyplot state, no GUI backend
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
-
-
-def plot_curves(runs: Sequence[RunResult], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write ``roc.png`` and ``pr.png`` (image level, all runs on one plot each) to ``out_dir``."""
-    from matplotlib.figure import Figure
-    from sklearn.metrics import (
-        auc,
-        average_precision_score,
-        precision_recall_curve,
-        roc_curve,
-    )
-
-    out_dir = Path(out_dir)
-    roc_fig, pr_fig = Figure(figsize=(5, 4.4)), Figure(figsize=(5, 4.4))
-    roc, pr = roc_fig.add_subplot(), pr_fig.add_subplot()
-    roc.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
-    for run in runs:
-        y, s = run.labels, run.scores
-        if y.min(initial=0) == y.max(initial=0):  # one class only: both curves are undefined
-            roc.plot([], [], label=f"{run.name} (n/a: one class)")
-            pr.plot([], [], label=f"{run.name} (n/a: one class)")
-            continue
-        fpr, tpr, _ = roc_curve(y, s)
-        roc.plot(fpr, tpr, lw=1.5, label=f"{run.name} (AUROC {auc(fpr, tpr):.3f})")
-        prec, rec, _ = precision_recall_curve(y, s)
-        ap = average_precision_score(y, s)
-        pr.step(rec, prec, where="post", lw=1.5, label=f"{run.name} (AP {ap:.3f})")
-    if runs:
-        prevalence = float(np.mean(runs[0].labels))
-        pr.axhline(prevalence, ls=":", c="grey", lw=1, label=f"chance ({prevalence:.3f})")
-    for ax, title, xl, yl in (
-        (roc, "ROC (image level)", "False positive rate", "True positive rate"),
-        (pr, "Precision-recall (image level)", "Recall", "Precision"),
-    ):
-        ax.set(title=title, xlabel=xl, ylabel=yl, xlim=(-0.01, 1.01), ylim=(-0.01, 1.02))
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right" if ax is roc else "lower left", fontsize=8)
-    paths = {"roc": out_dir / "roc.png", "pr": out_dir / "pr.png"}
-    for fig, key in ((roc_fig, "roc"), (pr_fig, "pr")):
-        fig.tight_layout()
-        write_bytes(paths[key], _figure_png(fig))
-    return paths
-
-
-# --------------------------------------------------------------------------- overlays
-
-
-def map_range(run: RunResult) -> tuple[float, float]:
-    """The colour scale of a run's overlays: ``run.map_range``, else min/max over all its maps."""
-    if run.map_range is not None:
-        return float(run.map_range[0]), float(run.map_range[1])
-    lo, hi = math.inf, -math.inf
-    for i in range(len(run.ids)):
-        m = run.map(i)
-        if m is not None and m.size:
-            finite = m[np.isfinite(m)]
-            if finite.size:
-                lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
-    return (0.0, 1.0) if lo > hi else (lo, hi)
-
-
-def _resize(a: np.ndarray, hw: tuple[int, int], nearest: bool = False) -> np.ndarray:
-    import cv2
-
-    if a.shape[:2] == hw:
-        return a
-    if nearest:
-        interp = cv2.INTER_NEAREST
-    else:  # area averaging when shrinking avoids aliasing the image's fine texture
-        interp = cv2.INTER_AREA if a.shape[0] > hw[0] else cv2.INTER_LINEAR
-    return cv2.resize(a, (hw[1], hw[0]), interpolation=interp)
-
-
-def render_overlay(
-    image: np.ndarray | None,
-    amap: np.ndarray,
-    mask: np.ndarray | None,
-    vrange: tuple[float, float],
-    max_side: int | None = None,
-) -> np.ndarray:
-    """Blend the jet-coloured map (scaled by ``vrange``) onto the image; outline the mask.
-
-    The output has the image's height and width (the map's when there is no image), shrunk with
-    the aspect ratio kept when the longer side exceeds ``max_side``.
-    """
-    from matplotlib import colormaps
-
-    h, w = image.shape[:2] if image is not None else amap.shape[:2]
-    if max_side and max(h, w) > max_side:
-        scale = max_side / max(h, w)
-        h, w = max(1, round(h * scale)), max(1, round(w * scale))
-    amap = _resize(np.nan_to_num(amap.astype(np.float32)), (h, w))
-    lo, hi = vrange
-    norm = np.clip((amap - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(amap)
-    heat = colormaps["jet"](norm)[..., :3]
-    if image is None:
-        base = np.full((h, w, 3), 0.5)
-    else:
-        base = _resize(image if image.ndim == 3 else np.repeat(image[..., None], 3, 2), (h, w))
-        base = base[..., :3].astype(np.float64) / 255.0
-    # Cold regions stay mostly image so the surface remains readable; hot ones are mostly colour.
-    alpha = (0.3 + 0.4 * norm)[..., None]
-    out = np.clip(np.rint((base * (1 - alpha) + heat * alpha) * 255), 0, 255).astype(np.uint8)
-    if mask is not None and mask.any():
-        out[_contour(_resize(mask.astype(np.uint8), (h, w), nearest=True) > 0)] = MASK_COLOUR
-    return out
-
-
-def _contour(mask: np.ndarray) -> np.ndarray:
-    """The mask outline as a band about 2 px wide (dilation minus erosion), visible when shrunk."""
-    from scipy import ndimage
-
-    inner = ndimage.binary_erosion(mask, border_value=0)
-    outer = ndimage.binary_dilation(mask)
-    return outer & ~inner
-
-
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
-
-
-def write_overlays(
-    run: RunResult,
-    out_dir: str | os.PathLike[str],
-    indices: Iterable[int] | None = None,
-    max_side: int | None = 480,
-) -> dict[int, Path]:
-    """Write one overlay PNG per image (``indices``, default all) into ``out_dir``.
-
-    One colour scale for the whole run (``map_range``), so heat means the same in every image.
-    Overlays keep the image's aspect; the longer side is shrunk to ``max_side`` to keep PNGs small.
-    Returns ``{image index: path}``; nothing is written when the run has no maps.
-    """
-    out_dir = Path(out_dir)
-    if run.maps is None:
-        return {}
-    vrange = map_range(run)
-    paths = {}
-    for i in range(len(run.ids)) if indices is None else indices:
-        path = out_dir / f"{i:05d}_{slug(run.ids[i])}.png"
-        overlay = render_overlay(run.image(i), run.map(i), run.mask(i), vrange, max_side)
-        write_bytes(path, _png(overlay))
-        paths[i] = path
-    return paths
-
-
-# --------------------------------------------------------------------------- scores
-
-
-def write_scores_csv(run: RunResult, path: str | os.PathLike[str]) -> Path:
-    """``id,label,score`` per image, in the run's order, scores at full precision."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["id", "label", "score"])
-    for i, label, score in zip(run.ids, run.labels, run.scores, strict=True):
-        writer.writerow([i, int(label), repr(float(score))])
-    write_text(path, buf.getvalue())
-    return Path(path)
-
-
-def gallery_order(run: RunResult) -> list[tuple[int, str]]:
-    """``(index, kind)`` for every image, hardest first: FP, FN, TP, TN.
-
-    Worst false positives (highest-scoring normals) and worst false negatives (lowest-scoring
-    defects) lead; correct images follow nearest-the-threshold first. Ties keep the input order.
-    """
-    pred = run.scores >= run.threshold
-    order: list[tuple[int, str]] = []
-    for kind, label, predicted, sign in (
-        ("FP", 0, True, -1),
-        ("FN", 1, False, 1),
-        ("TP", 1, True, 1),
-        ("TN", 0, False, -1),
-    ):
-        idx = np.flatnonzero((run.labels == label) & (pred == predicted))
-        idx = idx[np.argsort(sign * run.scores[idx], kind="stable")]
-        order += [(int(i), kind) for i in idx]
-    return order
-
+from .fileio import write_text
+from .report_data import (  # noqa: F401  (re-exported: callers import them from report)
+    KIND_TITLES,
+    KINDS,
+    METRICS,
+    ArraySource,
+    RunResult,
+    gallery_order,
+    metric_value,
+    metrics_dict,
+    slug,
+    write_scores_csv,
+)
+from .report_plots import (  # noqa: F401  (re-exported)
+    MASK_COLOUR,
+    map_range,
+    plot_curves,
+    render_overlay,
+    write_overlays,
+)
 
 # --------------------------------------------------------------------------- HTML
 
@@ -376,6 +77,17 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;overflow-wrap:anywher
 CSP = "default-src 'none'; img-src 'self' data: file:; style-src 'unsafe-inline'"
 
 E = html.escape  # quote=True: safe in text and in double-quoted attributes
+
+
+def _spread(m: Mapping[str, Any], k: str) -> str:
+    """`` ± std [lo, hi]`` of metric ``k`` when the run has them."""
+    out = ""
+    std, ci = m.get(f"{k}_std"), m.get(f"{k}_ci")
+    if isinstance(std, int | float) and m.get("n_evaluations", 1) > 1:
+        out += f" ± {std:.3f}"
+    if isinstance(ci, list | tuple) and len(ci) == 2:
+        out += f' <span class="ci">[{ci[0]:.3f}, {ci[1]:.3f}]</span>'
+    return out
 
 
 def _fmt(value: Any) -> str:

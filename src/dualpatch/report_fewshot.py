@@ -45,7 +45,7 @@ def plot_fewshot(
     import numpy as np
     from matplotlib.figure import Figure
 
-    from .report import _figure_png
+    from .report_plots import _figure_png
 
     lines = curves(metrics, entries)
     shots = list(dict.fromkeys(n for line in lines.values() for n in line["n"]))

@@ -1,0 +1,49 @@
+"""What a result was computed with: package versions (saved in model.json) and the machine
+(saved as a run's environment.json)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"dualpatch": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "numpy", "safetensors", "efficientnet-lite-pytorch"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "versions": versions(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+
+
+def rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

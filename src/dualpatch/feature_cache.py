@@ -1,0 +1,197 @@
+"""The on-disk feature cache: one safetensors file of (h, w, D) patch features per image, keyed
+by the image's content and everything that shapes its features, plus the shared normal banks.
+
+Entries carry the SHA-256 of their values and are never trusted: a missing, truncated or
+mismatched entry is deleted and recomputed. An unwritable cache warns once and is dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data.base import Sample
+from .data.duplicates import file_sha256
+from .errors import DataError
+from .features import FEATURE_VERSION, to_tensor
+from .fileio import atomic_path, sha256_file
+
+#: Bump whenever coreset selection changes: shared normal banks of an older version are ignored.
+BANK_VERSION = 1
+
+
+def key_prefix(backbone: str, image_size: Sequence[int], normalization: str, weights) -> bytes:
+    """What shapes an image's features besides its content: code version, backbone, weights."""
+    digest = sha256_file(weights) if weights else "package"
+    return json.dumps([FEATURE_VERSION, backbone, list(image_size), normalization, digest]).encode()
+
+
+def cache_key(prefix: bytes, image_path: str) -> str:
+    """Image content + ``prefix`` (see ``key_prefix``)."""
+    h = hashlib.sha256(file_sha256(image_path).encode())
+    h.update(prefix)
+    return h.hexdigest()
+
+
+def image_features(
+    model: Any, samples: Sequence[Sample], bar: Callable[[int], None]
+) -> torch.Tensor:
+    """(N, h, w, D) patch features of ``model`` (a ``PatchCore``) for full images at its
+    ``image_size``, read from and written to ``model.cache_dir`` when it is set; ``bar`` gets the
+    number of images done."""
+    cache = Path(model.cache_dir) if model.cache_dir else None
+    out: list[torch.Tensor | None] = [None] * len(samples)
+    paths = [cache / f"{model._cache_key(s)}.safetensors" for s in samples] if cache else []
+    todo = []
+    for i in range(len(samples)):
+        if cache is not None:
+            out[i] = load_cached(paths[i])
+            if out[i] is not None:
+                continue
+        todo.append(i)
+    bar(len(samples) - len(todo))
+    for start in range(0, len(todo), model.batch_size):
+        batch = todo[start : start + model.batch_size]
+        images = [samples[i].image(tuple(model.image_size)) for i in batch]
+        feats = model.extractor_(to_tensor(images)).features.permute(0, 2, 3, 1).contiguous()
+        for i, f in zip(batch, feats, strict=True):
+            out[i] = f
+            if cache is not None and not save_cached(paths[i], f):
+                cache = None  # unwritable: warned once, carry on without it
+        bar(len(batch))
+    if not out:
+        raise DataError("no images to extract features from")
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+def save_cached(path: Path, features: torch.Tensor) -> bool:
+    """One cache entry, written atomically, with the SHA-256 of its values in the metadata;
+    False (after one warning) if the cache cannot be written."""
+    import safetensors
+    from safetensors.torch import save_file
+
+    features = features.detach().contiguous().clone()
+    try:
+        with atomic_path(path) as tmp:
+            save_file(
+                {"features": features}, str(tmp), metadata={"sha256": tensor_digest(features)}
+            )
+    except (OSError, safetensors.SafetensorError) as exc:  # full or read-only disk: no cache
+        reason = getattr(exc, "strerror", None) or _first_words(exc)
+        warnings.warn(
+            f"{path.parent}: feature cache not writable ({reason}); carrying on without it "
+            "(--no-cache or DUALPATCH_CACHE= turns it off)",
+            stacklevel=4,
+        )
+        return False
+    return True
+
+
+def _first_words(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def load_cached(path: Path) -> torch.Tensor | None:
+    """A cache entry's (h, w, D) features, or None (and the entry deleted) if it is missing,
+    truncated, unreadable or its values do not match their recorded SHA-256: never trusted."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            digest = (f.metadata() or {}).get("sha256")
+            features = f.get_tensor("features")
+        if (
+            features.ndim == 3
+            and features.dtype == torch.float32
+            and digest == tensor_digest(features)
+        ):
+            return features
+    except Exception:  # any damage at all: recompute
+        pass
+    path.unlink(missing_ok=True)
+    return None
+
+
+# -------------------------------------------------------------------------- shared normal banks
+def shared_bank_path(model: Any, normal: Sequence[Sample]) -> Path | None:
+    """Where the feature cache keeps the normal bank of these images and ``model``'s settings, so
+    that the runs of an experiment that share a normal bank compute it once."""
+    if not model.cache_dir:
+        return None
+    from . import memory
+
+    settings = [
+        model.coreset_ratio,
+        model.coreset_min,
+        model.projection_dim,
+        model.seed,
+        model.coreset_method,
+        memory.APPROX_SAMPLE if model.coreset_method == "approx" else 0,
+        str(model.max_memory),
+        BANK_VERSION,
+    ]
+    keys = [model._cache_key(s) for s in normal]
+    digest = hashlib.sha256(json.dumps([keys, settings], default=str).encode()).hexdigest()
+    return Path(model.cache_dir) / "banks" / f"{digest}.safetensors"
+
+
+def save_shared_bank(path: Path, bank: torch.Tensor, grid: tuple[int, int]) -> None:
+    import safetensors
+    from safetensors.torch import save_file
+
+    bank = bank.detach().contiguous()
+    meta = {"sha256": tensor_digest(bank), "grid": json.dumps(list(grid))}
+    try:
+        with atomic_path(path) as tmp:
+            save_file({"bank": bank}, str(tmp), metadata=meta)
+    except (OSError, safetensors.SafetensorError):
+        pass  # an unwritable cache (the feature cache warns about it): the bank is not shared
+
+
+def load_shared_bank(path: Path) -> tuple[torch.Tensor, tuple[int, int]] | None:
+    """A shared normal bank and its grid, or None (and the file deleted) if damaged in any way."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            bank = f.get_tensor("bank")
+        grid = tuple(json.loads(meta["grid"]))
+        if bank.ndim == 2 and meta.get("sha256") == tensor_digest(bank) and len(grid) == 2:
+            return bank, grid  # type: ignore[return-value]
+    except Exception:  # any damage at all: recompute
+        pass
+    path.unlink(missing_ok=True)
+    return None
+
+
+class CachedImageFeatures:
+    """(N, h, w, D) features of images, read batch by batch through the feature cache."""
+
+    def __init__(self, model: Any, samples: list[Sample]):
+        self.model, self.samples = model, samples
+        self.shape = (len(samples),)
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        return self.model.image_features(self.samples[rows], "normal features")
+
+
+def close_features(feats: Any) -> None:
+    """Release a feature view that holds files (a temporary spill store)."""
+    if hasattr(feats, "close"):
+        feats.close()

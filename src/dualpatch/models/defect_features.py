@@ -1,0 +1,71 @@
+"""Features for the defect bank: the patches under a defective image's mask (in whole-image
+context) and those of defect crops (each run through the backbone at its own size)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.base import Sample
+from ..data.crops import DefectCrop
+from ..errors import DataError
+from ..features import to_tensor
+
+STRIDE = 8  # both stage pairs put the feature grid at 1/8 of the input
+
+
+def mask_cells(mask: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
+    """(h, w) bool: the feature-grid cells that hold at least one defect pixel of ``mask``."""
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return torch.nn.functional.adaptive_max_pool2d(m, tuple(grid))[0, 0] > 0
+
+
+def crop_file_records(crops: list[DefectCrop]) -> list[dict]:
+    """What a saved model shows it was built from: the digests of the crops read from files
+    (those ``crop_features`` keeps: at least one patch on each side)."""
+    return [
+        {"file": c.source, "sha256": c.sha256, "mask_sha256": c.mask_sha256}
+        for c in crops
+        if c.sha256 and min(c.mask.shape) >= STRIDE
+    ]
+
+
+def defect_image_features(model: Any, samples: list[Sample]) -> torch.Tensor:
+    """(M, D) features of the patches that touch each image's defect mask."""
+    feats = model.image_features(samples, "defect features")
+    rows = []
+    for s, f in zip(samples, feats, strict=True):
+        rows.append(f[mask_cells(s.mask(tuple(model.image_size)), f.shape[:2])])
+    return torch.cat(rows)
+
+
+def crop_features(model: Any, crops: list[DefectCrop]) -> torch.Tensor:
+    """(M, D) features of defect patches, each crop run through the backbone at its own size;
+    ``model.defect_patches`` says which patches of a crop count ("mask" or "all")."""
+    kept = []
+    for c in crops:
+        h, w = c.mask.shape
+        if h < STRIDE or w < STRIDE:
+            warnings.warn(
+                f"defect crop from {c.source} is {w}x{h}, smaller than one patch "
+                f"({STRIDE}x{STRIDE}); skipped",
+                stacklevel=3,
+            )
+            continue
+        kept.append(c)
+    bar = model._bar("defect features", len(kept))
+    rows = []
+    for c in kept:
+        f = model.extractor_(to_tensor(c.image)).features[0]  # (D, h, w)
+        if model.defect_patches == "mask":
+            cell = mask_cells(c.mask, f.shape[-2:])
+        else:
+            cell = torch.ones(f.shape[-2:], dtype=torch.bool)
+        rows.append(f.permute(1, 2, 0)[cell])
+        bar(1)
+    if not rows or sum(len(r) for r in rows) == 0:
+        raise DataError("defect bank is empty: no usable defects (check the masks)")
+    return torch.cat(rows)

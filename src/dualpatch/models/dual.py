@@ -1,0 +1,160 @@
+"""``DualPatchCore``: a normal bank plus a defect bank; a patch scores high when it is far
+from normal surface and near a known defect (rules in ``scoring.DUAL_RULES``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from ..data.base import Sample
+from ..data.crops import DefectCrop
+from ..defaults import DEFECT_CORESET, DUAL_RULE, NORMAL_CORESET
+from ..errors import ConfigError, DataError, ModelFileError
+from ..feature_cache import close_features
+from ..scoring import score_patches
+from .defect_features import crop_features, crop_file_records, defect_image_features
+from .patchcore import PatchCore
+
+
+class DualPatchCore(PatchCore):
+    """Dual-bank PatchCore: a normal bank plus a defect bank built from defect crops.
+
+    A patch scores high when it is far from normal surface and near a known defect:
+    ``rule="patch"`` takes the per-patch distance ratio and its maximum as image score;
+    ``rule="seed"`` is the reference rule (max normal distance / max defect distance, map the
+    per-patch ratio); ``rule="weighted"`` scales the normal distance by nearness to defects (see
+    ``scoring.DUAL_RULES``). ``num_neighbors`` applies to both banks; ``reweight`` is refused.
+    ``defect_patches="mask"`` keeps only crop patches that touch the defect mask (the crop's padding
+    is normal surface and would otherwise enter the defect bank); ``"all"`` keeps every patch.
+    ``defect_feature_augment`` (e.g. ``{"method": "interpolate", "n": 1000}``) adds synthetic rows
+    made in feature space from the real defect rows before the coreset (see ``feature_augment``).
+    Learned state: ``memory_`` (normal), ``defect_memory_``, ``defect_crop_files_`` (file and
+    SHA-256 of each crop read from a crop folder, saved in model.json).
+    """
+
+    kind = "dual"
+    PARAMS = PatchCore.PARAMS + (
+        "defect_coreset", "rule", "eps", "defect_patches", "defect_feature_augment"
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        image_size: tuple[int, int] = (320, 128),
+        coreset_ratio: float = NORMAL_CORESET,
+        defect_coreset: float = DEFECT_CORESET,
+        rule: str = DUAL_RULE,
+        eps: float = 1e-6,
+        defect_patches: str = "mask",
+        defect_feature_augment: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(
+            backbone=backbone, image_size=image_size, coreset_ratio=coreset_ratio, **kwargs
+        )
+        self.defect_coreset = defect_coreset
+        self.rule = rule
+        self.eps = eps
+        self.defect_patches = defect_patches
+        self.defect_feature_augment = defect_feature_augment
+
+    def fit(
+        self, normal: Iterable[Sample], defects: Iterable[Sample | DefectCrop] = ()
+    ) -> DualPatchCore:
+        """Build the normal bank from ``normal`` and the defect bank from ``defects``.
+
+        ``defects`` holds defective images with masks (``Sample``: the patches under the mask are
+        cut from the whole image's feature map, so they see the same context as test patches) and/or
+        ``DefectCrop`` cut-outs (each run through the backbone on its own, as in the reference).
+        """
+        defects = self._check_defects(defects)  # before the normal bank's minutes of work
+        normal = list(normal)
+        normal_feats = self._fit_normal(normal)
+        # kept for fit_defects: the map scale and the training-image digests depend on both banks
+        self._normal_samples = normal
+        self._normal_sha256 = set(self.train_sha256_)
+        return self._fit_defect_bank(defects, normal_feats)
+
+    def fit_defects(self, defects: Iterable[Sample | DefectCrop]) -> DualPatchCore:
+        """Rebuild the defect bank only, keeping the fitted normal bank (which no defect changes).
+
+        For comparing defect sources (few-shot draws, synthetic sets) on one normal bank;
+        the defect-bank parameters (``defect_coreset``, ``defect_feature_augment``, ...) may be
+        changed before each call. Needs a model fitted by ``fit`` (not loaded).
+        """
+        self._check_fitted()
+        if not hasattr(self, "_normal_samples"):
+            raise ConfigError("fit_defects needs a model built by fit() in this session")
+        return self._fit_defect_bank(self._check_defects(defects))
+
+    def _check_defects(self, defects: Iterable[Sample | DefectCrop]) -> list:
+        self.check_params()
+        if self.defect_patches not in ("mask", "all"):
+            raise ConfigError(f"unknown defect_patches {self.defect_patches!r} (mask or all)")
+        if self.defect_feature_augment:
+            from ..feature_augment import check_settings
+
+            check_settings(self.defect_feature_augment)
+        defects = list(defects)
+        if not defects:
+            raise DataError("defect bank is empty: no defective images or defect crops given")
+        return defects
+
+    def _fit_defect_bank(
+        self, defects: list, normal_feats: torch.Tensor | None = None
+    ) -> DualPatchCore:
+        images = [d for d in defects if isinstance(d, Sample)]
+        crops = [d for d in defects if isinstance(d, DefectCrop)]
+        self.defect_crop_files_ = crop_file_records(crops)
+        feats = [self.defect_image_features(images)] if images else []
+        if crops or not images:
+            feats.append(self.crop_features(crops))
+        feats = torch.cat(feats)
+        if feats.shape[0] == 0:
+            marked = [s.mask_path for s in images if s.mask_path is not None]
+            example = f" (e.g. {marked[0]})" if marked else ""
+            raise DataError(f"defect bank is empty: no defect pixels under the masks{example}")
+        if self.defect_feature_augment:
+            from ..feature_augment import augment_defect_features
+
+            def nearest_normal(rows: torch.Tensor) -> torch.Tensor:
+                return self.memory_.bank_[self.memory_.query(rows)[1][:, 0]]
+
+            extra = augment_defect_features(
+                feats, self.defect_feature_augment, self.seed, nearest_normal
+            )
+            feats = torch.cat([feats, extra])
+        self.defect_memory_ = self._bank(self.defect_coreset, feats, "defect coreset")
+        self.train_sha256_ = set(self._normal_sha256)
+        self.record_training_images(s.image_path for s in images)
+        if normal_feats is None:  # fit_defects: from the feature cache where there is one
+            normal_feats = self.image_features(self._normal_samples, "normal features")
+        self.map_scale_ = self._map_scale(normal_feats)
+        close_features(normal_feats)
+        return self
+
+    def defect_image_features(self, samples: list[Sample]) -> torch.Tensor:
+        """(M, D) features of the patches that touch each image's defect mask."""
+        return defect_image_features(self, samples)
+
+    def crop_features(self, crops: list[DefectCrop]) -> torch.Tensor:
+        """(M, D) features of defect patches, each crop run through the backbone at its own size."""
+        return crop_features(self, crops)
+
+    def _score_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        normal_dist, _ = self._nearest(self.memory_, feats)
+        defect_dist, _ = self._nearest(self.defect_memory_, feats)
+        size = tuple(self.image_size)
+        return score_patches(normal_dist, size, self.blur_sigma, defect_dist, self.rule, self.eps)
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"normal_bank": self.memory_.bank_, "defect_bank": self.defect_memory_.bank_}
+
+    def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        super()._set_tensors(tensors)
+        if "defect_bank" not in tensors:
+            raise ModelFileError("dual model holds no defect_bank tensor")
+        self.defect_memory_ = self._memory(self.defect_coreset)
+        self.defect_memory_.bank_ = tensors["defect_bank"]

@@ -1,0 +1,318 @@
+"""``PatchCore``: one memory bank of normal patches; a test patch's score is its distance to
+the bank. The feature cache, persistence and progress display live in their own modules."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import feature_cache
+from ..data.base import Sample
+from ..data.duplicates import file_sha256
+from ..defaults import NORMAL_CORESET, NORMALIZATION
+from ..errors import ConfigError, DataError
+from ..feature_cache import cache_key, key_prefix
+from ..features import FeatureExtractor, to_tensor
+from ..memory import MemoryBank
+from ..progress import silent
+from ..progress import stage as progress_stage
+from ..scoring import (
+    DEFAULT_NUM_NEIGHBORS,
+    DEFAULT_REWEIGHT_NEIGHBORS,
+    Reweighting,
+    check_scoring,
+    patch_distances,
+    score_patches,
+)
+
+
+@dataclass
+class Prediction:
+    """Scores for a list of images: ``image_scores`` (N,), ``anomaly_maps`` (N, H, W) float32."""
+
+    ids: list[str]
+    image_scores: np.ndarray
+    anomaly_maps: np.ndarray
+    labels: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class PatchCore:
+    """Single-bank PatchCore: nearest-neighbour distance of each test patch to normal patches.
+
+    ``num_neighbors`` (k): a patch's distance to a bank is the mean distance to its k nearest
+    entries (1: the nearest distance, as PatchCore and the dual reference code use).
+    ``reweight``: image score by the PatchCore paper's re-weighting, over a neighbourhood of
+    ``reweight_neighbors`` bank entries (single bank only).
+    Parameters are stored as given; all work happens in ``fit``. Learned state: ``memory_``
+    (the normal ``MemoryBank``) and ``grid_`` (feature grid of the input size).
+    """
+
+    kind = "single"
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        image_size: tuple[int, int] = (320, 128),
+        coreset_ratio: float = NORMAL_CORESET,
+        coreset_min: int = 1000,
+        projection_dim: int = 128,
+        num_neighbors: int = DEFAULT_NUM_NEIGHBORS,
+        reweight: bool = False,
+        reweight_neighbors: int = DEFAULT_REWEIGHT_NEIGHBORS,
+        blur_sigma: float = 4.0,
+        normalization: str = NORMALIZATION,
+        weights: str | None = None,
+        batch_size: int = 8,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        progress: bool = True,
+        coreset_method: str = "greedy",
+        knn: str = "torch",
+        max_memory: str | int | None = None,
+    ):
+        self.backbone = backbone
+        self.image_size = image_size
+        self.coreset_ratio = coreset_ratio
+        self.coreset_min = coreset_min
+        self.projection_dim = projection_dim
+        self.num_neighbors = num_neighbors
+        self.reweight = reweight
+        self.reweight_neighbors = reweight_neighbors
+        self.blur_sigma = blur_sigma
+        self.normalization = normalization
+        self.weights = weights
+        self.batch_size = batch_size
+        self.seed = seed
+        self.cache_dir = cache_dir
+        self.progress = progress
+        self.coreset_method = coreset_method
+        self.knn = knn
+        self.max_memory = max_memory
+
+    # -- parameters -------------------------------------------------------------------------
+    PARAMS = (
+        "backbone",
+        "image_size",
+        "coreset_ratio",
+        "coreset_min",
+        "projection_dim",
+        "num_neighbors",
+        "reweight",
+        "reweight_neighbors",
+        "blur_sigma",
+        "normalization",
+        "batch_size",
+        "seed",
+        "coreset_method",
+        "knn",
+        "max_memory",
+    )
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.PARAMS}
+
+    def check_params(self) -> None:
+        """ConfigError unless the scoring parameters are usable together (called by ``fit``)."""
+        check_scoring(
+            getattr(self, "rule", None), self.reweight, self.num_neighbors, self.reweight_neighbors
+        )
+
+    def _bar(self, desc: str, total: int) -> Callable[[int], None]:
+        return progress_stage(self.progress, desc, total)
+
+    @property
+    def extractor_(self) -> FeatureExtractor:
+        if getattr(self, "_extractor", None) is None:
+            self._extractor = FeatureExtractor(self.backbone, self.weights, self.normalization)
+        return self._extractor
+
+    # -- features ---------------------------------------------------------------------------
+    def _cache_key(self, sample: Sample) -> str:
+        """Image content + everything that shapes its features (code version, backbone, weights)."""
+        if getattr(self, "_key_prefix", None) is None:
+            self._key_prefix = key_prefix(
+                self.backbone, self.image_size, self.normalization, self.weights
+            )
+        return cache_key(self._key_prefix, sample.image_path)
+
+    def image_features(
+        self,
+        samples: Sequence[Sample],
+        desc: str | None = "features",
+        bar: Callable | None = None,
+    ) -> torch.Tensor:
+        """(N, h, w, D) patch features of full images at ``image_size``, cached on disk if asked.
+
+        ``desc`` names the progress stage (None: no stage); ``bar`` takes the progress (images
+        done) instead of a new stage."""
+        bar = bar or (self._bar(desc, len(samples)) if desc else silent("", 0))
+        return feature_cache.image_features(self, samples, bar)
+
+    # -- fit / predict ----------------------------------------------------------------------
+    def fit(self, normal: Iterable[Sample]) -> PatchCore:
+        """Build the normal memory bank from defect-free images."""
+        self.check_params()
+        feats = self._fit_normal(list(normal))
+        self.map_scale_ = self._map_scale(feats)
+        feature_cache.close_features(feats)
+        return self
+
+    def _fit_normal(self, normal: list[Sample]) -> Any:
+        """Build ``memory_`` and record the training images; returns their (N, h, w, D) features:
+        a tensor, or (bounded memory, shared bank) a view that reads batches on demand."""
+        self._check_params()
+        if not normal:
+            raise DataError("no normal images to fit on")
+        shared = feature_cache.shared_bank_path(self, normal)
+        cached = feature_cache.load_shared_bank(shared) if shared else None
+        feats: Any
+        if cached is not None:  # the same images and coreset settings: computed before
+            self.memory_ = self._memory(self.coreset_ratio)
+            self.memory_.bank_, self.grid_ = cached
+            feats = feature_cache.CachedImageFeatures(self, normal)
+        elif self.max_memory is not None:
+            from ..spill import spilled_bank
+
+            self.grid_, self.memory_, self.spill_, feats = spilled_bank(self, normal, self._bar)
+        else:
+            feats = self.image_features(normal, "normal features")
+            self.grid_ = tuple(feats.shape[1:3])
+            flat = feats.reshape(-1, feats.shape[-1])
+            self.memory_ = self._bank(self.coreset_ratio, flat, "normal coreset")
+        if shared and cached is None:
+            feature_cache.save_shared_bank(shared, self.memory_.bank_, self.grid_)
+        self.train_sha256_: set[str] = set()
+        self.record_training_images(s.image_path for s in normal)
+        return feats
+
+    def record_training_images(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        """Remember the SHA-256 of images the model was fit on (see ``training_overlap``)."""
+        self.train_sha256_.update(file_sha256(p) for p in paths)
+
+    def training_overlap(self, samples: Iterable[Sample]) -> list[Sample]:
+        """The samples whose image file is byte-identical to one the model was fit on."""
+        seen = getattr(self, "train_sha256_", set())
+        return [s for s in samples if seen and file_sha256(s.image_path) in seen]
+
+    def _map_scale(self, feats: torch.Tensor) -> float:
+        """The largest anomaly-map value over the training images: a fixed scale for map images,
+        so that an image's map PNG does not depend on which other images were scored with it."""
+        top = 0.0
+        for start in range(0, feats.shape[0], self.batch_size):
+            amap, _ = self._score_features(feats[start : start + self.batch_size])
+            top = max(top, float(amap.max()))
+        return top
+
+    def _bank(self, ratio: float, flat: torch.Tensor, desc: str) -> MemoryBank:
+        bank = self._memory(ratio)
+        n = bank.target_size(flat.shape[0])
+        picks = n - 1 if n < flat.shape[0] else 0  # a bank that keeps everything picks nothing
+        bar = self._bar(desc, picks)
+        bank.fit(flat, progress=bar)
+        if picks == 0:
+            bar(0)  # lets a display close the (empty) stage
+        return bank
+
+    def _check_params(self) -> None:
+        """ConfigError for a large-data setting that could only fail after minutes of work."""
+        from ..memory import CORESETS, KNN_METHODS
+        from ..spill import parse_size
+
+        if self.coreset_method not in CORESETS:
+            raise ConfigError(
+                f"unknown coreset_method {self.coreset_method!r} (choose from "
+                f"{', '.join(CORESETS)})"
+            )
+        if self.knn not in KNN_METHODS:
+            raise ConfigError(f"unknown knn {self.knn!r} (choose from {', '.join(KNN_METHODS)})")
+        if self.max_memory is not None:
+            parse_size(self.max_memory)
+
+    def _memory(self, ratio: float) -> MemoryBank:
+        return MemoryBank(
+            ratio, self.coreset_min, self.projection_dim, self.seed, self.coreset_method, self.knn
+        )
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "memory_"):
+            raise ConfigError(f"{type(self).__name__} is not fitted: call fit() or load() first")
+
+    def predict_batches(
+        self, samples: Sequence[Sample]
+    ) -> Iterator[tuple[list[Sample], np.ndarray, np.ndarray]]:
+        """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch: memory
+        stays flat however many samples there are."""
+        self._check_fitted()
+        if not samples:
+            raise DataError("no images to score")
+        bar = self._bar("scoring", len(samples))
+        for start in range(0, len(samples), self.batch_size):
+            batch = list(samples[start : start + self.batch_size])
+            if self.cache_dir:  # one test set scored by many models extracts its features once
+                amap, score = self._score_features(self.image_features(batch, bar=bar))
+            else:
+                images = to_tensor([s.image(tuple(self.image_size)) for s in batch])
+                amap, score = self._score_batch(images)
+                bar(len(batch))
+            yield batch, score.numpy().astype(np.float64), amap.numpy().astype(np.float32)
+
+    def predict(self, samples: Iterable[Sample]) -> Prediction:
+        """Image scores and anomaly maps (at ``image_size``) for each sample."""
+        samples = list(samples)
+        scores, maps = [], []
+        for _, score, amap in self.predict_batches(samples):
+            maps.append(amap)
+            scores.append(score)
+        labels = np.array([s.label for s in samples])
+        return Prediction(
+            [s.id for s in samples], np.concatenate(scores), np.concatenate(maps), labels
+        )
+
+    def _nearest(self, bank: MemoryBank, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, h, w) patch distances to ``bank``; (B, h*w) index of each patch's nearest entry."""
+        b, h, w, d = feats.shape
+        dist, idx = bank.query(feats.reshape(-1, d), self.num_neighbors)
+        return patch_distances(dist).reshape(b, h, w), idx[:, 0].reshape(b, h * w)
+
+    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(anomaly maps at ``image_size``, image scores) of a batch."""
+        return self._score_features(self.extractor_(images).features.permute(0, 2, 3, 1))
+
+    def _score_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(anomaly maps, image scores) of (B, h, w, D) patch features."""
+        dist, idx = self._nearest(self.memory_, feats)
+        reweighting = None
+        if self.reweight:
+            b, h, w, d = feats.shape
+            flat = feats.reshape(b, h * w, d)
+            reweighting = Reweighting(flat, idx, self.memory_.bank_, self.reweight_neighbors)
+        return score_patches(dist, tuple(self.image_size), self.blur_sigma, reweighting=reweighting)
+
+    # -- persistence ------------------------------------------------------------------------
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"normal_bank": self.memory_.bank_}
+
+    def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.memory_ = self._memory(self.coreset_ratio)
+        self.memory_.bank_ = tensors["normal_bank"]
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``model.safetensors`` and ``model.json`` (config, versions, shapes, digest)."""
+        from .persistence import save_model
+
+        return save_model(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], weights: str | None = None) -> PatchCore:
+        """Load a model saved by ``save``; refuses tampered, truncated or mismatched files.
+        A ``PatchCore.load`` of a dual model gives the ``DualPatchCore`` it holds."""
+        from .persistence import load_model
+
+        return load_model(cls, path, weights)

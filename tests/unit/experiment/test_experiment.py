@@ -1,0 +1,167 @@
+"""The experiment runner: results folder layout, provenance, skipping finished runs, overrides."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from dualpatch.errors import ConfigError
+from dualpatch.evaluation import evaluate
+from dualpatch.experiment import Experiment, load_config
+from tests.support.common import REPO_ROOT
+
+
+def _config(tmp_path, demo_root, **extra):
+    overrides = [
+        "dataset=demo",
+        f"data={demo_root}",
+        f"out={tmp_path / 'exp'}",
+        "image_size=[64, 32]",
+        "coreset_min=40",
+        f"cache={tmp_path / 'cache'}",
+    ]
+    cfg = load_config(None, overrides)
+    cfg["runs"] = [
+        {"name": "single", "bank": "single"},
+        {"name": "dual", "bank": "dual"},
+        {"name": "dual-seed-rule", "bank": "dual", "rule": "seed", "defects": "crop"},
+    ]
+    cfg.update(extra)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, demo_root):
+    tmp = tmp_path_factory.mktemp("experiment")
+    cfg = _config(tmp, demo_root)
+    report = Experiment(cfg).run()
+    return cfg, report
+
+
+def test_results_folder_holds_everything(finished, demo_test):
+    cfg, report = finished
+    out = report.parent
+    for name in (
+        "config.yaml",
+        "environment.json",
+        "dataset.json",
+        "metrics.json",
+        "metrics.csv",
+        "results.npy",
+        "report.html",
+        "curves/roc.png",
+        "curves/pr.png",
+    ):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"single", "dual", "dual-seed-rule"}
+    for run in ("single", "dual", "dual-seed-rule"):
+        m = metrics[run]
+        assert m["fit_seconds"] > 0 and m["images_per_second"] > 0 and m["peak_rss_mb"] > 0
+        rows = list(csv.DictReader((out / "runs" / run / "scores.csv").open()))
+        assert len(rows) == len(demo_test)
+        # the image metrics follow from scores.csv (written at full precision) alone
+        labels = np.array([int(row["label"]) for row in rows])
+        again = evaluate(labels, np.array([float(row["score"]) for row in rows]))
+        for key in ("image_auroc", "image_ap", "f1_max", "f1_threshold"):
+            assert again[key] == m[key], (run, key)
+        overlays = list((out / "runs" / run / "overlays").glob("*.png"))
+        assert len(overlays) == len(demo_test)  # every test image, not only a gallery sample
+    table = list(csv.DictReader((out / "metrics.csv").open()))
+    assert {r["run"] for r in table} == set(metrics)
+
+
+def test_provenance(finished, demo_train, demo_test):
+    cfg, report = finished
+    out = report.parent
+    assert yaml.safe_load((out / "config.yaml").read_text())["runs"] == cfg["runs"]
+    env = json.loads((out / "environment.json").read_text())
+    assert "torch" in env["versions"] and env["torch_threads"] >= 1
+    data = json.loads((out / "dataset.json").read_text())
+    assert data["train"]["sha256"] == demo_train.fingerprint()
+    assert len(data["test"]["files"]) == len(demo_test)
+
+
+def test_results_npy_keeps_the_reference_layout(finished):
+    _, report = finished
+    results = np.load(report.parent / "results.npy", allow_pickle=True).item()
+    assert set(results["standard_patchcore"]) == {"image_auc", "pixel_auc"}
+    assert set(results["dual_patchcore"]) == {"image_auc", "pixel_auc", "rule"}
+    from dualpatch.defaults import DUAL_RULE
+
+    assert results["dual_patchcore"]["rule"] == DUAL_RULE
+    assert results["dual_patchcore:dual-seed-rule"]["rule"] == "seed"
+    metrics = json.loads((report.parent / "metrics.json").read_text())
+    assert results["standard_patchcore"]["image_auc"] == pytest.approx(
+        metrics["single"]["image_auroc"]
+    )
+
+
+def test_rerun_skips_finished_runs_without_feature_extraction(finished, monkeypatch):
+    cfg, report = finished
+    before = json.loads((report.parent / "metrics.json").read_text())
+
+    def boom(*args, **kwargs):
+        raise AssertionError("features were extracted again")
+
+    monkeypatch.setattr("dualpatch.features.FeatureExtractor.forward", boom)
+    Experiment(cfg).run()
+    assert json.loads((report.parent / "metrics.json").read_text()) == before
+
+
+def test_changed_run_is_recomputed_from_cached_features(finished, monkeypatch):
+    cfg, report = finished
+    cfg = json.loads(json.dumps(cfg))
+    cfg["runs"] = [{"name": "single", "bank": "single", "normal_coreset": 0.5}]
+    calls = []
+    from dualpatch.features import FeatureExtractor
+
+    original = FeatureExtractor.forward
+
+    def counting(self, images):
+        calls.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(FeatureExtractor, "forward", counting)
+    Experiment(cfg).run()
+    # the first run embedded every training, validation and test image: the changed run refits
+    # and scores from the feature cache alone
+    assert sum(calls) == 0
+    run = json.loads((report.parent / "runs" / "single" / "run.json").read_text())
+    assert run["settings"]["normal_coreset"] == 0.5
+
+
+def test_overrides_and_validation(tmp_path):
+    cfg = load_config(None, ["seed=7", "runs.0.rule=seed", "image_size=[160, 64]"])
+    assert cfg["seed"] == 7 and cfg["runs"][0]["rule"] == "seed" and cfg["image_size"] == [160, 64]
+    with pytest.raises(ConfigError, match="unknown config key"):
+        load_config(None, ["colour=blue"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: demo\nbackbon: resnet50\n")
+    with pytest.raises(ConfigError, match="backbon"):
+        load_config(bad)
+    bad.write_text("runs:\n  - {name: a, bank: triple}\n")
+    with pytest.raises(ConfigError, match="triple"):
+        load_config(bad)
+    bad.write_text("runs:\n  - {name: a, bank: single, augment: {method: paste}}\n")
+    with pytest.raises(ConfigError, match="single-bank"):
+        load_config(bad)
+
+
+def test_shipped_configs_are_valid():
+    configs = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+    assert len(configs) >= 3
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg["runs"]
+    ksdd2 = load_config(REPO_ROOT / "configs/ksdd2.yaml")
+    assert (ksdd2["backbone"], ksdd2["normal_coreset"], ksdd2["defect_coreset"], ksdd2["seed"]) == (
+        "resnet50",
+        0.01,
+        0.10,
+        42,
+    )

@@ -1,0 +1,218 @@
+"""The library's layering: no module below the CLI imports the CLI, typer or rich, and the import
+graph between dualpatch's own modules has no cycle and never points up the layer order."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.common import REPO_ROOT
+
+SRC = REPO_ROOT / "src" / "dualpatch"
+
+#: Layer of each top-level module or package, lowest first. A module may import its own layer or
+#: any lower one. ``report`` renders results and sits below ``experiment``, which writes a report
+#: at the end of a run; ``evaluation`` is plain metrics beside scoring. Modules that are not listed
+#: (added later) are still checked for cycles and for CLI imports.
+LAYERS = {
+    "errors": 0,
+    "defaults": 0,
+    "fileio": 0,
+    "progress": 0,
+    "environment": 0,
+    "data": 1,
+    "backbones": 1,
+    "features": 2,
+    "fewshot": 2,
+    "memory": 3,
+    "feature_augment": 3,
+    "spill": 4,
+    "feature_cache": 4,
+    "scoring": 4,
+    "evaluation": 4,
+    "uncertainty": 4,
+    "models": 5,
+    "threshold": 5,
+    "protocol": 5,
+    "augment": 6,
+    "export": 6,
+    "export_files": 6,
+    "runtime": 6,
+    "server": 6,
+    "report": 7,
+    "report_data": 7,
+    "report_plots": 7,
+    "report_fewshot": 7,
+    "crossval": 8,
+    "experiment": 8,
+    "experiment_config": 8,
+    "experiment_inputs": 8,
+    "experiment_outputs": 8,
+    "fewshot_runner": 8,
+    "cli": 9,
+}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_cli(module: str) -> bool:
+    top = module.split(".")[1] if "." in module else ""
+    return top == "cli" or top.startswith("cli_")
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """dualpatch modules that ``module`` imports anywhere in its file, lazy imports included."""
+    tree = ast.parse(path.read_text())
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("dualpatch")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.startswith("dualpatch"):
+                target = node.module
+            else:
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                if (SRC.parent / Path(*sub.split("."))).with_suffix(".py").exists() or (
+                    SRC.parent / Path(*sub.split(".")) / "__init__.py"
+                ).exists():
+                    found.add(sub)
+                else:
+                    found.add(target)
+    # the package's own __init__ is a lazy facade over models; it is not a layer of its own
+    return {m for m in found if m != "dualpatch" and m != module}
+
+
+def _graph() -> dict[str, set[str]]:
+    files = sorted(SRC.rglob("*.py"))
+    return {_module_name(p): _imports(p, _module_name(p)) for p in files}
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None
+    top = parts[1]
+    return LAYERS.get("cli" if _is_cli(module) else top)
+
+
+def test_no_library_module_imports_the_cli():
+    offenders = [
+        f"{m} imports {t}"
+        for m, targets in _graph().items()
+        if not _is_cli(m)
+        for t in targets
+        if _is_cli(t)
+    ]
+    assert not offenders, offenders
+
+
+def test_imports_never_point_up_the_layers():
+    offenders = []
+    for m, targets in _graph().items():
+        own = _layer(m)
+        for t in targets:
+            theirs = _layer(t)
+            if own is not None and theirs is not None and theirs > own:
+                offenders.append(f"{m} (layer {own}) imports {t} (layer {theirs})")
+    assert not offenders, offenders
+
+
+def test_import_graph_has_no_cycle():
+    graph = _graph()
+    # collapse submodules of the same top-level package: a cycle inside one package is fine
+    # (data/__init__ re-exports its modules), a cycle between layers is not
+    def top(m: str) -> str:
+        return ".".join(m.split(".")[:2])
+
+    collapsed: dict[str, set[str]] = {}
+    for m, targets in graph.items():
+        collapsed.setdefault(top(m), set()).update(top(t) for t in targets if top(t) != top(m))
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(collapsed.get(node, ())):
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt) :] + [nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if not state.get(nxt):
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(collapsed):
+        if not state.get(node):
+            visit(node)
+
+
+def test_the_layer_check_catches_a_cycle(tmp_path, monkeypatch):
+    """The checker itself: a fake package where a low layer imports the CLI is reported."""
+    pkg = tmp_path / "dualpatch"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "memory.py").write_text("def f():\n    from .cli import app\n")
+    (pkg / "cli.py").write_text("from .memory import f\n")
+    monkeypatch.setattr(sys.modules[__name__], "SRC", pkg)
+    graph = _graph()
+    assert "dualpatch.cli" in graph["dualpatch.memory"]
+    with pytest.raises(AssertionError):
+        test_no_library_module_imports_the_cli()
+    with pytest.raises(pytest.fail.Exception):
+        test_import_graph_has_no_cycle()
+
+
+def test_library_source_never_imports_typer_or_rich():
+    offenders = []
+    for path in sorted(SRC.rglob("*.py")):
+        module = _module_name(path)
+        if _is_cli(module):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+            offenders += [
+                f"{module}: {n}" for n in names if n.split(".")[0] in ("typer", "rich", "click")
+            ]
+    assert not offenders, offenders
+
+
+def test_library_modules_do_not_load_typer():
+    """Importing every library module (what a notebook does) never pulls in the CLI stack.
+
+    Only typer and click are checked at run time: scikit-learn itself imports rich.
+    """
+    modules = sorted(m for m in _graph() if not _is_cli(m))
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}:\n"
+        "    importlib.import_module(m)\n"
+        "    bad = [x for x in ('typer', 'click') if x in sys.modules]\n"
+        "    if bad:\n"
+        "        sys.exit(f'{m} loads {bad}')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
