@@ -97,7 +97,29 @@ def main() -> None:
     })  # fmt: skip
     title = "KolektorSDD, 3 folds: mean ± std over folds × draws, 95% bootstrap band"
     plot_fewshot(metrics, entries, args.plot, title=title)
+    print(markdown(summary, advice))
     print(f"wrote {args.json} and {args.plot}")
+
+
+def markdown(summary: dict, advice: dict) -> str:
+    """The README's tables: mean ± std [95% interval] per run and n, and the advice per n."""
+
+    def cell(m: dict, k: str) -> str:
+        lo, hi = m.get(f"{k}_ci") or (float("nan"), float("nan"))
+        return f"{m[k]:.3f} ± {m[f'{k}_std']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    lines = ["| run | n | draws × folds | image AUROC | image AP | pixel AUPRO |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for m in summary.values():
+        n = "any (no defects)" if m["defect_shots"] is None else str(m["defect_shots"])
+        lines.append(f"| {m['run']} | {n} | {m['n_evaluations']} | "
+                     + " | ".join(cell(m, k) for k in KEYS[:3]) + " |")  # fmt: skip
+    lines += ["", "| n | use | why | goal |", "| --- | --- | --- | --- |"]
+    for n, a in advice.items():
+        met = [k for k, g in a["goal"].items() if g["met"]]
+        goal = ("met by " + ", ".join(met) if met else "not met") if a["goal"] else "not checked"
+        lines.append(f"| {n} | {a['use']} | {a['why']} | {goal} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
