@@ -12,18 +12,7 @@ import warnings
 
 import typer
 
-# names callers used from here before the commands moved to cli_fit / cli_run / cli_common
-from .cli_common import (  # noqa: F401
-    Backbone,
-    Bank,
-    DefectSource,
-    OnDuplicates,
-    Rule,
-    fail,
-    open_dataset,
-    print_metrics,
-)
-from .defaults import MIN_SIDE  # noqa: F401  (kept here for callers of cli.MIN_SIDE)
+from .cli_common import Rule  # noqa: F401  (kept for callers of cli.Rule)
 from .errors import DualpatchError
 
 app = typer.Typer(

@@ -12,20 +12,10 @@ from .cli_common import reporting
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 
-class ExportFormat(StrEnum):
-    onnx = "onnx"
-    openvino = "openvino"
-
-
-class InputFormat(StrEnum):
-    uint8 = "uint8"
-    float = "float"
-
-
-class Runtime(StrEnum):
-    torch = "torch"
-    onnx = "onnx"
-    openvino = "openvino"
+# choices of the options below (a StrEnum's auto values are its lower-case names)
+ExportFormat = StrEnum("ExportFormat", ["onnx", "openvino"])
+InputFormat = StrEnum("InputFormat", ["uint8", "float"])
+Runtime = StrEnum("Runtime", ["torch", "onnx", "openvino"])
 
 
 def _size_mib(paths: list[Path]) -> float:

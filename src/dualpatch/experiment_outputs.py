@@ -111,29 +111,13 @@ def write_report(exp, results: list[dict], dataset_info: dict, sections=()) -> P
         split, j = r["where"][i]
         return split.test[j]
 
+    shown = ("name", "metrics", "ids", "labels", "scores", "threshold", "maps")
     runs = [
         RunResult(
-            name=r["name"],
-            metrics=r["metrics"],
-            ids=r["ids"],
-            labels=r["labels"],
-            scores=r["scores"],
-            threshold=r["threshold"],
-            maps=r["maps"],
+            **{k: r[k] for k in shown},
             images=lambda i, r=r: sample(r, i).image(size),
             masks=lambda i, r=r: sample(r, i).mask(size),
-            threshold_label=(
-                (
-                    "oracle threshold, fitted on test labels"
-                    if r["oracle"]
-                    else "validation threshold (from training data, never test labels)"
-                )
-                + (
-                    "; 1 = each fold's threshold (scores and maps divided by it)"
-                    if r["relative"]
-                    else ""
-                )
-            ),  # fmt: skip
+            threshold_label=threshold_label(r),
         )
         for r in results
     ]
@@ -151,6 +135,18 @@ def write_report(exp, results: list[dict], dataset_info: dict, sections=()) -> P
         inline_images=exp.config["inline_images"],
         sections=sections,
     )
+
+
+def threshold_label(result: dict) -> str:
+    """What the report's threshold of a pooled run is: where it was fitted, and its scale."""
+    where = (
+        "oracle threshold, fitted on test labels"
+        if result["oracle"]
+        else "validation threshold (from training data, never test labels)"
+    )
+    if result["relative"]:
+        return where + "; 1 = each fold's threshold (scores and maps divided by it)"
+    return where
 
 
 def report_dataset(dataset_info: dict) -> dict:

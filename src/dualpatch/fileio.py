@@ -173,6 +173,7 @@ def mark_output(folder: str | os.PathLike[str], command: str) -> None:
     write_json(Path(folder) / MARKER, {"command": command, "dualpatch": __version__})
 
 
+# check_output_dir's parameters, repeated on purpose: output_dir checks ``out`` with them first
 @contextlib.contextmanager
 def output_dir(
     out: str | os.PathLike[str],

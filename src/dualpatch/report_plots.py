@@ -89,15 +89,10 @@ def map_range(run: RunResult) -> tuple[float, float]:
 
 
 def _resize(a: np.ndarray, hw: tuple[int, int], nearest: bool = False) -> np.ndarray:
-    import cv2
+    from .data.images import resize
 
-    if a.shape[:2] == hw:
-        return a
-    if nearest:
-        interp = cv2.INTER_NEAREST
-    else:  # area averaging when shrinking avoids aliasing the image's fine texture
-        interp = cv2.INTER_AREA if a.shape[0] > hw[0] else cv2.INTER_LINEAR
-    return cv2.resize(a, (hw[1], hw[0]), interpolation=interp)
+    # area averaging when shrinking avoids aliasing the image's fine texture
+    return resize(a, hw, "nearest" if nearest else "area")
 
 
 def render_overlay(

@@ -17,7 +17,6 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from scipy import ndimage
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from ..data import Dataset
 from ..data.crop_folder import CropRow, CropSpec
+from ..data.images import resize
 from ..errors import ConfigError
 from .ddpm_model import (
     WEIGHTS,
@@ -114,9 +114,9 @@ class Inpainter:
         # Model-scale size, a multiple of 8 so the U-Net's down/up-sampling lines up.
         h = max(8, int(round((y1 - y0) * self.cfg.scale / 8)) * 8)
         w = max(8, int(round((x1 - x0) * self.cfg.scale / 8)) * 8)
-        small = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1)
+        small = resize(crop, (h, w), "area").reshape(h, w, -1)
         # Area-resized and thresholded at > 0: every pixel touched by the mask is regenerated.
-        msmall = cv2.resize(cmask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) > 0
+        msmall = resize(cmask.astype(np.float32), (h, w), "area") > 0
         dev = self.device
         x_known = torch.from_numpy(small.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1)[None]
         m = torch.from_numpy(msmall.astype(np.float32))[None, None]
@@ -142,7 +142,7 @@ class Inpainter:
                 known = x_known
             x = m * x + (1 - m) * known
         gen_small = ((x[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-        up = cv2.resize(gen_small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC)
+        up = resize(gen_small, (y1 - y0, x1 - x0), "bicubic")
         up = up.reshape(y1 - y0, x1 - x0, -1).astype(np.float32)
         # Feather: weight 1 deep inside the mask, falling towards its edge, 0 outside.
         alpha = feather_weights(cmask, self.feather)[..., None]
@@ -241,6 +241,8 @@ def sample_ddpm(
     return writer.rows
 
 
+# train_ddpm's and sample_ddpm's parameters, repeated on purpose: generate_ddpm is the two in one
+# call, and every generator (ddpm, sdxl, paste) takes the same tail (seed ... force, as_crops)
 def generate_ddpm(
     dataset: Dataset,
     n: int,

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..data import Dataset
 from ..data.crop_folder import CropRow, CropSpec
-from ..data.images import resize_image, resize_mask
+from ..data.images import resize, resize_image, resize_mask
 from ..errors import WeightsError
 from ..fileio import sha256_file
 from .device import resolve_device
@@ -93,6 +93,8 @@ def load_pipeline(weights: str | Path, device: str | None = None, config: str | 
     return pipe.to(dev)
 
 
+# the generators' common tail of parameters (seed, device, progress, log, force, as_crops), as
+# generate_ddpm and generate_paste take it, so that augment.generate calls them alike
 def generate_sdxl(
     weights: str | Path,
     dataset: Dataset,
@@ -157,7 +159,7 @@ def generate_sdxl(
                 generator=torch.Generator().manual_seed(seed + i),
             ).images[0]
             oh, ow = out_size
-            generated = np.asarray(result.convert("RGB").resize((ow, oh), Image.BICUBIC))
+            generated = resize(np.asarray(result.convert("RGB")), (oh, ow), "bicubic")
             small_mask = resize_mask(mask, out_size)
             final = resize_image(image, out_size).copy()
             final[small_mask] = generated[small_mask]

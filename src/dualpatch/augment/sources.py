@@ -43,6 +43,9 @@ class Placement:
         h, w = self.size
         if arr.shape[:2] == (h, w):
             return np.ascontiguousarray(arr)
+        # OpenCV, not data.images.resize (PIL), on purpose: PIL's pixel grid moves the placed
+        # masks by a pixel, which changes which copy-paste defects survive Poisson blending (the
+        # demo's dual+paste row and tests/test_augment_paste pin these outputs)
         if arr.dtype == bool:
             return cv2.resize(arr.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
         interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR

@@ -71,6 +71,7 @@ class CropFolderWriter:
         self.added: list[CropRow] = []
         self._names = {Path(r.crop).stem for r in rows}
 
+    # alike in shape to augment.manifest's writer's add (typed arguments), not in what it records
     def add(
         self,
         crop: DefectCrop,

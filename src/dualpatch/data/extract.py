@@ -101,9 +101,24 @@ def _zip_members(archive: Path, zf: zipfile.ZipFile, lim: Limits) -> Iterator[_M
         yield _Member(parts, info.is_dir(), info.file_size, lambda i=info: zf.open(i))
 
 
-def _tar_members(archive: Path, tf: tarfile.TarFile, lim: Limits) -> Iterator[_Member]:
+def _data_filter(archive: Path, info: tarfile.TarInfo, folder: Path) -> None:
+    """tarfile's own ``data`` filter (PEP 706) on a member: absolute or escaping paths and links
+    and special files are refused. Our checks below stay on top of it (all links are refused,
+    sizes are capped), as they are the only ones for zip archives."""
+    try:
+        tarfile.data_filter(info, str(folder))
+    except tarfile.FilterError as exc:  # a TarError: must not read as "damaged archive"
+        raise DataError(
+            f"{archive}: member {info.name!r} refused by tarfile's data filter ({exc})"
+        ) from None
+
+
+def _tar_members(
+    archive: Path, tf: tarfile.TarFile, folder: Path, lim: Limits
+) -> Iterator[_Member]:
     total, packed = 0, archive.stat().st_size
     for info in tf.getmembers():
+        _data_filter(archive, info, folder)
         parts = _safe_parts(archive, info.name)
         if info.issym() or info.islnk():
             raise DataError(f"{archive}: member {info.name!r} is a link; refusing to extract")
@@ -138,7 +153,8 @@ def extract_into(
                 _write_members(archive, folder, list(_zip_members(archive, zf, limits)), progress)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
-                _write_members(archive, folder, list(_tar_members(archive, tf, limits)), progress)
+                members = list(_tar_members(archive, tf, folder, limits))
+                _write_members(archive, folder, members, progress)
         else:
             raise DataError(f"{archive}: not a zip or tar archive")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zipfile.LargeZipFile) as exc:
@@ -172,6 +188,7 @@ def _write_members(archive: Path, folder: Path, members: list[_Member], progress
             raise DataError(f"{archive}: cannot extract member {name!r} ({exc})") from None
 
 
+# extract_into's parameters, repeated: safe_extract is extract_into into a folder swapped in whole
 def safe_extract(
     archive: str | os.PathLike[str],
     dest: str | os.PathLike[str],

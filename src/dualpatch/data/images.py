@@ -128,20 +128,57 @@ def image_to_rgb(img: Image.Image, path: Path | str, size: Size | None = None) -
     return out
 
 
-def resize_image(image: np.ndarray, size: Size) -> np.ndarray:
+#: ``resize``'s interpolations, all PIL filters: PIL is dualpatch's one resize path (the feature
+#: path reads images through it, so the golden scores pin it). "area" averages the source pixels
+#: an output pixel covers when shrinking (PIL's BOX) and is bilinear when enlarging; "box" is BOX
+#: either way.
+RESAMPLING = {
+    "nearest": Image.NEAREST,
+    "bilinear": Image.BILINEAR,
+    "bicubic": Image.BICUBIC,
+    "box": Image.BOX,
+}
+
+
+def resize(array: np.ndarray, size: Size, method: str = "bilinear") -> np.ndarray:
+    """``array`` ((H, W) or (H, W, C); uint8, bool or float) resized to ``size`` = (H, W).
+
+    Bool arrays (masks) are resized nearest-neighbour, whatever ``method`` says. uint8 gray, RGB
+    and RGBA go through PIL as they are; any other channel count or dtype channel by channel as
+    32-bit float (uint8 rounded back)."""
     h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    if array.shape[:2] == (h, w):
+        return array
+    if array.dtype == bool:
+        return resize(array.astype(np.uint8) * 255, size, "nearest") > 127
+    if method == "area":
+        method = "box" if h <= array.shape[0] and w <= array.shape[1] else "bilinear"
+    resample = RESAMPLING[method]
+    if array.dtype == np.uint8 and (array.ndim == 2 or array.shape[2] in (3, 4)):
+        return np.asarray(Image.fromarray(array).resize((w, h), resample))
+    planes = np.asarray(array, dtype=np.float32).reshape(*array.shape[:2], -1)
+    out = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(planes[..., c])).resize((w, h), resample)
+            )
+            for c in range(planes.shape[2])
+        ],
+        axis=2,
+    )
+    if array.dtype == np.uint8:
+        out = np.clip(np.rint(out), 0, 255)
+    return out.astype(array.dtype).reshape(h, w, *array.shape[2:])
+
+
+def resize_image(image: np.ndarray, size: Size) -> np.ndarray:
+    """An RGB uint8 image resized bilinearly to ``size`` = (H, W) (the features' input path)."""
+    return resize(image, size, "bilinear")
 
 
 def resize_mask(mask: np.ndarray, size: Size) -> np.ndarray:
-    h, w = size
-    if mask.shape[:2] == (h, w):
-        return mask.astype(bool)
-    return (
-        np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
-    )
+    """A mask as bool, resized nearest-neighbour to ``size`` = (H, W)."""
+    return resize(np.asarray(mask).astype(bool), size)
 
 
 def read_mask(

@@ -59,6 +59,20 @@ def scan_split(split_dir: Path) -> SplitFiles:
     return out
 
 
+def unpaired(files: SplitFiles) -> list[tuple[str, int, str]]:
+    """What a split folder holds besides image/mask pairs: (kind, how many, the first names)."""
+    out = []
+    for what, paths in (
+        ("images without a _GT mask", files.images_without_mask),
+        ("masks without an image", files.masks_without_image),
+        ("unexpected files", files.other),
+    ):
+        if paths:
+            names = ", ".join(p.name for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+            out.append((what, len(paths), names))
+    return out
+
+
 def find_root(folder: Path) -> Path:
     """``folder`` itself, or its single sub-folder, whichever holds ``train/`` and ``test/``.
 
@@ -87,14 +101,8 @@ def layout_warnings(root: Path, with_positives: bool = False) -> list[str]:
             pos = sum(bool(np.any(read_mask(m, nonbinary="ok"))) for _, m in files.pairs.values())
             if pos != n_pos:
                 msgs.append(f"{root / split}: {pos:,} positive images, expected {n_pos:,}")
-        for what, paths in (
-            ("images without a _GT mask", files.images_without_mask),
-            ("masks without an image", files.masks_without_image),
-            ("unexpected files", files.other),
-        ):
-            if paths:
-                names = ", ".join(p.name for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
-                msgs.append(f"{root / split}: {len(paths)} {what} ({names})")
+        for what, count, names in unpaired(files):
+            msgs.append(f"{root / split}: {count} {what} ({names})")
     return msgs
 
 

@@ -23,8 +23,8 @@ from tqdm import tqdm
 from ..errors import ConfigError, DataError
 from ..fileio import check_output_dir, output_dir
 from .download import Limits, extract_into
-from .images import read_image, read_mask, resize_image, resize_mask
-from .ksdd2 import EXPECTED_COUNTS, LABELS, SPLITS, find_root, scan_split
+from .images import read_image, read_mask, resize, resize_image, resize_mask
+from .ksdd2 import EXPECTED_COUNTS, LABELS, SPLITS, find_root, scan_split, unpaired
 
 DEFAULT_SIZE = (224, 632)  # (W, H)
 COMMAND = "data prepare"
@@ -103,14 +103,9 @@ def _prepare_tree(root, tmp, hw, workers, progress, log, report: PrepareReport) 
             names = [f"{split}/{p.name}" for p in files.copies]
             report.dropped += names
             log(f"dropped {len(names)} stray duplicate(s): {', '.join(names)}")
-        for what, paths in (
-            ("images without a _GT mask (skipped)", files.images_without_mask),
-            ("masks without an image (skipped)", files.masks_without_image),
-            ("unexpected files (ignored)", files.other),
-        ):
-            if paths:
-                names = ", ".join(p.name for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
-                report.warnings.append(f"{split}: {len(paths)} {what}: {names}")
+        for what, count, names in unpaired(files):
+            action = "ignored" if what == "unexpected files" else "skipped"
+            report.warnings.append(f"{split}: {count} {what} ({action}): {names}")
         if not files.pairs:
             raise DataError(f"{root / split}: no NNNNN.png + NNNNN_GT.png pairs")
         (tmp / split).mkdir()
@@ -139,7 +134,7 @@ def _prepare_pair(img_path: Path, mask_path: Path, stem: Path, hw, split: str) -
     if positive and not small.any():
         # Nearest-neighbour can skip a defect only a pixel or two wide; keep it by marking every
         # output pixel that covers any of it, so the label and the mask never disagree.
-        box = Image.fromarray(mask.astype(np.uint8) * 255).resize(hw[::-1], Image.BOX)
+        box = resize(mask.astype(np.uint8) * 255, hw, "box")
         small = np.asarray(box) > 0
     Image.fromarray(resize_image(image, hw)).save(stem.with_suffix(".png"))
     Image.fromarray(small.astype(np.uint8) * 255).save(stem.with_name(f"{stem.name}_GT.png"))

@@ -98,22 +98,10 @@ class PatchCore:
 
     # -- parameters -------------------------------------------------------------------------
     PARAMS = (
-        "backbone",
-        "image_size",
-        "coreset_ratio",
-        "coreset_min",
-        "projection_dim",
-        "num_neighbors",
-        "reweight",
-        "reweight_neighbors",
-        "blur_sigma",
-        "normalization",
-        "batch_size",
-        "seed",
-        "coreset_method",
-        "knn",
-        "max_memory",
-    )
+        "backbone", "image_size", "coreset_ratio", "coreset_min", "projection_dim",
+        "num_neighbors", "reweight", "reweight_neighbors", "blur_sigma", "normalization",
+        "batch_size", "seed", "coreset_method", "knn", "max_memory",
+    )  # fmt: skip
 
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.PARAMS}
