@@ -1,6 +1,8 @@
 """At line speed: dualpatch (torch, onnx, openvino) against anomalib's PatchCore, in one run.
 
-KolektorSDD default split, 320x128, EfficientNet-Lite0, normal coreset 1 %, 2 CPU threads each.
+KolektorSDD default split, 320x128, EfficientNet-Lite0, 2 CPU threads each. The anchor keeps a 1 %
+normal coreset, so the targets are judged on our model fitted with ``--coreset 0.01`` (``--model``);
+a model at the 10 % default (``--model-default``) is measured beside it, not judged.
 The CPU is shared, so the figures are ratios within this run, with ``uptime`` recorded, and
 dualpatch is measured before AND after the anomalib anchor (interleaved); each target is judged
 on the worse of our two rounds.
@@ -32,6 +34,8 @@ HERE = Path(__file__).resolve().parent
 ANCHOR = Path(os.environ.get("ANCHOR_DIR", "/work/shared/anchors/anomalib"))
 ANCHOR_HOME = Path(os.environ.get("ANCHOR_HOME", Path.home() / ".cache/anomalib-anchor"))
 RUNTIMES = ("torch", "onnx", "openvino")
+#: batch sizes of the batched-throughput figure (anomalib tests at 32; the best of ours is judged)
+BATCHES = (8, 32)
 EVALUATE_RUNTIMES = ("torch",)
 
 
@@ -39,14 +43,24 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds all processes have spent busy since boot (/proc/stat, all cores)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def run_rss(cmd: list[str], env: dict | None = None) -> dict:
-    """Run ``cmd`` and report its wall time and own peak RSS (from wait4)."""
+    """Run ``cmd`` and report its wall time, own peak RSS (from wait4) and the share of the
+    machine's CPU that OTHER processes used meanwhile (how contaminated its timings are)."""
+    busy0 = busy_cpu_s()
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env or os.environ)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t0
+        foreign = busy_cpu_s() - busy0 - usage.ru_utime - usage.ru_stime
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
@@ -55,6 +69,7 @@ def run_rss(cmd: list[str], env: dict | None = None) -> dict:
     return {
         "wall_s": round(wall, 2),
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "foreign_cpu_fraction": round(max(0.0, foreign) / (wall * (os.cpu_count() or 1)), 3),
         "stdout": stdout,
     }
 
@@ -79,17 +94,44 @@ def child_speed(args) -> None:
     images = np.stack([s.image((320, 128)) for s in test])
     decode_ms = 1000 * (time.perf_counter() - t0) / len(test)
     scorer = open_scorer(args.model, args.runtime, threads=args.threads)
-    scorer.score(images[:32])  # warm-up (allocations, graph optimisation)
-    batch_ms = []
-    scores, maps = [], []
-    for _ in range(args.passes):
-        t0 = time.perf_counter()
-        scores, maps = [], []
-        for start in range(0, len(images), 32):
-            s, m = scorer.score(images[start : start + 32])
-            scores.append(s)
-            maps.append(m)
-        batch_ms.append(1000 * (time.perf_counter() - t0) / len(images))
+    batched = {}
+    for batch in BATCHES:
+        scorer.score(images[:batch])  # warm-up (allocations, graph optimisation)
+        passes = []
+        for _ in range(args.passes):
+            t0 = time.perf_counter()
+            scores, maps = [], []
+            for start in range(0, len(images), batch):
+                s, m = scorer.score(images[start : start + batch])
+                scores.append(s)
+                maps.append(m)
+            passes.append(1000 * (time.perf_counter() - t0) / len(images))
+        batched[batch] = passes
+    np.savez(args.scores_out, scores=np.concatenate(scores), maps=np.concatenate(maps))
+    result = {
+        "runtime": args.runtime,
+        "images": len(images),
+        "decode_resize_ms_per_image": round(decode_ms, 2),
+        **{f"batch{b}_ms_per_image": round(min(v), 2) for b, v in batched.items()},
+        **{f"batch{b}_ms_per_image_passes": [round(x, 2) for x in v] for b, v in batched.items()},
+        **latency_figures(scorer, images, ""),
+    }
+    # batch 1 on ONE thread as well: one image is too little work to split over two threads
+    # without waiting at every operator's barrier, which is where the tail latency comes from
+    if args.runtime == "torch":
+        import torch
+
+        torch.set_num_threads(1)
+    else:
+        scorer = open_scorer(args.model, args.runtime, threads=1)
+    result.update(latency_figures(scorer, images, "_threads1"))
+    print(json.dumps(result))
+
+
+def latency_figures(scorer, images, suffix: str) -> dict:
+    """Median, p90, p99 and max ms of scoring each image alone (after 3 warm-up calls)."""
+    import numpy as np
+
     for i in range(3):
         scorer.score(images[i : i + 1])
     latency = []
@@ -98,43 +140,33 @@ def child_speed(args) -> None:
         scorer.score(images[i : i + 1])
         latency.append(1000 * (time.perf_counter() - t0))
     lat = np.array(latency)
-    np.savez(args.scores_out, scores=np.concatenate(scores), maps=np.concatenate(maps))
-    print(
-        json.dumps(
-            {
-                "runtime": args.runtime,
-                "images": len(images),
-                "decode_resize_ms_per_image": round(decode_ms, 2),
-                "batch32_ms_per_image": round(min(batch_ms), 2),
-                "batch32_ms_per_image_passes": [round(v, 2) for v in batch_ms],
-                "batch1_ms_median": round(float(np.median(lat)), 2),
-                "batch1_ms_p90": round(float(np.percentile(lat, 90)), 2),
-                "batch1_ms_p99": round(float(np.percentile(lat, 99)), 2),
-                "batch1_ms_max": round(float(lat.max()), 2),
-            }
-        )
-    )
+    return {
+        f"batch1{suffix}_ms_median": round(float(np.median(lat)), 2),
+        f"batch1{suffix}_ms_p90": round(float(np.percentile(lat, 90)), 2),
+        f"batch1{suffix}_ms_p99": round(float(np.percentile(lat, 99)), 2),
+        f"batch1{suffix}_ms_max": round(float(lat.max()), 2),
+    }
 
 
 # ---- parent ----------------------------------------------------------------------------------
-def our_round(args, env: dict, tag: str, out_dir: Path) -> dict:
+def our_round(args, model: str, env: dict, tag: str, out_dir: Path) -> dict:
     cli = [sys.executable, "-m", "dualpatch.cli"]
-    res: dict = {"uptime_before": uptime()}
+    res: dict = {"model": model, "uptime_before": uptime()}
     for runtime in RUNTIMES:
         scores = out_dir / f"{tag}-{runtime}.npz"
-        cmd = [sys.executable, __file__, "--child-speed", runtime, "--model", args.model]
+        cmd = [sys.executable, __file__, "--child-speed", runtime, "--model", model]
         cmd += ["--data", args.data, "--images", str(args.images), "--passes", str(args.passes)]
         cmd += ["--threads", str(args.threads), "--scores-out", str(scores)]
         r = run_rss(cmd, env)
         res[runtime] = json.loads(r["stdout"].strip().splitlines()[-1])
         res[runtime]["process_peak_rss_mib"] = r["peak_rss_mib"]
+        res[runtime]["foreign_cpu_fraction"] = r["foreign_cpu_fraction"]
         print(tag, runtime, json.dumps(res[runtime]), flush=True)
-    # evaluate --runtime onnx|openvino existed when line_speed.json was measured; the merge with
-    # the evaluate rewrite (provenance, overlap check) dropped it: only torch is measured now
     for runtime in EVALUATE_RUNTIMES:
         ev = run_rss(
             cli
-            + ["evaluate", "--model", args.model, "--dataset", "kolektorsdd", "--data", args.data]
+            + ["evaluate", "--model", model, "--dataset", "kolektorsdd", "--data", args.data]
+            + (["--runtime", runtime] if runtime != "torch" else [])
             + ["--out", str(out_dir / f"{tag}-evaluate-{runtime}")],
             env,
         )
@@ -144,7 +176,7 @@ def our_round(args, env: dict, tag: str, out_dir: Path) -> dict:
     for runtime in RUNTIMES:
         pr = run_rss(
             cli
-            + ["predict", *files, "--model", args.model, "--runtime", runtime]
+            + ["predict", *files, "--model", model, "--runtime", runtime]
             + ["--out", str(out_dir / f"{tag}-predict-{runtime}")],
             env,
         )
@@ -155,19 +187,39 @@ def our_round(args, env: dict, tag: str, out_dir: Path) -> dict:
     return res
 
 
-def parity(out_dir: Path, tag: str) -> dict:
+def leaked_test_images(data: str, count: int) -> list[int]:
+    """Positions (among the first ``count`` test images) of exact copies of training images: the
+    dual rules divide by the defect distance, which is ~0 for a copy of a bank image, so those
+    scores are float noise divided by ``eps`` and differ between runtimes by design."""
+    from dualpatch.data import KolektorSDD
+    from dualpatch.data.duplicates import file_sha256
+
+    train = {file_sha256(s.image_path) for s in KolektorSDD(data, "train")}
+    test = list(KolektorSDD(data, "test"))[:count]
+    return [i for i, s in enumerate(test) if file_sha256(s.image_path) in train]
+
+
+def parity(out_dir: Path, tag: str, leaked: list[int]) -> dict:
+    """Deviation of each exported runtime from torch: image scores relative, maps relative to
+    each image's map maximum; over all images, and without the leaked copies of training images."""
     import numpy as np
 
     ref = np.load(out_dir / f"{tag}-torch.npz")
-    out = {}
+    out: dict = {"leaked_copies_excluded": leaked}
     for runtime in ("onnx", "openvino"):
         got = np.load(out_dir / f"{tag}-{runtime}.npz")
         rel = np.abs(got["scores"] - ref["scores"]) / np.abs(ref["scores"])
-        map_dev = np.abs(got["maps"] - ref["maps"]).max() / np.abs(ref["maps"]).max()
+        map_max = np.abs(ref["maps"]).reshape(len(rel), -1).max(1)
+        map_dev = np.abs(got["maps"] - ref["maps"]).reshape(len(rel), -1).max(1) / map_max
+        keep = np.setdiff1d(np.arange(len(rel)), leaked)
         out[runtime] = {
-            "max_relative_score_deviation": float(rel.max()),
-            "median_relative_score_deviation": float(np.median(rel)),
-            "max_map_deviation_relative_to_map_max": float(map_dev),
+            "max_relative_score_deviation": float(rel[keep].max()),
+            "median_relative_score_deviation": float(np.median(rel[keep])),
+            "max_map_deviation_relative_to_map_max": float(map_dev[keep].max()),
+            "with_leaked_copies": {
+                "max_relative_score_deviation": float(rel.max()),
+                "max_map_deviation_relative_to_map_max": float(map_dev.max()),
+            },
         }
     return out
 
@@ -202,32 +254,112 @@ def anchor_round(args, out_dir: Path) -> dict:
 
 
 def judge(rounds: list[dict], anchor: dict) -> dict:
-    """Each target on the worse of our rounds, against the anchor's figures from the same run."""
+    """Each target on the worse of our rounds, against the anchor's figures from the same run.
+    Batched throughput: our best batch size (of ``BATCHES``), each size on its worse round."""
     out = {}
     a_step, a_wall = anchor["test_step_ms_per_image"], anchor["test_wall_ms_per_image"]
     a_b1, a_rss = anchor["batch1_ms_median"], anchor["process_peak_rss_mib"]
     for runtime in RUNTIMES:
         ours = [r[runtime] for r in rounds]
-        b32 = max(o["batch32_ms_per_image"] for o in ours)
-        b32_decode = max(o["batch32_ms_per_image"] + o["decode_resize_ms_per_image"] for o in ours)
-        med = max(o["batch1_ms_median"] for o in ours)
-        p99_ratio = max(o["batch1_ms_p99"] / o["batch1_ms_median"] for o in ours)
+        worst = {b: max(o[f"batch{b}_ms_per_image"] for o in ours) for b in BATCHES}
+        batch = min(worst, key=worst.get)
+        b_ms = worst[batch]
+        b_decode = max(
+            o[f"batch{batch}_ms_per_image"] + o["decode_resize_ms_per_image"] for o in ours
+        )
         out[runtime] = {
-            "batch32_ms_per_image": b32,
-            "throughput_ratio_model_only": round(a_step / b32, 2),
-            "throughput_ratio_with_decode": round(a_wall / b32_decode, 2),
-            "throughput_target_4x_met": a_step / b32 >= 4 and a_wall / b32_decode >= 4,
-            "batch1_ms_median": med,
-            "batch1_latency_fraction_of_anomalib": round(med / a_b1, 3),
-            "batch1_p99_over_median": round(p99_ratio, 2),
-            "latency_target_met": med <= a_b1 / 3 and p99_ratio < 1.5,
+            "batch_size": batch,
+            "batched_ms_per_image": b_ms,
+            "throughput_ratio_model_only": round(a_step / b_ms, 2),
+            "throughput_ratio_with_decode": round(a_wall / b_decode, 2),
+            "throughput_target_4x_met": a_step / b_ms >= 4 and a_wall / b_decode >= 4,
         }
+        for threads, suffix in ((2, ""), (1, "_threads1")):
+            if f"batch1{suffix}_ms_median" not in ours[0]:
+                continue
+            med = max(o[f"batch1{suffix}_ms_median"] for o in ours)
+            p99_ratio = max(
+                o[f"batch1{suffix}_ms_p99"] / o[f"batch1{suffix}_ms_median"] for o in ours
+            )
+            out[runtime][f"batch1_{threads}_threads"] = {
+                "ms_median": med,
+                "latency_fraction_of_anomalib": round(med / a_b1, 3),
+                "latency_third_met": med <= a_b1 / 3,
+                "p99_over_median": round(p99_ratio, 2),
+                "p99_under_1_5x_median_met": p99_ratio < 1.5,
+                "latency_target_met": med <= a_b1 / 3 and p99_ratio < 1.5,
+            }
     steps = [f"evaluate_{r}" for r in EVALUATE_RUNTIMES] + [f"predict_{r}" for r in RUNTIMES]
     for step in steps:
-        rss = max(r[step]["peak_rss_mib"] for r in rounds)
+        rss = max(r[step]["peak_rss_mib"] for r in rounds if step in r)
         out[f"{step}_peak_rss_mib"] = rss
         out[f"{step}_rss_fraction_of_anomalib"] = round(rss / a_rss, 3)
         out[f"{step}_rss_target_met"] = rss <= a_rss / 2
+    return out
+
+
+def evaluate_rss(args, env: dict, work: Path, result: dict) -> dict:
+    """Peak RSS of ``evaluate --runtime R`` for each runtime and both models, judged against the
+    anomalib peak already in ``result``."""
+    a_rss = result["anomalib"]["process_peak_rss_mib"]
+    out: dict = {"command": " ".join([sys.executable, *sys.argv])}
+    for label, model in (("1pct", result["model_1pct"]), ("10pct", result["model_10pct_default"])):
+        for runtime in RUNTIMES:
+            ev = run_rss(
+                [sys.executable, "-m", "dualpatch.cli", "evaluate", "--model", model]
+                + ["--dataset", "kolektorsdd", "--data", args.data, "--runtime", runtime]
+                + ["--out", str(work / f"evaluate-{label}-{runtime}")],
+                env,
+            )
+            rss = ev["peak_rss_mib"]
+            out[f"{label}_{runtime}"] = {
+                "wall_s": ev["wall_s"],
+                "peak_rss_mib": rss,
+                "rss_fraction_of_anomalib": round(rss / a_rss, 3),
+                "rss_target_met": rss <= a_rss / 2,
+            }
+            print(label, runtime, json.dumps(out[f"{label}_{runtime}"]), flush=True)
+    result["evaluate_rss_by_runtime"] = out
+    return result
+
+
+def fit_model(args, env: dict, out: str, coreset: float) -> str:
+    subprocess.run(
+        [sys.executable, "-m", "dualpatch.cli", "fit", "--dataset", "kolektorsdd"]
+        + ["--data", args.data, "--bank", "dual", "--coreset", str(coreset), "--out", out],
+        env=env,
+        check=True,
+    )
+    return out
+
+
+def export_sizes(model: str) -> dict:
+    from dualpatch.export import default_export_path, export_model
+
+    sizes = {}
+    for fmt in ("onnx", "openvino"):
+        path = default_export_path(model, fmt)
+        if not path.exists():
+            export_model(model, fmt, path)
+        files = [path] if fmt == "onnx" else [path, path.with_suffix(".bin")]
+        sizes[fmt] = round(sum(f.stat().st_size for f in files) / 2**20, 2)
+    folder = [Path(model) / n for n in ("model.safetensors", "model.json")]
+    sizes["model_folder"] = round(sum(f.stat().st_size for f in folder) / 2**20, 2)
+    return sizes
+
+
+def scheduling() -> dict:
+    """How this run was scheduled: with kernel autogroups on, ``nice`` only ranks processes
+    inside one session; sessions compete by their autogroup's nice."""
+    out = {"nice": os.getpriority(os.PRIO_PROCESS, 0)}
+    for key, path in [
+        ("sched_autogroup_enabled", "/proc/sys/kernel/sched_autogroup_enabled"),
+        ("autogroup", "/proc/self/autogroup"),
+    ]:
+        try:
+            out[key] = Path(path).read_text().strip()
+        except OSError:
+            out[key] = None
     return out
 
 
@@ -236,12 +368,21 @@ def main() -> None:
     parser.add_argument(
         "--data", default=os.environ.get("DUALPATCH_DATA", "../shared/data/kolektorsdd")
     )
-    parser.add_argument("--model", help="fitted model folder (default dual, 320x128, Lite0)")
+    parser.add_argument("--model", help="dual model fitted with --coreset 0.01 (else fitted here)")
+    parser.add_argument(
+        "--model-default", help="dual model at the default 10 %% coreset (else fitted here)"
+    )
     parser.add_argument("--images", type=int, default=136, help="test images used for speed")
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-anchor", action="store_true")
     parser.add_argument("--out", default=str(HERE / "results" / "line_speed.json"))
+    parser.add_argument(
+        "--evaluate-rss-only",
+        action="store_true",
+        help="only measure evaluate's peak RSS per runtime into --out's existing JSON (memory "
+        "does not depend on the load, so this needs no quiet machine)",
+    )
     parser.add_argument("--child-speed", choices=RUNTIMES, help=argparse.SUPPRESS)
     parser.add_argument("--runtime", help=argparse.SUPPRESS)
     parser.add_argument("--scores-out", help=argparse.SUPPRESS)
@@ -250,46 +391,43 @@ def main() -> None:
         args.runtime = args.child_speed
         child_speed(args)
         return
-    from dualpatch.export import default_export_path, export_model
     from dualpatch.fileio import write_json
 
     work = Path(tempfile.mkdtemp(prefix="line-speed-"))
     env = dict(os.environ, DUALPATCH_CACHE=str(work / "cache"), DUALPATCH_OFFLINE="1")
     env.setdefault("OMP_NUM_THREADS", str(args.threads))
-    if not args.model:
-        args.model = str(work / "dual")
-        subprocess.run(
-            [sys.executable, "-m", "dualpatch.cli", "fit", "--dataset", "kolektorsdd"]
-            + ["--data", args.data, "--bank", "dual", "--out", args.model],
-            env=env,
-            check=True,
-        )
-    sizes = {}
-    for fmt in ("onnx", "openvino"):
-        path = default_export_path(args.model, fmt)
-        if not path.exists():
-            export_model(args.model, fmt, path)
-        files = [path] if fmt == "onnx" else [path, path.with_suffix(".bin")]
-        sizes[fmt] = round(sum(f.stat().st_size for f in files) / 2**20, 2)
-    folder = [Path(args.model) / n for n in ("model.safetensors", "model.json")]
-    sizes["model_folder"] = round(sum(f.stat().st_size for f in folder) / 2**20, 2)
+    if args.evaluate_rss_only:
+        write_json(args.out, evaluate_rss(args, env, work, json.loads(Path(args.out).read_text())))
+        return
+    args.model = args.model or fit_model(args, env, str(work / "dual-1pct"), 0.01)
+    args.model_default = args.model_default or fit_model(args, env, str(work / "dual-10pct"), 0.1)
     result = {
         "command": " ".join([sys.executable, *sys.argv]),
         "cpus": os.cpu_count(),
         "threads": args.threads,
         "images": args.images,
-        "model": args.model,
-        "sizes_mib": sizes,
+        "scheduling": scheduling(),
+        "model_1pct": args.model,
+        "model_10pct_default": args.model_default,
+        "sizes_mib": {"1pct": export_sizes(args.model), "10pct": export_sizes(args.model_default)},
         "uptime_start": uptime(),
     }
-    rounds = [our_round(args, env, "round1", work)]
+    rounds = [our_round(args, args.model, env, "round1", work)]
+    result["dualpatch_10pct_default"] = our_round(args, args.model_default, env, "default", work)
     result["anomalib"] = {"skipped": True} if args.skip_anchor else anchor_round(args, work)
     print("anomalib", json.dumps(result["anomalib"])[:800], flush=True)
-    rounds.append(our_round(args, env, "round2", work))
+    rounds.append(our_round(args, args.model, env, "round2", work))
     result["dualpatch_rounds"] = rounds
-    result["parity"] = parity(work, "round1")
+    leaked = leaked_test_images(args.data, args.images)
+    result["parity"] = {
+        "1pct": parity(work, "round1", leaked),
+        "10pct": parity(work, "default", leaked),
+    }
     if not args.skip_anchor and "error" not in result["anomalib"]:
         result["targets"] = judge(rounds, result["anomalib"])
+        result["at_10pct_default_not_like_for_like"] = judge(
+            [result["dualpatch_10pct_default"]], result["anomalib"]
+        )
     result["omp_wait_policy"] = "PASSIVE for dualpatch (set by the package); anomalib: unset"
     result["uptime_end"] = uptime()
     write_json(args.out, result)

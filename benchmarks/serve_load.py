@@ -5,7 +5,7 @@ JPEG bodies with httpx at concurrency 1, 4 and 16 while the queue limit is above
 (no errors expected), then at concurrency 16 against ``--max-queue 4`` (clean 503s expected).
 
     python benchmarks/serve_load.py --model models/dual --data ../shared/data/kolektorsdd \
-        [--requests 2000] [--runtime torch]
+        [--requests 2000] [--runtime torch openvino]
 """
 
 from __future__ import annotations
@@ -98,6 +98,64 @@ async def load(url: str, bodies: list[bytes], n: int, concurrency: int) -> dict:
     return out
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds all processes have spent busy since boot (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s(server_pid: int) -> float:
+    """CPU seconds of this client process and the server process so far."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    ticks = Path(f"/proc/{server_pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]
+    return me.ru_utime + me.ru_stime + sum(int(t) for t in ticks) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(proc, url: str, bodies: list[bytes], n: int, concurrency: int) -> dict:
+    """One load level, with the share of the machine that OTHER processes used meanwhile."""
+    busy0, own0, t0 = busy_cpu_s(), own_cpu_s(proc.pid), time.perf_counter()
+    r = asyncio.run(load(url, bodies, n, concurrency))
+    wall = time.perf_counter() - t0
+    foreign = busy_cpu_s() - busy0 - (own_cpu_s(proc.pid) - own0)
+    r["foreign_cpu_fraction"] = round(max(0.0, foreign) / (wall * (os.cpu_count() or 1)), 3)
+    return r
+
+
+def run_runtime(args, runtime: str, bodies: list[bytes], extra: list[str]) -> dict:
+    import json
+
+    result: dict = {"runtime": runtime, "within_limits": []}
+    proc, url = start(args.model, runtime, args.threads, 32, extra)
+    try:
+        for c in (1, 4, 16):
+            r = measured(proc, url, bodies, args.requests, c)
+            r["max_queue"] = 32
+            result["within_limits"].append(r)
+            print(runtime, json.dumps(r), flush=True)
+    finally:
+        proc.terminate()
+        proc.wait()
+    proc, url = start(args.model, runtime, args.threads, 4, extra)
+    try:
+        r = measured(proc, url, bodies, args.requests, 16)
+        r["max_queue"] = 4
+        result["above_limits"] = r
+        print(runtime, json.dumps(r), flush=True)
+    finally:
+        proc.terminate()
+        proc.wait()
+    result["no_errors_within_limits"] = all(
+        set(r["statuses"]) == {"200"} for r in result["within_limits"]
+    )
+    above = result["above_limits"]
+    result["only_200_or_503_above_limits"] = set(above["statuses"]) <= {"200", "503"}
+    result["every_503_has_retry_after"] = None not in above.get("retry_after_headers", {})
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -105,12 +163,11 @@ def main() -> None:
         "--data", default=os.environ.get("DUALPATCH_DATA", "../shared/data/kolektorsdd")
     )
     parser.add_argument("--requests", type=int, default=2000, help="per concurrency level")
-    parser.add_argument("--runtime", default="torch")
+    parser.add_argument("--runtime", nargs="+", default=["torch"], help="one or more runtimes")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--threshold", help="if the model has no stored threshold")
     parser.add_argument("--out", default=str(HERE / "results" / "serve_load.json"))
     args = parser.parse_args()
-    import json
 
     from dualpatch.data import KolektorSDD
     from dualpatch.fileio import write_json
@@ -118,38 +175,19 @@ def main() -> None:
     bodies = [Path(s.image_path).read_bytes() for s in KolektorSDD(args.data, "test")]
     extra = ["--threshold", args.threshold] if args.threshold else []
     uptime = lambda: subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()  # noqa: E731
-    result = {
+    result: dict = {
         "command": " ".join([sys.executable, *sys.argv]),
-        "runtime": args.runtime,
+        "model": args.model,
         "threads": args.threads,
         "cpus": os.cpu_count(),
+        "requests_per_level": args.requests,
+        "autogroup": Path("/proc/self/autogroup").read_text().strip(),
         "uptime_start": uptime(),
-        "within_limits": [],
+        "runtimes": {},
     }
-    proc, url = start(args.model, args.runtime, args.threads, 32, extra)
-    try:
-        for c in (1, 4, 16):
-            r = asyncio.run(load(url, bodies, args.requests, c))
-            r["max_queue"] = 32
-            result["within_limits"].append(r)
-            print(json.dumps(r), flush=True)
-    finally:
-        proc.terminate()
-        proc.wait()
-    proc, url = start(args.model, args.runtime, args.threads, 4, extra)
-    try:
-        r = asyncio.run(load(url, bodies, args.requests, 16))
-        r["max_queue"] = 4
-        result["above_limits"] = r
-        print(json.dumps(r), flush=True)
-    finally:
-        proc.terminate()
-        proc.wait()
+    for runtime in args.runtime:
+        result["runtimes"][runtime] = run_runtime(args, runtime, bodies, extra)
     result["uptime_end"] = uptime()
-    ok = all(set(r["statuses"]) == {"200"} for r in result["within_limits"])
-    clean = set(result["above_limits"]["statuses"]) <= {"200", "503"}
-    result["no_errors_within_limits"] = ok
-    result["only_200_or_503_above_limits"] = clean
     write_json(args.out, result)
 
 

@@ -171,17 +171,20 @@ def evaluate(
     weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
     force: bool = FORCE,
     on_duplicates: OnDuplicates = typer.Option(OnDuplicates.warn, help=ON_DUPLICATES_HELP),
+    runtime: str = typer.Option(
+        "torch", help="torch (the library), onnx or openvino (the exported scorer, no torch)."
+    ),
 ) -> None:
     """Score the test split; write metrics.json (fractions), scores.csv and the anomaly maps."""
-    from . import PatchCore
     from .evaluation import evaluate as compute
     from .fileio import check_output_dir, output_dir, write_json, write_text
     from .metrics_io import json_metrics
     from .predict_io import provenance
+    from .runtime import load_for_scoring
 
     inputs = [model, data, weights]
     check_output_dir(out, "evaluate", force, inputs, legacy=("metrics.json",))
-    m = PatchCore.load(model, str(weights) if weights else None)
+    m = load_for_scoring(model, runtime, weights)
     test = open_dataset(dataset, data, "test", train_items, on_duplicates)
     overlap = m.training_overlap(test)
     if overlap:  # the model was fit on some of these very images: its figures flatter it
@@ -197,7 +200,7 @@ def evaluate(
     metrics["train_overlap_images"] = len(overlap)
     record = provenance(model, command="evaluate", dataset=dataset.value, data=data.resolve(),
                         train_items=train_items, weights=m.weights, images=len(test),
-                        test_sha256=test.fingerprint())  # fmt: skip
+                        test_sha256=test.fingerprint(), runtime=runtime)  # fmt: skip
     with output_dir(out, "evaluate", force, inputs, legacy=("metrics.json",)) as tmp:
         write_json(tmp / "provenance.json", record)
         write_json(tmp / "metrics.json", json_metrics(metrics))
@@ -243,15 +246,10 @@ def predict(
         else:
             fail(f"{p}: file not found")
     check_output_dir(out, COMMAND, force, files, legacy=("scores.csv",))
-    if runtime == "torch":
-        from . import PatchCore
+    from .runtime import load_for_scoring
 
-        m = PatchCore.load(model, str(weights) if weights else None)
-    else:  # the exported graph, without torch (same scores: tests/unit/export/test_export.py)
-        from .runtime import ScorerModel, open_scorer
-
-        weights_arg = str(weights) if weights else None
-        m = ScorerModel(open_scorer(model, runtime, weights=weights_arg), model)
+    # onnx/openvino: the exported graph, without torch (same scores: tests/unit/export/)
+    m = load_for_scoring(model, runtime, weights)
     record = provenance(model, command="predict", weights=m.weights)
     n = write_predictions(m, files, out, force, record)
     typer.echo(f"scored {n} images: {out / 'scores.csv'}, maps in {out / 'maps'}")

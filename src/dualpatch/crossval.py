@@ -8,7 +8,9 @@ two results folders on the same folds, can be compared pair-wise (``compare_runs
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import math
 from pathlib import Path
@@ -292,8 +294,10 @@ def metrics_csv(metrics: dict[str, dict]) -> str:
         lo, hi = m.get(f"{k}_ci") or (float("nan"), float("nan"))
         return [m.get(k, float("nan")), m.get(f"{k}_std", float("nan")), lo, hi]
 
-    lines = ["run," + ",".join(columns)]
+    # the csv module quotes a run name that holds a comma or a quote; joining strings did not
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["run", *columns])
     for name, m in metrics.items():
-        values = [v for k in keys for v in cells(m, k)]
-        lines.append(name + "," + ",".join(f"{float(v):.6g}" for v in values))
-    return "\n".join(lines) + "\n"
+        writer.writerow([name, *(f"{float(v):.6g}" for k in keys for v in cells(m, k))])
+    return text.getvalue()

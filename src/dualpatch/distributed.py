@@ -80,6 +80,35 @@ class _Scorer:
         }
 
 
+#: Seconds to wait for a cluster address to accept a connection before Ray's own, much longer,
+#: retries: a mistyped address fails in one line, not after minutes of warnings.
+CONNECT_TIMEOUT = 5.0
+
+
+def check_ray_address(address: str) -> None:
+    """ConfigError unless ``address`` is ``auto`` or a ``[ray://]host:port`` that accepts a
+    TCP connection."""
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"--ray {address}: not local, auto or a cluster address like host:6379 "
+            "or ray://host:10001"
+        )
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"--ray {address}: no Ray cluster answers there ({reason}); start one with "
+            "`ray start --head`, or use --ray local"
+        ) from exc
+
+
 def ray_batches(
     model_dir: str | os.PathLike[str],
     files: list[Path],
@@ -104,7 +133,12 @@ def ray_batches(
         if address == "local":
             ray.init(num_cpus=max(1, actors), include_dashboard=False, log_to_driver=False)
         else:
-            ray.init(address=address, log_to_driver=False)
+            check_ray_address(address)
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ConfigError(f"--ray {address}: {first}") from exc
         started = True
     try:
         ds = ray.data.from_items(

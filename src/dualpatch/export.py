@@ -125,6 +125,9 @@ def export_onnx(
     with torch.no_grad(), atomic_path(out) as tmp, warnings.catch_warnings():
         # the TorchScript exporter warns about constant folding of slices it leaves alone
         warnings.simplefilter("ignore", UserWarning)
+        # the map's matrices are built for the patch grid's size, a Python int while tracing: the
+        # graph's height and width are the model's, fixed, so the constant is right
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         # The TorchScript exporter: the dynamo exporter (torch.export) traces the same module too,
         # but writes larger graphs with external-data files by default; one file is what users want.
         torch.onnx.export(

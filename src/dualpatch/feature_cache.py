@@ -187,8 +187,9 @@ class CachedImageFeatures:
         self.model, self.samples = model, samples
         self.shape = (len(samples),)
 
-    def __getitem__(self, rows: slice) -> torch.Tensor:
-        return self.model.image_features(self.samples[rows], "normal features")
+    def __getitem__(self, rows: slice | list[int]) -> torch.Tensor:
+        samples = self.samples[rows] if isinstance(rows, slice) else [self.samples[i] for i in rows]
+        return self.model.image_features(samples, "normal features")
 
 
 def close_features(feats: Any) -> None:

@@ -109,7 +109,11 @@ def greedy_kcenter(x: torch.Tensor, n_select: int, seed: int = 0, progress=None)
     if n_select >= n:
         return torch.arange(n)
     x = x.float().contiguous()
-    sq = (x * x).sum(1)
+    # squared norms chunk by chunk: (x * x) whole would be a second copy of x at its peak
+    sq = torch.empty(n)
+    for start in range(0, n, GREEDY_CHUNK):
+        part = x[start : start + GREEDY_CHUNK]
+        sq[start : start + GREEDY_CHUNK] = (part * part).sum(1)
     gen = torch.Generator().manual_seed(seed)
     first = int(torch.randint(n, (1,), generator=gen))
     selected = [first]
@@ -259,17 +263,23 @@ def _exact_distances(q: torch.Tensor, bank: torch.Tensor, index: torch.Tensor, b
     )
 
 
-def faiss_index(bank: torch.Tensor, method: str, seed: int = 0):
-    """A faiss index over ``bank``: exact ``IndexFlatL2`` or ``IndexIVFFlat`` (k-means lists).
-
-    Built from the bank tensor whenever needed (never saved: a model file holds no pickled index).
-    """
+def require_faiss(method: str):
+    """The faiss module, or a ConfigError that says how to install it."""
     try:
         import faiss
     except ImportError as exc:
         raise ConfigError(
             f"knn {method!r} needs faiss: pip install 'dualpatch[scale]' (faiss-cpu)"
         ) from exc
+    return faiss
+
+
+def faiss_index(bank: torch.Tensor, method: str, seed: int = 0):
+    """A faiss index over ``bank``: exact ``IndexFlatL2`` or ``IndexIVFFlat`` (k-means lists).
+
+    Built from the bank tensor whenever needed (never saved: a model file holds no pickled index).
+    """
+    faiss = require_faiss(method)
     x = np.ascontiguousarray(bank.detach().float().numpy())
     m, dim = x.shape
     if method == "faiss-flat":

@@ -212,6 +212,22 @@ def open_scorer(
     return OpenVinoScorer(model_dir, threads, exported, weights)
 
 
+def load_for_scoring(
+    model_dir: str | os.PathLike[str],
+    runtime: str = "torch",
+    weights: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
+):
+    """What ``predict`` and ``evaluate`` score with: the fitted model itself (torch), or a
+    ``ScorerModel`` around its exported graph (onnx, openvino; torch is not imported)."""
+    weights = str(weights) if weights else None
+    if runtime == "torch":
+        from .models import PatchCore
+
+        return PatchCore.load(model_dir, weights)
+    return ScorerModel(open_scorer(model_dir, runtime, threads, weights=weights), model_dir)
+
+
 def _check_import(runtime: str) -> None:
     module = {"onnx": "onnxruntime", "openvino": "openvino"}[runtime]
     try:
@@ -238,22 +254,29 @@ class Scored:
 
 
 class ScorerModel:
-    """A scorer dressed as much like a fitted model as ``predict`` needs: ``predict_batches``,
-    ``map_scale_`` (from model.json) and ``weights``."""
+    """A scorer dressed as much like a fitted model as ``predict`` and ``evaluate`` need:
+    ``predict_batches``, ``predict``, ``training_overlap``, ``image_size``, ``kind``,
+    ``map_scale_`` and ``train_sha256_`` (both from model.json) and ``weights``."""
 
     def __init__(
         self, scorer: Scorer, model_dir: str | os.PathLike[str] | None, batch_size: int = 8
     ):
         self.scorer, self.batch_size, self.weights = scorer, batch_size, None
+        self.image_size = tuple(scorer.image_size)
+        self.kind = getattr(scorer, "kind", "")
         self.map_scale_ = None
+        self.train_sha256_: set[str] = set()
         if model_dir is None:
             return
         meta_path = Path(model_dir) / "model.json"
         try:
-            scale = json.loads(meta_path.read_text()).get("map_scale")
+            meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as exc:
             raise ModelFileError(f"{meta_path}: unreadable model description") from exc
+        scale = meta.get("map_scale")
         self.map_scale_ = float(scale) if isinstance(scale, int | float) and scale > 0 else None
+        digests = meta.get("train_sha256") or []
+        self.train_sha256_ = {d for d in digests if isinstance(d, str)}
 
     def predict_batches(self, samples: list):
         """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch."""
@@ -263,16 +286,28 @@ class ScorerModel:
             scores, maps = self.scorer.score(np.stack([x.image(size) for x in batch]))
             yield batch, scores.astype(np.float64), maps.astype(np.float32)
 
+    def predict(self, samples) -> Scored:
+        """Scores, maps and labels of ``samples`` (what ``PatchCore.predict`` returns)."""
+        samples = list(samples)
+        scores, maps = [], []
+        for _, s, m in self.predict_batches(samples):
+            scores.append(s)
+            maps.append(m)
+        return Scored(
+            [s.id for s in samples],
+            np.concatenate(scores),
+            np.concatenate(maps),
+            np.array([s.label for s in samples]),
+        )
+
+    def training_overlap(self, samples) -> list:
+        """The samples whose image file is byte-identical to one the model was fit on."""
+        from .data.duplicates import file_sha256
+
+        seen = self.train_sha256_
+        return [s for s in samples if seen and file_sha256(s.image_path) in seen]
+
 
 def score_samples(scorer: Scorer, samples: list, batch_size: int = 8) -> Scored:
     """Score ``samples`` (``Sample`` objects) in batches of ``batch_size``."""
-    scores, maps = [], []
-    for _, s, m in ScorerModel(scorer, None, batch_size).predict_batches(samples):
-        scores.append(s)
-        maps.append(m)
-    return Scored(
-        [s.id for s in samples],
-        np.concatenate(scores),
-        np.concatenate(maps),
-        np.array([s.label for s in samples]),
-    )
+    return ScorerModel(scorer, None, batch_size).predict(samples)

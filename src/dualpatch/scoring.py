@@ -7,6 +7,7 @@ config and the CLI read their choices from) costs nothing to import.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -94,20 +95,48 @@ def gaussian_blur(maps: torch.Tensor, sigma: float, size: int) -> torch.Tensor:
     return F.conv2d(maps, kernel.view(1, 1, 1, size))
 
 
+def blur_kernel_size(sigma: float, size: tuple[int, int]) -> int:
+    """Taps of the map blur: 2 * round(4 sigma) + 1, narrower than twice the image's shorter side
+    (reflect padding needs that)."""
+    return min(2 * int(4 * sigma + 0.5) + 1, 2 * min(size) - 1)
+
+
+@functools.lru_cache(maxsize=16)
+def upsample_blur_matrix(n_in: int, n_out: int, sigma: float, taps: int) -> torch.Tensor:
+    """(n_out, n_in) float32: 1-D linear upsampling (align_corners=False), then a ``taps``-tap
+    Gaussian with reflect padding (no blur if ``sigma`` <= 0), as one matrix.
+
+    Both steps are linear and separable, so ``A @ patches @ B.T`` with ``A``/``B`` the matrices of
+    the two axes is bilinear upsampling + Gaussian blur in two small matrix products. Built once
+    per shape (in float64) by sending the identity through the same operations.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    eye = torch.eye(n_in, dtype=torch.float64)[:, None]
+    up = F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[:, 0].T
+    if sigma > 0:
+        pad = taps // 2
+        kernel = gaussian_kernel1d(taps, sigma).double().view(1, 1, taps)
+        padded = F.pad(torch.eye(n_out, dtype=torch.float64)[:, None], [pad, pad], mode="reflect")
+        up = F.conv1d(padded, kernel)[:, 0].T @ up
+    return up.float().contiguous()
+
+
 def anomaly_map(
     patch_scores: torch.Tensor, size: tuple[int, int], sigma: float = 4.0
 ) -> torch.Tensor:
-    """(B, h, w) patch scores -> (B, H, W): bilinear upsampling, then a Gaussian blur."""
-    import torch.nn.functional as F
+    """(B, h, w) patch scores -> (B, H, W): bilinear upsampling, then a Gaussian blur.
 
-    maps = F.interpolate(
-        patch_scores[:, None].float(), size=size, mode="bilinear", align_corners=False
-    )
-    if sigma > 0:
-        # reflect padding needs the kernel narrower than twice the image's shorter side
-        kernel = min(2 * int(4 * sigma + 0.5) + 1, 2 * min(size) - 1)
-        maps = gaussian_blur(maps, sigma, kernel)
-    return maps[:, 0]
+    Computed as ``A @ patches @ B.T`` (``upsample_blur_matrix`` per axis): the same linear map as
+    ``F.interpolate`` + ``gaussian_blur`` (equal within float32 rounding), 5-10x faster at
+    320x128, where the 33-tap 1-channel convolutions were a tenth of the exported scorer's time.
+    """
+    h, w = patch_scores.shape[-2:]
+    taps = blur_kernel_size(sigma, size) if sigma > 0 else 0
+    rows = upsample_blur_matrix(int(h), int(size[0]), float(sigma), taps)
+    cols = upsample_blur_matrix(int(w), int(size[1]), float(sigma), taps)
+    return rows @ patch_scores.float() @ cols.T
 
 
 def max_score(patch_scores: torch.Tensor) -> torch.Tensor:

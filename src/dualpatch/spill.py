@@ -101,12 +101,22 @@ def write_rows(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
+def read_exactly(fd: int, buffer: memoryview, offset: int, path: Path) -> None:
+    """Fill ``buffer`` from ``offset``; a file shorter than the store says is a DataError."""
+    while buffer:
+        got = os.preadv(fd, [buffer], offset)
+        if got == 0:
+            raise DataError(f"{path}: shorter than its meta.json says; delete the store folder")
+        buffer, offset = buffer[got:], offset + got
+
+
 class FeatureStore:
     """(n_images, h, w, D) patch features in one raw file on disk, filled in image order.
 
     ``meta.json`` records the shape, dtype and how many images are complete (updated after each
     batch's rows are written), so a killed fit resumes where it stopped. Rows are read back with
-    short-lived numpy memmaps, so resident memory stays bounded however large the file.
+    ``pread`` into buffers of the size asked, so resident memory stays bounded however large the
+    file.
     """
 
     def __init__(self, folder: Path, key: str, n_images: int, dtype: str = "float32"):
@@ -183,16 +193,30 @@ class FeatureStore:
         self.done += features.shape[0]
         self._write_meta()
 
-    def _map(self) -> np.memmap:
-        return np.memmap(self.path, DTYPES[self.dtype], "r", shape=(self.n_rows, self.dim))
-
     def rows(self, index: np.ndarray | slice) -> torch.Tensor:
-        """float32 rows (by index array, in its order, or a slice) read through a memmap."""
-        mm = self._map()
+        """float32 rows (by index array, in its order, or a slice of step 1), read with ``pread``
+        into a fresh buffer. Not through a memmap: the kernel maps pages around each touched one
+        (fault-around), so scattered rows would bring whole spans of the file into resident
+        memory."""
+        dtype = np.dtype(DTYPES[self.dtype])
+        row_bytes = self.dim * dtype.itemsize
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.n_rows)
+            assert step == 1, "rows() reads slices of step 1"
+            runs = [(start, max(0, stop - start))]
+        else:
+            runs = [(int(i), 1) for i in np.asarray(index).tolist()]
+        out = np.empty((sum(n for _, n in runs), self.dim), dtype)
+        view = memoryview(out).cast("B")
+        fd = os.open(self.path, os.O_RDONLY)
         try:
-            return torch.from_numpy(np.array(mm[index], dtype=np.float32))
+            at = 0
+            for first, n in runs:
+                read_exactly(fd, view[at : at + n * row_bytes], first * row_bytes, self.path)
+                at += n * row_bytes
         finally:
-            del mm
+            os.close(fd)
+        return torch.from_numpy(out.astype(np.float32, copy=False))
 
     def project(self, rows: torch.Tensor | None, matrix: torch.Tensor | None) -> torch.Tensor:
         """Projection of all rows (``rows=None``) or of the given ascending rows, in the same
@@ -309,7 +333,9 @@ class StoredImageFeatures:
         self.store, self.temporary = store, temporary
         self.shape = (store.n_images,)
 
-    def __getitem__(self, images: slice) -> torch.Tensor:
+    def __getitem__(self, images: slice | list[int]) -> torch.Tensor:
+        if not isinstance(images, slice):  # chosen images, one contiguous read each
+            return torch.cat([self[i : i + 1] for i in images])
         start, stop, _ = images.indices(self.store.n_images)
         per = self.store.rows_per_image
         rows = self.store.rows(slice(start * per, stop * per))

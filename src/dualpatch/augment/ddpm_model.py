@@ -141,6 +141,10 @@ class Checkpoint:
 
 
 def flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    """The optimizer's moments as a flat name -> tensor map, its hyperparameters as JSON.
+
+    Written by hand on purpose: torch.save / accelerate's save_state pickle the optimizer, which a
+    saved model must not contain, and safetensors only stores a flat map of tensors."""
     sd = opt.state_dict()
     tensors = {
         f"opt.{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)).contiguous()

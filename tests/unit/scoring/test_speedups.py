@@ -49,3 +49,13 @@ def test_8bit_fast_read_equals_float_path(tmp_path, mode, size):
     got = read_image(path, size)
     assert got.dtype == np.uint8 and got.flags.c_contiguous
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("size", [(64, 32), (320, 128)])
+def test_map_without_blur_is_bilinear_upsampling(size):
+    """sigma 0: the upsampling matrices alone equal F.interpolate's bilinear upsampling."""
+    patches = torch.rand(2, size[0] // 8, size[1] // 8, generator=torch.Generator().manual_seed(1))
+    expected = torch.nn.functional.interpolate(
+        patches[:, None], size=size, mode="bilinear", align_corners=False
+    )[:, 0]
+    torch.testing.assert_close(anomaly_map(patches, size, 0.0), expected, rtol=1e-5, atol=1e-6)
