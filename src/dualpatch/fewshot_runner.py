@@ -17,6 +17,8 @@ and a recommendation per n; report.html shows the curves over n (``report_fewsho
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -252,14 +254,15 @@ def finish_fewshot(
     metrics = fewshot_metrics(results, boots, entries)
     advice = goal_and_advice(metrics, entries)
     write_json(exp.out / "metrics.json", {**metrics, "fewshot": advice})
-    rows = metrics_csv(metrics).splitlines()
+    rows = list(csv.reader(io.StringIO(metrics_csv(metrics))))
     by_name = {e["name"]: e for e in entries}
-    lines = ["run,defect_shots," + rows[0].split(",", 1)[1]]
-    for row, name in zip(rows[1:], metrics, strict=True):
-        e = by_name[name]
-        shots = "" if e["shots"] is None else str(e["shots"])
-        lines.append(f"{e['run']},{shots},{row.split(',', 1)[1]}")
-    write_text(exp.out / "metrics.csv", "\n".join(lines) + "\n")
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["run", "defect_shots", *rows[0][1:]])
+    for row in rows[1:]:  # one row per (run, n), in metrics' order
+        e = by_name[row[0]]
+        writer.writerow([e["run"], "" if e["shots"] is None else str(e["shots"]), *row[1:]])
+    write_text(exp.out / "metrics.csv", text.getvalue())
     if not report:  # a benchmark that only wants the figures
         return exp.out / "report.html"
     largest = {}
