@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -34,17 +33,14 @@ FAST = dict(sample_steps=20)
 
 
 def main() -> None:
-    sys.path.insert(0, str(HERE))
-    from fewshot import deduplicated_test
-
     from dualpatch import DualPatchCore
     from dualpatch.augment import augmented_samples
     from dualpatch.augment.ddpm import mask_contrast, sample_ddpm
     from dualpatch.augment.fidelity import fidelity
     from dualpatch.augment.paste import generate_paste
-    from dualpatch.data import KolektorSDD
     from dualpatch.feature_augment import METHODS, augment_defect_features
     from dualpatch.fileio import write_json
+    from dualpatch.protocol import make_splits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/kolektorsdd")
@@ -63,8 +59,8 @@ def main() -> None:
     if "sources" not in results:  # the first version's table: measured anew, not mixed in
         results = {"sources": {}}
     done = results["sources"]
-    train, full_test = KolektorSDD(args.data, "train"), KolektorSDD(args.data, "test")
-    test, dropped = deduplicated_test(train, full_test)
+    split = make_splits("kolektorsdd", args.data, None, None, "drop", 0)[0]
+    train, test, dropped = split.train, split.test, split.duplicates.dropped
     model = DualPatchCore(image_size=SIZE, progress=False, cache_dir=args.cache, seed=args.seed)
     model.fit(train.normal(), train.defective())
     real_test = model.defect_image_features([s for s in test if s.label == 1])

@@ -28,6 +28,10 @@ def run(
     folds: int | None = typer.Option(None, help="K-fold cross-validation (--set folds=K)."),
     seeds: str | None = typer.Option(None, help="Seeds to repeat every run with, e.g. 0,1,2."),
     on_duplicates: OnDuplicates | None = typer.Option(None, help=ON_DUPLICATES_HELP),
+    defect_shots: str | None = typer.Option(
+        None, help="Few real defects: n per dual run, e.g. 1,2,5,10,all (--set defect_shots=[..])."
+    ),
+    defect_draws: int | None = typer.Option(None, help="Random draws per n (default 3)."),
 ) -> None:
     """Run an experiment matrix (single / dual / dual + augmentation) into one results folder."""
     from .experiment import Experiment, load_config
@@ -37,6 +41,8 @@ def run(
     overrides += [f"folds={folds}"] if folds is not None else []
     overrides += [f"seeds=[{seeds}]"] if seeds else []
     overrides += [f"on_duplicates={on_duplicates.value}"] if on_duplicates else []
+    overrides += [f"defect_shots=[{defect_shots}]"] if defect_shots else []
+    overrides += [f"defect_draws={defect_draws}"] if defect_draws is not None else []
     cfg = load_config(config, overrides)
     results = Path(cfg["out"])
     if config is not None and Path(config).resolve() == (results / "config.yaml").resolve():
@@ -74,7 +80,9 @@ def run_config(cfg: dict, force: bool = False) -> Path:
             log.removeHandler(h)
             h.close()
     metrics = json.loads((out_dir / "metrics.json").read_text())  # null: undefined, n/a
-    print_metrics({r["name"]: metrics[r["name"]] for r in cfg["runs"]})
+    metrics.pop("fewshot", None)  # defect_shots: the advice per n, shown in report.html
+    names = [r["name"] for r in cfg["runs"]]
+    print_metrics(metrics if cfg["defect_shots"] else {n: metrics[n] for n in names})
     typer.echo(f"results: {out_dir}/  (metrics.json, metrics.csv, runs/, run.log)")
     typer.echo(f"report:  {report}")
     return report

@@ -98,6 +98,10 @@ class Experiment:
         mark_output(self.out, COMMAND)
         write_json(self.out / "environment.json", environment())
         runs = [resolve_run(self.config, run) for run in self.config["runs"]]
+        if self.config["defect_shots"]:  # n real defects per dual run: its own loop and summary
+            from .fewshot_runner import finish_fewshot, run_fewshot
+
+            return finish_fewshot(self, *run_fewshot(self, runs, splits), info)
         results, boots = run_matrix(self, runs, splits)
         write_bytes(self.out / "results.npy", npy_bytes(seed_layout(results)))
         return finish(self, results, boots, info)
@@ -203,7 +207,9 @@ class Experiment:
             if not synthetic:  # never report a run as augmented that added nothing
                 raise ConfigError(f"{pool}: gave no synthetic defects for run {s['name']!r}")
             defects += synthetic
-        model = DualPatchCore(**model_params(s), **common)
+        # the few-shot baseline's setting is a run key, not part of the spec's model keys
+        feature_augment = s.get("defect_feature_augment")
+        model = DualPatchCore(**model_params(s), **common, defect_feature_augment=feature_augment)
         return model.fit(train.normal(), defects)
 
     def _cache(self) -> str | None:
@@ -224,6 +230,7 @@ class Experiment:
         The pool is keyed by the training set's fingerprint, so no fold or split reuses another's.
         """
         from . import augment
+        from .report import slug
 
         def key(a: dict) -> tuple:
             return tuple(sorted((k, v) for k, v in a.items() if k != "n"))
@@ -238,6 +245,7 @@ class Experiment:
             default=spec.get("n", 40),
         )
         tag = "-".join(f"{k}{v}" for k, v in key(spec) if k != "method")
+        tag = slug(tag) if tag else ""  # augment.weights is a path: no "/" in a folder name
         folder = (
             self.out
             / "augment"

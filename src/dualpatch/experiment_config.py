@@ -110,6 +110,10 @@ def validate(config: dict[str, Any], renamed: list | None = None) -> dict[str, A
     for node in [config, *(r for r in runs if isinstance(r, dict))]:
         if isinstance(node.get("crops"), str):  # one folder, e.g. --set crops=DIR
             node["crops"] = [node["crops"]]
+        if "defect_shots" in node:  # one n, e.g. --set defect_shots=5
+            from .fewshot import normalise_shots
+
+            node["defect_shots"] = normalise_shots(node["defect_shots"])
     spec.check_values("", config)
     runs = config["runs"]
     if not isinstance(runs, list) or not runs:
@@ -118,7 +122,10 @@ def validate(config: dict[str, Any], renamed: list | None = None) -> dict[str, A
     for i, run in enumerate(runs):
         if not isinstance(run, dict) or "bank" not in run:
             raise ConfigError(f"config: runs[{i}] needs at least a 'bank' (single or dual)")
-        unknown = {str(k) for k in run} - RUN_KEYS - spec.RUN_ALIASES
+        unknown = {str(k) for k in run} - RUN_KEYS - spec.RUN_ALIASES - spec.FEWSHOT_RUN_KEYS
+        if spec.FEWSHOT_RUN_KEYS & set(run) and not config["defect_shots"]:
+            raise ConfigError(f"config: runs[{i}] sets defect_shots/defect_draws, but the "
+                              "experiment has no defect_shots")  # fmt: skip
         if unknown:
             raise ConfigError(f"config: runs[{i}] has unknown key(s) {', '.join(sorted(unknown))}")
         if run["bank"] not in spec.BANKS:
@@ -126,6 +133,8 @@ def validate(config: dict[str, Any], renamed: list | None = None) -> dict[str, A
         old_names += spec.check_values(f"runs[{i}].", run)
         if run["bank"] == "single" and (run.get("augment") or run.get("augmented")):
             raise ConfigError(f"config: runs[{i}] adds synthetic defects to a single-bank run")
+        if run["bank"] == "single" and run.get("defect_feature_augment"):
+            raise ConfigError(f"config: runs[{i}] gives defect_feature_augment to a single bank")
         if run["bank"] == "single" and run.get("crops"):
             raise ConfigError(f"config: runs[{i}] gives crops (a defect bank) to a single-bank run")
         aug = run.get("augment")

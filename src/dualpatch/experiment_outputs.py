@@ -105,7 +105,7 @@ def npy_bytes(obj: dict) -> bytes:
     return buf.getvalue()
 
 
-def write_report(exp, results: list[dict], dataset_info: dict) -> Path:
+def write_report(exp, results: list[dict], dataset_info: dict, sections=()) -> Path:
     """report.html of an experiment: every run's figures, curves and gallery, and provenance."""
     from .report import RunResult, write_html_report
 
@@ -137,6 +137,7 @@ def write_report(exp, results: list[dict], dataset_info: dict) -> Path:
         title=f"dualpatch: {exp.config['name']}",
         gallery_limit=None,
         inline_images=exp.config["inline_images"],
+        sections=sections,
     )
 
 

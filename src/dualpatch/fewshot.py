@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,24 @@ def check_shots(n: Shots, available: int) -> int:
             f"defect_shots: {n} asked, but the training split has {available} defective image(s)"
         )
     return int(n)
+
+
+def check_shots_value(value: Any) -> bool:
+    """True for a usable ``defect_shots``: a non-empty list of distinct whole numbers >= 1 and/or
+    ``all`` (a single value is accepted as a list of one, see ``normalise_shots``)."""
+    if value is None:
+        return True
+    if not isinstance(value, list) or not value:
+        return False
+    ok = all(x == ALL or (isinstance(x, int) and not isinstance(x, bool) and x >= 1) for x in value)
+    return ok and len({str(x) for x in value}) == len(value)
+
+
+def normalise_shots(value: Any) -> Any:
+    """``5`` or ``all`` -> a list of one; anything else unchanged (validated afterwards)."""
+    if value == ALL or (isinstance(value, int) and not isinstance(value, bool)):
+        return [value]
+    return value
 
 
 def draw_defects(defects: Sequence[Sample], n: Shots, seed: int) -> list[Sample]:

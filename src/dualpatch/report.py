@@ -228,13 +228,15 @@ def write_html_report(
     title: str = "dualpatch results",
     gallery_limit: int | None = 24,
     inline_images: bool = False,
+    sections: Sequence[str] = (),
 ) -> Path:
     """Write ``out_dir/report.html`` and everything it shows; return the page's path.
 
     Writes ``curves/roc.png``, ``curves/pr.png`` and per run ``runs/<k>_<name>/scores.csv`` and
     ``overlays/*.png`` (the first ``gallery_limit`` images of each of FP/FN/TP/TN, hardest first;
     None: all). ``inline_images`` embeds the PNGs so the page is a single portable file.
-    ``provenance`` (config, versions, dataset hash, seeds...) is shown as nested tables.
+    ``provenance`` (config, versions, dataset hash, seeds...) is shown as nested tables;
+    ``sections``: more HTML shown after the curves (e.g. ``report_fewshot.fewshot_section``).
     """
     out_dir = Path(out_dir)
     names = [r.name for r in runs]
@@ -250,6 +252,7 @@ def write_html_report(
         _img(curves["roc"], out_dir, inline_images, "ROC curves"),
         _img(curves["pr"], out_dir, inline_images, "Precision-recall curves"),
         "</div>",
+        *sections,
     ]
     for k, run in enumerate(runs):
         rdir = out_dir / "runs" / slug(run.name)

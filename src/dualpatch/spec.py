@@ -42,6 +42,12 @@ ON_DUPLICATES = ("warn", "drop", "error")
 THRESHOLDS = ("validation", "none")
 
 
+def _shots_ok(value: Any) -> bool:
+    from .fewshot import check_shots_value
+
+    return check_shots_value(value)
+
+
 # ------------------------------------------------------------------------------ registries
 # Read on use (the CLI reads them once, when it builds its options); each is its module's registry.
 def dataset_names() -> tuple[str, ...]:
@@ -133,6 +139,8 @@ class RunSpec(ModelSpec):
         "a list of augmentation folder paths", sv.paths,
         "Synthetic-defect folder(s) for the defect bank (repeatable).", scope="run", path=True,
     ))  # fmt: skip
+    # the few-shot baseline: defect-bank features perturbed or interpolated (feature_augment.py)
+    defect_feature_augment: dict | None = sv.entry(None, Setting(scope="run", cli=False))
     crops: list[str] = sv.entry([], Setting(
         "a list of crop folders", sv.paths,
         "Crop folder(s) for the defect bank, in place of the training defects "
@@ -187,6 +195,13 @@ class ExperimentSpec(RunSpec):
     threshold: str = sv.choice(
         "validation", lambda: THRESHOLDS, "The report's threshold.", scope="top"
     )
+    # few real defects (dualpatch.fewshot_runner): e.g. [1, 2, 5, 10, all] real defective training
+    # images per dual run, each n drawn defect_draws times; null: every defect, once
+    defect_shots: list | None = sv.entry(None, Setting(
+        "null or a list of distinct whole numbers >= 1 and/or all, e.g. [1, 2, 5, 10, all]",
+        lambda v: _shots_ok(v), "Few real defects: n per dual run.", scope="top", cli=False,
+    ))  # fmt: skip
+    defect_draws: int = sv.at_least_1(3, "Random draws per n of defect_shots.", scope="top")
     runs: list[dict] = sv.entry(
         [{"name": "single", "bank": "single"}, {"name": "dual", "bank": "dual"}],
         Setting(scope="top", cli=False),
@@ -213,7 +228,9 @@ ALIASES = {old: name for name, s in SETTINGS.items() for old in s.aliases}
 RUN_ALIASES = frozenset(old for old, name in ALIASES.items() if name in RUN_KEYS)
 #: old CLI option -> option
 FLAG_ALIASES = {old: option_name(name) for name, s in SETTINGS.items() for old in s.flags}
-AUGMENT_KEYS = {"method", "n", "steps", "minutes", "seed"}
+AUGMENT_KEYS = {"method", "n", "steps", "minutes", "seed", "weights"}
+#: few-shot keys a run may also set (read by the few-shot runner, never part of a fitted model)
+FEWSHOT_RUN_KEYS = frozenset({"defect_shots", "defect_draws"})
 
 
 def defaults() -> dict[str, Any]:
@@ -271,6 +288,15 @@ def check_value(where: str, key: str, value: Any) -> None:
     if name == "augment":
         if isinstance(value, dict):
             check_augment(where, value)
+        return
+    if name == "defect_feature_augment":
+        if value is not None:
+            from .feature_augment import check_settings
+
+            try:
+                check_settings(value)
+            except ConfigError as exc:
+                raise ConfigError(f"config: {where}{exc}") from exc
         return
     setting = SETTINGS.get(name)
     if setting is None or setting.ok(value) or (not setting.expected and not setting.choices):

@@ -52,12 +52,14 @@ LAYERS = {
     "report": 7,
     "report_data": 7,
     "report_plots": 7,
+    "report_fewshot": 7,
     "crossval": 8,
     "experiment": 8,
     "experiment_config": 8,
     "experiment_inputs": 8,
     "experiment_outputs": 8,
     "fewshot": 8,
+    "fewshot_runner": 8,
     "cli": 9,
 }
 
