@@ -8,17 +8,17 @@ faiss's flat index) or approximate (faiss IVF, for banks of millions of rows).
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 
+from . import query_memo
 from .defaults import CORESET_METHODS, KNN_METHODS, NORMAL_CORESET
 from .errors import ConfigError, DataError
+
+# a repeated query answered from memory (few-shot comparisons); re-exported for callers
+from .query_memo import remembered_queries  # noqa: F401
 
 #: Elements in one distance block: bounds k-NN memory (64 MiB of float32) whatever the sizes.
 KNN_BLOCK = 16 * 1024 * 1024
@@ -37,40 +37,6 @@ APPROX_OVERSAMPLE = 4
 #: ``knn="faiss-ivf"``: inverted lists probed per query.
 IVF_NPROBE = 8
 IVF_MAX_LISTS = 1024
-
-
-#: ``remembered_queries``: the answers kept (least recently used dropped beyond this many bytes)
-QUERY_MEMO_BYTES = 1 << 30
-_QUERY_MEMO: OrderedDict | None = None
-
-
-@contextmanager
-def remembered_queries(max_bytes: int = QUERY_MEMO_BYTES) -> Iterator[None]:
-    """Inside this block, a query of a bank with the same values, by the same rows, with the same
-    ``k`` returns the answer found the first time (a copy) instead of searching again.
-
-    For comparing many defect banks beside one normal bank (few-shot draws, synthetic sources):
-    the normal bank's distances of the same training and test patches are searched once. Keys are
-    digests of the bank's and the rows' values, so the answer is the one a search would give."""
-    global _QUERY_MEMO
-    outer = _QUERY_MEMO
-    if outer is None:
-        _QUERY_MEMO = OrderedDict()
-        _QUERY_MEMO.max_bytes, _QUERY_MEMO.size = max_bytes, 0  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        _QUERY_MEMO = outer
-
-
-def _nbytes(tensors: tuple[torch.Tensor, ...]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def _values_digest(t: torch.Tensor) -> str:
-    return hashlib.blake2b(
-        t.detach().contiguous().cpu().numpy().tobytes(), digest_size=20
-    ).hexdigest()
 
 
 def random_projection(dim_in: int, dim_out: int, seed: int) -> torch.Tensor:
@@ -355,22 +321,15 @@ class MemoryBank:
         return self
 
     def query(self, features: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        memo = _QUERY_MEMO
+        memo = query_memo.active()
         if memo is None:
             return self._search(features, k)
         cached = getattr(self, "_digest", None)
         if cached is None or cached[0] is not self.bank_:  # a bank's digest: once per bank
-            self._digest = cached = (self.bank_, _values_digest(self.bank_))
-        key = (cached[1], self.knn, self.seed, k, tuple(features.shape), _values_digest(features))
-        if key in memo:
-            memo.move_to_end(key)
-            return tuple(t.clone() for t in memo[key])  # type: ignore[return-value]
-        answer = self._search(features, k)
-        memo[key] = tuple(t.clone() for t in answer)
-        memo.size += _nbytes(memo[key])  # type: ignore[attr-defined]
-        while memo.size > memo.max_bytes and len(memo) > 1:  # type: ignore[attr-defined]
-            memo.size -= _nbytes(memo.popitem(last=False)[1])  # type: ignore[attr-defined]
-        return answer
+            self._digest = cached = (self.bank_, query_memo.values_digest(self.bank_))
+        digest = query_memo.values_digest(features)
+        key = (cached[1], self.knn, self.seed, k, tuple(features.shape), digest)
+        return query_memo.answer(memo, key, lambda: self._search(features, k))  # type: ignore[return-value]
 
     def _search(self, features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.knn == "torch":

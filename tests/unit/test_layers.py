@@ -28,6 +28,9 @@ LAYERS = {
     "data": 1,
     "backbones": 1,
     "features": 2,
+    # draws of n real defective images: a data-level tool (the spec checks defect_shots with it)
+    "fewshot": 2,
+    "query_memo": 2,
     "memory": 3,
     "spill": 4,
     "feature_cache": 4,
@@ -58,7 +61,6 @@ LAYERS = {
     "experiment_config": 8,
     "experiment_inputs": 8,
     "experiment_outputs": 8,
-    "fewshot": 8,
     "fewshot_runner": 8,
     "cli": 9,
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from dualpatch import memory
+from dualpatch import query_memo
 from dualpatch.memory import MemoryBank, remembered_queries
 
 
@@ -44,5 +44,5 @@ def test_memory_is_bounded():
     with remembered_queries(max_bytes=1):
         for seed in range(3):
             bank.query(torch.randn(4, 8, generator=torch.Generator().manual_seed(seed)), 1)
-        assert len(memory._QUERY_MEMO) == 1  # only the latest answer kept
-    assert memory._QUERY_MEMO is None
+        assert len(query_memo.active()) == 1  # only the latest answer kept
+    assert query_memo.active() is None
