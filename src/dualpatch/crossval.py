@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -278,7 +279,13 @@ def compare_runs(a: str | Path, b: str | Path, metrics=COMPARED) -> dict[str, di
     return {k: compare(ba[k], bb[k], (a.name, b.name)) for k in metrics}
 
 
-def metrics_csv(metrics: dict[str, dict]) -> str:
+def metrics_csv(
+    metrics: dict[str, dict],
+    lead_columns: tuple[str, ...] = ("run",),
+    lead: Callable[[str], list[str]] | None = None,
+) -> str:
+    """One row per run: ``lead_columns`` (by default the run's name; ``lead(name)`` gives other
+    cells), then each metric with its std and 95% interval."""
     keys = [
         "image_auroc",
         "pixel_auroc",
@@ -300,7 +307,8 @@ def metrics_csv(metrics: dict[str, dict]) -> str:
     # the csv module quotes a run name that holds a comma or a quote; joining strings did not
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["run", *columns])
+    writer.writerow([*lead_columns, *columns])
     for name, m in metrics.items():
-        writer.writerow([name, *(f"{float(v):.6g}" for k in keys for v in cells(m, k))])
+        first = lead(name) if lead else [name]
+        writer.writerow([*first, *(f"{float(v):.6g}" for k in keys for v in cells(m, k))])
     return text.getvalue()

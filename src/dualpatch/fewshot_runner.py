@@ -17,8 +17,6 @@ and a recommendation per n; report.html shows the curves over n (``report_fewsho
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -254,15 +252,14 @@ def finish_fewshot(
     metrics = fewshot_metrics(results, boots, entries)
     advice = goal_and_advice(metrics, entries)
     write_json(exp.out / "metrics.json", {**metrics, "fewshot": advice})
-    rows = list(csv.reader(io.StringIO(metrics_csv(metrics))))
     by_name = {e["name"]: e for e in entries}
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["run", "defect_shots", *rows[0][1:]])
-    for row in rows[1:]:  # one row per (run, n), in metrics' order
-        e = by_name[row[0]]
-        writer.writerow([e["run"], "" if e["shots"] is None else str(e["shots"]), *row[1:]])
-    write_text(exp.out / "metrics.csv", text.getvalue())
+
+    def run_and_shots(name: str) -> list[str]:  # one row per (run, n)
+        e = by_name[name]
+        return [e["run"], "" if e["shots"] is None else str(e["shots"])]
+
+    text = metrics_csv(metrics, ("run", "defect_shots"), run_and_shots)
+    write_text(exp.out / "metrics.csv", text)
     if not report:  # a benchmark that only wants the figures
         return exp.out / "report.html"
     largest = {}
