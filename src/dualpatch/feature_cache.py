@@ -139,7 +139,7 @@ def shared_bank_path(model: Any, normal: Sequence[Sample]) -> Path | None:
         model.projection_dim,
         model.seed,
         model.coreset_method,
-        memory.APPROX_SAMPLE if model.coreset_method == "approx" else 0,
+        memory.approx_settings() if model.coreset_method == "approx" else 0,
         str(model.max_memory),
         BANK_VERSION,
     ]

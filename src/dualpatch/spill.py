@@ -25,8 +25,8 @@ from .memory import (
     APPROX_OVERSAMPLE,
     PROJECT_CHUNK,
     MemoryBank,
-    approx_sample_size,
     greedy_kcenter,
+    narrowed_kcenter,
     presample,
     project,
     projection_for,
@@ -291,8 +291,8 @@ def projection_rows(cap: int, width: int) -> int:
 
 
 def coreset_rows(model: Any, n: int, k: int, width: int) -> torch.Tensor | None:
-    """The rows a capped fit's k-center runs on: all (None), the approximate coreset's
-    pre-sample, or past the cap a seeded pre-sample of as many rows as the cap holds."""
+    """The rows a capped fit's k-center runs on: all (None), or past the cap a seeded pre-sample
+    of as many rows as the cap's projection share holds."""
     cap = parse_size(model.max_memory)  # type: ignore[arg-type]
     fits = projection_rows(cap, width)
     if fits < min(n, APPROX_OVERSAMPLE * k):
@@ -300,13 +300,12 @@ def coreset_rows(model: Any, n: int, k: int, width: int) -> torch.Tensor | None:
             f"max_memory {model.max_memory}: too small to select {k} of {n} patches "
             f"(its projection share holds {fits} rows)"
         )
-    want = approx_sample_size(n, k) if model.coreset_method == "approx" else n
-    if want > fits:
+    if n > fits:
         log.warning("projection of %d patches exceeds max_memory: k-center on %d", n, fits)
     held = rss_bytes()
-    if held + min(want, fits) * 4 * (width + 3) > cap:  # a warning only: see PROJECTION_SHARE
+    if held + min(n, fits) * 4 * (width + 3) > cap:  # a warning only: see PROJECTION_SHARE
         log.warning("the process holds %.0f MiB: max_memory may be exceeded", held / 2**20)
-    return presample(n, min(want, fits), model.seed) if min(want, fits) < n else None
+    return presample(n, fits, model.seed) if fits < n else None
 
 
 def spilled_bank(
@@ -329,7 +328,8 @@ def spilled_bank(
         x = store.project(rows, matrix)
         picks = k - 1 if k < n else 0
         step = progress("normal coreset", picks)
-        local = greedy_kcenter(x, k, model.seed, step)
+        kcenter = narrowed_kcenter if model.coreset_method == "approx" else greedy_kcenter
+        local = kcenter(x, k, model.seed, step)
         if picks == 0:
             step(0)
         del x
