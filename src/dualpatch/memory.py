@@ -137,6 +137,7 @@ def narrowed_kcenter(
     progress=None,
     max_rows: int | None = None,
     report: dict | None = None,
+    overwrite: bool = False,
 ) -> torch.Tensor:
     """Approximate greedy k-center that updates fewer rows each time its picks double.
 
@@ -148,12 +149,13 @@ def narrowed_kcenter(
     last doubling extrapolates to the final radius. A dropped row stays as close as it was, so
     the radius over all rows is at most max(the kept rows' final radius, the largest dropped
     distance): ``report`` gets it (``radius_bound``) and the row updates done, against exact
-    greedy's rows x picks.
+    greedy's rows x picks. The kept rows are moved to the front of ``x`` in place, so memory never
+    holds a second copy: ``overwrite=False`` (the default) works on a copy of ``x``.
     """
     n = x.shape[0]
     if n_select >= n or n_select < 4:
         return greedy_kcenter(x, n_select, seed, progress)
-    x, sq, first, min_d = _greedy_start(x, seed)
+    x, sq, first, min_d = _greedy_start(x if overwrite else x.clone(), seed)
     rows, chosen, max_rows = torch.arange(n), [first], max_rows or APPROX_SAMPLE
     done = min(n_select, max(2, min(math.ceil(APPROX_FIRST * n_select), APPROX_FIRST_PICKS)))
     chosen += _greedy_passes(x, sq, min_d, done // 2 - 1, progress)
@@ -167,7 +169,7 @@ def narrowed_kcenter(
         keep = _rows_to_keep(min_d, APPROX_MARGIN**2 * estimate, n_select - done, max_rows)
         if len(keep) < len(min_d):
             dropped = max(dropped, float(min_d[_complement(keep, len(min_d))].max()))
-        x, sq, min_d, rows = x[keep], sq[keep], min_d[keep], rows[keep]
+        x, sq, min_d, rows = (_compact(t, keep) for t in (x, sq, min_d, rows))
         target, half, r_half = min(2 * done, n_select), done, r_done
         chosen += rows[_greedy_passes(x, sq, min_d, target - done, progress)].tolist()
         updates += len(rows) * (target - done)
@@ -186,6 +188,15 @@ def _rows_to_keep(min_d: torch.Tensor, below: float, picks_left: int, max_rows: 
     if count == far:
         return (min_d > below).nonzero().squeeze(1)
     return torch.topk(min_d, count).indices.sort().values
+
+
+def _compact(t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``t[keep]`` written over the first rows of ``t``, chunk by chunk. ``keep`` ascends, so
+    ``keep[j] >= j``: each chunk reads rows no earlier chunk has overwritten."""
+    for start in range(0, len(keep), GREEDY_CHUNK):
+        chunk = keep[start : start + GREEDY_CHUNK]
+        t[start : start + len(chunk)] = t[chunk]
+    return t[: len(keep)]
 
 
 def _complement(keep: torch.Tensor, n: int) -> torch.Tensor:
@@ -229,7 +240,7 @@ def greedy_coreset(
         return torch.arange(n)
     x = project(features, projection_for(features.shape[1], projection_dim, seed))
     if method == "approx":
-        return narrowed_kcenter(x, n_select, seed, progress, sample_budget)
+        return narrowed_kcenter(x, n_select, seed, progress, sample_budget, overwrite=True)
     return greedy_kcenter(x, n_select, seed, progress)
 
 

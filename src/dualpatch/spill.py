@@ -283,11 +283,17 @@ def fill_store(model: Any, samples: Sequence[Sample], store: FeatureStore, bar: 
         bar(len(batch))
 
 
+def row_bytes(width: int) -> int:
+    """Bytes a row costs the k-center: its ``width``-d float32 projection, squared norm, distance
+    to the picks, a pass's new distance, and (approx) its row number."""
+    return 4 * (width + 3) + 8
+
+
 def projection_rows(cap: int, width: int) -> int:
     """Rows of a ``width``-d projection (with greedy's per-row state) that ``cap`` bytes hold:
     ``PROJECTION_SHARE`` of the cap, whatever the process holds now, so that the same cap, seed
     and images always give the same pre-sample and the same bank."""
-    return int(cap * PROJECTION_SHARE) // (4 * (width + 3))
+    return int(cap * PROJECTION_SHARE) // row_bytes(width)
 
 
 def coreset_rows(model: Any, n: int, k: int, width: int) -> torch.Tensor | None:
@@ -303,7 +309,7 @@ def coreset_rows(model: Any, n: int, k: int, width: int) -> torch.Tensor | None:
     if n > fits:
         log.warning("projection of %d patches exceeds max_memory: k-center on %d", n, fits)
     held = rss_bytes()
-    if held + min(n, fits) * 4 * (width + 3) > cap:  # a warning only: see PROJECTION_SHARE
+    if held + min(n, fits) * row_bytes(width) > cap:  # a warning only: see PROJECTION_SHARE
         log.warning("the process holds %.0f MiB: max_memory may be exceeded", held / 2**20)
     return presample(n, fits, model.seed) if fits < n else None
 
@@ -328,8 +334,10 @@ def spilled_bank(
         x = store.project(rows, matrix)
         picks = k - 1 if k < n else 0
         step = progress("normal coreset", picks)
-        kcenter = narrowed_kcenter if model.coreset_method == "approx" else greedy_kcenter
-        local = kcenter(x, k, model.seed, step)
+        if model.coreset_method == "approx":  # narrows x in place: no second copy under the cap
+            local = narrowed_kcenter(x, k, model.seed, step, overwrite=True)
+        else:
+            local = greedy_kcenter(x, k, model.seed, step)
         if picks == 0:
             step(0)
         del x

@@ -69,10 +69,15 @@ def test_narrowing_that_drops_no_far_row_picks_what_greedy_picks(monkeypatch):
     makes exact greedy's picks, in its order, while updating fewer rows."""
     monkeypatch.setattr(memory, "APPROX_MARGIN", 0.0)
     x = clustered(3000, 16, 6, 2)
+    original = x.clone()
     report: dict = {}
     got = narrowed_kcenter(x, 300, 2, report=report)
+    torch.testing.assert_close(x, original, rtol=0, atol=0)  # it narrowed a copy
     assert got.tolist() == greedy_kcenter(x, 300, 2).tolist()
     assert report["row_updates"] < report["exact_row_updates"]
+    # in place (no second copy): the same picks, the kept rows moved to the front of x
+    assert narrowed_kcenter(x, 300, 2, overwrite=True).tolist() == got.tolist()
+    assert not torch.equal(x, original)
 
 
 def test_approx_cost_grows_with_the_budget_not_the_input(monkeypatch):

@@ -23,7 +23,7 @@ def test_past_the_cap_kcenter_keeps_its_radius_bound(tiny_normal):
     farthest any row lies from S; and exact greedy is within 2x of any k centres' radius."""
     fits = 150
     params = {**tiny_params(), "coreset_min": 20}
-    cap = int(4 * (128 + 3) * fits / spill.PROJECTION_SHARE)
+    cap = int(spill.row_bytes(128) * fits / spill.PROJECTION_SHARE)
     model = PatchCore(**params, max_memory=cap).fit(tiny_normal)
     assert model.spill_["coreset_rows"] == fits < model.spill_["rows"]
 

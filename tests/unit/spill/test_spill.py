@@ -54,7 +54,7 @@ def test_spilled_fit_reads_back_from_the_store_without_extracting(tiny_normal, t
 
 def cap_holding(rows: int) -> int:
     """A ``max_memory`` whose projection share holds ``rows`` rows of the 128-d projection."""
-    return int(4 * (128 + 3) * rows / spill.PROJECTION_SHARE)
+    return int(spill.row_bytes(128) * rows / spill.PROJECTION_SHARE)
 
 
 def test_projection_past_the_cap_runs_on_a_presample(tiny_normal):
