@@ -18,7 +18,7 @@ approximate coreset's parameter grid at seed 0, judged on the radius bound again
 
     PYTHONPATH=src python benchmarks/coreset_scaling.py [--work runs/bench-coreset] [--quick]
     PYTHONPATH=src benchmarks/timed.sh python benchmarks/coreset_scaling.py --fit-timing
-    PYTHONPATH=src nice -n 19 python benchmarks/coreset_scaling.py --seed-spread --tune
+    PYTHONPATH=src benchmarks/timed.sh python benchmarks/coreset_scaling.py --seed-spread --tune
 """
 
 from __future__ import annotations
@@ -214,12 +214,12 @@ def seed_spread(model: PatchCore, train: list, test, tune: bool) -> dict:
         print(row, flush=True)
         rows.append(row)
     return {
-        "command": "PYTHONPATH=src nice -n 19 python benchmarks/coreset_scaling.py --seed-spread"
-        + (" --tune" if tune else ""),
+        "command": "PYTHONPATH=src benchmarks/timed.sh python benchmarks/coreset_scaling.py "
+        + ("--seed-spread --tune" if tune else "--seed-spread"),
         "what": "greedy = exact greedy k-center, approx = narrowed_kcenter with its defaults "
         f"(first share {memory.APPROX_FIRST}, at most {memory.APPROX_FIRST_PICKS} first picks, "
         f"margin {memory.APPROX_MARGIN}, row budget {memory.APPROX_SAMPLE}); radius in the "
-        "128-d projection over all patches; seconds under the load recorded (not a timed run)",
+        "128-d projection over all patches",
         "images": len(train),
         "picks": k,
         "rows": rows,
