@@ -370,9 +370,9 @@ class MemoryBank:
     """Patch features kept for nearest-neighbour search, subsampled by k-center.
 
     ``coreset_ratio`` of the patches are kept, but never fewer than ``min_size`` (or all, if
-    there are fewer). ``coreset`` is ``"greedy"`` (exact) or ``"approx"`` (pre-sample, then
-    greedy); ``knn`` is ``"torch"`` (exact), ``"faiss-flat"`` (exact) or ``"faiss-ivf"``
-    (approximate). Learned state: ``bank_`` (M, D).
+    there are fewer). ``coreset`` is ``"greedy"`` (exact) or ``"approx"``
+    (``narrowed_kcenter``); ``knn`` is ``"torch"`` (exact), ``"faiss-flat"`` (exact) or
+    ``"faiss-ivf"`` (approximate). Learned state: ``bank_`` (M, D).
     """
 
     def __init__(

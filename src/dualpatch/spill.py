@@ -1,5 +1,5 @@
 """Bounded-memory fit: patch features spill to an on-disk store; the coreset runs on their
-in-memory random projection (or a pre-sample of it, past what the cap holds)."""
+in-memory random projection (or a seeded pre-sample of it, past what the cap's share holds)."""
 
 from __future__ import annotations
 
