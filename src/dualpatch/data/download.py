@@ -18,9 +18,8 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from tqdm import tqdm
-
 from ..errors import ConfigError, DataError
+from ..events import staged
 from ..fileio import check_output_dir, output_dir, sha256_file
 from .extract import CHUNK, Limits, check_archive, extract_into, safe_extract  # noqa: F401
 from .ksdd2 import SPLITS, find_root, layout_warnings
@@ -130,16 +129,16 @@ def _set_read_timeout(resp, seconds: float) -> None:
 
 def _stream(resp, part: Path, start: int, total: int | None, url: str, progress: bool) -> None:
     done = start
-    bar = tqdm(
-        total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=part.name.removesuffix(".part"), disable=None if progress else True,
-    )  # fmt: skip
+    name = f"downloading {part.name.removesuffix('.part')}"
     try:
-        with part.open("ab" if start else "wb") as f, bar:
+        with (
+            part.open("ab" if start else "wb") as f,
+            staged(name, total, unit="B", done=start, progress=progress) as advance,
+        ):
             while block := resp.read(CHUNK):
                 f.write(block)
                 done += len(block)
-                bar.update(len(block))
+                advance(len(block))
     except (OSError, http.client.HTTPException) as exc:
         raise DataError(
             f"download of {url} interrupted at {done:,} of {_n(total)} bytes "
