@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import io
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -14,6 +13,7 @@ from dualpatch import events
 from dualpatch.data import download as download_module
 from dualpatch.data.download import download
 from dualpatch.errors import DataError
+from tests.support.http_server import local_server
 
 PAYLOAD = bytes(range(256)) * 20  # 5,120 bytes: 6 blocks of the 1,000 set below
 
@@ -41,14 +41,8 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server(monkeypatch):
     monkeypatch.setattr(download_module, "CHUNK", 1000)
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.send_length, srv.cut_at = True, None
-    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}/k.zip"
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with local_server(_Handler, "k.zip", send_length=True, cut_at=None) as srv:
+        yield srv
 
 
 def _download(url, dest, progress=True) -> list[events.Event]:
