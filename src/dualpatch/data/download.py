@@ -197,23 +197,9 @@ def download_ksdd2(
     # before any download: an --out that holds the user's files is refused, not emptied
     check_output_dir(out, COMMAND, force, [archive], legacy=SPLITS)
     if archive is None:
-        archive = out.with_name(out.name + ".zip")
-        if archive.exists() and not (zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive)):
-            # not a download of ours (those appear whole, by rename): someone else's file
-            raise DataError(
-                f"{archive}: exists and is not a zip or tar archive; move it away or pass "
-                "--archive PATH"
-            )
-        log(f"downloading {url} to {archive}")
-        download(url, archive, sha256, connect_timeout, progress=progress)
-        if not (zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive)):
-            archive.unlink()  # so that a rerun fetches again instead of trusting it
-            raise DataError(
-                f"{url} did not send a zip or tar archive (a web page?); deleted it; {OFFLINE_HINT}"
-            )
-    else:
-        if sha256 and (got := sha256_file(archive)) != sha256:
-            raise DataError(f"{archive}: sha256 is {got}, expected {sha256}; not extracting it")
+        archive = _download_archive(out, url, sha256, connect_timeout, progress, log)
+    elif sha256 and (got := sha256_file(archive)) != sha256:
+        raise DataError(f"{archive}: sha256 is {got}, expected {sha256}; not extracting it")
     if sha256:
         log(f"{archive}: sha256 ok")
     with output_dir(out, COMMAND, force, [archive], legacy=SPLITS) as tmp:
@@ -223,6 +209,32 @@ def download_ksdd2(
         warnings.warn(msg, stacklevel=2)
     log(f"KSDD2 unpacked into {out}")
     return out
+
+
+def _download_archive(
+    out: Path,
+    url: str,
+    sha256: str | None,
+    connect_timeout: float,
+    progress: bool,
+    log: Callable[[str], None],
+) -> Path:
+    """Download ``url`` to ``<out>.zip`` (kept for reruns) unless a whole download is there."""
+    archive = out.with_name(out.name + ".zip")
+    if archive.exists() and not (zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive)):
+        # not a download of ours (those appear whole, by rename): someone else's file
+        raise DataError(
+            f"{archive}: exists and is not a zip or tar archive; move it away or pass "
+            "--archive PATH"
+        )
+    log(f"downloading {url} to {archive}")
+    download(url, archive, sha256, connect_timeout, progress=progress)
+    if not (zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive)):
+        archive.unlink()  # so that a rerun fetches again instead of trusting it
+        raise DataError(
+            f"{url} did not send a zip or tar archive (a web page?); deleted it; {OFFLINE_HINT}"
+        )
+    return archive
 
 
 def _hoist(folder: Path, root: Path) -> None:
