@@ -97,6 +97,9 @@ def fail(message: str) -> None:
 
 
 FORCE = typer.Option(False, "--force", help="Replace an --out that holds files not written here.")
+MODEL = typer.Option(..., help="Model folder written by fit.")
+#: what the run spec's ``--weights`` means to a command that loads a fitted model
+WEIGHTS_MORE = "Give the fit's, if it used one."
 
 
 def open_dataset(

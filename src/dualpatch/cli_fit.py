@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from .cli_common import FORCE, command_group, fail, open_dataset, print_metrics
+from .cli_common import (
+    FORCE,
+    MODEL,
+    WEIGHTS_MORE,
+    command_group,
+    fail,
+    open_dataset,
+    print_metrics,
+)
 from .cli_progress import rendering
 from .cli_spec import spec_options
 from .defaults import default_cache
@@ -26,9 +34,6 @@ app = command_group()
 DATA_SETTINGS = ("dataset", "data", "out", "train_items", "on_duplicates")
 #: the run spec's settings that ``fit`` takes as options
 FIT_SETTINGS = (*DATA_SETTINGS, *MODEL_KEYS, "bank", "defects", "augmented", "crops", "cache_dir")
-#: what ``--weights`` means to a command that loads a fitted model
-WEIGHTS_MORE = "Give the fit's, if it used one."
-MODEL = typer.Option(..., help="Model folder written by fit.")
 RUNTIME = typer.Option(
     "torch", help="torch (the library), onnx or openvino (the exported scorer, no torch)."
 )
