@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import typing
 import warnings
 from collections.abc import Callable
@@ -181,8 +182,6 @@ def spec_options(
 def as_overrides(values: dict[str, Any]) -> list[str]:
     """Option values as ``--set`` assignments (``key=value``, the value as YAML reads it): a
     comma-separated list (``--seeds 0,1,2``) becomes the list ``[0,1,2]``."""
-    import json
-
     out = []
     for name, value in values.items():
         listed = isinstance(value, str) and spec.SETTINGS[name].listed
