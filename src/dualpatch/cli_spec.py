@@ -106,8 +106,14 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _added(names: tuple[str, ...], given_only: bool, panel: Panel, required: tuple[str, ...],
-           defaults: dict[str, Any], more: dict[str, str]) -> list[inspect.Parameter]:  # fmt: skip
+def _added(
+    names: tuple[str, ...],
+    given_only: bool,
+    panel: Panel,
+    required: tuple[str, ...],
+    defaults: dict[str, Any],
+    more: dict[str, str],
+) -> list[inspect.Parameter]:
     """The parameters of the options of ``names`` and of their old flags."""
     added = []
     for name in names:
