@@ -20,7 +20,7 @@ import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -28,11 +28,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class StageEvent:
-    """Stage ``name`` of ``total`` units; ``stage`` (unique per process) ties its events."""
+    """Stage ``name`` of ``total`` units; ``stage`` (unique per process) ties its events.
+
+    ``total`` is None when the size is not known in advance (a download without a length);
+    ``unit`` names the units ("B": bytes, which a display may scale to KiB/MiB), "" for items."""
 
     stage: int
     name: str
-    total: int
+    total: int | None
+    unit: str = field(default="", kw_only=True)
 
 
 class StageStarted(StageEvent):
@@ -40,7 +44,8 @@ class StageStarted(StageEvent):
 
 
 class StageFinished(StageEvent):
-    """The stage is done (every unit, or an empty stage closed)."""
+    """The stage is done: every unit, an empty stage closed, or a stage closed early (an error,
+    or the end of one whose total was not known)."""
 
 
 @dataclass(frozen=True)
@@ -101,28 +106,59 @@ def emit(event: Event) -> None:
         listener(event)
 
 
-def stage(name: str, total: int) -> Advance:
+def stage(name: str, total: int | None, unit: str = "") -> Stage:
     """Start a stage of ``total`` units; returns ``advance(n)``, which reports ``n`` more done.
 
-    The stage finishes once ``total`` units are done; ``advance(0)`` finishes an empty one. With
-    no listener subscribed the stage draws a tqdm bar (when stderr is a terminal)."""
+    The stage finishes once ``total`` units are done; ``advance(0)`` finishes an empty one, and
+    ``advance.close()`` one that ends otherwise (``staged`` does it for you). With no listener
+    subscribed the stage draws a tqdm bar (when stderr is a terminal)."""
     if not listening():
-        return _tqdm_stage(name, total)
-    ident = next(_STAGE_IDS)
-    emit(StageStarted(ident, name, total))
-    done, finished = 0, False
+        return _DrawnStage(name, total, unit)
+    return Stage(name, total, unit)
 
-    def advance(n: int) -> None:
-        nonlocal done, finished
-        if finished:
+
+class Stage:
+    """A started stage: call it with ``n`` to report ``n`` more units done (an ``Advance``)."""
+
+    def __init__(self, name: str, total: int | None, unit: str = "") -> None:
+        self.ident, self.name, self.total, self.unit = next(_STAGE_IDS), name, total, unit
+        self.done, self.finished = 0, False
+        emit(StageStarted(self.ident, name, total, unit=unit))
+
+    def __call__(self, n: int) -> None:
+        if self.finished:
             return
-        done += n
-        emit(StageAdvanced(ident, name, total, n, done))
-        if done >= total:
-            finished = True
-            emit(StageFinished(ident, name, total))
+        self.done += n
+        emit(StageAdvanced(self.ident, self.name, self.total, n, self.done, unit=self.unit))
+        if self.total is not None and self.done >= self.total:
+            self.close()
 
-    return advance
+    def close(self) -> None:
+        """Finish the stage now, whether or not every unit is done (once; later calls: none)."""
+        if not self.finished:
+            self.finished = True
+            emit(StageFinished(self.ident, self.name, self.total, unit=self.unit))
+
+
+@contextlib.contextmanager
+def staged(
+    name: str, total: int | None, unit: str = "", done: int = 0, progress: bool = True
+) -> Iterator[Advance]:
+    """A stage for the ``with`` block: yields ``advance(n)``; the stage finishes when the block
+    ends, even early (an error) or with a total not known in advance.
+
+    ``done``: units done before (a resumed download starts its bar there); ``progress=False``:
+    no stage at all."""
+    if not progress:
+        yield silent(name, total or 0)
+        return
+    advance = stage(name, total, unit)
+    if done:
+        advance(done)
+    try:
+        yield advance
+    finally:
+        advance.close()
 
 
 def track(
@@ -157,6 +193,12 @@ def open_stage(progress: Progress, name: str, total: int) -> Advance:
     return (stage if progress else silent)(name, total)
 
 
+#: how tqdm shows a unit: bytes scaled to KiB, MiB, ... as a download bar does
+_TQDM_UNITS: dict[str, dict[str, object]] = {
+    "B": {"unit": "B", "unit_scale": True, "unit_divisor": 1024}
+}
+
+
 class TqdmRenderer:
     """Draws each stage as a tqdm bar (``tqdm.auto``: a widget in a notebook); ignores runs.
 
@@ -171,20 +213,27 @@ class TqdmRenderer:
         if isinstance(event, StageStarted):
             from tqdm.auto import tqdm
 
-            self._bars[event.stage] = tqdm(total=event.total, desc=event.name, **self.options)
+            units = _TQDM_UNITS.get(event.unit, {"unit": event.unit or "it"})
+            options = {**units, **self.options}
+            self._bars[event.stage] = tqdm(total=event.total, desc=event.name, **options)
         elif isinstance(event, StageAdvanced) and event.stage in self._bars:
             self._bars[event.stage].update(event.n)  # type: ignore[attr-defined]
         elif isinstance(event, StageFinished) and event.stage in self._bars:
             self._bars.pop(event.stage).close()  # type: ignore[attr-defined]
 
 
-def _tqdm_stage(name: str, total: int) -> Advance:
-    renderer = TqdmRenderer()
-    with subscribe(renderer):
-        advance = stage(name, total)
+class _DrawnStage(Stage):
+    """A stage drawn by its own tqdm bar: nobody listens where it was started."""
 
-    def advance_drawn(n: int) -> None:
-        with subscribe(renderer):  # the stage's own bar, even if the caller's context changed
-            advance(n)
+    def __init__(self, name: str, total: int | None, unit: str = "") -> None:
+        self.renderer = TqdmRenderer()
+        with subscribe(self.renderer):
+            super().__init__(name, total, unit)
 
-    return advance_drawn
+    def __call__(self, n: int) -> None:
+        with subscribe(self.renderer):  # the stage's own bar, even if the caller's context changed
+            super().__call__(n)
+
+    def close(self) -> None:
+        with subscribe(self.renderer):
+            super().close()
