@@ -226,6 +226,62 @@ def seed_spread(model: PatchCore, train: list, test, tune: bool) -> dict:
     }
 
 
+def coreset_row(model: PatchCore, flat: torch.Tensor, test, test_feats) -> dict:
+    """Both coresets of these patches: seconds, k-center radius, image AUROC."""
+    n = flat.shape[0]
+    k = MemoryBank(0.01, 1000).target_size(n)
+    x = project(flat, projection_for(flat.shape[1], 128, 0))
+    row: dict = {"patches": n, "picks": k, "load_before": load()}
+    for method in ("approx", "greedy"):
+        idx, sec = timed(greedy_coreset, flat, k, 128, 0, method=method)
+        row[method] = {
+            "seconds": sec,
+            "radius": round(kcenter_radius(x, idx), 4),
+            "image_auroc": round(bank_auroc(model, flat, idx, test, test_feats), 4),
+        }
+        print(n, method, row[method], flush=True)
+    row["radius_ratio"] = round(row["approx"]["radius"] / row["greedy"]["radius"], 3)
+    row["speedup"] = round(row["greedy"]["seconds"] / row["approx"]["seconds"], 1)
+    row["load_after"] = load()
+    return row
+
+
+def coreset_rows(model: PatchCore, train: list, test, n_train: int, args, out: Path) -> None:
+    """Exact and approximate coresets alone on the first 1/8, 1/4, 1/2 and all of the images:
+    seconds, k-center radius and image AUROC (``rows``)."""
+    feats = model.image_features(train)  # through the feature cache: see --fit-timing
+    test_feats = model.image_features(list(test))
+    model.grid_ = tuple(feats.shape[1:3])
+    per_image = feats.shape[1] * feats.shape[2]
+    result = {
+        "command": "PYTHONPATH=src python benchmarks/coreset_scaling.py"
+        + (" --quick" if args.quick else ""),
+        "dataset": f"generated demo surfaces, {n_train} normal train images, test {TEST} "
+        f"(good, defective), {SIZE[0]}x{SIZE[1]}, seed 3",
+        "backbone": "efficientnet_lite0",
+        "feature_dim": int(feats.shape[-1]),
+        "patches_per_image": per_image,
+        "coreset_ratio": 0.01,
+        "approx_settings": memory.approx_settings(),
+        "threads": args.threads,
+        "radius_space": "128-d seeded random projection (the space the coreset selects in)",
+        "rows": [],
+    }
+    flat_all = feats.reshape(-1, feats.shape[-1])
+    fractions = [1.0] if args.quick else [0.125, 0.25, 0.5, 1.0]
+    for frac in fractions:
+        n_img = int(round(n_train * frac))
+        row = coreset_row(model, flat_all[: n_img * per_image], test, test_feats)
+        row["images"] = n_img
+        result["rows"].append(row)
+        old = json.loads(out.read_text()) if out.is_file() else {}
+        for key in old.keys() - result.keys():  # the other modes' entries
+            result[key] = old[key]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="runs/bench-coreset")
@@ -265,53 +321,7 @@ def main() -> None:
         result["seed_spread"] = seed_spread(model, train.normal(), test, args.tune)
         out.write_text(json.dumps(result, indent=2) + "\n")
         return
-    feats = model.image_features(train.normal())  # through the feature cache: see --fit-timing
-    test_feats = model.image_features(list(test))
-    model.grid_ = tuple(feats.shape[1:3])
-    per_image = feats.shape[1] * feats.shape[2]
-    result = {
-        "command": "PYTHONPATH=src python benchmarks/coreset_scaling.py"
-        + (" --quick" if args.quick else ""),
-        "dataset": f"generated demo surfaces, {n_train} normal train images, test {TEST} "
-        f"(good, defective), {SIZE[0]}x{SIZE[1]}, seed 3",
-        "backbone": "efficientnet_lite0",
-        "feature_dim": int(feats.shape[-1]),
-        "patches_per_image": per_image,
-        "coreset_ratio": 0.01,
-        "approx_settings": memory.approx_settings(),
-        "threads": args.threads,
-        "radius_space": "128-d seeded random projection (the space the coreset selects in)",
-        "rows": [],
-    }
-    flat_all = feats.reshape(-1, feats.shape[-1])
-    fractions = [1.0] if args.quick else [0.125, 0.25, 0.5, 1.0]
-    for frac in fractions:
-        n_img = int(round(n_train * frac))
-        flat = flat_all[: n_img * per_image]
-        n = flat.shape[0]
-        k = MemoryBank(0.01, 1000).target_size(n)
-        x = project(flat, projection_for(flat.shape[1], 128, 0))
-        row = {"images": n_img, "patches": n, "picks": k, "load_before": load()}
-        for method in ("approx", "greedy"):
-            t = time.perf_counter()
-            idx = greedy_coreset(flat, k, 128, 0, method=method)
-            sec = time.perf_counter() - t
-            row[method] = {
-                "seconds": round(sec, 2),
-                "radius": round(kcenter_radius(x, idx), 4),
-                "image_auroc": round(bank_auroc(model, flat, idx, test, test_feats), 4),
-            }
-            print(frac, method, row[method], flush=True)
-        row["radius_ratio"] = round(row["approx"]["radius"] / row["greedy"]["radius"], 3)
-        row["speedup"] = round(row["greedy"]["seconds"] / row["approx"]["seconds"], 1)
-        row["load_after"] = load()
-        result["rows"].append(row)
-        old = json.loads(out.read_text()) if out.is_file() else {}
-        for key in old.keys() - result.keys():  # the other modes' entries
-            result[key] = old[key]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    coreset_rows(model, train.normal(), test, n_train, args, out)
 
 
 if __name__ == "__main__":
