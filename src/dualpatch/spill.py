@@ -83,9 +83,10 @@ log = logging.getLogger("dualpatch.spill")
 #: Share of ``max_memory`` for the coreset's projection and greedy's per-row state. A fixed
 #: share of the cap, not "what the process has left": the pre-sample past the cap then depends on
 #: the cap, the seed and the images only, never on the resident memory when the coreset starts.
-#: The other half holds the process (Python, torch, the backbone: about 0.7 GiB), greedy's update
-#: blocks and the bank read back.
-PROJECTION_SHARE = 0.5
+#: The rest holds the process: Python, torch, the backbone and what extraction left resident
+#: (about 0.95 GiB measured after extracting 5k images at 320x128), greedy's update blocks and
+#: the bank read back. At 0.5 that fit peaked at 2,008 MiB under a 2 GiB cap: too close.
+PROJECTION_SHARE = 0.4
 DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
