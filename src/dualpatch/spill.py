@@ -256,7 +256,7 @@ def spilled_bank(
     or a temporary folder removed when the returned view is closed); the coreset runs on their
     in-memory projection, or on a seeded pre-sample of it when the projection would not fit.
     """
-    from .features import to_tensor
+    from .feature_cache import read_or_extract  # Ray's features (distributed_fit)
 
     cap = parse_size(model.max_memory)  # type: ignore[arg-type]
     keys = [model._cache_key(s) for s in samples]
@@ -274,8 +274,7 @@ def spilled_bank(
         bar(store.done)
         while store.done < len(samples):
             batch = samples[store.done : store.done + model.batch_size]
-            images = [s.image(tuple(model.image_size)) for s in batch]
-            feats = model.extractor_(to_tensor(images)).features.permute(0, 2, 3, 1)
+            feats = read_or_extract(model, batch)
             if not torch.isfinite(feats).all():
                 raise DataError(f"{batch[0].image_path}: features contain NaN or infinite values")
             if store.grid is None:

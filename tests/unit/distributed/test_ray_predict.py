@@ -19,13 +19,6 @@ from dualpatch.distributed import expand_inputs, score_with_ray  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def tiny_model(tiny_normal, tmp_path_factory):
     path = tmp_path_factory.mktemp("ray") / "model"
     PatchCore(**tiny_params()).fit(tiny_normal).save(path)
