@@ -4,7 +4,6 @@ image's cache entry written exactly once."""
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 
 import numpy as np
@@ -13,7 +12,6 @@ import torch
 from safetensors.torch import load_file
 
 from dualpatch import DualPatchCore, PatchCore, feature_cache
-from dualpatch.cli import main
 from dualpatch.errors import ConfigError
 from tests.support.common import tiny_params
 
@@ -107,22 +105,13 @@ def test_extraction_on_ray_needs_a_cache(tiny_normal):
         extract_to_cache(PatchCore(**tiny_params()), tiny_normal)
 
 
-def run_cli(monkeypatch, *args) -> None:
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
-    monkeypatch.setattr("sys.argv", ["dualpatch", *map(str, args)])
-    with pytest.raises(SystemExit) as status:
-        main()
-        raise SystemExit(0)
-    assert status.value.code in (0, None)
-
-
 @pytest.mark.slow
-def test_cli_fit_on_ray_saves_the_plain_fit_model(local_ray, demo_root, tmp_path, monkeypatch):
+def test_cli_fit_on_ray_saves_the_plain_fit_model(local_ray, demo_root, tmp_path, cli):
     args = ["fit", "--dataset", "demo", "--data", demo_root, "--bank", "single",
             "--image-size", "64", "32", "--coreset-ratio", "0.01"]  # fmt: skip
-    run_cli(monkeypatch, *args, "--out", tmp_path / "plain", "--no-cache")
+    cli(*args, "--out", tmp_path / "plain", "--no-cache")
     ray_args = ["--ray", "local", "--ray-actors", "2", "--max-memory", "2GiB"]
-    run_cli(monkeypatch, *args, "--out", tmp_path / "ray", "--no-cache", *ray_args)
+    cli(*args, "--out", tmp_path / "ray", "--no-cache", *ray_args)
     plain = load_file(tmp_path / "plain" / "model.safetensors")
     on_ray = load_file(tmp_path / "ray" / "model.safetensors")
     assert plain.keys() == on_ray.keys()
