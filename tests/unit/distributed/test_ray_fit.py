@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dualpatch import DualPatchCore, PatchCore, feature_cache
+from dualpatch import DualPatchCore, PatchCore, events, feature_cache
 from dualpatch.errors import ConfigError
 from tests.support.common import tiny_params
 
@@ -30,7 +30,7 @@ def no_local_extraction(monkeypatch) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("max_memory", [None, "2GiB"], ids=["in-memory", "spilled"])
+@pytest.mark.parametrize("max_memory", [None, "8GiB"], ids=["in-memory", "spilled"])
 def test_ray_fit_equals_plain_fit_and_reads_every_feature_from_the_cache(
     max_memory, local_ray, tiny_normal, tiny_test, tmp_path, monkeypatch
 ):
@@ -78,10 +78,19 @@ def test_lost_actor_batch_is_retried_and_each_entry_written_once(
 
     monkeypatch.setattr(feature_cache, "save_cached", counted)
     model = PatchCore(**tiny_params(batch_size=2), cache_dir=str(tmp_path / "cache"))
+    model.progress = True  # the stage's events
     marker = tmp_path / "died"
     images = [*tiny_normal, tiny_normal[0]]  # an image listed twice: one entry
-    assert extract_to_cache(model, images, actors=2, _exit_once=str(marker)) == len(tiny_normal)
+    seen: list = []
+    with events.subscribe(seen.append):
+        done = extract_to_cache(model, images, actors=2, _exit_once=str(marker))
+    assert done == len(tiny_normal)
     assert marker.exists()  # an actor really died on its first batch
+    stage = [e for e in seen if e.name == "features on Ray"]
+    assert isinstance(stage[0], events.StageStarted) and stage[0].total == len(tiny_normal)
+    assert isinstance(stage[-1], events.StageFinished)
+    advanced = [e for e in stage if isinstance(e, events.StageAdvanced)]
+    assert advanced[-1].done == len(tiny_normal)  # the retried batch counted once
     entries = sorted(p.name for p in (tmp_path / "cache").glob("*.safetensors"))
     assert len(entries) == len(tiny_normal)
     assert set(writes) == set(entries) and set(writes.values()) == {1}
@@ -110,7 +119,7 @@ def test_cli_fit_on_ray_saves_the_plain_fit_model(local_ray, demo_root, tmp_path
     args = ["fit", "--dataset", "demo", "--data", demo_root, "--bank", "single",
             "--image-size", "64", "32", "--coreset-ratio", "0.01"]  # fmt: skip
     cli(*args, "--out", tmp_path / "plain", "--no-cache")
-    ray_args = ["--ray", "local", "--ray-actors", "2", "--max-memory", "2GiB"]
+    ray_args = ["--ray", "local", "--ray-actors", "2", "--max-memory", "8GiB"]
     cli(*args, "--out", tmp_path / "ray", "--no-cache", *ray_args)
     plain = load_file(tmp_path / "plain" / "model.safetensors")
     on_ray = load_file(tmp_path / "ray" / "model.safetensors")
