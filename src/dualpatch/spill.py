@@ -265,14 +265,14 @@ def open_store(model: Any, samples: Sequence[Sample]) -> tuple[FeatureStore, boo
 
 
 def fill_store(model: Any, samples: Sequence[Sample], store: FeatureStore, bar: Callable) -> None:
-    """Extract the images the store does not hold yet, batch by batch, appending each."""
-    from .features import to_tensor
+    """Extract the images the store does not hold yet, batch by batch, appending each; a batch
+    whose features the cache holds (written by a Ray job: ``distributed_fit``) is read instead."""
+    from .feature_cache import read_or_extract
 
     bar(store.done)
     while store.done < len(samples):
         batch = samples[store.done : store.done + model.batch_size]
-        images = [s.image(tuple(model.image_size)) for s in batch]
-        feats = model.extractor_(to_tensor(images)).features.permute(0, 2, 3, 1)
+        feats = read_or_extract(model, batch)
         if not torch.isfinite(feats).all():
             raise DataError(f"{batch[0].image_path}: features contain NaN or infinite values")
         if store.grid is None:

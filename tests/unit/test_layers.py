@@ -52,6 +52,7 @@ LAYERS = {
     "server": 6,
     "predict_io": 6,
     "distributed": 6,
+    "distributed_fit": 6,
     "report": 7,
     "report_data": 7,
     "report_plots": 7,
