@@ -23,7 +23,8 @@ from .features import FEATURE_VERSION, to_tensor
 from .fileio import atomic_path, sha256_file
 
 #: Bump whenever coreset selection changes: shared normal banks of an older version are ignored.
-BANK_VERSION = 1
+#: 2: a spilled fit past its cap samples rows from the cap alone (spill.PROJECTION_SHARE).
+BANK_VERSION = 2
 
 
 def key_prefix(backbone: str, image_size: Sequence[int], normalization: str, weights) -> bytes:

@@ -86,6 +86,7 @@ log = logging.getLogger("dualpatch.spill")
 #: The rest holds the process: Python, torch, the backbone and what extraction left resident
 #: (about 0.95 GiB measured after extracting 5k images at 320x128), greedy's update blocks and
 #: the bank read back. At 0.5 that fit peaked at 2,008 MiB under a 2 GiB cap: too close.
+#: Changing it changes past-the-cap banks: bump feature_cache.BANK_VERSION with it.
 PROJECTION_SHARE = 0.4
 DTYPES = {"float32": np.float32, "float16": np.float16}
 

@@ -32,6 +32,7 @@ LAYERS = {
     "fewshot": 2,
     "query_memo": 2,
     "memory": 3,
+    "neighbours": 3,
     "spill": 4,
     "feature_cache": 4,
     "scoring": 4,
