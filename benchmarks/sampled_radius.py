@@ -65,7 +65,7 @@ def main() -> None:
     result = {
         "command": "PYTHONPATH=src nice -n 19 python benchmarks/sampled_radius.py "
         + " ".join(map(str, args.caches))
-        + f" --sample {args.sample}",
+        + f" --sample {args.sample} --out {args.out}",
         "what": "k-center radius (128-d projection, seed 0) of each cache's saved normal bank, "
         "maximum over a seeded uniform sample of the training patches: a lower bound",
         "load": list(os.getloadavg()),

@@ -92,6 +92,7 @@ def setup(args) -> dict:
         "command": "PYTHONPATH=src benchmarks/timed.sh python benchmarks/spill_scaling.py --sizes "
         + " ".join(map(str, args.sizes))
         + ("" if args.methods == ["approx", "greedy"] else " --methods " + " ".join(args.methods))
+        + ("" if args.exact_up_to == 1000 else f" --exact-up-to {args.exact_up_to}")
         + (
             ""
             if tuple(args.size) == SIZE
@@ -151,6 +152,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     ap.add_argument("--size", type=int, nargs=2, default=list(SIZE), help="image width height")
     ap.add_argument("--methods", nargs="+", default=["approx", "greedy"], help="coresets to fit")
+    ap.add_argument(
+        "--exact-up-to", type=int, default=1000, help="also fit in memory (exact greedy) up to N"
+    )
     ap.add_argument("--work", default="runs/bench-spill")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/spill_scaling.json")
@@ -172,7 +176,8 @@ def main() -> None:
         t = time.perf_counter()
         root = make_demo_dataset(work / f"train-{n}", seed=n, counts={"train": (n, 0)}, size=size)
         gen_s = time.perf_counter() - t
-        runs = [(m, CAP) for m in args.methods] + ([("greedy", "none")] if n <= 1000 else [])
+        exact = [("greedy", "none")] if n <= args.exact_up_to else []
+        runs = [(m, CAP) for m in args.methods] + exact
         for method, cap in runs:
             if (n, method, cap) not in done:
                 row = fit_row(n, root, test_root, work / f"cache-{n}", method, cap, args)
