@@ -87,7 +87,7 @@ def main() -> None:
         "commit": head.stdout.strip(),
         "protocol": {k: config[k] for k in ("folds", "fold_seed", "seeds", "on_duplicates",
                                             "defect_shots", "defect_draws", "bootstrap")},
-        "settings": {k: config[k] for k in ("backbone", "image_size", "normal_coreset",
+        "settings": {k: config[k] for k in ("backbone", "image_size", "coreset_ratio",
                                             "defect_coreset", "rule", "threshold")},
         "runs": config["runs"],
         "results": summary,
