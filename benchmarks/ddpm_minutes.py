@@ -32,27 +32,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
+from line_speed import busy_cpu_s, uptime  # this folder is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 SIZE = (320, 128)
 MINUTES_JSON = HERE / "results" / "ddpm_minutes.json"
 SAMPLING_JSON = HERE / "results" / "ddpm_sampling_time.json"
-
-
-def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-
-
-def busy_cpu_s() -> float:
-    """CPU seconds all processes have spent busy since boot (/proc/stat, all cores)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 class Clock:

@@ -28,11 +28,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class StageEvent:
-    """Stage ``name`` of ``total`` units; ``stage`` (unique per process) ties its events."""
+    """Stage ``name`` of ``total`` units (None: not known in advance, e.g. a loop that runs until
+    a time budget ends); ``stage`` (unique per process) ties its events."""
 
     stage: int
     name: str
-    total: int
+    total: int | None
 
 
 class StageStarted(StageEvent):
@@ -45,10 +46,12 @@ class StageFinished(StageEvent):
 
 @dataclass(frozen=True)
 class StageAdvanced(StageEvent):
-    """``n`` more units of the stage are done, ``done`` of ``total`` in all."""
+    """``n`` more units of the stage are done, ``done`` of ``total`` in all; ``note``: a short
+    status to show beside the bar (a training loss), or empty."""
 
     n: int
     done: int
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ Event = StageStarted | StageAdvanced | StageFinished | RunStarted | RunFinished
 Listener = Callable[[Event], None]
 #: ``stage(name, total)`` returns ``advance(n)``: the estimators' ``progress`` protocol
 Advance = Callable[[int], None]
+#: ``steps``' ``tick(n=1, note="")``: ``n`` more units done, with an optional status note
+Tick = Callable[..., None]
 
 _LISTENERS: ContextVar[tuple[Listener, ...]] = ContextVar("dualpatch_listeners", default=())
 _STAGE_IDS = itertools.count(1)
@@ -140,6 +145,34 @@ def track(
         advance(1)
 
 
+@contextlib.contextmanager
+def steps(name: str, total: int | None = None, progress: bool = True) -> Iterator[Tick]:
+    """A stage for a loop that may end before ``total`` units, or whose total is not known
+    (None): yields ``tick(n=1, note="")``, and finishes the stage when the block ends, however
+    it ends. ``note`` travels with the event (tqdm shows it as the bar's postfix). With no
+    listener subscribed it draws a tqdm bar, as ``stage`` does; ``progress=False``: no stage."""
+    if not progress:
+        yield lambda n=1, note="": None
+        return
+    renderer = None if listening() else TqdmRenderer()
+    with contextlib.ExitStack() as stack:
+        if renderer is not None:
+            stack.enter_context(subscribe(renderer))
+        ident = next(_STAGE_IDS)
+        emit(StageStarted(ident, name, total))
+        done = 0
+
+        def tick(n: int = 1, note: str = "") -> None:
+            nonlocal done
+            done += n
+            emit(StageAdvanced(ident, name, total, n, done, note))
+
+        try:
+            yield tick
+        finally:
+            emit(StageFinished(ident, name, total))
+
+
 def silent(name: str, total: int) -> Advance:
     """A stage nobody sees (``progress=False``)."""
     return lambda n: None
@@ -173,7 +206,10 @@ class TqdmRenderer:
 
             self._bars[event.stage] = tqdm(total=event.total, desc=event.name, **self.options)
         elif isinstance(event, StageAdvanced) and event.stage in self._bars:
-            self._bars[event.stage].update(event.n)  # type: ignore[attr-defined]
+            bar = self._bars[event.stage]
+            if event.note:
+                bar.set_postfix_str(event.note, refresh=False)  # type: ignore[attr-defined]
+            bar.update(event.n)  # type: ignore[attr-defined]
         elif isinstance(event, StageFinished) and event.stage in self._bars:
             self._bars.pop(event.stage).close()  # type: ignore[attr-defined]
 
