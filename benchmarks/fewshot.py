@@ -25,6 +25,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 KEYS = ("image_auroc", "image_ap", "pixel_aupro", "pixel_auroc")
 
@@ -92,13 +94,56 @@ def main() -> None:
         "runs": config["runs"],
         "results": summary,
         "advice_and_goal": advice,
+        "matched_draws": matched_draws(out, entries, config["bootstrap"]),
         "load": load + [os.getloadavg()[0]],
         "minutes_this_call": round((time.perf_counter() - t0) / 60, 1),
     })  # fmt: skip
     title = "KolektorSDD, 3 folds: mean ± std over folds × draws, 95% bootstrap band"
     plot_fewshot(metrics, entries, args.plot, title=title)
     print(markdown(summary, advice))
+    for name, row in json.loads(Path(args.json).read_text())["matched_draws"].items():
+        print(f"{name} vs {row['against']} on {len(row['evaluations'])} matched evaluations: "
+              + "; ".join(f"{k} {row[k]['mean']:.3f} vs {row[k]['against_mean']:.3f}, "
+                          f"diff {row[k]['difference']:+.3f} [{row[k]['ci'][0]:+.3f}, "
+                          f"{row[k]['ci'][1]:+.3f}] {row[k]['verdict']}"
+                          for k in ("image_auroc", "image_ap")))  # fmt: skip
     print(f"wrote {args.json} and {args.plot}")
+
+
+def matched_draws(out: Path, entries: list[dict], resamples: int) -> dict:
+    """Runs with fewer draws than dual-real-only (the DDPM: draw 0 only) against dual-real-only on
+    exactly the same (fold, draw) evaluations: means, and the paired bootstrap difference of image
+    AUROC and AP (the runner's resamples: ``fold_counts`` over the folds' test sizes, seed 0)."""
+    from safetensors.numpy import load_file
+
+    from dualpatch.report import slug
+    from dualpatch.uncertainty import compare, fold_counts, image_metrics
+
+    def folders(name: str) -> list[Path]:
+        return sorted(p for p in (out / "runs" / slug(name)).glob("fold*-seed*") if p.is_dir())
+
+    draws = {e["name"]: e["draws"] for e in entries}
+    result = {}
+    for e in entries:
+        base = f"dual n={e['shots']}"
+        if e["bank"] != "dual" or e["run"] == "dual" or draws.get(base, 0) <= e["draws"]:
+            continue
+        mine = folders(e["name"])
+        theirs = {p.name: p for p in folders(base)}
+        pairs = [(p, theirs[p.name]) for p in mine if p.name in theirs]
+        preds = [[load_file(str(q / "predictions.safetensors")) for q in pair] for pair in pairs]
+        counts = fold_counts([len(a["labels"]) for a, _ in preds], resamples, seed=0)
+        row = {"evaluations": [p.name for p, _ in pairs], "against": base}
+        for k in ("image_auroc", "image_ap"):
+            reps = [np.mean([image_metrics(d["labels"], d["scores"], c)[k]
+                             for (d, c) in zip(side, counts, strict=True)], axis=0)
+                    for side in zip(*preds, strict=True)]  # fmt: skip
+            point = [np.mean([json.loads((q / "metrics.json").read_text())[k] for q in side])
+                     for side in zip(*pairs, strict=True)]  # fmt: skip
+            row[k] = {"mean": point[0], "against_mean": point[1],
+                      **compare(reps[0], reps[1], (e["name"], base))}  # fmt: skip
+        result[e["name"]] = row
+    return result
 
 
 def markdown(summary: dict, advice: dict) -> str:
