@@ -102,7 +102,9 @@ def cli_env(tmp_path_factory) -> dict[str, str]:
 def run_cli(cli_env):
     """Run ``dualpatch ARGS...`` in a subprocess; returns the CompletedProcess."""
 
-    def run(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+    # The timeout only guards against a hung CLI; it is generous because the suite often runs
+    # beside other CPU-heavy jobs on 2 cores, where a 10 s command can take minutes.
+    def run(*args, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "dualpatch.cli", *map(str, args)],
             env=cli_env,

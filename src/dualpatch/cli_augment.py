@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .cli_common import DatasetName, command_group, reporting
+from .cli_common import command_group, reporting
+from .cli_spec import size_hw, spec_options
 from .defaults import IMAGE_SIZE, MAX_SEED
 from .errors import ConfigError
 
@@ -24,10 +25,20 @@ app = command_group(
 )
 
 
-def _train_split(dataset: DatasetName, data: Path):
+#: the dataset options of every method (from the run spec, as in fit: dualpatch.spec)
+training_split_options = spec_options(
+    "dataset", "data", required=("dataset", "data"),
+    more={"data": "Only its training split is used."},
+)  # fmt: skip
+N_IMAGES = typer.Option(..., "--n", min=1, help="Images to generate.")
+OUT = typer.Option(..., help="Output folder (imgs/, masks/, manifest.csv).")
+SEED = typer.Option(0, min=0, max=MAX_SEED, help="Output i uses seed+i.")
+
+
+def _train_split(spec: dict):
     from .data import load_dataset
 
-    return load_dataset(dataset.value, data, "train")
+    return load_dataset(spec["dataset"], Path(spec["data"]), "train")
 
 
 def _done(out: Path, n: int, started: float, as_crops: bool = False) -> None:
@@ -95,6 +106,12 @@ def _crop_spec(as_crops, crop_size, padding, min_size, append, force):
     return CropSpec(tuple(crop_size), padding, min_size, force=force, append=append)
 
 
+def method_command(command: Callable) -> Callable:
+    """An augment method: the dataset options, --as-crops and its settings, then the command's
+    own options (declared once here for every method)."""
+    return app.command()(_crop_options(training_split_options(command)))
+
+
 def _channels(spec: str) -> tuple[int, ...]:
     try:
         out = tuple(int(c) for c in spec.split(","))
@@ -113,13 +130,11 @@ def _channels(spec: str) -> tuple[int, ...]:
     return out
 
 
-@app.command()
-@_crop_options
+@method_command
 def ddpm(
-    dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
-    data: Path = typer.Option(..., help="Dataset root; only its training split is used."),
-    n: int = typer.Option(..., "--n", min=1, help="Images to generate."),
-    out: Path = typer.Option(..., help="Output folder (imgs/, masks/, manifest.csv)."),
+    spec: dict | None = None,
+    n: int = N_IMAGES,
+    out: Path = OUT,
     minutes: float | None = typer.Option(
         None, min=0, help="Train for at most this long in this run (default 15 without --steps)."
     ),
@@ -143,6 +158,7 @@ def ddpm(
     ),
     crops: CropSpec | None = None,
     force: bool = False,
+    flags: dict | None = None,
 ) -> None:
     """Train a small inpainting diffusion model on the training defects, then inpaint N masks.
 
@@ -151,33 +167,28 @@ def ddpm(
     """
     from .augment.ddpm import DDPMConfig, generate_ddpm
 
+    assert spec is not None  # given by training_split_options
     started = time.monotonic()
     with reporting(always=False):
         if patch % 8:
             raise ConfigError(f"--patch: {patch} is not a multiple of 8")
         if steps is None and minutes is None:
             minutes = 15.0
-        cfg = DDPMConfig(
-            patch=patch, channels=_channels(channels), batch=batch, sample_steps=sample_steps,
-            scale=scale, bf16=bf16,
-        )  # fmt: skip
-        rows = generate_ddpm(
-            _train_split(dataset, data), n, out, model, steps, minutes, seed, cfg, device,
-            log=typer.echo, force=force, as_crops=crops,
-        )  # fmt: skip
+        cfg = DDPMConfig(patch=patch, channels=_channels(channels), batch=batch,
+                         sample_steps=sample_steps, scale=scale, bf16=bf16)  # fmt: skip
+        rows = generate_ddpm(_train_split(spec), n, out, model, steps, minutes, seed, cfg, device,
+                             log=typer.echo, force=force, as_crops=crops)  # fmt: skip
     _done(out, len(rows), started, crops is not None)
 
 
-@app.command()
-@_crop_options
+@method_command
 def sdxl(
     weights: Path = typer.Option(
         ..., help="SDXL inpainting weights: a diffusers folder or a single .safetensors file."
     ),
-    dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
-    data: Path = typer.Option(..., help="Dataset root; only its training split is used."),
+    spec: dict | None = None,
     n_per_prompt: int = typer.Option(..., "--n-per-prompt", min=1, help="Images per prompt."),
-    out: Path = typer.Option(..., help="Output folder (imgs/, masks/, manifest.csv)."),
+    out: Path = OUT,
     prompt: list[str] | None = typer.Option(
         None, help="Prompt (repeatable); default: the two reference prompts."
     ),
@@ -191,13 +202,14 @@ def sdxl(
     image_size: tuple[int, int] = typer.Option((632, 224), help="Output size H W."),
     gen_size: tuple[int, int] | None = typer.Option(None, hidden=True),  # old: W H
     size: tuple[int, int] | None = typer.Option(None, hidden=True),  # old: W H
-    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Output i uses seed+i."),
+    seed: int = SEED,
     config: Path | None = typer.Option(
         None, help="Local diffusers config folder for a single-file checkpoint (no download)."
     ),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda if available)."),
     crops: CropSpec | None = None,
     force: bool = False,
+    flags: dict | None = None,
 ) -> None:
     """Inpaint real defect masks on normal images with a Stable Diffusion XL inpainting model.
 
@@ -205,14 +217,13 @@ def sdxl(
     guidance 20, strength 0.99, generated at 1024x1024 and resized to H x W = 632 x 224.
     """
     from .augment.sdxl import NEGATIVE, PROMPTS, generate_sdxl
-    from .cli_spec import size_hw
 
+    assert spec is not None  # given by training_split_options
     started = time.monotonic()
     with reporting(always=False):
-        gen_image_size = size_hw(gen_image_size, gen_size, "--gen-size", "--gen-image-size")
-        image_size = size_hw(image_size, size, "--size")
+        gen_image_size, image_size = _sdxl_sizes(gen_image_size, gen_size, image_size, size)
         rows = generate_sdxl(
-            weights, _train_split(dataset, data), n_per_prompt, out,
+            weights, _train_split(spec), n_per_prompt, out,
             prompts=tuple(prompt) if prompt else PROMPTS,
             negative=NEGATIVE if negative is None else negative,
             steps=steps, guidance=guidance, strength=strength,
@@ -222,22 +233,28 @@ def sdxl(
     _done(out, len(rows), started, crops is not None)
 
 
-@app.command()
-@_crop_options
+def _sdxl_sizes(gen_image_size, gen_size, image_size, size) -> tuple[tuple[int, int], ...]:
+    """sdxl's generation and output sizes (H, W), from the options or their old W H forms."""
+    gen = size_hw(gen_image_size, gen_size, "--gen-size", "--gen-image-size")
+    return gen, size_hw(image_size, size, "--size")
+
+
+@method_command
 def paste(
-    dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
-    data: Path = typer.Option(..., help="Dataset root; only its training split is used."),
-    n: int = typer.Option(..., "--n", min=1, help="Images to generate."),
-    out: Path = typer.Option(..., help="Output folder (imgs/, masks/, manifest.csv)."),
-    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Output i uses seed+i."),
+    spec: dict | None = None,
+    n: int = N_IMAGES,
+    out: Path = OUT,
+    seed: int = SEED,
     crops: CropSpec | None = None,
     force: bool = False,
+    flags: dict | None = None,
 ) -> None:
     """Copy-paste baseline: training defects Poisson-blended onto normal training images."""
     from .augment.paste import generate_paste
 
+    assert spec is not None  # given by training_split_options
     started = time.monotonic()
     with reporting(always=False):
-        train = _train_split(dataset, data)
+        train = _train_split(spec)
         rows = generate_paste(train, n, out, seed, log=typer.echo, force=force, as_crops=crops)
     _done(out, len(rows), started, crops is not None)

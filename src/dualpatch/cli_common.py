@@ -97,24 +97,21 @@ def fail(message: str) -> None:
 
 
 FORCE = typer.Option(False, "--force", help="Replace an --out that holds files not written here.")
-
-
-ON_DUPLICATES_HELP = "A test image that copies a training image: warn, drop it, or error."
+MODEL = typer.Option(..., help="Model folder written by fit.")
+#: what the run spec's ``--weights`` means to a command that loads a fitted model
+WEIGHTS_MORE = "Give the fit's, if it used one."
 
 
 def open_dataset(
-    name: DatasetName,
-    data: Path,
-    split: str,
-    train_items: str | None = None,
-    on_duplicates: OnDuplicates = OnDuplicates.warn,
+    name: str, data: Path, split: str, train_items: str | None = None, on_duplicates: str = "warn"
 ):
-    """One split of a dataset, after both splits were checked for duplicate images."""
+    """One split of a dataset, after both splits were checked for duplicate images (``name`` and
+    ``on_duplicates``: the option's text or enum member)."""
     from .limits import parse_items
     from .protocol import make_splits
 
-    items = parse_items(train_items) if name == DatasetName.kolektorsdd and train_items else None
-    (split_,) = make_splits(name.value, data, None, items, on_duplicates.value)
+    items = parse_items(train_items) if name == "kolektorsdd" and train_items else None
+    (split_,) = make_splits(str(name), Path(data), None, items, str(on_duplicates))
     return split_.train if split == "train" else split_.test
 
 

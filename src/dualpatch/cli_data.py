@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from .cli_common import DatasetName, command_group, reporting
-from .defaults import IMAGE_SIZE
+from .cli_common import command_group, reporting
+from .cli_spec import spec_options
 
 app = command_group(help="Download and prepare datasets (KolektorSDD2); cut defect crops.")
 
@@ -74,18 +74,18 @@ def prepare(
 
 
 @app.command()
+@spec_options(
+    "dataset", "data", "image_size", "train_items", required=("dataset", "data"),
+    more={"data": "Only its training split is used.",
+          "image_size": "The crops are cut at this scale: give fit's --image-size."},
+)  # fmt: skip
 def crops(
-    dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
-    data: Path = typer.Option(..., help="Dataset root; only its training split is used."),
+    spec: dict | None = None,
     out: Path = typer.Option(..., help="New or empty folder for the crops and crops.csv."),
-    image_size: tuple[int, int] = typer.Option(
-        IMAGE_SIZE, help="Scale H W to cut at: the model's input size (fit --image-size)."
-    ),
-    size: tuple[int, int] | None = typer.Option(None, "--size", hidden=True),  # old name, H W
     padding: int = typer.Option(16, min=0, help="Pixels of surface around each defect region."),
     min_size: int = typer.Option(32, min=1, help="Smallest box side; smaller boxes grow to it."),
-    train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
     force: bool = typer.Option(False, help="Replace crops that dualpatch wrote to OUT before."),
+    flags: dict | None = None,
 ) -> None:
     """Write one crop per connected defect region of the training split, its mask, and crops.csv.
 
@@ -97,21 +97,19 @@ def crops(
     from .defaults import MIN_SIDE
     from .errors import ConfigError
     from .limits import check_size
-    from .spec import renamed
 
+    assert spec is not None and flags is not None  # given by spec_options
+    size, train_items = spec["image_size"], spec["train_items"]
     with reporting():
-        flag = "--size" if size else "--image-size"
-        if size:
-            renamed("--size", "--image-size", where="option")
-        size = size or image_size
+        where = f"{flags['image_size']} {size[0]} {size[1]}"
         if min(size) < MIN_SIDE:
-            raise ConfigError(f"{flag} {size[0]} {size[1]}: each side needs at least {MIN_SIDE}")
-        check_size(size[0], size[1], f"{flag} {size[0]} {size[1]}")
-        train = open_dataset(dataset, data, "train", train_items)
-        info = {"command": "data crops", "dataset": dataset.value, "data": str(data)}
+            raise ConfigError(f"{where}: each side needs at least {MIN_SIDE}")
+        check_size(size[0], size[1], where)
+        train = open_dataset(spec["dataset"], spec["data"], "train", train_items)
+        info = {"command": "data crops", "dataset": spec["dataset"], "data": spec["data"]}
         if train_items:
             info["train_items"] = train_items
-        spec = CropSpec(tuple(size), padding, min_size, force=force)
-        rows = write_training_crops(train, out, spec, info)
+        crop_spec = CropSpec(tuple(size), padding, min_size, force=force)
+        rows = write_training_crops(train, out, crop_spec, info)
     regions = len({r.source_image for r in rows})
     typer.echo(f"wrote {len(rows)} crops of {regions} defective images to {out}")

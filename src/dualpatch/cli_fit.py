@@ -14,9 +14,8 @@ import typer
 
 from .cli_common import (
     FORCE,
-    ON_DUPLICATES_HELP,
-    DatasetName,
-    OnDuplicates,
+    MODEL,
+    WEIGHTS_MORE,
     command_group,
     fail,
     open_dataset,
@@ -30,40 +29,39 @@ from .spec import MODEL_KEYS, model_params
 # no name: the commands join the top level (registered in cli.py)
 app = command_group()
 
-
-#: the run spec's settings that ``fit`` takes as options (dualpatch.spec; docs/options.md)
-FIT_SETTINGS = (*MODEL_KEYS, "bank", "defects", "augmented", "crops", "cache_dir")
+#: the run spec's settings that say which split of which dataset a command reads, and where to
+#: write (dualpatch.spec; docs/options.md)
+DATA_SETTINGS = ("dataset", "data", "out", "train_items", "on_duplicates")
+#: the run spec's settings that ``fit`` takes as options
+FIT_SETTINGS = (*DATA_SETTINGS, *MODEL_KEYS, "bank", "defects", "augmented", "crops", "cache_dir")
+RUNTIME = typer.Option(
+    "torch", help="torch (the library), onnx or openvino (the exported scorer, no torch)."
+)
 
 
 @app.command()
-@spec_options(*FIT_SETTINGS)
+@spec_options(
+    *FIT_SETTINGS,
+    required=("dataset", "data", "out"),
+    more={"out": "fit writes the model there (model.safetensors + model.json)."},
+)
 def fit(
-    dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
-    data: Path = typer.Option(..., help="Dataset root folder."),
-    out: Path = typer.Option(..., help="Model folder to write (model.safetensors + model.json)."),
-    train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
-    on_duplicates: OnDuplicates = typer.Option(OnDuplicates.warn, help=ON_DUPLICATES_HELP),
+    spec: dict | None = None,
     no_cache: bool = typer.Option(False, "--no-cache", help="Use no feature cache at all."),
     force: bool = FORCE,
     threshold_holdout: float = typer.Option(
         0.0, help="Hold this fraction of normal images out of the bank to set a verdict threshold."
     ),
-    spec: dict | None = None,
     flags: dict | None = None,
 ) -> None:
     """Fit a single- or dual-bank model on a dataset's training split."""
-    from . import DualPatchCore, PatchCore
     from .fileio import check_output_dir, output_dir
-    from .limits import check_size
 
     assert spec is not None and flags is not None  # given by spec_options
-    height, width = spec["image_size"]
-    check_size(height, width, f"{flags['image_size']} {height} {width}")
-    augmented, crops = [Path(p) for p in spec["augmented"]], [Path(p) for p in spec["crops"]]
-    weights = Path(spec["weights"]) if spec["weights"] else None
-    inputs = [data, weights, *augmented, *crops]
+    out, inputs = Path(spec["out"]), _fit_inputs(spec, flags)
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
-    train = open_dataset(dataset, data, "train", train_items, on_duplicates)
+    train = open_dataset(spec["dataset"], spec["data"], "train", spec["train_items"],
+                         spec["on_duplicates"])  # fmt: skip
     cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
     normal, held_out = train.normal(), []
     if threshold_holdout:
@@ -71,15 +69,7 @@ def fit(
 
         normal, held_out = holdout_split(normal, threshold_holdout, spec["seed"])
     with rendering():
-        if spec["bank"] == "single":
-            if augmented or crops:
-                which = "--augmented" if augmented else "--crops"
-                fail(f"{which} feeds the defect bank: use it with --bank dual")
-            model = PatchCore(**model_params(spec, "single"), cache_dir=cache).fit(normal)
-        else:
-            model = DualPatchCore(**model_params(spec), cache_dir=cache)
-            model.check_params()  # before the defect inputs are read: --reweight is refused here
-            model = _fit_dual(model, train, normal, spec, data)
+        model = _fit_model(spec, train, normal, cache)
         if held_out:
             from .threshold import calibrate
 
@@ -89,16 +79,45 @@ def fit(
     typer.echo(f"saved {model.kind} model to {out}")
 
 
-def _fit_dual(model, train, normal, spec: dict, data: Path):
+def _paths(values: list[str]) -> list[Path]:
+    return [Path(p) for p in values]
+
+
+def _fit_inputs(spec: dict, flags: dict) -> list[Path | None]:
+    """The files and folders ``fit`` reads (an --out must not hold them), once the size is
+    known to be usable."""
+    from .limits import check_size
+
+    height, width = spec["image_size"]
+    check_size(height, width, f"{flags['image_size']} {height} {width}")
+    weights = Path(spec["weights"]) if spec["weights"] else None
+    return [Path(spec["data"]), weights, *_paths(spec["augmented"]), *_paths(spec["crops"])]
+
+
+def _fit_model(spec: dict, train, normal: list, cache: str | None):
+    """The single- or dual-bank model of ``spec``, fitted on ``normal`` (and the defect inputs)."""
+    from . import DualPatchCore, PatchCore
+
+    if spec["bank"] == "single":
+        if spec["augmented"] or spec["crops"]:
+            which = "--augmented" if spec["augmented"] else "--crops"
+            fail(f"{which} feeds the defect bank: use it with --bank dual")
+        return PatchCore(**model_params(spec, "single"), cache_dir=cache).fit(normal)
+    model = DualPatchCore(**model_params(spec), cache_dir=cache)
+    model.check_params()  # before the defect inputs are read: --reweight is refused here
+    return _fit_dual(model, train, normal, spec)
+
+
+def _fit_dual(model, train, normal, spec: dict):
     """Fit a dual model's banks on ``normal`` and the defect inputs ``spec`` names."""
     from .experiment import defect_inputs
 
     size = tuple(spec["image_size"])
-    augmented, crops = [Path(p) for p in spec["augmented"]], [Path(p) for p in spec["crops"]]
+    augmented, crops = _paths(spec["augmented"]), _paths(spec["crops"])
     defects = defect_inputs(train, spec["defects"], size, augmented, crops)
     if not defects:
         fail(
-            f"{data}: no defective training images with masks for the defect bank; "
+            f"{Path(spec['data'])}: no defective training images with masks for the defect bank; "
             "use --bank single or add --crops DIR or --augmented DIR"
         )
     model.fit(normal, defects)
@@ -108,32 +127,30 @@ def _fit_dual(model, train, normal, spec: dict, data: Path):
 
 
 @app.command()
+@spec_options(
+    "dataset", "data", "out", "train_items", "weights", "on_duplicates",
+    required=("dataset", "data", "out"),
+    more={"out": "evaluate writes metrics.json, scores.csv and predictions.safetensors there.",
+          "weights": WEIGHTS_MORE},
+)  # fmt: skip
 def evaluate(
-    model: Path = typer.Option(..., help="Model folder written by fit."),
-    dataset: DatasetName = typer.Option(..., help="Dataset family of --data."),
-    data: Path = typer.Option(..., help="Dataset root folder."),
-    out: Path = typer.Option(
-        ..., help="Results folder (metrics.json, scores.csv, predictions.safetensors)."
-    ),
-    train_items: str | None = typer.Option(None, help="KolektorSDD training items, e.g. 1-33."),
-    weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
+    model: Path = MODEL,
+    spec: dict | None = None,
     force: bool = FORCE,
-    on_duplicates: OnDuplicates = typer.Option(OnDuplicates.warn, help=ON_DUPLICATES_HELP),
-    runtime: str = typer.Option(
-        "torch", help="torch (the library), onnx or openvino (the exported scorer, no torch)."
-    ),
+    runtime: str = RUNTIME,
+    flags: dict | None = None,
 ) -> None:
     """Score the test split; write metrics.json (fractions), scores.csv and the anomaly maps."""
     from .evaluation import evaluate as compute
-    from .fileio import check_output_dir, output_dir, write_json, write_text
-    from .metrics_io import json_metrics
-    from .predict_io import provenance
+    from .fileio import check_output_dir
     from .runtime import load_for_scoring
 
-    inputs = [model, data, weights]
-    check_output_dir(out, "evaluate", force, inputs, legacy=("metrics.json",))
+    assert spec is not None  # given by spec_options
+    out, data = Path(spec["out"]), Path(spec["data"])
+    weights = Path(spec["weights"]) if spec["weights"] else None
+    check_output_dir(out, "evaluate", force, [model, data, weights], legacy=("metrics.json",))
     m = load_for_scoring(model, runtime, weights)
-    test = open_dataset(dataset, data, "test", train_items, on_duplicates)
+    test = open_dataset(spec["dataset"], data, "test", spec["train_items"], spec["on_duplicates"])
     overlap = m.training_overlap(test)
     if overlap:  # the model was fit on some of these very images: its figures flatter it
         warnings.warn(
@@ -147,41 +164,76 @@ def evaluate(
     masks = np.stack([s.mask(tuple(m.image_size)) for s in test])
     metrics = compute(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
     metrics["train_overlap_images"] = len(overlap)
-    record = provenance(model, command="evaluate", dataset=dataset.value, data=data.resolve(),
-                        train_items=train_items, weights=m.weights, images=len(test),
-                        test_sha256=test.fingerprint(), runtime=runtime)  # fmt: skip
+    record = _evaluation_record(model, spec, m, test, runtime)
+    _write_evaluation(out, force, [model, data, weights], record, metrics, pred)
+    print_metrics({m.kind: metrics})
+    typer.echo(f"wrote {out / 'metrics.json'}")
+
+
+def _evaluation_record(model: Path, spec: dict, scorer, test, runtime: str) -> dict:
+    """What produced an evaluation's figures (provenance.json)."""
+    from .predict_io import provenance
+
+    return provenance(model, command="evaluate", dataset=str(spec["dataset"]),
+                      data=Path(spec["data"]).resolve(), train_items=spec["train_items"],
+                      weights=scorer.weights, images=len(test), test_sha256=test.fingerprint(),
+                      runtime=runtime)  # fmt: skip
+
+
+def _write_evaluation(out: Path, force: bool, inputs: list, record: dict, metrics: dict, pred):
+    from .fileio import output_dir, write_json, write_text
+    from .metrics_io import json_metrics
+
     with output_dir(out, "evaluate", force, inputs, legacy=("metrics.json",)) as tmp:
         write_json(tmp / "provenance.json", record)
         write_json(tmp / "metrics.json", json_metrics(metrics))
         write_text(tmp / "scores.csv", scores_csv(pred.ids, pred.image_scores, pred.labels))
         write_maps(tmp / "predictions.safetensors", pred.ids, pred.anomaly_maps)
-    print_metrics({m.kind: metrics})
-    typer.echo(f"wrote {out / 'metrics.json'}")
 
 
 @app.command()
+@spec_options(
+    "out", "weights", required=("out",),
+    more={"out": "predict writes scores.csv and one anomaly-map PNG per image there.",
+          "weights": WEIGHTS_MORE},
+)  # fmt: skip
 def predict(
     paths: list[Path] = typer.Argument(..., help="Image files or folders of images."),
-    model: Path = typer.Option(..., help="Model folder written by fit."),
-    out: Path = typer.Option(..., help="Folder for scores.csv and anomaly-map PNGs."),
-    weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
+    model: Path = MODEL,
+    spec: dict | None = None,
     force: bool = FORCE,
-    runtime: str = typer.Option(
-        "torch", help="torch (the library), onnx or openvino (the exported scorer, no torch)."
-    ),
+    runtime: str = RUNTIME,
     ray: str | None = typer.Option(
         None, help="Score on Ray Data: local (start Ray here), auto or a cluster ADDRESS."
     ),
     ray_actors: int = typer.Option(1, min=1, help="Ray actors, each holding the model once."),
+    flags: dict | None = None,
 ) -> None:
     """Score images: scores.csv (image, map, score) plus one anomaly-map PNG per image."""
+    assert spec is not None  # given by spec_options
+    out = Path(spec["out"])
+    weights = Path(spec["weights"]) if spec["weights"] else None
     if ray is not None:  # folders, globs and list files, on Ray (docs/large-data.md)
         from .cli_ray import predict_ray
 
         return predict_ray(paths, model, out, weights, ray, ray_actors, force)
-    from .data.images import IMAGE_SUFFIXES, list_images
     from .fileio import check_output_dir
     from .predict_io import COMMAND, provenance, write_predictions
+    from .runtime import load_for_scoring
+
+    files = _image_files(paths)
+    check_output_dir(out, COMMAND, force, files, legacy=("scores.csv",))
+    # onnx/openvino: the exported graph, without torch (same scores: tests/unit/export/)
+    m = load_for_scoring(model, runtime, weights)
+    record = provenance(model, command="predict", weights=m.weights)
+    with rendering():
+        n = write_predictions(m, files, out, force, record)
+    typer.echo(f"scored {n} images: {out / 'scores.csv'}, maps in {out / 'maps'}")
+
+
+def _image_files(paths: list[Path]) -> list[Path]:
+    """The image files named by ``paths`` (files, or folders of images)."""
+    from .data.images import IMAGE_SUFFIXES, list_images
 
     files: list[Path] = []
     for p in paths:
@@ -194,15 +246,7 @@ def predict(
             files.append(p)
         else:
             fail(f"{p}: file not found")
-    check_output_dir(out, COMMAND, force, files, legacy=("scores.csv",))
-    from .runtime import load_for_scoring
-
-    # onnx/openvino: the exported graph, without torch (same scores: tests/unit/export/)
-    m = load_for_scoring(model, runtime, weights)
-    record = provenance(model, command="predict", weights=m.weights)
-    with rendering():
-        n = write_predictions(m, files, out, force, record)
-    typer.echo(f"scored {n} images: {out / 'scores.csv'}, maps in {out / 'maps'}")
+    return files
 
 
 def scores_csv(ids: list[str], scores: np.ndarray, labels: np.ndarray | None) -> str:

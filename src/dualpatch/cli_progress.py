@@ -27,7 +27,9 @@ class RichRenderer:
     def __call__(self, event: events.Event) -> None:
         p = self.progress
         if isinstance(event, events.StageStarted):
-            self._stages[event.stage] = p.add_task(f"  {event.name}", total=event.total)
+            self._stages[event.stage] = p.add_task(
+                f"  {event.name}", total=event.total, unit=event.unit
+            )
         elif isinstance(event, events.StageAdvanced) and event.stage in self._stages:
             p.update(self._stages[event.stage], completed=event.done)
         elif isinstance(event, events.StageFinished) and event.stage in self._stages:
@@ -41,12 +43,31 @@ class RichRenderer:
 
 
 def progress_bars(console: Console) -> Progress:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    class CountColumn(ProgressColumn):
+        """``done/total`` for items; sizes (``12.3/45.6 MB``) for a stage counted in bytes."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.items, self.sizes = MofNCompleteColumn(), DownloadColumn()
+
+        def render(self, task):  # noqa: ANN001, ANN201 (rich's signature)
+            column = self.sizes if task.fields.get("unit") == "B" else self.items
+            return column.render(task)
 
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        CountColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=False,

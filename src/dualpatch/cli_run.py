@@ -2,48 +2,54 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
-from .cli_common import FORCE, ON_DUPLICATES_HELP, OnDuplicates, command_group, fail, print_metrics
+from . import spec as run_spec
+from .cli_common import FORCE, command_group, fail, print_metrics
+from .cli_spec import as_overrides, spec_options
 
 # no name: the commands join the top level (registered in cli.py)
 app = command_group()
 
+#: the run spec's settings that ``run`` takes as options: every top-level key of a config and
+#: every default the runs share (not the per-run bank or augmented, not the runs themselves)
+RUN_SETTINGS = tuple(n for n in run_spec.TOP_KEYS if run_spec.SETTINGS[n].cli)
+
+
+def _panel(name: str) -> str:
+    """The ``run --help`` section of setting ``name``."""
+    if run_spec.SETTINGS[name].scope == "top":
+        return "Experiment settings (override the config's, as --set KEY=VALUE does)"
+    return "Settings of every run (override the config's top-level defaults)"
+
 
 @app.command()
+@spec_options(*RUN_SETTINGS, given_only=True, panel=_panel)
 def run(
     config: Path | None = typer.Option(None, help="Experiment YAML (see configs/)."),
     set_: list[str] = typer.Option(
         [], "--set", help="Override a config key: key=value (repeatable)."
     ),
-    out: Path | None = typer.Option(None, help="Results folder (same as --set out=DIR)."),
+    spec: dict | None = None,
     force: bool = FORCE,
     check: bool = typer.Option(
         False, "--check", help="Validate the config and the results folder, then stop."
     ),
-    folds: int | None = typer.Option(None, help="K-fold cross-validation (--set folds=K)."),
-    seeds: str | None = typer.Option(None, help="Seeds to repeat every run with, e.g. 0,1,2."),
-    on_duplicates: OnDuplicates | None = typer.Option(None, help=ON_DUPLICATES_HELP),
-    defect_shots: str | None = typer.Option(
-        None, help="Few real defects: n per dual run, e.g. 1,2,5,10,all (--set defect_shots=[..])."
-    ),
-    defect_draws: int | None = typer.Option(None, help="Random draws per n (default 3)."),
+    flags: dict | None = None,
 ) -> None:
     """Run an experiment matrix (single / dual / dual + augmentation) into one results folder."""
     from .experiment import Experiment, load_config
     from .fileio import MARKER
 
-    overrides = list(set_) + ([f"out={out}"] if out else [])
-    overrides += [f"folds={folds}"] if folds is not None else []
-    overrides += [f"seeds=[{seeds}]"] if seeds else []
-    overrides += [f"on_duplicates={on_duplicates.value}"] if on_duplicates else []
-    overrides += [f"defect_shots=[{defect_shots}]"] if defect_shots else []
-    overrides += [f"defect_draws={defect_draws}"] if defect_draws is not None else []
-    cfg = load_config(config, overrides)
+    assert spec is not None  # given by spec_options: the settings given as options
+    cfg = load_config(config, [*set_, *as_overrides(spec)])  # the options win over --set
     results = Path(cfg["out"])
     if config is not None and Path(config).resolve() == (results / "config.yaml").resolve():
         if not (results / MARKER).is_file():  # the user's own config, not one a run wrote
@@ -55,14 +61,9 @@ def run(
     run_config(cfg, force)
 
 
-def run_config(cfg: dict, force: bool = False) -> Path:
-    """Run ``cfg`` with a rich progress display and a plain log file in its folder."""
-    import logging
-
-    from .cli_progress import rendering
-    from .experiment import Experiment
-
-    out_dir = Path(cfg["out"])
+@contextlib.contextmanager
+def _run_log(out_dir: Path) -> Iterator[logging.Logger]:
+    """The experiment's logger, writing to ``out_dir/run.log`` while the run lasts."""
     log = logging.getLogger("dualpatch.experiment")
     log.setLevel(logging.INFO)
     log.handlers.clear()
@@ -71,14 +72,23 @@ def run_config(cfg: dict, force: bool = False) -> Path:
     handler = logging.FileHandler(out_dir / "run.log", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
-    # the runs and their stages come as events (dualpatch.events): nobody parses the log
     try:
-        with rendering(always=True):
-            report = Experiment(cfg, log=log, force=force).run()
+        yield log
     finally:  # the logger is global: leave no handler behind for a later run in this process
         for h in list(log.handlers):
             log.removeHandler(h)
             h.close()
+
+
+def run_config(cfg: dict, force: bool = False) -> Path:
+    """Run ``cfg`` with a rich progress display and a plain log file in its folder."""
+    from .cli_progress import rendering
+    from .experiment import Experiment
+
+    out_dir = Path(cfg["out"])
+    # the runs and their stages come as events (dualpatch.events): nobody parses the log
+    with _run_log(out_dir) as log, rendering(always=True):
+        report = Experiment(cfg, log=log, force=force).run()
     metrics = json.loads((out_dir / "metrics.json").read_text())  # null: undefined, n/a
     metrics.pop("fewshot", None)  # defect_shots: the advice per n, shown in report.html
     names = [r["name"] for r in cfg["runs"]]
@@ -89,9 +99,8 @@ def run_config(cfg: dict, force: bool = False) -> Path:
 
 
 @app.command()
-def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="Results folder."),
-) -> None:
+@spec_options("out", defaults={"out": "runs/demo"})
+def demo(spec: dict | None = None, flags: dict | None = None) -> None:
     """Single vs dual on the built-in synthetic set, or on KolektorSDD if DUALPATCH_DATA is set."""
     from .experiment import load_config
 
@@ -116,6 +125,7 @@ def demo(
             "demo data: built-in synthetic striped surfaces in KSDD2 layout (runs/demo-data)"
         )
         overrides = ["dataset=demo", "data=runs/demo-data", "name=demo-synthetic"]
-    cfg = load_config(None, overrides + [f"out={out}"])
+    assert spec is not None  # given by spec_options
+    cfg = load_config(None, overrides + as_overrides(spec))
     cfg["runs"] = runs
     run_config(cfg)

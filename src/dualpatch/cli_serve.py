@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from .cli_common import command_group, reporting
+from .cli_common import MODEL, WEIGHTS_MORE, command_group, reporting
+from .cli_spec import spec_options
 
 app = command_group()
 
@@ -23,26 +24,27 @@ def _size_mib(paths: list[Path]) -> float:
 
 
 @app.command()
+@spec_options("weights", more={"weights": WEIGHTS_MORE})
 def export(
-    model: Path = typer.Option(..., help="Model folder written by fit."),
+    model: Path = MODEL,
     format: ExportFormat = typer.Option(ExportFormat.onnx, help="onnx or openvino."),  # noqa: A002
     out: Path | None = typer.Option(
-        None, help="File to write [default: MODEL/model.onnx or MODEL/model.xml (+ .bin)]."
+        None, help="File to write (default: MODEL/model.onnx, or MODEL/model.xml + .bin)."
     ),
     input: InputFormat = typer.Option(  # noqa: A002
         InputFormat.uint8,
         help="uint8: (B, H, W, 3) RGB bytes (NHWC); float: (B, 3, H, W) in [0, 1] (NCHW).",
     ),
-    weights: Path | None = typer.Option(None, help="Backbone weights file, if fit used one."),
+    spec: dict | None = None,
+    flags: dict | None = None,
 ) -> None:
     """Export the whole scorer (backbone, banks, rule, map, score) as one ONNX/OpenVINO graph."""
+    assert spec is not None  # given by spec_options
     with reporting():
         from .export import default_export_path, export_model
 
         target = out or default_export_path(model, format.value)
-        path = export_model(
-            model, format.value, target, input.value, str(weights) if weights else None
-        )
+        path = export_model(model, format.value, target, input.value, spec["weights"])
     files = [path] if format == ExportFormat.onnx else [path, path.with_suffix(".bin")]
     folder = [model / "model.safetensors", model / "model.json"]
     typer.echo(
@@ -55,7 +57,7 @@ def export(
 
 @app.command()
 def serve(
-    model: Path = typer.Option(..., help="Model folder written by fit."),
+    model: Path = MODEL,
     runtime: Runtime = typer.Option(Runtime.torch, help="torch, onnx or openvino."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
@@ -70,17 +72,9 @@ def serve(
 ) -> None:
     """Serve the model over HTTP: POST /v1/inspect, GET /v1/health, GET /v1/model."""
     with reporting():
-        from .errors import ConfigError
         from .server import ServeConfig, create_app
 
-        key = None
-        if api_key_file is not None:
-            try:
-                key = api_key_file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"{api_key_file}: cannot read API key ({exc.strerror})") from exc
-            if not key:
-                raise ConfigError(f"{api_key_file}: API key file is empty")
+        key = None if api_key_file is None else _api_key(api_key_file)
         config = ServeConfig(
             str(model),
             runtime.value,
@@ -104,3 +98,16 @@ def serve(
         log_level="warning",
         timeout_graceful_shutdown=60,
     )
+
+
+def _api_key(path: Path) -> str:
+    """The API key held in ``path`` (its text, stripped), or one error line."""
+    from .errors import ConfigError
+
+    try:
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read API key ({exc.strerror})") from exc
+    if not key:
+        raise ConfigError(f"{path}: API key file is empty")
+    return key

@@ -12,6 +12,7 @@ import glob
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -128,18 +129,8 @@ def ray_batches(
         raise ConfigError("--ray needs Ray: pip install 'dualpatch[scale]'") from exc
     if not files:
         raise DataError("no images to score")
-    started = False
-    if not ray.is_initialized():
-        if address == "local":
-            ray.init(num_cpus=max(1, actors), include_dashboard=False, log_to_driver=False)
-        else:
-            check_ray_address(address)
-            try:
-                ray.init(address=address, log_to_driver=False)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ConfigError(f"--ray {address}: {first}") from exc
-        started = True
+    started = _start_ray(ray, address, actors)
+    seen: set[int] = set()
     try:
         ds = ray.data.from_items(
             [{"index": i, "path": str(Path(f).resolve())} for i, f in enumerate(files)]
@@ -154,7 +145,6 @@ def ray_batches(
             max_restarts=retries,
             max_task_retries=retries,
         )
-        seen: set[int] = set()
         for batch in scored.iter_batches(batch_format="numpy", batch_size=None):
             fresh = [j for j, i in enumerate(batch["index"]) if int(i) not in seen]
             seen.update(int(batch["index"][j]) for j in fresh)
@@ -166,6 +156,23 @@ def ray_batches(
     missing = [str(files[i]) for i in range(len(files)) if i not in seen]
     if missing:
         raise DataError(f"{missing[0]}: not scored by the Ray job ({len(missing)} images missing)")
+
+
+def _start_ray(ray: Any, address: str, actors: int) -> bool:
+    """Connect to (or start, for ``local``) Ray unless it already runs; returns whether it was
+    started here (and so is shut down after the job)."""
+    if ray.is_initialized():
+        return False
+    if address == "local":
+        ray.init(num_cpus=max(1, actors), include_dashboard=False, log_to_driver=False)
+        return True
+    check_ray_address(address)
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--ray {address}: {first}") from exc
+    return True
 
 
 def score_with_ray(model_dir, files: list[Path], **kwargs) -> tuple[np.ndarray, np.ndarray]:

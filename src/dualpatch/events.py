@@ -20,7 +20,7 @@ import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -28,12 +28,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class StageEvent:
-    """Stage ``name`` of ``total`` units (None: not known in advance, e.g. a loop that runs until
-    a time budget ends); ``stage`` (unique per process) ties its events."""
+    """Stage ``name`` of ``total`` units; ``stage`` (unique per process) ties its events.
+
+    ``total`` is None when the size is not known in advance (a download without a length);
+    ``unit`` names the units ("B": bytes, which a display may scale to KiB/MiB), "" for items."""
 
     stage: int
     name: str
     total: int | None
+    unit: str = field(default="", kw_only=True)
 
 
 class StageStarted(StageEvent):
@@ -41,7 +44,8 @@ class StageStarted(StageEvent):
 
 
 class StageFinished(StageEvent):
-    """The stage is done (every unit, or an empty stage closed)."""
+    """The stage is done: every unit, an empty stage closed, or a stage closed early (an error,
+    or the end of one whose total was not known)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class StageAdvanced(StageEvent):
 
     n: int
     done: int
-    note: str = ""
+    note: str = field(default="", kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,6 @@ Event = StageStarted | StageAdvanced | StageFinished | RunStarted | RunFinished
 Listener = Callable[[Event], None]
 #: ``stage(name, total)`` returns ``advance(n)``: the estimators' ``progress`` protocol
 Advance = Callable[[int], None]
-#: ``steps``' ``tick(n=1, note="")``: ``n`` more units done, with an optional status note
-Tick = Callable[..., None]
 
 _LISTENERS: ContextVar[tuple[Listener, ...]] = ContextVar("dualpatch_listeners", default=())
 _STAGE_IDS = itertools.count(1)
@@ -106,28 +108,61 @@ def emit(event: Event) -> None:
         listener(event)
 
 
-def stage(name: str, total: int) -> Advance:
+def stage(name: str, total: int | None, unit: str = "") -> Stage:
     """Start a stage of ``total`` units; returns ``advance(n)``, which reports ``n`` more done.
 
-    The stage finishes once ``total`` units are done; ``advance(0)`` finishes an empty one. With
-    no listener subscribed the stage draws a tqdm bar (when stderr is a terminal)."""
+    The stage finishes once ``total`` units are done; ``advance(0)`` finishes an empty one, and
+    ``advance.close()`` one that ends otherwise (``staged`` does it for you). With no listener
+    subscribed the stage draws a tqdm bar (when stderr is a terminal)."""
     if not listening():
-        return _tqdm_stage(name, total)
-    ident = next(_STAGE_IDS)
-    emit(StageStarted(ident, name, total))
-    done, finished = 0, False
+        return _DrawnStage(name, total, unit)
+    return Stage(name, total, unit)
 
-    def advance(n: int) -> None:
-        nonlocal done, finished
-        if finished:
+
+class Stage:
+    """A started stage: call it with ``n`` to report ``n`` more units done (an ``Advance``)."""
+
+    def __init__(self, name: str, total: int | None, unit: str = "") -> None:
+        self.ident, self.name, self.total, self.unit = next(_STAGE_IDS), name, total, unit
+        self.done, self.finished = 0, False
+        emit(StageStarted(self.ident, name, total, unit=unit))
+
+    def __call__(self, n: int, note: str = "") -> None:
+        """``n`` more units done; ``note``: a status to show with them (e.g. ``loss=0.1234``)."""
+        if self.finished:
             return
-        done += n
-        emit(StageAdvanced(ident, name, total, n, done))
-        if done >= total:
-            finished = True
-            emit(StageFinished(ident, name, total))
+        self.done += n
+        emit(StageAdvanced(self.ident, self.name, self.total, n, self.done, unit=self.unit,
+                           note=note))  # fmt: skip
+        if self.total is not None and self.done >= self.total:
+            self.close()
 
-    return advance
+    def close(self) -> None:
+        """Finish the stage now, whether or not every unit is done (once; later calls: none)."""
+        if not self.finished:
+            self.finished = True
+            emit(StageFinished(self.ident, self.name, self.total, unit=self.unit))
+
+
+@contextlib.contextmanager
+def staged(
+    name: str, total: int | None, unit: str = "", done: int = 0, progress: bool = True
+) -> Iterator[Advance]:
+    """A stage for the ``with`` block: yields ``advance(n)``; the stage finishes when the block
+    ends, even early (an error) or with a total not known in advance.
+
+    ``done``: units done before (a resumed download starts its bar there); ``progress=False``:
+    no stage at all."""
+    if not progress:
+        yield silent(name, total or 0)
+        return
+    advance = stage(name, total, unit)
+    if done:
+        advance(done)
+    try:
+        yield advance
+    finally:
+        advance.close()
 
 
 def track(
@@ -145,37 +180,9 @@ def track(
         advance(1)
 
 
-@contextlib.contextmanager
-def steps(name: str, total: int | None = None, progress: bool = True) -> Iterator[Tick]:
-    """A stage for a loop that may end before ``total`` units, or whose total is not known
-    (None): yields ``tick(n=1, note="")``, and finishes the stage when the block ends, however
-    it ends. ``note`` travels with the event (tqdm shows it as the bar's postfix). With no
-    listener subscribed it draws a tqdm bar, as ``stage`` does; ``progress=False``: no stage."""
-    if not progress:
-        yield lambda n=1, note="": None
-        return
-    renderer = None if listening() else TqdmRenderer()
-    with contextlib.ExitStack() as stack:
-        if renderer is not None:
-            stack.enter_context(subscribe(renderer))
-        ident = next(_STAGE_IDS)
-        emit(StageStarted(ident, name, total))
-        done = 0
-
-        def tick(n: int = 1, note: str = "") -> None:
-            nonlocal done
-            done += n
-            emit(StageAdvanced(ident, name, total, n, done, note))
-
-        try:
-            yield tick
-        finally:
-            emit(StageFinished(ident, name, total))
-
-
 def silent(name: str, total: int) -> Advance:
     """A stage nobody sees (``progress=False``)."""
-    return lambda n: None
+    return lambda n, note="": None
 
 
 #: an estimator's ``progress``: True (events; tqdm when nobody listens), False (none), or a
@@ -188,6 +195,12 @@ def open_stage(progress: Progress, name: str, total: int) -> Advance:
     if callable(progress):
         return progress(name, total)
     return (stage if progress else silent)(name, total)
+
+
+#: how tqdm shows a unit: bytes scaled to KiB, MiB, ... as a download bar does
+_TQDM_UNITS: dict[str, dict[str, object]] = {
+    "B": {"unit": "B", "unit_scale": True, "unit_divisor": 1024}
+}
 
 
 class TqdmRenderer:
@@ -204,7 +217,9 @@ class TqdmRenderer:
         if isinstance(event, StageStarted):
             from tqdm.auto import tqdm
 
-            self._bars[event.stage] = tqdm(total=event.total, desc=event.name, **self.options)
+            units = _TQDM_UNITS.get(event.unit, {"unit": event.unit or "it"})
+            options = {**units, **self.options}
+            self._bars[event.stage] = tqdm(total=event.total, desc=event.name, **options)
         elif isinstance(event, StageAdvanced) and event.stage in self._bars:
             bar = self._bars[event.stage]
             if event.note:
@@ -214,13 +229,18 @@ class TqdmRenderer:
             self._bars.pop(event.stage).close()  # type: ignore[attr-defined]
 
 
-def _tqdm_stage(name: str, total: int) -> Advance:
-    renderer = TqdmRenderer()
-    with subscribe(renderer):
-        advance = stage(name, total)
+class _DrawnStage(Stage):
+    """A stage drawn by its own tqdm bar: nobody listens where it was started."""
 
-    def advance_drawn(n: int) -> None:
-        with subscribe(renderer):  # the stage's own bar, even if the caller's context changed
-            advance(n)
+    def __init__(self, name: str, total: int | None, unit: str = "") -> None:
+        self.renderer = TqdmRenderer()
+        with subscribe(self.renderer):
+            super().__init__(name, total, unit)
 
-    return advance_drawn
+    def __call__(self, n: int, note: str = "") -> None:
+        with subscribe(self.renderer):  # the stage's own bar, even if the caller's context changed
+            super().__call__(n, note)
+
+    def close(self) -> None:
+        with subscribe(self.renderer):
+            super().close()

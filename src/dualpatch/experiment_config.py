@@ -108,59 +108,74 @@ def validate(config: dict[str, Any], renamed: list | None = None) -> dict[str, A
     if not isinstance(runs, list) or not runs:  # before anything iterates it (--set runs=true)
         raise ConfigError("config: 'runs' must be a non-empty list")
     for node in [config, *(r for r in runs if isinstance(r, dict))]:
-        if isinstance(node.get("crops"), str):  # one folder, e.g. --set crops=DIR
-            node["crops"] = [node["crops"]]
-        if "defect_shots" in node:  # one n, e.g. --set defect_shots=5
-            from .fewshot import normalise_shots
-
-            node["defect_shots"] = normalise_shots(node["defect_shots"])
+        _expand_shorthands(node)
     spec.check_values("", config)
     runs = config["runs"]
     if not isinstance(runs, list) or not runs:
         raise ConfigError("config: 'runs' must be a non-empty list")
     names, old_names = set(), []
     for i, run in enumerate(runs):
-        if not isinstance(run, dict) or "bank" not in run:
-            raise ConfigError(f"config: runs[{i}] needs at least a 'bank' (single or dual)")
-        unknown = {str(k) for k in run} - RUN_KEYS - spec.RUN_ALIASES - spec.FEWSHOT_RUN_KEYS
-        if spec.FEWSHOT_RUN_KEYS & set(run) and not config["defect_shots"]:
-            raise ConfigError(f"config: runs[{i}] sets defect_shots/defect_draws, but the "
-                              "experiment has no defect_shots")  # fmt: skip
-        if unknown:
-            raise ConfigError(f"config: runs[{i}] has unknown key(s) {', '.join(sorted(unknown))}")
-        if run["bank"] not in spec.BANKS:
-            raise ConfigError(f"config: runs[{i}].bank is {run['bank']!r}, not single or dual")
-        old_names += spec.check_values(f"runs[{i}].", run)
-        if run["bank"] == "single" and (run.get("augment") or run.get("augmented")):
-            raise ConfigError(f"config: runs[{i}] adds synthetic defects to a single-bank run")
-        if run["bank"] == "single" and run.get("defect_feature_augment"):
-            raise ConfigError(f"config: runs[{i}] gives defect_feature_augment to a single bank")
-        if run["bank"] == "single" and run.get("crops"):
-            raise ConfigError(f"config: runs[{i}] gives crops (a defect bank) to a single-bank run")
-        aug = run.get("augment")
-        if aug is not None:
-            methods = spec.augment_methods()
-            if not isinstance(aug, dict) or aug.get("method") not in methods:
-                raise ConfigError(
-                    f"config: runs[{i}].augment.method must be {', '.join(methods[:-1])} or "
-                    f"{methods[-1]}"
-                )
-            extra = {str(k) for k in aug} - AUGMENT_KEYS
-            if extra:
-                raise ConfigError(
-                    f"config: runs[{i}].augment has unknown key(s) {', '.join(sorted(extra))}"
-                )
-        if run["bank"] == "dual" and resolve_run(config, run)["reweight"]:
-            raise ConfigError(
-                f"config: runs[{i}] is a dual run with reweight: true; re-weighting applies to "
-                "single-bank runs only (set reweight in those runs)"
-            )
+        old_names += _check_run(config, i, run)
         run.setdefault("name", run["bank"] if i == 0 else f"{run['bank']}{i}")
         if run["name"] in names:
             raise ConfigError(f"config: run name {run['name']!r} appears twice")
         names.add(run["name"])
     _renamed(old_names, renamed)
     return config
+
+
+def _expand_shorthands(node: dict[str, Any]) -> None:
+    """The one-value forms of list settings, in place: ``--set crops=DIR`` (one folder),
+    ``--set defect_shots=5`` (one n)."""
+    if isinstance(node.get("crops"), str):
+        node["crops"] = [node["crops"]]
+    if "defect_shots" in node:
+        from .fewshot import normalise_shots
+
+        node["defect_shots"] = normalise_shots(node["defect_shots"])
+
+
+def _check_run(config: dict[str, Any], i: int, run: Any) -> list[tuple[str, str]]:
+    """ConfigError unless ``runs[i]`` is a usable run; returns the (old, new) names it used."""
+    if not isinstance(run, dict) or "bank" not in run:
+        raise ConfigError(f"config: runs[{i}] needs at least a 'bank' (single or dual)")
+    unknown = {str(k) for k in run} - RUN_KEYS - spec.RUN_ALIASES - spec.FEWSHOT_RUN_KEYS
+    if spec.FEWSHOT_RUN_KEYS & set(run) and not config["defect_shots"]:
+        raise ConfigError(f"config: runs[{i}] sets defect_shots/defect_draws, but the "
+                          "experiment has no defect_shots")  # fmt: skip
+    if unknown:
+        raise ConfigError(f"config: runs[{i}] has unknown key(s) {', '.join(sorted(unknown))}")
+    if run["bank"] not in spec.BANKS:
+        raise ConfigError(f"config: runs[{i}].bank is {run['bank']!r}, not single or dual")
+    old_names = spec.check_values(f"runs[{i}].", run)
+    if run["bank"] == "single" and (run.get("augment") or run.get("augmented")):
+        raise ConfigError(f"config: runs[{i}] adds synthetic defects to a single-bank run")
+    if run["bank"] == "single" and run.get("defect_feature_augment"):
+        raise ConfigError(f"config: runs[{i}] gives defect_feature_augment to a single bank")
+    if run["bank"] == "single" and run.get("crops"):
+        raise ConfigError(f"config: runs[{i}] gives crops (a defect bank) to a single-bank run")
+    if run.get("augment") is not None:
+        _check_augment(i, run["augment"])
+    if run["bank"] == "dual" and resolve_run(config, run)["reweight"]:
+        raise ConfigError(
+            f"config: runs[{i}] is a dual run with reweight: true; re-weighting applies to "
+            "single-bank runs only (set reweight in those runs)"
+        )
+    return old_names
+
+
+def _check_augment(i: int, aug: Any) -> None:
+    """ConfigError unless ``runs[i].augment`` names a method and only known keys."""
+    methods = spec.augment_methods()
+    if not isinstance(aug, dict) or aug.get("method") not in methods:
+        raise ConfigError(
+            f"config: runs[{i}].augment.method must be {', '.join(methods[:-1])} or {methods[-1]}"
+        )
+    extra = {str(k) for k in aug} - AUGMENT_KEYS
+    if extra:
+        raise ConfigError(
+            f"config: runs[{i}].augment has unknown key(s) {', '.join(sorted(extra))}"
+        )
 
 
 def _renamed(pairs: list[tuple[str, str]], into: list | None) -> None:

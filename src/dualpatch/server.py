@@ -136,38 +136,147 @@ def map_png(amap: np.ndarray, threshold: float) -> bytes:
     return buf.getvalue()
 
 
-def create_app(config: ServeConfig):
-    """The FastAPI app: model loaded once, one scorer thread, a bounded queue in front of it."""
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
+async def read_body(request: Any, limit: int) -> bytes:
+    """The request body, refused (413) past ``limit`` bytes, declared or streamed."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest(400, "invalid Content-Length header")
+        if int(declared) > limit:
+            raise BadRequest(413, f"body of {declared} bytes exceeds the limit of {limit}")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise BadRequest(413, f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
-    from .runtime import open_scorer
 
-    info = model_info(config.model_dir, config.threshold)
-    scorer = open_scorer(config.model_dir, config.runtime, config.threads)
-    info["runtime"] = scorer.runtime
-    threshold = info["threshold"]
-    size = tuple(scorer.image_size)
-    delay = float(os.environ.get(TEST_DELAY_ENV, "0") or 0)
-    # one scoring thread: requests take turns on the model; its own threads (--threads) do the work
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dualpatch-score")
-    key = config.api_key.encode() if config.api_key else None
-    state = {"pending": 0, "served": 0}
+async def image_bytes(request: Any, limit: int) -> bytes:
+    """The uploaded image's bytes: a raw image body, or multipart field "image"."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "multipart/form-data" and ctype not in IMAGE_TYPES:
+        raise BadRequest(
+            415,
+            f"unsupported content type {ctype or '(none)'}: send an image body "
+            "(image/png, image/jpeg, image/bmp, image/tiff, application/octet-stream) or "
+            "multipart/form-data with an 'image' field",
+        )
+    body = await read_body(request, limit)
+    if ctype != "multipart/form-data":
+        return body
+    request._body = body  # parse the size-checked body, not the socket again
+    try:
+        form = await request.form()
+    except Exception as exc:
+        raise BadRequest(400, f"malformed multipart body ({type(exc).__name__})") from None
+    upload = form.get("image")
+    if upload is None or isinstance(upload, str):
+        raise BadRequest(400, "multipart body has no file field 'image'")
+    return await upload.read()
 
-    def score_one(image: np.ndarray) -> tuple[float, np.ndarray, float]:
+
+def authorise(request: Any, key: bytes | None) -> None:
+    """401 unless the request carries ``key`` (X-API-Key or a bearer token); None: open."""
+    if key is None:
+        return
+    given = request.headers.get("x-api-key", "")
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    if not hmac.compare_digest(given.encode(), key):
+        raise BadRequest(401, "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
+
+
+class Inspector:
+    """What the routes share: the model's scorer behind one thread, and a bounded queue count."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        from .runtime import open_scorer
+
+        self.config = config
+        self.info = model_info(config.model_dir, config.threshold)
+        self.scorer = open_scorer(config.model_dir, config.runtime, config.threads)
+        self.info["runtime"] = self.scorer.runtime
+        self.threshold: float = self.info["threshold"]
+        self.size = tuple(self.scorer.image_size)
+        self.delay = float(os.environ.get(TEST_DELAY_ENV, "0") or 0)
+        # one scoring thread: requests take turns on the model; its own threads (--threads) work
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dualpatch-score")
+        self.key = config.api_key.encode() if config.api_key else None
+        self.pending = self.served = 0
+
+    def score_one(self, image: np.ndarray) -> tuple[float, np.ndarray, float]:
         start = time.perf_counter()
-        if delay:
-            time.sleep(delay)
-        scores, maps = scorer.score(image[None])
+        if self.delay:
+            time.sleep(self.delay)
+        scores, maps = self.scorer.score(image[None])
         return float(scores[0]), maps[0], time.perf_counter() - start
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app):
-        yield
-        executor.shutdown(wait=True)  # requests in flight have finished by now (uvicorn waits)
+    async def inspect(self, request: Any) -> tuple[float, np.ndarray, dict[str, float]]:
+        """(score, anomaly map, timings in ms) of the request's image; 503 if the queue is full."""
+        t0 = time.perf_counter()
+        authorise(request, self.key)
+        if self.pending >= self.config.max_queue:
+            raise BadRequest(
+                503,
+                f"busy: {self.pending} requests queued (limit {self.config.max_queue})",
+                {"Retry-After": "1"},
+            )
+        self.pending += 1
+        try:
+            data = await image_bytes(request, self.config.max_body_bytes)
+            t1 = time.perf_counter()
+            image = decode_upload(data, self.size, self.config.max_pixels)
+            t2 = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            score, amap, score_s = await loop.run_in_executor(self.executor, self.score_one, image)
+            t3 = time.perf_counter()
+        finally:
+            self.pending -= 1
+        self.served += 1
+        timings = {
+            "read_ms": round(1000 * (t1 - t0), 3),
+            "decode_ms": round(1000 * (t2 - t1), 3),
+            "queue_ms": round(1000 * (t3 - t2 - score_s), 3),
+            "score_ms": round(1000 * score_s, 3),
+            "total_ms": round(1000 * (t3 - t0), 3),
+        }
+        return score, amap, timings
 
-    app = FastAPI(title="dualpatch inspection", version="1", lifespan=lifespan)
+    def answer(self, score: float, amap: np.ndarray, timings: dict, map_as: str | None) -> Any:
+        """The JSON body of an inspection, or (``map_as="png"``) the map PNG with the score in
+        headers; ``map_as="base64"`` adds the map PNG to the JSON."""
+        from fastapi.responses import Response
+
+        verdict = "defect" if score > self.threshold else "ok"
+        if map_as == "png":
+            headers = {
+                "X-Dualpatch-Score": f"{score:.8g}",
+                "X-Dualpatch-Verdict": verdict,
+                "X-Dualpatch-Threshold": f"{self.threshold:.8g}",
+            }
+            png = map_png(amap, self.threshold)
+            return Response(png, media_type="image/png", headers=headers)
+        body = {
+            "score": score,
+            "verdict": verdict,
+            "threshold": self.threshold,
+            "model": {"id": self.info["id"], "digest": self.info["digest"]},
+            "runtime": self.info["runtime"],
+            "timings": timings,
+        }
+        if map_as == "base64":
+            body["map_png_base64"] = base64.b64encode(map_png(amap, self.threshold)).decode()
+        return body
+
+
+def _one_line_errors(app: Any) -> None:
+    """Every client error as a status and one line ``{"error": ...}``."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
 
     def error(status: int, reason: str, headers: dict[str, str] | None = None):
         return JSONResponse({"error": reason}, status_code=status, headers=headers)
@@ -182,113 +291,35 @@ def create_app(config: ServeConfig):
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error(400, f"invalid request: {where} {first.get('msg', '')}".strip())
 
-    def authorise(request: Request) -> None:
-        if key is None:
-            return
-        given = request.headers.get("x-api-key", "")
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if not hmac.compare_digest(given.encode(), key):
-            raise BadRequest(401, "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
 
-    async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise BadRequest(400, "invalid Content-Length header")
-            if int(declared) > config.max_body_bytes:
-                raise BadRequest(
-                    413, f"body of {declared} bytes exceeds the limit of {config.max_body_bytes}"
-                )
-        chunks, total = [], 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > config.max_body_bytes:
-                raise BadRequest(413, f"body exceeds the limit of {config.max_body_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+def create_app(config: ServeConfig):
+    """The FastAPI app: model loaded once, one scorer thread, a bounded queue in front of it."""
+    from fastapi import FastAPI, Request
 
-    async def image_bytes(request: Request) -> bytes:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "multipart/form-data" and ctype not in IMAGE_TYPES:
-            raise BadRequest(
-                415,
-                f"unsupported content type {ctype or '(none)'}: send an image body "
-                "(image/png, image/jpeg, image/bmp, image/tiff, application/octet-stream) or "
-                "multipart/form-data with an 'image' field",
-            )
-        body = await read_body(request)
-        if ctype != "multipart/form-data":
-            return body
-        request._body = body  # parse the size-checked body, not the socket again
-        try:
-            form = await request.form()
-        except Exception as exc:
-            raise BadRequest(400, f"malformed multipart body ({type(exc).__name__})") from None
-        upload = form.get("image")
-        if upload is None or isinstance(upload, str):
-            raise BadRequest(400, "multipart body has no file field 'image'")
-        return await upload.read()
+    inspector = Inspector(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        # requests in flight have finished by now (uvicorn waits)
+        inspector.executor.shutdown(wait=True)
+
+    app = FastAPI(title="dualpatch inspection", version="1", lifespan=lifespan)
+    _one_line_errors(app)
 
     @app.post("/v1/inspect")
     async def inspect(request: Request, map: str | None = None):  # noqa: A002 (query name)
-        t0 = time.perf_counter()
         if map not in (None, "png", "base64"):
             raise BadRequest(400, f"map={map}: use map=png or map=base64")
-        authorise(request)
-        if state["pending"] >= config.max_queue:
-            raise BadRequest(
-                503,
-                f"busy: {state['pending']} requests queued (limit {config.max_queue})",
-                {"Retry-After": "1"},
-            )
-        state["pending"] += 1
-        try:
-            data = await image_bytes(request)
-            t1 = time.perf_counter()
-            image = decode_upload(data, size, config.max_pixels)
-            t2 = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            score, amap, score_s = await loop.run_in_executor(executor, score_one, image)
-            t3 = time.perf_counter()
-        finally:
-            state["pending"] -= 1
-        state["served"] += 1
-        timings = {
-            "read_ms": round(1000 * (t1 - t0), 3),
-            "decode_ms": round(1000 * (t2 - t1), 3),
-            "queue_ms": round(1000 * (t3 - t2 - score_s), 3),
-            "score_ms": round(1000 * score_s, 3),
-            "total_ms": round(1000 * (t3 - t0), 3),
-        }
-        verdict = "defect" if score > threshold else "ok"
-        if map == "png":
-            headers = {
-                "X-Dualpatch-Score": f"{score:.8g}",
-                "X-Dualpatch-Verdict": verdict,
-                "X-Dualpatch-Threshold": f"{threshold:.8g}",
-            }
-            return Response(map_png(amap, threshold), media_type="image/png", headers=headers)
-        body = {
-            "score": score,
-            "verdict": verdict,
-            "threshold": threshold,
-            "model": {"id": info["id"], "digest": info["digest"]},
-            "runtime": info["runtime"],
-            "timings": timings,
-        }
-        if map == "base64":
-            body["map_png_base64"] = base64.b64encode(map_png(amap, threshold)).decode()
-        return body
+        return inspector.answer(*await inspector.inspect(request), map)
 
     @app.get("/v1/health")
     async def health():
-        return {"status": "ok", "pending": state["pending"], "served": state["served"]}
+        return {"status": "ok", "pending": inspector.pending, "served": inspector.served}
 
     @app.get("/v1/model")
     async def model(request: Request):
-        authorise(request)
-        return info
+        authorise(request, inspector.key)
+        return inspector.info
 
     return app

@@ -155,10 +155,10 @@ class ExperimentSpec(RunSpec):
     name: str = sv.entry("experiment", Setting("a non-empty name", sv.text, cli=False))
     dataset: str = sv.choice("demo", dataset_names, "Dataset family of --data.", scope="top")
     data: str = sv.entry("runs/demo-data", Setting(
-        "a dataset folder path", sv.text, "Dataset root folder.", scope="top"
+        "a dataset folder path", sv.text, "Dataset root folder.", scope="top", path=True
     ))  # fmt: skip
     out: str = sv.entry("runs/experiment", Setting(
-        "a results folder path", sv.text, "Results folder.", scope="top"
+        "a results folder path", sv.text, "Results folder.", scope="top", path=True
     ))  # fmt: skip
     train_items: list[int] | None = sv.entry(None, Setting(
         "item numbers like 1-33 or 1,2,5-9", sv.items_ok,
@@ -180,7 +180,8 @@ class ExperimentSpec(RunSpec):
     fold_seed: int = sv.seed(0, "Seed of the fold assignment.", scope="top")
     seeds: list[int] | None = sv.entry(None, Setting(
         f"null or a non-empty list of whole numbers 0 to {MAX_SEED}", sv.seeds_ok,
-        "Seeds to repeat every run with; null: [seed].", scope="top",
+        "Seeds to repeat every run with, e.g. 0,1,2 (none: the one seed setting).",
+        scope="top", listed=True,
     ))  # fmt: skip
     on_duplicates: str = sv.choice(
         "warn", lambda: ON_DUPLICATES,
@@ -199,7 +200,8 @@ class ExperimentSpec(RunSpec):
     # images per dual run, each n drawn defect_draws times; null: every defect, once
     defect_shots: list | None = sv.entry(None, Setting(
         "null or a list of distinct whole numbers >= 1 and/or all, e.g. [1, 2, 5, 10, all]",
-        lambda v: _shots_ok(v), "Few real defects: n per dual run.", scope="top", cli=False,
+        lambda v: _shots_ok(v), "Few real defects: n per dual run, e.g. 1,2,5,10,all.",
+        scope="top", listed=True,
     ))  # fmt: skip
     defect_draws: int = sv.at_least_1(3, "Random draws per n of defect_shots.", scope="top")
     runs: list[dict] = sv.entry(

@@ -47,6 +47,7 @@ class Setting:
     scope: str = "shared"  # shared: top level and per run; run: per run only; top: top level only
     cli: bool = True  # offered as an option by the commands that take this group of settings
     path: bool = False  # a file or folder (one, or a list): a path option on the command line
+    listed: bool = False  # a list given on the command line as one comma-separated word: 0,1,2
 
     def expect(self) -> str:
         return "one of " + ", ".join(self.choices()) if self.choices else self.expected

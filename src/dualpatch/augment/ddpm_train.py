@@ -183,11 +183,11 @@ def train_ddpm(
         log(run.describe())
     deadline = time.monotonic() + minutes * 60 if minutes is not None else math.inf
     todo = None if steps is None else steps - run.step
-    with events.steps("train", todo, progress) as tick:
+    with events.staged("train", todo, "step", progress=progress) as advance:
         try:
             while (steps is None or run.step < steps) and time.monotonic() < deadline:
                 loss = run.one_step()
-                tick(1, note=f"loss={loss:.4f}")
+                advance(1, note=f"loss={loss:.4f}")
                 if run.step % cfg.save_every == 0:
                     run.save()
         except KeyboardInterrupt:

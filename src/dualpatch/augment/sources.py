@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from scipy import ndimage
 
 from ..data import Dataset, Sample
 from ..data.crops import connected_regions
+from ..data.images import resize
 from ..errors import DataError
 
 
@@ -43,14 +43,12 @@ class Placement:
         h, w = self.size
         if arr.shape[:2] == (h, w):
             return np.ascontiguousarray(arr)
-        # OpenCV, not data.images.resize (PIL), on purpose: PIL's pixel grid moves the placed
-        # masks by a pixel, which changes which copy-paste defects survive Poisson blending (the
-        # demo's dual+paste row and tests/test_augment_paste pin these outputs)
-        if arr.dtype == bool:
-            return cv2.resize(arr.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
-        interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
-        out = cv2.resize(np.ascontiguousarray(arr), (w, h), interpolation=interp)
-        return out.reshape(h, w, *arr.shape[2:])
+        # OpenCV's grids (data.images.OPENCV_GRID), not PIL's filters: the placements were made
+        # on them, and PIL's pixel-centre NEAREST moves a placed mask by up to a pixel, which
+        # changes the box handed to seamlessClone and so which copy-paste defects survive the
+        # blend (tests/unit/augment/test_augment_paste.py, the demo's dual+paste row)
+        method = "opencv-nearest" if nearest or arr.dtype == bool else "opencv-linear"
+        return resize(np.ascontiguousarray(arr), (h, w), method)
 
     def put(self, part: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """Put an already transformed ``part`` at (y0, x0) on a zero canvas of ``shape`` (H, W)."""

@@ -18,9 +18,8 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from tqdm import tqdm
-
 from ..errors import ConfigError, DataError
+from ..events import staged
 from ..fileio import check_output_dir, output_dir, sha256_file
 from .extract import CHUNK, Limits, check_archive, extract_into, safe_extract  # noqa: F401
 from .ksdd2 import SPLITS, find_root, layout_warnings
@@ -130,16 +129,16 @@ def _set_read_timeout(resp, seconds: float) -> None:
 
 def _stream(resp, part: Path, start: int, total: int | None, url: str, progress: bool) -> None:
     done = start
-    bar = tqdm(
-        total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=part.name.removesuffix(".part"), disable=None if progress else True,
-    )  # fmt: skip
+    name = f"downloading {part.name.removesuffix('.part')}"
     try:
-        with part.open("ab" if start else "wb") as f, bar:
+        with (
+            part.open("ab" if start else "wb") as f,
+            staged(name, total, unit="B", done=start, progress=progress) as advance,
+        ):
             while block := resp.read(CHUNK):
                 f.write(block)
                 done += len(block)
-                bar.update(len(block))
+                advance(len(block))
     except (OSError, http.client.HTTPException) as exc:
         raise DataError(
             f"download of {url} interrupted at {done:,} of {_n(total)} bytes "
@@ -198,23 +197,9 @@ def download_ksdd2(
     # before any download: an --out that holds the user's files is refused, not emptied
     check_output_dir(out, COMMAND, force, [archive], legacy=SPLITS)
     if archive is None:
-        archive = out.with_name(out.name + ".zip")
-        if archive.exists() and not (zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive)):
-            # not a download of ours (those appear whole, by rename): someone else's file
-            raise DataError(
-                f"{archive}: exists and is not a zip or tar archive; move it away or pass "
-                "--archive PATH"
-            )
-        log(f"downloading {url} to {archive}")
-        download(url, archive, sha256, connect_timeout, progress=progress)
-        if not (zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive)):
-            archive.unlink()  # so that a rerun fetches again instead of trusting it
-            raise DataError(
-                f"{url} did not send a zip or tar archive (a web page?); deleted it; {OFFLINE_HINT}"
-            )
-    else:
-        if sha256 and (got := sha256_file(archive)) != sha256:
-            raise DataError(f"{archive}: sha256 is {got}, expected {sha256}; not extracting it")
+        archive = _download_archive(out, url, sha256, connect_timeout, progress, log)
+    elif sha256 and (got := sha256_file(archive)) != sha256:
+        raise DataError(f"{archive}: sha256 is {got}, expected {sha256}; not extracting it")
     if sha256:
         log(f"{archive}: sha256 ok")
     with output_dir(out, COMMAND, force, [archive], legacy=SPLITS) as tmp:
@@ -224,6 +209,32 @@ def download_ksdd2(
         warnings.warn(msg, stacklevel=2)
     log(f"KSDD2 unpacked into {out}")
     return out
+
+
+def _download_archive(
+    out: Path,
+    url: str,
+    sha256: str | None,
+    connect_timeout: float,
+    progress: bool,
+    log: Callable[[str], None],
+) -> Path:
+    """Download ``url`` to ``<out>.zip`` (kept for reruns) unless a whole download is there."""
+    archive = out.with_name(out.name + ".zip")
+    if archive.exists() and not (zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive)):
+        # not a download of ours (those appear whole, by rename): someone else's file
+        raise DataError(
+            f"{archive}: exists and is not a zip or tar archive; move it away or pass "
+            "--archive PATH"
+        )
+    log(f"downloading {url} to {archive}")
+    download(url, archive, sha256, connect_timeout, progress=progress)
+    if not (zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive)):
+        archive.unlink()  # so that a rerun fetches again instead of trusting it
+        raise DataError(
+            f"{url} did not send a zip or tar archive (a web page?); deleted it; {OFFLINE_HINT}"
+        )
+    return archive
 
 
 def _hoist(folder: Path, root: Path) -> None:

@@ -128,7 +128,7 @@ def image_to_rgb(img: Image.Image, path: Path | str, size: Size | None = None) -
     return out
 
 
-#: ``resize``'s interpolations, all PIL filters: PIL is dualpatch's one resize path (the feature
+#: ``resize``'s interpolations. The PIL filters: PIL is dualpatch's one resize path (the feature
 #: path reads images through it, so the golden scores pin it). "area" averages the source pixels
 #: an output pixel covers when shrinking (PIL's BOX) and is bilinear when enlarging; "box" is BOX
 #: either way.
@@ -138,17 +138,28 @@ RESAMPLING = {
     "bicubic": Image.BICUBIC,
     "box": Image.BOX,
 }
+#: Point-sampling resizes on OpenCV's grids, computed here bit for bit as ``cv2.resize`` does
+#: (INTER_NEAREST, INTER_LINEAR; ``tests/unit/data/test_resize.py`` checks it): the synthetic
+#: defects are placed with them (``augment.sources.Placement``), and PIL's filters would place
+#: them elsewhere. PIL's NEAREST takes the source pixel under an output pixel's centre,
+#: floor((i + 0.5) * scale); OpenCV's INTER_NEAREST takes floor(i * scale), up to one source pixel
+#: up-left of it. Their bilinear filters differ too: PIL widens its kernel when shrinking
+#: (antialiasing), OpenCV always mixes two pixels with 11-bit fixed-point weights.
+OPENCV_GRID = ("opencv-nearest", "opencv-linear")
 
 
 def resize(array: np.ndarray, size: Size, method: str = "bilinear") -> np.ndarray:
     """``array`` ((H, W) or (H, W, C); uint8, bool or float) resized to ``size`` = (H, W).
 
-    Bool arrays (masks) are resized nearest-neighbour, whatever ``method`` says. uint8 gray, RGB
-    and RGBA go through PIL as they are; any other channel count or dtype channel by channel as
-    32-bit float (uint8 rounded back)."""
+    ``method``: a name in ``RESAMPLING`` or "area" (PIL), or one of ``OPENCV_GRID`` (uint8 and
+    bool only). Bool arrays (masks) are resized nearest-neighbour, whatever ``method`` says. uint8
+    gray, RGB and RGBA go through PIL as they are; any other channel count or dtype channel by
+    channel as 32-bit float (uint8 rounded back)."""
     h, w = size
     if array.shape[:2] == (h, w):
         return array
+    if method in OPENCV_GRID:
+        return _resize_opencv_grid(array, (h, w), method)
     if array.dtype == bool:
         return resize(array.astype(np.uint8) * 255, size, "nearest") > 127
     if method == "area":
@@ -169,6 +180,59 @@ def resize(array: np.ndarray, size: Size, method: str = "bilinear") -> np.ndarra
     if array.dtype == np.uint8:
         out = np.clip(np.rint(out), 0, 255)
     return out.astype(array.dtype).reshape(h, w, *array.shape[2:])
+
+
+def _resize_opencv_grid(array: np.ndarray, size: Size, method: str) -> np.ndarray:
+    h, w = size
+    if method == "opencv-nearest" or array.dtype == bool:
+        rows, cols = _nearest_index(array.shape[0], h), _nearest_index(array.shape[1], w)
+        return np.ascontiguousarray(array[rows][:, cols])
+    if array.dtype != np.uint8:
+        raise ValueError(f"{method} resizes uint8 or bool arrays, not {array.dtype}")
+    return _linear_u8(array, h, w).astype(np.uint8).reshape(h, w, *array.shape[2:])
+
+
+def _nearest_index(n_src: int, n_dst: int) -> np.ndarray:
+    """OpenCV's INTER_NEAREST source index of each output index: floor(i * n_src / n_dst), with
+    the same double arithmetic (the scale is the reciprocal of n_dst / n_src)."""
+    step = 1.0 / (n_dst / n_src)
+    return np.minimum(np.floor(np.arange(n_dst) * step).astype(np.intp), n_src - 1)
+
+
+#: OpenCV's fixed-point scale of INTER_LINEAR weights (INTER_RESIZE_COEF_SCALE, 11 bits)
+_ONE = 2048
+
+
+def _linear_taps(n_src: int, n_dst: int, clamp: bool) -> tuple[np.ndarray, ...]:
+    """(first source index, its weight, the next index's weight) of each output index for
+    OpenCV's INTER_LINEAR: pixel centres, offsets in float32, weights rounded to 1/2048.
+    ``clamp``: an output past an edge takes the edge pixel whole (OpenCV does so along a row;
+    along a column it clamps only the index and keeps both weights)."""
+    step = 1.0 / (n_dst / n_src)
+    pos = ((np.arange(n_dst) + 0.5) * step - 0.5).astype(np.float32)
+    first = np.floor(pos).astype(np.intp)
+    frac = pos - first.astype(np.float32)
+    if clamp:
+        frac[(first < 0) | (first >= n_src - 1)] = 0
+        first = np.clip(first, 0, n_src - 1)
+    one = np.float32(_ONE)
+    return first, np.rint((1 - frac) * one).astype(np.int64), np.rint(frac * one).astype(np.int64)
+
+
+def _linear_u8(array: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``cv2.resize(array, (w, h), interpolation=INTER_LINEAR)`` of uint8 data, as (h, w, C) int."""
+    n_rows, n_cols = array.shape[:2]
+    src = array.reshape(n_rows, n_cols, -1).astype(np.int64)
+    if (n_rows, n_cols) == (2 * h, 2 * w):  # OpenCV averages 2x2 blocks for an exact halving
+        quad = src[0::2, 0::2] + src[0::2, 1::2] + src[1::2, 0::2] + src[1::2, 1::2]
+        return (quad + 2) >> 2
+    x, a0, a1 = _linear_taps(n_cols, w, clamp=True)
+    rows = src[:, x] * a0[:, None] + src[:, np.minimum(x + 1, n_cols - 1)] * a1[:, None]
+    y, b0, b1 = _linear_taps(n_rows, h, clamp=False)
+    top, bottom = rows[np.clip(y, 0, n_rows - 1)], rows[np.clip(y + 1, 0, n_rows - 1)]
+    # the vertical mix rounded as OpenCV's vector code does: 16-bit products, then 2 bits
+    mix = ((top >> 4) * b0[:, None, None] >> 16) + ((bottom >> 4) * b1[:, None, None] >> 16)
+    return np.clip((mix + 2) >> 2, 0, 255)
 
 
 def resize_image(image: np.ndarray, size: Size) -> np.ndarray:

@@ -63,22 +63,8 @@ def prepare_ksdd2(
     ``size`` = (W, H) is the old, width-first name, still read (with a warning).
     """
     src, out = Path(src), Path(out)
-    h, w = image_size
-    if size is not None:
-        warnings.warn(
-            "prepare_ksdd2: size=(W, H) is renamed image_size=(H, W) (height first)",
-            FutureWarning,
-            stacklevel=2,
-        )
-        w, h = size
-    if w < 1 or h < 1:
-        raise DataError(f"image_size {h} {w}: height and width must be positive")
-    if not src.exists():
-        raise DataError(f"{src}: not found (give the KSDD2 folder or its zip)")
-    if out.resolve() == src.resolve() or src.resolve().is_relative_to(out.resolve()):
-        raise DataError(f"{out}: output must not be the source or contain it ({src})")
-    if workers is not None and not 1 <= workers <= MAX_WORKERS:
-        raise ConfigError(f"--workers {workers}: expected 1 to {MAX_WORKERS}")
+    h, w = _height_width(image_size, size)
+    _check_paths(src, out, workers)
     check_output_dir(out, COMMAND, force, [src], legacy=("prepared.json",))
     report = PrepareReport(out)
     workers = workers or min(4, os.cpu_count() or 1)
@@ -94,18 +80,50 @@ def prepare_ksdd2(
         info = {"source": str(src), "image_size": [h, w], "size_wh": [w, h],
                 "counts": report.counts}  # fmt: skip
         (tmp / "prepared.json").write_text(json.dumps({**info, "dropped": report.dropped}) + "\n")
-    for split, (n, pos) in report.counts.items():
-        en, epos = EXPECTED_COUNTS[split]
-        if (n, pos) != (en, epos):
-            report.warnings.append(
-                f"{split}: {n:,} images ({pos:,} positive), official KSDD2 has "
-                f"{en:,} ({epos:,} positive)"
-            )
+    report.warnings += _official_count_warnings(report.counts)
     for msg in report.warnings:
         warnings.warn(msg, stacklevel=2)
     log(", ".join(f"{s}: {n:,} images ({p:,} positive)" for s, (n, p) in report.counts.items()))
     log(f"prepared KSDD2 at {w}x{h} in {out}")
     return report
+
+
+def _height_width(image_size: tuple[int, int], size: tuple[int, int] | None) -> tuple[int, int]:
+    """(H, W) to prepare at: ``image_size``, or the old width-first ``size`` (with a warning)."""
+    h, w = image_size
+    if size is not None:
+        warnings.warn(
+            "prepare_ksdd2: size=(W, H) is renamed image_size=(H, W) (height first)",
+            FutureWarning,
+            stacklevel=3,  # prepare_ksdd2's caller
+        )
+        w, h = size
+    if w < 1 or h < 1:
+        raise DataError(f"image_size {h} {w}: height and width must be positive")
+    return h, w
+
+
+def _check_paths(src: Path, out: Path, workers: int | None) -> None:
+    """One-line errors for a missing source, an output that is or holds it, a bad worker count."""
+    if not src.exists():
+        raise DataError(f"{src}: not found (give the KSDD2 folder or its zip)")
+    if out.resolve() == src.resolve() or src.resolve().is_relative_to(out.resolve()):
+        raise DataError(f"{out}: output must not be the source or contain it ({src})")
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers {workers}: expected 1 to {MAX_WORKERS}")
+
+
+def _official_count_warnings(counts: dict[str, tuple[int, int]]) -> list[str]:
+    """A line for each split whose (images, positives) differ from the official KSDD2 counts."""
+    found = []
+    for split, (n, pos) in counts.items():
+        en, epos = EXPECTED_COUNTS[split]
+        if (n, pos) != (en, epos):
+            found.append(
+                f"{split}: {n:,} images ({pos:,} positive), official KSDD2 has "
+                f"{en:,} ({epos:,} positive)"
+            )
+    return found
 
 
 def _prepare_tree(root, tmp, hw, workers, progress, log, report: PrepareReport) -> None:

@@ -69,3 +69,25 @@ def crop_features(model: Any, crops: list[DefectCrop]) -> torch.Tensor:
     if not rows or sum(len(r) for r in rows) == 0:
         raise DataError("defect bank is empty: no usable defects (check the masks)")
     return torch.cat(rows)
+
+
+def defect_rows(model: Any, images: list[Sample], crops: list[DefectCrop]) -> torch.Tensor:
+    """(M, D) rows of ``model``'s defect bank before its coreset: the mask patches of ``images``,
+    the patches of ``crops`` and, with ``defect_feature_augment``, synthetic rows made from them."""
+    feats = [model.defect_image_features(images)] if images else []
+    if crops or not images:
+        feats.append(model.crop_features(crops))
+    rows = torch.cat(feats)
+    if rows.shape[0] == 0:
+        marked = [s.mask_path for s in images if s.mask_path is not None]
+        example = f" (e.g. {marked[0]})" if marked else ""
+        raise DataError(f"defect bank is empty: no defect pixels under the masks{example}")
+    if not model.defect_feature_augment:
+        return rows
+    from ..feature_augment import augment_defect_features
+
+    def nearest_normal(found: torch.Tensor) -> torch.Tensor:
+        return model.memory_.bank_[model.memory_.query(found)[1][:, 0]]
+
+    extra = augment_defect_features(rows, model.defect_feature_augment, model.seed, nearest_normal)
+    return torch.cat([rows, extra])

@@ -14,7 +14,8 @@ from ..defaults import BACKBONE, DEFECT_CORESET, DUAL_RULE, IMAGE_SIZE, NORMAL_C
 from ..errors import ConfigError, DataError, ModelFileError
 from ..feature_cache import close_features
 from ..scoring import score_patches
-from .defect_features import crop_features, crop_file_records, defect_image_features
+from . import banks
+from .defect_features import crop_features, crop_file_records, defect_image_features, defect_rows
 from .patchcore import PatchCore
 
 
@@ -39,6 +40,11 @@ class DualPatchCore(PatchCore):
         "defect_coreset", "rule", "eps", "defect_patches", "defect_feature_augment"
     )  # fmt: skip
 
+    # PatchCore's first three parameters are repeated on purpose (duplicates reports them): they
+    # keep the positional order DualPatchCore(backbone, image_size, coreset_ratio, defect_coreset,
+    # rule) that callers may use, and show the settings most often changed in the signature.
+    # The rest pass through **kwargs to PatchCore's __init__, their one definition; get_params
+    # reads PARAMS (not the signature, as scikit-learn would), so it still returns every one.
     def __init__(
         self,
         backbone: str = BACKBONE,
@@ -71,7 +77,7 @@ class DualPatchCore(PatchCore):
         """
         defects = self._check_defects(defects)  # before the normal bank's minutes of work
         normal = list(normal)
-        normal_feats = self._fit_normal(normal)
+        normal_feats = banks.fit_normal_bank(self, normal)
         # kept for fit_defects: the map scale and the training-image digests depend on both banks
         self._normal_samples = normal
         self._normal_sha256 = set(self.train_sha256_)
@@ -108,30 +114,13 @@ class DualPatchCore(PatchCore):
         images = [d for d in defects if isinstance(d, Sample)]
         crops = [d for d in defects if isinstance(d, DefectCrop)]
         self.defect_crop_files_ = crop_file_records(crops)
-        feats = [self.defect_image_features(images)] if images else []
-        if crops or not images:
-            feats.append(self.crop_features(crops))
-        feats = torch.cat(feats)
-        if feats.shape[0] == 0:
-            marked = [s.mask_path for s in images if s.mask_path is not None]
-            example = f" (e.g. {marked[0]})" if marked else ""
-            raise DataError(f"defect bank is empty: no defect pixels under the masks{example}")
-        if self.defect_feature_augment:
-            from ..feature_augment import augment_defect_features
-
-            def nearest_normal(rows: torch.Tensor) -> torch.Tensor:
-                return self.memory_.bank_[self.memory_.query(rows)[1][:, 0]]
-
-            extra = augment_defect_features(
-                feats, self.defect_feature_augment, self.seed, nearest_normal
-            )
-            feats = torch.cat([feats, extra])
-        self.defect_memory_ = self._bank(self.defect_coreset, feats, "defect coreset")
+        feats = defect_rows(self, images, crops)
+        self.defect_memory_ = banks.coreset_bank(self, self.defect_coreset, feats, "defect coreset")
         self.train_sha256_ = set(self._normal_sha256)
         self.record_training_images(s.image_path for s in images)
         if normal_feats is None:  # fit_defects: from the feature cache where there is one
             normal_feats = self.image_features(self._normal_samples, "normal features")
-        self.map_scale_ = self._map_scale(normal_feats)
+        self.map_scale_ = banks.map_scale(self, normal_feats)
         close_features(normal_feats)
         return self
 

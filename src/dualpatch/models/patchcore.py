@@ -1,6 +1,6 @@
 """``PatchCore``: one memory bank of normal patches; a test patch's score is its distance to
-the bank. The feature cache and persistence live in their own modules; progress goes out as
-events (``dualpatch.events``)."""
+the bank. Building the banks (``banks``), checking parameters (``params``), the feature cache and
+persistence live in their own modules; progress goes out as events (``dualpatch.events``)."""
 
 from __future__ import annotations
 
@@ -26,14 +26,11 @@ from ..scoring import (
     DEFAULT_NUM_NEIGHBORS,
     DEFAULT_REWEIGHT_NEIGHBORS,
     Reweighting,
-    check_scoring,
     patch_distances,
     score_patches,
 )
-
-#: The map scale is measured on at most this many training images, evenly spaced: scoring every
-#: training patch against the bank grows as N^2 (hours at 20k images) for a display scale.
-MAP_SCALE_IMAGES = 200
+from . import banks
+from .params import check_scoring_params
 
 
 @dataclass
@@ -112,9 +109,7 @@ class PatchCore:
 
     def check_params(self) -> None:
         """ConfigError unless the scoring parameters are usable together (called by ``fit``)."""
-        check_scoring(
-            getattr(self, "rule", None), self.reweight, self.num_neighbors, self.reweight_neighbors
-        )
+        check_scoring_params(self)
 
     def _bar(self, desc: str, total: int) -> Callable[[int], None]:
         return open_stage(self.progress, desc, total)
@@ -151,38 +146,10 @@ class PatchCore:
     def fit(self, normal: Iterable[Sample]) -> PatchCore:
         """Build the normal memory bank from defect-free images."""
         self.check_params()
-        feats = self._fit_normal(list(normal))
-        self.map_scale_ = self._map_scale(feats)
+        feats = banks.fit_normal_bank(self, list(normal))
+        self.map_scale_ = banks.map_scale(self, feats)
         feature_cache.close_features(feats)
         return self
-
-    def _fit_normal(self, normal: list[Sample]) -> Any:
-        """Build ``memory_`` and record the training images; returns their (N, h, w, D) features:
-        a tensor, or (bounded memory, shared bank) a view that reads batches on demand."""
-        self._check_params()
-        if not normal:
-            raise DataError("no normal images to fit on")
-        shared = feature_cache.shared_bank_path(self, normal)
-        cached = feature_cache.load_shared_bank(shared) if shared else None
-        feats: Any
-        if cached is not None:  # the same images and coreset settings: computed before
-            self.memory_ = self._memory(self.coreset_ratio)
-            self.memory_.bank_, self.grid_ = cached
-            feats = feature_cache.CachedImageFeatures(self, normal)
-        elif self.max_memory is not None:
-            from ..spill import spilled_bank
-
-            self.grid_, self.memory_, self.spill_, feats = spilled_bank(self, normal, self._bar)
-        else:
-            feats = self.image_features(normal, "normal features")
-            self.grid_ = tuple(feats.shape[1:3])
-            flat = feats.reshape(-1, feats.shape[-1])
-            self.memory_ = self._bank(self.coreset_ratio, flat, "normal coreset")
-        if shared and cached is None:
-            feature_cache.save_shared_bank(shared, self.memory_.bank_, self.grid_)
-        self.train_sha256_: set[str] = set()
-        self.record_training_images(s.image_path for s in normal)
-        return feats
 
     def record_training_images(self, paths: Iterable[str | os.PathLike[str]]) -> None:
         """Remember the SHA-256 of images the model was fit on (see ``training_overlap``)."""
@@ -192,56 +159,6 @@ class PatchCore:
         """The samples whose image file is byte-identical to one the model was fit on."""
         seen = getattr(self, "train_sha256_", set())
         return [s for s in samples if seen and file_sha256(s.image_path) in seen]
-
-    def _map_scale(self, feats: torch.Tensor) -> float:
-        """The largest anomaly-map value over the training images: a fixed scale for map images,
-        so that an image's map PNG does not depend on which other images were scored with it.
-        Past ``MAP_SCALE_IMAGES`` images, the largest over that many evenly spaced ones."""
-        n = feats.shape[0]
-        if n <= MAP_SCALE_IMAGES:
-            batches = (
-                feats[start : start + self.batch_size] for start in range(0, n, self.batch_size)
-            )
-        else:
-            picked = np.linspace(0, n - 1, MAP_SCALE_IMAGES).round().astype(int).tolist()
-            batches = (
-                feats[picked[start : start + self.batch_size]]
-                for start in range(0, len(picked), self.batch_size)
-            )
-        top = 0.0
-        for batch in batches:
-            amap, _ = self._score_features(batch)
-            top = max(top, float(amap.max()))
-        return top
-
-    def _bank(self, ratio: float, flat: torch.Tensor, desc: str) -> MemoryBank:
-        bank = self._memory(ratio)
-        n = bank.target_size(flat.shape[0])
-        picks = n - 1 if n < flat.shape[0] else 0  # a bank that keeps everything picks nothing
-        bar = self._bar(desc, picks)
-        bank.fit(flat, progress=bar)
-        if picks == 0:
-            bar(0)  # lets a display close the (empty) stage
-        return bank
-
-    def _check_params(self) -> None:
-        """ConfigError for a large-data setting that could only fail after minutes of work."""
-        from ..memory import CORESETS, KNN_METHODS
-        from ..spill import parse_size
-
-        if self.coreset_method not in CORESETS:
-            raise ConfigError(
-                f"unknown coreset_method {self.coreset_method!r} (choose from "
-                f"{', '.join(CORESETS)})"
-            )
-        if self.knn not in KNN_METHODS:
-            raise ConfigError(f"unknown knn {self.knn!r} (choose from {', '.join(KNN_METHODS)})")
-        if self.knn.startswith("faiss"):  # found missing now, not when the fit is done
-            from ..memory import require_faiss
-
-            require_faiss(self.knn)
-        if self.max_memory is not None:
-            parse_size(self.max_memory)
 
     def _memory(self, ratio: float) -> MemoryBank:
         return MemoryBank(

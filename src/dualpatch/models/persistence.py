@@ -7,7 +7,6 @@ truncated or mismatched is refused with a ``ModelFileError``/``WeightsError``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -39,7 +38,7 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
     tensors = {k: v.contiguous() for k, v in model._tensors().items()}
     with atomic_path(path / "model.safetensors") as tmp:
         save_file(tensors, str(tmp))
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        digest = sha256_file(tmp)
         meta = {
             "format_version": FORMAT_VERSION,
             "class": type(model).__name__,
@@ -93,35 +92,14 @@ def _read_meta(meta_path: Path) -> dict:
 def load_model(cls: type, path: str | os.PathLike[str], weights: str | None = None) -> Any:
     """Load a model saved by ``save_model`` as ``cls`` or a subclass; refuses tampered,
     truncated or mismatched files."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     meta_path, tensor_path = path / "model.json", path / "model.safetensors"
     for p in (meta_path, tensor_path):
         if not p.is_file():
             raise ModelFileError(f"{p}: model file not found")
     meta = _read_meta(meta_path)
-    classes = model_classes()
-    if meta.get("class") not in classes:
-        raise ModelFileError(f"{meta_path}: unknown model class {meta.get('class')!r}")
-    target = classes[meta["class"]]
-    if not issubclass(target, cls):
-        raise ModelFileError(f"{meta_path}: holds a {meta['class']}, not a {cls.__name__}")
-    digest = hashlib.sha256(tensor_path.read_bytes()).hexdigest()
-    if digest != meta.get("safetensors_sha256"):
-        raise ModelFileError(
-            f"{tensor_path}: checksum does not match model.json (file tampered with or truncated)"
-        )
-    missing = [k for k in ("params", "grid", "feature_dim", "tensors") if k not in meta]
-    if missing:
-        raise ModelFileError(f"{meta_path}: missing key(s) {', '.join(missing)}")
-    try:
-        tensors = load_file(str(tensor_path))
-    except Exception as exc:
-        raise ModelFileError(f"{tensor_path}: unreadable safetensors ({exc})") from exc
-    shapes = {k: list(v.shape) for k, v in tensors.items()}
-    if shapes != meta.get("tensors"):
-        raise ModelFileError(f"{tensor_path}: tensor shapes {shapes} differ from model.json")
+    target = _saved_class(cls, meta, meta_path)
+    tensors = _read_tensors(tensor_path, meta, meta_path)
     check_saved_params(meta_path, meta["params"])
     weights = _matching_weights(meta_path, meta, weights)
     try:
@@ -144,6 +122,39 @@ def load_model(cls: type, path: str | os.PathLike[str], weights: str | None = No
             f"{model.backbone} ({expected})"
         )
     return model
+
+
+def _saved_class(cls: type, meta: dict, meta_path: Path) -> type:
+    """The estimator class model.json names: a registered one, and ``cls`` or a subclass."""
+    classes = model_classes()
+    if meta.get("class") not in classes:
+        raise ModelFileError(f"{meta_path}: unknown model class {meta.get('class')!r}")
+    target = classes[meta["class"]]
+    if not issubclass(target, cls):
+        raise ModelFileError(f"{meta_path}: holds a {meta['class']}, not a {cls.__name__}")
+    return target
+
+
+def _read_tensors(tensor_path: Path, meta: dict, meta_path: Path) -> dict[str, Any]:
+    """The banks of model.safetensors, once its digest, model.json's keys and the tensors'
+    shapes agree with model.json."""
+    from safetensors.torch import load_file
+
+    if sha256_file(tensor_path) != meta.get("safetensors_sha256"):
+        raise ModelFileError(
+            f"{tensor_path}: checksum does not match model.json (file tampered with or truncated)"
+        )
+    missing = [k for k in ("params", "grid", "feature_dim", "tensors") if k not in meta]
+    if missing:
+        raise ModelFileError(f"{meta_path}: missing key(s) {', '.join(missing)}")
+    try:
+        tensors = load_file(str(tensor_path))
+    except Exception as exc:
+        raise ModelFileError(f"{tensor_path}: unreadable safetensors ({exc})") from exc
+    shapes = {k: list(v.shape) for k, v in tensors.items()}
+    if shapes != meta.get("tensors"):
+        raise ModelFileError(f"{tensor_path}: tensor shapes {shapes} differ from model.json")
+    return tensors
 
 
 def _set_learned_state(model: Any, meta: dict) -> None:

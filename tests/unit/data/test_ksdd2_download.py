@@ -8,10 +8,9 @@ import re
 import socket
 import stat
 import tarfile
-import threading
 import time
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from dualpatch.cli_data import app
 from dualpatch.data.download import Limits, download, download_ksdd2, safe_extract
 from dualpatch.errors import DataError
 from dualpatch.fileio import MARKER
+from tests.support.http_server import local_server
 from tests.support.ksdd2_fixture import COPY_PAIR, make_ksdd2_zip
 
 runner = CliRunner()
@@ -63,14 +63,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server(payload):
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.payload, srv.ranges, srv.cut_after, srv.honour_range = payload, [], None, True
-    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}/kolektorsdd2.zip"
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    state = {"payload": payload, "ranges": [], "cut_after": None, "honour_range": True}
+    with local_server(_Handler, "kolektorsdd2.zip", **state) as srv:
+        yield srv
 
 
 def _leftovers(folder: Path) -> list[str]:

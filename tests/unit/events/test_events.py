@@ -107,6 +107,23 @@ def test_rich_renderer_draws_runs_and_removes_finished_stages():
     assert "runs (dual)" in console.file.getvalue()
 
 
+def test_rich_renderer_shows_byte_stages_as_sizes():
+    from rich.console import Console
+
+    from dualpatch.cli_progress import RichRenderer, progress_bars
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    with progress_bars(console) as progress, events.subscribe(RichRenderer(progress)):
+        files = events.stage("files", 3)
+        download = events.stage("downloading k.zip", 3_000_000, unit="B")
+        files(1)
+        download(1_500_000)
+        progress.refresh()
+        shown = console.file.getvalue()
+    assert "1.5/3.0 MB" in shown
+    assert "1/3" in shown and "1500000/3000000" not in shown
+
+
 def test_rich_stays_in_the_cli_layer():
     """The event module and the estimators' progress never load rich (the CLI's renderer does)."""
     code = (

@@ -9,7 +9,7 @@ import torch
 
 from dualpatch import PatchCore, spill
 from dualpatch.memory import greedy_coreset, kcenter_radius, presample, project, projection_for
-from dualpatch.models import patchcore
+from dualpatch.models import banks
 from tests.support.common import tiny_params
 
 
@@ -41,7 +41,7 @@ def test_past_the_cap_kcenter_keeps_its_radius_bound(tiny_normal, monkeypatch):
 
 
 def test_map_scale_past_its_budget_uses_evenly_spaced_images(tiny_normal, tmp_path, monkeypatch):
-    monkeypatch.setattr(patchcore, "MAP_SCALE_IMAGES", 2)
+    monkeypatch.setattr(banks, "MAP_SCALE_IMAGES", 2)
     plain = PatchCore(**tiny_params()).fit(tiny_normal)
     maps = plain.predict(tiny_normal).anomaly_maps  # of 6 images, the first and the last
     assert plain.map_scale_ == pytest.approx(float(maps[[0, 5]].max()), rel=1e-6)

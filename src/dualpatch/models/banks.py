@@ -1,0 +1,83 @@
+"""Building the memory banks of a fit, below the estimators: the normal bank (a shared bank from
+the feature cache, a bank spilled to disk under ``max_memory``, or one built in memory), a coreset
+bank as a progress stage, and the anomaly-map scale measured on the training images.
+
+Each function takes the estimator (``model``: a ``PatchCore`` or ``DualPatchCore``) whose
+parameters it reads and, for ``fit_normal_bank``, whose learned state it sets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import feature_cache
+from ..data.base import Sample
+from ..errors import DataError
+from ..memory import MemoryBank
+from .params import check_large_data
+
+#: The map scale is measured on at most this many training images, evenly spaced: scoring every
+#: training patch against the bank grows as N^2 (hours at 20k images) for a display scale.
+MAP_SCALE_IMAGES = 200
+
+
+def fit_normal_bank(model: Any, normal: list[Sample]) -> Any:
+    """Set ``model.memory_``, ``grid_`` (and ``spill_`` under ``max_memory``) and record the
+    training images; returns their (N, h, w, D) features: a tensor, or (bounded memory, shared
+    bank) a view that reads batches on demand."""
+    check_large_data(model)
+    if not normal:
+        raise DataError("no normal images to fit on")
+    shared = feature_cache.shared_bank_path(model, normal)
+    cached = feature_cache.load_shared_bank(shared) if shared else None
+    feats: Any
+    if cached is not None:  # the same images and coreset settings: computed before
+        model.memory_ = model._memory(model.coreset_ratio)
+        model.memory_.bank_, model.grid_ = cached
+        feats = feature_cache.CachedImageFeatures(model, normal)
+    elif model.max_memory is not None:
+        from ..spill import spilled_bank
+
+        model.grid_, model.memory_, model.spill_, feats = spilled_bank(model, normal, model._bar)
+    else:
+        feats = model.image_features(normal, "normal features")
+        model.grid_ = tuple(feats.shape[1:3])
+        flat = feats.reshape(-1, feats.shape[-1])
+        model.memory_ = coreset_bank(model, model.coreset_ratio, flat, "normal coreset")
+    if shared and cached is None:
+        feature_cache.save_shared_bank(shared, model.memory_.bank_, model.grid_)
+    model.train_sha256_ = set()
+    model.record_training_images(s.image_path for s in normal)
+    return feats
+
+
+def coreset_bank(model: Any, ratio: float, flat: torch.Tensor, desc: str) -> MemoryBank:
+    """A ``MemoryBank`` of ``model``'s settings keeping ``ratio`` of the rows of ``flat``; the
+    coreset selection is progress stage ``desc``."""
+    bank = model._memory(ratio)
+    n = bank.target_size(flat.shape[0])
+    picks = n - 1 if n < flat.shape[0] else 0  # a bank that keeps everything picks nothing
+    bar = model._bar(desc, picks)
+    bank.fit(flat, progress=bar)
+    if picks == 0:
+        bar(0)  # lets a display close the (empty) stage
+    return bank
+
+
+def map_scale(model: Any, feats: Any) -> float:
+    """The largest anomaly-map value over the training images: a fixed scale for map images,
+    so that an image's map PNG does not depend on which other images were scored with it.
+    Past ``MAP_SCALE_IMAGES`` images, the largest over that many evenly spaced ones."""
+    n, size = feats.shape[0], model.batch_size
+    if n <= MAP_SCALE_IMAGES:
+        batches = (feats[start : start + size] for start in range(0, n, size))
+    else:
+        picked = np.linspace(0, n - 1, MAP_SCALE_IMAGES).round().astype(int).tolist()
+        batches = (feats[picked[start : start + size]] for start in range(0, len(picked), size))
+    top = 0.0
+    for batch in batches:
+        amap, _ = model._score_features(batch)
+        top = max(top, float(amap.max()))
+    return top

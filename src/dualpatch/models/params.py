@@ -1,0 +1,34 @@
+"""Checks of an estimator's parameters that ``fit`` (and ``load``) run before any work: settings
+that could otherwise only fail after minutes of feature extraction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from ..scoring import check_scoring
+
+
+def check_scoring_params(model: Any) -> None:
+    """ConfigError unless ``model``'s scoring parameters are usable together (the dual rule, if
+    any, re-weighting and the neighbour counts)."""
+    rule = getattr(model, "rule", None)
+    check_scoring(rule, model.reweight, model.num_neighbors, model.reweight_neighbors)
+
+
+def check_large_data(model: Any) -> None:
+    """ConfigError for a large-data setting (coreset method, knn backend, ``max_memory``) that
+    could only fail after minutes of work; a missing faiss is found now, not when the fit ends."""
+    from ..memory import CORESETS, KNN_METHODS, require_faiss
+    from ..spill import parse_size
+
+    if model.coreset_method not in CORESETS:
+        raise ConfigError(
+            f"unknown coreset_method {model.coreset_method!r} (choose from {', '.join(CORESETS)})"
+        )
+    if model.knn not in KNN_METHODS:
+        raise ConfigError(f"unknown knn {model.knn!r} (choose from {', '.join(KNN_METHODS)})")
+    if model.knn.startswith("faiss"):
+        require_faiss(model.knn)
+    if model.max_memory is not None:
+        parse_size(model.max_memory)
