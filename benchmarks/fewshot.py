@@ -91,7 +91,8 @@ def main() -> None:
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE)
     write_json(Path(args.json), {
         "command": "python benchmarks/fewshot.py --data ../shared/data/kolektorsdd "
-                   f"--out {args.out}" + "".join(f" --set {s}" for s in args.set),
+                   f"--out {args.out}" + "".join(f" --set {s}" for s in args.set)
+                   + "".join(f" --partial {r}" for r in args.partial),
         "commit": head.stdout.strip(),
         "protocol": {k: config[k] for k in ("folds", "fold_seed", "seeds", "on_duplicates",
                                             "defect_shots", "defect_draws", "bootstrap")},
@@ -129,7 +130,7 @@ def matched_draws(out: Path, entries: list[dict], resamples: int) -> dict:
     dual-real-only on exactly the same (fold, draw) evaluations."""
     draws = {e["name"]: e["draws"] for e in entries}
     todo = [e["name"] for e in entries
-            if e["bank"] == "dual" and e["run"] != "dual"
+            if e["shots"] is not None and e["run"] != "dual"
             and draws.get(f"dual n={e['shots']}", 0) > e["draws"]]  # fmt: skip
     return {name: paired_on_folders(out, name, resamples) for name in todo}
 
