@@ -77,6 +77,18 @@ def main() -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     advice = metrics.pop("fewshot")
     config = load_config(out / "config.yaml")
+    # metrics.json's keys are sorted as text ("1", "10", "2"): back to the config's order of n
+    order = [str(n) for n in config["defect_shots"]]
+    metrics = dict(
+        sorted(
+            metrics.items(),
+            key=lambda kv: (
+                kv[1]["run"],
+                -1 if kv[1]["defect_shots"] is None else order.index(str(kv[1]["defect_shots"])),
+            ),
+        )
+    )
+    advice = {n: advice[n] for n in order if n in advice}
     entries = [
         {"name": name, "run": m["run"], "shots": m["defect_shots"], "draws": m["draws"]}
         for name, m in metrics.items()
