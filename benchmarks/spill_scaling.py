@@ -51,7 +51,8 @@ train = load_dataset("demo", sys.argv[1], "train").normal()
 test = load_dataset("demo", sys.argv[2], "test")
 cap = None if sys.argv[4] == "none" else sys.argv[4]
 t = time.perf_counter()
-model = PatchCore(image_size=(128, 64), coreset_ratio=float(sys.argv[7]),
+size = tuple(int(v) for v in sys.argv[9].split("x"))
+model = PatchCore(image_size=size, coreset_ratio=float(sys.argv[7]),
                   coreset_method=sys.argv[5],
                   max_memory=cap, cache_dir=sys.argv[3], progress=False, batch_size=32)
 model.fit(train)
@@ -86,81 +87,100 @@ def same_setup(old: dict, new: dict) -> bool:
     return all(old.get(k) == new.get(k) for k in keys)
 
 
+def setup(args) -> dict:
+    return {
+        "command": "PYTHONPATH=src benchmarks/timed.sh python benchmarks/spill_scaling.py --sizes "
+        + " ".join(map(str, args.sizes))
+        + ("" if args.methods == ["approx", "greedy"] else " --methods " + " ".join(args.methods))
+        + (
+            ""
+            if tuple(args.size) == SIZE
+            else f" --size {args.size[0]} {args.size[1]} --out {args.out}"
+        ),
+        "cap": CAP,
+        "image_size": list(args.size),
+        "patches_per_image": (args.size[0] // 8) * (args.size[1] // 8),
+        "feature_dim": 152,
+        "threads": args.threads,
+        "coreset_ratio": RATIO,
+        "test_set": "demo generator seed 11, 100 good + 100 defective",
+        "timing": "wall_seconds under the load recorded (load_before/after); cpu_seconds is the "
+        "fit process's user + system time",
+        "rows": [],
+    }
+
+
+def fit_row(n: int, root: Path, test_root: Path, cache: Path, method: str, cap: str, args) -> dict:
+    """One fit in its own process: its JSON row, with wall and CPU seconds, load and disk used."""
+    # a shared normal bank of an earlier run would skip the coreset: every row fits
+    shutil.rmtree(cache / "banks", ignore_errors=True)
+    load = os.getloadavg()
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    size = f"{args.size[0]}x{args.size[1]}"
+    argv = [root, test_root, cache, cap, method, args.threads, RATIO, RADIUS_BUDGET, size]
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": "src"},
+    )
+    if proc.returncode:
+        print(proc.stderr, file=sys.stderr)
+        raise SystemExit(proc.returncode)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    row.update(
+        store_reads="pread",
+        images=n,
+        coreset=method,
+        max_memory=cap,
+        wall_seconds=round(time.perf_counter() - t, 1),
+        cpu_seconds=round(after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, 1),
+        load_before=[round(x, 2) for x in load],
+        load_after=[round(x, 2) for x in os.getloadavg()],
+        disk_used_mib=round(
+            sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 1024**2, 1
+        ),
+    )
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
+    ap.add_argument("--size", type=int, nargs=2, default=list(SIZE), help="image width height")
+    ap.add_argument("--methods", nargs="+", default=["approx", "greedy"], help="coresets to fit")
     ap.add_argument("--work", default="runs/bench-spill")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/spill_scaling.json")
     args = ap.parse_args()
     from dualpatch.data import make_demo_dataset
 
-    work = Path(args.work).resolve()
-    test_root = make_demo_dataset(work / "test", seed=11, counts={"test": (100, 100)}, size=SIZE)
+    work = Path(args.work).resolve() / (
+        "" if tuple(args.size) == SIZE else "x".join(map(str, args.size))
+    )
+    size = tuple(args.size)
+    test_root = make_demo_dataset(work / "test", seed=11, counts={"test": (100, 100)}, size=size)
     out = Path(args.out)
-    result = {
-        "command": "PYTHONPATH=src nice -n 19 python benchmarks/spill_scaling.py --sizes "
-        + " ".join(map(str, args.sizes)),
-        "cap": CAP,
-        "image_size": list(SIZE),
-        "patches_per_image": 128,
-        "feature_dim": 152,
-        "threads": args.threads,
-        "coreset_ratio": RATIO,
-        "test_set": "demo generator seed 11, 100 good + 100 defective",
-        "timing": "nice -n 19 on 2 shared cores: compare cpu_seconds (the fit process's user + "
-        "system time); wall_seconds depends on the other load (load_before/after)",
-        "rows": [],
-    }
+    result = setup(args)
     if out.is_file() and same_setup(old := json.loads(out.read_text()), result):
         result["rows"] = old["rows"]
         result["superseded_rows"] = old.get("superseded_rows", [])
     done = {(r["images"], r["coreset"], r["max_memory"]) for r in result["rows"]}
     for n in args.sizes:
         t = time.perf_counter()
-        root = make_demo_dataset(work / f"train-{n}", seed=n, counts={"train": (n, 0)}, size=SIZE)
+        root = make_demo_dataset(work / f"train-{n}", seed=n, counts={"train": (n, 0)}, size=size)
         gen_s = time.perf_counter() - t
-        cache = work / f"cache-{n}"
-        runs = [("approx", CAP), ("greedy", CAP)]
-        if n <= 1000:
-            runs.append(("greedy", "none"))
+        runs = [(m, CAP) for m in args.methods] + ([("greedy", "none")] if n <= 1000 else [])
         for method, cap in runs:
-            if (n, method, cap) in done:
-                continue
-            # a shared normal bank of an earlier run would skip the coreset: every row fits
-            shutil.rmtree(cache / "banks", ignore_errors=True)
-            load = os.getloadavg()
-            cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
-            t = time.perf_counter()
-            argv = [root, test_root, cache, cap, method, args.threads, RATIO, RADIUS_BUDGET]
-            proc = subprocess.run(
-                [sys.executable, "-c", CHILD, *map(str, argv)],
-                capture_output=True,
-                text=True,
-                env={**os.environ, "PYTHONPATH": "src"},
-            )
-            if proc.returncode:
-                print(proc.stderr, file=sys.stderr)
-                raise SystemExit(proc.returncode)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
-            row.update(
-                store_reads="pread",
-                images=n,
-                coreset=method,
-                max_memory=cap,
-                wall_seconds=round(time.perf_counter() - t, 1),
-                cpu_seconds=round(after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, 1),
-                load_before=[round(x, 2) for x in load],
-                load_after=[round(x, 2) for x in os.getloadavg()],
-                generate_seconds=round(gen_s, 1),
-                disk_used_mib=round(
-                    sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 1024**2, 1
-                ),
-            )
-            print(json.dumps(row), flush=True)
-            result["rows"].append(row)
-            out.write_text(json.dumps(result, indent=2) + "\n")
+            if (n, method, cap) not in done:
+                row = fit_row(n, root, test_root, work / f"cache-{n}", method, cap, args)
+                row["generate_seconds"] = round(gen_s, 1)  # 0: generated by an earlier run
+                row["command"] = result["command"]
+                print(json.dumps(row), flush=True)
+                result["rows"].append(row)
+                out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

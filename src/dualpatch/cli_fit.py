@@ -22,6 +22,7 @@ from .cli_common import (
     print_metrics,
 )
 from .cli_progress import rendering
+from .cli_ray import RAY_ACTORS, ray_option
 from .cli_spec import spec_options
 from .defaults import default_cache
 from .spec import MODEL_KEYS, model_params
@@ -52,6 +53,8 @@ def fit(
     threshold_holdout: float = typer.Option(
         0.0, help="Hold this fraction of normal images out of the bank to set a verdict threshold."
     ),
+    ray: str | None = ray_option("Extract the training images' features"),
+    ray_actors: int = RAY_ACTORS,
     flags: dict | None = None,
 ) -> None:
     """Fit a single- or dual-bank model on a dataset's training split."""
@@ -68,8 +71,10 @@ def fit(
         from .threshold import holdout_split
 
         normal, held_out = holdout_split(normal, threshold_holdout, spec["seed"])
+    # --ray: features extracted on Ray into the cache (a temporary one beside --out without one)
+    on_ray = None if ray is None else {"address": ray, "actors": ray_actors, "scratch": out.parent}
     with rendering():
-        model = _fit_model(spec, train, normal, cache)
+        model = _fit_model(spec, train, normal, cache, on_ray)
         if held_out:
             from .threshold import calibrate
 
@@ -94,21 +99,31 @@ def _fit_inputs(spec: dict, flags: dict) -> list[Path | None]:
     return [Path(spec["data"]), weights, *_paths(spec["augmented"]), *_paths(spec["crops"])]
 
 
-def _fit_model(spec: dict, train, normal: list, cache: str | None):
-    """The single- or dual-bank model of ``spec``, fitted on ``normal`` (and the defect inputs)."""
+def _fit_model(spec: dict, train, normal: list, cache: str | None, on_ray: dict | None):
+    """The single- or dual-bank model of ``spec``, fitted on ``normal`` (and the defect inputs);
+    ``on_ray``: ``fit_on_ray``'s arguments, or None for a plain fit."""
     from . import DualPatchCore, PatchCore
 
     if spec["bank"] == "single":
         if spec["augmented"] or spec["crops"]:
             which = "--augmented" if spec["augmented"] else "--crops"
             fail(f"{which} feeds the defect bank: use it with --bank dual")
-        return PatchCore(**model_params(spec, "single"), cache_dir=cache).fit(normal)
+        return _fit(PatchCore(**model_params(spec, "single"), cache_dir=cache), on_ray, normal)
     model = DualPatchCore(**model_params(spec), cache_dir=cache)
     model.check_params()  # before the defect inputs are read: --reweight is refused here
-    return _fit_dual(model, train, normal, spec)
+    return _fit_dual(model, train, normal, spec, on_ray)
 
 
-def _fit_dual(model, train, normal, spec: dict):
+def _fit(model, on_ray: dict | None, normal: list, *defects: list):
+    """``model.fit(normal[, defects])``, with the features extracted on Ray first if asked."""
+    if on_ray is None:
+        return model.fit(normal, *defects)
+    from .distributed_fit import fit_on_ray
+
+    return fit_on_ray(model, normal, *defects, **on_ray)
+
+
+def _fit_dual(model, train, normal, spec: dict, on_ray: dict | None):
     """Fit a dual model's banks on ``normal`` and the defect inputs ``spec`` names."""
     from .experiment import defect_inputs
 
@@ -120,7 +135,7 @@ def _fit_dual(model, train, normal, spec: dict):
             f"{Path(spec['data'])}: no defective training images with masks for the defect bank; "
             "use --bank single or add --crops DIR or --augmented DIR"
         )
-    model.fit(normal, defects)
+    _fit(model, on_ray, normal, defects)
     if spec["defects"] == "crop":  # crops carry no file: record their source images
         model.record_training_images(s.image_path for s in train.defective())
     return model
@@ -203,10 +218,8 @@ def predict(
     spec: dict | None = None,
     force: bool = FORCE,
     runtime: str = RUNTIME,
-    ray: str | None = typer.Option(
-        None, help="Score on Ray Data: local (start Ray here), auto or a cluster ADDRESS."
-    ),
-    ray_actors: int = typer.Option(1, min=1, help="Ray actors, each holding the model once."),
+    ray: str | None = ray_option("Score the images"),
+    ray_actors: int = RAY_ACTORS,
     flags: dict | None = None,
 ) -> None:
     """Score images: scores.csv (image, map, score) plus one anomaly-map PNG per image."""

@@ -9,6 +9,23 @@ import numpy as np
 import typer
 
 
+def ray_option(does: str) -> typer.models.OptionInfo:
+    """``--ray``: what the command does on Ray Data (``does``), and where."""
+    return typer.Option(
+        None,
+        "--ray",
+        help=f"{does} on Ray Data: local (start Ray here), auto or a cluster ADDRESS.",
+    )
+
+
+RAY_ACTORS = typer.Option(
+    1,
+    "--ray-actors",
+    min=1,
+    help="Ray actors, each loading the model (predict) or backbone (fit) once.",
+)
+
+
 def predict_ray(
     paths: list[Path],
     model: Path,

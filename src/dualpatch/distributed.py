@@ -51,6 +51,14 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
     return files
 
 
+def die_once(marker: str | None) -> None:
+    """Test hook of the actors: the calling worker dies (no clean-up) on its first batch, once
+    per marker file, so that a test sees a lost actor's batch retried."""
+    if marker and not os.path.exists(marker):
+        Path(marker).touch()
+        os._exit(1)
+
+
 class _Scorer:
     """A Ray Data actor: loads the model once, then scores batches of paths."""
 
@@ -65,10 +73,7 @@ class _Scorer:
         self.exit_once = exit_once
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.exit_once and not os.path.exists(self.exit_once):
-            # test hook: this worker dies on its first batch, once per marker file
-            Path(self.exit_once).touch()
-            os._exit(1)
+        die_once(self.exit_once)
         from .data.base import Sample
 
         samples = [Sample(str(p), Path(str(p)), None, -1) for p in batch["path"]]
@@ -123,39 +128,57 @@ def ray_batches(
     """(input indices, image scores, anomaly maps) of ``files``, batch by batch as Ray's actors
     finish them (in no set order). A lost actor is restarted and its batch retried (``retries``
     times); an index that comes back twice is given once."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise ConfigError("--ray needs Ray: pip install 'dualpatch[scale]'") from exc
     if not files:
         raise DataError("no images to score")
-    started = _start_ray(ray, address, actors)
-    seen: set[int] = set()
-    try:
-        ds = ray.data.from_items(
-            [{"index": i, "path": str(Path(f).resolve())} for i, f in enumerate(files)]
-        )
-        scored = ds.map_batches(
-            _Scorer,
-            fn_constructor_args=(str(Path(model_dir).resolve()), weights, _exit_once),
-            batch_size=batch_size,
-            batch_format="numpy",
-            concurrency=actors,
-            num_cpus=1,
-            max_restarts=retries,
-            max_task_retries=retries,
-        )
-        for batch in scored.iter_batches(batch_format="numpy", batch_size=None):
-            fresh = [j for j, i in enumerate(batch["index"]) if int(i) not in seen]
-            seen.update(int(batch["index"][j]) for j in fresh)
-            if fresh:
-                yield batch["index"][fresh], batch["score"][fresh], batch["map"][fresh]
-    finally:
-        if started:
-            ray.shutdown()
-    missing = [str(files[i]) for i in range(len(files)) if i not in seen]
-    if missing:
-        raise DataError(f"{missing[0]}: not scored by the Ray job ({len(missing)} images missing)")
+    job = RayJob(address, actors, batch_size, retries)
+    args = (str(Path(model_dir).resolve()), weights, _exit_once)
+    for batch in job.map(_Scorer, args, files, "scored"):
+        yield batch["index"], batch["score"], batch["map"]
+
+
+class RayJob:
+    """Where and how a Ray Data job runs: ``address`` (local, auto or a cluster), ``actors``
+    (each builds its callable once), ``batch_size`` images a call, ``retries`` of a lost actor."""
+
+    def __init__(self, address: str = "local", actors: int = 1, batch_size: int = 8,
+                 retries: int = 3):  # fmt: skip
+        self.address, self.actors = address, actors
+        self.batch_size, self.retries = batch_size, retries
+
+    def map(
+        self, actor: type, args: tuple, files: list[Path], done: str
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """``actor(*args)``'s output batches over ``files`` (each batch has ``index``: positions
+        in ``files``), as they finish (in no set order), each index once; a DataError names an
+        image the job never gave back (``done``: what the job does to an image, "scored")."""
+        try:
+            import ray
+        except ImportError as exc:
+            raise ConfigError("--ray needs Ray: pip install 'dualpatch[scale]'") from exc
+        started = _start_ray(ray, self.address, self.actors)
+        seen: set[int] = set()
+        try:
+            ds = ray.data.from_items(
+                [{"index": i, "path": str(Path(f).resolve())} for i, f in enumerate(files)]
+            )
+            mapped = ds.map_batches(
+                actor, fn_constructor_args=args, batch_size=self.batch_size,
+                batch_format="numpy", concurrency=self.actors, num_cpus=1,
+                max_restarts=self.retries, max_task_retries=self.retries,
+            )  # fmt: skip
+            for batch in mapped.iter_batches(batch_format="numpy", batch_size=None):
+                fresh = [j for j, i in enumerate(batch["index"]) if int(i) not in seen]
+                seen.update(int(batch["index"][j]) for j in fresh)
+                if fresh:  # a retried batch whose first try also came back: given once
+                    yield {k: v[fresh] for k, v in batch.items()}
+        finally:
+            if started:
+                ray.shutdown()
+        missing = [str(files[i]) for i in range(len(files)) if i not in seen]
+        if missing:
+            raise DataError(
+                f"{missing[0]}: not {done} by the Ray job ({len(missing)} images missing)"
+            )
 
 
 def _start_ray(ray: Any, address: str, actors: int) -> bool:

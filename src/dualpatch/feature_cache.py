@@ -23,7 +23,8 @@ from .features import FEATURE_VERSION, to_tensor
 from .fileio import atomic_path, sha256_file
 
 #: Bump whenever coreset selection changes: shared normal banks of an older version are ignored.
-BANK_VERSION = 1
+#: 2: a spilled fit past its cap samples rows from the cap alone (spill.PROJECTION_SHARE).
+BANK_VERSION = 2
 
 
 def key_prefix(backbone: str, image_size: Sequence[int], normalization: str, weights) -> bytes:
@@ -58,8 +59,7 @@ def image_features(
     bar(len(samples) - len(todo))
     for start in range(0, len(todo), model.batch_size):
         batch = todo[start : start + model.batch_size]
-        images = [samples[i].image(tuple(model.image_size)) for i in batch]
-        feats = model.extractor_(to_tensor(images)).features.permute(0, 2, 3, 1).contiguous()
+        feats = extract(model, [samples[i] for i in batch])
         for i, f in zip(batch, feats, strict=True):
             out[i] = f
             if cache is not None and not save_cached(paths[i], f):
@@ -68,6 +68,25 @@ def image_features(
     if not out:
         raise DataError("no images to extract features from")
     return torch.stack(out)  # type: ignore[arg-type]
+
+
+def extract(model: Any, samples: Sequence[Sample]) -> torch.Tensor:
+    """(B, h, w, D) patch features of one batch of full images, run through ``model``'s backbone
+    at its ``image_size`` (no cache)."""
+    images = [s.image(tuple(model.image_size)) for s in samples]
+    return model.extractor_(to_tensor(images)).features.permute(0, 2, 3, 1).contiguous()
+
+
+def read_or_extract(model: Any, samples: Sequence[Sample]) -> torch.Tensor:
+    """(B, h, w, D) features of one batch: the cache's valid entries where ``model.cache_dir``
+    holds them (e.g. written by a Ray job: ``distributed_fit``), the backbone's for the rest,
+    which are not written (the bounded-memory fit keeps its own store)."""
+    cache = Path(model.cache_dir) if model.cache_dir else None
+    paths = [cache / f"{model._cache_key(s)}.safetensors" for s in samples] if cache else []
+    found = [load_cached(p) for p in paths]
+    if not found or any(f is None for f in found):
+        return extract(model, samples)  # one batch through the backbone, as without a cache
+    return torch.stack(found)  # type: ignore[arg-type]
 
 
 def tensor_digest(t: torch.Tensor) -> str:
@@ -139,7 +158,7 @@ def shared_bank_path(model: Any, normal: Sequence[Sample]) -> Path | None:
         model.projection_dim,
         model.seed,
         model.coreset_method,
-        memory.APPROX_SAMPLE if model.coreset_method == "approx" else 0,
+        memory.approx_settings() if model.coreset_method == "approx" else 0,
         str(model.max_memory),
         BANK_VERSION,
     ]

@@ -111,7 +111,7 @@ class ModelSpec:
     seed: int = sv.seed(0, "Seed of the coreset's projection and start point.")
     coreset_method: str = sv.choice(
         "greedy", lambda: CORESET_METHODS,
-        "greedy (exact k-center) or approx (pre-sample, then greedy; large data).",
+        "greedy (exact k-center) or approx (greedy narrowed to the far rows; large data).",
     )  # fmt: skip
     knn: str = sv.choice(
         "torch", lambda: KNN_METHODS, "torch or faiss-flat (exact), faiss-ivf (approximate)."

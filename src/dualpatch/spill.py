@@ -1,5 +1,5 @@
 """Bounded-memory fit: patch features spill to an on-disk store; the coreset runs on their
-in-memory random projection (or a pre-sample of it, past what the cap holds)."""
+in-memory random projection (or a seeded pre-sample of it, past what the cap's share holds)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ import torch
 from .errors import ConfigError, DataError
 from .fileio import write_json
 from .memory import (
+    APPROX_OVERSAMPLE,
     PROJECT_CHUNK,
     MemoryBank,
-    approx_sample_size,
     greedy_kcenter,
+    narrowed_kcenter,
     presample,
     project,
     projection_for,
@@ -79,8 +80,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dualpatch.spill")
 
-#: Memory kept free of the projection under the cap: greedy's update blocks, reads, the backbone.
-HEADROOM = 384 * 1024**2
+#: Share of ``max_memory`` for the coreset's projection and greedy's per-row state. A fixed
+#: share of the cap, not "what the process has left": the pre-sample past the cap then depends on
+#: the cap, the seed and the images only, never on the resident memory when the coreset starts.
+#: The rest holds the process: Python, torch, the backbone and what extraction left resident
+#: (about 0.95 GiB measured after extracting 5k images at 320x128), greedy's update blocks and
+#: the bank read back. At 0.5 that fit peaked at 2,008 MiB under a 2 GiB cap: too close.
+#: Changing it changes past-the-cap banks: bump feature_cache.BANK_VERSION with it.
+PROJECTION_SHARE = 0.4
 DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
@@ -246,69 +253,97 @@ def _spill_errors(store: FeatureStore, need: int) -> Iterator[None]:
         ) from exc
 
 
+def open_store(model: Any, samples: Sequence[Sample]) -> tuple[FeatureStore, bool]:
+    """The store for these images: under ``cache_dir/spill/`` (kept for resume and reuse), or in
+    a temporary folder (``True``: remove it when done)."""
+    keys = [model._cache_key(s) for s in samples]
+    key = hashlib.sha256(json.dumps(keys).encode()).hexdigest()
+    if not model.cache_dir:
+        return FeatureStore(
+            Path(tempfile.mkdtemp(prefix="dualpatch-spill-")), key, len(samples)
+        ), True
+    return FeatureStore(Path(model.cache_dir) / "spill" / key[:32], key, len(samples)), False
+
+
+def fill_store(model: Any, samples: Sequence[Sample], store: FeatureStore, bar: Callable) -> None:
+    """Extract the images the store does not hold yet, batch by batch, appending each; a batch
+    whose features the cache holds (written by a Ray job: ``distributed_fit``) is read instead."""
+    from .feature_cache import read_or_extract
+
+    bar(store.done)
+    while store.done < len(samples):
+        batch = samples[store.done : store.done + model.batch_size]
+        feats = read_or_extract(model, batch)
+        if not torch.isfinite(feats).all():
+            raise DataError(f"{batch[0].image_path}: features contain NaN or infinite values")
+        if store.grid is None:
+            grid, dim = tuple(feats.shape[1:3]), int(feats.shape[3])
+            with _spill_errors(store, store._nbytes(grid, dim)):
+                store.create(grid, dim)
+        with _spill_errors(store, store._nbytes(store.grid, store.dim)):
+            store.append(feats.numpy())
+        bar(len(batch))
+
+
+def row_bytes(width: int) -> int:
+    """Bytes a row costs the k-center: its ``width``-d float32 projection, squared norm, distance
+    to the picks, a pass's new distance, and (approx) its row number."""
+    return 4 * (width + 3) + 8
+
+
+def projection_rows(cap: int, width: int) -> int:
+    """Rows of a ``width``-d projection (with greedy's per-row state) that ``cap`` bytes hold:
+    ``PROJECTION_SHARE`` of the cap, whatever the process holds now, so that the same cap, seed
+    and images always give the same pre-sample and the same bank."""
+    return int(cap * PROJECTION_SHARE) // row_bytes(width)
+
+
+def coreset_rows(model: Any, n: int, k: int, width: int) -> torch.Tensor | None:
+    """The rows a capped fit's k-center runs on: all (None), or past the cap a seeded pre-sample
+    of as many rows as the cap's projection share holds."""
+    cap = parse_size(model.max_memory)  # type: ignore[arg-type]
+    fits = projection_rows(cap, width)
+    if fits < min(n, APPROX_OVERSAMPLE * k):
+        raise DataError(
+            f"max_memory {model.max_memory}: too small to select {k} of {n} patches "
+            f"(its projection share holds {fits} rows)"
+        )
+    if n > fits:
+        log.warning("projection of %d patches exceeds max_memory: k-center on %d", n, fits)
+    held = rss_bytes()
+    if held + min(n, fits) * row_bytes(width) > cap:  # a warning only: see PROJECTION_SHARE
+        log.warning("the process holds %.0f MiB: max_memory may be exceeded", held / 2**20)
+    return presample(n, fits, model.seed) if fits < n else None
+
+
 def spilled_bank(
     model: Any, samples: Sequence[Sample], progress: Callable[[str, int], Callable]
 ) -> tuple[tuple[int, int], MemoryBank, dict, StoredImageFeatures]:
     """The normal bank of ``model`` (a ``PatchCore``) fitted under ``model.max_memory``:
     (grid, bank, report, the images' features read from the store on demand).
 
-    Features stream to a ``FeatureStore`` (under ``cache_dir/spill/``, kept for resume and reuse,
-    or a temporary folder removed when the returned view is closed); the coreset runs on their
-    in-memory projection, or on a seeded pre-sample of it when the projection would not fit.
+    Features stream to a ``FeatureStore``; the coreset runs on their in-memory projection, or on
+    a seeded pre-sample of it when the projection would not fit the cap's projection share.
     """
-    from .features import to_tensor
-
-    cap = parse_size(model.max_memory)  # type: ignore[arg-type]
-    keys = [model._cache_key(s) for s in samples]
-    key = hashlib.sha256(json.dumps(keys).encode()).hexdigest()
-    temporary = not model.cache_dir
-    folder = (
-        Path(tempfile.mkdtemp(prefix="dualpatch-spill-"))
-        if temporary
-        else Path(model.cache_dir) / "spill" / key[:32]  # type: ignore[arg-type]
-    )
-    store = FeatureStore(folder, key, len(samples))
+    store, temporary = open_store(model, samples)
     resumed = store.done
     try:
-        bar = progress("normal features", len(samples))
-        bar(store.done)
-        while store.done < len(samples):
-            batch = samples[store.done : store.done + model.batch_size]
-            images = [s.image(tuple(model.image_size)) for s in batch]
-            feats = model.extractor_(to_tensor(images)).features.permute(0, 2, 3, 1)
-            if not torch.isfinite(feats).all():
-                raise DataError(f"{batch[0].image_path}: features contain NaN or infinite values")
-            if store.grid is None:
-                grid, dim = tuple(feats.shape[1:3]), int(feats.shape[3])
-                with _spill_errors(store, store._nbytes(grid, dim)):
-                    store.create(grid, dim)
-            with _spill_errors(store, store._nbytes(store.grid, store.dim)):
-                store.append(feats.numpy())
-            bar(len(batch))
+        fill_store(model, samples, store, progress("normal features", len(samples)))
         bank = model._memory(model.coreset_ratio)
         n, k = store.n_rows, bank.target_size(store.n_rows)
         matrix = projection_for(store.dim, model.projection_dim, model.seed)
-        width = matrix.shape[1] if matrix is not None else store.dim
-        # the projection, its squared norms, greedy's running and new distances
-        per_row = 4 * (width + 3)
-        fits = max(0, (cap - rss_bytes() - HEADROOM) // per_row)
-        if fits < min(n, 4 * k):
-            raise DataError(
-                f"max_memory {model.max_memory}: too small to select {k} of {n} patches "
-                f"(the process already holds {rss_bytes() / 1024**2:.0f} MiB)"
-            )
-        want = approx_sample_size(n, k) if model.coreset_method == "approx" else n
-        rows = presample(n, min(want, fits), model.seed) if min(want, fits) < n else None
-        if rows is not None and len(rows) < want:
-            log.warning("projection of %d patches exceeds max_memory: k-center on %d", n, fits)
+        rows = coreset_rows(model, n, k, matrix.shape[1] if matrix is not None else store.dim)
         x = store.project(rows, matrix)
         picks = k - 1 if k < n else 0
         step = progress("normal coreset", picks)
-        local = greedy_kcenter(x, k, model.seed, step)
+        if model.coreset_method == "approx":  # narrows x in place: no second copy under the cap
+            local = narrowed_kcenter(x, k, model.seed, step, overwrite=True)
+        else:
+            local = greedy_kcenter(x, k, model.seed, step)
         if picks == 0:
             step(0)
-        chosen = local if rows is None else rows[local]
         del x
+        chosen = local if rows is None else rows[local]
         bank.bank_ = store.rows(chosen.numpy()).contiguous()
         report = {
             "store": str(store.path),
@@ -317,11 +352,10 @@ def spilled_bank(
             "coreset_rows": n if rows is None else len(rows),
             "resumed_images": resumed,
         }
-        view = StoredImageFeatures(store, temporary)
-        return store.grid, bank, report, view  # type: ignore[return-value]
+        return store.grid, bank, report, StoredImageFeatures(store, temporary)  # type: ignore[return-value]
     except BaseException:
         if temporary:
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(store.folder, ignore_errors=True)
         raise
 
 

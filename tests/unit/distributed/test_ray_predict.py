@@ -4,25 +4,16 @@ every image appears exactly once."""
 from __future__ import annotations
 
 import csv
-import warnings
 
 import numpy as np
 import pytest
 
 from dualpatch import PatchCore
-from dualpatch.cli import main
 from tests.support.common import tiny_params
 
 ray = pytest.importorskip("ray", reason="Ray is the 'scale' extra")
 
 from dualpatch.distributed import expand_inputs, score_with_ray  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -32,25 +23,15 @@ def tiny_model(tiny_normal, tmp_path_factory):
     return path
 
 
-def run_cli(monkeypatch, *args) -> None:
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
-    monkeypatch.setattr("sys.argv", ["dualpatch", *map(str, args)])
-    with pytest.raises(SystemExit) as status:
-        main()
-        raise SystemExit(0)
-    assert status.value.code in (0, None)
-
-
 @pytest.mark.slow
-def test_ray_predict_equals_plain_predict(local_ray, tiny_model, tiny_test, tmp_path, monkeypatch):
+def test_ray_predict_equals_plain_predict(local_ray, tiny_model, tiny_test, tmp_path, cli):
     folder = tmp_path / "images"
     folder.mkdir()
     for s in tiny_test:
         (folder / s.image_path.name).write_bytes(s.image_path.read_bytes())
     inputs = [folder, folder / tiny_test[0].image_path.name]  # an image twice: scored once
-    run_cli(monkeypatch, "predict", *inputs, "--model", tiny_model, "--out", tmp_path / "plain")
-    run_cli(
-        monkeypatch,
+    cli("predict", *inputs, "--model", tiny_model, "--out", tmp_path / "plain")
+    cli(
         "predict",
         *inputs,
         "--model",

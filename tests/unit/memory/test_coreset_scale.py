@@ -1,5 +1,5 @@
 """Large-data coreset: the pass-wise greedy equals textbook greedy; the approximate coreset
-(pre-sample, then greedy) keeps its k-center radius within its stated bound."""
+(greedy that narrows the rows it updates) keeps its k-center radius within its stated bound."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dualpatch.memory import (
     greedy_coreset,
     greedy_kcenter,
     kcenter_radius,
-    presample,
+    narrowed_kcenter,
     project,
     projection_for,
 )
@@ -45,49 +45,57 @@ def radius_bruteforce(x: torch.Tensor, centres: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_approx_coreset_radius_within_its_bounds(seed):
-    """Stated bounds of pre-sample + greedy, with r_S its greedy radius over the sample S and
-    eps the farthest any point lies from S:
-    - guaranteed (triangle inequality): radius <= r_S + eps;
-    - measured (docs/large-data.md): radius <= 1.5 x exact greedy's radius on clustered data;
+    """Stated bounds of the narrowed k-center (docs/large-data.md):
+    - guaranteed: radius <= its reported bound, max(the kept rows' radius, the largest distance
+      of a dropped row when it was dropped);
+    - measured: radius <= 1.1 x exact greedy's radius on clustered data, with fewer row updates;
     and greedy itself is a 2-approximation: exact greedy's radius <= 2 x the approx radius."""
-    feats = clustered(3000, 32, 12, seed)
+    feats = clustered(4000, 32, 12, seed)
     x = project(feats, projection_for(32, 16, seed))
-    exact = greedy_coreset(feats, 40, 16, seed)
-    approx = greedy_coreset(feats, 40, 16, seed, method="approx", sample_budget=400)
-    sample = presample(3000, 400, seed)
-    assert set(approx.tolist()) <= set(sample.tolist())  # picks come from the pre-sample only
+    exact = greedy_kcenter(x, 200, seed)
+    report: dict = {}
+    approx = narrowed_kcenter(x, 200, seed, report=report)
+    assert len(set(approx.tolist())) == 200
     r_exact, r_approx = kcenter_radius(x, exact), kcenter_radius(x, approx)
     assert r_approx == pytest.approx(radius_bruteforce(x, approx), rel=1e-4)
-    pos = {int(r): i for i, r in enumerate(sample)}
-    r_sample = radius_bruteforce(x[sample], torch.tensor([pos[int(a)] for a in approx]))
-    eps = float(torch.cdist(x.double(), x[sample].double()).min(1).values.max())
-    assert r_approx <= r_sample + eps + 1e-4
-    assert r_approx <= 1.5 * r_exact
+    assert r_approx <= report["radius_bound"] + 1e-4
+    assert report["row_updates"] < 0.8 * report["exact_row_updates"]  # it did narrow
+    assert r_approx <= 1.1 * r_exact
     assert r_exact <= 2 * r_approx + 1e-4  # any k centres are at least OPT >= r_exact / 2
 
 
-def test_approx_coreset_keeps_everything_when_the_sample_is_all():
-    feats = clustered(500, 8, 4, 0)
-    exact = greedy_coreset(feats, 20, None, 0)
-    assert greedy_coreset(feats, 20, None, 0, method="approx", sample_budget=10_000).tolist() == (
-        exact.tolist()
-    )
+def test_narrowing_that_drops_no_far_row_picks_what_greedy_picks(monkeypatch):
+    """With a margin of 0 only the picks themselves (distance 0) are dropped: the narrowed run
+    makes exact greedy's picks, in its order, while updating fewer rows."""
+    monkeypatch.setattr(memory, "APPROX_MARGIN", 0.0)
+    x = clustered(3000, 16, 6, 2)
+    original = x.clone()
+    report: dict = {}
+    got = narrowed_kcenter(x, 300, 2, report=report)
+    torch.testing.assert_close(x, original, rtol=0, atol=0)  # it narrowed a copy
+    assert got.tolist() == greedy_kcenter(x, 300, 2).tolist()
+    assert report["row_updates"] < report["exact_row_updates"]
+    # in place (no second copy): the same picks, the kept rows moved to the front of x
+    assert narrowed_kcenter(x, 300, 2, overwrite=True).tolist() == got.tolist()
+    assert not torch.equal(x, original)
 
 
 def test_approx_cost_grows_with_the_budget_not_the_input(monkeypatch):
-    """The greedy stage sees a fixed number of rows whatever N (with at least 4 per pick)."""
-    seen = []
-    real = memory.greedy_kcenter
+    """Past the first picks (a fixed share of the picks, at most APPROX_FIRST_PICKS) at most the
+    row budget is updated, whatever N; the picks still come from all rows."""
+    monkeypatch.setattr(memory, "APPROX_MARGIN", 0.0)  # the budget, not the radius, narrows here
+    monkeypatch.setattr(memory, "APPROX_FIRST_PICKS", 8)
+    for n in (4000, 16000):
+        report: dict = {}
+        picks = narrowed_kcenter(torch.randn(n, 8), 100, 0, max_rows=500, report=report)
+        assert len(set(picks.tolist())) == 100
+        assert report["row_updates"] <= n * 8 + 500 * (100 - 8)
 
-    def spy(x, n_select, seed=0, progress=None):
-        seen.append(x.shape[0])
-        return real(x, n_select, seed, progress)
 
-    monkeypatch.setattr(memory, "greedy_kcenter", spy)
-    for n in (2000, 8000):
-        greedy_coreset(torch.randn(n, 8), 10, None, 0, method="approx", sample_budget=500)
-    greedy_coreset(torch.randn(8000, 8), 200, None, 0, method="approx", sample_budget=500)
-    assert seen == [500, 500, 800]
+def test_approx_small_selections_are_exact_greedy():
+    x = clustered(500, 8, 4, 0)
+    assert narrowed_kcenter(x, 3, 0).tolist() == greedy_kcenter(x, 3, 0).tolist()
+    assert narrowed_kcenter(x, 500, 0).tolist() == list(range(500))
 
 
 def test_unknown_coreset_method_is_refused():

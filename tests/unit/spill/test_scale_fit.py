@@ -17,15 +17,14 @@ def radius_to(x: torch.Tensor, centres: torch.Tensor) -> float:
     return float(torch.cdist(x.double(), centres.double()).min(1).values.max())
 
 
-def test_past_the_cap_kcenter_keeps_its_radius_bound(tiny_normal, monkeypatch):
+def test_past_the_cap_kcenter_keeps_its_radius_bound(tiny_normal):
     """Past the cap the coreset is greedy on a seeded pre-sample S of the rows the cap holds.
     Stated bound (docs/large-data.md): radius <= r_S + eps, r_S greedy's radius over S, eps the
     farthest any row lies from S; and exact greedy is within 2x of any k centres' radius."""
-    monkeypatch.setattr(spill, "rss_bytes", lambda: 0)
-    monkeypatch.setattr(spill, "HEADROOM", 0)
     fits = 150
     params = {**tiny_params(), "coreset_min": 20}
-    model = PatchCore(**params, max_memory=4 * (128 + 3) * fits).fit(tiny_normal)
+    cap = int(spill.row_bytes(128) * fits / spill.PROJECTION_SHARE)
+    model = PatchCore(**params, max_memory=cap).fit(tiny_normal)
     assert model.spill_["coreset_rows"] == fits < model.spill_["rows"]
 
     flat = model.image_features(tiny_normal, None).reshape(-1, 152)

@@ -25,14 +25,14 @@ from tests.support.common import CountingExtractor, kill_when, tiny_params
 
 @pytest.mark.parametrize("method", ["greedy", "approx"])
 def test_spilled_fit_gives_the_in_memory_bank(method, tiny_normal, tmp_path, monkeypatch):
-    # a small pre-sample budget, so that "approx" really samples these few hundred patches
+    # a small row budget, so that "approx" really narrows these few hundred patches
     monkeypatch.setattr("dualpatch.memory.APPROX_SAMPLE", 100)
     params = {**tiny_params(coreset_method=method), "coreset_min": 20}
     in_memory = PatchCore(**params).fit(tiny_normal)
     spilled = PatchCore(**params, max_memory="4GiB", cache_dir=str(tmp_path / "c")).fit(tiny_normal)
     assert spilled.grid_ == in_memory.grid_
     torch.testing.assert_close(spilled.memory_.bank_, in_memory.memory_.bank_, rtol=0, atol=0)
-    assert spilled.spill_["coreset_rows"] == (spilled.spill_["rows"] if method == "greedy" else 100)
+    assert spilled.spill_["coreset_rows"] == spilled.spill_["rows"]
     assert Path(spilled.spill_["store"]).is_file()  # kept in the cache for resume and reuse
 
     # without a cache folder the store is temporary and gone afterwards
@@ -52,18 +52,34 @@ def test_spilled_fit_reads_back_from_the_store_without_extracting(tiny_normal, t
     torch.testing.assert_close(again.memory_.bank_, first.memory_.bank_, rtol=0, atol=0)
 
 
-def test_projection_past_the_cap_runs_on_a_presample(tiny_normal, tmp_path, monkeypatch):
+def cap_holding(rows: int) -> int:
+    """A ``max_memory`` whose projection share holds ``rows`` rows of the 128-d projection."""
+    return int(spill.row_bytes(128) * rows / spill.PROJECTION_SHARE)
+
+
+def test_projection_past_the_cap_runs_on_a_presample(tiny_normal):
     """A cap that holds only part of the projection: k-center on a seeded pre-sample of the rows
     the cap holds (the two-pass k-center), still a bank of the target size from the store."""
-    monkeypatch.setattr(spill, "rss_bytes", lambda: 0)
-    monkeypatch.setattr(spill, "HEADROOM", 0)
-    per_row = 4 * (128 + 3)
-    model = PatchCore(**{**tiny_params(max_memory=per_row * 100), "coreset_min": 20})
+    model = PatchCore(**{**tiny_params(max_memory=cap_holding(100)), "coreset_min": 20})
     model.fit(tiny_normal)
     assert model.spill_["coreset_rows"] == 100 < model.spill_["rows"]
     assert model.memory_.bank_.shape == (20, 152)
     with pytest.raises(DataError, match="too small to select 20 of"):
-        PatchCore(**{**tiny_params(max_memory=per_row * 50), "coreset_min": 20}).fit(tiny_normal)
+        PatchCore(**{**tiny_params(max_memory=cap_holding(50)), "coreset_min": 20}).fit(tiny_normal)
+
+
+def test_past_the_cap_bank_does_not_depend_on_the_memory_held(tiny_normal):
+    """The pre-sample past the cap is sized from the cap alone: a second fit while the process
+    holds 256 MiB more gives the same rows and the same bank, bit for bit."""
+    params = {**tiny_params(max_memory=cap_holding(120)), "coreset_min": 20}
+    first = PatchCore(**params).fit(tiny_normal)
+    before = spill.rss_bytes()
+    ballast = np.ones(256 * 1024**2 // 8)  # written, so resident
+    assert spill.rss_bytes() - before > 200 * 1024**2
+    again = PatchCore(**params).fit(tiny_normal)
+    del ballast
+    assert first.spill_["coreset_rows"] == again.spill_["coreset_rows"] == 120
+    torch.testing.assert_close(again.memory_.bank_, first.memory_.bank_, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("value", ["2 potatoes", "0GiB", "-1"])
