@@ -25,6 +25,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 KEYS = ("image_auroc", "image_ap", "pixel_aupro", "pixel_auroc")
 
@@ -46,12 +48,18 @@ def main() -> None:
     parser.add_argument(
         "--collect-only", action="store_true", help="read a finished results folder"
     )
+    parser.add_argument(
+        "--partial", action="append", default=[],
+        help="RUN: compare its finished (fold, draw) folders with dual-real-only's at every n, "
+        "for a run left out of the config because not all its folds finished",
+    )  # fmt: skip
     args = parser.parse_args()
 
     from dualpatch.crossval import prepare
     from dualpatch.experiment import COMMAND, Experiment, environment, load_config, resolve_run
     from dualpatch.fewshot_runner import finish_fewshot, run_fewshot
     from dualpatch.fileio import mark_output, write_json
+    from dualpatch.report import slug
     from dualpatch.report_fewshot import plot_fewshot
 
     out = Path(args.out)
@@ -69,6 +77,18 @@ def main() -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     advice = metrics.pop("fewshot")
     config = load_config(out / "config.yaml")
+    # metrics.json's keys are sorted as text ("1", "10", "2"): back to the config's order of n
+    order = [str(n) for n in config["defect_shots"]]
+    metrics = dict(
+        sorted(
+            metrics.items(),
+            key=lambda kv: (
+                kv[1]["run"],
+                -1 if kv[1]["defect_shots"] is None else order.index(str(kv[1]["defect_shots"])),
+            ),
+        )
+    )
+    advice = {n: advice[n] for n in order if n in advice}
     entries = [
         {"name": name, "run": m["run"], "shots": m["defect_shots"], "draws": m["draws"]}
         for name, m in metrics.items()
@@ -83,22 +103,80 @@ def main() -> None:
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE)
     write_json(Path(args.json), {
         "command": "python benchmarks/fewshot.py --data ../shared/data/kolektorsdd "
-                   f"--out {args.out}" + "".join(f" --set {s}" for s in args.set),
+                   f"--out {args.out}" + "".join(f" --set {s}" for s in args.set)
+                   + "".join(f" --partial {r}" for r in args.partial),
         "commit": head.stdout.strip(),
         "protocol": {k: config[k] for k in ("folds", "fold_seed", "seeds", "on_duplicates",
                                             "defect_shots", "defect_draws", "bootstrap")},
-        "settings": {k: config[k] for k in ("backbone", "image_size", "normal_coreset",
+        "settings": {k: config[k] for k in ("backbone", "image_size", "coreset_ratio",
                                             "defect_coreset", "rule", "threshold")},
         "runs": config["runs"],
         "results": summary,
         "advice_and_goal": advice,
+        "matched_draws": matched_draws(out, entries, config["bootstrap"]),
+        "partial_runs": {
+            f"{run} n={n}": paired_on_folders(out, f"{run} n={n}", config["bootstrap"])
+            for run in args.partial for n in config["defect_shots"]
+            if (out / "runs" / slug(f"{run} n={n}")).is_dir()
+        },
         "load": load + [os.getloadavg()[0]],
         "minutes_this_call": round((time.perf_counter() - t0) / 60, 1),
     })  # fmt: skip
     title = "KolektorSDD, 3 folds: mean ± std over folds × draws, 95% bootstrap band"
     plot_fewshot(metrics, entries, args.plot, title=title)
     print(markdown(summary, advice))
+    saved = json.loads(Path(args.json).read_text())
+    for name, row in (saved["matched_draws"] | saved["partial_runs"]).items():
+        if not row["evaluations"]:
+            continue
+        print(f"{name} vs {row['against']} on {', '.join(row['evaluations'])}: "
+              + "; ".join(f"{k} {row[k]['mean']:.3f} vs {row[k]['against_mean']:.3f}, "
+                          f"diff {row[k]['difference']:+.3f} [{row[k]['ci'][0]:+.3f}, "
+                          f"{row[k]['ci'][1]:+.3f}] {row[k]['verdict']}"
+                          for k in ("image_auroc", "image_ap")))  # fmt: skip
     print(f"wrote {args.json} and {args.plot}")
+
+
+def matched_draws(out: Path, entries: list[dict], resamples: int) -> dict:
+    """Runs with fewer draws than dual-real-only (e.g. a DDPM on draw 0 only) against
+    dual-real-only on exactly the same (fold, draw) evaluations."""
+    draws = {e["name"]: e["draws"] for e in entries}
+    todo = [e["name"] for e in entries
+            if e["shots"] is not None and e["run"] != "dual"
+            and draws.get(f"dual n={e['shots']}", 0) > e["draws"]]  # fmt: skip
+    return {name: paired_on_folders(out, name, resamples) for name in todo}
+
+
+def paired_on_folders(out: Path, name: str, resamples: int) -> dict:
+    """``name`` ("<run> n=<n>") against "dual n=<n>" on the (fold, draw) evaluations both have in
+    ``out``: means, and the paired bootstrap difference of image AUROC and AP (the runner's
+    resamples: ``fold_counts`` over the folds' test sizes, seed 0)."""
+    from safetensors.numpy import load_file
+
+    from dualpatch.report import slug
+    from dualpatch.uncertainty import compare, fold_counts, image_metrics
+
+    def folders(run: str) -> dict[str, Path]:
+        found = (out / "runs" / slug(run)).glob("fold*-seed*")
+        return {p.name: p for p in sorted(found) if (p / "predictions.safetensors").is_file()}
+
+    base = "dual n=" + name.rsplit(" n=", 1)[1]
+    theirs = folders(base)
+    pairs = [(p, theirs[k]) for k, p in folders(name).items() if k in theirs]
+    preds = [[load_file(str(q / "predictions.safetensors")) for q in pair] for pair in pairs]
+    counts = fold_counts([len(a["labels"]) for a, _ in preds], resamples, seed=0)
+    row: dict = {"evaluations": [p.name for p, _ in pairs], "against": base}
+    if not pairs:
+        return row
+    for k in ("image_auroc", "image_ap"):
+        reps = [np.mean([image_metrics(d["labels"], d["scores"], c)[k]
+                         for (d, c) in zip(side, counts, strict=True)], axis=0)
+                for side in zip(*preds, strict=True)]  # fmt: skip
+        point = [float(np.mean([json.loads((q / "metrics.json").read_text())[k] for q in side]))
+                 for side in zip(*pairs, strict=True)]  # fmt: skip
+        row[k] = {"mean": point[0], "against_mean": point[1],
+                  **compare(reps[0], reps[1], (name, base))}  # fmt: skip
+    return row
 
 
 def markdown(summary: dict, advice: dict) -> str:

@@ -50,10 +50,12 @@ class StageFinished(StageEvent):
 
 @dataclass(frozen=True)
 class StageAdvanced(StageEvent):
-    """``n`` more units of the stage are done, ``done`` of ``total`` in all."""
+    """``n`` more units of the stage are done, ``done`` of ``total`` in all; ``note``: a short
+    status to show beside the bar (a training loss), or empty."""
 
     n: int
     done: int
+    note: str = field(default="", kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -125,11 +127,13 @@ class Stage:
         self.done, self.finished = 0, False
         emit(StageStarted(self.ident, name, total, unit=unit))
 
-    def __call__(self, n: int) -> None:
+    def __call__(self, n: int, note: str = "") -> None:
+        """``n`` more units done; ``note``: a status to show with them (e.g. ``loss=0.1234``)."""
         if self.finished:
             return
         self.done += n
-        emit(StageAdvanced(self.ident, self.name, self.total, n, self.done, unit=self.unit))
+        emit(StageAdvanced(self.ident, self.name, self.total, n, self.done, unit=self.unit,
+                           note=note))  # fmt: skip
         if self.total is not None and self.done >= self.total:
             self.close()
 
@@ -178,7 +182,7 @@ def track(
 
 def silent(name: str, total: int) -> Advance:
     """A stage nobody sees (``progress=False``)."""
-    return lambda n: None
+    return lambda n, note="": None
 
 
 #: an estimator's ``progress``: True (events; tqdm when nobody listens), False (none), or a
@@ -217,7 +221,10 @@ class TqdmRenderer:
             options = {**units, **self.options}
             self._bars[event.stage] = tqdm(total=event.total, desc=event.name, **options)
         elif isinstance(event, StageAdvanced) and event.stage in self._bars:
-            self._bars[event.stage].update(event.n)  # type: ignore[attr-defined]
+            bar = self._bars[event.stage]
+            if event.note:
+                bar.set_postfix_str(event.note, refresh=False)  # type: ignore[attr-defined]
+            bar.update(event.n)  # type: ignore[attr-defined]
         elif isinstance(event, StageFinished) and event.stage in self._bars:
             self._bars.pop(event.stage).close()  # type: ignore[attr-defined]
 
@@ -230,9 +237,9 @@ class _DrawnStage(Stage):
         with subscribe(self.renderer):
             super().__init__(name, total, unit)
 
-    def __call__(self, n: int) -> None:
+    def __call__(self, n: int, note: str = "") -> None:
         with subscribe(self.renderer):  # the stage's own bar, even if the caller's context changed
-            super().__call__(n)
+            super().__call__(n, note)
 
     def close(self) -> None:
         with subscribe(self.renderer):

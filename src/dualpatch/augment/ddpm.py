@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import ndimage
-from tqdm import tqdm
 
+from .. import events
 from ..data import Dataset
 from ..data.crop_folder import CropRow, CropSpec
 from ..data.images import resize
@@ -172,24 +172,15 @@ def mask_contrast(image: np.ndarray, mask: np.ndarray, rim: int = 3) -> float:
     return float(abs(gray[mask].mean() - gray[ring].mean()) / (gray[ring].std() + 1.0))
 
 
+# (generate_ddpm repeats this tail of parameters, and generate_sdxl/generate_paste share it: see
+# the note above generate_ddpm)
 def sample_ddpm(
-    model_dir: str | Path,
-    dataset: Dataset,
-    n: int,
-    out: str | Path,
-    seed: int = 0,
-    device: str | None = None,
-    sample_steps: int | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-    force: bool = False,
-    as_crops: CropSpec | None = None,
-    context: int | None = CONTEXT,
-    feather: float = FEATHER,
-    placement: str = "learned",
-    min_contrast: float = 0.0,
-    tries: int = 3,
-) -> list[ManifestRow] | list[CropRow]:
+    model_dir: str | Path, dataset: Dataset, n: int, out: str | Path, seed: int = 0,
+    device: str | None = None, sample_steps: int | None = None, progress: bool = True,
+    log: Callable[[str], None] | None = None, force: bool = False,
+    as_crops: CropSpec | None = None, context: int | None = CONTEXT, feather: float = FEATHER,
+    placement: str = "learned", min_contrast: float = 0.0, tries: int = 3,
+) -> list[ManifestRow] | list[CropRow]:  # fmt: skip
     """Write ``n`` synthetic defect images to ``out`` (imgs/, masks/, manifest.csv), or their
     defect crops with ``as_crops`` (see ``open_output``).
 
@@ -200,6 +191,7 @@ def sample_ddpm(
     why. A sample whose mask region differs from its surroundings by less than ``min_contrast``
     (``mask_contrast``) is drawn again, up to ``tries`` times in all; the most distinct is kept.
     ``context``/``feather``: see ``Inpainter`` (None/0 with 50 steps: the first sampler).
+    Progress goes to the event channel (``dualpatch.events``, stage ``sample``).
     """
     if placement not in ("learned", "source"):
         raise ConfigError(f"unknown placement {placement!r} (learned or source)")
@@ -213,36 +205,52 @@ def sample_ddpm(
     own_model = Path(model_dir).resolve() == (Path(out) / "model").resolve()
     inputs = [dataset.root] + ([] if own_model else [model_dir])
     with open_output(out, as_crops, "ddpm", force, inputs) as writer:
-        for i in tqdm(range(n), desc="sample", unit="img", disable=not progress):
+        for i in events.track(range(n), "sample", progress=progress):
             rng = np.random.default_rng(seed + i)
             normal = normals[int(rng.integers(len(normals)))]
             shape = shapes[int(rng.integers(len(shapes)))]
             image = read_pixels(normal, model.channels)
-            if prior is not None:
-                where, why = prior.place(rng, shape, image)
-            else:
-                where = place(rng, shape, image.shape[:2])
-                why = "source defect's own position (+-0.25 of the image)"
-            mask = where.put(thin(rng, where.apply(shape.mask, nearest=True)), image.shape[:2])
-            best = None
-            for attempt in range(max(1, tries)):
-                # the first try keeps seed + i, so min_contrast 0 reproduces unrejected sampling
-                result = model.inpaint(image, mask, seed + i + attempt * 1_000_003)
-                contrast = mask_contrast(result, mask)
-                if best is None or contrast > best[1]:
-                    best = (result, contrast, attempt + 1)
-                if contrast >= min_contrast:
-                    break
-            result, contrast, kept = best
-            if min_contrast > 0:
-                why += f"; contrast {contrast:.2f} (min {min_contrast:.2f}, sample {kept})"
+            mask, why = _place_mask(rng, shape, image, prior)
+            result, kept = _most_distinct(model, image, mask, seed + i, min_contrast, tries)
             writer.add(result, mask, normal.image_path, shape.sample.mask_path, seed + i,
-                       model.sha256, why)  # fmt: skip
+                       model.sha256, why + kept)  # fmt: skip
     return writer.rows
 
 
-# train_ddpm's and sample_ddpm's parameters, repeated on purpose: generate_ddpm is the two in one
-# call, and every generator (ddpm, sdxl, paste) takes the same tail (seed ... force, as_crops)
+def _place_mask(rng, shape, image: np.ndarray, prior: PlacementPrior | None):
+    """The defect mask on ``image`` (learned placement, or near the source's own position), and
+    why it went there."""
+    if prior is not None:
+        where, why = prior.place(rng, shape, image)
+    else:
+        where = place(rng, shape, image.shape[:2])
+        why = "source defect's own position (+-0.25 of the image)"
+    return where.put(thin(rng, where.apply(shape.mask, nearest=True)), image.shape[:2]), why
+
+
+def _most_distinct(model: Inpainter, image: np.ndarray, mask: np.ndarray, seed: int,
+                   min_contrast: float, tries: int) -> tuple[np.ndarray, str]:  # fmt: skip
+    """Inpaint until the mask region stands out from its ring by ``min_contrast`` (at most
+    ``tries`` samples); the most distinct sample and, with rejection on, a note for the manifest."""
+    best = None
+    for attempt in range(max(1, tries)):
+        # the first try keeps the seed, so min_contrast 0 reproduces unrejected sampling
+        result = model.inpaint(image, mask, seed + attempt * 1_000_003)
+        contrast = mask_contrast(result, mask)
+        if best is None or contrast > best[1]:
+            best = (result, contrast, attempt + 1)
+        if contrast >= min_contrast:
+            break
+    result, contrast, kept = best
+    if min_contrast <= 0:
+        return result, ""
+    return result, f"; contrast {contrast:.2f} (min {min_contrast:.2f}, sample {kept})"
+
+
+# train_ddpm's and sample_ddpm's parameters, repeated on purpose (the duplicate finder pairs these
+# lines with train_ddpm's): generate_ddpm is the two in one call, and every generator (ddpm, sdxl,
+# paste) takes the same tail (seed ... force, as_crops). Plain keyword parameters keep each public
+# function's signature, help() and type checks complete; a shared options object would hide them.
 def generate_ddpm(
     dataset: Dataset,
     n: int,

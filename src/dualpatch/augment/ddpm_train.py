@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import torch
 from scipy import ndimage
-from tqdm import tqdm
 
+from .. import events
 from ..data import Dataset
 from ..errors import ConfigError
 from .ddpm_model import (
@@ -55,8 +55,7 @@ class PatchSampler:
         self.scale = cfg.scale or auto_scale(self.shapes, cfg.patch)
         pick = sorted(np.random.default_rng(seed).permutation(len(normals))[: cfg.max_normals])
         todo = defects + [normals[i] for i in pick]
-        bar = tqdm(todo, desc="load", unit="img", leave=False, disable=not progress)
-        images = [read_pixels(s, self.channels) for s in bar]
+        images = [read_pixels(s, self.channels) for s in events.track(todo, "load", None, progress)]
         self.defects = [(img, s.mask()) for img, s in zip(images, defects, strict=False)]
         self.normals = images[len(defects) :]
         # Pixels on a mask, per defect image: patch centres are drawn from these.
@@ -165,118 +164,142 @@ def train_ddpm(
     Training stops at ``steps`` in total (counting earlier runs) or after ``minutes`` of this run,
     whichever comes first. A folder that already holds a model continues from its saved step with
     its saved settings, optimizer and random state, so 100 + 100 steps equal 200 in one go.
+    Progress goes to the event channel (``dualpatch.events``): stages ``load`` and ``train``, the
+    latter with the loss as its note.
     """
-    from diffusers.training_utils import EMAModel
-
     model_dir = Path(model_dir)
     cfg = cfg or DDPMConfig()
     dev = resolve_device(device)
     resume = load_checkpoint(model_dir, with_state=True) if (model_dir / CONFIG).exists() else None
     if resume is not None:
-        saved = DDPMConfig.from_json(resume.config["train"])
-        default = DDPMConfig()
-        for key in KEPT_ON_RESUME:
-            asked = getattr(cfg, key)
-            if key != "scale" and asked != getattr(default, key) and asked != getattr(saved, key):
-                raise ConfigError(
-                    f"{model_dir}: saved model has {key}={getattr(saved, key)}, not {asked}; "
-                    "use another model folder to start afresh"
-                )
-            setattr(cfg, key, getattr(saved, key))
-        seed = resume.config["seed"]
-        if resume.config["data_fingerprint"] != dataset.fingerprint():
-            raise ConfigError(
-                f"{model_dir}: saved model was trained on other data; "
-                "use another model folder to train on this dataset"
-            )
-    step = resume.config["step"] if resume else 0
-    if steps is not None and step >= steps:
-        if log:
-            log(f"ddpm: model at {model_dir} already has {step} steps; no training needed")
-        return resume.config
-    sampler = PatchSampler(dataset, cfg, seed, progress)
-    cfg.scale = sampler.scale
-    torch.manual_seed(seed)
-    unet = build_unet(cfg, sampler.channels).to(dev)
-    names = [k for k, _ in unet.named_parameters()]
-    # diffusers' EMA with its default warm-up: decay min(ema_decay, (1 + s) / (10 + s)), 0 at the
-    # first step. Its shadow weights and step count are all of its state, and both are saved, so a
-    # resumed run continues it exactly. (The U-Net has no buffers: parameters are the state dict.)
-    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, foreach=False)
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    if resume is not None:
-        unet.load_state_dict({k[6:]: v for k, v in resume.state.items() if k.startswith("model.")})
-        ema.shadow_params = [resume.ema[k].float().clone().to(dev) for k in names]
-        ema.optimization_step = step
-        groups = resume.config["optimizer"]
-        opt.load_state_dict(unflatten_optimizer(resume.state, groups, list(unet.parameters())))
-        rng.bit_generator.state = resume.config["rng"]
-        gen.set_state(resume.state["rng.torch"])
-    train_sched, _ = build_schedulers(cfg)
-    bf16 = use_bf16(cfg, dev)
-    base = {
-        "format": FORMAT,
-        "version": VERSION,
-        "channels": sampler.channels,
-        "seed": seed,
-        "dataset": dataset.name,
-        "data_fingerprint": dataset.fingerprint(),
-        "train": cfg.to_json(),
-        "unet": dict(unet.config),
-        "scheduler": dict(train_sched.config),
-    }
-
-    def save() -> dict:
-        tensors, groups = flatten_optimizer(opt)
-        state = {f"model.{k}": v for k, v in unet.state_dict().items()} | tensors
-        state["rng.torch"] = gen.get_state()
-        config = base | {"step": step, "optimizer": groups, "rng": rng.bit_generator.state}
-        return save_checkpoint(
-            model_dir, config, dict(zip(names, ema.shadow_params, strict=True)), state
-        )
-
+        seed = _resumed_settings(resume, cfg, dataset, model_dir)
+        if steps is not None and resume.config["step"] >= steps:
+            if log:
+                log(f"ddpm: model at {model_dir} already has {resume.config['step']} steps; "
+                    "no training needed")  # fmt: skip
+            return resume.config
+    run = _Training(dataset, model_dir, cfg, seed, dev, resume, progress)
     if log:
-        log(
-            f"ddpm: training from step {step} on {dev} ({'bf16' if bf16 else 'fp32'}), "
-            f"{sampler.channels} channel(s), scale {sampler.scale:.2f}, "
-            f"{len(sampler.defects)} defect / {len(sampler.normals)} normal images"
-        )
+        log(run.describe())
     deadline = time.monotonic() + minutes * 60 if minutes is not None else math.inf
-    alphas = train_sched.alphas_cumprod
-    unet.train()
-    bar = tqdm(total=steps, initial=step, desc="train", unit="step", disable=not progress)
-    config = None
-    try:
-        while (steps is None or step < steps) and time.monotonic() < deadline:
-            x0, m, cls = sampler.batch(rng)
-            noise = torch.randn(x0.shape, generator=gen)
-            t = torch.randint(0, cfg.train_timesteps, (x0.shape[0],), generator=gen)
-            x0, m, cls, noise, t = (v.to(dev) for v in (x0, m, cls, noise, t))
-            a = alphas.to(dev)[t].view(-1, 1, 1, 1)
-            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v
-            with autocast(dev, bf16):
-                v = unet(torch.cat([xt, m, x0 * (1 - m)], 1), t, class_labels=cls).sample
-            # Inside the mask is what matters; outside the model could almost copy the input.
-            loss = ((1 + 3 * m) * (v.float() - target) ** 2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            step += 1
-            ema.step(unet.parameters())
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % cfg.save_every == 0:
-                config = save()
-    except KeyboardInterrupt:
-        save()  # so that a rerun resumes from here
-        raise
-    finally:
-        bar.close()
-    config = save()
+    todo = None if steps is None else steps - run.step
+    with events.staged("train", todo, "step", progress=progress) as advance:
+        try:
+            while (steps is None or run.step < steps) and time.monotonic() < deadline:
+                loss = run.one_step()
+                advance(1, note=f"loss={loss:.4f}")
+                if run.step % cfg.save_every == 0:
+                    run.save()
+        except KeyboardInterrupt:
+            run.save()  # so that a rerun resumes from here
+            raise
+    config = run.save()
     if log:
-        log(f"ddpm: saved step {step} to {model_dir}")
+        log(f"ddpm: saved step {run.step} to {model_dir}")
     return config
+
+
+def _resumed_settings(resume, cfg: DDPMConfig, dataset: Dataset, model_dir: Path) -> int:
+    """Give ``cfg`` the saved model's kept settings (refusing a conflicting ask) and return its
+    seed; a model trained on other data is refused."""
+    saved = DDPMConfig.from_json(resume.config["train"])
+    default = DDPMConfig()
+    for key in KEPT_ON_RESUME:
+        asked = getattr(cfg, key)
+        if key != "scale" and asked != getattr(default, key) and asked != getattr(saved, key):
+            raise ConfigError(
+                f"{model_dir}: saved model has {key}={getattr(saved, key)}, not {asked}; "
+                "use another model folder to start afresh"
+            )
+        setattr(cfg, key, getattr(saved, key))
+    if resume.config["data_fingerprint"] != dataset.fingerprint():
+        raise ConfigError(
+            f"{model_dir}: saved model was trained on other data; "
+            "use another model folder to train on this dataset"
+        )
+    return resume.config["seed"]
+
+
+class _Training:
+    """One training run's state: data, U-Net, EMA, optimizer and both random generators, fresh
+    or restored from ``resume`` (in the same order either way, so resuming is exact)."""
+
+    def __init__(self, dataset: Dataset, model_dir: Path, cfg: DDPMConfig, seed: int,
+                 dev: torch.device, resume, progress: bool):  # fmt: skip
+        from diffusers.training_utils import EMAModel
+
+        self.model_dir, self.cfg, self.dev = model_dir, cfg, dev
+        self.step = resume.config["step"] if resume else 0
+        self.sampler = PatchSampler(dataset, cfg, seed, progress)
+        cfg.scale = self.sampler.scale
+        torch.manual_seed(seed)
+        self.unet = build_unet(cfg, self.sampler.channels).to(dev)
+        self.names = [k for k, _ in self.unet.named_parameters()]
+        # diffusers' EMA with its default warm-up: decay min(ema_decay, (1 + s) / (10 + s)), 0 at
+        # the first step. Its shadow weights and step count are all of its state, and both are
+        # saved, so a resumed run continues it exactly. (The U-Net has no buffers.)
+        self.ema = EMAModel(self.unet.parameters(), decay=cfg.ema_decay, foreach=False)
+        self.opt = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr)
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        if resume is not None:
+            self._restore(resume)
+        self.sched, _ = build_schedulers(cfg)
+        self.bf16 = use_bf16(cfg, dev)
+        self.alphas = self.sched.alphas_cumprod.to(dev)
+        self.base = {
+            "format": FORMAT, "version": VERSION, "channels": self.sampler.channels,
+            "seed": seed, "dataset": dataset.name, "data_fingerprint": dataset.fingerprint(),
+            "train": cfg.to_json(), "unet": dict(self.unet.config),
+            "scheduler": dict(self.sched.config),
+        }  # fmt: skip
+        self.unet.train()
+
+    def _restore(self, resume) -> None:
+        state = resume.state
+        self.unet.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        self.ema.shadow_params = [resume.ema[k].float().clone().to(self.dev) for k in self.names]
+        self.ema.optimization_step = self.step
+        groups = resume.config["optimizer"]
+        self.opt.load_state_dict(unflatten_optimizer(state, groups, list(self.unet.parameters())))
+        self.rng.bit_generator.state = resume.config["rng"]
+        self.gen.set_state(state["rng.torch"])
+
+    def describe(self) -> str:
+        s = self.sampler
+        return (
+            f"ddpm: training from step {self.step} on {self.dev} "
+            f"({'bf16' if self.bf16 else 'fp32'}), {s.channels} channel(s), scale {s.scale:.2f}, "
+            f"{len(s.defects)} defect / {len(s.normals)} normal images"
+        )
+
+    def one_step(self) -> float:
+        """One optimizer step on a fresh batch (v-prediction); returns the loss."""
+        cfg, dev = self.cfg, self.dev
+        x0, m, cls = self.sampler.batch(self.rng)
+        noise = torch.randn(x0.shape, generator=self.gen)
+        t = torch.randint(0, cfg.train_timesteps, (x0.shape[0],), generator=self.gen)
+        x0, m, cls, noise, t = (v.to(dev) for v in (x0, m, cls, noise, t))
+        a = self.alphas[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v
+        with autocast(dev, self.bf16):
+            v = self.unet(torch.cat([xt, m, x0 * (1 - m)], 1), t, class_labels=cls).sample
+        # Inside the mask is what matters; outside the model could almost copy the input.
+        loss = ((1 + 3 * m) * (v.float() - target) ** 2).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.unet.parameters(), 1.0)
+        self.opt.step()
+        self.step += 1
+        self.ema.step(self.unet.parameters())
+        return loss.item()
+
+    def save(self) -> dict:
+        tensors, groups = flatten_optimizer(self.opt)
+        state = {f"model.{k}": v for k, v in self.unet.state_dict().items()} | tensors
+        state["rng.torch"] = self.gen.get_state()
+        config = self.base | {"step": self.step, "optimizer": groups,
+                              "rng": self.rng.bit_generator.state}  # fmt: skip
+        ema = dict(zip(self.names, self.ema.shadow_params, strict=True))
+        return save_checkpoint(self.model_dir, config, ema, state)

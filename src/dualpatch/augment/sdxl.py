@@ -95,27 +95,17 @@ def load_pipeline(weights: str | Path, device: str | None = None, config: str | 
 
 # the generators' common tail of parameters (seed, device, progress, log, force, as_crops), as
 # generate_ddpm and generate_paste take it, so that augment.generate calls them alike
+# The parameter tail (seed ... force, as_crops) is every generator's (ddpm, sdxl, paste) on
+# purpose: ``augment.generate`` and the CLI call them alike; see the note above generate_ddpm.
 def generate_sdxl(
-    weights: str | Path,
-    dataset: Dataset,
-    n_per_prompt: int,
-    out: str | Path,
-    prompts: Sequence[str] = PROMPTS,
-    negative: str = NEGATIVE,
-    steps: int = 30,
-    guidance: float = 20.0,
-    strength: float = 0.99,
-    padding_mask_crop: int | None = 2,
-    gen_size: tuple[int, int] = GEN_SIZE,
-    out_size: tuple[int, int] = OUT_SIZE,
-    seed: int = 0,
-    config: str | Path | None = None,
-    device: str | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-    force: bool = False,
+    weights: str | Path, dataset: Dataset, n_per_prompt: int, out: str | Path,
+    prompts: Sequence[str] = PROMPTS, negative: str = NEGATIVE, steps: int = 30,
+    guidance: float = 20.0, strength: float = 0.99, padding_mask_crop: int | None = 2,
+    gen_size: tuple[int, int] = GEN_SIZE, out_size: tuple[int, int] = OUT_SIZE, seed: int = 0,
+    config: str | Path | None = None, device: str | None = None, progress: bool = True,
+    log: Callable[[str], None] | None = None, force: bool = False,
     as_crops: CropSpec | None = None,
-) -> list[ManifestRow] | list[CropRow]:
+) -> list[ManifestRow] | list[CropRow]:  # fmt: skip
     """Write ``n_per_prompt`` images per prompt to ``out`` (imgs/, masks/, manifest.csv).
 
     Each takes a real training defect mask (moved, flipped, scaled) on a random normal training
@@ -133,10 +123,13 @@ def generate_sdxl(
     normals, defects = training_sources(dataset)
     shapes = defect_shapes(defects)
     channels = data_channels(normals + defects)
-    gh, gw = gen_size
     jobs = [(p, k) for p in prompts for k in range(n_per_prompt)]
     if log:
-        log(f"sdxl: {len(jobs)} images, {steps} steps at {gw}x{gh} on {pipe.device}")
+        log(f"sdxl: {len(jobs)} images, {steps} steps at {gen_size[1]}x{gen_size[0]} on "
+            f"{pipe.device}")  # fmt: skip
+    settings = dict(negative_prompt=negative, height=gen_size[0], width=gen_size[1],
+                    num_inference_steps=steps, guidance_scale=guidance, strength=strength,
+                    padding_mask_crop=padding_mask_crop)  # fmt: skip
     inputs = [dataset.root, weights]
     with open_output(out, as_crops, "sdxl", force, inputs) as writer, _quiet_diffusers():
         for i, (prompt, _) in enumerate(track(jobs, "sdxl", progress=progress)):
@@ -146,24 +139,28 @@ def generate_sdxl(
             image = read_pixels(normal, 3)
             mask = place(rng, shape, image.shape[:2]).on_canvas(shape.mask, image.shape[:2])
             result = pipe(
-                prompt=prompt,
-                negative_prompt=negative,
-                image=Image.fromarray(resize_image(image, gen_size)),
+                prompt=prompt, image=Image.fromarray(resize_image(image, gen_size)),
                 mask_image=Image.fromarray(resize_mask(mask, gen_size).astype(np.uint8) * 255),
-                height=gh,
-                width=gw,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                strength=strength,
-                padding_mask_crop=padding_mask_crop,
-                generator=torch.Generator().manual_seed(seed + i),
-            ).images[0]
-            oh, ow = out_size
-            generated = resize(np.asarray(result.convert("RGB")), (oh, ow), "bicubic")
-            small_mask = resize_mask(mask, out_size)
-            final = resize_image(image, out_size).copy()
-            final[small_mask] = generated[small_mask]
-            if channels == 1:
-                final = np.asarray(Image.fromarray(final).convert("L"))
+                generator=torch.Generator().manual_seed(seed + i), **settings,
+            ).images[0]  # fmt: skip
+            final, small_mask = _in_frame(result, image, mask, out_size, channels)
             writer.add(final, small_mask, normal.image_path, shape.sample.mask_path, seed + i, sha)
     return writer.rows
+
+
+def _in_frame(
+    result: Image.Image,
+    image: np.ndarray,
+    mask: np.ndarray,
+    out_size: tuple[int, int],
+    channels: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The generated pixels inside the mask over the source outside it, at ``out_size``, and the
+    mask at that size; grayscale when the data is."""
+    generated = resize(np.asarray(result.convert("RGB")), out_size, "bicubic")
+    small_mask = resize_mask(mask, out_size)
+    final = resize_image(image, out_size).copy()
+    final[small_mask] = generated[small_mask]
+    if channels == 1:
+        final = np.asarray(Image.fromarray(final).convert("L"))
+    return final, small_mask
