@@ -34,6 +34,7 @@ LAYERS = {
     "memory": 3,
     "neighbours": 3,
     "spill": 4,
+    "feature_store": 4,
     "feature_cache": 4,
     "scoring": 4,
     "evaluation": 4,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from dualpatch import PatchCore, spill
+from dualpatch import PatchCore, feature_store, spill
 from dualpatch.cli import main
 from dualpatch.errors import ConfigError, DataError
 from tests.support.common import CountingExtractor, kill_when, tiny_params
@@ -112,7 +112,7 @@ def test_full_disk_fails_in_one_line_and_leaves_nothing(where, tiny_normal, tmp_
                 raise OSError(errno.ENOSPC, "No space left on device")
             return os.pwrite(fd, data, offset)
 
-        monkeypatch.setattr(spill, "write_rows", full)
+        monkeypatch.setattr(feature_store, "write_rows", full)
     model = PatchCore(**tiny_params(max_memory="4GiB", cache_dir=str(cache), batch_size=2))
     with pytest.raises(DataError) as info:
         model.fit(tiny_normal)
