@@ -5,7 +5,9 @@ killed spilled CLI fit resumes from its store."""
 from __future__ import annotations
 
 import errno
+import gc
 import json
+import mmap
 import os
 import shutil
 import signal
@@ -73,11 +75,15 @@ def test_past_the_cap_bank_does_not_depend_on_the_memory_held(tiny_normal):
     holds 256 MiB more gives the same rows and the same bank, bit for bit."""
     params = {**tiny_params(max_memory=cap_holding(120)), "coreset_min": 20}
     first = PatchCore(**params).fit(tiny_normal)
+    gc.collect()  # so that no earlier object is freed while the ballast is measured
     before = spill.rss_bytes()
-    ballast = np.ones(256 * 1024**2 // 8)  # written, so resident
+    # a fresh anonymous mapping, written, so resident: heap memory freed by earlier tests could
+    # otherwise be reused and hardly raise the resident size
+    ballast = mmap.mmap(-1, 256 * 1024**2)
+    np.frombuffer(ballast, dtype=np.uint8)[:] = 1
     assert spill.rss_bytes() - before > 200 * 1024**2
     again = PatchCore(**params).fit(tiny_normal)
-    del ballast
+    ballast.close()
     assert first.spill_["coreset_rows"] == again.spill_["coreset_rows"] == 120
     torch.testing.assert_close(again.memory_.bank_, first.memory_.bank_, rtol=0, atol=0)
 
