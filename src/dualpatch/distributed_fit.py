@@ -64,7 +64,7 @@ def extract_to_cache(
     on Ray (``address``: local, auto or a cluster; ``actors`` each hold the backbone once; a lost
     actor's batch is retried ``retries`` times). Progress: stage "features on Ray". Returns how
     many images Ray extracted (0: all were in the cache)."""
-    from .feature_cache import save_cached
+    from .feature_cache import entry_path, save_cached
 
     if not model.cache_dir:
         raise ConfigError("feature extraction on Ray writes to the feature cache: set cache_dir")
@@ -77,7 +77,7 @@ def extract_to_cache(
     if not by_key:
         raise DataError("no images to extract features from")
     # present entries are not read here: the fit checks every entry and recomputes a bad one
-    todo = [(k, s) for k, s in by_key.items() if not (cache / f"{k}.safetensors").is_file()]
+    todo = [(k, s) for k, s in by_key.items() if not entry_path(cache, k).is_file()]
     settings = {name: getattr(model, name) for name in FEATURE_PARAMS}
     if settings["weights"]:
         settings["weights"] = str(Path(settings["weights"]).resolve())
@@ -90,8 +90,7 @@ def extract_to_cache(
         files = [s.image_path for _, s in todo]
         for batch in job.map(_FeatureActor, (settings, _exit_once), files, "extracted"):
             for i, features in zip(batch["index"], batch["features"], strict=True):
-                path = cache / f"{todo[int(i)][0]}.safetensors"
-                if not save_cached(path, _tensor(features)):
+                if not save_cached(entry_path(cache, todo[int(i)][0]), _tensor(features)):
                     raise DataError(f"{cache}: feature cache not writable; Ray's features are lost")
             advance(len(batch["index"]))
     finally:
@@ -102,9 +101,8 @@ def extract_to_cache(
 def _tensor(features: np.ndarray) -> Any:
     import torch
 
-    return torch.tensor(
-        np.asarray(features, dtype=np.float32)
-    )  # a copy: Ray's arrays are read-only
+    # a copy: Ray's arrays are read-only
+    return torch.tensor(np.asarray(features, dtype=np.float32))
 
 
 @contextlib.contextmanager

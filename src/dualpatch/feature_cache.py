@@ -40,6 +40,12 @@ def cache_key(prefix: bytes, image_path: str) -> str:
     return h.hexdigest()
 
 
+def entry_path(cache: Path, key: str) -> Path:
+    """Where the cache folder ``cache`` keeps the features of the image with ``key``
+    (``model._cache_key(sample)``): the one naming rule of every reader and writer."""
+    return cache / f"{key}.safetensors"
+
+
 def image_features(
     model: Any, samples: Sequence[Sample], bar: Callable[[int], None]
 ) -> torch.Tensor:
@@ -48,7 +54,7 @@ def image_features(
     number of images done."""
     cache = Path(model.cache_dir) if model.cache_dir else None
     out: list[torch.Tensor | None] = [None] * len(samples)
-    paths = [cache / f"{model._cache_key(s)}.safetensors" for s in samples] if cache else []
+    paths = [entry_path(cache, model._cache_key(s)) for s in samples] if cache else []
     todo = []
     for i in range(len(samples)):
         if cache is not None:
@@ -82,7 +88,7 @@ def read_or_extract(model: Any, samples: Sequence[Sample]) -> torch.Tensor:
     holds them (e.g. written by a Ray job: ``distributed_fit``), the backbone's for the rest,
     which are not written (the bounded-memory fit keeps its own store)."""
     cache = Path(model.cache_dir) if model.cache_dir else None
-    paths = [cache / f"{model._cache_key(s)}.safetensors" for s in samples] if cache else []
+    paths = [entry_path(cache, model._cache_key(s)) for s in samples] if cache else []
     found = [load_cached(p) for p in paths]
     if not found or any(f is None for f in found):
         return extract(model, samples)  # one batch through the backbone, as without a cache
