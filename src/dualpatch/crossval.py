@@ -154,8 +154,11 @@ def finish(exp, results: list[dict], boots: dict, info: dict, report: bool = Tru
     return page
 
 
-def run_over_splits(exp, settings, splits, seeds, counts, nested) -> tuple[dict, dict]:
-    """One run on every split × seed: its summary, pooled predictions and bootstrap replicates."""
+def run_over_splits(
+    exp, settings, splits, seeds, counts, nested, rule_of: dict[str, str] | None = None
+) -> tuple[dict, dict]:
+    """One run on every split × seed: its summary, pooled predictions and bootstrap replicates.
+    ``rule_of``: a dual rule per split name in place of the run's (few-shot nested choice)."""
     from .report import slug
 
     base = exp.out / "runs" / slug(settings["name"])
@@ -166,7 +169,7 @@ def run_over_splits(exp, settings, splits, seeds, counts, nested) -> tuple[dict,
     for f, split in enumerate(splits):
         masks = np.stack([smp.mask(size) for smp in split.test])
         for seed in seeds:
-            s = {**settings, "seed": seed}
+            s = {**settings, "seed": seed, **({"rule": rule_of[split.name]} if rule_of else {})}
             run_dir = base / f"{split.name}-seed{seed}" if nested else base
             r = exp.run_one(s, split.train, split.test, split_info(split), run_dir)
             skipped &= bool(r.get("skipped"))

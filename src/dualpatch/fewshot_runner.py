@@ -131,9 +131,10 @@ def _run_plan(exp, i: int, plan: tuple, splits, seeds, counts, results, boots, e
         name = entry_name(fitted["name"], n)
         exp.log.info("run %d/%d: %s", i + 1, total, name)
         pairs = by_n[str(n)]
+        rule_of, choice = _rules(exp, {**fitted, "name": name}, splits, pairs, n, draws)
         result, boot = run_over_splits(
             exp, {**fitted, "name": name}, [s for _, s in pairs], seeds,
-            [counts[f] for f, _ in pairs], True,
+            [counts[f] for f, _ in pairs], True, rule_of,
         )  # fmt: skip
         exp.__dict__.pop("_fitted", None)  # one model per draw: none is asked for again
         if n != shots[-1]:  # only each run's largest n reaches the gallery: free its maps
@@ -142,7 +143,17 @@ def _run_plan(exp, i: int, plan: tuple, splits, seeds, counts, results, boots, e
         boots[name] = boot
         entries.append({"name": name, "run": fitted["name"], "shots": n,
                         "draws": 1 if n == ALL else draws, "real_only": is_real_only(fitted),
-                        "bank": "dual"})  # fmt: skip
+                        "bank": "dual", "rule": fitted["rule"], "rule_choice": choice})  # fmt: skip
+
+
+def _rules(exp, settings: dict, splits, pairs, shots: Shots, draws: int) -> tuple:
+    """(rule per outer split name, the choice's record per fold) under ``rule_selection: inner``,
+    else (None, None): the run's own rule everywhere."""
+    if exp.config["rule_selection"] != "inner":
+        return None, None
+    from .fewshot_rule import inner_rules
+
+    return inner_rules(exp, settings, splits, pairs, shots, draws)
 
 
 def fewshot_metrics(results: list[dict], boots: dict, entries: list[dict]) -> dict[str, dict]:
@@ -154,6 +165,7 @@ def fewshot_metrics(results: list[dict], boots: dict, entries: list[dict]) -> di
     for e in entries:
         m = metrics[e["name"]]
         m.update(run=e["run"], defect_shots=e["shots"], draws=e["draws"])
+        m.update(rule_used(e))
         for key, against in (
             ("comparisons", base.get(str(e["shots"]))),
             ("against_single", single),
@@ -165,6 +177,19 @@ def fewshot_metrics(results: list[dict], boots: dict, entries: list[dict]) -> di
                     for k in METRICS
                 }  # fmt: skip
     return metrics
+
+
+def rule_used(entry: dict) -> dict[str, Any]:
+    """metrics.json's record of a dual entry's rule: ``rule`` (the one used, or ``inner: ...``
+    listing each fold's choice) and, when chosen, ``rule_choice`` (per fold: the choice and the
+    validation figures behind it)."""
+    if entry["bank"] != "dual":
+        return {}
+    choice = entry.get("rule_choice")
+    if not choice:
+        return {"rule": entry.get("rule")}
+    chosen = ", ".join(f"{fold} {c['chosen']}" for fold, c in choice.items())
+    return {"rule": f"inner: {chosen}", "rule_choice": choice}
 
 
 def _first_real_only(entries: list[dict]) -> dict[str, str]:
@@ -202,6 +227,7 @@ def goal_and_advice(metrics: dict[str, dict], entries: list[dict]) -> dict[str, 
             if n != ALL and int(n) <= GOAL_MAX_SHOTS:
                 goal[e["name"]] = _meets_goal(m, mb, metrics.get(single) if single else None)
         advice = _advice(metrics, wins, b, single)
+        advice["rule"] = metrics[advice["use"]].get("rule") if advice["use"] else None
         out[n] = {"baseline": b, "goal": goal, "clear_wins_over_baseline": wins, **advice}
     return out
 

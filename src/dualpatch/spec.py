@@ -40,6 +40,8 @@ from .spec_values import Setting, option_name
 BANKS = ("single", "dual")
 ON_DUPLICATES = ("warn", "drop", "error")
 THRESHOLDS = ("validation", "none")
+#: few-shot dual rule: the run's own, or chosen per fold and n on an inner split (fewshot_rule)
+RULE_SELECTIONS = ("none", "inner")
 
 
 def _shots_ok(value: Any) -> bool:
@@ -204,6 +206,13 @@ class ExperimentSpec(RunSpec):
         scope="top", listed=True,
     ))  # fmt: skip
     defect_draws: int = sv.at_least_1(3, "Random draws per n of defect_shots.", scope="top")
+    # few-shot only: "inner" chooses each dual run's rule per fold and n on a validation split of
+    # the fold's training items (dualpatch.fewshot_rule); "none" keeps the run's rule
+    rule_selection: str = sv.choice(
+        "none", lambda: RULE_SELECTIONS,
+        "Few-shot dual rule: the run's (none) or chosen on an inner validation split (inner).",
+        scope="top",
+    )  # fmt: skip
     runs: list[dict] = sv.entry(
         [{"name": "single", "bank": "single"}, {"name": "dual", "bank": "dual"}],
         Setting(scope="top", cli=False),

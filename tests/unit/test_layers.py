@@ -65,6 +65,7 @@ LAYERS = {
     "experiment_inputs": 8,
     "experiment_outputs": 8,
     "fewshot_runner": 8,
+    "fewshot_rule": 8,
     "cli": 9,
 }
 
