@@ -97,7 +97,8 @@ def main() -> None:
         name: {k: m[k] for k in m if k.split("_ci")[0].split("_std")[0] in KEYS}
         | {"run": m["run"], "defect_shots": m["defect_shots"], "draws": m["draws"],
            "n_evaluations": m["n_evaluations"], "fit_seconds": m.get("fit_seconds")}
-        | {c: m[c] for c in ("comparisons", "against_single") if c in m}
+        | {c: m[c] for c in ("comparisons", "against_single", "rule") if c in m}
+        | ({"rule_choice": chosen_rules(m["rule_choice"])} if "rule_choice" in m else {})
         for name, m in metrics.items()
     }  # fmt: skip
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE)
@@ -107,7 +108,8 @@ def main() -> None:
                    + "".join(f" --partial {r}" for r in args.partial),
         "commit": head.stdout.strip(),
         "protocol": {k: config[k] for k in ("folds", "fold_seed", "seeds", "on_duplicates",
-                                            "defect_shots", "defect_draws", "bootstrap")},
+                                            "defect_shots", "defect_draws", "bootstrap",
+                                            "rule_selection")},
         "settings": {k: config[k] for k in ("backbone", "image_size", "coreset_ratio",
                                             "defect_coreset", "rule", "threshold")},
         "runs": config["runs"],
@@ -179,6 +181,12 @@ def paired_on_folders(out: Path, name: str, resamples: int) -> dict:
     return row
 
 
+def chosen_rules(choice: dict) -> dict:
+    """Per fold: the rule chosen, each rule's mean validation criterion, the validation set's
+    size and every inner draw's validation figures per rule (the record less its signature)."""
+    return {fold: {k: v for k, v in c.items() if k != "signature"} for fold, c in choice.items()}
+
+
 def markdown(summary: dict, advice: dict) -> str:
     """The README's tables: mean ± std [95% interval] per run and n, and the advice per n."""
 
@@ -186,17 +194,18 @@ def markdown(summary: dict, advice: dict) -> str:
         lo, hi = m.get(f"{k}_ci") or (float("nan"), float("nan"))
         return f"{m[k]:.3f} ± {m[f'{k}_std']:.3f} [{lo:.3f}, {hi:.3f}]"
 
-    lines = ["| run | n | draws × folds | image AUROC | image AP | pixel AUPRO |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = ["| run | n | draws × folds | rule (per fold) | image AUROC | image AP | pixel AUPRO |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: |"]  # fmt: skip
     for m in summary.values():
         n = "any (no defects)" if m["defect_shots"] is None else str(m["defect_shots"])
-        lines.append(f"| {m['run']} | {n} | {m['n_evaluations']} | "
+        rule = m.get("rule") or "—"
+        lines.append(f"| {m['run']} | {n} | {m['n_evaluations']} | {rule} | "
                      + " | ".join(cell(m, k) for k in KEYS[:3]) + " |")  # fmt: skip
-    lines += ["", "| n | use | why | goal |", "| --- | --- | --- | --- |"]
+    lines += ["", "| n | use | rule | why | goal |", "| --- | --- | --- | --- | --- |"]
     for n, a in advice.items():
         met = [k for k, g in a["goal"].items() if g["met"]]
         goal = ("met by " + ", ".join(met) if met else "not met") if a["goal"] else "not checked"
-        lines.append(f"| {n} | {a['use']} | {a['why']} | {goal} |")
+        lines.append(f"| {n} | {a['use']} | {a.get('rule')} | {a['why']} | {goal} |")
     return "\n".join(lines)
 
 

@@ -93,7 +93,8 @@ def fewshot_section(
         rows.append(f"<tr><th>{E(e['run'])}</th><td>{E(n)}</td><td>{e['draws']}</td>{cells}</tr>")
     head = "".join(f"<th>{E(v)}</th>" for v in METRICS.values())
     advice_rows = "".join(
-        f"<tr><td>{E(n)}</td><td>{E(str(a['use']))}</td><td>{E(a['why'])}</td>"
+        f"<tr><td>{E(n)}</td><td>{E(str(a['use']))}</td><td>{E(str(a.get('rule')))}</td>"
+        f"<td>{E(a['why'])}</td>"
         f"<td>{E(_goal_text(a['goal']))}</td></tr>"
         for n, a in advice.items()
     )
@@ -107,7 +108,7 @@ def fewshot_section(
         + f'<table id="fewshot"><thead><tr><th>Run</th><th>n</th><th>Draws</th>{head}</tr>'
         f"</thead><tbody>{''.join(rows)}</tbody></table>"
         "<h3>Which setting to use with n real defects</h3>"
-        '<table id="fewshot-advice"><thead><tr><th>n</th><th>Use</th><th>Evidence</th>'
+        '<table id="fewshot-advice"><thead><tr><th>n</th><th>Use</th><th>Rule</th><th>Evidence</th>'
         f"<th>Goal (+0.01 AUROC and AP over real-only, intervals apart, beats single)</th></tr>"
         f"</thead><tbody>{advice_rows}</tbody></table>"
     )
