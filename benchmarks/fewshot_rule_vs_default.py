@@ -50,7 +50,7 @@ def main() -> None:
     for name, m in metrics.items():
         if name == "fewshot" or "rule_choice" not in m:
             continue
-        rows[name] = compare_entry(out, name, splits, counts, DUAL_RULE)
+        rows[name] = compare_entry(out, name, splits, counts, DUAL_RULE, tuple(c["image_size"]))
         print(name, {k: rows[name][k]["difference"] for k in KEYS}, flush=True)
     write_json(Path(args.json), {
         "command": "python benchmarks/fewshot_rule_vs_default.py --data ../shared/data/kolektorsdd "
@@ -62,12 +62,11 @@ def main() -> None:
     })  # fmt: skip
 
 
-def compare_entry(out: Path, name: str, splits, counts, default: str) -> dict:
+def compare_entry(out: Path, name: str, splits, counts, default: str, size: tuple) -> dict:
     """Nested against ``default`` for one (run, n): means and paired differences per metric."""
     from safetensors.numpy import load_file
 
     from dualpatch.crossval import _add_replicates
-    from dualpatch.models.patchcore import PatchCore
     from dualpatch.report import slug
     from dualpatch.uncertainty import BOOTSTRAP_METRICS, compare
 
@@ -77,17 +76,14 @@ def compare_entry(out: Path, name: str, splits, counts, default: str) -> dict:
     for folder in sorted((out / "runs" / slug(name)).glob("fold*-draw*-seed*")):
         f = int(folder.name.split("-")[0].removeprefix("fold"))
         split = splits[f]
-        masks = np.stack([s.mask((320, 128)) for s in split.test])
+        masks = np.stack([s.mask(size) for s in split.test])
         saved = load_file(str(folder / "predictions.safetensors"))
         nested = {k: saved[k].astype(np.float32) if k == "maps" else saved[k] for k in saved}
         rule = json.loads((folder / "run.json").read_text())["settings"]["rule"]
         if rule == default:
             fixed = nested
         else:
-            model = PatchCore.load(folder / "model")
-            model.progress, model.rule = False, default
-            pred = model.predict(split.test)
-            fixed = {"labels": pred.labels, "scores": pred.image_scores, "maps": pred.anomaly_maps}
+            fixed = _rescored(folder, split.test, default)
             rescored.append(folder.name)
         for side, p in (("nested", nested), ("default", fixed)):
             r = {"metrics": {}, "labels": p["labels"], "scores": p["scores"], "maps": p["maps"]}
@@ -100,6 +96,24 @@ def compare_entry(out: Path, name: str, splits, counts, default: str) -> dict:
         diff = compare(boot["nested"][k], boot["default"][k], ("nested", "default"))
         row[k] = {"nested": a, "default": b, **diff}
     return row
+
+
+def _rescored(folder: Path, test, rule: str) -> dict:
+    """The saved model's test predictions under ``rule``, kept beside it (a rerun reads them)."""
+    from safetensors.numpy import load_file, save_file
+
+    from dualpatch.fileio import atomic_path
+    from dualpatch.models.patchcore import PatchCore
+
+    path = folder / f"predictions-{rule}.safetensors"
+    if not path.is_file():
+        model = PatchCore.load(folder / "model")
+        model.progress, model.rule = False, rule
+        pred = model.predict(test)
+        with atomic_path(path) as tmp:
+            save_file({"labels": pred.labels.astype(np.int64), "scores": pred.image_scores,
+                       "maps": pred.anomaly_maps.astype(np.float16)}, str(tmp))  # fmt: skip
+    return {k: v.astype(np.float32) if k == "maps" else v for k, v in load_file(str(path)).items()}
 
 
 def _point(pred: dict, masks: np.ndarray) -> dict:
