@@ -31,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/kolektorsdd")
     parser.add_argument("--out", default="runs/kolektorsdd-fewshot", help="the results folder")
+    parser.add_argument("--metrics", help="metrics.json to read (default: the folder's)")
     parser.add_argument("--json", default=str(HERE / "results" / "fewshot_rule_vs_default.json"))
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -38,6 +39,7 @@ def main() -> None:
     from dualpatch.experiment import load_config
     from dualpatch.fileio import write_json
     from dualpatch.protocol import make_splits
+    from dualpatch.query_memo import remembered_queries
     from dualpatch.uncertainty import fold_counts
 
     out = Path(args.out)
@@ -45,13 +47,17 @@ def main() -> None:
     splits = make_splits(c["dataset"], args.data, c["folds"], None, c["on_duplicates"],
                          c["fold_seed"])  # fmt: skip
     counts = fold_counts([len(s.test) for s in splits], c["bootstrap"], seed=0)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads(Path(args.metrics or out / "metrics.json").read_text())
     rows = {}
-    for name, m in metrics.items():
-        if name == "fewshot" or "rule_choice" not in m:
-            continue
-        rows[name] = compare_entry(out, name, splits, counts, DUAL_RULE, tuple(c["image_size"]))
-        print(name, {k: rows[name][k]["difference"] for k in KEYS}, flush=True)
+    # every dual model of a fold shares the normal bank: its distances to the test patches are
+    # searched once per fold, not once per model
+    with remembered_queries():
+        for name, m in metrics.items():
+            if name == "fewshot" or "rule_choice" not in m:
+                continue
+            size = tuple(c["image_size"])
+            rows[name] = compare_entry(out, name, splits, counts, DUAL_RULE, size)
+            print(name, {k: rows[name][k]["difference"] for k in KEYS}, flush=True)
     write_json(Path(args.json), {
         "command": "python benchmarks/fewshot_rule_vs_default.py --data ../shared/data/kolektorsdd "
                    f"--out {args.out}",
