@@ -53,6 +53,11 @@ def main() -> None:
         help="RUN: compare its finished (fold, draw) folders with dual-real-only's at every n, "
         "for a run left out of the config because not all its folds finished",
     )  # fmt: skip
+    parser.add_argument(
+        "--note", action="append", default=[],
+        help="RUN=TEXT: what made a run's synthetic images (e.g. the generator's code), kept in "
+        "the JSON's 'synthetic_code'",
+    )  # fmt: skip
     args = parser.parse_args()
 
     from dualpatch.crossval import prepare
@@ -105,7 +110,8 @@ def main() -> None:
     write_json(Path(args.json), {
         "command": "python benchmarks/fewshot.py --data ../shared/data/kolektorsdd "
                    f"--out {args.out}" + "".join(f" --set {s}" for s in args.set)
-                   + "".join(f" --partial {r}" for r in args.partial),
+                   + "".join(f" --partial {r}" for r in args.partial)
+                   + "".join(f" --note '{n}'" for n in args.note),
         "commit": head.stdout.strip(),
         "protocol": {k: config[k] for k in ("folds", "fold_seed", "seeds", "on_duplicates",
                                             "defect_shots", "defect_draws", "bootstrap",
@@ -113,6 +119,7 @@ def main() -> None:
         "settings": {k: config[k] for k in ("backbone", "image_size", "coreset_ratio",
                                             "defect_coreset", "rule", "threshold")},
         "runs": config["runs"],
+        "synthetic_code": dict(note.split("=", 1) for note in args.note),
         "results": summary,
         "advice_and_goal": advice,
         "matched_draws": matched_draws(out, entries, config["bootstrap"]),
