@@ -32,7 +32,9 @@ from .ddpm_model import (
     autocast,
     build_schedulers,
     build_unet,
+    denormalise,
     load_checkpoint,
+    normalise_window,
     use_bf16,
 )
 from .ddpm_train import train_ddpm
@@ -118,7 +120,10 @@ class Inpainter:
         # Area-resized and thresholded at > 0: every pixel touched by the mask is regenerated.
         msmall = resize(cmask.astype(np.float32), (h, w), "area") > 0
         dev = self.device
-        x_known = torch.from_numpy(small.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1)[None]
+        small = small.astype(np.float32) / 127.5 - 1
+        if self.cfg.normalise:
+            small, mean, spread = normalise_window(small, ~msmall)
+        x_known = torch.from_numpy(small.transpose(2, 0, 1).copy())[None]
         m = torch.from_numpy(msmall.astype(np.float32))[None, None]
         gen = torch.Generator().manual_seed(int(seed))
         x_known, m = x_known.to(dev), m.to(dev)
@@ -141,6 +146,8 @@ class Inpainter:
             else:
                 known = x_known
             x = m * x + (1 - m) * known
+        if self.cfg.normalise:
+            x = denormalise(x.clamp(-1, 1), mean, spread)
         gen_small = ((x[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
         up = resize(gen_small, (y1 - y0, x1 - x0), "bicubic")
         up = up.reshape(y1 - y0, x1 - x0, -1).astype(np.float32)
@@ -210,22 +217,22 @@ def sample_ddpm(
             normal = normals[int(rng.integers(len(normals)))]
             shape = shapes[int(rng.integers(len(shapes)))]
             image = read_pixels(normal, model.channels)
-            mask, why = _place_mask(rng, shape, image, prior)
+            mask, why = _place_mask(rng, shape, image, prior, model.cfg.flip)
             result, kept = _most_distinct(model, image, mask, seed + i, min_contrast, tries)
             writer.add(result, mask, normal.image_path, shape.sample.mask_path, seed + i,
                        model.sha256, why + kept)  # fmt: skip
     return writer.rows
 
 
-def _place_mask(rng, shape, image: np.ndarray, prior: PlacementPrior | None):
+def _place_mask(rng, shape, image: np.ndarray, prior: PlacementPrior | None, flip: bool = True):
     """The defect mask on ``image`` (learned placement, or near the source's own position), and
-    why it went there."""
+    why it went there; flipped at random only with ``flip`` (the model's ``DDPMConfig.flip``)."""
     if prior is not None:
-        where, why = prior.place(rng, shape, image)
+        where, why = prior.place(rng, shape, image, flip=flip)
     else:
-        where = place(rng, shape, image.shape[:2])
+        where = place(rng, shape, image.shape[:2], flip=flip)
         why = "source defect's own position (+-0.25 of the image)"
-    return where.put(thin(rng, where.apply(shape.mask, nearest=True)), image.shape[:2]), why
+    return where.put(thin(rng, where.apply(shape.mask)), image.shape[:2]), why
 
 
 def _most_distinct(model: Inpainter, image: np.ndarray, mask: np.ndarray, seed: int,

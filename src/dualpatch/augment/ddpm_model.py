@@ -51,6 +51,14 @@ class DDPMConfig:
     #: normal images held in memory for training (a random subset of larger sets)
     max_normals: int = 256
     train_timesteps: int = 1000
+    #: flip training patches (and sampled masks' placements) at random. Flipping a KolektorSDD
+    #: defect changes which side of it is lit: copy-paste lost fidelity to flips on training data
+    #: (benchmarks/results/fidelity_levers.json)
+    flip: bool = True
+    #: background-normalised inpainting: each window is shifted and scaled by the mean and
+    #: standard deviation of its pixels outside the mask (``normalise_window``) before the model
+    #: sees it, and back after sampling, so the model learns defects relative to their surface
+    normalise: bool = False
 
     @classmethod
     def from_json(cls, d: dict) -> DDPMConfig:
@@ -62,7 +70,27 @@ class DDPMConfig:
 
 #: settings a resumed model keeps whatever is asked; the others may change between runs
 KEPT_ON_RESUME = ("patch", "channels", "layers_per_block", "batch", "lr", "ema_decay",
-                  "defect_fraction", "scale", "max_normals", "train_timesteps")  # fmt: skip
+                  "defect_fraction", "scale", "max_normals", "train_timesteps", "flip",
+                  "normalise")  # fmt: skip
+
+#: background normalisation: a background standard deviation s (in [-1, 1] units) spans
+#: (s + NORM_FLOOR) / NORM_UNIT of the model's range, so +-1 holds about +-6 of them on a
+#: textured surface and a flat one is not blown up
+NORM_UNIT, NORM_FLOOR = 0.15, 0.05
+
+
+def normalise_window(x: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``x`` (H, W, C in [-1, 1]) shifted and scaled by the statistics of its ``known`` (H, W)
+    pixels, clipped to [-1, 1]; returns (normalised, mean, spread) for ``denormalise``."""
+    vals = x[known] if known.any() else x.reshape(-1, x.shape[-1])
+    mean = float(vals.mean())
+    spread = (float(vals.std()) + NORM_FLOOR) / NORM_UNIT
+    return np.clip((x - mean) / spread, -1.0, 1.0).astype(np.float32), mean, spread
+
+
+def denormalise(z, mean: float, spread: float):
+    """Undo ``normalise_window`` (numpy array or tensor), clipped to [-1, 1]."""
+    return (z * spread + mean).clip(-1.0, 1.0)
 
 
 # ----------------------------------------------------------------------------- model

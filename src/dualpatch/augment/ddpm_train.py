@@ -28,6 +28,7 @@ from .ddpm_model import (
     build_unet,
     flatten_optimizer,
     load_checkpoint,
+    normalise_window,
     save_checkpoint,
     unflatten_optimizer,
     use_bf16,
@@ -76,9 +77,10 @@ class PatchSampler:
         if mask is not None:
             warped = cv2.warpAffine(mask.astype(np.uint8) * 255, m, (p, p), flags=cv2.INTER_LINEAR)
             out_mask = warped > 64  # a low threshold keeps thin cracks after downscaling
-        if rng.random() < 0.5:
+        # the draws are made either way, so cfg.flip changes nothing else
+        if rng.random() < 0.5 and self.cfg.flip:
             patch, out_mask = patch[:, ::-1], None if out_mask is None else out_mask[:, ::-1]
-        if rng.random() < 0.5:
+        if rng.random() < 0.5 and self.cfg.flip:
             patch, out_mask = patch[::-1], None if out_mask is None else out_mask[::-1]
         return patch, out_mask
 
@@ -126,8 +128,10 @@ class PatchSampler:
             # Intensity jitter: contrast about the patch mean, then brightness.
             mean = x.mean()
             x = (x - mean) * rng.uniform(0.85, 1.15) + mean + rng.uniform(-0.06, 0.06)
-            x = np.clip(x, 0, 1)
-            xs.append(x.transpose(2, 0, 1) * 2 - 1)
+            x = np.clip(x, 0, 1) * 2 - 1
+            if self.cfg.normalise:
+                x = normalise_window(x, ~m)[0]
+            xs.append(x.transpose(2, 0, 1))
             ms.append(m[None].astype(np.float32))
             cs.append(cls)
         return (torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ms)),

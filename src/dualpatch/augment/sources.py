@@ -34,8 +34,15 @@ class Placement:
     y0: int
     x0: int
 
-    def apply(self, arr: np.ndarray, nearest: bool) -> np.ndarray:
-        """Flip and scale ``arr`` (a shape's mask or its box's pixels) as this placement does."""
+    def apply(self, arr: np.ndarray) -> np.ndarray:
+        """Flip and scale ``arr`` (a shape's bool mask or its box's pixels) as this placement does.
+
+        Pixels and masks are scaled on one grid, OpenCV's bilinear one (data.images.OPENCV_GRID):
+        a mask goes through it as 0/255 and keeps the pixels that come out at least half defect.
+        OpenCV's nearest grid (floor of i * scale) lies up to half a source pixel up-left of the
+        bilinear one's pixel centres, so a mask scaled nearest missed part of its own defect's
+        pixels and covered surface beside them (tests/unit/augment/test_placement_alignment.py).
+        """
         if self.flip_h:
             arr = arr[:, ::-1]
         if self.flip_v:
@@ -43,12 +50,12 @@ class Placement:
         h, w = self.size
         if arr.shape[:2] == (h, w):
             return np.ascontiguousarray(arr)
-        # OpenCV's grids (data.images.OPENCV_GRID), not PIL's filters: the placements were made
-        # on them, and PIL's pixel-centre NEAREST moves a placed mask by up to a pixel, which
-        # changes the box handed to seamlessClone and so which copy-paste defects survive the
-        # blend (tests/unit/augment/test_augment_paste.py, the demo's dual+paste row)
-        method = "opencv-nearest" if nearest or arr.dtype == bool else "opencv-linear"
-        return resize(np.ascontiguousarray(arr), (h, w), method)
+        # OpenCV's grids, not PIL's filters: PIL's bilinear filter widens when shrinking, which
+        # would blur a small defect's pixels
+        if arr.dtype == bool:
+            levels = np.ascontiguousarray(arr).astype(np.uint8) * 255
+            return resize(levels, (h, w), "opencv-linear") >= 128
+        return resize(np.ascontiguousarray(arr), (h, w), "opencv-linear")
 
     def put(self, part: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """Put an already transformed ``part`` at (y0, x0) on a zero canvas of ``shape`` (H, W)."""
@@ -59,7 +66,7 @@ class Placement:
 
     def on_canvas(self, arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """``apply`` then ``put``: ``arr`` flipped, scaled and placed on a canvas of ``shape``."""
-        return self.put(self.apply(arr, nearest=arr.dtype == bool), shape)
+        return self.put(self.apply(arr), shape)
 
 
 def training_sources(dataset: Dataset) -> tuple[list[Sample], list[Sample]]:
@@ -115,13 +122,15 @@ def place(
     shift: float = 0.25,
     border: int = 2,
     centre: tuple[float, float] | None = None,
+    flip: bool = True,
 ) -> Placement:
     """A random placement of ``shape`` on an image of size ``target`` (H, W).
 
     The shape keeps roughly its original position (shifted by up to ``shift`` of the image size)
-    because defects sit on the part, not anywhere in the frame; it is flipped at random, scaled by a
-    factor in ``scale`` and kept ``border`` pixels inside the image. ``centre`` (y, x as shares of
-    the image size) replaces the shape's own position as the point the shift starts from.
+    because defects sit on the part, not anywhere in the frame; it is flipped at random (with
+    ``flip``), scaled by a factor in ``scale`` and kept ``border`` pixels inside the image.
+    ``centre`` (y, x as shares of the image size) replaces the shape's own position as the point
+    the shift starts from. The flips are drawn either way, so ``flip`` changes nothing else.
     """
     th, tw = target
     h0, w0 = shape.mask.shape
@@ -129,7 +138,7 @@ def place(
     fit = min((th - 2 * border) / (h0 * s), (tw - 2 * border) / (w0 * s), 1.0)
     h = max(1, round(h0 * s * fit))
     w = max(1, round(w0 * s * fit))
-    flip_h, flip_v = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+    flip_h, flip_v = bool(rng.random() < 0.5) and flip, bool(rng.random() < 0.5) and flip
     if centre is None:
         centre = box_centre(shape)
     cy = centre[0] * th + rng.uniform(-shift, shift) * th
@@ -197,6 +206,8 @@ class PlacementPrior:
         image: np.ndarray,
         shift: float = 0.05,
         tries: int = 20,
+        scale: tuple[float, float] = (0.75, 1.25),
+        flip: bool = True,
     ) -> tuple[Placement, str]:
         """A placement of ``shape`` on ``image`` near a training defect's centre and on the part,
         with the reason it was chosen (for the manifest). After ``tries`` positions off the part,
@@ -205,7 +216,8 @@ class PlacementPrior:
         best: tuple[float, Placement, int, int] | None = None
         for attempt in range(1, tries + 1):
             k = int(rng.integers(len(self.centres)))
-            where = place(rng, shape, image.shape[:2], shift=shift, centre=self.centres[k])
+            where = place(rng, shape, image.shape[:2], scale, shift, centre=self.centres[k],
+                          flip=flip)  # fmt: skip
             share = self.on_part(gray, where)
             if best is None or share > best[0]:
                 best = (share, where, k, attempt)

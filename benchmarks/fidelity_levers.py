@@ -1,0 +1,455 @@
+"""Which step of the placement/blending pipeline costs copy-paste (and the DDPM) its fidelity?
+
+Chosen on TRAINING data only. KolektorSDD's default split's training items (kos01-33) are cut into
+two halves A and B, group-aware (``protocol.group_folds``: an item, and items sharing a
+byte-identical image, stay on one side) and stratified. Each arm generates from one half's normal
+images and real defects only and is measured against the OTHER half's real defect patches in the
+backbone's patch-feature space (Lite0, 320x128, patches touching the mask; k = 5; mean nearest
+distance, precision/recall, density/coverage: ``dualpatch.augment.fidelity``). References on the
+same scale: the generating half's real defects in place, and random normal patches of the other
+half. Both directions (A -> B, B -> A) are run and averaged; a lever is chosen on that average.
+The chosen setting is then measured once against the real TEST defects (kos35-50, kos34 dropped),
+as a measurement, not a choice.
+
+Copy-paste arms vary one step at a time from the library's recipe (``generate_paste``):
+placement (the defect's own box / its own position +-0.30 / the learned ``PlacementPrior``),
+jitter (flips and 0.8-1.2x scale, or none), blending (``cv2.seamlessClone`` / a hard paste of the
+mask's pixels / a feathered alpha paste), the written mask (the blended region, i.e. the defect
+grown by ``paste.RIM`` pixels, or the defect's own mask) and the mask's sampling (OpenCV nearest,
+up to half a pixel off the bilinear pixels, or the pixels' own bilinear grid thresholded).
+
+The DDPM arms (``--ddpm``) train on half A for ``--ddpm-steps`` steps, one thread, same seed,
+and are measured against half B: the current recipe, no flips (in training and placement), and
+background-normalised inpainting (``DDPMConfig.normalise``).
+
+    OMP_NUM_THREADS=1 nice -n 19 python benchmarks/fidelity_levers.py \
+        --data ../shared/data/kolektorsdd --paste --test
+    OMP_NUM_THREADS=1 nice -n 19 python benchmarks/fidelity_levers.py \
+        --data ../shared/data/kolektorsdd --ddpm --ddpm-steps 300
+
+Writes ``benchmarks/results/fidelity_levers.json`` (uptime and load recorded with each part).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SIZE = (320, 128)
+METRICS = ("mean_nn_distance", "precision", "recall", "density", "coverage")
+
+#: copy-paste arms: (placement, jitter, blend, written mask, mask sampling); "library" is the
+#: library's generate_paste itself (must equal the first arm's recipe)
+PASTE_ARMS = {
+    "library generate_paste": None,
+    "before: source+-0.30, jitter, cv2.seamlessClone, region mask, nearest": (
+        "source",
+        "both",
+        "cv2",
+        "region",
+        "nearest",
+    ),
+    "source+-0.30, jitter, cv2.seamlessClone, region mask, aligned": (
+        "source",
+        "both",
+        "cv2",
+        "region",
+        "linear",
+    ),
+    "source+-0.30, jitter, poisson, region mask, nearest": (
+        "source",
+        "both",
+        "poisson",
+        "region",
+        "nearest",
+    ),
+    "own box, no jitter, poisson, region mask": ("own", "none", "poisson", "region", "nearest"),
+    "own box, no jitter, hard, defect mask": ("own", "none", "hard", "defect", "nearest"),
+    "own box, no jitter, poisson, defect mask": ("own", "none", "poisson", "defect", "nearest"),
+    "source+-0.30, no jitter, poisson, region mask": (
+        "source",
+        "none",
+        "poisson",
+        "region",
+        "nearest",
+    ),
+    "source+-0.30, jitter, hard, defect mask": ("source", "both", "hard", "defect", "nearest"),
+    "source+-0.30, jitter, poisson, defect mask": (
+        "source",
+        "both",
+        "poisson",
+        "defect",
+        "nearest",
+    ),
+    "source+-0.30, jitter, feather, defect mask": (
+        "source",
+        "both",
+        "feather",
+        "defect",
+        "nearest",
+    ),
+    "learned, jitter, poisson, region mask": ("learned", "both", "poisson", "region", "nearest"),
+    "learned, jitter, hard, defect mask": ("learned", "both", "hard", "defect", "nearest"),
+    "learned, jitter, poisson, defect mask": ("learned", "both", "poisson", "defect", "nearest"),
+    "learned, no jitter, poisson, region mask": ("learned", "none", "poisson", "region", "nearest"),
+    "learned, flips only, poisson, region mask": (
+        "learned",
+        "flips",
+        "poisson",
+        "region",
+        "nearest",
+    ),
+    "learned, scale only, poisson, region mask": (
+        "learned",
+        "scale",
+        "poisson",
+        "region",
+        "nearest",
+    ),
+    "source+-0.30, flips only, poisson, region mask": (
+        "source",
+        "flips",
+        "poisson",
+        "region",
+        "nearest",
+    ),
+    "source+-0.30, scale only, poisson, region mask": (
+        "source",
+        "scale",
+        "poisson",
+        "region",
+        "nearest",
+    ),
+    "own position+-0.05, no jitter, poisson, region mask": (
+        "own05",
+        "none",
+        "poisson",
+        "region",
+        "nearest",
+    ),
+    "own box, flips only, poisson, region mask": ("own", "flips", "poisson", "region", "nearest"),
+    "learned, scale only, poisson, region mask, aligned": (
+        "learned",
+        "scale",
+        "poisson",
+        "region",
+        "linear",
+    ),
+    "learned, scale only, hard, defect mask, aligned": (
+        "learned",
+        "scale",
+        "hard",
+        "defect",
+        "linear",
+    ),
+    "source+-0.30, scale only, poisson, region mask, aligned": (
+        "source",
+        "scale",
+        "poisson",
+        "region",
+        "linear",
+    ),
+}
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def halves(train, seed: int):
+    """(A, B): two group-aware, label-stratified halves of the training split."""
+    from dualpatch.protocol import group_folds, subset
+
+    a, b = group_folds(list(train), 2, seed)[0]
+    return subset(train, a), subset(train, b)
+
+
+def paste_arm(gen, n: int, out: Path, seed: int, arm) -> None:
+    """Copy-paste from dataset ``gen`` with one arm's recipe, into folder ``out``."""
+    from scipy import ndimage
+
+    from dualpatch.augment.ddpm import feather_weights
+    from dualpatch.augment.manifest import open_output
+    from dualpatch.augment.paste import RIM, _blend
+    from dualpatch.augment.sources import (
+        Placement,
+        PlacementPrior,
+        data_channels,
+        defect_shapes,
+        place,
+        read_pixels,
+        training_sources,
+    )
+    from dualpatch.data.images import resize
+
+    placement, jitter, blend, written, sampling = arm
+    normals, defects = training_sources(gen)
+    shapes = defect_shapes(defects, pad=RIM + 1)
+    channels = data_channels(normals + defects)
+    prior = PlacementPrior.learn(shapes) if placement == "learned" else None
+
+    def scaled_mask(where: Placement, m: np.ndarray) -> np.ndarray:
+        if sampling == "linear":  # the library's grid since this benchmark
+            return where.apply(m)
+        flipped = dataclasses.replace(where, size=m.shape)  # flips only
+        return resize(flipped.apply(m), where.size, "opencv-nearest")  # the grid before
+
+    with open_output(out, None, "paste", True, [gen.root]) as writer:
+        for i in range(n):
+            rng = np.random.default_rng(seed + i)
+            normal = normals[int(rng.integers(len(normals)))]
+            shape = shapes[int(rng.integers(len(shapes)))]
+            dst = read_pixels(normal, channels)
+            src = read_pixels(shape.sample, channels)
+            y0, x0, y1, x1 = shape.box
+            if placement == "own":
+                h, w = shape.mask.shape
+                where = Placement(False, False, (h, w), min(y0, dst.shape[0] - h),
+                                  min(x0, dst.shape[1] - w))  # fmt: skip
+            elif placement in ("source", "own05"):
+                scale = (0.8, 1.2) if jitter in ("both", "scale") else (1, 1)
+                shift = 0.3 if placement == "source" else 0.05
+                where = place(rng, shape, dst.shape[:2], scale=scale, shift=shift)
+            else:
+                scale = (0.75, 1.25) if jitter in ("both", "scale") else (1, 1)
+                where, _ = prior.place(rng, shape, dst, scale=scale)
+            if placement == "own" and jitter == "flips":
+                flips = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+                where = dataclasses.replace(where, flip_h=flips[0], flip_v=flips[1])
+            if jitter in ("none", "scale"):
+                where = dataclasses.replace(where, flip_h=False, flip_v=False)
+            region = ndimage.binary_dilation(shape.mask, iterations=RIM)
+            big = where.put(scaled_mask(where, region), dst.shape[:2])
+            own = where.put(scaled_mask(where, shape.mask), dst.shape[:2])
+            patch = where.on_canvas(src[y0:y1, x0:x1], dst.shape[:2])
+            if blend == "poisson":
+                image = _blend(patch, dst, big)
+            elif blend == "cv2":
+                image = _seamless_clone(patch, dst, big)
+            elif blend == "hard":
+                image = dst.copy()
+                image[own] = patch[own]
+            else:
+                alpha = feather_weights(big, float(RIM))[..., None]
+                alpha = np.maximum(alpha, own[..., None])  # the defect itself is kept whole
+                image = np.round(alpha * patch + (1 - alpha) * dst).astype(np.uint8)
+            mask = big if written == "region" else own
+            writer.add(image, mask, normal.image_path, shape.sample.mask_path, seed + i)
+
+
+def _seamless_clone(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The library's blend before this benchmark: ``cv2.seamlessClone`` (NORMAL_CLONE)."""
+    import cv2
+
+    three = np.repeat(src, 3, axis=2) if src.shape[2] == 1 else src
+    base = np.repeat(dst, 3, axis=2) if dst.shape[2] == 1 else dst
+    m = mask.astype(np.uint8) * 255
+    x, y, w, h = cv2.boundingRect(m)
+    blended = cv2.seamlessClone(three, base, m, (x + w // 2, y + h // 2), cv2.NORMAL_CLONE)
+    out = dst.copy()
+    out[mask] = blended[mask][:, : dst.shape[2]]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/kolektorsdd")
+    parser.add_argument("--n", type=int, default=60, help="synthetic images per arm and half")
+    parser.add_argument("--seed", type=int, default=0, help="generation seed")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the A/B halves")
+    parser.add_argument("--paste", action="store_true", help="the copy-paste ablation")
+    parser.add_argument("--arms", nargs="*", default=None, help="paste arms to run (names)")
+    parser.add_argument("--test", action="store_true", help="chosen setting vs TEST defects")
+    parser.add_argument("--test-n", type=int, default=30, help="images per source (as before)")
+    parser.add_argument(
+        "--test-arms",
+        nargs="*",
+        default=["before: source+-0.30, jitter, cv2.seamlessClone, region mask, nearest",
+                 "library generate_paste"],
+    )  # fmt: skip
+    parser.add_argument("--ddpm", action="store_true", help="the DDPM arms (train on A)")
+    parser.add_argument("--ddpm-steps", type=int, default=300)
+    parser.add_argument("--ddpm-arms", nargs="*", default=list(DDPM_ARMS))
+    parser.add_argument("--ddpm-n", type=int, default=60, help="DDPM images per arm")
+    parser.add_argument("--work", default="runs/fidelity-levers")
+    parser.add_argument("--out", default=str(HERE / "results" / "fidelity_levers.json"))
+    args = parser.parse_args()
+
+    import torch
+
+    from dualpatch import DualPatchCore
+    from dualpatch.augment import augmented_samples
+    from dualpatch.augment.fidelity import fidelity
+    from dualpatch.augment.paste import generate_paste
+    from dualpatch.fileio import write_json
+    from dualpatch.protocol import make_splits
+
+    torch.set_num_threads(1)  # 2 cores shared with other helpers
+    out, work = Path(args.out), Path(args.work)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    split = make_splits("kolektorsdd", args.data, None, None, "drop", 0)[0]
+    train, test = split.train, split.test
+    a, b = halves(train, args.split_seed)
+    model = DualPatchCore(image_size=SIZE, progress=False, seed=args.seed)
+    model.fit(train.normal()[:8], train.defective()[:1])  # only the backbone is used below
+    results |= {
+        "halves": {
+            "A": sorted({s.id.split("/")[0] for s in a}),
+            "B": sorted({s.id.split("/")[0] for s in b}),
+            "A_defective": len(a.defective()),
+            "B_defective": len(b.defective()),
+        },
+        "k": 5,
+        "images_per_arm_and_half": args.n,
+    }
+    rng = np.random.default_rng(args.seed)
+
+    def normal_patches(samples) -> torch.Tensor:
+        f = model.image_features(samples, None)
+        flat = f.reshape(-1, f.shape[-1])
+        return flat[torch.from_numpy(rng.choice(len(flat), min(2000, len(flat)), False))]
+
+    pairs = {"A->B": (a, b), "B->A": (b, a)}
+    reals = {name: model.defect_image_features(ref.defective()) for name, (_, ref) in pairs.items()}
+
+    def measure(feats_of, label: str, where: dict) -> None:
+        """Fidelity of ``feats_of(gen, direction)`` against the other half, both directions."""
+        row = {}
+        for direction, (gen, _) in pairs.items():
+            row[direction] = fidelity(feats_of(gen, direction), reals[direction]).to_json()
+        row["mean"] = {m: float(np.mean([row[d][m] for d in pairs])) for m in METRICS}
+        where[label] = row
+        write_json(out, results)
+        print(f"{label:55s} " + " ".join(f"{m[:4]} {row['mean'][m]:.3f}" for m in METRICS),
+              flush=True)  # fmt: skip
+
+    if args.paste:
+        part = results.setdefault(
+            "paste" if args.seed == 0 else f"paste seed {args.seed}", {"arms": {}}
+        )
+        part["uptime_start"] = uptime()
+        t0 = time.perf_counter()
+        refs = part.setdefault("references", {})
+        measure(lambda gen, d: model.defect_image_features(gen.defective()),
+                "real defects of the generating half, in place", refs)  # fmt: skip
+        measure(lambda gen, d: normal_patches(pairs[d][1].normal()),
+                "random normal patches of the other half", refs)  # fmt: skip
+        for label, arm in PASTE_ARMS.items():
+            if args.arms and label not in args.arms:
+                continue
+
+            def feats(gen, direction, label=label, arm=arm):
+                folder = work / "paste" / f"{label}-{direction}".replace(" ", "_")
+                if arm is None:
+                    generate_paste(gen, args.n, folder, seed=args.seed, progress=False, force=True)
+                else:
+                    paste_arm(gen, args.n, folder, args.seed, arm)
+                return model.defect_image_features(augmented_samples([folder]))
+
+            measure(feats, label, part["arms"])
+        part["uptime_end"] = uptime()
+        part["wall_minutes"] = round((time.perf_counter() - t0) / 60, 2)
+        write_json(out, results)
+    if args.test:
+        test_part(args, results, out, work, train, test, model)
+    if args.ddpm:
+        ddpm_arms(args, results, out, work, a, model, reals["A->B"])
+    print(f"wrote {out}; load {os.getloadavg()}")
+
+
+def test_part(args, results: dict, out: Path, work: Path, train, test, model) -> None:
+    """The chosen copy-paste setting (and the one before, and the references) against the real
+    TEST defects, generated from the whole training split: a measurement, chosen on nothing."""
+    import torch
+
+    from dualpatch.augment import augmented_samples
+    from dualpatch.augment.fidelity import fidelity
+    from dualpatch.fileio import write_json
+
+    part = results.setdefault("test", {})
+    part |= {"reference": "real TEST defect patches (KolektorSDD default split, kos34 dropped)",
+             "images": args.test_n, "uptime_start": uptime()}  # fmt: skip
+    real = model.defect_image_features([s for s in test if s.label == 1])
+    part["real_test_defect_patches"] = int(real.shape[0])
+    rows = part.setdefault("sources", {})
+
+    def add(name: str, feats) -> None:
+        rows[name] = fidelity(feats, real).to_json()
+        write_json(out, results)
+        print(f"test {name:55s} " + " ".join(f"{m[:4]} {rows[name][m]:.3f}" for m in METRICS),
+              flush=True)  # fmt: skip
+
+    # the same draw as ddpm_levers.py / ddpm_minutes.py (a consistency check on their figures)
+    rng = np.random.default_rng(args.seed)
+    normal = model.image_features([s for s in test if s.label == 0], None)
+    flat = normal.reshape(-1, normal.shape[-1])
+    add("random normal test patches", flat[torch.from_numpy(rng.choice(len(flat), 2000, False))])
+    add("real training defects", model.defect_image_features(train.defective()))
+    for label in args.test_arms:
+        folder = work / "test" / label.replace(" ", "_")
+        arm = PASTE_ARMS[label]
+        if arm is None:
+            from dualpatch.augment.paste import generate_paste
+
+            generate_paste(train, args.test_n, folder, seed=args.seed, progress=False, force=True)
+        else:
+            paste_arm(train, args.test_n, folder, args.seed, arm)
+        add(label, model.defect_image_features(augmented_samples([folder])))
+    part["uptime_end"] = uptime()
+    write_json(out, results)
+
+
+#: the DDPM arms: the library's recipe, no flips (the copy-paste diagnosis), background-normalised
+DDPM_ARMS = {"current": {}, "noflip": {"flip": False}, "bgnorm": {"normalise": True}}
+
+
+def ddpm_arms(args, results: dict, out: Path, work: Path, gen, model, real) -> None:
+    """Train each DDPM arm on half A (same steps, seed, one thread), sample ``--ddpm-n`` images
+    from A and measure them against half B's real defect patches."""
+    from dualpatch.augment import augmented_samples
+    from dualpatch.augment.ddpm import DDPMConfig, sample_ddpm, train_ddpm
+    from dualpatch.augment.fidelity import fidelity
+    from dualpatch.fileio import write_json
+
+    part = results.setdefault("ddpm", {"arms": {}})
+    part |= {"direction": "A->B", "train_steps": args.ddpm_steps, "threads": 1,
+             "images": args.ddpm_n}  # fmt: skip
+    for arm in args.ddpm_arms:
+        label = f"{arm}, {args.ddpm_steps} steps"
+        if label in part["arms"]:
+            continue
+        model_dir = work / "ddpm" / arm / "model"
+        before, load0 = uptime(), os.getloadavg()[0]
+        t0, c0 = time.perf_counter(), time.process_time()
+        config = train_ddpm(gen, model_dir, steps=args.ddpm_steps, seed=args.seed,
+                            cfg=DDPMConfig(**DDPM_ARMS[arm]), progress=False)  # fmt: skip
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        folder = work / "ddpm" / arm / f"samples-{args.ddpm_steps}"
+        t1, c1 = time.perf_counter(), time.process_time()
+        sample_ddpm(model_dir, gen, args.ddpm_n, folder, seed=args.seed, progress=False,
+                    force=True)  # fmt: skip
+        sample_cpu = (time.process_time() - c1) / args.ddpm_n
+        feats = model.defect_image_features(augmented_samples([folder]))
+        part["arms"][label] = fidelity(feats, real).to_json() | {
+            "settings": DDPM_ARMS[arm], "scale": config["train"]["scale"],
+            "train_wall_minutes": round(wall / 60, 2), "train_cpu_minutes": round(cpu / 60, 2),
+            "sample_wall_s_per_defect": round((time.perf_counter() - t1) / args.ddpm_n, 2),
+            "sample_cpu_s_per_defect": round(sample_cpu, 2),
+            "uptime_before": before, "uptime_after": uptime(), "load": [load0, os.getloadavg()[0]],
+        }  # fmt: skip
+        write_json(out, results)
+        row = part["arms"][label]
+        print(f"ddpm {label:40s} " + " ".join(f"{m[:4]} {row[m]:.3f}" for m in METRICS),
+              flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
