@@ -157,7 +157,47 @@ PASTE_ARMS = {
         "region",
         "linear",
     ),
+    # generate_paste at commit 2c65ea4 (the blend fix, before the placement defaults changed)
+    "source+-0.30, jitter, poisson, region mask, aligned": (
+        "source",
+        "both",
+        "poisson",
+        "region",
+        "linear",
+    ),
+    # the candidates on the library's mask grid (aligned), for the second generation seed
+    "source+-0.30, no jitter, poisson, region mask, aligned": (
+        "source",
+        "none",
+        "poisson",
+        "region",
+        "linear",
+    ),
+    "learned, no jitter, poisson, region mask, aligned": (
+        "learned",
+        "none",
+        "poisson",
+        "region",
+        "linear",
+    ),
+    "learned, jitter, poisson, region mask, aligned": (
+        "learned",
+        "both",
+        "poisson",
+        "region",
+        "linear",
+    ),
 }
+
+
+def library_defaults(generate_paste) -> dict:
+    """generate_paste's placement/flip/scale defaults: what the "library generate_paste" arm ran."""
+    import inspect
+
+    params = inspect.signature(generate_paste).parameters
+    return {k: params[k].default for k in ("placement", "flip", "scale") if k in params} or {
+        "placement": "source", "flip": True, "scale": [0.8, 1.2], "note": "no such parameters"
+    }  # fmt: skip
 
 
 def uptime() -> str:
@@ -273,6 +313,7 @@ def main() -> None:
         "--test-arms",
         nargs="*",
         default=["before: source+-0.30, jitter, cv2.seamlessClone, region mask, nearest",
+                 "source+-0.30, jitter, poisson, region mask, aligned",
                  "library generate_paste"],
     )  # fmt: skip
     parser.add_argument("--ddpm", action="store_true", help="the DDPM arms (train on A)")
@@ -281,7 +322,11 @@ def main() -> None:
     parser.add_argument("--ddpm-n", type=int, default=60, help="DDPM images per arm")
     parser.add_argument("--work", default="runs/fidelity-levers")
     parser.add_argument("--out", default=str(HERE / "results" / "fidelity_levers.json"))
+    parser.add_argument("--choose", action="store_true", help="rank the paste arms of --out")
     args = parser.parse_args()
+    if args.choose:
+        choose(Path(args.out))
+        return
 
     import torch
 
@@ -336,6 +381,7 @@ def main() -> None:
             "paste" if args.seed == 0 else f"paste seed {args.seed}", {"arms": {}}
         )
         part["uptime_start"] = uptime()
+        part["library_defaults"] = library_defaults(generate_paste)
         t0 = time.perf_counter()
         refs = part.setdefault("references", {})
         measure(lambda gen, d: model.defect_image_features(gen.defective()),
@@ -359,15 +405,61 @@ def main() -> None:
         part["wall_minutes"] = round((time.perf_counter() - t0) / 60, 2)
         write_json(out, results)
     if args.test:
-        test_part(args, results, out, work, train, test, model)
+        test_part(args, results, out, work, train, test, model, a)
     if args.ddpm:
         ddpm_arms(args, results, out, work, a, model, reals["A->B"])
     print(f"wrote {out}; load {os.getloadavg()}")
 
 
-def test_part(args, results: dict, out: Path, work: Path, train, test, model) -> None:
+def library_arm(label: str, part: dict) -> str:
+    """The explicit arm that "library generate_paste" ran, from the part's recorded defaults (the
+    defaults changed between runs); other labels as they are."""
+    if label != "library generate_paste":
+        return label
+    d = part.get("library_defaults", {})
+    key = (d.get("placement"), d.get("flip"), tuple(d.get("scale", ())))
+    return {
+        ("source", True, (0.8, 1.2)): "source+-0.30, jitter, poisson, region mask, aligned",
+        ("learned", False, (1.0, 1.0)): "learned, no jitter, poisson, region mask, aligned",
+    }.get(key, label)
+
+
+#: the selection score's metrics: each as a share of the real defects' own (in place) value
+SCORED = ("precision", "recall", "density", "coverage")
+
+
+def choose(out: Path) -> None:
+    """Rank the copy-paste arms of every ``paste*`` part of ``out`` (training halves only): the
+    mean, over the parts (generation seeds) and the four metrics in ``SCORED``, of the arm's value
+    over the generating half's real defects' value (both directions averaged); written back as
+    ``selection``."""
+    from dualpatch.fileio import write_json
+
+    results = json.loads(out.read_text())
+    parts = [v for k, v in results.items() if k.startswith("paste")]
+    scores: dict[str, list[float]] = {}
+    for part in parts:
+        real = part["references"]["real defects of the generating half, in place"]["mean"]
+        arms = {library_arm(label, part): row for label, row in part["arms"].items()}
+        for label, row in arms.items():
+            rel = [row["mean"][m] / real[m] for m in SCORED]
+            scores.setdefault(label, []).append(float(np.mean(rel)))
+    ranked = sorted(((float(np.mean(v)), len(v), k) for k, v in scores.items()), reverse=True)
+    results["selection"] = {
+        "rule": "mean over seeds and over precision, recall, density, coverage of the arm's "
+        "value / the generating half's real defects' value (A->B and B->A averaged)",
+        "ranking": [{"arm": k, "score": round(sc, 4), "seeds": n} for sc, n, k in ranked],
+    }
+    write_json(out, results)
+    for sc, n, k in ranked:
+        print(f"{sc:.3f} ({n} seed(s))  {k}")
+
+
+def test_part(args, results: dict, out: Path, work: Path, train, test, model, half_a) -> None:
     """The chosen copy-paste setting (and the one before, and the references) against the real
-    TEST defects, generated from the whole training split: a measurement, chosen on nothing."""
+    TEST defects, generated from the whole training split: a measurement, chosen on nothing.
+    Then the DDPM arms trained on half A (``--ddpm``), sampled from half A, beside copy-paste from
+    half A: training data only went into them, so they may be measured on test defects too."""
     import torch
 
     from dualpatch.augment import augmented_samples
@@ -403,6 +495,25 @@ def test_part(args, results: dict, out: Path, work: Path, train, test, model) ->
         else:
             paste_arm(train, args.test_n, folder, args.seed, arm)
         add(label, model.defect_image_features(augmented_samples([folder])))
+    from dualpatch.augment.ddpm import sample_ddpm
+    from dualpatch.augment.paste import generate_paste
+
+    folder = work / "test" / "paste-half-A"
+    generate_paste(half_a, args.test_n, folder, seed=args.seed, progress=False, force=True)
+    add(
+        "library generate_paste, from half A",
+        model.defect_image_features(augmented_samples([folder])),
+    )
+    for arm in DDPM_ARMS:
+        model_dir = work / "ddpm" / arm / "model"
+        if not (model_dir / "config.json").is_file():
+            continue
+        steps = json.loads((model_dir / "config.json").read_text())["step"]
+        folder = work / "test" / f"ddpm-{arm}"
+        sample_ddpm(model_dir, half_a, args.test_n, folder, seed=args.seed, progress=False,
+                    force=True)  # fmt: skip
+        feats = model.defect_image_features(augmented_samples([folder]))
+        add(f"ddpm {arm}, {steps} steps, trained on half A", feats)
     part["uptime_end"] = uptime()
     write_json(out, results)
 

@@ -10,9 +10,17 @@ from scipy import ndimage
 
 from ..data import Dataset
 from ..data.crop_folder import CropRow, CropSpec
+from ..errors import ConfigError
 from ..events import track
 from .manifest import ManifestRow, check_output, open_output
-from .sources import data_channels, defect_shapes, place, read_pixels, training_sources
+from .sources import (
+    PlacementPrior,
+    data_channels,
+    defect_shapes,
+    place,
+    read_pixels,
+    training_sources,
+)
 
 #: pixels of surface kept around each defect: Poisson blending needs a rim to match gradients on
 RIM = 3
@@ -27,19 +35,31 @@ def generate_paste(
     log: Callable[[str], None] | None = None,
     force: bool = False,
     as_crops: CropSpec | None = None,
+    placement: str = "learned",
+    flip: bool = False,
+    scale: tuple[float, float] = (1.0, 1.0),
 ) -> list[ManifestRow] | list[CropRow]:
     """Write ``n`` images to ``out``: each a random normal training image with one real training
-    defect (flipped, scaled 0.8-1.2x, moved) Poisson-blended in (``_blend``).
+    defect moved onto it and Poisson-blended in (``_blend``).
 
+    ``placement`` "learned" puts the defect near a training defect's centre and on the part
+    (``PlacementPrior``), "source" within +-0.30 of the image of its own position; ``flip`` flips
+    it at random, ``scale`` scales it by a random factor in that range. The defaults (learned, no
+    flips, no scaling; before: source, flips, 0.8-1.2x) were chosen on training data only: real
+    defects pasted from one half of KolektorSDD's training items came out nearest to the other
+    half's (benchmarks/fidelity_levers.py, docs/fewshot.md "Fidelity of copy-paste").
     The written mask is the blended region (the defect's mask grown by ``RIM`` pixels), so pixels
     outside it equal the normal image's. Row ``i`` uses seed ``seed + i`` and is reproducible.
     ``as_crops`` writes each image's defect crops instead (see ``open_output``).
     """
+    if placement not in ("learned", "source"):
+        raise ConfigError(f"unknown placement {placement!r} (learned or source)")
     if as_crops is None:
         check_output(out, force, [dataset.root])
     normals, defects = training_sources(dataset)
     shapes = defect_shapes(defects, pad=RIM + 1)
     channels = data_channels(normals + defects)
+    prior = PlacementPrior.learn(shapes) if placement == "learned" else None
     if log:
         log(f"paste: {len(shapes)} training defects onto {len(normals)} normal images")
     with open_output(out, as_crops, "paste", force, [dataset.root]) as writer:
@@ -50,13 +70,19 @@ def generate_paste(
             dst = read_pixels(normal, channels)
             src = read_pixels(shape.sample, channels)
             y0, x0, y1, x1 = shape.box
-            # The grown region: defect plus rim, which seamlessClone re-solves from gradients.
+            # The grown region: defect plus rim, which the blend re-solves from gradients.
             region = ndimage.binary_dilation(shape.mask, iterations=RIM)
-            where = place(rng, shape, dst.shape[:2], scale=(0.8, 1.2), shift=0.3)
+            if prior is not None:
+                where, why = prior.place(rng, shape, dst, scale=scale, flip=flip)
+            else:
+                where = place(rng, shape, dst.shape[:2], scale=scale, shift=0.3, flip=flip)
+                why = "source defect's own position (+-0.30 of the image)"
+            why += (
+                f"; scale {scale[0]:g}-{scale[1]:g}, {'flipped at random' if flip else 'no flips'}"
+            )
             mask = where.on_canvas(region, dst.shape[:2])
             patch = where.on_canvas(src[y0:y1, x0:x1], dst.shape[:2])
             image = _blend(patch, dst, mask)
-            why = "source defect's own position (+-0.30 of the image), scale 0.8-1.2"
             writer.add(image, mask, normal.image_path, shape.sample.mask_path, seed + i,
                        placement=why)  # fmt: skip
     return writer.rows

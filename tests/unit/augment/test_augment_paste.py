@@ -11,7 +11,7 @@ from dualpatch.augment import load_augmented, read_manifest
 from dualpatch.augment.paste import generate_paste
 from dualpatch.cli_augment import app
 from dualpatch.data import KolektorSDD, read_image, read_mask
-from dualpatch.errors import DataError
+from dualpatch.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +87,19 @@ def test_paste_on_kolektor_stays_gray_and_full_size(kolektor_root, tmp_path):
         assert out.mode == "L" and out.size == source.size
         mask = read_mask(tmp_path / "k" / r.mask)
         assert np.array_equal(np.asarray(out)[~mask], np.asarray(source)[~mask])
+
+
+def test_paste_defaults_place_on_the_part_unflipped_and_say_so(pasted):
+    for r in read_manifest(pasted):
+        assert r.placement.startswith("near training defect")
+        assert r.placement.endswith("scale 1-1, no flips")
+
+
+def test_paste_source_placement_with_jitter_still_there(demo_train, tmp_path, pasted):
+    rows = generate_paste(demo_train, 2, tmp_path / "old", seed=3, progress=False,
+                          placement="source", flip=True, scale=(0.8, 1.2))  # fmt: skip
+    assert all(r.placement.startswith("source defect's own position") for r in rows)
+    assert all(r.placement.endswith("scale 0.8-1.2, flipped at random") for r in rows)
+    assert (tmp_path / "old" / rows[0].image).read_bytes() != (pasted / rows[0].image).read_bytes()
+    with pytest.raises(ConfigError, match="unknown placement 'middle'"):
+        generate_paste(demo_train, 1, tmp_path / "bad", placement="middle", progress=False)
