@@ -310,6 +310,9 @@ def main() -> None:
     parser.add_argument("--test", action="store_true", help="chosen setting vs TEST defects")
     parser.add_argument("--test-n", type=int, default=30, help="images per source (as before)")
     parser.add_argument(
+        "--test-ddpm-steps", type=int, default=0, help="--test: also the default DDPM, all items"
+    )
+    parser.add_argument(
         "--test-arms",
         nargs="*",
         default=["before: source+-0.30, jitter, cv2.seamlessClone, region mask, nearest",
@@ -516,6 +519,23 @@ def test_part(args, results: dict, out: Path, work: Path, train, test, model, ha
         "library generate_paste, from half A",
         model.defect_image_features(augmented_samples([folder])),
     )
+    if args.test_ddpm_steps:  # the library's DDPM defaults, trained on the whole training split
+        from dualpatch.augment.ddpm import train_ddpm
+
+        model_dir = work / "ddpm-full" / "model"
+        t0, c0 = time.perf_counter(), time.process_time()
+        config = train_ddpm(train, model_dir, steps=args.test_ddpm_steps, seed=args.seed,
+                            progress=False)  # fmt: skip
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        part["ddpm_full_train"] = {
+            "settings": config["train"], "train_wall_minutes": round(wall / 60, 2),
+            "train_cpu_minutes": round(cpu / 60, 2), "uptime": uptime(),
+        }  # fmt: skip
+        folder = work / "test" / "ddpm-full"
+        sample_ddpm(model_dir, train, args.test_n, folder, seed=args.seed, progress=False,
+                    force=True)  # fmt: skip
+        feats = model.defect_image_features(augmented_samples([folder]))
+        add(f"ddpm library defaults, {config['step']} steps, whole training split", feats)
     for arm in DDPM_ARMS:
         model_dir = work / "ddpm" / arm / "model"
         if not (model_dir / "config.json").is_file():
