@@ -23,11 +23,31 @@ and are measured against half B: the current recipe, no flips (in training and p
 background-normalised inpainting (``DDPMConfig.normalise``).
 
     OMP_NUM_THREADS=1 nice -n 19 python benchmarks/fidelity_levers.py \
-        --data ../shared/data/kolektorsdd --paste --test
+        --data ../shared/data/kolektorsdd --paste                       # every arm, seed 0
     OMP_NUM_THREADS=1 nice -n 19 python benchmarks/fidelity_levers.py \
-        --data ../shared/data/kolektorsdd --ddpm --ddpm-steps 300
+        --data ../shared/data/kolektorsdd --ddpm --ddpm-steps 300       # the DDPM arms
+    for seed in 0 1000; do OMP_NUM_THREADS=1 nice -n 19 python benchmarks/fidelity_levers.py \
+        --data ../shared/data/kolektorsdd --paste --seed $seed --work runs/fl-cand \
+        --out benchmarks/results/fidelity_levers_candidates.json --arms \
+        "source+-0.30, jitter, poisson, region mask, aligned" \
+        "source+-0.30, no jitter, poisson, region mask, aligned" \
+        "learned, no jitter, poisson, region mask, aligned" \
+        "learned, scale only, poisson, region mask, aligned" \
+        "source+-0.30, scale only, poisson, region mask, aligned" \
+        "learned, jitter, poisson, region mask, aligned" "library generate_paste"; done
+    python benchmarks/fidelity_levers.py --choose \
+        --out benchmarks/results/fidelity_levers_candidates.json
+    python benchmarks/fidelity_levers.py --choose     # + the DDPM arms' ranking
+    OMP_NUM_THREADS=1 nice -n 19 python benchmarks/fidelity_levers.py \
+        --data ../shared/data/kolektorsdd --test --test-ddpm-steps 300 \
+        --out benchmarks/results/fidelity_levers_test.json             # the measurement on TEST
 
-Writes ``benchmarks/results/fidelity_levers.json`` (uptime and load recorded with each part).
+(At seed 0 the candidates run had "library generate_paste" for its first arm, made at commit
+2c65ea4 when it was the ±0.30/flips/0.8-1.2x recipe; ``library_defaults`` in each part says
+which recipe that arm ran, and ``--choose`` maps it to the explicit arm.)
+
+Writes ``benchmarks/results/fidelity_levers.json`` (or ``--out``; uptime and load recorded with
+each part).
 """
 
 from __future__ import annotations
