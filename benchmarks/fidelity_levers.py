@@ -450,6 +450,18 @@ def choose(out: Path) -> None:
         "value / the generating half's real defects' value (A->B and B->A averaged)",
         "ranking": [{"arm": k, "score": round(sc, 4), "seeds": n} for sc, n, k in ranked],
     }
+    if "ddpm" in results and parts:  # the DDPM arms: A -> B only, against half A's own defects
+        real = parts[0]["references"]["real defects of the generating half, in place"]["A->B"]
+        rows = results["ddpm"]["arms"]
+        ddpm = sorted(
+            ((float(np.mean([r[m] / real[m] for m in SCORED])), k) for k, r in rows.items()),
+            reverse=True,
+        )
+        results["ddpm_selection"] = {
+            "rule": "as selection, A->B only, one seed",
+            "ranking": [{"arm": k, "score": round(sc, 4)} for sc, k in ddpm],
+        }
+        ranked += [(sc, 1, f"ddpm {k}") for sc, k in ddpm]
     write_json(out, results)
     for sc, n, k in ranked:
         print(f"{sc:.3f} ({n} seed(s))  {k}")
