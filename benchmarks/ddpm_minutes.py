@@ -163,8 +163,11 @@ def fidelity_by_minutes(args, split) -> None:
         "command": "nice -n 19 python benchmarks/ddpm_minutes.py --fidelity --minutes "
         + " ".join(f"{m:g}" for m in args.minutes)
         + ("" if out == MINUTES_JSON else f" --out {out} --work {args.work}"),
-        "recipe": {"ddpm": RECIPES["ddpm"], "paste": RECIPES["paste"],
-                   "ddpm_config": DDPMConfig().to_json()},  # fmt: skip
+        "recipe": {
+            "ddpm": RECIPES["ddpm"],
+            "paste": RECIPES["paste"],
+            "ddpm_config": DDPMConfig().to_json(),
+        },  # fmt: skip
         "reference": "real TEST defect patches (KolektorSDD default split, kos34 dropped)",
         "real_test_defect_patches": int(real_test.shape[0]),
         "k": 5,
