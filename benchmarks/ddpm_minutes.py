@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--minutes", nargs="+", type=float, default=[2, 5, 10, 15])
     parser.add_argument("--n", type=int, default=30, help="synthetic images per measurement")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=MINUTES_JSON,
+                        help="fidelity JSON (another file: a new recipe measured from scratch, "
+                        "with the timed rate of ddpm_minutes.json)")  # fmt: skip
     args = parser.parse_args()
 
     from dualpatch.protocol import make_splits
@@ -141,13 +144,15 @@ def fidelity_by_minutes(args, split) -> None:
     import torch
 
     from dualpatch import DualPatchCore
-    from dualpatch.augment import augmented_samples
+    from dualpatch.augment import RECIPES, DDPMConfig, augmented_samples
     from dualpatch.augment.ddpm import sample_ddpm, train_ddpm
     from dualpatch.augment.fidelity import fidelity
     from dualpatch.augment.paste import generate_paste
     from dualpatch.fileio import write_json
 
-    results = json.loads(MINUTES_JSON.read_text())
+    out = args.out
+    rate = json.loads(MINUTES_JSON.read_text())["rate"]
+    results = json.loads(out.read_text()) if out.exists() else {"rate": rate}
     s_per_step = results["rate"]["s_per_step"]
     train, test = split.train, split.test
     work = Path(args.work)
@@ -156,7 +161,13 @@ def fidelity_by_minutes(args, split) -> None:
     real_test = model.defect_image_features([s for s in test if s.label == 1])
     results |= {
         "command": "nice -n 19 python benchmarks/ddpm_minutes.py --fidelity --minutes "
-        + " ".join(f"{m:g}" for m in args.minutes),
+        + " ".join(f"{m:g}" for m in args.minutes)
+        + ("" if out == MINUTES_JSON else f" --out {out} --work {args.work}"),
+        "recipe": {
+            "ddpm": RECIPES["ddpm"],
+            "paste": RECIPES["paste"],
+            "ddpm_config": DDPMConfig().to_json(),
+        },  # fmt: skip
         "reference": "real TEST defect patches (KolektorSDD default split, kos34 dropped)",
         "real_test_defect_patches": int(real_test.shape[0]),
         "k": 5,
@@ -167,7 +178,7 @@ def fidelity_by_minutes(args, split) -> None:
 
     def add(where: dict, name: str, feats, **extra) -> None:
         where[name] = fidelity(feats, real_test).to_json() | extra
-        write_json(MINUTES_JSON, results)
+        write_json(out, results)
         shown = {k: round(v, 3) for k, v in where[name].items() if isinstance(v, float)}
         print(f"{name:28s} {shown}", flush=True)
 
@@ -194,7 +205,7 @@ def fidelity_by_minutes(args, split) -> None:
         add(stages, f"{minutes:g}", feats, minutes_on_2_quiet_cores=minutes, train_steps=steps,
             stage_wall_minutes_here=round(c.wall / 60, 2),
             stage_cpu_minutes_here=round(c.cpu / 60, 2), uptime=c.uptime)  # fmt: skip
-    print(f"wrote {MINUTES_JSON}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -23,11 +23,31 @@ and are measured against half B: the current recipe, no flips (in training and p
 background-normalised inpainting (``DDPMConfig.normalise``).
 
     OMP_NUM_THREADS=1 nice -n 19 python benchmarks/fidelity_levers.py \
-        --data ../shared/data/kolektorsdd --paste --test
+        --data ../shared/data/kolektorsdd --paste                       # every arm, seed 0
     OMP_NUM_THREADS=1 nice -n 19 python benchmarks/fidelity_levers.py \
-        --data ../shared/data/kolektorsdd --ddpm --ddpm-steps 300
+        --data ../shared/data/kolektorsdd --ddpm --ddpm-steps 300       # the DDPM arms
+    for seed in 0 1000; do OMP_NUM_THREADS=1 nice -n 19 python benchmarks/fidelity_levers.py \
+        --data ../shared/data/kolektorsdd --paste --seed $seed --work runs/fl-cand \
+        --out benchmarks/results/fidelity_levers_candidates.json --arms \
+        "source+-0.30, jitter, poisson, region mask, aligned" \
+        "source+-0.30, no jitter, poisson, region mask, aligned" \
+        "learned, no jitter, poisson, region mask, aligned" \
+        "learned, scale only, poisson, region mask, aligned" \
+        "source+-0.30, scale only, poisson, region mask, aligned" \
+        "learned, jitter, poisson, region mask, aligned" "library generate_paste"; done
+    python benchmarks/fidelity_levers.py --choose \
+        --out benchmarks/results/fidelity_levers_candidates.json
+    python benchmarks/fidelity_levers.py --choose     # + the DDPM arms' ranking
+    OMP_NUM_THREADS=1 nice -n 19 python benchmarks/fidelity_levers.py \
+        --data ../shared/data/kolektorsdd --test --test-ddpm-steps 300 \
+        --out benchmarks/results/fidelity_levers_test.json             # the measurement on TEST
 
-Writes ``benchmarks/results/fidelity_levers.json`` (uptime and load recorded with each part).
+(At seed 0 the candidates run had "library generate_paste" for its first arm, made at commit
+2c65ea4 when it was the ±0.30/flips/0.8-1.2x recipe; ``library_defaults`` in each part says
+which recipe that arm ran, and ``--choose`` maps it to the explicit arm.)
+
+Writes ``benchmarks/results/fidelity_levers.json`` (or ``--out``; uptime and load recorded with
+each part).
 """
 
 from __future__ import annotations
@@ -310,6 +330,9 @@ def main() -> None:
     parser.add_argument("--test", action="store_true", help="chosen setting vs TEST defects")
     parser.add_argument("--test-n", type=int, default=30, help="images per source (as before)")
     parser.add_argument(
+        "--test-ddpm-steps", type=int, default=0, help="--test: also the default DDPM, all items"
+    )
+    parser.add_argument(
         "--test-arms",
         nargs="*",
         default=["before: source+-0.30, jitter, cv2.seamlessClone, region mask, nearest",
@@ -450,6 +473,18 @@ def choose(out: Path) -> None:
         "value / the generating half's real defects' value (A->B and B->A averaged)",
         "ranking": [{"arm": k, "score": round(sc, 4), "seeds": n} for sc, n, k in ranked],
     }
+    if "ddpm" in results and parts:  # the DDPM arms: A -> B only, against half A's own defects
+        real = parts[0]["references"]["real defects of the generating half, in place"]["A->B"]
+        rows = results["ddpm"]["arms"]
+        ddpm = sorted(
+            ((float(np.mean([r[m] / real[m] for m in SCORED])), k) for k, r in rows.items()),
+            reverse=True,
+        )
+        results["ddpm_selection"] = {
+            "rule": "as selection, A->B only, one seed",
+            "ranking": [{"arm": k, "score": round(sc, 4)} for sc, k in ddpm],
+        }
+        ranked += [(sc, 1, f"ddpm {k}") for sc, k in ddpm]
     write_json(out, results)
     for sc, n, k in ranked:
         print(f"{sc:.3f} ({n} seed(s))  {k}")
@@ -504,6 +539,23 @@ def test_part(args, results: dict, out: Path, work: Path, train, test, model, ha
         "library generate_paste, from half A",
         model.defect_image_features(augmented_samples([folder])),
     )
+    if args.test_ddpm_steps:  # the library's DDPM defaults, trained on the whole training split
+        from dualpatch.augment.ddpm import train_ddpm
+
+        model_dir = work / "ddpm-full" / "model"
+        t0, c0 = time.perf_counter(), time.process_time()
+        config = train_ddpm(train, model_dir, steps=args.test_ddpm_steps, seed=args.seed,
+                            progress=False)  # fmt: skip
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        part["ddpm_full_train"] = {
+            "settings": config["train"], "train_wall_minutes": round(wall / 60, 2),
+            "train_cpu_minutes": round(cpu / 60, 2), "uptime": uptime(),
+        }  # fmt: skip
+        folder = work / "test" / "ddpm-full"
+        sample_ddpm(model_dir, train, args.test_n, folder, seed=args.seed, progress=False,
+                    force=True)  # fmt: skip
+        feats = model.defect_image_features(augmented_samples([folder]))
+        add(f"ddpm library defaults, {config['step']} steps, whole training split", feats)
     for arm in DDPM_ARMS:
         model_dir = work / "ddpm" / arm / "model"
         if not (model_dir / "config.json").is_file():

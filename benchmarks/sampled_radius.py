@@ -25,11 +25,21 @@ from dualpatch.memory import knn, presample, project, projection_for
 from dualpatch.spill import FeatureStore
 
 
+def only(paths: list[Path], what: str, cache: Path) -> Path:
+    """The one ``what`` in ``cache``: with none or several, which bank goes with which store is
+    not known, so stop rather than measure a bank against another fit's patches."""
+    if len(paths) != 1:
+        raise SystemExit(f"error: {cache}: expected one {what}, found {len(paths)}; give a cache "
+                         "folder that holds one fit")  # fmt: skip
+    return paths[0]
+
+
 def sampled_radius(cache: Path, sample: int, seed: int) -> dict:
-    folder = next((cache / "spill").iterdir())
+    folder = only(sorted((cache / "spill").glob("*/meta.json")), "spill store", cache).parent
     meta = json.loads((folder / "meta.json").read_text())
     store = FeatureStore(folder, meta["key"], meta["n_images"])
-    bank = load_file(next((cache / "banks").glob("*.safetensors")))["bank"]
+    bank_file = only(sorted((cache / "banks").glob("*.safetensors")), "shared bank", cache)
+    bank = load_file(bank_file)["bank"]
     matrix = projection_for(store.dim, 128, 0)  # the fits' seed 0
     rows = presample(store.n_rows, min(sample, store.n_rows), seed)
     centres = project(bank, matrix)

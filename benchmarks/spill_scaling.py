@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from line_speed import busy_cpu_s  # this folder is on sys.path when run as a script
+
 SIZE = (128, 64)
 CAP = "2GiB"
 RATIO = 0.01
@@ -117,6 +119,7 @@ def fit_row(n: int, root: Path, test_root: Path, cache: Path, method: str, cap: 
     shutil.rmtree(cache / "banks", ignore_errors=True)
     load = os.getloadavg()
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy = busy_cpu_s()
     t = time.perf_counter()
     size = f"{args.size[0]}x{args.size[1]}"
     argv = [root, test_root, cache, cap, method, args.threads, RATIO, RADIUS_BUDGET, size]
@@ -129,15 +132,21 @@ def fit_row(n: int, root: Path, test_root: Path, cache: Path, method: str, cap: 
     if proc.returncode:
         print(proc.stderr, file=sys.stderr)
         raise SystemExit(proc.returncode)
+    wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
+    # the share of the machine the other processes took meanwhile: a wall time under load says
+    # little without it
+    others = max(0.0, busy_cpu_s() - busy - own) / (wall * (os.cpu_count() or 1))
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     row.update(
         store_reads="pread",
         images=n,
         coreset=method,
         max_memory=cap,
-        wall_seconds=round(time.perf_counter() - t, 1),
-        cpu_seconds=round(after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, 1),
+        wall_seconds=round(wall, 1),
+        cpu_seconds=round(own, 1),
+        other_processes_cpu_share=round(others, 3),
         load_before=[round(x, 2) for x in load],
         load_after=[round(x, 2) for x in os.getloadavg()],
         disk_used_mib=round(

@@ -6,8 +6,10 @@ experiment's runs show as one ``runs`` bar naming the run in progress."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TextIO
 
 from . import events
 
@@ -40,6 +42,52 @@ class RichRenderer:
             p.update(self._runs, description=f"runs ({event.name})")
         elif isinstance(event, events.RunFinished) and self._runs is not None:
             p.update(self._runs, completed=event.index + 1)
+
+
+class LogLineRenderer:
+    """An ``events`` listener for a stderr that is not a terminal (a log file, a pipe): a long
+    stage gets one plain line every ``every`` seconds and one when it ends; a short one none.
+
+    Bars would fill a log with carriage returns, and silence made a 15-minute DDPM training look
+    hung; a stage quicker than ``every`` prints nothing, so a command that fails early still
+    prints its error as its only line."""
+
+    def __init__(
+        self, stream: TextIO, every: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.stream, self.every, self.clock = stream, every, clock
+        self._started: dict[int, float] = {}  # stage -> its start
+        self._shown: dict[int, float] = {}  # stage -> its last line, once it has had one
+
+    def __call__(self, event: events.Event) -> None:
+        if isinstance(event, events.StageStarted):
+            self._started[event.stage] = self.clock()
+        elif isinstance(event, events.StageAdvanced) and event.stage in self._started:
+            now = self.clock()
+            if now - self._shown.get(event.stage, self._started[event.stage]) >= self.every:
+                self._shown[event.stage] = now
+                self._line(event.name, now - self._started[event.stage], _count(event), event.note)
+        elif isinstance(event, events.StageFinished) and event.stage in self._started:
+            elapsed = self.clock() - self._started.pop(event.stage)
+            if self._shown.pop(event.stage, None) is not None:
+                self._line(event.name, elapsed, "done")
+
+    def _line(self, name: str, elapsed: float, what: str, note: str = "") -> None:
+        minutes, seconds = divmod(int(elapsed), 60)
+        note = f" {note}" if note else ""
+        print(f"{name.strip()}: {what}{note} ({minutes}:{seconds:02d})", file=self.stream,
+              flush=True)  # fmt: skip
+
+
+def _count(event: events.StageAdvanced) -> str:
+    """``done/total (pct%)``, sizes for a stage counted in bytes, ``done`` without a total."""
+    from rich.filesize import decimal
+
+    show = decimal if event.unit == "B" else str
+    if event.total is None:
+        return show(event.done)
+    share = f" ({100 * event.done / event.total:.0f}%)" if event.total else ""
+    return f"{show(event.done)}/{show(event.total)}{share}"
 
 
 def progress_bars(console: Console) -> Progress:
@@ -79,13 +127,14 @@ def rendering(always: bool = False) -> Iterator[None]:
     """Show the library's events as rich bars on stderr while the block runs.
 
     ``always``: draw even when stderr is not a terminal (``run`` leaves its final bars in a log);
-    otherwise a piped command shows nothing, as tqdm did, so that error lines stay lines of
-    their own. Either way no tqdm bar is drawn: the events have a listener."""
+    otherwise a piped command writes a plain line now and then for a long stage only
+    (``LogLineRenderer``), so that error lines stay lines of their own. Either way no tqdm bar
+    is drawn: the events have a listener."""
     from rich.console import Console
 
     console = Console(stderr=True)
     if not (always or console.is_terminal):
-        with events.subscribe(lambda event: None):
+        with events.subscribe(LogLineRenderer(sys.stderr)):
             yield
         return
     progress = progress_bars(console)

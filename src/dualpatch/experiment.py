@@ -227,7 +227,9 @@ class Experiment:
 
         Runs that differ only in ``n`` share one pool (and one trained model), sized for the
         largest ``n`` asked for, so an ablation over N compares nested sets of the same images.
-        The pool is keyed by the training set's fingerprint, so no fold or split reuses another's.
+        The pool is keyed by the training set's fingerprint, so no fold or split reuses another's,
+        and by the generator's recipe version (``augment.RECIPES``), so no pool made by an older
+        recipe is taken for the current one's.
         """
         from . import augment
         from .report import slug
@@ -246,11 +248,9 @@ class Experiment:
         )
         tag = "-".join(f"{k}{v}" for k, v in key(spec) if k != "method")
         tag = slug(tag) if tag else ""  # augment.weights is a path: no "/" in a folder name
-        folder = (
-            self.out
-            / "augment"
-            / f"{spec['method']}-{tag or 'default'}-n{n}-train{train.fingerprint()[:10]}"
-        )
+        recipe = f"r{augment.RECIPES[spec['method']]}"
+        name = f"{spec['method']}-{recipe}-{tag or 'default'}-n{n}-train{train.fingerprint()[:10]}"
+        folder = self.out / "augment" / name
         if (folder / "manifest.csv").exists():
             return folder
         self.log.info("augment: %s, %d images into %s", spec["method"], n, folder)

@@ -106,4 +106,7 @@ def to_tensor(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
     arr = np.stack(images) if isinstance(images, list) else images
     if arr.ndim == 3:
         arr = arr[None]
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(255.0)
+    # torch warns on a read-only array (a decoded image can be one) that writes through the tensor
+    # would be undefined; none happen here, but a copy of the uint8 pixels keeps the warning out
+    arr = np.require(arr, requirements=("C", "W"))
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)

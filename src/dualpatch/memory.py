@@ -209,8 +209,10 @@ def _complement(keep: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def approx_settings() -> list:
-    """The approximate coreset's settings: part of a shared normal bank's key."""
-    return ["narrowed", APPROX_SAMPLE, APPROX_FIRST, APPROX_FIRST_PICKS, APPROX_MARGIN]
+    """The approximate coreset's settings: part of a shared normal bank's key, so every constant
+    that shapes its picks is here (changing one then misses, never reuses, an older bank)."""
+    constants = [APPROX_SAMPLE, APPROX_FIRST, APPROX_FIRST_PICKS, APPROX_MARGIN, APPROX_OVERSAMPLE]
+    return ["narrowed", *constants]
 
 
 def presample(n: int, size: int, seed: int) -> torch.Tensor:

@@ -16,6 +16,11 @@ from ..errors import ConfigError
 from .manifest import COLUMNS, ManifestRow, augmented_samples, load_augmented, read_manifest
 
 METHODS = ("ddpm", "paste", "sdxl")
+#: each generator's recipe version: bump it when the same inputs and seed give other images (a fix
+#: or a new default), so that saved pools keyed by it (an experiment's ``augment/`` folders) are
+#: made anew instead of being reused silently with the old recipe's images
+#: (ddpm 2: placed masks on the pixels' grid, and no flips by default, DDPMConfig.flip)
+RECIPES = {"ddpm": 2, "paste": 2, "sdxl": 1}
 
 # The generators pull in torch and diffusers: load them on first use only.
 _LAZY = {
@@ -86,6 +91,7 @@ def generate(
 __all__ = [
     "COLUMNS",
     "METHODS",
+    "RECIPES",
     "ManifestRow",
     "generate",
     "augmented_samples",

@@ -191,8 +191,9 @@ def sample_ddpm(
     """Write ``n`` synthetic defect images to ``out`` (imgs/, masks/, manifest.csv), or their
     defect crops with ``as_crops`` (see ``open_output``).
 
-    Output ``i`` (seed ``seed + i``) puts a real training defect mask, flipped, scaled and randomly
-    thinned, on a random normal training image and inpaints inside it only. ``placement`` "learned"
+    Output ``i`` (seed ``seed + i``) puts a real training defect mask, scaled, randomly thinned
+    and, if the model was trained with flips (``DDPMConfig.flip``), flipped, on a random normal
+    training image and inpaints inside it only. ``placement`` "learned"
     puts it near a training defect's centre and on the part (``PlacementPrior``); "source" near its
     own source position, as the first sampler did. The manifest's placement column says which and
     why. A sample whose mask region differs from its surroundings by less than ``min_contrast``
@@ -224,7 +225,7 @@ def sample_ddpm(
     return writer.rows
 
 
-def _place_mask(rng, shape, image: np.ndarray, prior: PlacementPrior | None, flip: bool = True):
+def _place_mask(rng, shape, image: np.ndarray, prior: PlacementPrior | None, flip: bool):
     """The defect mask on ``image`` (learned placement, or near the source's own position), and
     why it went there; flipped at random only with ``flip`` (the model's ``DDPMConfig.flip``)."""
     if prior is not None:

@@ -65,3 +65,13 @@ def test_no_flip_keeps_training_patches_and_placements_unflipped(demo_train):
     for seed in range(8):
         where, _ = prior.place(np.random.default_rng(seed), shape, image, flip=False)
         assert not where.flip_h and not where.flip_v
+
+
+def test_models_saved_before_the_flip_setting_keep_their_flips():
+    from dualpatch.augment.ddpm import DDPMConfig
+
+    old = DDPMConfig().to_json()
+    del old["flip"]  # a config.json written before the setting existed
+    assert DDPMConfig.from_json(old).flip is True
+    assert DDPMConfig().flip is False
+    assert DDPMConfig.from_json(DDPMConfig().to_json()).flip is False

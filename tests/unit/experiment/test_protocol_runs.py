@@ -109,3 +109,17 @@ def test_run_with_folds_and_seeds_reports_spread_intervals_and_verdicts(tmp_path
     info = json.loads((out / "dataset.json").read_text())
     tested = sorted(i for f in info["folds"] for i in f["test_ids"])
     assert tested == sorted(e["id"] for e in info["files"])  # every image tested exactly once
+
+
+def test_a_pool_made_by_an_older_recipe_is_not_reused(kolektor, tmp_path, monkeypatch):
+    # an experiment folder rerun after a generator's fix must not score the old fix's images
+    from dualpatch import augment
+
+    cfg = load_config(None, ["dataset=kolektorsdd", f"data={kolektor}", f"out={tmp_path / 'x'}"])
+    exp, spec = Experiment(cfg), {"method": "paste", "n": 2}
+    train = KolektorSDD(kolektor, "train", [1, 2, 3, 4])
+    old = exp.augment(spec, train)
+    monkeypatch.setitem(augment.RECIPES, "paste", augment.RECIPES["paste"] + 1)
+    new = exp.augment(spec, train)
+    assert new != old and (new / "manifest.csv").exists()
+    assert exp.augment(spec, train) == new  # the same recipe still reuses its pool

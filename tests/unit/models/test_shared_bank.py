@@ -43,3 +43,18 @@ def test_damaged_shared_bank_is_recomputed(tiny_normal, tmp_path):
     again = PatchCore(**tiny_params(cache_dir=cache)).fit(tiny_normal)
     torch.testing.assert_close(again.memory_.bank_, first.memory_.bank_, rtol=0, atol=0)
     assert _load_shared_bank(path) is not None  # rewritten whole
+
+
+@pytest.mark.parametrize(
+    "constant",
+    ["APPROX_SAMPLE", "APPROX_OVERSAMPLE", "APPROX_FIRST", "APPROX_FIRST_PICKS", "APPROX_MARGIN"],
+)
+def test_every_approx_constant_is_part_of_the_shared_bank_key(constant, tiny_normal, monkeypatch):
+    # each of these shapes the approximate coreset's picks; a key without one would hand a bank
+    # made under its old value to a fit under the new one
+    from dualpatch.feature_cache import shared_bank_path
+
+    model = PatchCore(**tiny_params(cache_dir="cache", coreset_method="approx"))
+    before = shared_bank_path(model, tiny_normal)
+    monkeypatch.setattr(memory, constant, getattr(memory, constant) * 2)
+    assert shared_bank_path(model, tiny_normal) != before
