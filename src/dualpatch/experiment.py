@@ -248,7 +248,7 @@ class Experiment:
         )
         tag = "-".join(f"{k}{v}" for k, v in key(spec) if k != "method")
         tag = slug(tag) if tag else ""  # augment.weights is a path: no "/" in a folder name
-        recipe = f"r{augment.RECIPES[spec['method']]}"
+        recipe = f"r{augment.recipe(spec)}"
         name = f"{spec['method']}-{recipe}-{tag or 'default'}-n{n}-train{train.fingerprint()[:10]}"
         folder = self.out / "augment" / name
         if (folder / "manifest.csv").exists():

@@ -15,17 +15,22 @@ from .metrics_io import from_json, json_metrics
 
 def run_signature(s: dict, dataset_info: dict, threshold: str) -> str:
     """What makes a finished run reusable: its settings, the split's images, a crops folder's
-    content (edited crops make the run stale, not only a new name) and the threshold mode."""
+    content (edited crops make the run stale, not only a new name), the recipe of the generator
+    its synthetic defects come from (a fixed generator makes the run stale) and the threshold
+    mode."""
+    from .augment import recipe
     from .data.crop_folder import crops_fingerprint
     from .spec import ALIASES
 
     old_names = {new: old for old, new in ALIASES.items()}
-    crops = [crops_fingerprint(s["crops"])] if s.get("crops") else []
+    inputs = [crops_fingerprint(s["crops"])] if s.get("crops") else []
+    # only runs with synthetic defects carry it, so the other finished runs stay valid
+    inputs += [f"augment recipe {recipe(s['augment'])}"] if s.get("augment") else []
     # under their old names: a run that finished before a setting was renamed is not redone
     s = {old_names.get(k, k): v for k, v in s.items()}
     return hashlib.sha256(
         json.dumps(
-            [s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"], *crops]
+            [s, dataset_info["train"]["sha256"], dataset_info["test"]["sha256"], *inputs]
             + ([] if threshold == "validation" else ["no-threshold"]),
             sort_keys=True,
             default=str,

@@ -137,18 +137,21 @@ def inner_rules(
     import hashlib
     import json
 
+    from .augment import recipe
     from .crossval import seeds_of
     from .fileio import write_json
     from .report import slug
 
     c = exp.config
     fit_settings = {**settings, "seed": seeds_of(c)[0]}
+    # a choice made on an older generator's images is stale (runs without one keep their keys)
+    made_by = [recipe(settings["augment"])] if settings.get("augment") else []
     records = {}
     for f in sorted({f for f, _ in pairs}):
         train = splits[f].train
         key = json.dumps([{k: v for k, v in settings.items() if k not in ("name", "rule")},
-                          train.fingerprint(), str(shots), draws, c["seed"], settings["rule"]],
-                         sort_keys=True, default=str)  # fmt: skip
+                          train.fingerprint(), str(shots), draws, c["seed"], settings["rule"],
+                          *made_by], sort_keys=True, default=str)  # fmt: skip
         signature = hashlib.sha256(key.encode()).hexdigest()
         path = exp.out / "runs" / slug(settings["name"]) / "rule-choice" / f"{splits[f].name}.json"
         if path.is_file() and json.loads(path.read_text()).get("signature") == signature:

@@ -22,6 +22,13 @@ METHODS = ("ddpm", "paste", "sdxl")
 #: (ddpm 2: placed masks on the pixels' grid, and no flips by default, DDPMConfig.flip)
 RECIPES = {"ddpm": 2, "paste": 2, "sdxl": 1}
 
+
+def recipe(spec: dict | None) -> int | None:
+    """The recipe version of the generator an ``augment`` spec names (None: no ``augment``): what
+    every saved result made from its images (a pool, a finished run, a rule choice) is keyed by."""
+    return RECIPES[spec["method"]] if spec else None
+
+
 # The generators pull in torch and diffusers: load them on first use only.
 _LAZY = {
     "DDPMConfig": "ddpm",
@@ -92,6 +99,7 @@ __all__ = [
     "COLUMNS",
     "METHODS",
     "RECIPES",
+    "recipe",
     "ManifestRow",
     "generate",
     "augmented_samples",

@@ -123,3 +123,18 @@ def test_a_pool_made_by_an_older_recipe_is_not_reused(kolektor, tmp_path, monkey
     new = exp.augment(spec, train)
     assert new != old and (new / "manifest.csv").exists()
     assert exp.augment(spec, train) == new  # the same recipe still reuses its pool
+
+
+def test_a_finished_run_on_an_older_recipes_images_is_run_again(monkeypatch):
+    # a finished run is skipped by its signature; a generator fix must make the runs built on
+    # its images stale, and only those
+    from dualpatch import augment
+    from dualpatch.experiment_outputs import run_signature
+
+    info = {"train": {"sha256": "a"}, "test": {"sha256": "b"}}
+    paste = {"name": "dual+paste", "bank": "dual", "augment": {"method": "paste", "n": 4}}
+    plain = {"name": "dual", "bank": "dual", "augment": None}
+    before = run_signature(paste, info, "none"), run_signature(plain, info, "none")
+    monkeypatch.setitem(augment.RECIPES, "paste", augment.RECIPES["paste"] + 1)
+    assert run_signature(paste, info, "none") != before[0]
+    assert run_signature(plain, info, "none") == before[1]

@@ -149,3 +149,20 @@ def test_rule_selection_needs_defect_shots_and_a_known_value():
         load_config(None, ["rule_selection=inner"])
     with pytest.raises(ConfigError, match="rule_selection"):
         load_config(None, ["defect_shots=[1]", "rule_selection=validation"])
+
+
+def test_a_choice_made_on_an_older_recipes_images_is_made_again(data, tmp_path, monkeypatch):
+    # the saved choice is reused for the same settings, but not once the generator's images change
+    from dualpatch import augment
+    from dualpatch import fewshot_rule as module
+
+    cfg = _config(data, tmp_path / "g")
+    _choose(cfg, 1, 1)  # runs[1]: dual+paste
+    made = []
+    monkeypatch.setattr(module, "choose_rule", lambda *a, **k: made.append(1) or {
+        "chosen": "patch", "criterion": {"patch": 1.0}})  # fmt: skip
+    _choose(cfg, 1, 1)
+    assert made == []  # reused
+    monkeypatch.setitem(augment.RECIPES, "paste", augment.RECIPES["paste"] + 1)
+    _choose(cfg, 1, 1)
+    assert made == [1]
