@@ -130,10 +130,10 @@ def _run_plan(exp, i: int, plan: tuple, splits, seeds, counts, results, boots, e
     for n in shots:
         name = entry_name(fitted["name"], n)
         exp.log.info("run %d/%d: %s", i + 1, total, name)
-        pairs = by_n[str(n)]
-        rule_of, choice = _rules(exp, {**fitted, "name": name}, splits, pairs, n, draws)
+        pairs, settings = by_n[str(n)], {**fitted, "name": name}
+        rule_of, choice = _rules(exp, settings, splits, pairs, n, draws)
         result, boot = run_over_splits(
-            exp, {**fitted, "name": name}, [s for _, s in pairs], seeds,
+            exp, settings, [s for _, s in pairs], seeds,
             [counts[f] for f, _ in pairs], True, rule_of,
         )  # fmt: skip
         exp.__dict__.pop("_fitted", None)  # one model per draw: none is asked for again
