@@ -153,6 +153,9 @@ def fidelity_by_minutes(args, split) -> None:
     out = args.out
     rate = json.loads(MINUTES_JSON.read_text())["rate"]
     results = json.loads(out.read_text()) if out.exists() else {"rate": rate}
+    if "rate" not in results or not isinstance(results.get("ddpm", {}), dict):
+        # resuming extends the file: one this script did not write is left alone
+        raise SystemExit(f"error: {out}: not a ddpm_minutes result; choose another --out")
     s_per_step = results["rate"]["s_per_step"]
     train, test = split.train, split.test
     work = Path(args.work)
