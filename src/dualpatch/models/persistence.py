@@ -91,8 +91,11 @@ def _read_meta(meta_path: Path) -> dict:
 
 def load_model(cls: type, path: str | os.PathLike[str], weights: str | None = None) -> Any:
     """Load a model saved by ``save_model`` as ``cls`` or a subclass; refuses tampered,
-    truncated or mismatched files."""
-    path = Path(path)
+    truncated or mismatched files. A versioned folder gives its current version (resolved once,
+    so the JSON and the tensors are read from the same version: ``versions``)."""
+    from .versions import resolve
+
+    path = resolve(path)
     meta_path, tensor_path = path / "model.json", path / "model.safetensors"
     for p in (meta_path, tensor_path):
         if not p.is_file():
