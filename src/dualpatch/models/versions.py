@@ -240,8 +240,9 @@ def rollback(model_dir: str | os.PathLike[str], to: int, by: str | None = None) 
 
 
 def prune(model_dir: str | os.PathLike[str], keep: int) -> list[int]:
-    """Delete all but the newest ``keep`` versions (the current one is always kept); returns the
-    numbers deleted. The only way a version is ever removed."""
+    """Delete all but the newest ``keep`` versions (the current one is always kept) and the
+    temporary folders of killed updates; returns the numbers deleted. The only way a version is
+    ever removed."""
     if keep < 1:
         raise ConfigError(f"prune --keep {keep}: keep at least 1 version")
     model_dir = Path(model_dir)
@@ -254,4 +255,7 @@ def prune(model_dir: str | os.PathLike[str], keep: int) -> list[int]:
             trash = folder.with_name(f".old-{folder.name}")
             os.rename(folder, trash)
             shutil.rmtree(trash)
+        # what killed updates left: never read, safe to delete under the lock
+        for leftover in (model_dir / VERSIONS).glob(".new-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
     return doomed
