@@ -72,3 +72,21 @@ def test_problems_are_one_line_naming_the_file(folder, tmp_path):
 def test_model_is_a_command_group_of_dualpatch(run_cli, folder):
     r = run_cli("model", "history", folder)
     assert r.returncode == 0 and "no versions" in r.stdout
+
+
+def test_predict_reads_the_current_version(run_cli, folder, demo_test, tmp_path):
+    import csv
+
+    from dualpatch import PatchCore
+
+    bad = demo_test.defective()[0]
+    assert model("add-defects", folder, bad.image_path, "--mask", bad.mask_path).exit_code == 0
+    images = [s.image_path for s in demo_test.defective()[:3]]
+    r = run_cli("predict", *images, "--model", folder, "--out", tmp_path / "pred")
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "pred" / "scores.csv") as f:
+        got = [float(row["score"]) for row in csv.DictReader(f)]
+    want = PatchCore.load(folder / "versions/0002").predict(demo_test.defective()[:3])
+    old = PatchCore.load(folder / "versions/0001").predict(demo_test.defective()[:3])
+    assert got == pytest.approx(want.image_scores.tolist(), rel=1e-6)
+    assert got != pytest.approx(old.image_scores.tolist(), rel=1e-6)
