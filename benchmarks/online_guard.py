@@ -1,6 +1,8 @@
 """Poisoning the normal bank by mistake: each defective KolektorSDD test image is added to the
 normal bank of a fitted model, one at a time; was it refused by the guard, and how far does recall
-on the defective test images fall at the stored threshold when it is forced in?
+on the defective test images fall at the stored threshold when it is forced in? And the guard's
+cost: how many good test images (the false alarms among them: what an operator would confirm as
+good) and held-out normal images it would refuse.
 
 The model is what a user gets: defaults, fit on the training split's normal images less a seeded
 20 % held out for the threshold (quantile 1.0 of their scores), the defect bank from the training
@@ -31,7 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from dualpatch import DualPatchCore, PatchCore  # noqa: E402
 from dualpatch.defaults import default_cache  # noqa: E402
 from dualpatch.errors import DataError  # noqa: E402
-from dualpatch.models.online import GUARD_FACTOR, guard_limits  # noqa: E402
+from dualpatch.models.online import GUARD_FACTOR, guard_check, guard_limits  # noqa: E402
 from dualpatch.protocol import make_splits  # noqa: E402
 from dualpatch.threshold import calibrate, holdout_split  # noqa: E402
 
@@ -105,6 +107,25 @@ def trials(model, defects: list, feats: torch.Tensor) -> dict:
     }
 
 
+def good_images(model, good_feats: torch.Tensor, held_feats: torch.Tensor) -> dict:
+    """The guard's cost: how many good test images (and among them the false alarms, the images
+    an operator would confirm as good) and held-out normal images it would refuse."""
+    limits = guard_limits(model)
+    refused, scores = guard_check(model, good_feats, limits)
+    alarms = scores > model.threshold_
+    held_refused, _ = guard_check(model, held_feats, limits)
+    return {
+        "good_test_images": len(refused),
+        "refused": sum(r is not None for r in refused),
+        "false_alarms": int(alarms.sum()),
+        "false_alarms_refused": sum(
+            r is not None for r, a in zip(refused, alarms, strict=True) if a
+        ),
+        "held_out_normals": len(held_refused),
+        "held_out_refused": sum(r is not None for r in held_refused),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/kolektorsdd")
@@ -118,6 +139,8 @@ def main() -> None:
     dual, single, held = fit_models(split.train, args.seed, str(cache) if cache else None)
     defects = split.test.defective()
     feats = dual.image_features(defects, None)
+    good_feats = dual.image_features(split.test.normal(), None)
+    held_feats = dual.image_features(held, None)
     result = {
         "command": f"python benchmarks/online_guard.py --data {args.data} --seed {args.seed}",
         "dataset": "kolektorsdd, default split (kos01-33 train), duplicates dropped from test",
@@ -127,6 +150,10 @@ def main() -> None:
         "models": {
             f"dual-{dual.rule}": trials(dual, defects, feats),
             "single": trials(single, defects, feats),
+        },
+        "guard_on_good_images": {
+            f"dual-{dual.rule}": good_images(dual, good_feats, held_feats),
+            "single": good_images(single, good_feats, held_feats),
         },
         "seconds": round(time.time() - started, 1),
         "cpus": os.cpu_count(),

@@ -10,9 +10,10 @@ Rules (docs/online.md states them for users):
   So a bank never holds more rows than a refit at the same ratio on all its images would keep
   (the coreset minimum aside).
 - **Guard.** An image is refused from the normal bank unless forced when it scores above
-  ``GUARD_FACTOR`` x the stored threshold, or when one of its patches is farther from the normal
-  bank than ``GUARD_FACTOR`` x the novelty level: a real defect in the normal bank would teach
-  the model that the defect is normal.
+  ``GUARD_FACTOR`` x the stored threshold, when one of its patches is farther from the normal
+  bank than ``GUARD_FACTOR`` x the novelty level, or (dual) when one of its patches is nearer a
+  known defect than normal surface (``guard_limits``): a real defect in the normal bank would
+  teach the model that the defect is normal.
 - **Defects without a mask.** The patches farther from the normal bank than the novelty level
   (``novelty_level``) are the defect, and are recorded as chosen that way.
 - **Threshold.** After each change the stored threshold is re-computed on the held-out normal
@@ -111,33 +112,53 @@ def _normal_distances(model: Any, feats: torch.Tensor) -> torch.Tensor:
 
 
 def guard_limits(model: Any, factor: float = GUARD_FACTOR) -> dict[str, Any]:
-    """The rule that keeps a defect out of the normal bank, as used and recorded: refused when the
-    image scores above ``factor`` x the stored threshold (if there is one), or when one of its
-    patches is farther from the normal bank than ``factor`` x the novelty level. The second part
-    does not depend on the dual rule: a ratio rule can score a novelty near 1 (issue 23)."""
+    """The rule that keeps a defect out of the normal bank, as used and recorded: refused when
+    (a) the image scores above ``factor`` x the stored threshold (if there is one), or
+    (b) one of its patches is farther from the normal bank than ``factor`` x the novelty level, or
+    (c) (dual models) one of its patches is nearer a known defect than normal surface (d_d < d_n).
+    (b) and (c) do not depend on the dual rule: a ratio rule can score a novelty near 1 (issue
+    23). (c) is what the defect bank knows: a patch the model finds more defect-like than normal
+    must not become normal."""
     level, source = novelty_level(model)
-    limits: dict[str, Any] = {
-        "patch_above": factor * level,
-        "rule": f"a patch farther than {factor:g} x the novelty level from the normal bank "
-        f"(level from the {source})",
-    }
+    limits: dict[str, Any] = {"patch_above": factor * level, "novelty_source": source}
+    parts = [f"a patch farther than {factor:g} x the novelty level from the normal bank"]
     threshold = getattr(model, "threshold_", None)
     if threshold is not None:
         limits["score_above"] = factor * threshold
-        limits["rule"] = f"score > {factor:g} x threshold, or {limits['rule']}"
+        parts.insert(0, f"score > {factor:g} x threshold")
+    limits["nearer_defect"] = hasattr(model, "defect_memory_")
+    if limits["nearer_defect"]:
+        parts.append("a patch nearer a known defect than normal surface")
+    limits["rule"] = ", or ".join(parts)
     return limits
 
 
-def _refused(samples: list, scores: np.ndarray, dn: torch.Tensor, limits: dict) -> dict:
-    """{index: reason} of the samples the guard refuses."""
-    out = {}
-    for i, s in enumerate(samples):
-        top = float(dn[i].max())
-        if "score_above" in limits and scores[i] > limits["score_above"]:
-            out[i] = f"{s.image_path} scores {scores[i]:.4g} (limit {limits['score_above']:.4g})"
+def guard_check(
+    model: Any, feats: torch.Tensor, limits: dict[str, Any]
+) -> tuple[list[str | None], np.ndarray]:
+    """Per image of (B, h, w, D) features: why the guard refuses it from the normal bank (one
+    line, without the file) or None when it may join; and the image scores."""
+    _, scores = model._score_features(feats)
+    dn = _normal_distances(model, feats).flatten(1)
+    dd = (
+        model._nearest(model.defect_memory_, feats)[0].flatten(1)
+        if limits["nearer_defect"]
+        else None
+    )
+    out: list[str | None] = []
+    for i in range(feats.shape[0]):
+        score, top = float(scores[i]), float(dn[i].max())
+        if "score_above" in limits and score > limits["score_above"]:
+            out.append(f"scores {score:.4g} (limit {limits['score_above']:.4g})")
         elif top > limits["patch_above"]:
-            out[i] = f"{s.image_path} has a patch at {top:.4g} (limit {limits['patch_above']:.4g})"
-    return out
+            out.append(f"has a patch at {top:.4g} from the normal bank (limit "
+                       f"{limits['patch_above']:.4g})")  # fmt: skip
+        elif dd is not None and bool((dd[i] < dn[i]).any()):
+            n = int((dd[i] < dn[i]).sum())
+            out.append(f"has {n} patch(es) nearer a known defect than normal surface")
+        else:
+            out.append(None)
+    return out, scores.numpy().astype(np.float64)
 
 
 def _grow(model: Any, bank: Any, ratio: float, rows: torch.Tensor) -> list[int]:
@@ -172,10 +193,9 @@ def add_normal(
     _check_in_memory(model)
     samples = as_samples(images, 0)
     feats = model.image_features(samples, "online features")
-    _, scores = model._score_features(feats)
-    scores = scores.numpy().astype(np.float64)
     limits = guard_limits(model, guard)
-    refused = _refused(samples, scores, _normal_distances(model, feats), limits)
+    verdicts, scores = guard_check(model, feats, limits)
+    refused = {i: f"{samples[i].image_path} {v}" for i, v in enumerate(verdicts) if v}
     if refused and not force:
         reasons = list(refused.values())
         raise DataError(

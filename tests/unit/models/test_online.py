@@ -136,3 +136,13 @@ def test_without_held_out_normals_the_threshold_is_kept_and_says_so(saved, demo_
     check = model.add_normal([demo_test.normal()[1].image_path]).threshold
     assert not check["checked"] and "not re-checked" in check["reason"]
     assert model.threshold_ == before
+
+
+def test_guard_refuses_an_image_nearer_a_known_defect(saved, demo_test):
+    model = fresh(saved)
+    sample = demo_test.defective()[2]
+    model.add_normal([sample.image_path])  # not refused before its defect is known...
+    model = fresh(saved)
+    model.add_defects([sample.image_path], masks=[sample.mask_path])
+    with pytest.raises(DataError, match="nearer a known defect than normal surface"):
+        model.add_normal([sample.image_path])  # ...refused once it is
