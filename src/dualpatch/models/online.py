@@ -366,3 +366,49 @@ def _held_out_files(model_dir: str | os.PathLike[str]) -> list[Path]:
             )
         files.append(path)
     return files
+
+
+def start_defect_bank(
+    model: Any,
+    images: Sequence[ImageLike],
+    masks: Sequence | None = None,
+    held_out: Sequence[ImageLike] | None = None,
+) -> tuple[Any, Update]:
+    """A dual model whose normal bank is single-bank ``model``'s and whose defect bank starts from
+    ``images`` (their patches as ``add_defects`` picks them, bounded by ``defect_coreset``): for a
+    line that starts with no known defect. The single bank's threshold is not in the dual rule's
+    units, so it is re-computed on ``held_out`` normals, or dropped (and the record says so)."""
+    from .dual import DualPatchCore
+
+    if hasattr(model, "defect_memory_"):
+        raise ConfigError("the model already has a defect bank: use add_defects")
+    model._check_fitted()
+    dual = DualPatchCore(**model.get_params(), weights=model.weights, cache_dir=model.cache_dir)
+    dual.progress = model.progress
+    dual._extractor = getattr(model, "_extractor", None)
+    for name in ("memory_", "grid_", "map_scale_", "train_sha256_"):
+        setattr(dual, name, getattr(model, name, None))
+    dual.train_sha256_ = set(model.train_sha256_)
+    samples = as_samples(images, 1, masks)
+    feats = dual.image_features(samples, "online features")
+    cells, level = _defect_cells(dual, samples, feats)
+    rows = torch.cat([f[c] for f, c in zip(feats, cells, strict=True)])
+    if rows.shape[0] == 0:
+        raise DataError(f"no defect patches in {samples[0].image_path}: nothing to start from")
+    dual.defect_memory_ = dual._memory(dual.defect_coreset)
+    dual.defect_memory_.bank_ = rows[:1].float()  # the k-center start: a fixed, seedless row
+    _grow(dual, dual.defect_memory_, dual.defect_coreset, rows)
+    dual.record_training_images(s.image_path for s in samples)
+    added = [
+        {**_file_record(s), "patches": int(c.sum()),
+         "chosen_by": "mask" if s.mask_path is not None else "above novelty level"}
+        for s, c in zip(samples, cells, strict=True)
+    ]  # fmt: skip
+    update = Update("defect", added, 0, dual.defect_memory_.bank_.shape[0], novelty_level=level)
+    if getattr(model, "threshold_", None) is not None:
+        dual.threshold_ = model.threshold_
+        update.threshold = recheck_threshold(dual, held_out)
+        if not update.threshold["checked"]:
+            del dual.threshold_
+            update.threshold["reason"] = "single-bank threshold dropped: no held-out normals"
+    return dual, update

@@ -146,3 +146,24 @@ def test_guard_refuses_an_image_nearer_a_known_defect(saved, demo_test):
     model.add_defects([sample.image_path], masks=[sample.mask_path])
     with pytest.raises(DataError, match="nearer a known defect than normal surface"):
         model.add_normal([sample.image_path])  # ...refused once it is
+
+
+def test_a_single_bank_model_starts_a_defect_bank(tiny_normal, demo_train, demo_test):
+    from dualpatch import DualPatchCore
+    from dualpatch.models.online import start_defect_bank
+    from dualpatch.threshold import calibrate
+
+    single = PatchCore(**tiny_params()).fit(tiny_normal)
+    calibrate(single, held_out(demo_train))
+    sample = demo_test.defective()[2]
+    dual, update = start_defect_bank(single, [sample.image_path], [sample.mask_path])
+    assert isinstance(dual, DualPatchCore) and dual.memory_ is single.memory_
+    assert not hasattr(dual, "threshold_")  # single-bank units: dropped without held-out normals
+    assert "dropped" in update.threshold["reason"]
+    assert 0 < dual.defect_memory_.bank_.shape[0] <= 1 + update.added[0]["patches"]
+    dual, update = start_defect_bank(single, [sample.image_path], [sample.mask_path],
+                                     held_out=held_out(demo_train))  # fmt: skip
+    expected = float(np.max(dual.predict(held_out(demo_train)).image_scores))
+    assert dual.threshold_ == pytest.approx(expected) and update.threshold["checked"]
+    with pytest.raises(ConfigError, match="already has a defect bank"):
+        start_defect_bank(dual, [sample.image_path], [sample.mask_path])
