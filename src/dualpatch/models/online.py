@@ -4,16 +4,17 @@ bank, patches of confirmed defects join the defect bank; no refit.
 Rules (docs/online.md states them for users):
 
 - **Bounded banks.** An addition of N patches adds at most ceil(ratio x N) rows (``coreset_ratio``
-  for the normal bank, ``defect_coreset`` for the defect bank), chosen by greedy k-center
+  for the normal bank, ``defect_coreset`` for the defect bank; more only while the bank is below
+  its floor ``coreset_min``, as a fit keeps every row below it), chosen by greedy k-center
   continued from the bank's existing rows (``memory.continued_kcenter``): the new patches
   farthest from what the bank already covers go in first, a patch already in the bank never.
   So a bank never holds more rows than a refit at the same ratio on all its images would keep
   (the coreset minimum aside).
 - **Guard.** An image is refused from the normal bank unless forced when it scores above
   ``GUARD_FACTOR`` x the stored threshold, when one of its patches is farther from the normal
-  bank than ``GUARD_FACTOR`` x the novelty level, or (dual) when one of its patches is nearer a
-  known defect than normal surface (``guard_limits``): a real defect in the normal bank would
-  teach the model that the defect is normal.
+  bank than ``GUARD_FACTOR`` x the novelty level, or (dual) when more of its patches are nearer a
+  known defect than normal surface than in any held-out normal image (``guard_limits``): a real
+  defect in the normal bank would teach the model that the defect is normal.
 - **Defects without a mask.** The patches farther from the normal bank than the novelty level
   (``novelty_level``) are the defect, and are recorded as chosen that way.
 - **Threshold.** After each change the stored threshold is re-computed on the held-out normal
@@ -111,14 +112,24 @@ def _normal_distances(model: Any, feats: torch.Tensor) -> torch.Tensor:
     return dist
 
 
-def guard_limits(model: Any, factor: float = GUARD_FACTOR) -> dict[str, Any]:
+def defect_like_counts(model: Any, feats: torch.Tensor) -> torch.Tensor:
+    """(B,) per image: how many of its patches are nearer the defect bank than the normal bank."""
+    dn = _normal_distances(model, feats).flatten(1)
+    dd = model._nearest(model.defect_memory_, feats)[0].flatten(1)
+    return (dd < dn).sum(1)
+
+
+def guard_limits(
+    model: Any, factor: float = GUARD_FACTOR, held_out: Sequence[ImageLike] | None = None
+) -> dict[str, Any]:
     """The rule that keeps a defect out of the normal bank, as used and recorded: refused when
     (a) the image scores above ``factor`` x the stored threshold (if there is one), or
     (b) one of its patches is farther from the normal bank than ``factor`` x the novelty level, or
-    (c) (dual models) one of its patches is nearer a known defect than normal surface (d_d < d_n).
+    (c) (dual models) more of its patches are nearer a known defect than normal surface
+        (d_d < d_n) than in any ``held_out`` normal image (none given: any such patch).
     (b) and (c) do not depend on the dual rule: a ratio rule can score a novelty near 1 (issue
-    23). (c) is what the defect bank knows: a patch the model finds more defect-like than normal
-    must not become normal."""
+    23). (c) is what the defect bank knows: patches the model finds more defect-like than normal
+    must not become normal; its limit comes from normal training images, never from test labels."""
     level, source = novelty_level(model)
     limits: dict[str, Any] = {"patch_above": factor * level, "novelty_source": source}
     parts = [f"a patch farther than {factor:g} x the novelty level from the normal bank"]
@@ -126,9 +137,15 @@ def guard_limits(model: Any, factor: float = GUARD_FACTOR) -> dict[str, Any]:
     if threshold is not None:
         limits["score_above"] = factor * threshold
         parts.insert(0, f"score > {factor:g} x threshold")
-    limits["nearer_defect"] = hasattr(model, "defect_memory_")
-    if limits["nearer_defect"]:
-        parts.append("a patch nearer a known defect than normal surface")
+    if hasattr(model, "defect_memory_"):
+        limits["defect_like_above"] = 0
+        if held_out:
+            feats = model.image_features(as_samples(held_out, 0), "guard: held-out features")
+            limits["defect_like_above"] = int(defect_like_counts(model, feats).max())
+        parts.append(
+            f"more than {limits['defect_like_above']} patch(es) nearer a known defect than normal "
+            + ("surface (the most in a held-out normal image)" if held_out else "surface")
+        )
     limits["rule"] = ", or ".join(parts)
     return limits
 
@@ -139,33 +156,35 @@ def guard_check(
     """Per image of (B, h, w, D) features: why the guard refuses it from the normal bank (one
     line, without the file) or None when it may join; and the image scores."""
     _, scores = model._score_features(feats)
-    dn = _normal_distances(model, feats).flatten(1)
-    dd = (
-        model._nearest(model.defect_memory_, feats)[0].flatten(1)
-        if limits["nearer_defect"]
-        else None
-    )
+    top = _normal_distances(model, feats).flatten(1).amax(1)
+    like = defect_like_counts(model, feats) if "defect_like_above" in limits else None
     out: list[str | None] = []
     for i in range(feats.shape[0]):
-        score, top = float(scores[i]), float(dn[i].max())
+        score = float(scores[i])
         if "score_above" in limits and score > limits["score_above"]:
             out.append(f"scores {score:.4g} (limit {limits['score_above']:.4g})")
-        elif top > limits["patch_above"]:
-            out.append(f"has a patch at {top:.4g} from the normal bank (limit "
+        elif float(top[i]) > limits["patch_above"]:
+            out.append(f"has a patch at {float(top[i]):.4g} from the normal bank (limit "
                        f"{limits['patch_above']:.4g})")  # fmt: skip
-        elif dd is not None and bool((dd[i] < dn[i]).any()):
-            n = int((dd[i] < dn[i]).sum())
-            out.append(f"has {n} patch(es) nearer a known defect than normal surface")
+        elif like is not None and int(like[i]) > limits["defect_like_above"]:
+            out.append(f"has {int(like[i])} patch(es) nearer a known defect than normal surface "
+                       f"(limit {limits['defect_like_above']})")  # fmt: skip
         else:
             out.append(None)
     return out, scores.numpy().astype(np.float64)
 
 
+def growth_budget(bank: Any, ratio: float, n: int) -> int:
+    """How many of ``n`` new rows a bank may take: ceil(ratio x n), or more while the bank is
+    below its floor (``coreset_min``, as a fit keeps every row below it)."""
+    return max(1, math.ceil(ratio * n), min(n, bank.min_size - bank.bank_.shape[0]))
+
+
 def _grow(model: Any, bank: Any, ratio: float, rows: torch.Tensor) -> list[int]:
     """Append to ``bank`` the rows of ``rows`` that continued k-center keeps (at most
-    ceil(ratio x len)); returns the kept row indices. The bank gets a new tensor, never an
+    ``growth_budget``); returns the kept row indices. The bank gets a new tensor, never an
     in-place change, so a scorer holding the old one is unaffected."""
-    budget = max(1, math.ceil(ratio * rows.shape[0]))
+    budget = growth_budget(bank, ratio, rows.shape[0])
     picks = continued_kcenter(bank.bank_, rows, budget, model.projection_dim, model.seed)
     if len(picks):
         bank.bank_ = torch.cat([bank.bank_, rows[picks].float()]).contiguous()
@@ -193,7 +212,7 @@ def add_normal(
     _check_in_memory(model)
     samples = as_samples(images, 0)
     feats = model.image_features(samples, "online features")
-    limits = guard_limits(model, guard)
+    limits = guard_limits(model, guard, held_out)
     verdicts, scores = guard_check(model, feats, limits)
     refused = {i: f"{samples[i].image_path} {v}" for i, v in enumerate(verdicts) if v}
     if refused and not force:

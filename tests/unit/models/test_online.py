@@ -95,8 +95,10 @@ def test_add_defects_with_a_mask_raises_that_image(saved, demo_test):
     update = model.add_defects([sample.image_path], masks=[sample.mask_path])
     assert update.added[0]["chosen_by"] == "mask" and update.added[0]["mask_sha256"]
     assert update.rows_after > update.rows_before
-    assert update.rows_after - update.rows_before <= math.ceil(
-        model.defect_coreset * update.added[0]["patches"]
+    n = update.added[0]["patches"]
+    floor = model.defect_memory_.min_size - update.rows_before  # a bank below its floor keeps all
+    assert update.rows_after - update.rows_before <= max(
+        math.ceil(model.defect_coreset * n), min(n, floor)
     )
     assert score(model, sample.image_path) > before
 
@@ -138,14 +140,29 @@ def test_without_held_out_normals_the_threshold_is_kept_and_says_so(saved, demo_
     assert model.threshold_ == before
 
 
-def test_guard_refuses_an_image_nearer_a_known_defect(saved, demo_test):
+def test_guard_refuses_an_image_nearer_a_known_defect(saved, demo_train, demo_test):
     model = fresh(saved)
     sample = demo_test.defective()[2]
+    assert sample.image_path.name == "10104.png"
     model.add_normal([sample.image_path])  # not refused before its defect is known...
     model = fresh(saved)
     model.add_defects([sample.image_path], masks=[sample.mask_path])
-    with pytest.raises(DataError, match="nearer a known defect than normal surface"):
+    del model.threshold_  # the score rule aside: the defect bank's condition alone
+    reason = r"10104.png has \d+ patch\(es\) nearer a known defect than normal surface \(limit "
+    with pytest.raises(DataError, match=reason + "0"):
         model.add_normal([sample.image_path])  # ...refused once it is
+    # the limit from held-out normal images (training data) still refuses it
+    with pytest.raises(DataError, match=reason + r"\d+\)"):
+        model.add_normal([sample.image_path], held_out=held_out(demo_train))
+
+
+def test_growth_stops_at_the_ratio_once_the_bank_is_past_its_floor(saved, demo_test):
+    model = fresh(saved)
+    model.defect_memory_.min_size = 0  # past its floor: the ratio alone bounds the growth
+    sample = demo_test.defective()[2]
+    update = model.add_defects([sample.image_path], masks=[sample.mask_path])
+    n = update.added[0]["patches"]
+    assert update.rows_after - update.rows_before == math.ceil(model.defect_coreset * n)
 
 
 def test_a_single_bank_model_starts_a_defect_bank(tiny_normal, demo_train, demo_test):
