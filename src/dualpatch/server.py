@@ -20,6 +20,7 @@ import hmac
 import io
 import json
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -322,7 +323,9 @@ def create_app(config: ServeConfig):
         authorise(request, inspector.key)
         return inspector.info
 
-    from .server_feedback import register_feedback  # POST /v1/feedback (docs/online.md)
+    # POST /v1/feedback (docs/online.md); this module's request helpers are passed in, so that
+    # server_feedback never imports server back (an import cycle)
+    from .server_feedback import register_feedback
 
-    register_feedback(app, inspector)
+    register_feedback(app, inspector, sys.modules[__name__])
     return app

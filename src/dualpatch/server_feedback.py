@@ -23,7 +23,6 @@ from typing import Any
 
 from .errors import ConfigError, DataError
 from .fileio import write_bytes
-from .server import BadRequest, authorise, decode_upload, image_bytes, model_info
 
 LABELS = {"good": "normal", "defect": "defect"}
 FOLDER = "feedback"
@@ -60,11 +59,14 @@ async def _mask_bytes(request: Any) -> bytes | None:
     return await upload.read()
 
 
-def register_feedback(app: Any, inspector: Any) -> None:
-    """Add ``POST /v1/feedback`` to the app of ``server.create_app``."""
+def register_feedback(app: Any, inspector: Any, http: Any) -> None:
+    """Add ``POST /v1/feedback`` to the app of ``server.create_app``, which passes itself as
+    ``http``: its ``BadRequest``, ``authorise``, ``image_bytes``, ``decode_upload``, ``model_info``.
+    """
     from fastapi import Request
 
     config = inspector.config
+    BadRequest = http.BadRequest  # noqa: N806 (the server's exception class)
 
     def apply(bank: str, image: Path, mask: Path | None, force: bool) -> dict[str, Any]:
         from .models.online import update_folder
@@ -81,22 +83,22 @@ def register_feedback(app: Any, inspector: Any) -> None:
             raise BadRequest(400, str(exc)) from None
         # on the scoring thread: the next request is scored by the new version
         inspector.scorer = open_scorer(config.model_dir, config.runtime, config.threads)
-        inspector.info = {**model_info(config.model_dir, config.threshold), "runtime": "torch"}
+        inspector.info = {**http.model_info(config.model_dir, config.threshold), "runtime": "torch"}
         inspector.threshold = inspector.info["threshold"]
         return {"version": number, "model": inspector.info, **update.record()}
 
     @app.post("/v1/feedback")
     async def feedback(request: Request, label: str | None = None, force: bool = False):
-        authorise(request, inspector.key)
+        http.authorise(request, inspector.key)
         if label not in LABELS:
             raise BadRequest(400, f"label={label}: use label=good or label=defect")
         if config.runtime != "torch":
             raise BadRequest(409, f"feedback needs --runtime torch (serving {config.runtime})")
-        data = await image_bytes(request, config.max_body_bytes)
-        decode_upload(data, inspector.size, config.max_pixels)  # a 4xx for a bad image, now
+        data = await http.image_bytes(request, config.max_body_bytes)
+        http.decode_upload(data, inspector.size, config.max_pixels)  # a 4xx for a bad image, now
         mask_data = await _mask_bytes(request)
         if mask_data is not None:
-            decode_upload(mask_data, inspector.size, config.max_pixels)
+            http.decode_upload(mask_data, inspector.size, config.max_pixels)
         image = keep_upload(config.model_dir, data, "")
         mask = keep_upload(config.model_dir, mask_data, "_mask") if mask_data else None
         loop = asyncio.get_running_loop()
