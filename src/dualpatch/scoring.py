@@ -193,9 +193,9 @@ def guarded_patch_scores(
 
     ``level`` is tau, the normal bank's novelty level (in d_n units). w lies in [0, 2] (2 only on
     a defect bank entry, d_d = 0), above 1 where a patch is nearer a known defect than normal
-    surface. Its denominator is at least d_n,
-    so no small distance is divided by a tiny one (the ratio rules' d_d + eps was; the exported
-    runtimes then disagreed); s is computed as max(2 d_n (d_n / (d_n + d_d)), d_n min(1, d_n / tau)).
+    surface. Its denominator is at least d_n, so no small distance is divided by a tiny one (the
+    ratio rules' d_d + eps was; the exported runtimes then disagreed); s is computed as
+    max(2 d_n (d_n / (d_n + d_d)), d_n min(1, d_n / tau)).
     """
     import torch
 

@@ -30,14 +30,8 @@ def test_fit_returns_self_and_learned_attributes_end_in_underscore(cls, tiny_nor
     dual_state = {"defect_memory_", "defect_crop_files_"}  # no files here: the list is empty
     dual_state |= {"novelty_level_", "novelty_level_record_"}  # tau, leave-image-out at fit
     # the verdict threshold: None until threshold.calibrate sets it
-    expected = {
-        "memory_",
-        "grid_",
-        "map_scale_",
-        "train_sha256_",
-        "threshold_",
-        "threshold_record_",
-    }
+    expected = {"memory_", "grid_", "map_scale_", "train_sha256_"}
+    expected |= {"threshold_", "threshold_record_"}
     expected |= dual_state if cls is DualPatchCore else set()
     assert learned == expected
     assert all(k.endswith("_") for k in learned)
@@ -282,8 +276,7 @@ def crop(h, w, mask_value=True):
 
 
 @pytest.mark.parametrize(
-    "crops",
-    [[], [crop(32, 32, mask_value=False)], [crop(4, 4), crop(7, 40)]],
+    "crops", [[], [crop(32, 32, mask_value=False)], [crop(4, 4), crop(7, 40)]],
     ids=["none", "empty-mask", "too-small"],
 )
 def test_dual_fit_without_usable_crops(tiny_normal, crops):

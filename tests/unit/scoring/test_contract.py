@@ -2,9 +2,9 @@
 
 With tau the normal bank's novelty level, every ``safe`` rule (the default among them):
 (a) scores a patch with d_n >= tau at least d_n, so an image whose single-bank score is >= tau
-    scores at least that much; (b) stays in [d_n^2 / tau, 2 d_n] below tau (2 d_n only where d_d = 0); (c) is
-non-decreasing in d_n and non-increasing in d_d. The old ratio rules break (a), which is why they
-are not safe: the last tests show it on a case they get wrong.
+scores at least that much; (b) stays in [d_n^2 / tau, 2 d_n] below tau (2 d_n only where
+d_d = 0); (c) is non-decreasing in d_n and non-increasing in d_d. The old ratio rules break
+(a), which is why they are not safe: the last tests show it on a case they get wrong.
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ def distance_maps(draw):
     return torch.from_numpy(normal), torch.from_numpy(defect), draw(LEVEL)
 
 
+def property_test(test):
+    """Run ``test(rule, case)`` for every safe rule on 300 random distance maps."""
+    test = given(case=distance_maps())(test)
+    return pytest.mark.parametrize("rule", SAFE)(settings(max_examples=300, deadline=None)(test))
+
+
 def test_the_default_rule_is_safe():
     assert DUAL_RULE in SAFE
     assert all(DUAL_RULES[name].safe is False for name in ("patch", "seed", "weighted"))
@@ -43,9 +49,7 @@ def test_the_default_rule_is_safe():
         assert "UNSAFE for novelties" in DUAL_RULES[name].description
 
 
-@pytest.mark.parametrize("rule", SAFE)
-@settings(max_examples=300, deadline=None)
-@given(case=distance_maps())
+@property_test
 def test_never_below_the_single_bank_above_tau(rule, case):
     normal, defect, tau = case
     patch_map, score = dual_scores(normal, defect, rule, novelty_level=tau)
@@ -60,9 +64,7 @@ def test_never_below_the_single_bank_above_tau(rule, case):
     assert torch.equal(score, patch_map.flatten(1).amax(1))
 
 
-@pytest.mark.parametrize("rule", SAFE)
-@settings(max_examples=300, deadline=None)
-@given(case=distance_maps())
+@property_test
 def test_bounded_below_tau(rule, case):
     normal, defect, tau = case
     patch_map, _ = dual_scores(normal, defect, rule, novelty_level=tau)
