@@ -4,17 +4,19 @@ were held out of the memory bank. Test labels never enter it.
 The rule: hold out ``fraction`` of the normal training images (a seeded draw, at least one),
 fit the bank on the rest, score the held-out ones, and take their ``quantile`` (default 1.0, the
 largest score: no held-out normal image would be flagged; the target false-reject rate is
-1 - quantile). An image scoring above the threshold is flagged.
+1 - quantile; a quantile is an observed score, the next higher one, never interpolated). An image
+scoring above the threshold is flagged.
 
 For a dual model the same held-out images also set the novelty level tau (the ``quantile`` of
 their largest patch distances to the normal bank), replacing fit's leave-image-out estimate. Under
 a rule that keeps the scoring contract (``scoring.DUAL_RULES``, ``safe``), the stored threshold is
 min(t, tau), t the held-out score quantile: an image whose single-bank score exceeds tau scores at
 least that much under the rule, so every image the normal bank alone would call novel at tau is
-flagged. ``threshold_record_["capped"]`` says whether tau was the lower of the two. With the
-``guarded`` rule it is in practice: its image score is at least g(max d_n), g(x) = x min(1, x/tau),
-a non-decreasing map with g(tau) = tau, so the score quantile t is at least tau and the stored
-threshold is tau itself (a normal image then scores above it only where the defect bank raises it).
+flagged. ``threshold_record_["capped"]`` says whether tau was strictly the lower of the two.
+With the ``guarded`` rule t >= tau always holds: its image score is at least g(max d_n),
+g(x) = x min(1, x / tau), a non-decreasing map with g(tau) = tau, so the score quantile is at
+least g(tau) = tau. The stored threshold is then tau itself; it is capped (t > tau) when the defect
+bank raised a held-out normal image above tau, which the guarantee then counts as a false reject.
 """
 
 from __future__ import annotations
@@ -69,15 +71,15 @@ def calibrate(model, held_out: Sequence[Sample], quantile: float = 1.0) -> float
               "images": len(held_out), "seed": model.seed}  # fmt: skip
     rule = getattr(model, "rule", None)
     if rule is None:  # one bank: its own scores (the re-weighting, if set, included)
-        threshold = float(np.quantile(model.predict(held_out).image_scores, quantile))
+        threshold = _quantile(model.predict(held_out).image_scores, quantile)
     else:
         distances = model.bank_distances(held_out)
         largest = distances["normal"].flatten(1).amax(1).double().numpy()
-        level = float(np.quantile(largest, quantile))
+        level = _quantile(largest, quantile)
         model.set_novelty_level(level, {"method": "held-out", "images": len(held_out),
                                         "quantile": quantile})  # fmt: skip
         _, scores = dual_scores(distances["normal"], distances["defect"], rule, model.eps, level)
-        threshold = float(np.quantile(scores.double().numpy(), quantile))
+        threshold = _quantile(scores.double().numpy(), quantile)
         record["score_quantile"] = threshold
         if DUAL_RULES[rule].safe:  # the verdict guarantee (module docstring)
             record["novelty_level"], record["capped"] = level, level < threshold
@@ -85,6 +87,12 @@ def calibrate(model, held_out: Sequence[Sample], quantile: float = 1.0) -> float
     model.threshold_, model.threshold_record_ = threshold, record
     model.threshold_rule_ = describe(record)  # the one-line account model.json has always held
     return threshold
+
+
+def _quantile(values, quantile: float) -> float:
+    """The ``quantile`` of ``values`` as one of them (the next higher order statistic, no
+    interpolation): then t >= tau holds exactly, as each image's score is >= g(its max d_n)."""
+    return float(np.quantile(np.asarray(values, dtype=np.float64), quantile, method="higher"))
 
 
 def describe(record: dict | None) -> str:
