@@ -107,3 +107,30 @@ def describe(record: dict | None) -> str:
     if record.get("capped"):
         text += f", capped at the novelty level {record['novelty_level']:.6g}"
     return text
+
+
+def flag(scores, threshold: float) -> np.ndarray:
+    """The verdicts: an image is flagged when its score is above the threshold (as ``serve``
+    decides)."""
+    return np.asarray(scores, dtype=np.float64) > threshold
+
+
+def verdict_metrics(labels, scores, threshold: float) -> dict[str, float]:
+    """F1, precision, recall and false-reject rate (good images flagged) of ``flag``'s verdicts;
+    NaN where the labels cannot define one."""
+    labels, flagged = np.asarray(labels).astype(bool), flag(scores, threshold)
+    tp = float(np.sum(flagged & labels))
+    n_flagged, n_defective, n_good = (
+        float(flagged.sum()),
+        float(labels.sum()),
+        float((~labels).sum()),
+    )
+    nan = float("nan")
+    return {
+        "f1_at_threshold": 2 * tp / (n_flagged + n_defective) if n_flagged + n_defective else nan,
+        "precision_at_threshold": tp / n_flagged if n_flagged else nan,
+        "recall_at_threshold": tp / n_defective if n_defective else nan,
+        "false_reject_rate_at_threshold": float(np.sum(flagged & ~labels)) / n_good
+        if n_good
+        else nan,
+    }
