@@ -77,17 +77,19 @@ def main() -> None:
                 test_scores = distances["normal"].flatten(1).amax(1).double().numpy()
             else:
                 level = model.novelty_level_
-                test_scores = dual_scores(
-                    distances["normal"], distances["defect"], model.rule, model.eps, level
-                )[1].double().numpy()
+                test_scores = (
+                    dual_scores(
+                        distances["normal"], distances["defect"], model.rule, model.eps, level
+                    )[1]
+                    .double()
+                    .numpy()
+                )
             result["runs"][name] = {
                 "threshold": threshold,
                 "threshold_record": model.threshold_record_,
                 "novelty_level": getattr(model, "novelty_level_", None),
                 "foreign_scores": dict(zip(frames, scores.tolist(), strict=True)),
-                "foreign_flagged": dict(
-                    zip(frames, (scores > threshold).tolist(), strict=True)
-                ),
+                "foreign_flagged": dict(zip(frames, (scores > threshold).tolist(), strict=True)),
                 "foreign_recall": float(np.mean(scores > threshold)),
                 "image_auroc": float(roc_auc_score(labels, test_scores)),
                 "image_ap": float(average_precision_score(labels, test_scores)),
@@ -106,9 +108,8 @@ def main() -> None:
         foreign_frames=list(frames),
         fit_seconds=round(fit_s, 1),
         total_seconds=round(time.time() - start, 1),
-        command="python benchmarks/guarded_check.py " + " ".join(
-            f"--{k} {v}" for k, v in vars(args).items()
-        ),
+        command="python benchmarks/guarded_check.py "
+        + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
         loadavg=Path("/proc/loadavg").read_text().split()[:3],
     )
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
@@ -116,7 +117,8 @@ def main() -> None:
         print(
             f"{name:15s} thr {run['threshold']:.4g} foreign {run['foreign_recall']:.2f} "
             f"AUROC {run['image_auroc']:.3f} AP {run['image_ap']:.3f} "
-            f"recall {run['recall_at_threshold']:.3f} FRR {run['false_reject_rate_at_threshold']:.3f}"
+            f"recall {run['recall_at_threshold']:.3f} "
+            f"FRR {run['false_reject_rate_at_threshold']:.3f}"
         )
 
 
