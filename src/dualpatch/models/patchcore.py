@@ -175,9 +175,9 @@ class PatchCore:
 
     def _feature_batches(
         self, samples: Sequence[Sample]
-    ) -> Iterator[tuple[list[Sample], torch.Tensor | None, torch.Tensor]]:
-        """(samples, their (B, h, w, D) features, or None with the images' (B, 3, H, W) tensor)
-        batch by batch, with one progress stage."""
+    ) -> Iterator[tuple[list[Sample], torch.Tensor | None, torch.Tensor | None]]:
+        """(samples, their (B, h, w, D) features from the cache and None, or None and the images'
+        (B, 3, H, W) tensor) batch by batch, with one progress stage."""
         self._check_fitted()
         if not samples:
             raise DataError("no images to score")
@@ -191,9 +191,13 @@ class PatchCore:
                 yield batch, None, images
                 bar(len(batch))  # once the batch is scored
 
-    def _batch_features(self, feats: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor:
+    def _batch_features(
+        self, feats: torch.Tensor | None, images: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(B, h, w, D) patch features: the cached ones, else the backbone's on ``images``."""
         if feats is not None:
             return feats
+        assert images is not None
         return self.extractor_(images).features.permute(0, 2, 3, 1)
 
     def predict_batches(
