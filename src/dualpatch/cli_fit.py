@@ -51,7 +51,9 @@ def fit(
     no_cache: bool = typer.Option(False, "--no-cache", help="Use no feature cache at all."),
     force: bool = FORCE,
     threshold_holdout: float = typer.Option(
-        0.0, help="Hold this fraction of normal images out of the bank to set a verdict threshold."
+        0.2,
+        help="Hold this fraction of normal images out of the bank to set the verdict threshold "
+        "(0: store no threshold).",
     ),
     ray: str | None = ray_option("Extract the training images' features"),
     ray_actors: int = RAY_ACTORS,
@@ -66,11 +68,8 @@ def fit(
     train = open_dataset(spec["dataset"], spec["data"], "train", spec["train_items"],
                          spec["on_duplicates"])  # fmt: skip
     cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
-    normal, held_out = train.normal(), []
-    if threshold_holdout:
-        from .threshold import holdout_split
-
-        normal, held_out = holdout_split(normal, threshold_holdout, spec["seed"])
+    _warn_unsafe_rule(spec)
+    normal, held_out = _hold_out(train.normal(), threshold_holdout, spec["seed"])
     # --ray: features extracted on Ray into the cache (a temporary one beside --out without one)
     on_ray = None if ray is None else {"address": ray, "actors": ray_actors, "scratch": out.parent}
     with rendering():
@@ -79,9 +78,39 @@ def fit(
             from .threshold import calibrate
 
             typer.echo(f"threshold {calibrate(model, held_out):.6g} ({model.threshold_rule_})")
+        else:
+            typer.echo("no threshold stored (--threshold-holdout 0): verdicts need --threshold")
     with output_dir(out, "fit", force, inputs, legacy=("model.json",)) as tmp:
         model.save(tmp)
     typer.echo(f"saved {model.kind} model to {out}")
+
+
+def _warn_unsafe_rule(spec: dict) -> None:
+    """One warning line when a dual model is fitted with a rule that can pass a novelty."""
+    from .scoring import DUAL_RULES
+
+    rule = spec.get("rule")
+    if spec["bank"] == "dual" and rule in DUAL_RULES and not DUAL_RULES[rule].safe:
+        warnings.warn(
+            f"rule {rule!r} is unsafe for novelties: a frame far from both banks (black, noise, "
+            "a rotated or unknown part) can pass as good; the default 'guarded' cannot",
+            stacklevel=1,
+        )
+
+
+def _hold_out(normal: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(bank images, held-out images) for the threshold; none held out for ``fraction`` 0."""
+    from .threshold import holdout_split
+
+    if not fraction:
+        return normal, []
+    if len(normal) < 2:  # holding out the only image would leave no bank
+        warnings.warn(
+            f"{len(normal)} normal training image: none held out, no threshold stored",
+            stacklevel=1,
+        )
+        return normal, []
+    return holdout_split(normal, fraction, seed)
 
 
 def _paths(values: list[str]) -> list[Path]:
@@ -180,9 +209,36 @@ def evaluate(
     metrics = compute(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
     metrics["train_overlap_images"] = len(overlap)
     record = _evaluation_record(model, spec, m, test, runtime)
+    verdicts, record["threshold"] = _stored_threshold_metrics(model, pred)
+    metrics.update(verdicts)
     _write_evaluation(out, force, [model, data, weights], record, metrics, pred)
     print_metrics({m.kind: metrics})
     typer.echo(f"wrote {out / 'metrics.json'}")
+
+
+def _stored_threshold_metrics(model: Path, pred) -> tuple[dict, dict | None]:
+    """(metrics of the verdicts at the threshold model.json stores, where it came from), said in
+    one line; ({}, None) without one."""
+    from .threshold import verdict_metrics
+
+    meta = json.loads((model / "model.json").read_text())
+    threshold = meta.get("threshold")
+    if threshold is None:
+        typer.echo(
+            "no stored threshold in the model: threshold-free metrics only "
+            "(fit with --threshold-holdout to store one)"
+        )
+        return {}, None
+    found = verdict_metrics(pred.labels, pred.image_scores, float(threshold))
+    typer.echo(
+        f"threshold {float(threshold):.6g} from {model / 'model.json'} "
+        f"({meta.get('threshold_rule') or 'no record of how it was set'}): "
+        f"F1 {found['f1_at_threshold']:.3f}, recall {found['recall_at_threshold']:.3f}, "
+        f"false-reject rate {found['false_reject_rate_at_threshold']:.3f}"
+    )
+    source = {"value": float(threshold), "file": str(model / "model.json")}
+    source.update(rule=meta.get("threshold_rule"), record=meta.get("threshold_record"))
+    return {"threshold": float(threshold), **found}, source
 
 
 def _evaluation_record(model: Path, spec: dict, scorer, test, runtime: str) -> dict:

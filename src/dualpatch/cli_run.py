@@ -107,7 +107,7 @@ def demo(spec: dict | None = None, flags: dict | None = None) -> None:
     data = os.environ.get("DUALPATCH_DATA")
     runs = [
         {"name": "single", "bank": "single"},
-        {"name": "dual", "bank": "dual"},  # the default rule (defaults.DUAL_RULE: patch)
+        {"name": "dual", "bank": "dual"},  # the default rule (defaults.DUAL_RULE: guarded)
         {"name": "dual-weighted-rule", "bank": "dual", "rule": "weighted"},
         {"name": "dual-seed-rule", "bank": "dual", "rule": "seed"},
     ]

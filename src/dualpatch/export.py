@@ -7,7 +7,8 @@ for every step (``FeatureExtractor.stage_maps``/``combine``, ``memory.nearest_di
     images (B, H, W, 3) uint8 RGB at the model's size     [input "images"]
       -> float [0, 1] -> normalisation -> backbone stages -> 3x3 averaging, resize, concat
       -> nearest distance to the normal bank (and the defect bank)   [banks are constants]
-      -> the rule -> bilinear upsampling + Gaussian blur -> image score
+      -> the rule (tau, the novelty level, a constant) -> bilinear upsampling + Gaussian blur
+      -> image score
     scores (B,) float32                                    [output "scores"]
     maps (B, H, W) float32                                 [output "maps"]
 
@@ -51,6 +52,9 @@ class ScorerModule(nn.Module):
         self.dual = model.kind == "dual"
         self.rule = getattr(model, "rule", "weighted")
         self.eps = float(getattr(model, "eps", 1e-6))
+        # the guarded rule's tau, a constant of the graph like the banks (None: a rule without it)
+        level = getattr(model, "novelty_level_", None)
+        self.novelty_level = None if level is None else float(level)
         self.k = int(getattr(model, "num_neighbors", 1))
         # banks stored centred on their mean, as knn centres them (float32 cancellation)
         for name, bank in [("normal", model.memory_.bank_)] + (
@@ -82,7 +86,10 @@ class ScorerModule(nn.Module):
             maps, scores = score_patches(normal, self.size, self.sigma)
             return scores, maps
         defect = self._distances(flat, "defect", self.k_defect).reshape(b, h, w)
-        maps, scores = score_patches(normal, self.size, self.sigma, defect, self.rule, self.eps)
+        maps, scores = score_patches(
+            normal, self.size, self.sigma, defect, self.rule, self.eps,
+            novelty_level=self.novelty_level,
+        )  # fmt: skip
         return scores, maps
 
 
@@ -198,6 +205,9 @@ def export_model(
         "dualpatch_kind": model.kind,
         "dualpatch_rule": getattr(model, "rule", ""),
         "dualpatch_image_size": json.dumps(list(model.image_size)),
+        # the verdict threshold and tau of model.json, for users of the bare file ("" if none)
+        "dualpatch_threshold": _number(getattr(model, "threshold_", None)),
+        "dualpatch_novelty_level": _number(getattr(model, "novelty_level_", None)),
     }
     if fmt == "onnx":
         return export_onnx(model, out, input_format, metadata)
@@ -205,6 +215,10 @@ def export_model(
     if not (onnx_path.is_file() and _onnx_matches(onnx_path, metadata, input_format)):
         onnx_path = None
     return export_openvino(model, out, input_format, metadata, onnx_path)
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
 
 
 def _onnx_matches(path: Path, metadata: dict[str, str], input_format: str) -> bool:
