@@ -1,0 +1,20 @@
+"""Helpers that rewrite saved model folders the way an older dualpatch (or a person) would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def as_saved_before_the_seal(folder: Path) -> None:
+    """Rewrite ``folder``'s tensor file without the card's seal, as dualpatch wrote it before the
+    seal existed, and record the new file's SHA-256 in model.json."""
+    from safetensors.torch import load_file, save_file
+
+    from dualpatch.fileio import sha256_file
+
+    tensors = folder / "model.safetensors"
+    save_file(load_file(str(tensors)), str(tensors))
+    card = json.loads((folder / "model.json").read_text())
+    card["safetensors_sha256"] = sha256_file(tensors)
+    (folder / "model.json").write_text(json.dumps(card))
