@@ -277,10 +277,13 @@ class ScorerModel:
 
     def predict_batches(self, samples: list):
         """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch."""
+        from .evaluation import refuse_non_finite
+
         size = tuple(self.scorer.image_size)
         for start in range(0, len(samples), self.batch_size):
             batch = list(samples[start : start + self.batch_size])
             scores, maps = self.scorer.score(np.stack([x.image(size) for x in batch]))
+            refuse_non_finite(batch, scores)
             yield batch, scores.astype(np.float64), maps.astype(np.float32)
 
     def predict(self, samples) -> Scored:
@@ -299,10 +302,10 @@ class ScorerModel:
 
     def training_overlap(self, samples) -> list:
         """The samples whose image file is byte-identical to one the model was fit on."""
-        from .data.duplicates import file_sha256
+        from .fileio import sha256_file
 
         seen = self.train_sha256_
-        return [s for s in samples if seen and file_sha256(s.image_path) in seen]
+        return [s for s in samples if seen and sha256_file(s.image_path) in seen]
 
 
 def score_samples(scorer: Scorer, samples: list, batch_size: int = 8) -> Scored:

@@ -235,9 +235,14 @@ def _linear_u8(array: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.clip((mix + 2) >> 2, 0, 255)
 
 
+#: how every image is resized to a model's size before its features are taken (recorded in exports,
+#: whose graphs take images already at that size)
+FEATURE_RESIZE = "bilinear"
+
+
 def resize_image(image: np.ndarray, size: Size) -> np.ndarray:
     """An RGB uint8 image resized bilinearly to ``size`` = (H, W) (the features' input path)."""
-    return resize(image, size, "bilinear")
+    return resize(image, size, FEATURE_RESIZE)
 
 
 def resize_mask(mask: np.ndarray, size: Size) -> np.ndarray:
