@@ -120,7 +120,11 @@ def load_model(cls: type, path: str | os.PathLike[str], weights: str | None = No
     except ModelFileError as exc:
         raise ModelFileError(f"{card.tensor_path}: {exc}") from exc
     _set_learned_state(model, card)
-    _check_width(card, tensors, model.extractor_.dim, model.backbone)
+    try:
+        dim = model.extractor_.dim  # builds the backbone: unknown names surface here
+    except ConfigError as exc:
+        raise ModelFileError(f"{card.path}: {exc}") from exc
+    _check_width(card, tensors, dim, model.backbone)
     card.check_seal()
     return model
 
