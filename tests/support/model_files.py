@@ -18,3 +18,13 @@ def as_saved_before_the_seal(folder: Path) -> None:
     card = json.loads((folder / "model.json").read_text())
     card["safetensors_sha256"] = sha256_file(tensors)
     (folder / "model.json").write_text(json.dumps(card))
+
+
+def edit_card(folder: Path, change) -> Path:
+    """Apply ``change`` to the dict of ``folder``'s model.json as a person editing the file
+    would (Python's json writes NaN literally); return the file's path."""
+    path = folder / "model.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta))
+    return path

@@ -14,7 +14,7 @@ import torch
 from dualpatch import DualPatchCore, PatchCore
 from dualpatch.card import SEAL_KEY, ModelCard, read_safetensors_metadata, seal_of
 from dualpatch.errors import DualpatchError, ModelFileError
-from tests.support.model_files import as_saved_before_the_seal
+from tests.support.model_files import as_saved_before_the_seal, edit_card
 
 
 @pytest.fixture
@@ -22,16 +22,6 @@ def saved_dual(fitted_dual, tmp_path) -> Path:
     model = copy.copy(fitted_dual)
     model.threshold_, model.threshold_rule_ = 1.25, "test"
     return model.save(tmp_path / "dual")
-
-
-def edit(folder: Path, change) -> Path:
-    """Apply ``change`` to model.json's dict as a person editing the file would (Python's json
-    writes NaN literally)."""
-    path = folder / "model.json"
-    meta = json.loads(path.read_text())
-    change(meta)
-    path.write_text(json.dumps(meta))
-    return path
 
 
 def test_card_reads_typed_fields(saved_dual):
@@ -72,7 +62,7 @@ INVALID = {
 @pytest.mark.parametrize("name", INVALID)
 def test_invalid_field_is_refused_naming_file_and_key(saved_dual, name):
     change, key = INVALID[name]
-    path = edit(saved_dual, change)
+    path = edit_card(saved_dual, change)
     for load in (ModelCard.read, PatchCore.load):
         with pytest.raises(ModelFileError) as err:
             load(saved_dual)
@@ -101,7 +91,7 @@ SEALED = {
 
 @pytest.mark.parametrize("name", SEALED)
 def test_edited_sealed_field_is_refused(saved_dual, name):
-    path = edit(saved_dual, SEALED[name])
+    path = edit_card(saved_dual, SEALED[name])
     for load in (ModelCard.read, DualPatchCore.load):
         with pytest.raises(DualpatchError) as err:  # the weights' own check may speak first
             load(saved_dual)
@@ -114,7 +104,7 @@ def test_edited_sealed_field_is_refused(saved_dual, name):
     ("key", "value"), [("normalization", "none"), ("rule", "ratio"), ("backbone", "resnet9000")]
 )
 def test_unknown_names_are_refused_by_the_estimator(saved_dual, key, value):
-    path = edit(saved_dual, lambda m: m["params"].update({key: value}))
+    path = edit_card(saved_dual, lambda m: m["params"].update({key: value}))
     with pytest.raises(ModelFileError, match=value) as err:
         PatchCore.load(saved_dual)
     assert str(err.value).startswith(f"{path}: ")
@@ -128,7 +118,7 @@ def test_unsealed_fields_may_be_edited(saved_dual, fitted_dual, tiny_test):
         m["params"].update(batch_size=2, max_memory="1GiB")
         m["versions"]["torch"] = "0.0"
 
-    edit(saved_dual, change)
+    edit_card(saved_dual, change)
     loaded = DualPatchCore.load(saved_dual)
     assert loaded.batch_size == 2
     loaded.progress = False
@@ -141,7 +131,7 @@ def test_model_saved_before_the_seal_is_still_validated(saved_dual):
     as_saved_before_the_seal(saved_dual)
     assert SEAL_KEY not in read_safetensors_metadata(saved_dual / "model.safetensors")
     DualPatchCore.load(saved_dual)  # loads: nothing to compare with
-    path = edit(saved_dual, lambda m: m["params"].update(eps="tiny"))
+    path = edit_card(saved_dual, lambda m: m["params"].update(eps="tiny"))
     with pytest.raises(ModelFileError, match="eps") as err:
         DualPatchCore.load(saved_dual)
     assert str(path) in str(err.value)
