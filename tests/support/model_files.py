@@ -28,3 +28,20 @@ def edit_card(folder: Path, change) -> Path:
     change(meta)
     path.write_text(json.dumps(meta))
     return path
+
+
+def replace_bank(folder: Path, bank, name: str = "normal_bank") -> None:
+    """Rewrite the tensor file with ``bank`` as ``name`` and a matching digest, shapes and seal:
+    what a damaged fit would have written."""
+    from safetensors.torch import load_file, save_file
+
+    from dualpatch.card import SEAL_KEY, seal_of
+    from dualpatch.fileio import sha256_file
+
+    tensors = load_file(str(folder / "model.safetensors"))
+    tensors[name] = bank
+    meta = json.loads((folder / "model.json").read_text())
+    meta["tensors"][name] = list(bank.shape)
+    save_file(tensors, str(folder / "model.safetensors"), {SEAL_KEY: seal_of(meta)})
+    meta["safetensors_sha256"] = sha256_file(folder / "model.safetensors")
+    (folder / "model.json").write_text(json.dumps(meta))

@@ -4,17 +4,15 @@ tensor file, non-finite banks refused at save and at load."""
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from dualpatch import DualPatchCore, PatchCore
 from dualpatch.card import SEAL_KEY, ModelCard, read_safetensors_metadata, seal_of
 from dualpatch.errors import DualpatchError, ModelFileError
-from tests.support.model_files import as_saved_before_the_seal, edit_card
+from tests.support.model_files import as_saved_before_the_seal, edit_card, replace_bank
 
 
 @pytest.fixture
@@ -152,25 +150,11 @@ def test_non_finite_bank_is_refused_at_save(fitted_single, tmp_path, value):
     assert not (tmp_path / "m").exists()
 
 
-def _replace_bank(folder: Path, bank: torch.Tensor) -> None:
-    """Rewrite the tensor file with ``bank`` and a matching digest, shapes and seal (what a
-    damaged fit would have written)."""
-    from safetensors.torch import save_file
-
-    from dualpatch.fileio import sha256_file
-
-    meta = json.loads((folder / "model.json").read_text())
-    meta["tensors"]["normal_bank"] = list(bank.shape)
-    save_file({"normal_bank": bank}, str(folder / "model.safetensors"), {SEAL_KEY: seal_of(meta)})
-    meta["safetensors_sha256"] = sha256_file(folder / "model.safetensors")
-    (folder / "model.json").write_text(json.dumps(meta))
-
-
 def test_non_finite_bank_is_refused_at_load(fitted_single, tmp_path):
     folder = fitted_single.save(tmp_path / "m")
     bank = fitted_single.memory_.bank_.clone()
     bank[0] = math.nan
-    _replace_bank(folder, bank)
+    replace_bank(folder, bank)
     with pytest.raises(ModelFileError, match="NaN or infinite") as err:
         PatchCore.load(folder)
     assert str(err.value).startswith(f"{folder / 'model.safetensors'}: ")
@@ -178,7 +162,7 @@ def test_non_finite_bank_is_refused_at_load(fitted_single, tmp_path):
 
 def test_bank_of_the_wrong_width_is_refused(fitted_single, tmp_path):
     folder = fitted_single.save(tmp_path / "m")
-    _replace_bank(folder, fitted_single.memory_.bank_[:, :100].clone())
+    replace_bank(folder, fitted_single.memory_.bank_[:, :100].clone())
     with pytest.raises(ModelFileError, match="bank width") as err:
         PatchCore.load(folder)
     assert str(err.value).startswith(f"{folder / 'model.safetensors'}: ")
