@@ -86,3 +86,48 @@ def test_serve_refuses_a_damaged_card_before_serving(how, run_cli, dual_dir, tmp
     error_line(proc.stderr, named, word)
     assert "serving on" not in proc.stdout + proc.stderr
 
+
+def test_predict_refuses_a_non_finite_score_naming_the_image(cli, dual_dir, tmp_path, monkeypatch):
+    """Non-finite scores cannot come from a valid card and finite banks; should one appear
+    anyway (a backbone gone wrong), it is refused, not written as a verdict."""
+    import torch
+
+    from dualpatch.models import PatchCore
+
+    real = PatchCore._score_batch
+
+    def second_is_nan(self, images):
+        maps, scores = real(self, images)
+        scores = scores.clone()
+        scores[1] = torch.nan
+        return maps, scores
+
+    monkeypatch.setattr(PatchCore, "_score_batch", second_is_nan)
+    images = [save(tmp_path / f"in/{i}.png", texture(i)) for i in range(2)]
+    out = tmp_path / "pred"
+    code, _, err = cli("predict", *images, "--model", dual_dir, "--out", out)
+    assert code == 1
+    error_line(err, images[1], "score is nan")
+    assert not out.exists()
+
+
+def test_exported_scorer_results_are_checked_too(tmp_path):
+    """The exported-graph runtimes score through ``ScorerModel``, which refuses alike."""
+    import numpy as np
+
+    from dualpatch.data import Sample
+    from dualpatch.errors import DataError
+    from dualpatch.runtime import ScorerModel
+
+    class Broken:
+        runtime, image_size, kind = "onnx", (64, 32), "single"
+
+        def score(self, images):
+            n = len(images)
+            return np.array([0.5, np.inf], np.float32)[:n], np.zeros((n, 64, 32), np.float32)
+
+    paths = [save(tmp_path / f"{i}.png", texture(i)) for i in range(2)]
+    samples = [Sample(str(p), p, None, -1) for p in paths]
+    with pytest.raises(DataError, match="score is inf") as err:
+        ScorerModel(Broken(), None).predict(samples)
+    assert str(err.value).startswith(f"{paths[1]}: ")
