@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 import struct
 from collections.abc import Mapping
@@ -257,9 +258,10 @@ class _Checker:
 
     def finite(self, value: Any, key: str) -> None:
         """No NaN or infinity anywhere (Python's json reads them although JSON has none)."""
-        if isinstance(value, float) and not math.isfinite(value):
+        real = isinstance(value, numbers.Real) and not isinstance(value, int)  # numpy's too
+        if real and not math.isfinite(value):
             raise self.fail(key or "a value", value, "a finite number")
-        if isinstance(value, dict | list):
+        if isinstance(value, dict | list | tuple):
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for k, v in items:
                 self.finite(v, f"{key}.{k}" if key else str(k))

@@ -17,7 +17,7 @@ from typing import Any
 from ..card import CARD, FORMAT_VERSION, SEAL_KEY, TENSORS, ModelCard, check_finite, seal_of
 from ..environment import versions
 from ..errors import ConfigError, ModelFileError, WeightsError
-from ..fileio import atomic_path, sha256_file, write_json
+from ..fileio import atomic_path, finite, sha256_file, write_json
 
 __all__ = ["FORMAT_VERSION", "load_model", "model_classes", "save_model", "weights_record"]
 
@@ -39,8 +39,7 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     tensors = {k: v.contiguous() for k, v in model._tensors().items()}
     _check_finite(tensors, f"{type(model).__name__}.save")
-    meta = _card(model, tensors)
-    check_finite(meta, path / CARD)  # JSON has no NaN: refused now, not at load
+    meta = _card(model, tensors, path / CARD)
     path.mkdir(parents=True, exist_ok=True)
     with atomic_path(path / TENSORS) as tmp:
         save_file(tensors, str(tmp), metadata={SEAL_KEY: seal_of(meta)})
@@ -51,8 +50,8 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _card(model: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-    """model.json's fields but the tensor file's digest."""
+def _card(model: Any, tensors: dict[str, Any], where: Path) -> dict[str, Any]:
+    """model.json's fields but the tensor file's digest (``where`` names the file in errors)."""
     meta = {
         "format_version": FORMAT_VERSION,
         "class": type(model).__name__,
@@ -70,7 +69,8 @@ def _card(model: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         meta["threshold_rule"] = getattr(model, "threshold_rule_", None)
     if getattr(model, "defect_crop_files_", None):
         meta["defect_crop_files"] = model.defect_crop_files_
-    return json.loads(json.dumps(meta, default=str))  # what reads back: lists, plain numbers
+    check_finite(meta, where)  # JSON has no NaN: refused now, not at load
+    return json.loads(json.dumps(finite(meta), default=str))  # as it reads back: plain numbers
 
 
 def _check_finite(tensors: dict[str, Any], where: str | Path) -> None:

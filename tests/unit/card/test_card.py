@@ -7,6 +7,7 @@ import copy
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dualpatch import DualPatchCore, PatchCore
@@ -166,3 +167,18 @@ def test_bank_of_the_wrong_width_is_refused(fitted_single, tmp_path):
     with pytest.raises(ModelFileError, match="bank width") as err:
         PatchCore.load(folder)
     assert str(err.value).startswith(f"{folder / 'model.safetensors'}: ")
+
+
+@pytest.mark.parametrize("value", [math.nan, np.float32("inf")], ids=["nan", "numpy-inf"])
+def test_non_finite_threshold_is_refused_at_save(fitted_single, tmp_path, value):
+    model = copy.copy(fitted_single)
+    model.threshold_ = value
+    with pytest.raises(ModelFileError, match="threshold is .*expected a finite number"):
+        model.save(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_numpy_threshold_is_saved_as_a_number(fitted_single, tmp_path):
+    model = copy.copy(fitted_single)
+    model.threshold_ = np.float32(0.5)
+    assert ModelCard.read(model.save(tmp_path / "m")).threshold == 0.5
