@@ -14,19 +14,56 @@ READS = {"load", "loads", "read_text", "read_bytes", "open"}
 
 
 def _card_paths(tree: ast.AST) -> set[str]:
-    """Names assigned an expression that mentions the card file, anywhere in the module."""
+    """Names assigned a path to the card file, anywhere in the module."""
+    functions = {f.name: f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
     names: set[str] = set()
-    changed = True
-    while changed:  # a = d / "model.json"; b = a -> both
-        changed = False
+    while True:  # a = d / "model.json"; b = a; f(b) with def f(p) -> a, b, p
+        before = len(names)
         for node in ast.walk(tree):
-            if isinstance(node, ast.Assign) and _mentions(node.value, names):
-                for target in node.targets:
-                    for n in ast.walk(target):
-                        if isinstance(n, ast.Name) and n.id not in names:
-                            names.add(n.id)
-                            changed = True
-    return names
+            for target, value in _bindings(node, functions):
+                if _is_path(value, names):
+                    names.add(target)
+        if len(names) == before:
+            return names
+
+
+def _bindings(node: ast.AST, functions: dict[str, ast.FunctionDef]) -> list[tuple[str, ast.AST]]:
+    """(name, value) pairs that ``node`` binds: assignments (tuples element by element) and the
+    parameters of this module's functions at a call."""
+    if isinstance(node, ast.Assign):
+        pairs = []
+        for target in node.targets:
+            if isinstance(target, ast.Name):
+                pairs.append((target.id, node.value))
+            elif isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
+                pairs += [
+                    (t.id, v)
+                    for t, v in zip(target.elts, node.value.elts, strict=False)
+                    if isinstance(t, ast.Name)
+                ]
+        return pairs
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        func = functions.get(node.func.id)
+        if func is not None:
+            params = [a.arg for a in func.args.posonlyargs + func.args.args]
+            return list(zip(params, node.args, strict=False))
+    return []
+
+
+def _is_path(node: ast.AST, names: set[str]) -> bool:
+    """A path to the card: its name, a name holding it, ``d / <those>``, ``Path(<those>)``; not
+    any expression that merely passes one to a function (``meta = parse(d / CARD)``)."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+        return _is_path(node.left, names) or _is_path(node.right, names)
+    if isinstance(node, ast.Call):
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+        return name in ("Path", "joinpath", "join") and any(_is_path(a, names) for a in node.args)
+    return (
+        (isinstance(node, ast.Constant) and node.value == "model.json")
+        or (isinstance(node, ast.Name) and (node.id == "CARD" or node.id in names))
+        or (isinstance(node, ast.Attribute) and node.attr == "CARD")
+    )
 
 
 def _mentions(node: ast.AST, names: set[str]) -> bool:
@@ -83,7 +120,12 @@ def test_the_check_finds_a_second_reader(tmp_path):
         "c.py": 'p = d / "model.json"\nq = p\nmeta = json.loads(q.read_text())\n',
         "d.py": 'import json\nwith (d / "model.json").open() as f:\n    json.load(f)\n',
         "e.py": '"""Reads model.json? No."""\nsize = (d / "model.json").stat().st_size\n',
+        "f.py": "meta = build(d / CARD)\nmeta = json.loads(json.dumps(meta))\n",
+        "g.py": 'p = Path(os.path.join(d, "model.json"))\nmeta = json.load(p.open())\n',
+        "h.py": "def read(m):\n    return json.loads(m.read_text())\n\nread(d / CARD)\n",
+        "i.py": 'a, b = d / "model.json", d / "x"\nb.read_text()\na.read_text()\n',
     }
     for name, text in files.items():
         (pkg / name).write_text(text)
-    assert offenders(pkg) == ["a.py:2", "b.py:2", "c.py:3", "d.py:2"]
+    want = ["a.py:2", "b.py:2", "c.py:3", "d.py:2", "g.py:2", "h.py:2", "i.py:3"]
+    assert offenders(pkg) == want
