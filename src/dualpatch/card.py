@@ -27,6 +27,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from .errors import ConfigError, ModelFileError
@@ -48,7 +49,8 @@ MAX_HEADER = 100 * 2**20
 @dataclass(frozen=True)
 class ModelCard:
     """What ``model.json`` says, checked: ``data`` is the whole card as read (keys that later
-    versions add included), the other fields its typed parts."""
+    versions add included), the other fields its typed parts. Read-only views: a card is what
+    the file holds, not a place to change settings."""
 
     path: Path
     model_class: str
@@ -86,7 +88,7 @@ class ModelCard:
         return cls(
             path=path,
             model_class=check.text(data.get("class"), "class"),
-            params=params,
+            params=MappingProxyType(params),
             grid=check.whole_list(data["grid"], "grid", length=2),
             feature_dim=check.whole(data["feature_dim"], "feature_dim", 1),
             tensors=check.shapes(data["tensors"]),
@@ -101,7 +103,7 @@ class ModelCard:
         )
 
     @staticmethod
-    def _check_extras(check: _Checker, data: dict[str, Any]) -> dict[str, Any]:
+    def _check_extras(check: _Checker, data: dict[str, Any]) -> Mapping[str, Any]:
         """The optional fields that only the estimator reads: their types, here too."""
         check.number(data.get("novelty_level"), "novelty_level", positive=True, optional=True)
         weights = data.get("backbone_weights")
@@ -109,7 +111,7 @@ class ModelCard:
             check.mapping(weights, "backbone_weights")
             for key in ("file", "sha256"):
                 check.optional_text(weights.get(key), f"backbone_weights.{key}")
-        return data
+        return MappingProxyType(data)
 
     @property
     def folder(self) -> Path:
