@@ -23,11 +23,6 @@ FORMATS = ("onnx", "openvino")
 RECORD_VERSION = 1
 
 
-def model_digest(model_dir: str | os.PathLike[str]) -> str:
-    """The SHA-256 of the model's tensors, as recorded in its (checked) model.json."""
-    return ModelCard.read(model_dir).safetensors_sha256
-
-
 def default_export_path(model_dir: str | os.PathLike[str], fmt: str) -> Path:
     """MODEL/model.onnx or MODEL/model.xml (with model.bin beside it)."""
     return Path(model_dir) / ("model.onnx" if fmt == "onnx" else "model.xml")
