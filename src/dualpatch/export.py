@@ -18,7 +18,6 @@ The batch size is free; height and width are the model's ``image_size``. With
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import warnings
@@ -28,8 +27,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from .card import ModelCard
 from .errors import ConfigError
-from .export_files import FORMATS, default_export_path, model_digest
+from .export_files import (
+    FORMATS,
+    check_export,
+    default_export_path,
+    graph_metadata,
+    write_export_record,
+)
 from .fileio import atomic_path
 
 INPUT_FORMATS = ("uint8", "float")
@@ -193,39 +199,33 @@ def export_model(
     input_format: str = "uint8",
     weights: str | None = None,
 ) -> Path:
-    """Load the model in ``model_dir`` and write it as ``fmt`` (onnx or openvino) to ``out``."""
+    """Load the model in ``model_dir`` and write it as ``fmt`` (onnx or openvino) to ``out``,
+    with its record (files' SHA-256, settings; ``export_files.write_export_record``) beside it."""
     from .models import PatchCore
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r} (onnx or openvino)")
     model = PatchCore.load(model_dir, weights)
     check_exportable(model)
-    metadata = {
-        "dualpatch_model_digest": model_digest(model_dir),
-        "dualpatch_kind": model.kind,
-        "dualpatch_rule": getattr(model, "rule", ""),
-        "dualpatch_image_size": json.dumps(list(model.image_size)),
-        # the verdict threshold and tau of model.json, for users of the bare file ("" if none)
-        "dualpatch_threshold": _number(getattr(model, "threshold_", None)),
-        "dualpatch_novelty_level": _number(getattr(model, "novelty_level_", None)),
-    }
+    card = ModelCard.read(model_dir)
+    metadata = graph_metadata(card)
     if fmt == "onnx":
-        return export_onnx(model, out, input_format, metadata)
-    onnx_path = default_export_path(model_dir, "onnx")
-    if not (onnx_path.is_file() and _onnx_matches(onnx_path, metadata, input_format)):
-        onnx_path = None
-    return export_openvino(model, out, input_format, metadata, onnx_path)
+        path = export_onnx(model, out, input_format, metadata)
+    else:
+        onnx_path = default_export_path(model_dir, "onnx")
+        if not (onnx_path.is_file() and _onnx_matches(onnx_path, card, metadata, input_format)):
+            onnx_path = None
+        path = export_openvino(model, out, input_format, metadata, onnx_path)
+    write_export_record(card, path)
+    return path
 
 
-def _number(value: float | None) -> str:
-    return "" if value is None else repr(float(value))
-
-
-def _onnx_matches(path: Path, metadata: dict[str, str], input_format: str) -> bool:
-    """Whether ``path`` was exported from these tensors with these settings (then reuse it)."""
+def _onnx_matches(path: Path, card: ModelCard, metadata: dict[str, str], input_format: str) -> bool:
+    """Whether ``path`` is an intact export of these tensors with these settings (then reuse it)."""
     import onnx
 
     try:
+        check_export(card, path)
         props = {
             p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props
         }

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from .data.base import Sample
-from .data.duplicates import file_sha256
 from .errors import DataError
 from .features import FEATURE_VERSION, to_tensor
 from .fileio import atomic_path, sha256_file
@@ -35,7 +34,7 @@ def key_prefix(backbone: str, image_size: Sequence[int], normalization: str, wei
 
 def cache_key(prefix: bytes, image_path: str) -> str:
     """Image content + ``prefix`` (see ``key_prefix``)."""
-    h = hashlib.sha256(file_sha256(image_path).encode())
+    h = hashlib.sha256(sha256_file(image_path).encode())
     h.update(prefix)
     return h.hexdigest()
 

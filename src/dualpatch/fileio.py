@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -225,6 +226,17 @@ def output_dir(
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes, read in blocks (never the whole file at once)."""
+    """Hex SHA-256 of a file's bytes, read in blocks (never the whole file at once), computed once
+    per process for each version of each file: the key is the file's identity and its stat
+    times, and any write (or ``touch``, or a file renamed onto the path) changes ``st_ctime_ns``,
+    which no user can set back."""
+    st = os.stat(path)
+    return _sha256(
+        os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256(path: str, *version: int) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

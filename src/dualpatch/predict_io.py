@@ -128,17 +128,12 @@ class PredictionWriter:
 
 def provenance(model_dir: str | os.PathLike[str], **extra) -> dict:
     """What produced an output: the model folder and its tensors' SHA-256, plus ``extra``."""
-    import json
-
     from . import __version__
+    from .card import ModelCard
 
-    try:
-        meta = json.loads((Path(model_dir) / "model.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        meta = {}
     return {
         "model": str(Path(model_dir).resolve()),
-        "model_sha256": meta.get("safetensors_sha256"),
+        "model_sha256": ModelCard.read(model_dir).safetensors_sha256,
         "dualpatch": __version__,
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in extra.items()},
     }

@@ -23,11 +23,11 @@ from .data import Dataset, Sample
 from .data.duplicates import (
     DuplicateReport,
     check_splits,
-    file_sha256,
     find_duplicates,
     warn_within,
 )
 from .errors import ConfigError, DataError
+from .fileio import sha256_file
 
 #: KolektorSDD items that are file-for-file copies of each other in the public copy (checked by
 #: ``tests/unit/protocol/test_protocol.py`` on the real data); kos21's Part6 = Part7 stays inside
@@ -72,7 +72,7 @@ def split_groups(samples: Sequence[Sample]) -> np.ndarray:
 
     first_unit: dict[str, str] = {}
     for s, u in zip(samples, units, strict=True):
-        h = file_sha256(s.image_path)
+        h = sha256_file(s.image_path)
         if h in first_unit:
             parent[root(u)] = root(first_unit[h])
         else:

@@ -18,7 +18,6 @@ import base64
 import contextlib
 import hmac
 import io
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, ModelFileError
+from .errors import ConfigError
 
 #: content types of a raw image body; multipart/form-data carries the image in field "image"
 IMAGE_TYPES = {
@@ -69,11 +68,10 @@ class BadRequest(Exception):
 
 def model_info(model_dir: str | os.PathLike[str], threshold: float | None) -> dict[str, Any]:
     """What /v1/model reports; refuses a model without a threshold when none is given."""
-    meta_path = Path(model_dir) / "model.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"{meta_path}: unreadable model description") from exc
+    from .card import ModelCard
+
+    card = ModelCard.read(model_dir)
+    meta_path, meta = card.path, card.data
     chosen = threshold if threshold is not None else meta.get("threshold")
     if chosen is None:
         raise ConfigError(

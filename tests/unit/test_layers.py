@@ -25,6 +25,8 @@ LAYERS = {
     "events": 0,
     "environment": 0,
     "limits": 0,
+    # the model card (model.json) reader: read by the estimators and the exported-graph runtimes
+    "card": 1,
     "data": 1,
     "backbones": 1,
     "features": 2,

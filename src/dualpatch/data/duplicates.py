@@ -9,32 +9,19 @@ by policy, warns (one line per pair, naming both files), drops the test copy, or
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import sha256_file
 from .base import Dataset, Sample
 
 POLICIES = ("warn", "drop", "error")
-
-
-@cache
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes, computed once per file (and version of it) per process."""
-    st = os.stat(path)
-    return _digest(str(path), st.st_size, st.st_mtime_ns)
 
 
 @dataclass
@@ -73,7 +60,7 @@ def find_duplicates(splits: dict[str, list[Sample]]) -> list[list[tuple[str, Sam
     by_hash: dict[str, list[tuple[str, Sample]]] = defaultdict(list)
     for split, samples in splits.items():
         for s in samples:
-            by_hash[file_sha256(s.image_path)].append((split, s))
+            by_hash[sha256_file(s.image_path)].append((split, s))
     return [g for g in by_hash.values() if len(g) > 1]
 
 
@@ -167,6 +154,6 @@ def near_duplicates(
     dist = np.rint(b.sum(1)[:, None] + a.sum(1)[None, :] - 2 * b @ a.T).astype(int)
     out = []
     for j, i in zip(*np.nonzero(dist <= max_bits), strict=True):
-        if file_sha256(train[i].image_path) != file_sha256(test[j].image_path):
+        if sha256_file(train[i].image_path) != sha256_file(test[j].image_path):
             out.append((train[i], test[j], int(dist[j, i])))
     return out

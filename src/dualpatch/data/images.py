@@ -69,21 +69,27 @@ def _first_line(exc: object) -> str:
 
 
 def _to_float_array(img: Image.Image, path: Path) -> np.ndarray:
-    """Return HxWxC float32 in [0, 1] whatever the bit depth or mode."""
+    """Return HxWxC float32 in [0, 1] whatever the bit depth or mode. Each type is scaled by its
+    own range, never by an image's values (a per-image stretch makes a dark and a washed-out
+    picture of one part look alike): 16-bit and 32-bit integers by 65535, floats as they are."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
-        if arr.min(initial=0) < 0:
+        if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
+            sign = "negative " if arr.min() < 0 else ""
             raise DataError(
-                f"{path}: holds negative pixel values (signed 32-bit); expected 0..65535"
+                f"{path}: holds {sign}pixel values ({_span(arr)}) outside 0..65535, the range "
+                "32-bit integer images are read in (as 16-bit data); save it as 8- or 16-bit"
             )
-        scale = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
-        arr = (arr / scale)[..., None]
+        arr = (arr / 65535.0)[..., None]
     elif img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)[..., None]
         if not np.isfinite(arr).all():
             raise DataError(f"{path}: image contains NaN or infinite values")
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+        if arr.min(initial=0) < 0 or arr.max(initial=0) > 1:
+            raise DataError(
+                f"{path}: floating-point pixels span {_span(arr)}, outside 0..1; divide by the "
+                "sensor's full scale to get 0..1, or save as 8- or 16-bit"
+            )
     else:
         if img.mode == "CMYK":
             warnings.warn(
@@ -99,6 +105,10 @@ def _to_float_array(img: Image.Image, path: Path) -> np.ndarray:
         if arr.ndim == 2:
             arr = arr[..., None]
     return arr.astype(np.float32)
+
+
+def _span(arr: np.ndarray) -> str:
+    return f"{float(arr.min()):.6g}..{float(arr.max()):.6g}"
 
 
 def read_image(path: str | os.PathLike[str], size: Size | None = None) -> np.ndarray:
@@ -235,9 +245,14 @@ def _linear_u8(array: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.clip((mix + 2) >> 2, 0, 255)
 
 
+#: how every image is resized to a model's size before its features are taken (recorded in exports,
+#: whose graphs take images already at that size)
+FEATURE_RESIZE = "bilinear"
+
+
 def resize_image(image: np.ndarray, size: Size) -> np.ndarray:
     """An RGB uint8 image resized bilinearly to ``size`` = (H, W) (the features' input path)."""
-    return resize(image, size, "bilinear")
+    return resize(image, size, FEATURE_RESIZE)
 
 
 def resize_mask(mask: np.ndarray, size: Size) -> np.ndarray:
