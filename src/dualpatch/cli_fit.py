@@ -58,14 +58,25 @@ def fit(
     flags: dict | None = None,
 ) -> None:
     """Fit a single- or dual-bank model on a dataset's training split."""
-    from .fileio import check_output_dir, output_dir
+    from .fileio import output_lock
 
     assert spec is not None and flags is not None  # given by spec_options
     out, inputs = Path(spec["out"]), _fit_inputs(spec, flags)
+    cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
+    # the cache is kept between runs and --out is replaced whole: the cache may not lie inside
+    with output_lock(out):  # two fits into one --out: the second is refused, not lost
+        _fit_command(spec, out, [*inputs, cache], cache, force, threshold_holdout, ray, ray_actors)
+
+
+def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, force: bool,
+                 threshold_holdout: float, ray: str | None, ray_actors: int) -> None:  # fmt: skip
+    """``fit`` once its options are read and ``out`` is locked."""
+    from .fileio import check_output_dir, output_dir
+    from .spill import scratch_folder
+
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
     train = open_dataset(spec["dataset"], spec["data"], "train", spec["train_items"],
                          spec["on_duplicates"])  # fmt: skip
-    cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
     normal, held_out = train.normal(), []
     if threshold_holdout:
         from .threshold import holdout_split
@@ -73,7 +84,8 @@ def fit(
         normal, held_out = holdout_split(normal, threshold_holdout, spec["seed"])
     # --ray: features extracted on Ray into the cache (a temporary one beside --out without one)
     on_ray = None if ray is None else {"address": ray, "actors": ray_actors, "scratch": out.parent}
-    with rendering():
+    # a spill store without a cache lives beside --out, where the next fit finds it
+    with rendering(), scratch_folder(out):
         model = _fit_model(spec, train, normal, cache, on_ray)
         if held_out:
             from .threshold import calibrate
