@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import atomic_dir, write_image
+from ..fileio import atomic_dir, sha256_file, write_image
 from .base import Dataset
 from .crop_reader import (  # noqa: F401  (read side re-exported for callers of crop_folder)
     COLUMNS,
@@ -65,11 +65,13 @@ class CropSpec:
 class CropFolderWriter:
     """Writes crops into a folder being built (see ``open_crop_folder``)."""
 
-    def __init__(self, tmp: Path, rows: list[CropRow]):
-        self._tmp = tmp
+    def __init__(self, tmp: Path, rows: list[CropRow], out: Path | None = None):
+        self._tmp, self._out = tmp, out
         self.rows = rows  # everything the folder will list, earlier rows first when appending
         self.added: list[CropRow] = []
         self._names = {Path(r.crop).stem for r in rows}
+        # the earlier crops' file digests (appending): a repeat of one is refused, not added
+        self._held = {self._digest(r): r.crop for r in rows}
 
     # alike in shape to augment.manifest's writer's add (typed arguments), not in what it records
     def add(
@@ -90,9 +92,19 @@ class CropFolderWriter:
             int(image_shape[0]), int(image_shape[1]), *crop.box, int(crop.mask.sum()),
             split, origin,
         )  # fmt: skip
+        held = self._held.get(self._digest(row))
+        if held is not None:
+            raise DataError(
+                f"{self._out}: --append would add {row.crop}, identical to its {held}: the same "
+                "seed draws the same defects again; use another --seed"
+            )
         self.rows.append(row)
         self.added.append(row)
         return row
+
+    def _digest(self, row: CropRow) -> str:
+        files = [self._tmp / n for n in (row.crop, row.mask) if n]
+        return "\0".join(sha256_file(f) for f in files)
 
     def _unique(self, name: str) -> str:
         candidate, k = name, 1
@@ -141,7 +153,7 @@ def open_crop_folder(
                 for name in filter(None, (r.crop, r.mask)):  # a hand-edited row may lack a mask
                     src = inside_folder(out, name, f"{out / CROPS_CSV}: row {line}")
                     _link_or_copy(src, tmp / name)
-        writer = CropFolderWriter(tmp, rows)
+        writer = CropFolderWriter(tmp, rows, out)
         yield writer
         from .. import __version__
 

@@ -115,10 +115,12 @@ def load_model(cls: type, path: str | os.PathLike[str], weights: str | None = No
     except ModelFileError as exc:
         raise ModelFileError(f"{tensor_path}: {exc}") from exc
     _set_learned_state(model, meta)
-    expected = model.extractor_.dim
-    if meta["feature_dim"] != expected:
+    expected, saved = model.extractor_.dim, meta["feature_dim"]
+    if type(saved) is not int:  # text "152" would read as "152 does not match ... (152)"
+        raise ModelFileError(f"{meta_path}: feature_dim is {saved!r}, not a whole number")
+    if saved != expected:
         raise ModelFileError(
-            f"{meta_path}: feature size {meta['feature_dim']} does not match backbone "
+            f"{meta_path}: feature size {saved} does not match backbone "
             f"{model.backbone} ({expected})"
         )
     return model
