@@ -55,6 +55,9 @@ def fit(
     ),
     ray: str | None = ray_option("Extract the training images' features"),
     ray_actors: int = RAY_ACTORS,
+    verify_cache: int = typer.Option(
+        0, min=0, help="Re-extract N cached images first; refuse a cache whose entry differs."
+    ),
     flags: dict | None = None,
 ) -> None:
     """Fit a single- or dual-bank model on a dataset's training split."""
@@ -63,20 +66,25 @@ def fit(
     assert spec is not None and flags is not None  # given by spec_options
     out, inputs = Path(spec["out"]), _fit_inputs(spec, flags)
     cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
+    options = {"force": force, "threshold_holdout": threshold_holdout, "ray": ray,
+               "ray_actors": ray_actors, "verify_cache": verify_cache}  # fmt: skip
     # the cache is kept between runs and --out is replaced whole: the cache may not lie inside
     with output_lock(out):  # two fits into one --out: the second is refused, not lost
-        _fit_command(spec, out, [*inputs, cache], cache, force, threshold_holdout, ray, ray_actors)
+        _fit_command(spec, out, [*inputs, cache], cache, options)
 
 
-def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, force: bool,
-                 threshold_holdout: float, ray: str | None, ray_actors: int) -> None:  # fmt: skip
+def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options: dict) -> None:
     """``fit`` once its options are read and ``out`` is locked."""
     from .fileio import check_output_dir, output_dir
     from .spill import scratch_folder
 
+    force, threshold_holdout = options["force"], options["threshold_holdout"]
+    ray, ray_actors = options["ray"], options["ray_actors"]
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
     train = open_dataset(spec["dataset"], spec["data"], "train", spec["train_items"],
                          spec["on_duplicates"])  # fmt: skip
+    if options["verify_cache"] and cache:
+        _verify_cache(spec, cache, train, options["verify_cache"])
     normal, held_out = train.normal(), []
     if threshold_holdout:
         from .threshold import holdout_split
@@ -94,6 +102,17 @@ def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, force: 
     with output_dir(out, "fit", force, inputs, legacy=("model.json",)) as tmp:
         model.save(tmp)
     typer.echo(f"saved {model.kind} model to {out}")
+
+
+def _verify_cache(spec: dict, cache: str, train, n: int) -> None:
+    """Re-extract ``n`` of the cache's entries for the training images (``--verify-cache``)."""
+    from . import PatchCore
+    from .feature_cache import verify_entries
+
+    model = PatchCore(**model_params(spec, "single"), cache_dir=cache)
+    checked = verify_entries(model, list(train.normal()) + list(train.defective()), n)
+    typer.echo(f"verified {checked} feature cache entr{'y' if checked == 1 else 'ies'} "
+               "against a re-extraction")  # fmt: skip
 
 
 def _paths(values: list[str]) -> list[Path]:
