@@ -70,8 +70,7 @@ class CropFolderWriter:
         self.rows = rows  # everything the folder will list, earlier rows first when appending
         self.added: list[CropRow] = []
         self._names = {Path(r.crop).stem for r in rows}
-        # the earlier crops' file digests (appending): a repeat of one is refused, not added
-        self._held = {self._digest(r): r.crop for r in rows}
+        self._held: dict[str, str] | None = None  # the earlier crops' file digests, when asked
 
     # alike in shape to augment.manifest's writer's add (typed arguments), not in what it records
     def add(
@@ -82,8 +81,11 @@ class CropFolderWriter:
         image_shape: Size,
         split: str = "train",
         origin: str = "real",
+        new_only: bool = False,
     ) -> CropRow:
-        """Write ``crop`` as ``name.png`` and ``name_GT.png`` (made unique) and list it."""
+        """Write ``crop`` as ``name.png`` and ``name_GT.png`` (made unique) and list it;
+        ``new_only``: refuse a crop identical to one the folder held (a generator's --append with
+        its earlier seed draws the same defects again; real crops of the same data may repeat)."""
         name = self._unique(_safe_name(name))
         write_image(self._tmp / f"{name}.png", np.ascontiguousarray(crop.image))
         write_image(self._tmp / f"{name}{MASK_SUFFIX}.png", crop.mask.astype(np.uint8) * 255)
@@ -92,7 +94,7 @@ class CropFolderWriter:
             int(image_shape[0]), int(image_shape[1]), *crop.box, int(crop.mask.sum()),
             split, origin,
         )  # fmt: skip
-        held = self._held.get(self._digest(row))
+        held = self._repeats(row) if new_only else None
         if held is not None:
             raise DataError(
                 f"{self._out}: --append would add {row.crop}, identical to its {held}: the same "
@@ -101,6 +103,13 @@ class CropFolderWriter:
         self.rows.append(row)
         self.added.append(row)
         return row
+
+    def _repeats(self, row: CropRow) -> str | None:
+        """The earlier crop that ``row`` repeats byte for byte, if any."""
+        if self._held is None:
+            earlier = self.rows[: len(self.rows) - len(self.added)]
+            self._held = {self._digest(r): r.crop for r in earlier}
+        return self._held.get(self._digest(row))
 
     def _digest(self, row: CropRow) -> str:
         files = [self._tmp / n for n in (row.crop, row.mask) if n]
@@ -233,5 +242,6 @@ class CropImageWriter:
         name = f"{self.origin}-{self.images:05d}"
         crops = extract_defect_crops(image, mask, self.spec.padding, self.spec.min_size, name)
         for k, crop in enumerate(crops):
-            self.folder.add(crop, f"{name}-{k}", source_image, self.spec.size, "train", self.origin)
+            self.folder.add(crop, f"{name}-{k}", source_image, self.spec.size, "train",
+                            self.origin, new_only=True)  # fmt: skip
         self.images += 1
