@@ -242,7 +242,8 @@ def check_export_target(model_dir: str | os.PathLike[str], fmt: str, out: str | 
     for path in files:
         if path.is_dir():
             raise ConfigError(
-                f"{path}: is a folder; give --out a file name, e.g. {path / files[0].name}"
+                f"{path}: is a folder; give --out a file name, e.g. "
+                f"{path / ('model.onnx' if fmt == 'onnx' else 'model.xml')}"
             )
         if path.resolve() in model_files:
             raise ConfigError(f"{path}: is part of the model being exported; choose another --out")
