@@ -265,7 +265,8 @@ def test_damaged_spill_chunk_is_refused_in_one_line(data, cli, tmp_path):
     shutil.rmtree(cache / "banks", ignore_errors=True)  # else the shared bank is read instead
     code, _, err = fit(cli, data, tmp_path / "second", *args)
     assert code == 1
-    error_line(err, store, "chunk 1 of 1 (images 1 to 3)", "does not match its checksum", store.parent)
+    error_line(err, store, "chunk 1 of 1 (images 1 to 3)", "does not match its checksum",
+               store.parent)  # fmt: skip
     assert not (tmp_path / "second").exists()
 
 
