@@ -239,7 +239,6 @@ def output_lock(out: str | os.PathLike[str]) -> Iterator[None]:
     a file removed meanwhile locks again (the inode check).
     """
     path = lock_path(out)
-    made = not path.parent.exists()  # a failed command leaves no folder it made for the lock
     if path in _held:
         fd, depth = _held[path]
         _held[path] = (fd, depth + 1)
@@ -256,9 +255,6 @@ def output_lock(out: str | os.PathLike[str]) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 path.unlink()
             os.close(fd)
-            if made:
-                with contextlib.suppress(OSError):
-                    path.parent.rmdir()  # only if empty: the command wrote nothing there
 
 
 def _acquire(path: Path, out: Path) -> int:
