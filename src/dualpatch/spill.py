@@ -266,7 +266,7 @@ def spilled_bank(
         return store.grid, bank, report, StoredImageFeatures(store, temporary)  # type: ignore[return-value]
     except BaseException:
         if temporary:
-            shutil.rmtree(store.folder, ignore_errors=True)
+            remove_store(store)
         raise
 
 
@@ -288,4 +288,11 @@ class StoredImageFeatures:
 
     def close(self) -> None:
         if self.temporary:
-            shutil.rmtree(self.store.folder, ignore_errors=True)
+            remove_store(self.store)
+
+
+def remove_store(store: FeatureStore) -> None:
+    """Remove a temporary store, and its scratch folder once empty."""
+    shutil.rmtree(store.folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        store.folder.parent.rmdir()  # only when empty: another fit's store stays
