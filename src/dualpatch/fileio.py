@@ -260,9 +260,12 @@ def output_lock(out: str | os.PathLike[str]) -> Iterator[None]:
 def _acquire(path: Path, out: Path) -> int:
     from .errors import DataError
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # the user's --out, not the lock file, is what cannot be written
+            raise DataError(f"{out}: cannot write there ({exc.strerror or exc})") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
