@@ -57,22 +57,42 @@ def fit(
     ),
     ray: str | None = ray_option("Extract the training images' features"),
     ray_actors: int = RAY_ACTORS,
+    verify_cache: int = typer.Option(
+        0, min=0, help="Re-extract N cached images first; refuse a cache whose entry differs."
+    ),
     flags: dict | None = None,
 ) -> None:
     """Fit a single- or dual-bank model on a dataset's training split."""
-    from .fileio import check_output_dir, output_dir
+    from .fileio import output_lock
 
     assert spec is not None and flags is not None  # given by spec_options
     out, inputs = Path(spec["out"]), _fit_inputs(spec, flags)
+    cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
+    options = {"force": force, "threshold_holdout": threshold_holdout, "ray": ray,
+               "ray_actors": ray_actors, "verify_cache": verify_cache}  # fmt: skip
+    # the cache is kept between runs and --out is replaced whole: the cache may not lie inside
+    with output_lock(out):  # two fits into one --out: the second is refused, not lost
+        _fit_command(spec, out, [*inputs, cache], cache, options)
+
+
+def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options: dict) -> None:
+    """``fit`` once its options are read and ``out`` is locked."""
+    from .fileio import check_output_dir, output_dir
+    from .spill import scratch_folder
+
+    force, threshold_holdout = options["force"], options["threshold_holdout"]
+    ray, ray_actors = options["ray"], options["ray_actors"]
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
     train = open_dataset(spec["dataset"], spec["data"], "train", spec["train_items"],
                          spec["on_duplicates"])  # fmt: skip
-    cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
     _warn_unsafe_rule(spec)
+    if options["verify_cache"] and cache:
+        _verify_cache(spec, cache, train, options["verify_cache"])
     normal, held_out = _hold_out(train.normal(), threshold_holdout, spec["seed"])
     # --ray: features extracted on Ray into the cache (a temporary one beside --out without one)
     on_ray = None if ray is None else {"address": ray, "actors": ray_actors, "scratch": out.parent}
-    with rendering():
+    # a spill store without a cache lives beside --out, where the next fit finds it
+    with rendering(), scratch_folder(out):
         model = _fit_model(spec, train, normal, cache, on_ray)
         if held_out:
             from .threshold import calibrate
@@ -111,6 +131,17 @@ def _hold_out(normal: list, fraction: float, seed: int) -> tuple[list, list]:
         )
         return normal, []
     return holdout_split(normal, fraction, seed)
+
+
+def _verify_cache(spec: dict, cache: str, train, n: int) -> None:
+    """Re-extract ``n`` of the cache's entries for the training images (``--verify-cache``)."""
+    from . import PatchCore
+    from .feature_cache import verify_entries
+
+    model = PatchCore(**model_params(spec, "single"), cache_dir=cache)
+    checked = verify_entries(model, list(train.normal()) + list(train.defective()), n)
+    typer.echo(f"verified {checked} feature cache entr{'y' if checked == 1 else 'ies'} "
+               "against a re-extraction")  # fmt: skip
 
 
 def _paths(values: list[str]) -> list[Path]:

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,8 @@ def prepare(exp) -> tuple[list[Split], dict]:
     from .fileio import write_json, write_text
 
     c = exp.config
+    if c["folds"] is not None:
+        check_folds(c)
     splits = make_splits(
         c["dataset"], c["data"], c["folds"], c["train_items"], c["on_duplicates"], c["fold_seed"]
     )
@@ -107,6 +110,76 @@ def prepare(exp) -> tuple[list[Split], dict]:
             exp.log.warning("%s: %d test image(s) copy a training image (%s)",
                             s.name, len(s.duplicates.across), c["on_duplicates"])  # fmt: skip
     return splits, info
+
+
+# ------------------------------------------------------------------------------ fold check
+def inner_folds(config: dict) -> list[int]:
+    """The k of every inner split a fold's training set must allow: the validation threshold's
+    (``protocol.inner_split``'s default) and the few-shot rule choice's."""
+    from .protocol import inner_split
+
+    ks = [inner_split.__defaults__[-1]] if config["threshold"] == "validation" else []  # type: ignore[index]
+    if config["defect_shots"] and config["rule_selection"] == "inner":
+        ks.append(FEWSHOT_INNER_FOLDS)
+    return ks
+
+
+#: fewshot_rule.INNER_FOLDS, which this module cannot import (fewshot_rule imports it); a test
+#: keeps the two equal
+FEWSHOT_INNER_FOLDS = 3
+
+
+def check_folds(config: dict) -> None:
+    """Refuse, before any work, a ``folds`` that this data cannot split into, in one line that
+    names the largest K that works (found by the same splits, dry)."""
+    from .errors import ConfigError
+    from .protocol import pooled
+
+    everything = list(pooled(config["dataset"], config["data"]))
+    k, seed, ks = config["folds"], config["fold_seed"], inner_folds(config)
+    with warnings.catch_warnings():  # sklearn's warnings about small classes: dry splits only
+        warnings.simplefilter("ignore")
+        problem = fold_problem(everything, k, seed, ks)
+        if problem is None:
+            return
+        works = (j for j in range(k - 1, 1, -1) if not fold_problem(everything, j, seed, ks))
+        largest = next(works, 0)
+    advice = (
+        f"use --folds {largest} or fewer"
+        if largest
+        else "no K works for this data; leave folds out (the dataset's split)"
+        + (" or set threshold: none" if ks else "")
+    )
+    raise ConfigError(f"config: folds is {k}: {problem}; {advice}")
+
+
+def fold_problem(samples: list, k: int, seed: int, inner: list[int]) -> str | None:
+    """Why ``k`` folds of ``samples`` cannot be run (None: they can): every fold needs normal
+    and defective training images, a defective test image, and the inner splits ``inner``."""
+    from .errors import ConfigError
+    from .protocol import group_folds
+
+    labels = np.array([s.label for s in samples], dtype=bool)
+    defective = int(labels.sum())
+    try:
+        folds = group_folds(samples, k, seed)
+    except (ValueError, ConfigError):
+        return f"{len(samples)} images ({defective} defective) cannot be split {k} ways"
+    for f, (tr, te) in enumerate(folds):
+        if not labels[te].any() or labels[tr].all() or not labels[tr].any():
+            return (
+                f"fold {f} would lack defective test images or normal or defective training "
+                f"images ({defective} of {len(samples)} images are defective)"
+            )
+        for inner_k in inner:
+            try:
+                group_folds([samples[i] for i in tr], inner_k, seed)
+            except (ValueError, ConfigError):
+                return (
+                    f"fold {f}'s {len(tr)} training images ({int(labels[tr].sum())} defective) "
+                    f"are too few for the threshold's {inner_k}-fold inner validation split"
+                )
+    return None
 
 
 def run_matrix(

@@ -205,6 +205,7 @@ def export_model(
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r} (onnx or openvino)")
+    check_export_target(model_dir, fmt, out)
     model = PatchCore.load(model_dir, weights)
     check_exportable(model)
     card = ModelCard.read(model_dir)
@@ -233,3 +234,56 @@ def _onnx_matches(path: Path, card: ModelCard, metadata: dict[str, str], input_f
         return False
     wanted = {"input_format": input_format, **metadata}
     return all(props.get(k) == str(v) for k, v in wanted.items())
+
+
+# ----------------------------------------------------------------------------- the --out file
+def _target_files(fmt: str, out: str | os.PathLike[str]) -> list[Path]:
+    """The files an export to ``out`` writes: the .onnx, or the .xml and its .bin."""
+    if fmt == "onnx":
+        return [Path(out)]
+    xml = Path(out).with_suffix(".xml")
+    return [xml, xml.with_suffix(".bin")]
+
+
+def check_export_target(model_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLike[str]):
+    """Refuse, in one line naming the file, an ``out`` that would replace a folder, a file of the
+    model being exported, or a file that no export wrote (the user's own)."""
+    from .fileio import MARKER
+
+    model_files = {(Path(model_dir) / n).resolve() for n in ("model.safetensors", "model.json")}
+    model_files.add((Path(model_dir) / MARKER).resolve())
+    files = _target_files(fmt, out)
+    for path in files:
+        if path.is_dir():
+            raise ConfigError(
+                f"{path}: is a folder; give --out a file name, e.g. "
+                f"{path / ('model.onnx' if fmt == 'onnx' else 'model.xml')}"
+            )
+        if path.resolve() in model_files:
+            raise ConfigError(f"{path}: is part of the model being exported; choose another --out")
+    for path in files:
+        if (path.exists() or path.is_symlink()) and not _written_by_export(files[0]):
+            raise ConfigError(
+                f"{path}: exists and was not written by 'dualpatch export'; choose another "
+                "--out or move it away"
+            )
+
+
+#: a metadata key every exported file carries (ONNX metadata, OpenVINO rt_info)
+_EXPORT_KEY = b"dualpatch_model_digest"
+
+
+def _written_by_export(path: Path) -> bool:
+    """Whether ``path`` (an .onnx or .xml, the file that names its pair's .bin) holds the metadata
+    an export writes; then replacing it loses nothing of the user's."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    if path.suffix.lower() == ".xml":
+        return _EXPORT_KEY in path.read_bytes()
+    import onnx
+
+    try:
+        props = onnx.load(str(path), load_external_data=False).metadata_props
+    except Exception:  # not an ONNX file at all: the user's
+        return False
+    return any(p.key == _EXPORT_KEY.decode() for p in props)

@@ -216,9 +216,10 @@ def validation_threshold(
 
 
 def f1_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
-    """F1 of the decision ``score >= threshold``."""
+    """F1 of the decision ``score >= threshold``; NaN without a defective image, where recall
+    is undefined (else a model that flags a normal image scores 0 and one that does not n/a)."""
     labels = np.asarray(labels).astype(bool)
     pred = np.asarray(scores) >= threshold
     tp = float(np.sum(pred & labels))
     denom = float(pred.sum() + labels.sum())
-    return 2 * tp / denom if denom else math.nan
+    return 2 * tp / denom if labels.any() else math.nan

@@ -181,7 +181,7 @@ class ExperimentSpec(RunSpec):
     ))  # fmt: skip
     fold_seed: int = sv.seed(0, "Seed of the fold assignment.", scope="top")
     seeds: list[int] | None = sv.entry(None, Setting(
-        f"null or a non-empty list of whole numbers 0 to {MAX_SEED}", sv.seeds_ok,
+        f"null or a non-empty list of distinct whole numbers 0 to {MAX_SEED}", sv.seeds_ok,
         "Seeds to repeat every run with, e.g. 0,1,2 (none: the one seed setting).",
         scope="top", listed=True,
     ))  # fmt: skip
