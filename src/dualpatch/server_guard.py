@@ -62,7 +62,7 @@ class RateLimit(logging.Filter):
             self.dropped += 1
             return False
         if self.dropped:
-            record.msg = f"{record.getMessage()} ({self.dropped} similar lines left out)"
+            record.msg = f"{record.getMessage()} ({self.dropped} log lines left out before this)"
             record.args, self.dropped = None, 0
         record.exc_info = record.exc_text = None  # one line: no traceback in the log
         return True
@@ -90,24 +90,32 @@ def guarded_protocol(guard: Guard) -> type:
     """uvicorn's h11 protocol with the header deadline and the connection cap of ``guard``."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    # connections waiting for a request's headers, oldest first: the first to give way
-    waiting: dict[Any, None] = {}
+    # connections waiting for a request's headers, oldest first, in two groups: those that never
+    # sent one give way before a client's keep-alive connection between two requests
+    fresh: dict[Any, None] = {}
+    between: dict[Any, None] = {}
 
     def make_room() -> bool:
-        for idle in list(waiting):
-            waiting.pop(idle)
-            if not idle.transport.is_closing():
-                LOG.warning("closed an idle connection from %s to make room", _peer(idle))
-                idle.transport.close()
-                return True
+        for group in (fresh, between):
+            for idle in list(group):
+                group.pop(idle)
+                if not idle.transport.is_closing():
+                    LOG.warning("closed an idle connection from %s to make room", _peer(idle))
+                    idle.transport.close()
+                    return True
         return False
+
+    def open_count(connections: set) -> int:
+        # connections already closing still count in uvicorn's set until the loop drops them
+        return sum(not c.transport.is_closing() for c in connections)
 
     class GuardedH11Protocol(H11Protocol):
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._deadline: Any = None
-            if len(self.connections) > guard.max_connections and not make_room():
-                LOG.warning("refused a connection: %d open", guard.max_connections)
+            full = open_count(self.connections) > guard.max_connections
+            if full and not make_room():
+                LOG.warning("refused a connection: %d open, none idle", guard.max_connections)
                 transport.write(BUSY_RESPONSE)
                 transport.close()
                 return
@@ -115,17 +123,18 @@ def guarded_protocol(guard: Guard) -> type:
 
         def _await_request(self) -> None:
             self._cancel()
-            waiting[self] = None
+            (fresh if self.cycle is None else between)[self] = None
             self._deadline = self.loop.call_later(guard.header_timeout, self._expire, self.cycle)
 
         def _cancel(self) -> None:
-            waiting.pop(self, None)
+            fresh.pop(self, None)
+            between.pop(self, None)
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
 
         def _expire(self, cycle: Any) -> None:
-            waiting.pop(self, None)
+            self._cancel()
             if self.cycle is cycle and not self.transport.is_closing():
                 LOG.warning(
                     "closed a connection from %s: no request within %g s",
