@@ -75,7 +75,7 @@ def serve(
         512, min=1, help="Largest memory one image may take to decode (from its header)."
     ),
     max_queue: int = typer.Option(16, min=1, help="Requests waiting or scoring before 503."),
-    max_connections: int = typer.Option(64, min=1, help="Open connections at once."),
+    max_connections: int = typer.Option(512, min=1, help="Open connections at once."),
     header_timeout: float = typer.Option(
         5.0, min=0.1, help="Seconds a connection has to send a request's headers."
     ),

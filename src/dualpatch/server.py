@@ -170,9 +170,30 @@ def map_png(amap: np.ndarray, reference: float | None) -> bytes:
     return buf.getvalue()
 
 
-async def read_body(request: Any, limit: int, seconds: float = 30.0) -> bytes:
-    """The request body, refused (413) past ``limit`` bytes, declared or streamed, and (408)
-    unless it has all arrived within ``seconds``."""
+class BodyBudget:
+    """Bytes of request bodies being received, all requests together: past ``limit`` a request
+    gets 503. Slow senders hold a few bytes each, so they cannot keep others out; many large
+    bodies arriving at once cannot take the memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+
+    def take(self, n: int) -> None:
+        if self.held + n > self.limit:
+            raise BadRequest(
+                503,
+                f"busy: {self.held / 2**20:.1f} MiB of uploads arriving "
+                f"(limit {self.limit / 2**20:g} MiB)",
+                {"Retry-After": "1"},
+            )
+        self.held += n
+
+
+async def read_body(
+    request: Any, limit: int, seconds: float = 30.0, budget: BodyBudget | None = None
+) -> bytes:
+    """The request body, refused (413) past ``limit`` bytes, declared or streamed, (408) unless
+    it has all arrived within ``seconds``, and (503) while ``budget`` is spent."""
     from starlette.requests import ClientDisconnect
 
     declared = request.headers.get("content-length")
@@ -181,6 +202,7 @@ async def read_body(request: Any, limit: int, seconds: float = 30.0) -> bytes:
             raise BadRequest(400, "invalid Content-Length header")
         if int(declared) > limit:
             raise BadRequest(413, f"body of {declared} bytes exceeds the limit of {limit}")
+    budget = budget or BodyBudget(limit)
     chunks, total = [], 0
     try:
         async with asyncio.timeout(seconds):
@@ -188,6 +210,7 @@ async def read_body(request: Any, limit: int, seconds: float = 30.0) -> bytes:
                 total += len(chunk)
                 if total > limit:
                     raise BadRequest(413, f"body exceeds the limit of {limit} bytes")
+                budget.take(len(chunk))
                 chunks.append(chunk)
     except TimeoutError:
         raise BadRequest(
@@ -195,6 +218,8 @@ async def read_body(request: Any, limit: int, seconds: float = 30.0) -> bytes:
         ) from None
     except ClientDisconnect:
         raise ClientGone(total) from None
+    finally:
+        budget.held -= sum(map(len, chunks))
     return b"".join(chunks)
 
 
@@ -205,7 +230,9 @@ class ClientGone(Exception):
         super().__init__(f"client disconnected after {received} bytes of its body")
 
 
-async def image_bytes(request: Any, limit: int, seconds: float) -> bytes:
+async def image_bytes(
+    request: Any, limit: int, seconds: float, budget: BodyBudget | None = None
+) -> bytes:
     """The uploaded image's bytes: a raw image body, or multipart field "image"."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "multipart/form-data" and ctype not in IMAGE_TYPES:
@@ -215,7 +242,7 @@ async def image_bytes(request: Any, limit: int, seconds: float) -> bytes:
             "(image/png, image/jpeg, image/bmp, image/tiff, application/octet-stream) or "
             "multipart/form-data with an 'image' field",
         )
-    body = await read_body(request, limit, seconds)
+    body = await read_body(request, limit, seconds, budget)
     if ctype != "multipart/form-data":
         return body
     request._body = body  # parse the size-checked body, not the socket again
@@ -271,6 +298,8 @@ class Inspector:
         self.decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dualpatch-decode")
         self.key = config.api_key.encode() if config.api_key else None
         self.pending = self.served = 0
+        # bodies in memory while they arrive: as many full ones as the queue holds
+        self.arriving = BodyBudget(config.max_queue * config.max_body_bytes)
 
     def score_one(self, image: np.ndarray) -> tuple[float, np.ndarray, float]:
         start = time.perf_counter()
@@ -288,7 +317,9 @@ class Inspector:
         authorise(request, self.key)
         self._refuse_when_full()
         guard = self.config.guard
-        data = await image_bytes(request, self.config.max_body_bytes, guard.body_timeout)
+        data = await image_bytes(
+            request, self.config.max_body_bytes, guard.body_timeout, self.arriving
+        )
         t1 = time.perf_counter()
         self._refuse_when_full()
         self.pending += 1

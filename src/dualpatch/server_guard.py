@@ -38,7 +38,7 @@ class Guard:
 
     header_timeout: float = 5.0
     body_timeout: float = 30.0
-    max_connections: int = 64
+    max_connections: int = 512
 
 
 class RateLimit(logging.Filter):
