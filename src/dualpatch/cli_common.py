@@ -103,15 +103,30 @@ WEIGHTS_MORE = "Give the fit's, if it used one."
 
 
 def open_dataset(
-    name: str, data: Path, split: str, train_items: str | None = None, on_duplicates: str = "warn"
+    name: str,
+    data: Path,
+    split: str,
+    train_items: str | None = None,
+    on_duplicates: str = "warn",
+    settings: dict | None = None,
 ):
     """One split of a dataset, after both splits were checked for duplicate images (``name`` and
-    ``on_duplicates``: the option's text or enum member)."""
+    ``on_duplicates``: the option's text or enum member; ``settings``: the command's spec, whose
+    folder-dataset keys shape a ``folder`` dataset). ``fit`` needs no test split: an MVTec folder
+    without ``test/`` gives its training split alone."""
+    from .data import MissingSplit, layout_of, load_dataset
     from .limits import parse_items
     from .protocol import make_splits
 
     items = parse_items(train_items) if name == "kolektorsdd" and train_items else None
-    (split_,) = make_splits(str(name), Path(data), None, items, str(on_duplicates))
+    layout = layout_of(settings or {})
+    try:
+        (split_,) = make_splits(str(name), Path(data), None, items, str(on_duplicates),
+                                layout=layout)  # fmt: skip
+    except MissingSplit:
+        if split != "train":
+            raise
+        return load_dataset(str(name), Path(data), "train", layout)
     return split_.train if split == "train" else split_.test
 
 

@@ -32,7 +32,9 @@ app = command_group()
 
 #: the run spec's settings that say which split of which dataset a command reads, and where to
 #: write (dualpatch.spec; docs/options.md)
-DATA_SETTINGS = ("dataset", "data", "out", "train_items", "on_duplicates")
+#: a folder dataset's sub-folders and split (dualpatch.data.folder)
+FOLDER_SETTINGS = ("good_dir", "defective_dir", "mask_dir", "test_fraction", "split_seed")
+DATA_SETTINGS = ("dataset", "data", "out", "train_items", "on_duplicates", *FOLDER_SETTINGS)
 #: the run spec's settings that ``fit`` takes as options
 FIT_SETTINGS = (*DATA_SETTINGS, *MODEL_KEYS, "bank", "defects", "augmented", "crops", "cache_dir")
 RUNTIME = typer.Option(
@@ -64,7 +66,7 @@ def fit(
     out, inputs = Path(spec["out"]), _fit_inputs(spec, flags)
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
     train = open_dataset(spec["dataset"], spec["data"], "train", spec["train_items"],
-                         spec["on_duplicates"])  # fmt: skip
+                         spec["on_duplicates"], spec)  # fmt: skip
     cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
     normal, held_out = train.normal(), []
     if threshold_holdout:
@@ -131,10 +133,14 @@ def _fit_dual(model, train, normal, spec: dict, on_ray: dict | None):
     augmented, crops = _paths(spec["augmented"]), _paths(spec["crops"])
     defects = defect_inputs(train, spec["defects"], size, augmented, crops)
     if not defects:
-        fail(
-            f"{Path(spec['data'])}: no defective training images with masks for the defect bank; "
-            "use --bank single or add --crops DIR or --augmented DIR"
+        unmasked = [s.image_path for s in train.defective() if not s.mask_known]
+        where = (
+            f"{unmasked[0]}: defective training image has no mask"
+            if unmasked
+            else (f"{Path(spec['data'])}: no defective training images with masks")
         )
+        fail(f"{where}; the defect bank needs masks: use --bank single or add --crops DIR or "
+             "--augmented DIR")  # fmt: skip
     _fit(model, on_ray, normal, defects)
     if spec["defects"] == "crop":  # crops carry no file: record their source images
         model.record_training_images(s.image_path for s in train.defective())
@@ -143,7 +149,7 @@ def _fit_dual(model, train, normal, spec: dict, on_ray: dict | None):
 
 @app.command()
 @spec_options(
-    "dataset", "data", "out", "train_items", "weights", "on_duplicates",
+    "dataset", "data", "out", "train_items", "weights", "on_duplicates", *FOLDER_SETTINGS,
     required=("dataset", "data", "out"),
     more={"out": "evaluate writes metrics.json, scores.csv and predictions.safetensors there.",
           "weights": WEIGHTS_MORE},
@@ -165,7 +171,8 @@ def evaluate(
     weights = Path(spec["weights"]) if spec["weights"] else None
     check_output_dir(out, "evaluate", force, [model, data, weights], legacy=("metrics.json",))
     m = load_for_scoring(model, runtime, weights)
-    test = open_dataset(spec["dataset"], data, "test", spec["train_items"], spec["on_duplicates"])
+    test = open_dataset(spec["dataset"], data, "test", spec["train_items"], spec["on_duplicates"],
+                        spec)  # fmt: skip
     overlap = m.training_overlap(test)
     if overlap:  # the model was fit on some of these very images: its figures flatter it
         warnings.warn(
@@ -177,7 +184,8 @@ def evaluate(
     with rendering():
         pred = m.predict(test)
     masks = np.stack([s.mask(tuple(m.image_size)) for s in test])
-    metrics = compute(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
+    known = np.array([s.mask_known for s in test])
+    metrics = compute(pred.labels, pred.image_scores, masks, pred.anomaly_maps, known)
     metrics["train_overlap_images"] = len(overlap)
     record = _evaluation_record(model, spec, m, test, runtime)
     _write_evaluation(out, force, [model, data, weights], record, metrics, pred)

@@ -95,8 +95,16 @@ def prepare(exp) -> tuple[list[Split], dict]:
     from .fileio import write_json, write_text
 
     c = exp.config
+    from .data import layout_of
+
     splits = make_splits(
-        c["dataset"], c["data"], c["folds"], c["train_items"], c["on_duplicates"], c["fold_seed"]
+        c["dataset"],
+        c["data"],
+        c["folds"],
+        c["train_items"],
+        c["on_duplicates"],
+        c["fold_seed"],
+        layout_of(c),
     )
     exp.out.mkdir(parents=True, exist_ok=True)
     write_text(exp.out / "config.yaml", yaml.safe_dump(c, sort_keys=False))
