@@ -69,18 +69,13 @@ def corrupt_bytes(kind: str) -> bytes:
     if kind == "zero-bytes":
         return b""
     if kind == "bomb-header":  # a PNG that claims 60000 x 60000 pixels
-
         def chunk(tag: bytes, data: bytes) -> bytes:
             crc = zlib.crc32(tag + data) & 0xFFFFFFFF
             return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
 
         header = struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0)
-        return (
-            b"\x89PNG\r\n\x1a\n"
-            + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b"")
-        )
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
     raise ValueError(kind)
 
 
@@ -130,11 +125,8 @@ def _fit_with_bad_image(loader: str, kind: str, root: Path) -> tuple[list, Path]
         args = ["--dataset", "folder", "--augmented", aug]
     else:
         MAKERS[loader](root)
-        bad = {
-            "folder": root / "train/good/g1.png",
-            "ksdd2": root / "train/10001.png",
-            "kolektorsdd": root / "kos01/Part1.jpg",
-        }[loader]
+        bad = {"folder": root / "train/good/g1.png", "ksdd2": root / "train/10001.png",
+               "kolektorsdd": root / "kos01/Part1.jpg"}[loader]
         args = ["--dataset", loader]
     if kind == "nan-float-tiff":
         bad.unlink()
@@ -180,9 +172,8 @@ def test_evaluate_unreadable_test_image(cli, model_dir, tmp_path):
     bad = root / "test/crack/c1.png"
     bad.write_bytes(corrupt_bytes("truncated-png"))
     out = tmp_path / "results"
-    code, _, err = cli(
-        "evaluate", "--model", model_dir, "--dataset", "folder", "--data", root, "--out", out
-    )
+    code, _, err = cli("evaluate", "--model", model_dir, "--dataset", "folder", "--data", root,
+                       "--out", out)
     assert code == 1
     error_line(err, bad, "truncated")
     assert not out.exists()
@@ -270,9 +261,8 @@ def test_orphaned_mask_is_skipped_with_a_warning(loader, cli, model_dir, tmp_pat
     }[loader]
     save(orphan, box_mask())
     out = tmp_path / "results"
-    code, _, err = cli(
-        "evaluate", "--model", model_dir, "--dataset", loader, "--data", root, "--out", out
-    )
+    code, _, err = cli("evaluate", "--model", model_dir, "--dataset", loader, "--data", root,
+                       "--out", out)
     assert code == 0, err
     assert warning_lines(err) == [f"warning: {orphan}: mask has no image; skipped"]
     rows = (out / "scores.csv").read_text().splitlines()[1:]
@@ -283,17 +273,8 @@ def test_orphaned_mask_is_skipped_with_a_warning(loader, cli, model_dir, tmp_pat
 def test_masks_of_training_images_are_not_orphans(cli, model_dir, tmp_path):
     """train/<type> and test/<type> share ground_truth/<type>: neither split's masks are orphans."""
     root = make_folder(tmp_path / "data", train_defects=2)
-    code, _, err = cli(
-        "evaluate",
-        "--model",
-        model_dir,
-        "--dataset",
-        "folder",
-        "--data",
-        root,
-        "--out",
-        tmp_path / "results",
-    )
+    code, _, err = cli("evaluate", "--model", model_dir, "--dataset", "folder", "--data", root,
+                       "--out", tmp_path / "results")
     assert code == 0, err
     assert warning_lines(err) == []
 
@@ -303,9 +284,8 @@ def test_battery_weld_orphaned_masks_one_warning(cli, model_dir, tmp_path):
     """The real set: 133 masks for 93 defective test images; the 40 spare ones are skipped."""
     data = BATTERY / "welding"
     out = tmp_path / "results"
-    code, _, err = cli(
-        "evaluate", "--model", model_dir, "--dataset", "folder", "--data", data, "--out", out
-    )
+    code, _, err = cli("evaluate", "--model", model_dir, "--dataset", "folder", "--data", data,
+                       "--out", out)
     assert code == 0, err
     # the set also has 7 test images that are byte copies of training images and one copied pair
     # in train: warning lines of the leak check (dualpatch.data.duplicates); the orphaned masks
@@ -328,9 +308,8 @@ def test_mask_size_differs_from_image(command, cli, model_dir, tmp_path):
     if command == "fit":
         code, _, err = cli("fit", "--dataset", "folder", "--data", root, "--out", out, *FIT)
     else:
-        code, _, err = cli(
-            "evaluate", "--model", model_dir, "--dataset", "folder", "--data", root, "--out", out
-        )
+        code, _, err = cli("evaluate", "--model", model_dir, "--dataset", "folder", "--data", root,
+                           "--out", out)
     assert code == 1
     error_line(err, mask, "mask is 16x32 but its image is 32x64")
     assert not out.exists()
@@ -412,17 +391,9 @@ def _layouts(tmp_path: Path) -> dict[str, tuple[str, Path, str]]:
     }
 
 
-LAYOUTS = [
-    "kolektorsdd-on-mvtec",
-    "folder-on-category-parent",
-    "folder-on-ksdd2",
-    "ksdd2-on-kolektorsdd",
-    "ksdd2-on-mvtec-parent",
-    "data-is-a-file",
-    "kolektorsdd-on-a-file",
-    "demo-on-a-file",
-    "demo-on-a-dataset-folder",
-]
+LAYOUTS = ["kolektorsdd-on-mvtec", "folder-on-category-parent", "folder-on-ksdd2",
+           "ksdd2-on-kolektorsdd", "ksdd2-on-mvtec-parent", "data-is-a-file",
+           "kolektorsdd-on-a-file", "demo-on-a-file", "demo-on-a-dataset-folder"]
 
 
 @pytest.mark.parametrize("case", LAYOUTS)
@@ -459,17 +430,8 @@ def test_wrong_layout_on_the_shared_data(dataset, data, what, cli, tmp_path):
 def test_run_on_a_wrong_layout_leaves_no_results_folder(cli, tmp_path):
     mvtec = make_folder(tmp_path / "cat")
     out = tmp_path / "results"
-    code, _, err = cli(
-        "run",
-        "--set",
-        "dataset=kolektorsdd",
-        "--set",
-        f"data={mvtec}",
-        "--set",
-        "image_size=[64, 32]",
-        "--out",
-        out,
-    )
+    code, _, err = cli("run", "--set", "dataset=kolektorsdd", "--set", f"data={mvtec}",
+                       "--set", "image_size=[64, 32]", "--out", out)
     assert code == 1
     error_line(err, mvtec, "not a KolektorSDD folder")
     assert not out.exists()
@@ -505,9 +467,8 @@ def test_cli_archive_with_wrong_checksum(cli, tmp_path):
     archive = make_ksdd2_zip(tmp_path / "ksdd2.zip", 2, 2)
     before = archive.read_bytes()
     out = tmp_path / "data" / "ksdd2"
-    code, _, err = cli(
-        "data", "download", "ksdd2", "--out", out, "--archive", archive, "--sha256", "0" * 64
-    )
+    code, _, err = cli("data", "download", "ksdd2", "--out", out, "--archive", archive,
+                       "--sha256", "0" * 64)
     assert code == 1
     error_line(err, archive, "expected " + "0" * 64)
     assert archive.read_bytes() == before and not out.exists()
@@ -639,17 +600,14 @@ def test_crop_smaller_than_one_patch_is_skipped_with_a_warning(tiny_normal, tiny
 def test_dual_fit_without_defective_training_images(defects, cli, tmp_path):
     root = make_folder(tmp_path / "data", train_defects=0)
     out = tmp_path / "model"
-    code, _, err = cli(
-        "fit", "--dataset", "folder", "--data", root, "--out", out, "--defects", defects, *FIT
-    )
+    code, _, err = cli("fit", "--dataset", "folder", "--data", root, "--out", out,
+                       "--defects", defects, *FIT)
     assert code == 1
     error_line(err, root, "defect bank", "--bank single")
     assert not out.exists()
     # the same data is fine for a single bank
-    assert (
-        cli("fit", "--dataset", "folder", "--data", root, "--out", out, "--bank", "single", *FIT)[0]
-        == 0
-    )
+    assert cli("fit", "--dataset", "folder", "--data", root, "--out", out, "--bank", "single",
+               *FIT)[0] == 0
 
 
 def test_dual_fit_with_blank_masks(cli, tmp_path):
@@ -677,11 +635,8 @@ def test_run_config_with_unknown_key(cli, tmp_path):
 
 @pytest.mark.parametrize(
     "config_text,what",
-    [
-        (None, "config file not found"),
-        ("runs: [unclosed", "not valid YAML"),
-        ("- a\n- list\n", "mapping"),
-    ],
+    [(None, "config file not found"), ("runs: [unclosed", "not valid YAML"),
+     ("- a\n- list\n", "mapping")],
     ids=["missing", "not-yaml", "not-a-mapping"],
 )
 def test_run_config_file_unusable(config_text, what, cli, tmp_path):
@@ -741,8 +696,7 @@ OPTION_CASES = [
 
 
 @pytest.mark.parametrize(
-    "option,code_,what",
-    OPTION_CASES,
+    "option,code_,what", OPTION_CASES,
     ids=[" ".join(o).lstrip("-") for o, _, _ in OPTION_CASES],
 )
 def test_fit_bad_option_value(option, code_, what, cli, tmp_path):
@@ -775,9 +729,8 @@ def test_augmented_folder_unusable(damage, cli, tmp_path):
         named = aug / "manifest.csv"
         named.write_text(named.read_text() + "imgs/x.png,masks/x.png,s.png,,not-a-seed,\n")
     out = tmp_path / "model"
-    code, _, err = cli(
-        "fit", "--dataset", "folder", "--data", root, "--out", out, "--augmented", aug, *FIT
-    )
+    code, _, err = cli("fit", "--dataset", "folder", "--data", root, "--out", out,
+                       "--augmented", aug, *FIT)
     assert code == 1
     error_line(err, named)
     assert not out.exists()
@@ -787,20 +740,8 @@ def test_augmented_with_a_single_bank(cli, tmp_path):
     root = make_folder(tmp_path / "data")
     aug = make_augmented(tmp_path / "aug")
     out = tmp_path / "model"
-    code, _, err = cli(
-        "fit",
-        "--dataset",
-        "folder",
-        "--data",
-        root,
-        "--out",
-        out,
-        "--bank",
-        "single",
-        "--augmented",
-        aug,
-        *FIT,
-    )
+    code, _, err = cli("fit", "--dataset", "folder", "--data", root, "--out", out,
+                       "--bank", "single", "--augmented", aug, *FIT)
     assert code == 1
     error_line(err, "--augmented", "--bank dual")
     assert not out.exists()

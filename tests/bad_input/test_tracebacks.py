@@ -65,16 +65,8 @@ def test_config_file_values(name, cli, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "assignment",
-    [
-        "data=",
-        "out=",
-        "runs.0.bank.x=1",
-        "data.x=1",
-        "cache_dir=5",
-        "cache=5",
-        "weights=5",
-        "runs=true",
-    ],  # fmt: skip
+    ["data=", "out=", "runs.0.bank.x=1", "data.x=1", "cache_dir=5", "cache=5", "weights=5",
+     "runs=true"],  # fmt: skip
 )
 def test_set_expressions(assignment, cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default results folder would be ./runs/experiment

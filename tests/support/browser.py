@@ -93,26 +93,17 @@ class Page:
         return out
 
     def requested_urls(self) -> list[str]:
-        return [
-            e["params"]["request"]["url"]
-            for e in self.events
-            if e["method"] == "Network.requestWillBeSent"
-        ]
+        return [e["params"]["request"]["url"] for e in self.events
+                if e["method"] == "Network.requestWillBeSent"]
 
     def screenshot(self, width: int = 1280) -> bytes:
         """A PNG of the whole page (not only the viewport) at ``width`` CSS pixels."""
-        self.send(
-            "Emulation.setDeviceMetricsOverride",
-            width=width,
-            height=800,
-            deviceScaleFactor=1,
-            mobile=False,
-        )
+        self.send("Emulation.setDeviceMetricsOverride", width=width, height=800,
+                  deviceScaleFactor=1, mobile=False)
         size = self.send("Page.getLayoutMetrics")["cssContentSize"]
         clip = {"x": 0, "y": 0, "width": width, "height": max(1, int(size["height"])), "scale": 1}
-        shot = self.send(
-            "Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True
-        )
+        shot = self.send("Page.captureScreenshot", format="png", clip=clip,
+                         captureBeyondViewport=True)
         return base64.b64decode(shot["data"])
 
 
@@ -130,8 +121,7 @@ class Browser:
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [exe, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
+            stdout=subprocess.DEVNULL, stderr=self.log,
         )
         self.timeout = timeout
         self._id = 0
@@ -230,9 +220,8 @@ def browser(timeout: float = 30.0) -> Iterator[Browser]:
         b.close()
 
 
-def screenshot(
-    html_path: str | os.PathLike[str], png_path: str | os.PathLike[str], width: int = 1280
-) -> Path:
+def screenshot(html_path: str | os.PathLike[str], png_path: str | os.PathLike[str],
+               width: int = 1280) -> Path:
     """Render ``html_path`` in headless chromium and write a full-page PNG to ``png_path``."""
     from dualpatch.fileio import write_bytes
 

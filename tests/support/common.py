@@ -54,10 +54,8 @@ def kill_when(command: list[str], env: dict, log_path: Path, ready, waiting_for:
     try:
         while not ready():
             if proc.poll() is not None:
-                pytest.fail(
-                    f"fit ended (status {proc.returncode}) before it could be killed: "
-                    + log_path.read_text()
-                )
+                pytest.fail(f"fit ended (status {proc.returncode}) before it could be killed: "
+                            + log_path.read_text())
             assert time.monotonic() < deadline, f"{waiting_for} never happened"
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)

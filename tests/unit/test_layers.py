@@ -149,7 +149,6 @@ def test_imports_never_point_up_the_layers():
 
 def test_import_graph_has_no_cycle():
     graph = _graph()
-
     # collapse submodules of the same top-level package: a cycle inside one package is fine
     # (data/__init__ re-exports its modules), a cycle between layers is not
     def top(m: str) -> str:

@@ -272,8 +272,7 @@ def crop(h, w, mask_value=True):
 
 
 @pytest.mark.parametrize(
-    "crops",
-    [[], [crop(32, 32, mask_value=False)], [crop(4, 4), crop(7, 40)]],
+    "crops", [[], [crop(32, 32, mask_value=False)], [crop(4, 4), crop(7, 40)]],
     ids=["none", "empty-mask", "too-small"],
 )
 def test_dual_fit_without_usable_crops(tiny_normal, crops):

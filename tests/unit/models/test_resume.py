@@ -39,29 +39,14 @@ def entries(cache: Path) -> dict[str, tuple[int, int]]:
 
 def fit_command(demo_root: Path, out: Path) -> list[str]:
     return [
-        sys.executable,
-        "-m",
-        "dualpatch.cli",
-        "fit",
-        "--dataset",
-        "demo",
-        "--data",
-        str(demo_root),
-        "--out",
-        str(out),
-        "--image-size",
-        *SIZE,
-        "--coreset-ratio",
-        "0.001",
-        "--coreset-min",
-        "50",
+        sys.executable, "-m", "dualpatch.cli", "fit", "--dataset", "demo", "--data", str(demo_root),
+        "--out", str(out), "--image-size", *SIZE, "--coreset-ratio", "0.001", "--coreset-min", "50",
     ]
 
 
 def run_fit(demo_root: Path, out: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        fit_command(demo_root, out), env=env, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run(fit_command(demo_root, out), env=env, capture_output=True, text=True,
+                          timeout=300)
 
 
 @pytest.mark.slow
@@ -71,13 +56,8 @@ def test_killed_fit_resumes_from_its_cache(demo_root, demo_train, cli_env, tmp_p
     env = {**cli_env, "DUALPATCH_CACHE": str(cache)}
 
     # 1. start a fit and kill it (SIGKILL: no clean-up code runs) once a batch is cached
-    status = kill_when(
-        fit_command(demo_root, out),
-        env,
-        tmp_path / "first.log",
-        lambda: len(entries(cache)) >= 8,
-        "a cache entry",
-    )
+    status = kill_when(fit_command(demo_root, out), env, tmp_path / "first.log",
+                       lambda: len(entries(cache)) >= 8, "a cache entry")
     assert status == -signal.SIGKILL
 
     # 2. nothing final is half-written: no model folder; in the cache only complete entries, each
@@ -125,9 +105,8 @@ def test_killed_fit_resumes_from_its_cache(demo_root, demo_train, cli_env, tmp_p
     torch.testing.assert_close(a.defect_memory_.bank_, b.defect_memory_.bank_)
     a.progress = b.progress = False
     test = demo_train.normal()[:2] + demo_train.defective()[:2]
-    np.testing.assert_allclose(
-        a.predict(test).image_scores, b.predict(test).image_scores, rtol=1e-5
-    )
+    np.testing.assert_allclose(a.predict(test).image_scores, b.predict(test).image_scores,
+                               rtol=1e-5)
 
 
 # -- damaged cache entries, at the library level ---------------------------------------------------
@@ -209,43 +188,18 @@ def test_every_output_appears_by_rename(demo_root, tmp_path, monkeypatch):
     small = ("--image-size", "64", "32", "--coreset-min", "20")
     model = tmp_path / "model"
     cli("fit", "--dataset", "demo", "--data", demo_root, "--out", model, *small)
-    cli(
-        "evaluate",
-        "--model",
-        model,
-        "--dataset",
-        "demo",
-        "--data",
-        demo_root,
-        "--out",
-        tmp_path / "evaluation",
-    )
+    cli("evaluate", "--model", model, "--dataset", "demo", "--data", demo_root,
+        "--out", tmp_path / "evaluation")
     cli("predict", demo_root / "test", "--model", model, "--out", tmp_path / "prediction")
-    cli(
-        "run",
-        "--set",
-        "dataset=demo",
-        "--set",
-        f"data={demo_root}",
-        "--set",
-        "image_size=[64, 32]",
-        "--set",
-        "coreset_min=20",
-        "--set",
-        "runs=[{bank: single}]",
-        "--out",
-        tmp_path / "experiment",
-    )
+    cli("run", "--set", "dataset=demo", "--set", f"data={demo_root}", "--set",
+        "image_size=[64, 32]", "--set", "coreset_min=20", "--set", "runs=[{bank: single}]",
+        "--out", tmp_path / "experiment")
 
     def atomic(path: Path) -> bool:  # renamed itself, or inside a folder that was renamed whole
         return any(p in replaced for p in (path, *path.parents))
 
-    outputs = [
-        p.resolve()
-        for folder in ("model", "evaluation", "prediction", "experiment")
-        for p in (tmp_path / folder).rglob("*")
-        if p.is_file()
-    ]
+    outputs = [p.resolve() for folder in ("model", "evaluation", "prediction", "experiment")
+               for p in (tmp_path / folder).rglob("*") if p.is_file()]
     assert len(outputs) > 40  # models, metrics, maps, curves, report pages...
     written_in_place = [p for p in outputs if not atomic(p) and p.name != "run.log"]
     assert written_in_place == []

@@ -39,23 +39,14 @@ def make_run(name: str, seed: int, n: int = 12, lazy: bool = False) -> RunResult
     masks[labels == 1, 10:20, 4:10] = True
     maps = rng.random((n, H // 4, W // 4)).astype(np.float32) + scores[:, None, None]
     metrics = {
-        "image_auroc": float(rng.random()),
-        "pixel_auroc": float(rng.random()),
-        "image_ap": 1 / 3,
-        "pixel_aupro": float("nan"),
-        "f1_max": float(rng.random()),
-        "f1_threshold": 0.123456789,
-        "fit_seconds": 12.5,
-        "images_per_second": None,
+        "image_auroc": float(rng.random()), "pixel_auroc": float(rng.random()),
+        "image_ap": 1 / 3, "pixel_aupro": float("nan"), "f1_max": float(rng.random()),
+        "f1_threshold": 0.123456789, "fit_seconds": 12.5, "images_per_second": None,
         "peak_rss_mb": 812.25,
     }
     return RunResult(
-        name=name,
-        metrics=metrics,
-        ids=[f"test/{10000 + i}" for i in range(n)],
-        labels=labels,
-        scores=scores,
-        threshold=0.5,
+        name=name, metrics=metrics, ids=[f"test/{10000 + i}" for i in range(n)], labels=labels,
+        scores=scores, threshold=0.5,
         maps=(lambda i: maps[i]) if lazy else maps,
         images=(lambda i: images[i]) if lazy else images,
         masks=masks,
@@ -94,12 +85,9 @@ def test_gallery_puts_worst_false_positives_and_negatives_first():
     run.scores = np.array([0.9, 0.1, 0.7, 0.2, 0.8, 0.4])
     run.threshold = 0.5
     assert gallery_order(run) == [
-        (0, "FP"),
-        (2, "FP"),  # normals above the threshold, highest first
-        (3, "FN"),
-        (5, "FN"),  # defects below it, lowest first
-        (4, "TP"),
-        (1, "TN"),
+        (0, "FP"), (2, "FP"),  # normals above the threshold, highest first
+        (3, "FN"), (5, "FN"),  # defects below it, lowest first
+        (4, "TP"), (1, "TN"),
     ]
 
 
@@ -147,11 +135,8 @@ def test_gallery_limit_and_lazy_sources(tmp_path):
     run = make_run("lazy", 2, n=12, lazy=True)
     page = write_html_report(tmp_path, [run], {}, gallery_limit=1).read_text()
     order = gallery_order(run)
-    firsts = [
-        next(i for i, k in order if k == kind)
-        for kind in ("FP", "FN", "TP", "TN")
-        if any(k == kind for _, k in order)
-    ]
+    firsts = [next(i for i, k in order if k == kind) for kind in ("FP", "FN", "TP", "TN")
+              if any(k == kind for _, k in order)]
     shown = re.findall(r'<span class="tag \w+">\w+</span> ([^<]+)<br>', page)
     assert shown == [run.ids[i] for i in firsts]  # the worst of each kind, FP then FN first
     assert len(list((tmp_path / "runs" / "lazy" / "overlays").iterdir())) == page.count("<figure")
