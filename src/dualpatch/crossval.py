@@ -92,20 +92,12 @@ def prepare(exp) -> tuple[list[Split], dict]:
 
     The splits come first: a bad --data, or duplicates under "error", leave no folder behind.
     """
+    from .data import layout_of
     from .fileio import write_json, write_text
 
     c = exp.config
-    from .data import layout_of
-
-    splits = make_splits(
-        c["dataset"],
-        c["data"],
-        c["folds"],
-        c["train_items"],
-        c["on_duplicates"],
-        c["fold_seed"],
-        layout_of(c),
-    )
+    splits = make_splits(c["dataset"], c["data"], c["folds"], c["train_items"],
+                         c["on_duplicates"], c["fold_seed"], layout_of(c))  # fmt: skip
     exp.out.mkdir(parents=True, exist_ok=True)
     write_text(exp.out / "config.yaml", yaml.safe_dump(c, sort_keys=False))
     info = dataset_json(c, splits)
