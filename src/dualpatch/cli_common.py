@@ -130,6 +130,18 @@ def open_dataset(
     return split_.train if split == "train" else split_.test
 
 
+def say_threshold(cut: float | None, source: str) -> None:
+    """Which threshold the verdicts use, or one warning that there are none."""
+    if cut is None:
+        warnings.warn(
+            "the model has no stored threshold and no --threshold was given: verdicts are off "
+            "(scores only); fit with --threshold-holdout or pass --threshold",
+            stacklevel=2,
+        )
+    else:
+        typer.echo(f"verdicts at threshold {cut:.6g} (from {source}): score above it = defect")
+
+
 def print_metrics(results: dict[str, dict[str, float]]) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -20,6 +20,7 @@ from .cli_common import (
     fail,
     open_dataset,
     print_metrics,
+    say_threshold,
 )
 from .cli_progress import rendering
 from .cli_ray import RAY_ACTORS, ray_option
@@ -217,39 +218,56 @@ def _write_evaluation(out: Path, force: bool, inputs: list, record: dict, metric
 @app.command()
 @spec_options(
     "out", "weights", required=("out",),
-    more={"out": "predict writes scores.csv and one anomaly-map PNG per image there.",
+    more={"out": "predict writes scores.csv, maps, overlays and index.html there.",
           "weights": WEIGHTS_MORE},
 )  # fmt: skip
 def predict(
     paths: list[Path] = typer.Argument(..., help="Image files or folders of images."),
     model: Path = MODEL,
     spec: dict | None = None,
+    threshold: float | None = typer.Option(
+        None, help="Verdict threshold (default: the model's stored one; none: no verdicts)."
+    ),
+    maps: str = typer.Option(
+        "both", help="grey: maps at model size; overlay: on each photo at its size; or both."
+    ),
     force: bool = FORCE,
     runtime: str = RUNTIME,
     ray: str | None = ray_option("Score the images"),
     ray_actors: int = RAY_ACTORS,
     flags: dict | None = None,
 ) -> None:
-    """Score images: scores.csv (image, map, score) plus one anomaly-map PNG per image."""
+    """Score images: scores.csv (score, verdict), maps, overlays and a review page index.html."""
+    from .predict_io import MAPS, verdict_threshold
+
     assert spec is not None  # given by spec_options
     out = Path(spec["out"])
     weights = Path(spec["weights"]) if spec["weights"] else None
+    if maps not in MAPS:
+        fail(f"--maps {maps}: expected one of {', '.join(MAPS)}")
+    cut, source = verdict_threshold(model, threshold)
     if ray is not None:  # folders, globs and list files, on Ray (docs/large-data.md)
         from .cli_ray import predict_ray
 
-        return predict_ray(paths, model, out, weights, ray, ray_actors, force)
+        return predict_ray(paths, model, out, weights, ray, ray_actors, force, (cut, source), maps)
     from .fileio import check_output_dir
-    from .predict_io import COMMAND, provenance, write_predictions
+    from .predict_io import COMMAND, aspect_warning, provenance, write_predictions
+    from .review import write_review
     from .runtime import load_for_scoring
 
     files = _image_files(paths)
     check_output_dir(out, COMMAND, force, files, legacy=("scores.csv",))
     # onnx/openvino: the exported graph, without torch (same scores: tests/unit/export/)
     m = load_for_scoring(model, runtime, weights)
-    record = provenance(model, command="predict", weights=m.weights)
+    record = provenance(model, command="predict", weights=m.weights, threshold=cut,
+                        threshold_source=source, maps=maps)  # fmt: skip
+    say_threshold(cut, source)
+    if (line := aspect_warning(files, m.image_size)) is not None:
+        warnings.warn(line, stacklevel=1)
     with rendering():
-        n = write_predictions(m, files, out, force, record)
-    typer.echo(f"scored {n} images: {out / 'scores.csv'}, maps in {out / 'maps'}")
+        n = write_predictions(m, files, out, force, record, cut, maps,
+                              finish=lambda tmp: write_review(tmp, cut, record))  # fmt: skip
+    typer.echo(f"scored {n} images: {out / 'scores.csv'}, review page {out / 'index.html'}")
 
 
 def _image_files(paths: list[Path]) -> list[Path]:
