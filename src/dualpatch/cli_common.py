@@ -34,6 +34,8 @@ def show_warning(message, category=None, filename=None, lineno=None, file=None, 
 def report_problem(exc: BaseException) -> int | None:
     """The one error path: print ``exc`` as one ``error:`` line (a usage error as click words
     it, with a pointer to --help) and return the exit status; None if ``exc`` is a bug."""
+    if isinstance(exc, BrokenPipeError):
+        return closed_pipe()
     if isinstance(exc, DualpatchError):
         typer.echo(f"error: {exc}", err=True)
         return 1
@@ -54,6 +56,23 @@ def report_problem(exc: BaseException) -> int | None:
     return code
 
 
+#: the exit status of a command whose reader went away (``run --help | head``): 128 + SIGPIPE,
+#: as a shell reports a process that SIGPIPE ended
+CLOSED_PIPE = 141
+
+
+def closed_pipe() -> int:
+    """A reader that closed our stdout (``| head``) ends the command quietly: no error line, and
+    stdout pointed at /dev/null so that Python's last flush cannot complain either."""
+    import os
+    import sys
+
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return CLOSED_PIPE
+
+
 class Commands(TyperGroup):
     """Every command group: whatever goes wrong in a command ends in ``report_problem``, also
     when a group is invoked on its own (tests call the sub-apps directly)."""
@@ -72,7 +91,10 @@ class Commands(TyperGroup):
 
 def command_group(**options: Any) -> typer.Typer:
     """A typer app whose problems take the one error path (``Commands``)."""
-    defaults = {"no_args_is_help": True, "pretty_exceptions_enable": False}
+    # rich_markup_mode None: click's plain help, which wraps long option names and help texts at
+    # any width (rich's table cut "--threshold-holdout" to "--threshold-hol…" at 80 columns)
+    defaults = {"no_args_is_help": True, "pretty_exceptions_enable": False,
+                "rich_markup_mode": None}  # fmt: skip
     return typer.Typer(cls=Commands, add_completion=False, **{**defaults, **options})
 
 

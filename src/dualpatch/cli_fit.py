@@ -68,6 +68,7 @@ def fit(
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
     train = open_dataset(spec["dataset"], spec["data"], "train", spec["train_items"],
                          spec["on_duplicates"], spec)  # fmt: skip
+    _warn_aspect([s.image_path for s in train], spec["image_size"])
     cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
     normal, held_out = train.normal(), []
     if threshold_holdout:
@@ -85,6 +86,14 @@ def fit(
     with output_dir(out, "fit", force, inputs, legacy=("model.json",)) as tmp:
         model.save(tmp)
     typer.echo(f"saved {model.kind} model to {out}")
+
+
+def _warn_aspect(files: list[Path], size) -> None:
+    """One warning line when images are squashed into the model's aspect ratio."""
+    from .predict_io import aspect_warning
+
+    if (line := aspect_warning(files, size)) is not None:
+        warnings.warn(line, stacklevel=2)
 
 
 def _paths(values: list[str]) -> list[Path]:
@@ -251,7 +260,7 @@ def predict(
 
         return predict_ray(paths, model, out, weights, ray, ray_actors, force, (cut, source), maps)
     from .fileio import check_output_dir
-    from .predict_io import COMMAND, aspect_warning, provenance, write_predictions
+    from .predict_io import COMMAND, provenance, write_predictions
     from .review import write_review
     from .runtime import load_for_scoring
 
@@ -262,8 +271,7 @@ def predict(
     record = provenance(model, command="predict", weights=m.weights, threshold=cut,
                         threshold_source=source, maps=maps)  # fmt: skip
     say_threshold(cut, source)
-    if (line := aspect_warning(files, m.image_size)) is not None:
-        warnings.warn(line, stacklevel=1)
+    _warn_aspect(files, m.image_size)
     with rendering():
         n = write_predictions(m, files, out, force, record, cut, maps,
                               finish=lambda tmp: write_review(tmp, cut, record))  # fmt: skip

@@ -115,10 +115,11 @@ header { display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: baseline; }
 <div id="zoom"><img alt="enlarged"></div>
 <script type="application/json" id="data">@DATA@</script>
 <script>
+(() => {  // nothing global: "top", "name" and the like are the window's own
 "use strict";
 const data = JSON.parse(document.getElementById("data").textContent);
 const t = data.threshold;
-const top = Math.max(...data.rows.map(r => r.score), t === null ? 0 : 2 * t, 1e-12);
+const barTop = Math.max(...data.rows.map(r => r.score), t === null ? 0 : 2 * t, 1e-12);
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -157,11 +158,11 @@ function card(r) {
   mid.appendChild(el("div", "score", "score " + r.score.toPrecision(6)));
   const bar = el("div", "bar");
   const fill = el("div", "fill");
-  fill.style.width = Math.min(100, 100 * r.score / top) + "%";
+  fill.style.width = Math.min(100, 100 * r.score / barTop) + "%";
   bar.appendChild(fill);
   if (t !== null) {
     const line = el("div", "line");
-    line.style.left = (100 * t / top) + "%";
+    line.style.left = (100 * t / barTop) + "%";
     bar.appendChild(line);
   }
   mid.appendChild(bar);
@@ -213,6 +214,7 @@ summary();
 ["sort", "show", "find"].forEach(id =>
   document.getElementById(id).addEventListener("input", render));
 render();
+})();
 </script>
 </body>
 </html>

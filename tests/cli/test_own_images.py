@@ -54,6 +54,9 @@ def fitted(cli, tmp_path):  # noqa: F811
 def test_fit_on_a_plain_folder_uses_every_defect_it_can(fitted, cli, tmp_path):  # noqa: F811
     data, model, err = fitted
     assert "Traceback" not in err
+    # the landscape camera's images are squashed into the portrait model: one line says so
+    (aspect,) = [w for w in warning_lines(err) if "aspect ratio" in w]
+    assert "stretched by up to 4.00x" in aspect and "wide ok" in aspect
     # one JPEG-mask warning, naming the count; the unmasked defects are no error
     assert [w for w in warning_lines(err) if "JPEG" in w] == [
         f"warning: {data / 'masks'}: 1 JPEG mask(s) thresholded at half range (JPEG blurs 0/255; "
