@@ -31,6 +31,101 @@ def show_warning(message, category=None, filename=None, lineno=None, file=None, 
     typer.secho(f"warning: {message}", fg="yellow", err=True)
 
 
+#: packages whose warnings are theirs, not ours: a user learns nothing from their raw text
+LIBRARIES = frozenset({"sklearn", "numpy", "scipy", "torch", "torchvision", "PIL", "onnx",
+                       "onnxruntime", "openvino", "faiss", "ray", "pandas", "pyarrow",
+                       "matplotlib", "safetensors", "timm"})  # fmt: skip
+
+
+class WarningDigest:
+    """Warnings of a long command (``run``) as a person reads them.
+
+    dualpatch's own: the first of a kind is shown at once, repeats are counted (a kind is the
+    message less a leading file name: one line per bad mask file would be 9 lines) and summed up
+    at the end. A library's (scikit-learn's "least populated class", numpy's "Mean of empty
+    slice", torch's deprecations): never shown raw; counted, written to ``log`` when given, and
+    summed up in one line at the end."""
+
+    def __init__(self, log: Any = None) -> None:
+        self.log = log
+        self.kinds: dict[str, list[str]] = {}
+        self.foreign: dict[tuple[str, str], int] = {}
+        self.sources: dict[str, None] = {}
+        self.pending: list[str] = []  # log lines: run.log appears with the results folder
+
+    def show(self, message, category=None, filename=None, lineno=None, file=None, line=None):
+        text, name = str(message), getattr(category, "__name__", "Warning")
+        source = library_of(filename, category)
+        if source is not None:
+            self.sources[source] = None
+            self.foreign[(name, text)] = self.foreign.get((name, text), 0) + 1
+            self.pending.append(f"{name} from {source}: {text}")
+            self._flush()
+            return
+        seen = self.kinds.setdefault(_kind(text), [])
+        seen.append(text)
+        if len(seen) == 1:
+            show_warning(text)
+        self.pending.append(text)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write the pending lines to the log once its folder exists."""
+        from .cli_progress import log_ready
+
+        if self.log is not None and self.pending and log_ready(self.log):
+            for text in self.pending:
+                self.log.warning("%s", text)
+            self.pending.clear()
+
+    def summary(self) -> None:
+        self._flush()
+        for texts in self.kinds.values():
+            if len(texts) > 1:
+                show_warning(f"{len(texts)} times in all (shown once): {_first_line(texts[0])}")
+        if self.foreign:
+            name, text = next(iter(self.foreign))
+            total = sum(self.foreign.values())
+            where = "; all in run.log" if self.log is not None else ""
+            show_warning(f"{total} warning(s) from {', '.join(self.sources)} "
+                         f"(e.g. {name}: {_first_line(text)}){where}")  # fmt: skip
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[WarningDigest]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")  # every one reaches show(): it counts them
+            warnings.showwarning = self.show
+            try:
+                yield self
+            finally:
+                self.summary()
+
+
+def library_of(filename: str | None, category: Any) -> str | None:
+    """The library a warning comes from (the package of its file; numpy for a RuntimeWarning
+    that numpy raised in our code), or None for dualpatch's own."""
+    parts = Path(filename or "").parts
+    found = [p for p in parts if p in LIBRARIES]
+    if found:
+        return {"sklearn": "scikit-learn"}.get(found[-1], found[-1])
+    if isinstance(category, type) and issubclass(
+        category, RuntimeWarning | DeprecationWarning | PendingDeprecationWarning
+    ):
+        return "numpy" if issubclass(category, RuntimeWarning) else "a library"
+    return None
+
+
+def _kind(text: str) -> str:
+    """A warning's text less a leading ``path: ``: the same complaint about another file."""
+    head, sep, rest = text.partition(": ")
+    return rest if sep and ("/" in head or "\\" in head) else text
+
+
+def _first_line(text: str, width: int = 100) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
 def report_problem(exc: BaseException) -> int | None:
     """The one error path: print ``exc`` as one ``error:`` line (a usage error as click words
     it, with a pointer to --help) and return the exit status; None if ``exc`` is a bug."""
