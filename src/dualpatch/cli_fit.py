@@ -13,6 +13,7 @@ import numpy as np
 import typer
 
 from .cli_common import (
+    FOLDER_SETTINGS,
     FORCE,
     MODEL,
     WEIGHTS_MORE,
@@ -33,8 +34,6 @@ app = command_group()
 
 #: the run spec's settings that say which split of which dataset a command reads, and where to
 #: write (dualpatch.spec; docs/options.md)
-#: a folder dataset's sub-folders and split (dualpatch.data.folder)
-FOLDER_SETTINGS = ("good_dir", "defective_dir", "mask_dir", "test_fraction", "split_seed")
 DATA_SETTINGS = ("dataset", "data", "out", "train_items", "on_duplicates", *FOLDER_SETTINGS)
 #: the run spec's settings that ``fit`` takes as options
 FIT_SETTINGS = (*DATA_SETTINGS, *MODEL_KEYS, "bank", "defects", "augmented", "crops", "cache_dir")
@@ -270,11 +269,11 @@ def predict(
     m = load_for_scoring(model, runtime, weights)
     record = provenance(model, command="predict", weights=m.weights, threshold=cut,
                         threshold_source=source, maps=maps)  # fmt: skip
-    say_threshold(cut, source)
     _warn_aspect(files, m.image_size)
     with rendering():
         n = write_predictions(m, files, out, force, record, cut, maps,
                               finish=lambda tmp: write_review(tmp, cut, record))  # fmt: skip
+    say_threshold(cut, source)  # after the work: a bad image's error stays the only line
     typer.echo(f"scored {n} images: {out / 'scores.csv'}, review page {out / 'index.html'}")
 
 

@@ -52,7 +52,6 @@ def predict_ray(
     cut, source = threshold
     record = provenance(model, command="predict", weights=m.weights, threshold=cut,
                         threshold_source=source, maps=maps)  # fmt: skip
-    say_threshold(cut, source)
     names = map_names(files)
     scores = np.empty(len(files))
     with output_dir(out, COMMAND, force, inputs=files, legacy=("scores.csv",)) as tmp:
@@ -80,4 +79,5 @@ def predict_ray(
         from .review import write_review
 
         write_review(tmp, cut, record)
+    say_threshold(cut, source)
     typer.echo(f"scored {len(files)} images on Ray: {out / 'scores.csv'}, maps in {out / 'maps'}")

@@ -165,3 +165,20 @@ def test_threshold_option_overrides_and_none_turns_verdicts_off(fitted, cli, tmp
                        "--threshold", "nan")  # fmt: skip
     assert code == 1
     error_line(err, "--threshold nan")
+
+
+def test_fit_needs_no_hand_made_test_folder(cli, tmp_path):  # noqa: F811
+    """An MVTec-style folder with train/ only: fit works; evaluate says what it needs."""
+    import shutil
+
+    from tests.support.bad_input import make_folder
+
+    root = make_folder(tmp_path / "mvtec")
+    shutil.rmtree(root / "test")
+    code, _, err = cli("fit", "--dataset", "folder", "--data", root, "--out", tmp_path / "m",
+                       *SIZE)  # fmt: skip
+    assert code == 0, err
+    code, _, err = cli("evaluate", "--model", tmp_path / "m", "--dataset", "folder", "--data",
+                       root, "--out", tmp_path / "e")  # fmt: skip
+    assert code == 1
+    error_line(err, root, "no test/ folder")
