@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.bad_input.conftest import cli  # noqa: F401  (the fixture)
+from tests.support import browser
 from tests.support.bad_input import box_mask, error_line, save, texture, warning_lines
 
 SIZE = ("--image-size", 64, 32, "--coreset-min", 20)
@@ -182,3 +183,29 @@ def test_fit_needs_no_hand_made_test_folder(cli, tmp_path):  # noqa: F811
                        root, "--out", tmp_path / "e")  # fmt: skip
     assert code == 1
     error_line(err, root, "no test/ folder")
+
+
+NO_BROWSER = browser.unavailable_reason()
+
+
+@pytest.mark.skipif(NO_BROWSER is not None, reason=f"browser test skipped: {NO_BROWSER}")
+def test_predict_review_page_renders_in_chromium(fitted, cli, tmp_path):  # noqa: F811
+    _, model, _ = fitted
+    new = tmp_path / "new photos"
+    save(new / "good one.jpg", texture(300), quality=95)
+    save(new / "bad one.jpg", defect(301), quality=95)
+    out = tmp_path / "pred"
+    code, _, err = cli("predict", new, "--model", model, "--out", out)
+    assert code == 0, err
+    with browser.browser() as b:
+        page = b.new_page()
+        page.goto((out / "index.html").as_uri())
+        loaded = page.evaluate("Array.from(document.images).filter(i => i.naturalWidth > 0)"
+                               ".map(i => i.getAttribute('src'))")  # fmt: skip
+        summary = page.evaluate("document.getElementById('summary').textContent")
+        verdicts = page.evaluate("Array.from(document.querySelectorAll('.card .verdict'), "
+                                 "e => e.textContent)")  # fmt: skip
+        (tmp_path / "review.png").write_bytes(page.screenshot(width=1000))
+        assert page.errors() == []
+    assert sorted(loaded) == ["overlays/bad one.jpg", "overlays/good one.jpg"]
+    assert "1 defect" in summary and "1 ok" in summary and verdicts == ["defect", "ok"]
