@@ -172,6 +172,18 @@ class Commands(TyperGroup):
     """Every command group: whatever goes wrong in a command ends in ``report_problem``, also
     when a group is invoked on its own (tests call the sub-apps directly)."""
 
+    def format_commands(self, ctx, formatter) -> None:  # type: ignore[no-untyped-def]
+        """The command list with each summary whole, wrapped to the width (click cuts it with
+        "..." to fit one line)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         try:
             return super().invoke(ctx)

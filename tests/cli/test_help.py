@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -24,6 +26,11 @@ def test_help_fits_80_columns(path, monkeypatch):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "…" not in result.output
+    # click cuts a command's summary to one line with "..." after a word ("[ARGS]..." is usage)
+    assert re.findall(r"[a-z,]\.\.\.", result.output.replace("paths...", "")) == []
     assert [line for line in lines if len(line) > 80] == []
     if path == ("fit",):
         assert "--threshold-holdout" in result.output
+    if path == ():  # each command's summary whole, wrapped, not cut
+        text = " ".join(result.output.split())
+        assert "write metrics.json (fractions), scores.csv and the anomaly maps" in text
