@@ -209,3 +209,20 @@ def test_predict_review_page_renders_in_chromium(fitted, cli, tmp_path):  # noqa
         assert page.errors() == []
     assert sorted(loaded) == ["overlays/bad one.jpg", "overlays/good one.jpg"]
     assert "1 defect" in summary and "1 ok" in summary and verdicts == ["defect", "ok"]
+
+
+def test_run_cross_validates_a_plain_folder_with_named_subfolders(cli, tmp_path):  # noqa: F811
+    data = photos(tmp_path / "my photos")
+    (data / "good").rename(data / "OK parts")
+    out = tmp_path / "results"
+    code, stdout, err = cli("run", "--set", "dataset=folder", "--set", f"data={data}",
+                            "--set", "good_dir=OK parts", "--set", f"out={out}",
+                            "--set", "image_size=[64, 32]", "--set", "coreset_min=20",
+                            "--set", "bootstrap=10", "--set", "folds=2",
+                            "--set", "runs=[{name: single, bank: single}]")  # fmt: skip
+    assert code == 0, err
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert "OK parts" in json.dumps(dataset)
+    metrics = json.loads((out / "metrics.json").read_text())["single"]
+    assert 0.5 < metrics["image_auroc"] <= 1.0
+    assert "Traceback" not in err
