@@ -93,14 +93,14 @@ def prepare(exp) -> tuple[list[Split], dict]:
 
     The splits come first: a bad --data, or duplicates under "error", leave no folder behind.
     """
+    from .data import layout_of
     from .fileio import write_json, write_text
 
     c = exp.config
     if c["folds"] is not None:
         check_folds(c)
-    splits = make_splits(
-        c["dataset"], c["data"], c["folds"], c["train_items"], c["on_duplicates"], c["fold_seed"]
-    )
+    splits = make_splits(c["dataset"], c["data"], c["folds"], c["train_items"],
+                         c["on_duplicates"], c["fold_seed"], layout_of(c))  # fmt: skip
     exp.out.mkdir(parents=True, exist_ok=True)
     write_text(exp.out / "config.yaml", yaml.safe_dump(c, sort_keys=False))
     info = dataset_json(c, splits)
@@ -132,10 +132,11 @@ FEWSHOT_INNER_FOLDS = 3
 def check_folds(config: dict) -> None:
     """Refuse, before any work, a ``folds`` that this data cannot split into, in one line that
     names the largest K that works (found by the same splits, dry)."""
+    from .data import layout_of
     from .errors import ConfigError
     from .protocol import pooled
 
-    everything = list(pooled(config["dataset"], config["data"]))
+    everything = list(pooled(config["dataset"], config["data"], layout_of(config)))
     k, seed, ks = config["folds"], config["fold_seed"], inner_folds(config)
     with warnings.catch_warnings():  # sklearn's warnings about small classes: dry splits only
         warnings.simplefilter("ignore")
@@ -241,13 +242,14 @@ def run_over_splits(
     size = tuple(settings["image_size"])
     for f, split in enumerate(splits):
         masks = np.stack([smp.mask(size) for smp in split.test])
+        known = np.array([smp.mask_known for smp in split.test])  # unmasked defects: no pixels
         for seed in seeds:
             s = {**settings, "seed": seed, **({"rule": rule_of[split.name]} if rule_of else {})}
             run_dir = base / f"{split.name}-seed{seed}" if nested else base
             r = exp.run_one(s, split.train, split.test, split_info(split), run_dir)
             skipped &= bool(r.get("skipped"))
             points.append(r["metrics"])
-            _add_replicates(reps, r, counts[f], masks)
+            _add_replicates(reps, r, counts[f], masks, known)
             if seed == seeds[0]:  # the report shows the first seed, every fold pooled
                 _pool(pooled, r, split, nested)
     with np.errstate(all="ignore"):
@@ -278,14 +280,17 @@ def run_over_splits(
     return result, boot
 
 
-def _add_replicates(reps: dict, r: dict, counts: np.ndarray, masks: np.ndarray) -> None:
-    """One run's bootstrap replicates of every metric, on its fold's resample counts."""
+def _add_replicates(reps: dict, r: dict, counts: np.ndarray, masks: np.ndarray,
+                    known: np.ndarray | None = None) -> None:  # fmt: skip
+    """One run's bootstrap replicates of every metric, on its fold's resample counts; the pixel
+    metrics leave out the images whose mask is not ``known`` (defects without a mask)."""
     thr = r["metrics"].get("threshold", math.nan)
     for k, v in image_metrics(r["labels"], r["scores"], counts, thr).items():
         reps[k].append(v)
     # maps as stored (float16), so a resumed run's intervals equal a fresh run's
     stored = np.asarray(r["maps"]).astype(np.float16).astype(np.float32)
-    for k, v in pixel_metrics(pixel_histograms(stored, masks), counts).items():
+    pixel_counts = counts if known is None else counts * np.asarray(known, dtype=counts.dtype)
+    for k, v in pixel_metrics(pixel_histograms(stored, masks), pixel_counts).items():
         reps[k].append(v)
 
 

@@ -118,8 +118,15 @@ def evaluate(
     scores: np.ndarray,
     masks: np.ndarray | None = None,
     maps: np.ndarray | None = None,
+    known: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """All metrics as fractions; NaN where the data cannot define one (e.g. no defect at all)."""
+    """All metrics as fractions; NaN where the data cannot define one (e.g. no defect at all).
+
+    ``known``: per image, whether its mask is known (``Sample.mask_known``); the pixel metrics
+    leave out defective images without a mask, whose defect pixels nobody marked."""
+    if known is not None and masks is not None and maps is not None:
+        keep = np.asarray(known, dtype=bool)
+        masks, maps = np.asarray(masks)[keep], np.asarray(maps)[keep]
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
     out = {k: math.nan for k in METRIC_KEYS}

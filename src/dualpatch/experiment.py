@@ -125,7 +125,8 @@ class Experiment:
         pred = model.predict(test)
         test_s = time.perf_counter() - t1
         masks = np.stack([smp.mask(tuple(s["image_size"])) for smp in test])
-        metrics = evaluate(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
+        known = np.array([smp.mask_known for smp in test])
+        metrics = evaluate(pred.labels, pred.image_scores, masks, pred.anomaly_maps, known)
         metrics.update(
             threshold=threshold["threshold"],
             threshold_rule=threshold["rule"],

@@ -141,6 +141,9 @@ def export_onnx(
         # the map's matrices are built for the patch grid's size, a Python int while tracing: the
         # graph's height and width are the model's, fixed, so the constant is right
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # torch deprecates the TorchScript exporter chosen here on purpose (below), in two raw
+        # DeprecationWarnings that tell a user nothing about their export
+        warnings.simplefilter("ignore", DeprecationWarning)
         # The TorchScript exporter: the dynamo exporter (torch.export) traces the same module too,
         # but writes larger graphs with external-data files by default; one file is what users want.
         torch.onnx.export(

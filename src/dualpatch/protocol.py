@@ -103,15 +103,15 @@ def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:
     return out
 
 
-def pooled(dataset_name: str, root: Any) -> Dataset:
+def pooled(dataset_name: str, root: Any, layout: Any = None) -> Dataset:
     """Every image of a dataset, both official splits together, for cross-validation."""
     from .data import KolektorSDD, load_dataset
 
     if dataset_name == "kolektorsdd":
         return KolektorSDD(root, "all")
     train, test = (
-        load_dataset(dataset_name, root, "train"),
-        load_dataset(dataset_name, root, "test"),
+        load_dataset(dataset_name, root, "train", layout),
+        load_dataset(dataset_name, root, "test", layout),
     )
     both = copy.copy(train)
     both.samples = list(train) + list(test)
@@ -125,12 +125,13 @@ def make_splits(
     train_items: Sequence[int] | None = None,
     on_duplicates: str = "warn",
     fold_seed: int = 0,
+    layout: Any = None,
 ) -> list[Split]:
     """The splits an experiment evaluates on, duplicates checked on each.
 
     ``folds`` = K: K group-aware stratified folds over all images (each fold's test images are
     never in its training set). ``folds`` = None: the dataset's own split (KolektorSDD: kos01-33
-    train unless ``train_items``).
+    train unless ``train_items``). ``layout``: a folder dataset's ``data.FolderLayout``.
     """
     from .data import KolektorSDD, load_dataset
 
@@ -143,14 +144,14 @@ def make_splits(
                 train = KolektorSDD(root, "train", train_items)
                 test = KolektorSDD(root, "test", train_items)
             else:
-                train = load_dataset(dataset_name, root, "train")
-                test = load_dataset(dataset_name, root, "test")
+                train = load_dataset(dataset_name, root, "train", layout)
+                test = load_dataset(dataset_name, root, "test", layout)
         for message in dict.fromkeys(str(w.message) for w in caught):
             warnings.warn(message, stacklevel=2)
         test, report = check_splits(train, test, on_duplicates)
         items = sorted(train_items) if train_items else None
         return [Split("split", train, test, items, report)]
-    everything = pooled(dataset_name, root)
+    everything = pooled(dataset_name, root, layout)
     groups = find_duplicates({"all": list(everything)})
     if groups:
         note = "; cross-validation keeps each group on one side of every split"

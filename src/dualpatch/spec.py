@@ -159,6 +159,26 @@ class ExperimentSpec(RunSpec):
     data: str = sv.entry("runs/demo-data", Setting(
         "a dataset folder path", sv.text, "Dataset root folder.", scope="top", path=True
     ))  # fmt: skip
+    # a "folder" dataset of your own images (dualpatch.data.folder): sub-folders of data, and
+    # how its train/test split is drawn; an MVTec-layout data folder keeps its own split
+    good_dir: str | None = sv.entry(None, Setting(
+        "a folder path, or null", lambda v: v is None or sv.text(v),
+        "folder dataset: good images, under --data unless absolute (default: good).", scope="top",
+    ))  # fmt: skip
+    defective_dir: str | None = sv.entry(None, Setting(
+        "a folder path, or null", lambda v: v is None or sv.text(v),
+        "folder dataset: defective images (default: defective).", scope="top",
+    ))  # fmt: skip
+    mask_dir: str | None = sv.entry(None, Setting(
+        "a folder path, or null", lambda v: v is None or sv.text(v),
+        "folder dataset: masks paired by stem, optional (default: masks).", scope="top",
+    ))  # fmt: skip
+    test_fraction: float = sv.entry(0.2, Setting(
+        "a fraction between 0 and 1 (both excluded)", lambda v: sv.number(v) and 0 < v < 1,
+        "folder dataset: share of images drawn for the test split.", minimum=0.0, maximum=1.0,
+        scope="top",
+    ))  # fmt: skip
+    split_seed: int = sv.seed(0, "folder dataset: seed of the train/test draw.", scope="top")
     out: str = sv.entry("runs/experiment", Setting(
         "a results folder path", sv.text, "Results folder.", scope="top", path=True
     ))  # fmt: skip

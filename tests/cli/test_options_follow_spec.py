@@ -27,6 +27,7 @@ OTHER_SETTINGS = {
     ("augment sdxl", "seed"): "the generator's seed (output i uses seed+i)",
     ("augment paste", "seed"): "the generator's seed (output i uses seed+i)",
     ("serve", "threshold"): "the verdict threshold, a number, not the report's threshold rule",
+    ("predict", "threshold"): "the verdict threshold, a number, not the report's threshold rule",
     **{
         (command, "out"): "a file or folder of this command's own outputs"
         for command in (

@@ -61,6 +61,7 @@ LAYERS = {
     "report_data": 7,
     "report_plots": 7,
     "report_fewshot": 7,
+    "review": 7,
     "crossval": 8,
     "experiment": 8,
     "experiment_config": 8,

@@ -340,7 +340,8 @@ def read_mask(
     ``image_shape`` is the original image's (H, W): a mask of another size is an error, because it
     would mark the wrong pixels. Masks that are not binary are binarised (non-zero = defect);
     ``nonbinary`` says whether that is silent (``"ok"``, for datasets whose labels are multi-valued
-    by design), a warning (``"warn"``) or an error (``"error"``).
+    by design), a warning (``"warn"``) or an error (``"error"``); ``"threshold"`` (JPEG masks)
+    takes values above half the range as defect, silently (the dataset warns once).
     """
     path = Path(path)
     img = _open(path)
@@ -356,6 +357,10 @@ def read_mask(
             f"{path}: mask is {arr.shape[1]}x{arr.shape[0]} but its image is "
             f"{image_shape[1]}x{image_shape[0]} (WxH)"
         )
+    if nonbinary == "threshold":  # JPEG: compression blurs 0/255, so half range is the cut
+        top = np.iinfo(arr.dtype).max if arr.dtype.kind in "ui" else 1.0
+        mask = arr > top / 2
+        return resize_mask(mask, size) if size is not None else mask
     values = np.unique(arr)
     if nonbinary != "ok" and (len(values) > 2 or (len(values) == 2 and values[0] != 0)):
         msg = (
