@@ -159,37 +159,37 @@ class Experiment:
             return {"threshold": float("nan"), "rule": "none (oracle threshold shown)"}
 
         def fit_predict(inner, validation):
-            return validation.labels, self.fit_model(s, inner, pool_of=train).predict(
-                validation
-            ).image_scores
+            # the validation fit's synthetic pool is made from ``inner`` only: a pool made from
+            # all of ``train`` would carry validation defects into the bank that sets the threshold
+            return validation.labels, self.fit_model(s, inner).predict(validation).image_scores
 
         return validation_threshold(fit_predict, train, s["seed"])
 
-    def fit_model(self, s: dict, train, pool_of=None):
+    def fit_model(self, s: dict, train):
         """A model with run settings ``s`` fitted on ``train``; synthetic defects come from a pool
-        made from the training samples of ``pool_of`` (default ``train``) only.
+        made from the samples of ``train`` only.
 
         Dual runs that differ only in their scoring rule share one fit (the rule is used at
         predict time only); ``fit_seconds_`` is the time the shared fit took.
         """
-        pool = pool_of if pool_of is not None and s["augment"] else train
         key = json.dumps(
-            [{k: v for k, v in s.items() if k not in ("name", "rule")}, train.fingerprint(),
-             pool.fingerprint()], sort_keys=True, default=str,
-        )  # fmt: skip
+            [{k: v for k, v in s.items() if k not in ("name", "rule")}, train.fingerprint()],
+            sort_keys=True,
+            default=str,
+        )
         fitted = self.__dict__.setdefault("_fitted", {})
         if s["bank"] == "dual" and key in fitted:
             model = copy.copy(fitted[key])
             model.rule = s["rule"]
             return model
         t0 = time.perf_counter()
-        model = self._fit_new(s, train, pool_of)
+        model = self._fit_new(s, train)
         model.fit_seconds_ = time.perf_counter() - t0
         if s["bank"] == "dual":
             fitted[key] = model
         return model
 
-    def _fit_new(self, s: dict, train, pool_of=None):
+    def _fit_new(self, s: dict, train):
         from .spec import model_params
 
         size = tuple(s["image_size"])
@@ -202,7 +202,7 @@ class Experiment:
             return PatchCore(**model_params(s, "single"), **common).fit(train.normal())
         defects = defect_inputs(train, s["defects"], size, s["augmented"], s.get("crops"))
         if s["augment"]:
-            pool = self.augment(s["augment"], pool_of if pool_of is not None else train)
+            pool = self.augment(s["augment"], train)
             synthetic = synthetic_defects([pool], s["defects"], size, s["augment"].get("n", 40))
             if not synthetic:  # never report a run as augmented that added nothing
                 raise ConfigError(f"{pool}: gave no synthetic defects for run {s['name']!r}")

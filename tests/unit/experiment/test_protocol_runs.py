@@ -75,6 +75,7 @@ def test_threshold_does_not_move_when_test_labels_change(tmp_path):
     second = _run(other, tmp_path / "run-b")
     assert second["threshold"] == first["threshold"]
     assert "validation" in first["threshold_rule"]
+    assert "applied unchanged to the model fitted on all" in first["threshold_rule"]
     # the test labels did change what is measured on the test set
     assert second["image_auroc"] != first["image_auroc"]
 
