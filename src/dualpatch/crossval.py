@@ -137,9 +137,11 @@ def finish(exp, results: list[dict], boots: dict, info: dict, report: bool = Tru
     from .fileio import write_json, write_text
 
     metrics = {r["name"]: r["metrics"] for r in results}
-    comparisons = compare_all(results, boots)
+    comparisons, singles = compare_all(results, boots), against_singles(results, boots)
     for r in results:
         metrics[r["name"]]["comparisons"] = comparisons.get(r["name"], {})
+        if r["name"] in singles:
+            metrics[r["name"]]["against_singles"] = singles[r["name"]]
     write_json(exp.out / "metrics.json", metrics)
     write_text(exp.out / "metrics.csv", metrics_csv(metrics))
     page = exp.out / "report.html"
@@ -256,11 +258,33 @@ def compare_all(results: list[dict], boots: dict[str, dict]) -> dict[str, dict]:
     if len(results) < 2:
         return {}
     base = results[0]["name"]
+    return {r["name"]: _against(r["name"], base, boots) for r in results[1:]}
+
+
+def _against(name: str, base: str, boots: dict[str, dict]) -> dict[str, dict]:
+    """``name`` against ``base`` on each of ``COMPARED`` (paired bootstrap of the difference)."""
+    return {k: {"against": base, **compare(boots[name][k], boots[base][k], (name, base))}
+            for k in COMPARED}  # fmt: skip
+
+
+def against_singles(results: list[dict], boots: dict[str, dict]) -> dict[str, dict]:
+    """With two or more single-bank runs (plain and re-weighted): each other run against every one
+    of them, and per metric the strongest single (highest mean), so that a dual run's win is read
+    against the best single bank and not only the first run."""
+    singles = [r for r in results if r["settings"]["bank"] == "single"]
+    if len(singles) < 2:
+        return {}
     out = {}
-    for r in results[1:]:
+    for r in results:
+        if r["settings"]["bank"] == "single":
+            continue
+        each = {b["name"]: _against(r["name"], b["name"], boots) for b in singles}
+        strongest = {k: max(singles, key=lambda b: b["metrics"].get(k, -1.0))["name"]
+                     for k in COMPARED}  # fmt: skip
         out[r["name"]] = {
-            k: {"against": base, **compare(boots[r["name"]][k], boots[base][k], (r["name"], base))}
-            for k in COMPARED
+            "strongest_single": strongest,
+            "against_strongest": {k: each[strongest[k]][k] for k in COMPARED},
+            "against_each": each,
         }
     return out
 

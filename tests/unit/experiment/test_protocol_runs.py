@@ -86,7 +86,8 @@ def test_run_with_folds_and_seeds_reports_spread_intervals_and_verdicts(tmp_path
     r = run_cli(
         "run", "--set", "dataset=folder", "--set", f"data={root}", "--set", f"out={out}",
         "--set", "image_size=[64, 32]", "--set", "coreset_min=20", "--set", "bootstrap=50",
-        "--set", "runs=[{name: single, bank: single}, {name: dual, bank: dual}]",
+        "--set", "runs=[{name: single, bank: single}, {name: dual, bank: dual},"
+        " {name: single-rw, bank: single, reweight: true}]",
         "--folds", "2", "--seeds", "0,1", timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -107,6 +108,13 @@ def test_run_with_folds_and_seeds_reports_spread_intervals_and_verdicts(tmp_path
     assert lo <= verdict["difference"] <= hi
     right = "dual wins" if lo > 0 else "single wins" if hi < 0 else "within noise"
     assert verdict["verdict"] == right
+    # the single bank both ways: dual is also read against the stronger of the two
+    singles = metrics["dual"]["against_singles"]
+    assert set(singles["against_each"]) == {"single", "single-rw"}
+    means = {n: metrics[n]["image_auroc"] for n in ("single", "single-rw")}
+    assert singles["strongest_single"]["image_auroc"] == max(means, key=means.get)
+    assert singles["against_each"]["single"]["image_auroc"] == verdict
+    assert "against_singles" not in metrics["single-rw"]
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"image_auroc_std", "image_auroc_ci_low", "image_auroc_ci_high"} <= set(header)
     page = (out / "report.html").read_text()
