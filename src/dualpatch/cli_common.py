@@ -103,15 +103,21 @@ WEIGHTS_MORE = "Give the fit's, if it used one."
 
 
 def open_dataset(
-    name: str, data: Path, split: str, train_items: str | None = None, on_duplicates: str = "warn"
+    name: str,
+    data: Path,
+    split: str,
+    train_items: str | None = None,
+    on_duplicates: str = "warn",
+    near_duplicates: int | None = None,
 ):
     """One split of a dataset, after both splits were checked for duplicate images (``name`` and
-    ``on_duplicates``: the option's text or enum member)."""
+    ``on_duplicates``: the option's text or enum member; ``near_duplicates``: near copies too)."""
     from .limits import parse_items
     from .protocol import make_splits
 
     items = parse_items(train_items) if name == "kolektorsdd" and train_items else None
-    (split_,) = make_splits(str(name), Path(data), None, items, str(on_duplicates))
+    (split_,) = make_splits(str(name), Path(data), None, items, str(on_duplicates), 0,
+                            near_duplicates)  # fmt: skip
     return split_.train if split == "train" else split_.test
 
 

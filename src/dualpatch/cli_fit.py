@@ -32,7 +32,7 @@ app = command_group()
 
 #: the run spec's settings that say which split of which dataset a command reads, and where to
 #: write (dualpatch.spec; docs/options.md)
-DATA_SETTINGS = ("dataset", "data", "out", "train_items", "on_duplicates")
+DATA_SETTINGS = ("dataset", "data", "out", "train_items", "on_duplicates", "near_duplicates")
 #: the run spec's settings that ``fit`` takes as options
 FIT_SETTINGS = (*DATA_SETTINGS, *MODEL_KEYS, "bank", "defects", "augmented", "crops", "cache_dir")
 RUNTIME = typer.Option(
@@ -64,7 +64,7 @@ def fit(
     out, inputs = Path(spec["out"]), _fit_inputs(spec, flags)
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
     train = open_dataset(spec["dataset"], spec["data"], "train", spec["train_items"],
-                         spec["on_duplicates"])  # fmt: skip
+                         spec["on_duplicates"], spec["near_duplicates"])  # fmt: skip
     cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
     normal, held_out = train.normal(), []
     if threshold_holdout:
@@ -143,7 +143,7 @@ def _fit_dual(model, train, normal, spec: dict, on_ray: dict | None):
 
 @app.command()
 @spec_options(
-    "dataset", "data", "out", "train_items", "weights", "on_duplicates",
+    "dataset", "data", "out", "train_items", "weights", "on_duplicates", "near_duplicates",
     required=("dataset", "data", "out"),
     more={"out": "evaluate writes metrics.json, scores.csv and predictions.safetensors there.",
           "weights": WEIGHTS_MORE},
@@ -165,7 +165,8 @@ def evaluate(
     weights = Path(spec["weights"]) if spec["weights"] else None
     check_output_dir(out, "evaluate", force, [model, data, weights], legacy=("metrics.json",))
     m = load_for_scoring(model, runtime, weights)
-    test = open_dataset(spec["dataset"], data, "test", spec["train_items"], spec["on_duplicates"])
+    test = open_dataset(spec["dataset"], data, "test", spec["train_items"], spec["on_duplicates"],
+                        spec["near_duplicates"])  # fmt: skip
     overlap = m.training_overlap(test)
     if overlap:  # the model was fit on some of these very images: its figures flatter it
         warnings.warn(

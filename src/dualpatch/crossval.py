@@ -59,6 +59,7 @@ def dataset_json(config: dict, splits: list[Split]) -> dict[str, Any]:
             "fold_seed": config["fold_seed"],
             "seeds": seeds_of(config),
             "on_duplicates": config["on_duplicates"],
+            "near_duplicates": config["near_duplicates"],
             "bootstrap_resamples": config["bootstrap"],
         },
         "duplicates": first.duplicates.to_json(),
@@ -79,8 +80,20 @@ def dataset_json(config: dict, splits: list[Split]) -> dict[str, Any]:
             "exact_groups": DuplicateReport(groups).to_json()["exact_groups"],
             "across_splits": sum(len(s.duplicates.across) for s in splits),
             "dropped_from_test": [p for s in splits for p in s.duplicates.dropped],
+            "near_copies": _near_over_folds(splits),
         }
     return info
+
+
+def _near_over_folds(splits: list[Split]) -> dict:
+    """The near-copy check over every fold: each fold's pairs, and their total."""
+    first = splits[0].duplicates.near_json()
+    if not first["checked"]:
+        return first
+    per_fold = {s.name: s.duplicates.near_json() for s in splits}
+    total = sum(f["across_splits"] for f in per_fold.values())
+    return {"checked": True, "max_bits": first["max_bits"], "across_splits": total,
+            "folds": per_fold}  # fmt: skip
 
 
 def seeds_of(config: dict) -> list[int]:
@@ -95,9 +108,8 @@ def prepare(exp) -> tuple[list[Split], dict]:
     from .fileio import write_json, write_text
 
     c = exp.config
-    splits = make_splits(
-        c["dataset"], c["data"], c["folds"], c["train_items"], c["on_duplicates"], c["fold_seed"]
-    )
+    splits = make_splits(c["dataset"], c["data"], c["folds"], c["train_items"],
+                         c["on_duplicates"], c["fold_seed"], c["near_duplicates"])  # fmt: skip
     exp.out.mkdir(parents=True, exist_ok=True)
     write_text(exp.out / "config.yaml", yaml.safe_dump(c, sort_keys=False))
     info = dataset_json(c, splits)

@@ -162,8 +162,15 @@ def report_dataset(dataset_info: dict) -> dict:
     """dataset.json as the report's provenance shows it: counts and digests, not file lists."""
     dataset = {k: v for k, v in dataset_info.items() if k not in ("train", "test", "files")}
     dataset["duplicates"] = {
-        k: v for k, v in dataset["duplicates"].items() if k != "exact_groups"
+        k: v for k, v in dataset["duplicates"].items() if k not in ("exact_groups", "near_copies")
     } | {"exact_groups": len(dataset["duplicates"]["exact_groups"])}
+    near = dataset_info["duplicates"].get("near_copies") or {"checked": False}
+    # the report states whether near copies were looked for; the pairs stay in dataset.json
+    dataset["duplicates"]["near_copies"] = (
+        f"{near['across_splits']} train/test pair(s) within {near['max_bits']} hash bits"
+        if near["checked"]
+        else "not checked (off by default; set near_duplicates)"
+    )
     for k in ("train", "test"):
         if k in dataset_info:
             dataset[k] = {

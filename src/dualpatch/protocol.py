@@ -125,12 +125,13 @@ def make_splits(
     train_items: Sequence[int] | None = None,
     on_duplicates: str = "warn",
     fold_seed: int = 0,
+    near_bits: int | None = None,
 ) -> list[Split]:
     """The splits an experiment evaluates on, duplicates checked on each.
 
     ``folds`` = K: K group-aware stratified folds over all images (each fold's test images are
     never in its training set). ``folds`` = None: the dataset's own split (KolektorSDD: kos01-33
-    train unless ``train_items``).
+    train unless ``train_items``). ``near_bits``: near copies count too (``check_splits``).
     """
     from .data import KolektorSDD, load_dataset
 
@@ -147,7 +148,7 @@ def make_splits(
                 test = load_dataset(dataset_name, root, "test")
         for message in dict.fromkeys(str(w.message) for w in caught):
             warnings.warn(message, stacklevel=2)
-        test, report = check_splits(train, test, on_duplicates)
+        test, report = check_splits(train, test, on_duplicates, near_bits=near_bits)
         items = sorted(train_items) if train_items else None
         return [Split("split", train, test, items, report)]
     everything = pooled(dataset_name, root)
@@ -158,7 +159,7 @@ def make_splits(
     splits = []
     for f, (tr, te) in enumerate(group_folds(list(everything), folds, fold_seed)):
         train, test = subset(everything, tr), subset(everything, te)
-        test, report = check_splits(train, test, on_duplicates, report_within=False)
+        test, report = check_splits(train, test, on_duplicates, False, near_bits)
         items = sorted({n for s in train if (n := item_number(s)) is not None}) or None
         splits.append(Split(f"fold{f}", train, test, items, report))
     return splits

@@ -189,6 +189,11 @@ class ExperimentSpec(RunSpec):
         "warn", lambda: ON_DUPLICATES,
         "A test image that copies a training image: warn, drop it, or error.", scope="top",
     )  # fmt: skip
+    near_duplicates: int | None = sv.entry(None, Setting(
+        "null or a whole number 0 to 256", lambda v: v is None or (sv.whole(v) and 0 <= v <= 256),
+        "Also treat a test image whose 16x16 average hash is within this many bits of a training "
+        "image's as a copy, under on_duplicates (null: off).", scope="top",
+    ))  # fmt: skip
     bootstrap: int = sv.entry(1000, Setting(
         "a whole number >= 10", lambda v: sv.whole(v) and v >= 10,
         "Resamples of the 95% bootstrap intervals.", scope="top",
