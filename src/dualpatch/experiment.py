@@ -109,12 +109,13 @@ class Experiment:
     def run_one(self, s: dict, train, test, dataset_info, run_dir: Path | None = None) -> dict:
         """Fit, threshold, score and save one run (settings ``s``) into ``run_dir``; a run that
         finished before with the same signature is read back instead."""
-        from .evaluation import evaluate
+        from .evaluation import evaluate, native_pixel_metrics
         from .protocol import f1_at
         from .report import slug
 
         run_dir = run_dir or self.out / "runs" / slug(s["name"])
-        signature = run_signature(s, dataset_info, self.config["threshold"])
+        native = bool(self.config["native_pixel_metrics"])
+        signature = run_signature(s, dataset_info, self.config["threshold"], native)
         if finished_before(run_dir, signature):
             self.log.info("%s: finished before, skipped", s["name"])
             return {**load_finished(run_dir, s["name"]), "skipped": True}
@@ -126,6 +127,10 @@ class Experiment:
         test_s = time.perf_counter() - t1
         masks = np.stack([smp.mask(tuple(s["image_size"])) for smp in test])
         metrics = evaluate(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
+        if native:  # the map upsampled to each image's own size, against the mask as annotated
+            by_id = {smp.id: smp for smp in test}
+            scored = [by_id[i] for i in pred.ids]
+            metrics.update(native_pixel_metrics(scored, pred.anomaly_maps))
         metrics.update(
             threshold=threshold["threshold"],
             threshold_rule=threshold["rule"],

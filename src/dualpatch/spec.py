@@ -173,6 +173,12 @@ class ExperimentSpec(RunSpec):
         aliases=("cache",), flags=("--cache",), scope="top", path=True,
     ))  # fmt: skip
     inline_images: bool = sv.flag(False, "Embed the report's images in report.html.", scope="top")
+    native_pixel_metrics: bool = sv.flag(
+        False,
+        "Also compute pixel AUROC and AUPRO at each image's own resolution (the map upsampled, "
+        "not the mask downscaled): pixel_auroc_native, pixel_aupro_native.",
+        scope="top",
+    )
     # the evaluation protocol (dualpatch.protocol, dualpatch.crossval)
     folds: int | None = sv.entry(None, Setting(
         "null or a whole number >= 2", lambda v: v is None or (sv.whole(v) and v >= 2),

@@ -240,3 +240,23 @@ def test_the_validation_fits_synthetic_pool_is_made_from_its_training_part_only(
     inner, validation = inner_split(train, settings["seed"])
     assert pools == [{s.id for s in inner}]
     assert not pools[0] & {s.id for s in validation.defective()}
+
+
+def test_native_pixel_metrics_are_added_when_asked(tmp_path):
+    from tests.support.protocol_fixtures import make_folder
+
+    data = make_folder(tmp_path / "data")
+    base = ["dataset=folder", f"data={data}", "image_size=[32, 16]", "coreset_min=20",
+            "bootstrap=20", "threshold=none", f"cache_dir={tmp_path / 'cache'}",
+            "runs=[{name: single, bank: single}]"]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Experiment(load_config(None, [*base, f"out={tmp_path / 'a'}"])).run()
+        Experiment(load_config(None, [*base, f"out={tmp_path / 'b'}",
+                                      "native_pixel_metrics=true"])).run()  # fmt: skip
+    plain = json.loads((tmp_path / "a" / "metrics.json").read_text())["single"]
+    native = json.loads((tmp_path / "b" / "metrics.json").read_text())["single"]
+    assert "pixel_auroc_native" not in plain
+    assert 0 <= native["pixel_auroc_native"] <= 1 and 0 <= native["pixel_aupro_native"] <= 1
+    assert native["pixel_auroc"] == plain["pixel_auroc"]  # the model-size figures stay
+    assert native["pixel_auroc_native"] != native["pixel_auroc"]
