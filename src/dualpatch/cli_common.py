@@ -241,11 +241,13 @@ def open_dataset(
     train_items: str | None = None,
     on_duplicates: str = "warn",
     settings: dict | None = None,
+    near_duplicates: int | None = None,
 ):
     """One split of a dataset, after both splits were checked for duplicate images (``name`` and
     ``on_duplicates``: the option's text or enum member; ``settings``: the command's spec, whose
-    folder-dataset keys shape a ``folder`` dataset). ``fit`` needs no test split: an MVTec folder
-    without ``test/`` gives its training split alone."""
+    folder-dataset keys shape a ``folder`` dataset; ``near_duplicates``: near copies too).
+    ``fit`` needs no test split: an MVTec folder without ``test/`` gives its training split
+    alone."""
     from .data import MissingSplit, layout_of, load_dataset
     from .limits import parse_items
     from .protocol import make_splits
@@ -254,7 +256,7 @@ def open_dataset(
     layout = layout_of(settings or {})
     try:
         (split_,) = make_splits(str(name), Path(data), None, items, str(on_duplicates),
-                                layout=layout)  # fmt: skip
+                                layout=layout, near_bits=near_duplicates)  # fmt: skip
     except MissingSplit:
         if split != "train":
             raise

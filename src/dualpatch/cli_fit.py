@@ -34,7 +34,9 @@ app = command_group()
 
 #: the run spec's settings that say which split of which dataset a command reads, and where to
 #: write (dualpatch.spec; docs/options.md)
-DATA_SETTINGS = ("dataset", "data", "out", "train_items", "on_duplicates", *FOLDER_SETTINGS)
+DATA_SETTINGS = (
+    "dataset", "data", "out", "train_items", "on_duplicates", "near_duplicates", *FOLDER_SETTINGS
+)  # fmt: skip
 #: the run spec's settings that ``fit`` takes as options
 FIT_SETTINGS = (*DATA_SETTINGS, *MODEL_KEYS, "bank", "defects", "augmented", "crops", "cache_dir")
 RUNTIME = typer.Option(
@@ -86,7 +88,7 @@ def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options
     ray, ray_actors = options["ray"], options["ray_actors"]
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
     train = open_dataset(spec["dataset"], spec["data"], "train", spec["train_items"],
-                         spec["on_duplicates"], spec)  # fmt: skip
+                         spec["on_duplicates"], spec, spec["near_duplicates"])  # fmt: skip
     _warn_aspect([s.image_path for s in train], spec["image_size"])
     _warn_unsafe_rule(spec)
     if options["verify_cache"] and cache:
@@ -218,7 +220,8 @@ def _fit_dual(model, train, normal, spec: dict, on_ray: dict | None):
 
 @app.command()
 @spec_options(
-    "dataset", "data", "out", "train_items", "weights", "on_duplicates", *FOLDER_SETTINGS,
+    "dataset", "data", "out", "train_items", "weights", "on_duplicates", "near_duplicates",
+    *FOLDER_SETTINGS,
     required=("dataset", "data", "out"),
     more={"out": "evaluate writes metrics.json, scores.csv and predictions.safetensors there.",
           "weights": WEIGHTS_MORE},
@@ -241,7 +244,7 @@ def evaluate(
     check_output_dir(out, "evaluate", force, [model, data, weights], legacy=("metrics.json",))
     m = load_for_scoring(model, runtime, weights)
     test = open_dataset(spec["dataset"], data, "test", spec["train_items"], spec["on_duplicates"],
-                        spec)  # fmt: skip
+                        spec, spec["near_duplicates"])  # fmt: skip
     overlap = m.training_overlap(test)
     if overlap:  # the model was fit on some of these very images: its figures flatter it
         warnings.warn(

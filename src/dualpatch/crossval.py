@@ -60,6 +60,7 @@ def dataset_json(config: dict, splits: list[Split]) -> dict[str, Any]:
             "fold_seed": config["fold_seed"],
             "seeds": seeds_of(config),
             "on_duplicates": config["on_duplicates"],
+            "near_duplicates": config["near_duplicates"],
             "bootstrap_resamples": config["bootstrap"],
         },
         "duplicates": first.duplicates.to_json(),
@@ -80,8 +81,20 @@ def dataset_json(config: dict, splits: list[Split]) -> dict[str, Any]:
             "exact_groups": DuplicateReport(groups).to_json()["exact_groups"],
             "across_splits": sum(len(s.duplicates.across) for s in splits),
             "dropped_from_test": [p for s in splits for p in s.duplicates.dropped],
+            "near_copies": _near_over_folds(splits),
         }
     return info
+
+
+def _near_over_folds(splits: list[Split]) -> dict:
+    """The near-copy check over every fold: each fold's pairs, and their total."""
+    first = splits[0].duplicates.near_json()
+    if not first["checked"]:
+        return first
+    per_fold = {s.name: s.duplicates.near_json() for s in splits}
+    total = sum(f["across_splits"] for f in per_fold.values())
+    return {"checked": True, "max_bits": first["max_bits"], "across_splits": total,
+            "folds": per_fold}  # fmt: skip
 
 
 def seeds_of(config: dict) -> list[int]:
@@ -100,7 +113,8 @@ def prepare(exp) -> tuple[list[Split], dict]:
     if c["folds"] is not None:
         check_folds(c)
     splits = make_splits(c["dataset"], c["data"], c["folds"], c["train_items"],
-                         c["on_duplicates"], c["fold_seed"], layout_of(c))  # fmt: skip
+                         c["on_duplicates"], c["fold_seed"], layout_of(c),
+                         near_bits=c["near_duplicates"])  # fmt: skip
     exp.out.mkdir(parents=True, exist_ok=True)
     write_text(exp.out / "config.yaml", yaml.safe_dump(c, sort_keys=False))
     info = dataset_json(c, splits)
@@ -211,9 +225,11 @@ def finish(exp, results: list[dict], boots: dict, info: dict, report: bool = Tru
     from .fileio import write_json, write_text
 
     metrics = {r["name"]: r["metrics"] for r in results}
-    comparisons = compare_all(results, boots)
+    comparisons, singles = compare_all(results, boots), against_singles(results, boots)
     for r in results:
         metrics[r["name"]]["comparisons"] = comparisons.get(r["name"], {})
+        if r["name"] in singles:
+            metrics[r["name"]]["against_singles"] = singles[r["name"]]
     write_json(exp.out / "metrics.json", metrics)
     write_text(exp.out / "metrics.csv", metrics_csv(metrics))
     page = exp.out / "report.html"
@@ -334,11 +350,33 @@ def compare_all(results: list[dict], boots: dict[str, dict]) -> dict[str, dict]:
     if len(results) < 2:
         return {}
     base = results[0]["name"]
+    return {r["name"]: _against(r["name"], base, boots) for r in results[1:]}
+
+
+def _against(name: str, base: str, boots: dict[str, dict]) -> dict[str, dict]:
+    """``name`` against ``base`` on each of ``COMPARED`` (paired bootstrap of the difference)."""
+    return {k: {"against": base, **compare(boots[name][k], boots[base][k], (name, base))}
+            for k in COMPARED}  # fmt: skip
+
+
+def against_singles(results: list[dict], boots: dict[str, dict]) -> dict[str, dict]:
+    """With two or more single-bank runs (plain and re-weighted): each other run against every one
+    of them, and per metric the strongest single (highest mean), so that a dual run's win is read
+    against the best single bank and not only the first run."""
+    singles = [r for r in results if r["settings"]["bank"] == "single"]
+    if len(singles) < 2:
+        return {}
     out = {}
-    for r in results[1:]:
+    for r in results:
+        if r["settings"]["bank"] == "single":
+            continue
+        each = {b["name"]: _against(r["name"], b["name"], boots) for b in singles}
+        strongest = {k: max(singles, key=lambda b: b["metrics"].get(k, -1.0))["name"]
+                     for k in COMPARED}  # fmt: skip
         out[r["name"]] = {
-            k: {"against": base, **compare(boots[r["name"]][k], boots[base][k], (r["name"], base))}
-            for k in COMPARED
+            "strongest_single": strongest,
+            "against_strongest": {k: each[strongest[k]][k] for k in COMPARED},
+            "against_each": each,
         }
     return out
 

@@ -126,12 +126,14 @@ def make_splits(
     on_duplicates: str = "warn",
     fold_seed: int = 0,
     layout: Any = None,
+    near_bits: int | None = None,
 ) -> list[Split]:
     """The splits an experiment evaluates on, duplicates checked on each.
 
     ``folds`` = K: K group-aware stratified folds over all images (each fold's test images are
     never in its training set). ``folds`` = None: the dataset's own split (KolektorSDD: kos01-33
     train unless ``train_items``). ``layout``: a folder dataset's ``data.FolderLayout``.
+    ``near_bits``: near copies count too (``check_splits``).
     """
     from .data import KolektorSDD, load_dataset
 
@@ -148,7 +150,7 @@ def make_splits(
                 test = load_dataset(dataset_name, root, "test", layout)
         for message in dict.fromkeys(str(w.message) for w in caught):
             warnings.warn(message, stacklevel=2)
-        test, report = check_splits(train, test, on_duplicates)
+        test, report = check_splits(train, test, on_duplicates, near_bits=near_bits)
         items = sorted(train_items) if train_items else None
         return [Split("split", train, test, items, report)]
     everything = pooled(dataset_name, root, layout)
@@ -159,7 +161,7 @@ def make_splits(
     splits = []
     for f, (tr, te) in enumerate(group_folds(list(everything), folds, fold_seed)):
         train, test = subset(everything, tr), subset(everything, te)
-        test, report = check_splits(train, test, on_duplicates, report_within=False)
+        test, report = check_splits(train, test, on_duplicates, False, near_bits)
         items = sorted({n for s in train if (n := item_number(s)) is not None}) or None
         splits.append(Split(f"fold{f}", train, test, items, report))
     return splits
@@ -210,10 +212,23 @@ def validation_threshold(
 
     ``fit_predict(inner_train, validation)`` fits a model with the run's settings and returns the
     validation (labels, scores). Test data is never involved.
+
+    The threshold is then applied, unchanged, to the model fitted on all of ``train``; it is not
+    refitted there because that model has no held-out image left (every training normal is in its
+    bank). Why it transfers, and its bias: both models score a patch by its distance to the same
+    kind of bank, built with the same settings from the same items; the final bank holds about 4/3
+    as many normal patches, so its normal scores are, if anything, a little lower and the
+    threshold is expected (not measured) to err towards fewer false alarms and more misses
+    (docs/protocol.md).
     """
     inner, validation = inner_split(train, seed)
     labels, scores = fit_predict(inner, validation)
-    return choose_threshold(labels, scores)
+    found = choose_threshold(labels, scores)
+    found["rule"] += (
+        "; scored by a model fitted on the inner 3/4 of the training items, applied unchanged to"
+        " the model fitted on all of them"
+    )
+    return found
 
 
 def f1_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:

@@ -193,6 +193,12 @@ class ExperimentSpec(RunSpec):
         aliases=("cache",), flags=("--cache",), scope="top", path=True,
     ))  # fmt: skip
     inline_images: bool = sv.flag(False, "Embed the report's images in report.html.", scope="top")
+    native_pixel_metrics: bool = sv.flag(
+        False,
+        "Also compute pixel AUROC and AUPRO at each image's own resolution (the map upsampled, "
+        "not the mask downscaled): pixel_auroc_native, pixel_aupro_native.",
+        scope="top",
+    )
     # the evaluation protocol (dualpatch.protocol, dualpatch.crossval)
     folds: int | None = sv.entry(None, Setting(
         "null or a whole number >= 2", lambda v: v is None or (sv.whole(v) and v >= 2),
@@ -209,6 +215,11 @@ class ExperimentSpec(RunSpec):
         "warn", lambda: ON_DUPLICATES,
         "A test image that copies a training image: warn, drop it, or error.", scope="top",
     )  # fmt: skip
+    near_duplicates: int | None = sv.entry(None, Setting(
+        "null or a whole number 0 to 256", lambda v: v is None or (sv.whole(v) and 0 <= v <= 256),
+        "Also treat a test image whose 16x16 average hash is within this many bits of a training "
+        "image's as a copy, under on_duplicates (null: off).", scope="top",
+    ))  # fmt: skip
     bootstrap: int = sv.entry(1000, Setting(
         "a whole number >= 10", lambda v: sv.whole(v) and v >= 10,
         "Resamples of the 95% bootstrap intervals.", scope="top",

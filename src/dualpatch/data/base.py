@@ -96,11 +96,17 @@ class Dataset(Sequence[Sample]):
         self, size: Size | None = None, padding: int = 16, min_size: int = 32
     ) -> Iterator[tuple[Sample, list]]:
         """(sample, its crops) for each defective sample, lazily: what ``defect_crops`` and
-        ``dualpatch data crops`` both cut, so the two give identical crops."""
+        ``dualpatch data crops`` both cut, so the two give identical crops. One crop per
+        8-connected region of the mask at its native resolution (``crops.native_regions``)."""
         from .crops import extract_defect_crops
 
         for s in self.masked_defective():
-            yield s, extract_defect_crops(s.image(size), s.mask(size), padding, min_size, s.id)
+            # regions are the annotation's own (native resolution), not the downscaled mask's
+            native = s.mask() if size is not None else None
+            crops = extract_defect_crops(
+                s.image(size), s.mask(size), padding, min_size, s.id, native
+            )
+            yield s, crops
 
     def file_list(self) -> list[dict]:
         return [

@@ -238,9 +238,11 @@ class CropImageWriter:
             image = image[..., None]
         if image.shape[2] == 1:  # grayscale output reads back as RGB, as the defect bank sees it
             image = np.repeat(image, 3, axis=2)
+        native = np.asarray(mask).astype(bool)  # regions are cut at the generated image's size
         image, mask = resize_image(image, self.spec.size), resize_mask(mask, self.spec.size)
         name = f"{self.origin}-{self.images:05d}"
-        crops = extract_defect_crops(image, mask, self.spec.padding, self.spec.min_size, name)
+        crops = extract_defect_crops(image, mask, self.spec.padding, self.spec.min_size, name,
+                                     native)  # fmt: skip
         for k, crop in enumerate(crops):
             self.folder.add(crop, f"{name}-{k}", source_image, self.spec.size, "train",
                             self.origin, new_only=True)  # fmt: skip
