@@ -259,7 +259,8 @@ def compare_all(results: list[dict], boots: dict[str, dict]) -> dict[str, dict]:
     out = {}
     for r in results[1:]:
         out[r["name"]] = {
-            k: {"against": base, **compare(boots[r["name"]][k], boots[base][k], (r["name"], base))}
+            k: {"against": base, **compare(boots[r["name"]][k], boots[base][k], (r["name"], base),
+                                           observed(r["metrics"], results[0]["metrics"], k))}
             for k in COMPARED
         }
     return out
@@ -279,7 +280,16 @@ def compare_runs(a: str | Path, b: str | Path, metrics=COMPARED) -> dict[str, di
         load_file(str(a / "bootstrap.safetensors")),
         load_file(str(b / "bootstrap.safetensors")),
     )
-    return {k: compare(ba[k], bb[k], (a.name, b.name)) for k in metrics}
+    return {
+        k: compare(ba[k], bb[k], (a.name, b.name), observed(sa["metrics"], sb["metrics"], k))
+        for k in metrics
+    }
+
+
+def observed(a: dict, b: dict, key: str) -> float:
+    """The observed difference of two runs' mean ``key`` (NaN where either lacks it)."""
+    va, vb = a.get(key, math.nan), b.get(key, math.nan)
+    return float(va - vb) if isinstance(va, int | float) and isinstance(vb, int | float) else math.nan
 
 
 def metrics_csv(

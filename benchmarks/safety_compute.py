@@ -1,0 +1,170 @@
+"""The safety suite's heavy half: fit the banks of every (dataset, normalisation, fold seed,
+outer fold) and of each outer fold's inner split, and store every scored image's per-patch
+distances to both banks (plus the single bank's re-weighted score, which needs the features).
+
+Rules are functions of the two distance maps, so ``safety_suite.py`` applies every rule,
+threshold and selection to these files afterwards, in seconds, without refitting.
+
+    python benchmarks/safety_compute.py --datasets kolektorsdd bsdata --work runs/safety
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from safety_data import DATASETS, pooled_samples
+from safety_inputs import foreign_set, pasted_set
+
+NORMALIZATIONS = ("auto", "imagenet")
+FOLD_SEEDS = (0, 1)
+K = 3
+HOLDOUT = 0.2  # share of a fit's normal images held out of the bank for its stored threshold
+NORMAL_CORESET = 0.01
+DEFECT_CORESET = 0.10
+CORESET_METHOD = "greedy"
+
+
+def groups_of(name: str, samples: list) -> np.ndarray:
+    """Split units: KolektorSDD items (copies merged), BSData spindle locations (images of one
+    location over time are strongly correlated), weld seams image by image (copies merged)."""
+    from dualpatch.protocol import split_groups
+
+    if name != "bsdata":
+        return split_groups(samples)
+    locations = ["_".join(Path(s.image_path).stem.split("_")[2:4]) for s in samples]
+    index = {loc: i for i, loc in enumerate(dict.fromkeys(locations))}
+    return np.array([index[loc] for loc in locations])
+
+
+def folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return list(cv.split(np.zeros(len(labels)), labels, groups))
+
+
+def distances(model, samples: list, batch: int = 32) -> dict[str, np.ndarray]:
+    """Per-patch d_n, d_d (N, h, w) and the single bank's re-weighted score (N,) of ``samples``."""
+    from dualpatch.scoring import reweighted_score
+
+    dn, dd, rw = [], [], []
+    for start in range(0, len(samples), batch):
+        feats = model.image_features(samples[start : start + batch])
+        n_dist, idx = model._nearest(model.memory_, feats)
+        d_dist, _ = model._nearest(model.defect_memory_, feats)
+        b, h, w, d = feats.shape
+        rw.append(reweighted_score(n_dist, feats.reshape(b, h * w, d), idx, model.memory_.bank_))
+        dn.append(n_dist)
+        dd.append(d_dist)
+    return {"dn": torch.cat(dn).numpy(), "dd": torch.cat(dd).numpy(), "rw": torch.cat(rw).numpy()}
+
+
+def fit_and_score(name: str, norm: str, train: list, sets: dict[str, list], out: Path) -> None:
+    """Fit a dual model on ``train`` (bank on 80 % of its normals, the rest held out) and store
+    the distances of the held-out normals and of every set in ``sets``."""
+    from dualpatch.models import DualPatchCore
+    from dualpatch.threshold import holdout_split
+
+    if out.exists():
+        return
+    spec = DATASETS[name]
+    normal = [s for s in train if s.label == 0]
+    bank, held = holdout_split(normal, HOLDOUT, seed=0)
+    model = DualPatchCore(image_size=spec["size"], coreset_ratio=NORMAL_CORESET,
+                          defect_coreset=DEFECT_CORESET, normalization=norm,
+                          cache_dir=spec["cache"], progress=False,
+                          coreset_method=CORESET_METHOD)  # fmt: skip
+    t0 = time.perf_counter()
+    model.fit(bank, [s for s in train if s.label == 1])
+    fit_s = time.perf_counter() - t0
+    arrays, meta = {}, {"fit_seconds": round(fit_s, 1), "sets": {}}
+    meta["novelty_level"] = getattr(model, "novelty_level_", None)
+    for set_name, samples in {"held": held, **sets}.items():
+        d = distances(model, samples)
+        for k, v in d.items():
+            arrays[f"{set_name}.{k}"] = v
+        arrays[f"{set_name}.label"] = np.array([s.label for s in samples])
+        meta["sets"][set_name] = [s.id for s in samples]
+    meta["score_seconds"] = round(time.perf_counter() - t0 - fit_s, 1)
+    meta["bank_rows"] = int(model.memory_.bank_.shape[0])
+    meta["defect_rows"] = int(model.defect_memory_.bank_.shape[0])
+    meta["normal_bank_images"], meta["held_out_images"] = len(bank), len(held)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    out.with_suffix(".json").write_text(json.dumps(meta))
+    os.replace(tmp, out)
+    print(out.name, meta["fit_seconds"], meta["score_seconds"], flush=True)
+
+
+def run_dataset(name: str, work: Path, norms, fold_seeds) -> None:
+    samples = pooled_samples(name)
+    others = {o: pooled_samples(o) for o in DATASETS if o != name}
+    grey = name != "bsdata"
+    pasted = pasted_set(name, [s for s in samples if s.label == 0], others, work, grey)
+    labels = np.array([s.label for s in samples])
+    groups = groups_of(name, samples)
+    size = DATASETS[name]["size"]
+    (work / name).mkdir(parents=True, exist_ok=True)
+    # the default normalisation for every fold first: a run cut short still has the main table
+    for norm in norms:
+        for fs in fold_seeds:
+            for f, (tr, te) in enumerate(folds(labels, groups, K, fs)):
+                train = [samples[i] for i in tr]
+                test = [samples[i] for i in te]
+                tag = f"r{fs}f{f}"
+                (work / name / f"{tag}.split.json").write_text(
+                    json.dumps({"train": [s.id for s in train], "test": [s.id for s in test]})
+                )
+                # the selection's validation set: an inner split of the outer training items only
+                inner, val = inner_split_grouped(name, train, seed=fs)
+                base = work / name / norm
+                sets_outer = _sets(name, test, pasted, others, size, work, f"{tag}-outer", 1)
+                sets_inner = _sets(name, val, pasted, others, size, work, f"{tag}-inner", 2)
+                fit_and_score(name, norm, inner, sets_inner, base / f"{tag}.inner.npz")
+                fit_and_score(name, norm, train, sets_outer, base / f"{tag}.outer.npz")
+
+
+def inner_split_grouped(name: str, train: list, seed: int) -> tuple[list, list]:
+    """(inner training set, validation set): one of 3 group-aware stratified folds of ``train``."""
+    labels = np.array([s.label for s in train])
+    tr, te = folds(labels, groups_of(name, train), K, seed)[0]
+    return [train[i] for i in tr], [train[i] for i in te]
+
+
+def _sets(name, evaluated, pasted, others, size, work, tag, seed) -> dict[str, list]:
+    normals = [s for s in evaluated if s.label == 0]
+    return {
+        "test": evaluated,
+        "foreign": foreign_set(normals, others, size, work / "foreign" / name / tag, seed),
+        "unseen": [pasted[s.id] for s in normals],
+    }
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--norms", nargs="+", default=list(NORMALIZATIONS))
+    parser.add_argument("--fold-seeds", type=int, nargs="+", default=list(FOLD_SEEDS))
+    parser.add_argument("--work", default="runs/safety")
+    args = parser.parse_args()
+    for name in args.datasets:
+        record = {"command": "python " + " ".join(sys.argv), "started": time.time(),
+                  "loadavg_before": os.getloadavg(), "cpus": os.cpu_count()}  # fmt: skip
+        run_dataset(name, Path(args.work), args.norms, args.fold_seeds)
+        record.update(finished=time.time(), loadavg_after=os.getloadavg())
+        record["wall_seconds"] = round(record["finished"] - record["started"], 1)
+        (Path(args.work) / name / "compute_run.json").write_text(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()
