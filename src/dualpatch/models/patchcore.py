@@ -52,7 +52,10 @@ class PatchCore:
     ``reweight``: image score by the PatchCore paper's re-weighting, over a neighbourhood of
     ``reweight_neighbors`` bank entries (single bank only).
     Parameters are stored as given; all work happens in ``fit``. Learned state: ``memory_``
-    (the normal ``MemoryBank``) and ``grid_`` (feature grid of the input size).
+    (the normal ``MemoryBank``), ``grid_`` (feature grid of the input size) and ``threshold_``,
+    the verdict threshold (an image scoring above it is flagged): None until ``threshold.calibrate``
+    sets it from held-out normal images (``dualpatch fit`` does by default), with
+    ``threshold_record_`` saying how it was set.
     """
 
     kind = "single"
@@ -146,6 +149,7 @@ class PatchCore:
     def fit(self, normal: Iterable[Sample]) -> PatchCore:
         """Build the normal memory bank from defect-free images."""
         self.check_params()
+        self.threshold_ = self.threshold_record_ = None  # calibrate() sets them, if asked
         feats = banks.fit_normal_bank(self, list(normal))
         self.map_scale_ = banks.map_scale(self, feats)
         feature_cache.close_features(feats)
@@ -169,11 +173,11 @@ class PatchCore:
         if not hasattr(self, "memory_"):
             raise ConfigError(f"{type(self).__name__} is not fitted: call fit() or load() first")
 
-    def predict_batches(
+    def _feature_batches(
         self, samples: Sequence[Sample]
-    ) -> Iterator[tuple[list[Sample], np.ndarray, np.ndarray]]:
-        """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch: memory
-        stays flat however many samples there are."""
+    ) -> Iterator[tuple[list[Sample], torch.Tensor | None, torch.Tensor]]:
+        """(samples, their (B, h, w, D) features, or None with the images' (B, 3, H, W) tensor)
+        batch by batch, with one progress stage."""
         self._check_fitted()
         if not samples:
             raise DataError("no images to score")
@@ -181,12 +185,38 @@ class PatchCore:
         for start in range(0, len(samples), self.batch_size):
             batch = list(samples[start : start + self.batch_size])
             if self.cache_dir:  # one test set scored by many models extracts its features once
-                amap, score = self._score_features(self.image_features(batch, bar=bar))
+                yield batch, self.image_features(batch, bar=bar), None
             else:
                 images = to_tensor([s.image(tuple(self.image_size)) for s in batch])
-                amap, score = self._score_batch(images)
-                bar(len(batch))
+                yield batch, None, images
+                bar(len(batch))  # once the batch is scored
+
+    def _batch_features(self, feats: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor:
+        if feats is not None:
+            return feats
+        return self.extractor_(images).features.permute(0, 2, 3, 1)
+
+    def predict_batches(
+        self, samples: Sequence[Sample]
+    ) -> Iterator[tuple[list[Sample], np.ndarray, np.ndarray]]:
+        """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch: memory
+        stays flat however many samples there are."""
+        for batch, feats, images in self._feature_batches(samples):
+            amap, score = self._score_features(self._batch_features(feats, images))
             yield batch, score.numpy().astype(np.float64), amap.numpy().astype(np.float32)
+
+    def bank_distances(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        """(N, h, w) patch distances of ``samples`` to each bank, by bank ("normal", and
+        "defect" for a dual model): what the scoring rules take, for calibrating on them."""
+        found: dict[str, list[torch.Tensor]] = {}
+        for _, feats, images in self._feature_batches(samples):
+            feats = self._batch_features(feats, images)
+            for name, bank in self._banks().items():
+                found.setdefault(name, []).append(self._nearest(bank, feats)[0])
+        return {name: torch.cat(parts) for name, parts in found.items()}
+
+    def _banks(self) -> dict[str, MemoryBank]:
+        return {"normal": self.memory_}
 
     def predict(self, samples: Iterable[Sample]) -> Prediction:
         """Image scores and anomaly maps (at ``image_size``) for each sample."""
@@ -208,7 +238,7 @@ class PatchCore:
 
     def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(anomaly maps at ``image_size``, image scores) of a batch."""
-        return self._score_features(self.extractor_(images).features.permute(0, 2, 3, 1))
+        return self._score_features(self._batch_features(None, images))
 
     def _score_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(anomaly maps, image scores) of (B, h, w, D) patch features."""

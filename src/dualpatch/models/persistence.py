@@ -55,6 +55,10 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
         if getattr(model, "threshold_", None) is not None:  # optional: older models lack it
             meta["threshold"] = model.threshold_
             meta["threshold_rule"] = getattr(model, "threshold_rule_", None)
+            meta["threshold_record"] = getattr(model, "threshold_record_", None)
+        if getattr(model, "novelty_level_", None) is not None:  # dual models (scoring.DUAL_RULES)
+            meta["novelty_level"] = model.novelty_level_
+            meta["novelty_level_record"] = getattr(model, "novelty_level_record_", None)
         if getattr(model, "defect_crop_files_", None):
             meta["defect_crop_files"] = model.defect_crop_files_
         # The JSON is written while the tensor file is still temporary, so a crash between the
@@ -114,7 +118,10 @@ def load_model(cls: type, path: str | os.PathLike[str], weights: str | None = No
         model._set_tensors(tensors)
     except ModelFileError as exc:
         raise ModelFileError(f"{tensor_path}: {exc}") from exc
-    _set_learned_state(model, meta)
+    try:
+        _set_learned_state(model, meta)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{meta_path}: {exc}") from exc
     expected = model.extractor_.dim
     if meta["feature_dim"] != expected:
         raise ModelFileError(
@@ -160,14 +167,33 @@ def _read_tensors(tensor_path: Path, meta: dict, meta_path: Path) -> dict[str, A
 def _set_learned_state(model: Any, meta: dict) -> None:
     """The fitted attributes model.json holds besides the banks."""
     model.grid_ = tuple(meta["grid"])
+    model.threshold_ = model.threshold_record_ = None
     if meta.get("threshold") is not None:
         model.threshold_ = float(meta["threshold"])
         model.threshold_rule_ = meta.get("threshold_rule")
+        model.threshold_record_ = meta.get("threshold_record")
+    _set_novelty_level(model, meta)
     model.train_sha256_ = set(meta.get("train_sha256") or ())
     scale = meta.get("map_scale")
     model.map_scale_ = float(scale) if isinstance(scale, int | float) and scale > 0 else None
     if "defect_crop_files" in meta:
         model.defect_crop_files_ = meta["defect_crop_files"]
+
+
+def _set_novelty_level(model: Any, meta: dict) -> None:
+    """tau from model.json; a rule that needs it (``guarded``) refuses a file without it."""
+    level = meta.get("novelty_level")
+    if level is None:
+        if getattr(model, "rule", None) == "guarded":
+            raise ModelFileError(
+                "rule 'guarded' needs the novelty_level the fit measured; "
+                "the file has none (refit the model)"
+            )
+        return
+    if isinstance(level, bool) or not isinstance(level, int | float) or not level > 0:
+        raise ModelFileError(f"novelty_level is {level!r}; expected a number > 0")
+    model.novelty_level_ = float(level)
+    model.novelty_level_record_ = meta.get("novelty_level_record")
 
 
 def current_params(params: dict[str, Any]) -> dict[str, Any]:

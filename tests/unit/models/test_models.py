@@ -28,10 +28,14 @@ def test_fit_returns_self_and_learned_attributes_end_in_underscore(cls, tiny_nor
     assert model.fit(*args) is model
     learned = {k for k in vars(model) if not k.startswith("_")} - before
     dual_state = {"defect_memory_", "defect_crop_files_"}  # no files here: the list is empty
+    dual_state |= {"novelty_level_", "novelty_level_record_"}  # tau, leave-image-out at fit
+    # the verdict threshold: None until threshold.calibrate sets it
     expected = {"memory_", "grid_", "map_scale_", "train_sha256_"}
+    expected |= {"threshold_", "threshold_record_"}
     expected |= dual_state if cls is DualPatchCore else set()
     assert learned == expected
     assert all(k.endswith("_") for k in learned)
+    assert model.threshold_ is None
     assert model.grid_ == (TINY[0] // 8, TINY[1] // 8)
     assert model.memory_.bank_.shape == (40, model.extractor_.dim)
     # parameters are left as given
