@@ -19,36 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from safety_data import DATASETS, pooled_samples
 from safety_inputs import foreign_set, pasted_set
+from select_defaults import NORMALIZATIONS, inner_split, outer_folds
 
-NORMALIZATIONS = ("auto", "imagenet")
 FOLD_SEEDS = (0, 1)
-K = 3
 HOLDOUT = 0.2  # share of a fit's normal images held out of the bank for its stored threshold
 NORMAL_CORESET = 0.01
 DEFECT_CORESET = 0.10
 CORESET_METHOD = "greedy"
-
-
-def groups_of(name: str, samples: list) -> np.ndarray:
-    """Split units: KolektorSDD items (copies merged), BSData spindle locations (images of one
-    location over time are strongly correlated), weld seams image by image (copies merged)."""
-    from dualpatch.protocol import split_groups
-
-    if name != "bsdata":
-        return split_groups(samples)
-    locations = ["_".join(Path(s.image_path).stem.split("_")[2:4]) for s in samples]
-    index = {loc: i for i, loc in enumerate(dict.fromkeys(locations))}
-    return np.array([index[loc] for loc in locations])
-
-
-def folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list:
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    return list(cv.split(np.zeros(len(labels)), labels, groups))
 
 
 def distances(model, samples: list, batch: int = 32) -> dict[str, np.ndarray]:
@@ -65,6 +44,16 @@ def distances(model, samples: list, batch: int = 32) -> dict[str, np.ndarray]:
         dn.append(n_dist)
         dd.append(d_dist)
     return {"dn": torch.cat(dn).numpy(), "dd": torch.cat(dd).numpy(), "rw": torch.cat(rw).numpy()}
+
+
+def skip_unused_fit_work() -> None:
+    """Two parts of a fit that these figures never read, skipped to save CPU: the anomaly-map
+    display scale (200 training images scored) and the leave-image-out tau (32 images scored),
+    which the held-out tau replaces, as ``threshold.calibrate`` does."""
+    from dualpatch.models import banks
+
+    banks.map_scale = lambda model, feats: 1.0
+    banks.leave_image_out_level = lambda model, feats: (1.0, 0)
 
 
 def fit_and_score(name: str, norm: str, train: list, sets: dict[str, list], out: Path) -> None:
@@ -86,7 +75,7 @@ def fit_and_score(name: str, norm: str, train: list, sets: dict[str, list], out:
     model.fit(bank, [s for s in train if s.label == 1])
     fit_s = time.perf_counter() - t0
     arrays, meta = {}, {"fit_seconds": round(fit_s, 1), "sets": {}}
-    meta["novelty_level"] = getattr(model, "novelty_level_", None)
+    meta["skipped_at_fit"] = skip_unused_fit_work.__doc__.split(":")[1].strip()
     for set_name, samples in {"held": held, **sets}.items():
         d = distances(model, samples)
         for k, v in d.items():
@@ -105,27 +94,29 @@ def fit_and_score(name: str, norm: str, train: list, sets: dict[str, list], out:
     print(out.name, meta["fit_seconds"], meta["score_seconds"], flush=True)
 
 
-def run_dataset(name: str, work: Path, norms, fold_seeds) -> None:
+def run_dataset(name: str, work: Path, norms, fold_seeds, defaults: bool = False) -> None:
     samples = pooled_samples(name)
     others = {o: pooled_samples(o) for o in DATASETS if o != name}
     grey = name != "bsdata"
     pasted = pasted_set(name, [s for s in samples if s.label == 0], others, work, grey)
-    labels = np.array([s.label for s in samples])
-    groups = groups_of(name, samples)
     size = DATASETS[name]["size"]
     (work / name).mkdir(parents=True, exist_ok=True)
+    if defaults:  # the defaults' selection: an inner split of every image of the dataset
+        inner, val = inner_split(name, samples, seed=0)
+        for norm in norms:
+            sets = _sets(name, val, pasted, others, size, work, "all-inner", 2)
+            fit_and_score(name, norm, inner, sets, work / name / norm / "all.inner.npz")
+        return
     # the default normalisation for every fold first: a run cut short still has the main table
     for norm in norms:
         for fs in fold_seeds:
-            for f, (tr, te) in enumerate(folds(labels, groups, K, fs)):
-                train = [samples[i] for i in tr]
-                test = [samples[i] for i in te]
+            for f, (train, test) in enumerate(outer_folds(name, samples, fs)):
                 tag = f"r{fs}f{f}"
                 (work / name / f"{tag}.split.json").write_text(
                     json.dumps({"train": [s.id for s in train], "test": [s.id for s in test]})
                 )
                 # the selection's validation set: an inner split of the outer training items only
-                inner, val = inner_split_grouped(name, train, seed=fs)
+                inner, val = inner_split(name, train, seed=fs)
                 base = work / name / norm
                 sets_outer = _sets(name, test, pasted, others, size, work, f"{tag}-outer", 1)
                 sets_inner = _sets(name, val, pasted, others, size, work, f"{tag}-inner", 2)
@@ -133,37 +124,37 @@ def run_dataset(name: str, work: Path, norms, fold_seeds) -> None:
                 fit_and_score(name, norm, train, sets_outer, base / f"{tag}.outer.npz")
 
 
-def inner_split_grouped(name: str, train: list, seed: int) -> tuple[list, list]:
-    """(inner training set, validation set): one of 3 group-aware stratified folds of ``train``."""
-    labels = np.array([s.label for s in train])
-    tr, te = folds(labels, groups_of(name, train), K, seed)[0]
-    return [train[i] for i in tr], [train[i] for i in te]
-
-
 def _sets(name, evaluated, pasted, others, size, work, tag, seed) -> dict[str, list]:
     normals = [s for s in evaluated if s.label == 0]
     return {
         "test": evaluated,
         "foreign": foreign_set(normals, others, size, work / "foreign" / name / tag, seed),
-        "unseen": [pasted[s.id] for s in normals],
+        "unseen": [pasted[s.id] for s in normals if s.id in pasted],
     }
 
 
 def main() -> None:
     torch.set_num_threads(1)
+    skip_unused_fit_work()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--norms", nargs="+", default=list(NORMALIZATIONS))
     parser.add_argument("--fold-seeds", type=int, nargs="+", default=list(FOLD_SEEDS))
     parser.add_argument("--work", default="runs/safety")
+    parser.add_argument(
+        "--defaults",
+        action="store_true",
+        help="Fit the defaults' selection: an inner split of all of each dataset.",
+    )
     args = parser.parse_args()
     for name in args.datasets:
         record = {"command": "python " + " ".join(sys.argv), "started": time.time(),
                   "loadavg_before": os.getloadavg(), "cpus": os.cpu_count()}  # fmt: skip
-        run_dataset(name, Path(args.work), args.norms, args.fold_seeds)
+        run_dataset(name, Path(args.work), args.norms, args.fold_seeds, args.defaults)
         record.update(finished=time.time(), loadavg_after=os.getloadavg())
         record["wall_seconds"] = round(record["finished"] - record["started"], 1)
-        (Path(args.work) / name / "compute_run.json").write_text(json.dumps(record))
+        stem = "compute_run_defaults" if args.defaults else "compute_run"
+        (Path(args.work) / name / f"{stem}.json").write_text(json.dumps(record))
 
 
 if __name__ == "__main__":

@@ -14,18 +14,22 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from dualpatch.augment.paste import RIM, _blend
 from dualpatch.augment.sources import defect_shapes, place
 from dualpatch.data.base import Sample
 from dualpatch.data.foreign import foreign_frames, other_dataset_frames, write_frames
 from dualpatch.fileio import write_image
-from scipy import ndimage
 
 #: foreign frames per fold: this many seeds of ``foreign_frames`` (each seed draws its own
 #: reference image for blur and rot90 and its own noise), and images of each other dataset
 FOREIGN_SEEDS = 3
 OTHER_IMAGES = 8
+#: normal images of a dataset that get a pasted copy: the ones lowest in a fixed hash order, so
+#: that every fold and validation set draws its unseen-defect set from one shared pool (a CPU cut:
+#: each copy is a sparse Poisson solve at full size, and each scored image a bank search)
+PASTED_POOL = 180
 
 
 def _stable_seed(text: str) -> int:
@@ -41,7 +45,9 @@ def _as_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 def pasted_set(name: str, normals: list[Sample], others: dict[str, list[Sample]], work: Path,
                grey: bool) -> dict[str, Sample]:  # fmt: skip
-    """{normal sample id: its pasted copy (label 1, mask = blended region)}; written once."""
+    """{normal sample id: its pasted copy (label 1, mask = blended region)} for the
+    ``PASTED_POOL`` normals first in hash order; written once."""
+    normals = sorted(normals, key=lambda s: _stable_seed(f"{name}/{s.id}"))[:PASTED_POOL]
     folder = work / "pasted" / name
     folder.mkdir(parents=True, exist_ok=True)
     shapes = {k: None for k in others}

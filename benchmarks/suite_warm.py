@@ -1,6 +1,6 @@
 """Fill the feature cache for the safety suite's three datasets (one normalisation per process).
 
-    python benchmarks/suite_warm.py auto|imagenet
+python benchmarks/suite_warm.py auto|imagenet
 """
 
 from __future__ import annotations

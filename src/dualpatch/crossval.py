@@ -259,8 +259,15 @@ def compare_all(results: list[dict], boots: dict[str, dict]) -> dict[str, dict]:
     out = {}
     for r in results[1:]:
         out[r["name"]] = {
-            k: {"against": base, **compare(boots[r["name"]][k], boots[base][k], (r["name"], base),
-                                           observed(r["metrics"], results[0]["metrics"], k))}
+            k: {
+                "against": base,
+                **compare(
+                    boots[r["name"]][k],
+                    boots[base][k],
+                    (r["name"], base),
+                    observed(r["metrics"], results[0]["metrics"], k),
+                ),
+            }
             for k in COMPARED
         }
     return out
@@ -289,7 +296,9 @@ def compare_runs(a: str | Path, b: str | Path, metrics=COMPARED) -> dict[str, di
 def observed(a: dict, b: dict, key: str) -> float:
     """The observed difference of two runs' mean ``key`` (NaN where either lacks it)."""
     va, vb = a.get(key, math.nan), b.get(key, math.nan)
-    return float(va - vb) if isinstance(va, int | float) and isinstance(vb, int | float) else math.nan
+    return (
+        float(va - vb) if isinstance(va, int | float) and isinstance(vb, int | float) else math.nan
+    )
 
 
 def metrics_csv(
