@@ -22,7 +22,7 @@ import yaml
 
 from . import events
 from .data.duplicates import DuplicateReport, find_duplicates
-from .protocol import Split, make_splits
+from .protocol import Split, make_splits, seeds_of
 from .uncertainty import (
     BOOTSTRAP_METRICS,
     compare,
@@ -83,10 +83,6 @@ def dataset_json(config: dict, splits: list[Split]) -> dict[str, Any]:
     return info
 
 
-def seeds_of(config: dict) -> list[int]:
-    return list(config["seeds"]) if config["seeds"] else [config["seed"]]
-
-
 def prepare(exp) -> tuple[list[Split], dict]:
     """The splits, checked for duplicates, then config.yaml and dataset.json in the results folder.
 
@@ -124,11 +120,27 @@ def run_matrix(
     for i, settings in enumerate(runs):
         exp.log.info("run %d/%d: %s", i + 1, len(runs), settings["name"])
         events.emit(events.RunStarted(settings["name"], i, len(runs)))
+        rule_of, records = inner_rule_choice(exp, settings, splits)
         result, boots[settings["name"]] = run_over_splits(exp, settings, splits, seeds, counts,
-                                                          nested)  # fmt: skip
+                                                          nested, rule_of)  # fmt: skip
+        if records:
+            result["metrics"]["rule"] = "inner: " + ", ".join(
+                f"{name} {rule}" for name, rule in rule_of.items()
+            )
+            result["metrics"]["rule_choice"] = records
         results.append(result)
         events.emit(events.RunFinished(settings["name"], i, len(runs), bool(result["skipped"])))
     return results, boots
+
+
+def inner_rule_choice(exp, settings: dict, splits: list[Split]) -> tuple[dict | None, dict]:
+    """Under ``rule_selection: inner``, each split's dual rule chosen on an inner validation split
+    of its training items (``fewshot_rule.inner_rules``); else (None, {}): the run's own rule."""
+    if exp.config.get("rule_selection") != "inner" or settings["bank"] != "dual":
+        return None, {}
+    from .fewshot_rule import inner_rules
+
+    return inner_rules(exp, settings, splits, list(enumerate(splits)), None, 1)
 
 
 def finish(exp, results: list[dict], boots: dict, info: dict, report: bool = True) -> Path:
