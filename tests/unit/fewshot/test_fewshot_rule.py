@@ -53,8 +53,8 @@ class Untouchable:
         raise AssertionError("the rule choice sized the test fold")
 
 
-def _choose(cfg: dict, run: int, shots, poison: bool = False) -> dict:
-    """inner_rules for ``runs[run]`` at ``shots``, as the runner calls it."""
+def _splits(cfg: dict, poison: bool) -> tuple[Experiment, list[Split]]:
+    """The experiment and its outer splits; ``poison``: each test fold fails when read."""
     exp = Experiment(cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -62,6 +62,12 @@ def _choose(cfg: dict, run: int, shots, poison: bool = False) -> dict:
     if poison:
         splits = [Split(s.name, s.train, Untouchable(), s.train_items, s.duplicates)
                   for s in splits]  # fmt: skip
+    return exp, splits
+
+
+def _choose(cfg: dict, run: int, shots, poison: bool = False) -> dict:
+    """inner_rules for ``runs[run]`` at ``shots``, as the runner calls it."""
+    exp, splits = _splits(cfg, poison)
     pairs = draw_splits(splits, [shots], cfg["defect_draws"], cfg["seed"])[str(shots)]
     settings = resolve_run(cfg, cfg["runs"][run])
     return inner_rules(exp, settings, splits, pairs, shots, cfg["defect_draws"])
@@ -161,13 +167,7 @@ def _ordinary(data: Path, out: Path, *extra: str) -> dict:
 
 
 def _choose_ordinary(cfg: dict, poison: bool = False) -> tuple[dict, dict]:
-    exp = Experiment(cfg)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        splits, _ = prepare(exp)
-    if poison:
-        splits = [Split(s.name, s.train, Untouchable(), s.train_items, s.duplicates)
-                  for s in splits]  # fmt: skip
+    exp, splits = _splits(cfg, poison)
     settings = resolve_run(cfg, cfg["runs"][0])
     return inner_rules(exp, settings, splits, list(enumerate(splits)), None, 1)
 
