@@ -154,6 +154,8 @@ def main() -> None:
         record.update(finished=time.time(), loadavg_after=os.getloadavg())
         record["wall_seconds"] = round(record["finished"] - record["started"], 1)
         stem = "compute_run_defaults" if args.defaults else "compute_run"
+        if (args.norms, args.fold_seeds) != (list(NORMALIZATIONS), list(FOLD_SEEDS)):
+            stem += f"_{'-'.join(args.norms)}_seeds{'-'.join(map(str, args.fold_seeds))}"
         (Path(args.work) / name / f"{stem}.json").write_text(json.dumps(record))
 
 

@@ -47,6 +47,17 @@ COMPARED = ("image_auroc", "image_ap", "pixel_aupro", "unseen_auroc", "unseen_re
 BOOTSTRAP = 1000
 
 
+def _scoring_digest() -> str:
+    import hashlib
+
+    import dualpatch.scoring
+
+    return hashlib.sha256(Path(dualpatch.scoring.__file__).read_bytes()).hexdigest()[:16]
+
+
+SCORING_DIGEST = _scoring_digest()
+
+
 def dual_rules() -> dict:
     from dualpatch.scoring import DUAL_RULES
 
@@ -145,13 +156,21 @@ class Store:
         return Fold(self.path(norm, tag, level))
 
     def metrics(self, norm: str, tag: str, level: str, run: str) -> dict:
+        """``metrics_of``, kept beside the stored fit (keyed by the scoring code's digest, so a
+        changed rule is measured again)."""
         key = (norm, tag, level, run)
-        if key not in self._metrics:
-            fold = self.fold(norm, tag, level)
-            ids = tuple(fold.ids("test"))
-            if ids not in self._masks:
-                self._masks[ids] = np.stack([self.by_id[i].mask(self.size) for i in ids])
-            self._metrics[key] = metrics_of(fold, run, self._masks[ids], self.size)
+        if key in self._metrics:
+            return self._metrics[key]
+        memo = self.path(norm, tag, level).with_suffix(f".{run}.metrics.json")
+        if memo.exists() and json.loads(memo.read_text()).get("scoring") == SCORING_DIGEST:
+            self._metrics[key] = json.loads(memo.read_text())["metrics"]
+            return self._metrics[key]
+        fold = self.fold(norm, tag, level)
+        ids = tuple(fold.ids("test"))
+        if ids not in self._masks:
+            self._masks[ids] = np.stack([self.by_id[i].mask(self.size) for i in ids])
+        self._metrics[key] = metrics_of(fold, run, self._masks[ids], self.size)
+        memo.write_text(json.dumps({"scoring": SCORING_DIGEST, "metrics": self._metrics[key]}))
         return self._metrics[key]
 
     def candidate_rows(self, tag: str, level: str, ids: list[str] | None = None) -> list[dict]:
@@ -297,12 +316,8 @@ def _summary(per_fold: dict[str, list], share: float, rows: list[dict]) -> dict:
 
 
 def _compute_record(work: Path, name: str) -> dict:
-    out = {}
-    for stem in ("compute_run", "compute_run_defaults"):
-        p = work / name / f"{stem}.json"
-        if p.exists():
-            out[stem] = json.loads(p.read_text())
-    return out
+    """The fitting processes' own records: command, wall time, load average before and after."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((work / name).glob("compute_run*"))}
 
 
 def defaults_result(work: Path) -> dict:
