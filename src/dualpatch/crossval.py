@@ -23,7 +23,7 @@ import yaml
 
 from . import events
 from .data.duplicates import DuplicateReport, find_duplicates
-from .protocol import Split, make_splits
+from .protocol import Split, make_splits, seeds_of
 from .uncertainty import (
     BOOTSTRAP_METRICS,
     compare,
@@ -95,10 +95,6 @@ def _near_over_folds(splits: list[Split]) -> dict:
     total = sum(f["across_splits"] for f in per_fold.values())
     return {"checked": True, "max_bits": first["max_bits"], "across_splits": total,
             "folds": per_fold}  # fmt: skip
-
-
-def seeds_of(config: dict) -> list[int]:
-    return list(config["seeds"]) if config["seeds"] else [config["seed"]]
 
 
 def prepare(exp) -> tuple[list[Split], dict]:
@@ -212,11 +208,27 @@ def run_matrix(
     for i, settings in enumerate(runs):
         exp.log.info("run %d/%d: %s", i + 1, len(runs), settings["name"])
         events.emit(events.RunStarted(settings["name"], i, len(runs)))
+        rule_of, records = inner_rule_choice(exp, settings, splits)
         result, boots[settings["name"]] = run_over_splits(exp, settings, splits, seeds, counts,
-                                                          nested)  # fmt: skip
+                                                          nested, rule_of)  # fmt: skip
+        if records:
+            result["metrics"]["rule"] = "inner: " + ", ".join(
+                f"{name} {rule}" for name, rule in rule_of.items()
+            )
+            result["metrics"]["rule_choice"] = records
         results.append(result)
         events.emit(events.RunFinished(settings["name"], i, len(runs), bool(result["skipped"])))
     return results, boots
+
+
+def inner_rule_choice(exp, settings: dict, splits: list[Split]) -> tuple[dict | None, dict]:
+    """Under ``rule_selection: inner``, each split's dual rule chosen on an inner validation split
+    of its training items (``fewshot_rule.inner_rules``); else (None, {}): the run's own rule."""
+    if exp.config.get("rule_selection") != "inner" or settings["bank"] != "dual":
+        return None, {}
+    from .fewshot_rule import inner_rules
+
+    return inner_rules(exp, settings, splits, list(enumerate(splits)), None, 1)
 
 
 def finish(exp, results: list[dict], boots: dict, info: dict, report: bool = True) -> Path:
@@ -349,14 +361,22 @@ def compare_all(results: list[dict], boots: dict[str, dict]) -> dict[str, dict]:
     """Each run against the first run (the baseline, usually single) on ``COMPARED`` metrics."""
     if len(results) < 2:
         return {}
-    base = results[0]["name"]
-    return {r["name"]: _against(r["name"], base, boots) for r in results[1:]}
+    return {r["name"]: _against(r, results[0], boots) for r in results[1:]}
 
 
-def _against(name: str, base: str, boots: dict[str, dict]) -> dict[str, dict]:
-    """``name`` against ``base`` on each of ``COMPARED`` (paired bootstrap of the difference)."""
-    return {k: {"against": base, **compare(boots[name][k], boots[base][k], (name, base))}
-            for k in COMPARED}  # fmt: skip
+def _against(run: dict, base: dict, boots: dict[str, dict]) -> dict[str, dict]:
+    """``run`` against ``base`` on each of ``COMPARED``: the observed difference of their metrics
+    and a paired bootstrap interval of it."""
+    a, b = run["name"], base["name"]
+    return {
+        k: {
+            "against": b,
+            **compare(
+                boots[a][k], boots[b][k], (a, b), observed(run["metrics"], base["metrics"], k)
+            ),
+        }
+        for k in COMPARED
+    }
 
 
 def against_singles(results: list[dict], boots: dict[str, dict]) -> dict[str, dict]:
@@ -370,7 +390,7 @@ def against_singles(results: list[dict], boots: dict[str, dict]) -> dict[str, di
     for r in results:
         if r["settings"]["bank"] == "single":
             continue
-        each = {b["name"]: _against(r["name"], b["name"], boots) for b in singles}
+        each = {b["name"]: _against(r, b, boots) for b in singles}
         strongest = {k: max(singles, key=lambda b: b["metrics"].get(k, -1.0))["name"]
                      for k in COMPARED}  # fmt: skip
         out[r["name"]] = {
@@ -395,7 +415,18 @@ def compare_runs(a: str | Path, b: str | Path, metrics=COMPARED) -> dict[str, di
         load_file(str(a / "bootstrap.safetensors")),
         load_file(str(b / "bootstrap.safetensors")),
     )
-    return {k: compare(ba[k], bb[k], (a.name, b.name)) for k in metrics}
+    return {
+        k: compare(ba[k], bb[k], (a.name, b.name), observed(sa["metrics"], sb["metrics"], k))
+        for k in metrics
+    }
+
+
+def observed(a: dict, b: dict, key: str) -> float:
+    """The observed difference of two runs' mean ``key`` (NaN where either lacks it)."""
+    va, vb = a.get(key, math.nan), b.get(key, math.nan)
+    return (
+        float(va - vb) if isinstance(va, int | float) and isinstance(vb, int | float) else math.nan
+    )
 
 
 def metrics_csv(

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .crossval import seeds_of
+from .crossval import observed, seeds_of
 from .errors import ConfigError
 from .fewshot import ADVICE_EVIDENCE, ALL, Shots, fewshot_draws
 from .memory import remembered_queries
@@ -173,7 +173,8 @@ def fewshot_metrics(results: list[dict], boots: dict, entries: list[dict]) -> di
             if against and against != e["name"]:
                 m[key] = {
                     k: {"against": against,
-                        **compare(boots[e["name"]][k], boots[against][k], (e["name"], against))}
+                        **compare(boots[e["name"]][k], boots[against][k], (e["name"], against),
+                                  observed(m, metrics[against], k))}
                     for k in METRICS
                 }  # fmt: skip
     return metrics

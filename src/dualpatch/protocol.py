@@ -167,6 +167,11 @@ def make_splits(
     return splits
 
 
+def seeds_of(config: dict) -> list[int]:
+    """An experiment config's model seeds: ``seeds``, else the one ``seed``."""
+    return list(config["seeds"]) if config["seeds"] else [config["seed"]]
+
+
 def inner_split(train: Dataset, seed: int = 0, k: int = 4) -> tuple[Dataset, Dataset]:
     """(inner training set, validation set): one of ``k`` group-aware stratified folds of ``train``,
     so validation items never share an image with the inner training items."""

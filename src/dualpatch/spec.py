@@ -237,11 +237,11 @@ class ExperimentSpec(RunSpec):
         scope="top", listed=True,
     ))  # fmt: skip
     defect_draws: int = sv.at_least_1(3, "Random draws per n of defect_shots.", scope="top")
-    # few-shot only: "inner" chooses each dual run's rule per fold and n on a validation split of
-    # the fold's training items (dualpatch.fewshot_rule); "none" keeps the run's rule
+    # "inner" chooses each dual run's rule per fold (and n, in few-shot runs) on a validation split
+    # of the fold's training items (dualpatch.fewshot_rule); "none" keeps the run's rule
     rule_selection: str = sv.choice(
         "none", lambda: RULE_SELECTIONS,
-        "Few-shot dual rule: the run's (none) or chosen on an inner validation split (inner).",
+        "Dual rule: the run's (none) or chosen per fold on an inner validation split (inner).",
         scope="top",
     )  # fmt: skip
     runs: list[dict] = sv.entry(
