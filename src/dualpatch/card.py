@@ -70,7 +70,7 @@ class ModelCard:
         """The card of the model in ``model_dir``, every field checked and (``seal``) the seal
         verified; a loader that checks the values against the estimator first (for a more
         precise message) calls ``check_seal`` itself afterwards."""
-        path = Path(model_dir) / CARD
+        path = resolve_model_dir(model_dir) / CARD
         card = cls._from_data(path, _load_json(path))
         if seal:
             card.check_seal()
@@ -160,6 +160,23 @@ class ModelCard:
                 f"{self.path}: settings differ from those {TENSORS} was saved with (edited by "
                 "hand?); restore the file or refit"
             )
+
+
+#: a versioned model folder's pointer to its current version (``models.versions``)
+CURRENT = "current"
+
+
+def resolve_model_dir(model_dir: str | os.PathLike[str]) -> Path:
+    """The folder that holds the current ``model.json`` and ``model.safetensors``: the current
+    version's folder when ``model_dir`` is versioned (``models.versions``), else ``model_dir``."""
+    model_dir = Path(model_dir)
+    pointer = model_dir / CURRENT
+    if not pointer.is_symlink():
+        return model_dir
+    target = (model_dir / os.readlink(pointer)).resolve()
+    if not target.is_dir():
+        raise ModelFileError(f"{pointer}: points to {os.readlink(pointer)}, which is missing")
+    return target
 
 
 def _load_json(path: Path) -> dict[str, Any]:

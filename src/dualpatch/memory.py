@@ -325,3 +325,27 @@ class MemoryBank:
         if cached is None or cached[0] is not self.bank_ or cached[1] != self.knn:
             self._index = (self.bank_, self.knn, faiss_index(self.bank_, self.knn, self.seed))
         return faiss_knn(self._index[2], features, k)
+
+
+def continued_kcenter(
+    bank: torch.Tensor,
+    new: torch.Tensor,
+    n_select: int,
+    projection_dim: int | None = 128,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Indices of at most ``n_select`` rows of ``new`` chosen by greedy k-center continued from
+    the rows of ``bank``: each pick is the new row farthest (in the coreset's seeded projection)
+    from the bank and the picks so far, as if the greedy selection had kept going after the bank.
+    No random start: the bank is the start. Rows already in the bank (distance 0) are never
+    picked, so a repeated image adds nothing."""
+    if n_select <= 0 or new.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long)
+    matrix = projection_for(new.shape[1], projection_dim, seed)
+    x, xb = project(new, matrix), project(bank, matrix)
+    min_d = knn(x, xb, 1)[0][:, 0].square()
+    n_select = min(n_select, int((min_d > 0).sum()))
+    if n_select == 0:
+        return torch.zeros(0, dtype=torch.long)
+    sq = (x * x).sum(1)
+    return torch.tensor(_greedy_passes(x, sq, min_d, n_select), dtype=torch.long)

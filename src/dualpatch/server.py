@@ -451,6 +451,9 @@ def create_app(config: ServeConfig):
         authorise(request, inspector.key)
         return inspector.info
 
+    from .server_feedback import register_feedback  # POST /v1/feedback (docs/online.md)
+
+    register_feedback(app, inspector)
     return app
 
 

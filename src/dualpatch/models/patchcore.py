@@ -278,3 +278,28 @@ class PatchCore:
         from .persistence import load_model
 
         return load_model(cls, path, weights)
+
+    # -- learning on the line (models/online.py) -------------------------------------------
+    def add_normal(
+        self,
+        images: Sequence[Sample | str | os.PathLike[str]],
+        force: bool = False,
+        held_out: Sequence[Sample | str | os.PathLike[str]] | None = None,
+    ) -> Any:
+        """Add confirmed-good images' patches to the normal bank, no refit; the guard refuses an
+        image far above the threshold unless ``force``. Returns an ``online.Update``."""
+        from .online import add_normal
+
+        return add_normal(self, images, force=force, held_out=held_out)
+
+    def add_defects(
+        self,
+        images: Sequence[Sample | str | os.PathLike[str]],
+        masks: Sequence[str | os.PathLike[str] | None] | None = None,
+        held_out: Sequence[Sample | str | os.PathLike[str]] | None = None,
+    ) -> Any:
+        """Add confirmed defects' patches to the defect bank (a dual model's), no refit; without
+        a mask, an image's patches above the novelty level. Returns an ``online.Update``."""
+        from .online import add_defects
+
+        return add_defects(self, images, masks, held_out=held_out)

@@ -14,7 +14,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..card import CARD, FORMAT_VERSION, SEAL_KEY, TENSORS, ModelCard, check_finite, seal_of
+from ..card import (
+    CARD,
+    FORMAT_VERSION,
+    SEAL_KEY,
+    TENSORS,
+    ModelCard,
+    check_finite,
+    resolve_model_dir,
+    seal_of,
+)
 from ..environment import versions
 from ..errors import ConfigError, ModelFileError, WeightsError
 from ..fileio import atomic_path, finite, sha256_file, write_json
@@ -100,8 +109,10 @@ def weights_record(backbone: str, weights: str | None) -> dict[str, str | None]:
 
 def load_model(cls: type, path: str | os.PathLike[str], weights: str | None = None) -> Any:
     """Load a model saved by ``save_model`` as ``cls`` or a subclass; refuses tampered,
-    truncated or mismatched files and edited settings (``ModelCard.read``)."""
-    path = Path(path)
+    truncated or mismatched files and edited settings (``ModelCard.read``). A versioned folder
+    gives its current version (resolved once, so the JSON and the tensors are read from the same
+    version: ``models.versions``)."""
+    path = resolve_model_dir(path)
     for p in (path / CARD, path / TENSORS):
         if not p.is_file():
             raise ModelFileError(f"{p}: model file not found")
