@@ -181,17 +181,52 @@ def dual_patch_ratio(normal_dist: torch.Tensor, defect_dist: torch.Tensor, eps: 
     return normal_dist / (defect_dist + eps)
 
 
-def _weighted(normal_dist, defect_dist, eps):
+#: Floor on d_n + d_d in the guarded rule: only a patch that sits on an entry of both banks
+#: (d_n = d_d = 0) reaches it, and its score is then 0 either way; no real distance is divided by it
+GUARD_FLOOR = 1e-20
+
+
+def guarded_patch_scores(
+    normal_dist: torch.Tensor, defect_dist: torch.Tensor, level: float | None
+) -> torch.Tensor:
+    """The guarded rule's patch scores s = d_n * max(w, min(1, d_n / tau)), w = 2 d_n / (d_n + d_d).
+
+    ``level`` is tau, the normal bank's novelty level (in d_n units). w lies in [0, 2] (2 only on
+    a defect bank entry, d_d = 0), above 1 where a patch is nearer a known defect than normal
+    surface. Its denominator is at least d_n, so no small distance is divided by a tiny one (the
+    ratio rules' d_d + eps was; the exported runtimes then disagreed); s is computed as
+    max(2 d_n (d_n / (d_n + d_d)), d_n min(1, d_n / tau)).
+    """
+    import torch
+
+    if level is None or not level > 0:
+        raise ConfigError(
+            f"the guarded rule needs a positive novelty level (got {level!r}): fit the model, "
+            "which measures it on normal images"
+        )
+    # d_n / (d_n + d_d) lies in [0, 1]: computed first, no square of a distance can underflow
+    share = normal_dist / (normal_dist + defect_dist).clamp_min(GUARD_FLOOR)
+    near_defect = 2 * normal_dist * share
+    novelty = normal_dist * (normal_dist / float(level)).clamp(max=1.0)
+    return torch.maximum(near_defect, novelty)
+
+
+def _guarded(normal_dist, defect_dist, eps, level):
+    scores = guarded_patch_scores(normal_dist, defect_dist, level)
+    return scores, max_score(scores)
+
+
+def _weighted(normal_dist, defect_dist, eps, level=None):
     weighted = normal_dist * normal_dist / (normal_dist + defect_dist + eps)
     return weighted, max_score(weighted)
 
 
-def _patch(normal_dist, defect_dist, eps):
+def _patch(normal_dist, defect_dist, eps, level=None):
     ratio = dual_patch_ratio(normal_dist, defect_dist, eps)
     return ratio, max_score(ratio)
 
 
-def _seed(normal_dist, defect_dist, eps):
+def _seed(normal_dist, defect_dist, eps, level=None):
     # The reference code divides the per-patch distance maps, then upsamples and blurs the ratio;
     # its image score divides the two banks' largest distances.
     ratio = dual_patch_ratio(normal_dist, defect_dist, eps)
@@ -199,35 +234,64 @@ def _seed(normal_dist, defect_dist, eps):
 
 
 class DualRule(NamedTuple):
-    """A dual-bank rule: (B, h, w) d_n, d_d and eps -> (patch map, image score)."""
+    """A dual-bank rule: (B, h, w) d_n, d_d, eps and the novelty level tau -> (patch map, image
+    score). ``safe``: the rule keeps the scoring contract (see ``DUAL_RULES``)."""
 
     function: Callable
     description: str
+    safe: bool = False
 
+
+#: Said of every rule that can pass a novelty (its description, the docs, ``fit``'s warning).
+UNSAFE = (
+    "UNSAFE for novelties: a patch far from both banks (black frame, noise, a rotated or unknown "
+    "part) can score lower than on the normal bank alone and pass as good"
+)
 
 #: The dual-bank rules by name, with d_n and d_d a patch's distances to the normal and the defect
 #: bank: the one list that the models, the config and the CLI take the rule names from.
+#:
+#: The scoring contract, which ``safe`` rules keep (tests/unit/scoring/test_contract.py proves it
+#: on random distance maps): with tau > 0 the normal bank's novelty level (``novelty_level_``),
+#:   (a) a patch with d_n >= tau scores at least d_n, its single-bank score; so an image whose
+#:       single-bank score (max d_n) is >= tau scores at least that much under the dual rule:
+#:       the defect bank can never hide a patch that is far from normal surface;
+#:   (b) below tau the score lies in [d_n^2 / tau, 2 d_n]: damped where a patch is nearer normal
+#:       surface than any known defect, raised up to twice d_n where it is nearer a known defect
+#:       (2 d_n only for a patch that sits on a defect bank entry, d_d = 0);
+#:   (c) the score is non-decreasing in d_n and non-increasing in d_d.
 DUAL_RULES: dict[str, DualRule] = {
+    "guarded": DualRule(
+        _guarded,
+        "map d_n * max(2 d_n / (d_n + d_d), min(1, d_n / tau)), image score its max, tau the "
+        "normal bank's novelty level: raised near known defects, damped near normal surface, "
+        "never below d_n once d_n >= tau",
+        safe=True,
+    ),
     "weighted": DualRule(
         _weighted,
         "map d_n * d_n / (d_n + d_d), image score its max: an anomaly distance, damped where "
-        "a patch is closer to normal surface than to any known defect",
+        f"a patch is closer to normal surface than to any known defect; {UNSAFE}",
     ),
-    "patch": DualRule(_patch, "map d_n / (d_d + eps), image score its max"),
+    "patch": DualRule(_patch, f"map d_n / (d_d + eps), image score its max; {UNSAFE}"),
     "seed": DualRule(
         _seed,
         "the reference rule: map d_n / (d_d + eps) (blurred after upsampling), image score "
-        "max d_n / (max d_d + eps)",
+        f"max d_n / (max d_d + eps); {UNSAFE}",
     ),
 }
 
 
 def dual_scores(
-    normal_dist: torch.Tensor, defect_dist: torch.Tensor, rule: str = "patch", eps: float = 1e-6
+    normal_dist: torch.Tensor,
+    defect_dist: torch.Tensor,
+    rule: str = "guarded",
+    eps: float = 1e-6,
+    novelty_level: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dual-bank scoring of (B, h, w) patch distances -> (patch map, image score); see
-    ``DUAL_RULES`` for what each rule computes."""
-    return DUAL_RULES[check_rule(rule)].function(normal_dist, defect_dist, eps)
+    ``DUAL_RULES`` for what each rule computes (``novelty_level``: tau, for ``guarded``)."""
+    return DUAL_RULES[check_rule(rule)].function(normal_dist, defect_dist, eps, novelty_level)
 
 
 def score_patches(
@@ -238,13 +302,15 @@ def score_patches(
     rule: str | None = None,
     eps: float = 1e-6,
     reweighting: Reweighting | None = None,
+    novelty_level: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, h, w) patch distances of one bank, or of two with a ``rule`` -> (anomaly maps (B, H, W)
     at ``size``, image scores (B,)).
 
     One bank: the map is the distance map and the score its maximum, or the paper's re-weighted
     score when ``reweighting`` is given. Two banks: the rule's patch map and score; re-weighting
-    is refused (``check_scoring``), never ignored.
+    is refused (``check_scoring``), never ignored. ``novelty_level``: the normal bank's tau, which
+    the ``guarded`` rule needs (the other rules ignore it).
     """
     if defect_dist is None:
         if reweighting is None:
@@ -262,5 +328,5 @@ def score_patches(
         raise ConfigError("two banks' distances need a dual rule")
     if reweighting is not None:
         check_scoring(rule, True, DEFAULT_NUM_NEIGHBORS, reweighting.support)
-    patch_map, score = dual_scores(normal_dist, defect_dist, rule, eps)
+    patch_map, score = dual_scores(normal_dist, defect_dist, rule, eps, novelty_level)
     return anomaly_map(patch_map, size, sigma), score

@@ -83,8 +83,12 @@ def register_feedback(app: Any, inspector: Any, http: Any) -> None:
             raise BadRequest(400, str(exc)) from None
         # on the scoring thread: the next request is scored by the new version
         inspector.scorer = open_scorer(config.model_dir, config.runtime, config.threads)
-        inspector.info = {**http.model_info(config.model_dir, config.threshold), "runtime": "torch"}
-        inspector.threshold = inspector.info["threshold"]
+        info = http.model_info(config.model_dir, config.threshold)
+        inspector.info = {**info, "runtime": inspector.scorer.runtime}
+        inspector.threshold = info["threshold"]
+        inspector.map_reference = (
+            info["map_scale"] if info["threshold"] is None else info["threshold"]
+        )
         return {"version": number, "model": inspector.info, **update.record()}
 
     @app.post("/v1/feedback")
@@ -94,14 +98,18 @@ def register_feedback(app: Any, inspector: Any, http: Any) -> None:
             raise BadRequest(400, f"label={label}: use label=good or label=defect")
         if config.runtime != "torch":
             raise BadRequest(409, f"feedback needs --runtime torch (serving {config.runtime})")
-        data = await http.image_bytes(request, config.max_body_bytes)
-        http.decode_upload(data, inspector.size, config.max_pixels)  # a 4xx for a bad image, now
+        data = await http.image_bytes(
+            request, config.max_body_bytes, config.guard.body_timeout, inspector.arriving
+        )
+        loop = asyncio.get_running_loop()
         mask_data = await _mask_bytes(request)
-        if mask_data is not None:
-            http.decode_upload(mask_data, inspector.size, config.max_pixels)
+        for upload in (data, mask_data):  # a 4xx for a bad image, before anything is written
+            if upload is not None:
+                await loop.run_in_executor(
+                    inspector.decoder, http.decode_upload, upload, inspector.size, inspector.limits
+                )
         image = keep_upload(config.model_dir, data, "")
         mask = keep_upload(config.model_dir, mask_data, "_mask") if mask_data else None
-        loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             inspector.executor, apply, LABELS[label], image, mask, force
         )

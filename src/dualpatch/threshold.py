@@ -3,17 +3,34 @@ were held out of the memory bank. Test labels never enter it.
 
 The rule: hold out ``fraction`` of the normal training images (a seeded draw, at least one),
 fit the bank on the rest, score the held-out ones, and take their ``quantile`` (default 1.0, the
-largest score: no held-out normal image would be flagged).
+largest score: no held-out normal image would be flagged; the target false-reject rate is
+1 - quantile; a quantile is an observed score, the next higher one, never interpolated). An image
+scoring above the threshold is flagged.
+
+For a dual model the same held-out images also set the novelty level tau (the ``quantile`` of
+their largest patch distances to the normal bank), replacing fit's leave-image-out estimate. Under
+a rule that keeps the scoring contract (``scoring.DUAL_RULES``, ``safe``), the stored threshold is
+min(t, tau), t the held-out score quantile: an image whose single-bank score exceeds tau scores at
+least that much under the rule, so every image the normal bank alone would call novel at tau is
+flagged. ``threshold_record_["capped"]`` says whether tau was strictly the lower of the two.
+With the ``guarded`` rule t >= tau always holds: its image score is at least g(max d_n),
+g(x) = x min(1, x / tau), a non-decreasing map with g(tau) = tau, so the score quantile is at
+least g(tau) = tau. The stored threshold is then tau itself; it is capped (t > tau) when the defect
+bank raised a held-out normal image above tau, which the guarantee then counts as a false reject.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
 from .data.base import Sample
 from .errors import ConfigError, DataError
+
+#: below this many held-out images the threshold rests on too few scores: ``calibrate`` warns
+FEW_HELD_OUT = 20
 
 
 def holdout_split(
@@ -37,13 +54,83 @@ def holdout_split(
 
 
 def calibrate(model, held_out: Sequence[Sample], quantile: float = 1.0) -> float:
-    """Set ``model.threshold_`` (and ``threshold_rule_``) from held-out normal images' scores."""
+    """Set ``model.threshold_`` and ``threshold_record_`` (and, for a dual model,
+    ``novelty_level_``) from held-out normal images, which must not be in the bank."""
+    from .scoring import DUAL_RULES, dual_scores
+
     if not 0 < quantile <= 1:
         raise ConfigError(f"threshold quantile {quantile} must lie in (0, 1]")
-    scores = model.predict(held_out).image_scores
-    model.threshold_ = float(np.quantile(scores, quantile))
-    model.threshold_rule_ = (
-        f"quantile {quantile:g} of the image scores of {len(held_out)} normal training images "
-        f"held out of the bank (seed {model.seed})"
+    held_out = list(held_out)
+    if len(held_out) < FEW_HELD_OUT:
+        warnings.warn(
+            f"the threshold rests on {len(held_out)} held-out normal images (fewer than "
+            f"{FEW_HELD_OUT}): its false-reject rate is a rough estimate",
+            stacklevel=2,
+        )
+    record = {"quantile": quantile, "target_false_reject_rate": 1 - quantile,
+              "images": len(held_out), "seed": model.seed}  # fmt: skip
+    rule = getattr(model, "rule", None)
+    if rule is None:  # one bank: its own scores (the re-weighting, if set, included)
+        threshold = _quantile(model.predict(held_out).image_scores, quantile)
+    else:
+        distances = model.bank_distances(held_out)
+        largest = distances["normal"].flatten(1).amax(1).double().numpy()
+        level = _quantile(largest, quantile)
+        model.set_novelty_level(level, {"method": "held-out", "images": len(held_out),
+                                        "quantile": quantile})  # fmt: skip
+        _, scores = dual_scores(distances["normal"], distances["defect"], rule, model.eps, level)
+        threshold = _quantile(scores.double().numpy(), quantile)
+        record["score_quantile"] = threshold
+        if DUAL_RULES[rule].safe:  # the verdict guarantee (module docstring)
+            record["novelty_level"], record["capped"] = level, level < threshold
+            threshold = min(threshold, level)
+    model.threshold_, model.threshold_record_ = threshold, record
+    model.threshold_rule_ = describe(record)  # the one-line account model.json has always held
+    return threshold
+
+
+def _quantile(values, quantile: float) -> float:
+    """The ``quantile`` of ``values`` as one of them (the next higher order statistic, no
+    interpolation): then t >= tau holds exactly, as each image's score is >= g(its max d_n)."""
+    return float(np.quantile(np.asarray(values, dtype=np.float64), quantile, method="higher"))
+
+
+def describe(record: dict | None) -> str:
+    """One line on how a stored threshold was set, from its ``threshold_record_``."""
+    if not record:
+        return "no record of how it was set"
+    text = (
+        f"quantile {record['quantile']:g} of the image scores of {record['images']} normal "
+        f"training images held out of the bank (seed {record['seed']}; target false-reject rate "
+        f"{record['target_false_reject_rate']:.0%})"
     )
-    return model.threshold_
+    if record.get("capped"):
+        text += f", capped at the novelty level {record['novelty_level']:.6g}"
+    return text
+
+
+def flag(scores, threshold: float) -> np.ndarray:
+    """The verdicts: an image is flagged when its score is above the threshold (as ``serve``
+    decides)."""
+    return np.asarray(scores, dtype=np.float64) > threshold
+
+
+def verdict_metrics(labels, scores, threshold: float) -> dict[str, float]:
+    """F1, precision, recall and false-reject rate (good images flagged) of ``flag``'s verdicts;
+    NaN where the labels cannot define one."""
+    labels, flagged = np.asarray(labels).astype(bool), flag(scores, threshold)
+    tp = float(np.sum(flagged & labels))
+    n_flagged, n_defective, n_good = (
+        float(flagged.sum()),
+        float(labels.sum()),
+        float((~labels).sum()),
+    )
+    nan = float("nan")
+    return {
+        "f1_at_threshold": 2 * tp / (n_flagged + n_defective) if n_flagged + n_defective else nan,
+        "precision_at_threshold": tp / n_flagged if n_flagged else nan,
+        "recall_at_threshold": tp / n_defective if n_defective else nan,
+        "false_reject_rate_at_threshold": float(np.sum(flagged & ~labels)) / n_good
+        if n_good
+        else nan,
+    }

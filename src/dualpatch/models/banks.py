@@ -16,6 +16,7 @@ from .. import feature_cache
 from ..data.base import Sample
 from ..errors import DataError
 from ..memory import MemoryBank
+from ..scoring import patch_distances
 from .params import check_large_data
 
 #: The map scale is measured on at most this many training images, evenly spaced: scoring every
@@ -76,8 +77,53 @@ def map_scale(model: Any, feats: Any) -> float:
     else:
         picked = np.linspace(0, n - 1, MAP_SCALE_IMAGES).round().astype(int).tolist()
         batches = (feats[picked[start : start + size]] for start in range(0, len(picked), size))
+    # a stage of its own: on a large bank this took minutes with nothing shown after the coreset
+    bar = model._bar("map scale", min(n, MAP_SCALE_IMAGES))
     top = 0.0
     for batch in batches:
         amap, _ = model._score_features(batch)
         top = max(top, float(amap.max()))
+        bar(len(batch))
     return top
+
+
+#: The label-free novelty level is measured on at most this many training images, evenly spaced:
+#: each costs one search of its patches against the bank, so the cost stays that of a few dozen
+#: test images however large the training set.
+NOVELTY_IMAGES = 32
+#: tau is this quantile of the per-image largest distances (1.0: the largest, so that no normal
+#: image it was measured on reaches it)
+NOVELTY_QUANTILE = 1.0
+
+
+def leave_image_out_level(model: Any, feats: Any) -> tuple[float, int]:
+    """(tau, images measured): the normal bank's novelty level without held-out images.
+
+    Each of up to ``NOVELTY_IMAGES`` evenly spaced training images is scored against the bank
+    rows that did not come from it (a coreset row is a copy of one training patch; a patch's own
+    row is found as its nearest entry and dropped when equal), so its largest patch distance is
+    what an unseen normal image of the same kind would get. tau is the ``NOVELTY_QUANTILE`` of
+    those largest distances. With one training image only (every row its own), the bank's own
+    spread stands in: the largest distance of a bank entry to its nearest other entry.
+    """
+    n = feats.shape[0]
+    picked = np.unique(np.linspace(0, n - 1, min(n, NOVELTY_IMAGES)).round().astype(int))
+    bank = model.memory_.bank_
+    levels = []
+    for i in picked.tolist():
+        rows = feats[[i]].reshape(-1, bank.shape[1]).float()
+        _, idx = model.memory_.query(rows, 1)
+        own = idx[:, 0][(bank[idx[:, 0]] == rows).all(1)]
+        keep = torch.ones(bank.shape[0], dtype=torch.bool)
+        keep[own] = False
+        if not keep.any():
+            continue
+        others = model._memory(model.coreset_ratio)
+        others.bank_ = bank[keep]
+        k = min(model.num_neighbors, int(keep.sum()))
+        dist, _ = others.query(rows, k)
+        levels.append(float(patch_distances(dist).max()))
+    if not levels:  # one image made the whole bank
+        dist, _ = model.memory_.query(bank, min(2, bank.shape[0]))
+        return float(dist[:, -1].max()), 0
+    return float(np.quantile(levels, NOVELTY_QUANTILE)), len(levels)

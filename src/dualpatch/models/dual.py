@@ -22,17 +22,23 @@ from .patchcore import PatchCore
 class DualPatchCore(PatchCore):
     """Dual-bank PatchCore: a normal bank plus a defect bank built from defect crops.
 
-    A patch scores high when it is far from normal surface and near a known defect:
-    ``rule="patch"`` takes the per-patch distance ratio and its maximum as image score;
-    ``rule="seed"`` is the reference rule (max normal distance / max defect distance, map the
-    per-patch ratio); ``rule="weighted"`` scales the normal distance by nearness to defects (see
-    ``scoring.DUAL_RULES``). ``num_neighbors`` applies to both banks; ``reweight`` is refused.
+    A patch scores high when it is far from normal surface and near a known defect. The default
+    ``rule="guarded"`` raises a patch's normal distance d_n where it is nearer a known defect than
+    normal surface, may damp it below the novelty level tau, and never lowers it at or above tau
+    (the scoring contract, ``scoring.DUAL_RULES``). The older rules are kept by name and are
+    unsafe for novelties (a frame far from both banks can pass): ``rule="patch"`` takes the
+    per-patch distance ratio and its maximum as image score; ``rule="seed"`` is the reference rule
+    (max normal distance / max defect distance, map the per-patch ratio); ``rule="weighted"``
+    scales the normal distance by nearness to defects. ``num_neighbors`` applies to both banks;
+    ``reweight`` is refused.
     ``defect_patches="mask"`` keeps only crop patches that touch the defect mask (the crop's padding
     is normal surface and would otherwise enter the defect bank); ``"all"`` keeps every patch.
     ``defect_feature_augment`` (e.g. ``{"method": "interpolate", "n": 1000}``) adds synthetic rows
     made in feature space from the real defect rows before the coreset (see ``feature_augment``).
     Learned state: ``memory_`` (normal), ``defect_memory_``, ``defect_crop_files_`` (file and
-    SHA-256 of each crop read from a crop folder, saved in model.json).
+    SHA-256 of each crop read from a crop folder, saved in model.json), ``novelty_level_`` (tau,
+    in d_n units) with ``novelty_level_record_`` (how it was measured: leave-image-out on the
+    training normals at ``fit``, or held-out normals by ``threshold.calibrate``), ``threshold_``.
     """
 
     kind = "dual"
@@ -77,7 +83,14 @@ class DualPatchCore(PatchCore):
         """
         defects = self._check_defects(defects)  # before the normal bank's minutes of work
         normal = list(normal)
+        self.threshold_ = self.threshold_record_ = None  # calibrate() sets them, if asked
         normal_feats = banks.fit_normal_bank(self, normal)
+        # tau depends on the normal bank only: measured once, before any rule scores a patch
+        level, measured = banks.leave_image_out_level(self, normal_feats)
+        self.set_novelty_level(
+            level, {"method": "leave-image-out", "images": measured,
+                    "quantile": banks.NOVELTY_QUANTILE},
+        )  # fmt: skip
         # kept for fit_defects: the map scale and the training-image digests depend on both banks
         self._normal_samples = normal
         self._normal_sha256 = set(self.train_sha256_)
@@ -132,11 +145,27 @@ class DualPatchCore(PatchCore):
         """(M, D) features of defect patches, each crop run through the backbone at its own size."""
         return crop_features(self, crops)
 
+    def set_novelty_level(self, level: float, record: dict[str, Any]) -> None:
+        """Set tau (``novelty_level_``) and how it was measured (``novelty_level_record_``)."""
+        if not level > 0:
+            raise DataError(
+                f"novelty level {level!r} of the normal bank is not positive: the normal images "
+                "are all alike (identical or blank images?)"
+            )
+        self.novelty_level_, self.novelty_level_record_ = float(level), dict(record)
+
     def _score_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         normal_dist, _ = self._nearest(self.memory_, feats)
         defect_dist, _ = self._nearest(self.defect_memory_, feats)
         size = tuple(self.image_size)
-        return score_patches(normal_dist, size, self.blur_sigma, defect_dist, self.rule, self.eps)
+        level = getattr(self, "novelty_level_", None)
+        return score_patches(
+            normal_dist, size, self.blur_sigma, defect_dist, self.rule, self.eps,
+            novelty_level=level,
+        )  # fmt: skip
+
+    def _banks(self) -> dict:
+        return {"normal": self.memory_, "defect": self.defect_memory_}
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         return {"normal_bank": self.memory_.bank_, "defect_bank": self.defect_memory_.bank_}

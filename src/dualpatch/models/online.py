@@ -304,9 +304,12 @@ def _check_in_memory(model: Any) -> None:
 
 
 def recheck_threshold(model: Any, held_out: Sequence[ImageLike] | None) -> dict[str, Any]:
-    """Re-compute the stored threshold on the held-out normal images (the quantile it was set
-    with, ``threshold_quantile_``, default 1.0: their largest score) and set it; says whether it
-    moved. Nothing to check without a stored threshold or without held-out images."""
+    """Re-compute the stored threshold on the held-out normal images by the rule it was set
+    with (``threshold.calibrate`` at its quantile, default 1.0: their largest score; for a dual
+    model also the novelty level, as at fit) and set it; says whether it moved. Nothing to
+    check without a stored threshold or without held-out images."""
+    from ..threshold import calibrate
+
     old = getattr(model, "threshold_", None)
     if old is None:
         return {"checked": False, "reason": "the model stores no threshold"}
@@ -317,9 +320,9 @@ def recheck_threshold(model: Any, held_out: Sequence[ImageLike] | None) -> dict[
             "reason": "held-out normal images not recorded: threshold kept, not re-checked",
         }
     samples = as_samples(held_out, 0)
-    quantile = float(getattr(model, "threshold_quantile_", None) or 1.0)
-    new = float(np.quantile(model.predict(samples).image_scores, quantile))
-    model.threshold_ = new
+    record = getattr(model, "threshold_record_", None) or {}
+    quantile = float(record.get("quantile") or getattr(model, "threshold_quantile_", None) or 1.0)
+    new = float(calibrate(model, samples, quantile))
     return {
         "checked": True,
         "before": old,
@@ -424,6 +427,10 @@ def start_defect_bank(
         for s, c in zip(samples, cells, strict=True)
     ]  # fmt: skip
     update = Update("defect", added, 0, dual.defect_memory_.bank_.shape[0], novelty_level=level)
+    if getattr(dual, "novelty_level_", None) is None and hasattr(dual, "set_novelty_level"):
+        # the guarded rule scores with tau; held-out normals (below) measure it as a fit does
+        tau, source = novelty_level(dual)
+        dual.set_novelty_level(tau, {"method": source})
     if getattr(model, "threshold_", None) is not None:
         dual.threshold_ = model.threshold_
         update.threshold = recheck_threshold(dual, held_out)

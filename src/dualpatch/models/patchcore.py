@@ -15,12 +15,12 @@ import torch
 
 from .. import feature_cache
 from ..data.base import Sample
-from ..data.duplicates import file_sha256
 from ..defaults import BACKBONE, CORESET_MIN, IMAGE_SIZE, NORMAL_CORESET, NORMALIZATION
 from ..errors import ConfigError, DataError
 from ..events import open_stage, silent
 from ..feature_cache import cache_key, key_prefix
 from ..features import FeatureExtractor, to_tensor
+from ..fileio import sha256_file
 from ..memory import MemoryBank
 from ..scoring import (
     DEFAULT_NUM_NEIGHBORS,
@@ -52,7 +52,10 @@ class PatchCore:
     ``reweight``: image score by the PatchCore paper's re-weighting, over a neighbourhood of
     ``reweight_neighbors`` bank entries (single bank only).
     Parameters are stored as given; all work happens in ``fit``. Learned state: ``memory_``
-    (the normal ``MemoryBank``) and ``grid_`` (feature grid of the input size).
+    (the normal ``MemoryBank``), ``grid_`` (feature grid of the input size) and ``threshold_``,
+    the verdict threshold (an image scoring above it is flagged): None until ``threshold.calibrate``
+    sets it from held-out normal images (``dualpatch fit`` does by default), with
+    ``threshold_record_`` saying how it was set.
     """
 
     kind = "single"
@@ -146,6 +149,7 @@ class PatchCore:
     def fit(self, normal: Iterable[Sample]) -> PatchCore:
         """Build the normal memory bank from defect-free images."""
         self.check_params()
+        self.threshold_ = self.threshold_record_ = None  # calibrate() sets them, if asked
         feats = banks.fit_normal_bank(self, list(normal))
         self.map_scale_ = banks.map_scale(self, feats)
         feature_cache.close_features(feats)
@@ -153,12 +157,12 @@ class PatchCore:
 
     def record_training_images(self, paths: Iterable[str | os.PathLike[str]]) -> None:
         """Remember the SHA-256 of images the model was fit on (see ``training_overlap``)."""
-        self.train_sha256_.update(file_sha256(p) for p in paths)
+        self.train_sha256_.update(sha256_file(p) for p in paths)
 
     def training_overlap(self, samples: Iterable[Sample]) -> list[Sample]:
         """The samples whose image file is byte-identical to one the model was fit on."""
         seen = getattr(self, "train_sha256_", set())
-        return [s for s in samples if seen and file_sha256(s.image_path) in seen]
+        return [s for s in samples if seen and sha256_file(s.image_path) in seen]
 
     def _memory(self, ratio: float) -> MemoryBank:
         return MemoryBank(
@@ -169,11 +173,11 @@ class PatchCore:
         if not hasattr(self, "memory_"):
             raise ConfigError(f"{type(self).__name__} is not fitted: call fit() or load() first")
 
-    def predict_batches(
+    def _feature_batches(
         self, samples: Sequence[Sample]
-    ) -> Iterator[tuple[list[Sample], np.ndarray, np.ndarray]]:
-        """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch: memory
-        stays flat however many samples there are."""
+    ) -> Iterator[tuple[list[Sample], torch.Tensor | None, torch.Tensor | None]]:
+        """(samples, their (B, h, w, D) features from the cache and None, or None and the images'
+        (B, 3, H, W) tensor) batch by batch, with one progress stage."""
         self._check_fitted()
         if not samples:
             raise DataError("no images to score")
@@ -181,12 +185,45 @@ class PatchCore:
         for start in range(0, len(samples), self.batch_size):
             batch = list(samples[start : start + self.batch_size])
             if self.cache_dir:  # one test set scored by many models extracts its features once
-                amap, score = self._score_features(self.image_features(batch, bar=bar))
+                yield batch, self.image_features(batch, bar=bar), None
             else:
                 images = to_tensor([s.image(tuple(self.image_size)) for s in batch])
-                amap, score = self._score_batch(images)
-                bar(len(batch))
+                yield batch, None, images
+                bar(len(batch))  # once the batch is scored
+
+    def _batch_features(
+        self, feats: torch.Tensor | None, images: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(B, h, w, D) patch features: the cached ones, else the backbone's on ``images``."""
+        if feats is not None:
+            return feats
+        assert images is not None
+        return self.extractor_(images).features.permute(0, 2, 3, 1)
+
+    def predict_batches(
+        self, samples: Sequence[Sample]
+    ) -> Iterator[tuple[list[Sample], np.ndarray, np.ndarray]]:
+        """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch: memory
+        stays flat however many samples there are."""
+        from ..evaluation import refuse_non_finite
+
+        for batch, feats, images in self._feature_batches(samples):
+            amap, score = self._score_features(self._batch_features(feats, images))
+            refuse_non_finite(batch, score.numpy())
             yield batch, score.numpy().astype(np.float64), amap.numpy().astype(np.float32)
+
+    def bank_distances(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        """(N, h, w) patch distances of ``samples`` to each bank, by bank ("normal", and
+        "defect" for a dual model): what the scoring rules take, for calibrating on them."""
+        found: dict[str, list[torch.Tensor]] = {}
+        for _, feats, images in self._feature_batches(samples):
+            feats = self._batch_features(feats, images)
+            for name, bank in self._banks().items():
+                found.setdefault(name, []).append(self._nearest(bank, feats)[0])
+        return {name: torch.cat(parts) for name, parts in found.items()}
+
+    def _banks(self) -> dict[str, MemoryBank]:
+        return {"normal": self.memory_}
 
     def predict(self, samples: Iterable[Sample]) -> Prediction:
         """Image scores and anomaly maps (at ``image_size``) for each sample."""
@@ -208,7 +245,7 @@ class PatchCore:
 
     def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(anomaly maps at ``image_size``, image scores) of a batch."""
-        return self._score_features(self.extractor_(images).features.permute(0, 2, 3, 1))
+        return self._score_features(self._batch_features(None, images))
 
     def _score_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(anomaly maps, image scores) of (B, h, w, D) patch features."""

@@ -33,27 +33,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..card import CURRENT, resolve_model_dir
 from ..errors import ConfigError, ModelFileError
 from ..fileio import write_json
 
 VERSIONS = "versions"
-CURRENT = "current"
 RECORD = "version.json"
 MODEL_FILES = ("model.json", "model.safetensors")
 LOCK = ".lock"
 
 
 def resolve(model_dir: str | os.PathLike[str]) -> Path:
-    """The folder that holds the current ``model.json`` and ``model.safetensors``: the current
-    version's folder when ``model_dir`` is versioned, else ``model_dir`` itself."""
-    model_dir = Path(model_dir)
-    pointer = model_dir / CURRENT
-    if not pointer.is_symlink():
-        return model_dir
-    target = (model_dir / os.readlink(pointer)).resolve()
-    if not target.is_dir():
-        raise ModelFileError(f"{pointer}: points to {os.readlink(pointer)}, which is missing")
-    return target
+    """The folder that holds the current ``model.json`` and ``model.safetensors`` (the one rule,
+    in ``card.resolve_model_dir``, which every reader of a model folder goes through)."""
+    return resolve_model_dir(model_dir)
 
 
 def is_versioned(model_dir: str | os.PathLike[str]) -> bool:
