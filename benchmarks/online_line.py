@@ -124,6 +124,7 @@ def main() -> None:
         "--name", default=None, help="Dataset name in the output (default: --dataset)."
     )
     parser.add_argument("--fraction", type=float, default=0.25)
+    parser.add_argument("--out", type=Path, default=None, help="JSON to write (default: results).")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     name = args.name or args.dataset
@@ -168,7 +169,7 @@ def main() -> None:
         "seconds": round(time.time() - started, 1),
         "cpus": os.cpu_count(),
     }  # fmt: skip
-    out = ROOT / "benchmarks" / "results" / f"online_line_{name}.json"
+    out = args.out or ROOT / "benchmarks" / "results" / f"online_line_{name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("prequential", "end_pass", "added_normal",
                                              "defects_added")}, indent=2))  # fmt: skip
