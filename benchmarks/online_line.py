@@ -14,7 +14,10 @@ so it compares the two, not either with an unseen set. Defaults everywhere; test
 play the operator and are counted.
 
     python benchmarks/online_line.py --dataset kolektorsdd --data ../shared/data/kolektorsdd
-    python benchmarks/online_line.py --dataset folder --data ../shared/data/bsdata --name bsdata
+    python benchmarks/online_line.py --dataset folder --data ../shared/data/bsdata --name bsdata \
+        --image-size 128 320
+    python benchmarks/online_line.py --dataset folder --data ../shared/data/battery_weld/welding \
+        --name battery_weld --image-size 160 256
 
 Writes ``benchmarks/results/online_line_<name>.json``.
 """
@@ -94,13 +97,13 @@ def run_line(model, stream: list, held: list) -> tuple[object, dict]:
     return model, log
 
 
-def refit(start: list, log: dict, held: list, seed: int, cache: str | None):
+def refit(start: list, log: dict, held: list, seed: int, cache: str | None, size: dict):
     normals = start + log["added_normal"]
     if log["defects"]:
-        model = DualPatchCore(seed=seed, cache_dir=cache, progress=False)
+        model = DualPatchCore(seed=seed, cache_dir=cache, progress=False, **size)
         model.fit(normals, log["defects"])
     else:
-        model = PatchCore(seed=seed, cache_dir=cache, progress=False).fit(normals)
+        model = PatchCore(seed=seed, cache_dir=cache, progress=False, **size).fit(normals)
     calibrate(model, held)
     return model
 
@@ -124,6 +127,14 @@ def main() -> None:
         "--name", default=None, help="Dataset name in the output (default: --dataset)."
     )
     parser.add_argument("--fraction", type=float, default=0.25)
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="Model input size (default: the estimators'); keep the aspect.",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (default: results).")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -140,15 +151,17 @@ def main() -> None:
     stream = [test[i] for i in rng.permutation(len(test))]
     labels = [s.label for s in stream]
 
-    static = PatchCore(seed=args.seed, cache_dir=cache, progress=False).fit(start)
+    size = {"image_size": tuple(args.image_size)} if args.image_size else {}
+    static = PatchCore(seed=args.seed, cache_dir=cache, progress=False, **size).fit(start)
     calibrate(static, held)
     static_scores = static.predict(stream).image_scores
     static_flags = list(static_scores > static.threshold_)
     learned, log = run_line(copy.deepcopy(static), stream, held)
-    refitted = refit(start, log, held, args.seed, cache)
+    refitted = refit(start, log, held, args.seed, cache, size)
     result = {
         "command": f"python benchmarks/online_line.py --dataset {args.dataset} --data {args.data}"
-        f" --name {name} --fraction {args.fraction} --seed {args.seed}",
+        f" --name {name} --fraction {args.fraction} --seed {args.seed}"
+        + (f" --image-size {args.image_size[0]} {args.image_size[1]}" if args.image_size else ""),
         "dataset": name,
         "start_normals": len(start), "held_out_normals": len(held), "stream": len(stream),
         "added_normal": len(log["added_normal"]), "refused_by_guard": log["refused"],
