@@ -8,8 +8,8 @@ Rules (docs/online.md states them for users):
   its floor ``coreset_min``, as a fit keeps every row below it), chosen by greedy k-center
   continued from the bank's existing rows (``memory.continued_kcenter``): the new patches
   farthest from what the bank already covers go in first, a patch already in the bank never.
-  So a bank never holds more rows than a refit at the same ratio on all its images would keep
-  (the coreset minimum aside).
+  A bank that crosses ``coreset_min`` through additions can end larger than a refit's
+  (docs/online.md states the bound).
 - **Guard.** An image is refused from the normal bank unless forced when it scores above
   ``GUARD_FACTOR`` x the stored threshold, when one of its patches is farther from the normal
   bank than ``GUARD_FACTOR`` x the novelty level, or (dual) when more of its patches are nearer a
