@@ -85,13 +85,21 @@ SAFETY_RUNS = {
 
 
 def fold_cell(m: dict) -> str:
-    """mean [fold-level 95% interval] (Nadeau-Bengio corrected t over the outer folds)."""
+    """mean [fold-level 95% interval] (Nadeau-Bengio corrected t over the outer folds), the
+    interval clipped to [0, 1], the range of every figure in the table."""
     if not m or m.get("mean") is None or not math.isfinite(m["mean"]):
         return "n/a"
     lo, hi = m["fold_ci"]
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return f"{m['mean']:.3f}"
-    return f"{m['mean']:.3f} [{max(lo, -1):.3f}, {min(hi, 1):.3f}]"
+    return f"{m['mean']:.3f} [{max(lo, 0):.3f}, {min(hi, 1):.3f}]"
+
+
+def ordered(runs: dict) -> list[tuple[str, dict]]:
+    """Single banks first, then the dual rules as the JSON lists them, the procedure last."""
+    first = [n for n in ("single", "single-reweighted") if n in runs]
+    rules = [n for n in runs if n not in (*first, "chosen")]
+    return [(n, runs[n]) for n in [*first, *rules, *(["chosen"] if "chosen" in runs else [])]]
 
 
 def run_label(name: str) -> str:
@@ -101,7 +109,7 @@ def run_label(name: str) -> str:
 def safety_table(data: dict) -> str:
     head = "| run | " + " | ".join(label for _, label in SAFETY_COLUMNS) + " |"
     rows = [head, "| --- |" + " ---: |" * len(SAFETY_COLUMNS)]
-    for name, m in data["runs"].items():
+    for name, m in ordered(data["runs"]):
         cells = " | ".join(fold_cell(m.get(k)) for k, _ in SAFETY_COLUMNS)
         rows.append(f"| {run_label(name)} | {cells} |")
     return "\n".join(rows)
@@ -110,7 +118,7 @@ def safety_table(data: dict) -> str:
 def safety_verdicts(data: dict, against: str = "single") -> str:
     rows = [f"| run | metric | difference to {against} [fold-level 95% interval] | verdict |",
             "| --- | --- | ---: | --- |"]  # fmt: skip
-    for name, by_base in data["comparisons"].items():
+    for name, by_base in ordered(data["comparisons"]):
         for k, c in by_base[against].items():
             lo, hi = c["ci"]
             rows.append(f"| {run_label(name)} | {k} | {c['difference']:+.3f} "
