@@ -126,6 +126,22 @@ def safety_verdicts(data: dict, against: str = "single") -> str:
     return "\n".join(rows)
 
 
+def procedure_verdicts(data: dict, run: str = "chosen") -> str:
+    """The README's compact table: one run against both single banks, metric by metric."""
+    rows = ["| metric | against single [fold-level 95%] | against single, re-weighted |",
+            "| --- | ---: | ---: |"]  # fmt: skip
+    by_base = data["comparisons"].get(run, {})
+
+    def cell(c: dict) -> str:
+        lo, hi = c["ci"]
+        return f"{c['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] {c['verdict']}"
+
+    for k in by_base.get("single", {}):
+        rows.append(f"| {k} | {cell(by_base['single'][k])} "
+                    f"| {cell(by_base['single-reweighted'][k])} |")  # fmt: skip
+    return "\n".join(rows)
+
+
 def choices(data: dict) -> str:
     rows = ["| outer fold | rule | normalisation | validation criterion | fallback |",
             "| --- | --- | --- | ---: | --- |"]  # fmt: skip
@@ -167,6 +183,7 @@ def main() -> None:
         data = json.loads(path.read_text())
         print(f"## {path.name}: {data['command']} (git {data['git_commit'][:8]})\n")
         print(safety_table(data), "\n")
+        print(procedure_verdicts(data), "\n")
         print(safety_verdicts(data, "single"), "\n")
         print(safety_verdicts(data, "single-reweighted"), "\n")
         print(choices(data), "\n")
