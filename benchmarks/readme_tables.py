@@ -4,6 +4,7 @@ KolektorSDD's cross-validated runs, and the safety suite's one JSON per dataset.
 The README's figures are copied from this output, never typed by hand:
 
     python benchmarks/readme_tables.py
+    python benchmarks/readme_tables.py --write-readme   # the three-dataset section, in place
 """
 
 from __future__ import annotations
@@ -162,7 +163,55 @@ def defaults(data: dict) -> str:
     return "\n".join(rows) + f"\n\nchosen: {data.get('chosen')}"
 
 
+START, END = "<!-- safety-suite:start -->", "<!-- safety-suite:end -->"
+TITLES = {"kolektorsdd": "KolektorSDD", "battery_weld": "battery_weld", "bsdata": "BSData"}
+
+
+def safety_section() -> str:
+    """The README's three-dataset tables, from the safety suite's JSON files only."""
+    parts = []
+    for name, title in TITLES.items():
+        path = RESULTS / f"safety_{name}.json"
+        if not path.exists():
+            parts.append(f"### {title}\n\nnot measured (no `{path.name}`).")
+            continue
+        data = json.loads(path.read_text())
+        picks = ", ".join(
+            f"{c['fold']} {c['chosen']['rule']}/{c['chosen']['normalization']}"
+            + (" (fallback)" if c["chosen"].get("fallback") else "")
+            if c.get("chosen") else f"{c['fold']} not run"
+            for c in data["choices_per_outer_fold"]
+        )  # fmt: skip
+        parts.append(
+            f"### {title}\n\n`{path.name}`: {len(data['outer_folds'])} outer folds, model size "
+            f"{data['model_size'][0]}x{data['model_size'][1]}, git {data['git_commit'][:8]}.\n\n"
+            f"{safety_table(data)}\n\nThe procedure against both single banks (paired per "
+            f"fold):\n\n{procedure_verdicts(data)}\n\nEach outer fold's own choice: {picks}."
+        )
+    sel = RESULTS / "select_defaults.json"
+    if sel.exists():
+        data = json.loads(sel.read_text())
+        parts.append(
+            "### The defaults (the same procedure on all images of all three datasets)\n\n"
+            f"`select_defaults.json`:\n\n{defaults(data)}"
+        )
+    return "\n\n".join(parts)
+
+
+def write_readme(readme: Path) -> None:
+    """Replace the text between the safety-suite markers of ``readme`` with ``safety_section``."""
+    text = readme.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{safety_section()}\n{END}{tail}")
+
+
 def main() -> None:
+    import sys
+
+    if "--write-readme" in sys.argv:
+        write_readme(Path(__file__).parents[1] / "README.md")
+        return
     cv = RESULTS / "kolektorsdd_cv.json"
     if cv.exists():
         data = json.loads(cv.read_text())
