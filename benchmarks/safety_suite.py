@@ -348,7 +348,7 @@ def main() -> None:
     torch.set_num_threads(1)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="runs/safety")
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--datasets", nargs="*", default=list(DATASETS))
     parser.add_argument("--defaults", action="store_true", help="Also write select_defaults.json.")
     args = parser.parse_args()
     from dualpatch.fileio import write_json
