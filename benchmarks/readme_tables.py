@@ -160,7 +160,16 @@ def defaults(data: dict) -> str:
         c = t["candidate"]
         rows.append(f"| `{c['rule']}`, {c['normalization']} | {', '.join(t['feasible_on'])} "
                     f"| {t['criterion_mean']:.3f} |")  # fmt: skip
-    return "\n".join(rows) + f"\n\nchosen: {data.get('chosen')}"
+    chosen = data.get("chosen") or {}
+    where = ", ".join(data.get("feasible_on", []))
+    if data.get("feasible_everywhere"):
+        where = "every dataset"
+    else:
+        where += " only: no candidate met the constraints on all three"
+    return "\n".join(rows) + (
+        f"\n\nChosen: `{chosen.get('rule')}`, {chosen.get('normalization')} normalisation "
+        f"(feasible on {where})."
+    )
 
 
 START, END = "<!-- safety-suite:start -->", "<!-- safety-suite:end -->"
