@@ -71,7 +71,7 @@ def test_choice_never_reads_the_test_fold(data, tmp_path):
     poisoned_rule_of, poisoned = _choose(_config(data, tmp_path / "b"), 0, 1, poison=True)
     assert poisoned == records and poisoned_rule_of == rule_of
     (record,) = records.values()
-    assert set(record["criterion"]) == {"guarded", "weighted", "patch", "seed"}
+    assert set(record["criterion"]) == {"weighted", "patch", "seed"}
     assert record["chosen"] == max(record["criterion"], key=record["criterion"].get)
     assert [d["draw"] for d in record["draws"]] == [0, 1]
     assert record["validation_defective"] >= 1
