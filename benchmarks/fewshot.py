@@ -184,7 +184,7 @@ def paired_on_folders(out: Path, name: str, resamples: int) -> dict:
         point = [float(np.mean([json.loads((q / "metrics.json").read_text())[k] for q in side]))
                  for side in zip(*pairs, strict=True)]  # fmt: skip
         row[k] = {"mean": point[0], "against_mean": point[1],
-                  **compare(reps[0], reps[1], (name, base))}  # fmt: skip
+                  **compare(reps[0], reps[1], (name, base), point[0] - point[1])}  # fmt: skip
     return row
 
 

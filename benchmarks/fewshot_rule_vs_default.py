@@ -99,7 +99,7 @@ def compare_entry(out: Path, name: str, splits, counts, default: str, size: tupl
     row: dict = {"evaluations": len(points["nested"]), "rescored_with_default": rescored}
     for k in KEYS:
         a, b = (float(np.mean([p[k] for p in points[s]])) for s in ("nested", "default"))
-        diff = compare(boot["nested"][k], boot["default"][k], ("nested", "default"))
+        diff = compare(boot["nested"][k], boot["default"][k], ("nested", "default"), a - b)
         row[k] = {"nested": a, "default": b, **diff}
     return row
 

@@ -1,4 +1,5 @@
-"""Print the README's KolektorSDD tables (Markdown) from the JSON files under benchmarks/results/.
+"""Print the README's results tables (Markdown) from the JSON files under benchmarks/results/:
+KolektorSDD's cross-validated runs, and the safety suite's one JSON per dataset.
 
 The README's figures are copied from this output, never typed by hand:
 
@@ -67,37 +68,74 @@ def timing(metrics: dict) -> str:
     return "\n".join(rows)
 
 
-def selection(sel: dict) -> str:
-    rows = [
-        "| outer fold | validation images (defective) | rule | normalisation | defects "
-        "| normal coreset | criterion |",
-        "| --- | ---: | --- | --- | --- | ---: | ---: |",
-    ]
-    for f in sel["folds"]:
-        c = f["chosen"]
-        best = max(r["metrics"]["criterion"] for r in f["candidates"])
-        rows.append(
-            f"| {f['fold']} | {f['validation_images']} ({f['validation_defective']}) | {c['rule']} "
-            f"| {c['normalization']} | {c['defects']} | {c['normal_coreset']} | {best:.3f} |"
-        )
+SAFETY_COLUMNS = [
+    ("image_auroc", "image AUROC"),
+    ("image_ap", "image AP"),
+    ("pixel_aupro", "pixel AUPRO"),
+    ("foreign_recall", "foreign-frame recall"),
+    ("unseen_recall", "unseen-defect recall"),
+    ("unseen_auroc", "unseen-defect AUROC"),
+    ("false_alarm_rate", "false alarms on normal test images"),
+]
+SAFETY_RUNS = {
+    "single": "single",
+    "single-reweighted": "single, re-weighted",
+    "chosen": "**the procedure** (nested choice per fold)",
+}
+
+
+def fold_cell(m: dict) -> str:
+    """mean [fold-level 95% interval] (Nadeau-Bengio corrected t over the outer folds)."""
+    if not m or m.get("mean") is None or not math.isfinite(m["mean"]):
+        return "n/a"
+    lo, hi = m["fold_ci"]
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{m['mean']:.3f}"
+    return f"{m['mean']:.3f} [{max(lo, -1):.3f}, {min(hi, 1):.3f}]"
+
+
+def run_label(name: str) -> str:
+    return SAFETY_RUNS.get(name, f"dual, `{name}`")
+
+
+def safety_table(data: dict) -> str:
+    head = "| run | " + " | ".join(label for _, label in SAFETY_COLUMNS) + " |"
+    rows = [head, "| --- |" + " ---: |" * len(SAFETY_COLUMNS)]
+    for name, m in data["runs"].items():
+        cells = " | ".join(fold_cell(m.get(k)) for k, _ in SAFETY_COLUMNS)
+        rows.append(f"| {run_label(name)} | {cells} |")
     return "\n".join(rows)
 
 
-def candidates(sel: dict) -> str:
-    rows = [
-        "| outer fold | rule | normalisation | defects | val. image AUROC | val. image AP "
-        "| val. pixel AUPRO | criterion |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
-    ]
-    for f in sel["folds"]:
-        for r in f["candidates"]:
-            c, m = r["candidate"], r["metrics"]
-            rows.append(
-                f"| {f['fold']} | {c['rule']} | {c['normalization']} | {c['defects']} "
-                f"| {m['image_auroc']:.3f} | {m['image_ap']:.3f} | {m['pixel_aupro']:.3f} "
-                f"| {m['criterion']:.3f} |"
-            )
+def safety_verdicts(data: dict, against: str = "single") -> str:
+    rows = [f"| run | metric | difference to {against} [fold-level 95% interval] | verdict |",
+            "| --- | --- | ---: | --- |"]  # fmt: skip
+    for name, by_base in data["comparisons"].items():
+        for k, c in by_base[against].items():
+            lo, hi = c["ci"]
+            rows.append(f"| {run_label(name)} | {k} | {c['difference']:+.3f} "
+                        f"[{lo:+.3f}, {hi:+.3f}] | {c['verdict']} |")  # fmt: skip
     return "\n".join(rows)
+
+
+def choices(data: dict) -> str:
+    rows = ["| outer fold | rule | normalisation | validation criterion | fallback |",
+            "| --- | --- | --- | ---: | --- |"]  # fmt: skip
+    for c in data["choices_per_outer_fold"]:
+        ch = c["chosen"] or {}
+        rule, norm = ch.get("rule", "not run"), ch.get("normalization", "")
+        crit, fallback = ch.get("criterion", math.nan), ch.get("fallback", "")
+        rows.append(f"| {c['fold']} | {rule} | {norm} | {crit:.3f} | {fallback} |")
+    return "\n".join(rows)
+
+
+def defaults(data: dict) -> str:
+    rows = ["| candidate | feasible on | mean validation criterion |", "| --- | --- | ---: |"]
+    for t in data.get("candidates", []):
+        c = t["candidate"]
+        rows.append(f"| `{c['rule']}`, {c['normalization']} | {', '.join(t['feasible_on'])} "
+                    f"| {t['criterion_mean']:.3f} |")  # fmt: skip
+    return "\n".join(rows) + f"\n\nchosen: {data.get('chosen')}"
 
 
 def main() -> None:
@@ -117,13 +155,18 @@ def main() -> None:
         for label, r in data["result"].items():
             print(f"### {label}\n")
             print(metrics_table(r["metrics"]), "\n")
+    for path in sorted(RESULTS.glob("safety_*.json")):
+        data = json.loads(path.read_text())
+        print(f"## {path.name}: {data['command']} (git {data['git_commit'][:8]})\n")
+        print(safety_table(data), "\n")
+        print(safety_verdicts(data, "single"), "\n")
+        print(safety_verdicts(data, "single-reweighted"), "\n")
+        print(choices(data), "\n")
     sel = RESULTS / "select_defaults.json"
     if sel.exists():
         data = json.loads(sel.read_text())
         print(f"## {data['command']}\n")
-        print(selection(data), "\n")
-        print(candidates(data), "\n")
-        print("stability:", data["stability"], "\nmajority:", data["majority"])
+        print(defaults(data), "\n")
 
 
 if __name__ == "__main__":

@@ -1,180 +1,139 @@
-"""Choose the dual model's defaults on training data only (nested: no test image is ever scored).
+"""Nested, train-only choice of the dual model's settings: per outer fold, and for the defaults.
 
-For each outer fold of the cross-validated KolektorSDD protocol (3 item-level folds, duplicated
-items kept together), the outer training items are split again, group-aware and stratified, into
-an inner training set (2/3) and a validation set (1/3). Every candidate is fitted on the inner
-training set and scored on the validation set; the outer test fold is never touched.
+The procedure, for one training set (the training items of one outer fold, or for the defaults
+every image of a dataset): split it again, group-aware and stratified, into an inner training set
+(2/3) and a validation set (1/3); fit every candidate on the inner training set and score the
+validation set; keep the candidates that meet the hard constraints, then take the best criterion.
 
-Search (kept small for 2 shared CPU cores, and said so in the README): the rule {weighted, patch,
-seed} x normalisation {tf, imagenet} x defect source {image, crop}, at normal coreset 1 % and defect
-coreset 10 %; one fit per (normalisation, defect source) serves all three rules, and the fits run in
-the order of ``FITS``, each worker writing what it has measured after every fit. ``--coresets 0.01
-0.1`` adds stage 2: the winner at a larger normal coreset (10x the coreset cost; not run this time).
-Criterion: the mean of validation image AUROC, image AP and pixel AUPRO (one number, three views:
-ranking, ranking under class imbalance, localisation).
+* candidates: every default-eligible dual rule (``scoring.DUAL_RULES`` with ``safe``: the rules
+  that keep the scoring contract) x normalisation (auto, imagenet);
+* hard constraints, on validation data: every foreign frame flagged at the candidate's stored
+  threshold (``foreign_recall`` = 1), and unseen-defect recall at least the single bank's at its
+  own stored threshold, same normalisation (``unseen_recall``);
+* criterion: the mean of validation image AUROC, image AP and pixel AUPRO;
+* no candidate feasible: the single bank (plain) at the normalisation with the best criterion
+  among those whose single bank flags every foreign frame (``fallback`` says so).
 
-    python benchmarks/select_defaults.py [--data ../shared/data/kolektorsdd]
+Each outer fold keeps its own choice (``nested_choices``): there is no vote across folds, and the
+published estimate (benchmarks/safety_suite.py) is of this procedure. The defaults
+(``choose_defaults``) run the same procedure on ALL images of each of the three datasets: a
+candidate must be feasible on every dataset, and the criterion is averaged over the datasets.
 
-writes ``benchmarks/results/select_defaults.json``: every candidate's validation metrics per outer
-fold, what each fold chose, and how often each value was chosen.
+The fits themselves are done by ``safety_compute.py`` (distances stored per fold);
+``safety_suite.py --defaults`` writes ``benchmarks/results/select_defaults.json``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
-import sys
-import time
-from collections import Counter
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-GRID = {
-    "rule": ("weighted", "patch", "seed"),
-    "normalization": ("tf", "imagenet"),
-    "defects": ("image", "crop"),
-}
-#: (normalisation, defect source) pairs fitted, most informative first; each fit serves every rule
-FITS = (("tf", "image"), ("imagenet", "image"), ("tf", "crop"), ("imagenet", "crop"))
-#: normal coreset ratios: stage 2 (a larger coreset for the stage-1 winner) runs only when asked
-CORESETS = [0.01]
 CRITERION = ("image_auroc", "image_ap", "pixel_aupro")
-SIZE = (320, 128)
+NORMALIZATIONS = ("auto", "imagenet")
+#: outer and inner folds
+K = 3
 
 
-def cache_dir() -> str:
-    return os.environ.get("DUALPATCH_CACHE", str(Path.home() / ".cache" / "dualpatch" / "features"))
+def groups_of(name: str, samples: Sequence) -> np.ndarray:
+    """Split units: KolektorSDD items (copies merged), BSData spindle locations (images of one
+    location over time are strongly correlated), other data image by image (copies merged)."""
+    from dualpatch.protocol import split_groups
+
+    if name != "bsdata":
+        return split_groups(samples)
+    locations = ["_".join(Path(s.image_path).stem.split("_")[2:4]) for s in samples]
+    index = {loc: i for i, loc in enumerate(dict.fromkeys(locations))}
+    return np.array([index[loc] for loc in locations])
 
 
-def validate(candidate: dict, inner, validation, rules=("weighted",)) -> list[dict]:
-    """Fit a dual model with ``candidate`` on ``inner`` (public fit) and score ``validation`` under
-    each of ``rules``: the rule is used at predict time only, so one fit serves them all."""
-    from dualpatch import DualPatchCore
-    from dualpatch.evaluation import evaluate
-    from dualpatch.experiment import defect_inputs
+def folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list:
+    """``k`` (train indices, test indices): groups kept whole, labels stratified."""
+    from sklearn.model_selection import StratifiedGroupKFold
 
-    model = DualPatchCore(
-        image_size=SIZE,
-        coreset_ratio=candidate["normal_coreset"],
-        defect_coreset=0.10,
-        normalization=candidate["normalization"],
-        cache_dir=cache_dir(),
-        progress=False,
-    )
-    t0 = time.perf_counter()
-    model.fit(inner.normal(), defect_inputs(inner, candidate["defects"], SIZE))
-    fit_s = time.perf_counter() - t0
-    masks = np.stack([s.mask(SIZE) for s in validation])
-    rows = []
-    for rule in rules:
-        model.rule = rule
-        pred = model.predict(validation)
-        m = evaluate(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
-        m["criterion"] = float(np.mean([m[k] for k in CRITERION]))
-        m["fit_seconds"] = round(fit_s, 1)
-        rows.append({"candidate": {**candidate, "rule": rule}, "metrics": m})
-        print(rows[-1]["candidate"], f"{m['criterion']:.4f}", flush=True)
-    return rows
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return list(cv.split(np.zeros(len(labels)), labels, groups))
 
 
-def select_on_fold(data: str, n_folds: int, fold: int, partial: Path | None = None) -> dict:
-    """The search on one outer fold's training items; the result so far is written to
-    ``partial`` after every fit, so a search cut short still reports what it measured."""
-    from dualpatch.fileio import write_json
-    from dualpatch.protocol import inner_split, make_splits
-
-    split = make_splits("kolektorsdd", data, n_folds, on_duplicates="drop")[fold]
-    inner, validation = inner_split(split.train, seed=0, k=3)
-    result = {
-        "fold": split.name,
-        "inner_train_images": len(inner),
-        "validation_images": len(validation),
-        "validation_defective": int(validation.labels.sum()),
-        "validation_items": sorted({s.id.split("/")[0] for s in validation}),
-        "candidates": [],
-        "complete": False,
-    }
-    rows = result["candidates"]
-
-    def record() -> None:
-        result["chosen"] = max(rows, key=lambda r: r["metrics"]["criterion"])["candidate"]
-        if partial is not None:
-            write_json(partial, result)
-
-    for norm, defects in FITS:
-        cand = {"normalization": norm, "defects": defects, "normal_coreset": CORESETS[0]}
-        rows += validate(cand, inner, validation, GRID["rule"])
-        record()
-    best = max(rows, key=lambda r: r["metrics"]["criterion"])
-    for ratio in CORESETS[1:]:
-        cand = {**best["candidate"], "normal_coreset": ratio}
-        rows += validate(cand, inner, validation, (cand.pop("rule"),))
-        record()
-    result["complete"] = True
-    record()
-    return result
+def outer_folds(name: str, samples: Sequence, seed: int) -> list[tuple[list, list]]:
+    """(training samples, test samples) of each of the ``K`` outer folds of fold seed ``seed``."""
+    labels = np.array([s.label for s in samples])
+    return [
+        ([samples[i] for i in tr], [samples[i] for i in te])
+        for tr, te in folds(labels, groups_of(name, samples), K, seed)
+    ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data", default=os.environ.get("DUALPATCH_DATA", "../shared/data/kolektorsdd")
-    )
-    parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument(
-        "--out", default=str(Path(__file__).parent / "results" / "select_defaults.json")
-    )
-    parser.add_argument("--jobs", type=int, default=1, help="Outer folds run in parallel.")
-    parser.add_argument("--coresets", type=float, nargs="+", default=[0.01])
-    parser.add_argument(
-        "--collect", action="store_true", help="Only summarise the workers' partial results."
-    )
-    parser.add_argument("--only-fold", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--partial", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    from dualpatch.fileio import write_json
-
-    t_start = time.perf_counter()
-    CORESETS[:] = args.coresets
-    if args.only_fold is not None:  # a worker: one outer fold into a partial file
-        select_on_fold(args.data, args.folds, args.only_fold, Path(args.partial))
-        return
-    partials = [Path(args.out).with_name(f".select-fold{f}.json") for f in range(args.folds)]
-    procs = []
-    for f in range(0 if args.collect else args.folds):
-        cmd = [sys.executable, __file__, "--data", args.data, "--folds", str(args.folds),
-               "--only-fold", str(f), "--partial", str(partials[f]),
-               "--coresets", *map(str, CORESETS)]  # fmt: skip
-        procs.append(subprocess.Popen(cmd))
-        if len(procs) >= args.jobs:
-            procs.pop(0).wait()
-    for p in procs:
-        p.wait()
-    folds = [json.loads(p.read_text()) for p in partials if p.exists()]
-    keys = [*GRID, "normal_coreset"]
-    stability = {k: dict(Counter(str(f["chosen"][k]) for f in folds)) for k in keys}
-    majority = {k: Counter(f["chosen"][k] for f in folds).most_common(1)[0][0] for k in keys}
-    write_json(Path(args.out), {
-        "command": "python " + " ".join(a for a in sys.argv if a != "--collect"),
-        "collected_early": args.collect,  # the workers' partial files, taken before they finished
-        "criterion": "mean of validation " + ", ".join(CRITERION),
-        "grid": {**GRID, "normal_coreset": list(CORESETS)},
-        "fits_in_order": FITS,
-        "complete_folds": [f["fold"] for f in folds if f["complete"]],
-        "folds": folds,
-        "chosen_per_fold": [{"fold": f["fold"], **f["chosen"]} for f in folds],
-        "stability": stability,
-        "majority": majority,
-        "wall_seconds": round(time.perf_counter() - t_start, 1),
-        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
-    })  # fmt: skip
-    for f in folds:
-        print(f["fold"], "chose", f["chosen"])
-    print("majority:", majority, "stability:", stability)
+def inner_split(name: str, train: Sequence, seed: int) -> tuple[list, list]:
+    """(inner training set, validation set): one of ``K`` group-aware stratified folds of
+    ``train``, and of nothing else."""
+    labels = np.array([s.label for s in train])
+    tr, te = folds(labels, groups_of(name, train), K, seed)[0]
+    return [train[i] for i in tr], [train[i] for i in te]
 
 
-if __name__ == "__main__":
-    main()
+def criterion(metrics: dict) -> float:
+    values = [metrics.get(k, math.nan) for k in CRITERION]
+    finite = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else -math.inf
+
+
+def feasible(row: dict) -> bool:
+    """The hard constraints: every foreign frame flagged, unseen defects found at least as often
+    as by the single bank (``row["single"]``: its metrics, same normalisation)."""
+    m = row["metrics"]
+    return m["foreign_recall"] >= 1.0 and m["unseen_recall"] >= row["single"]["unseen_recall"]
+
+
+def choose(rows: Sequence[dict]) -> dict:
+    """The chosen candidate among ``rows`` ({"candidate", "metrics", "single"} per candidate, all
+    measured on one validation set): the best criterion among the feasible ones, else the
+    fallback to the single bank. Ties go to the earlier row."""
+    ok = [r for r in rows if feasible(r)]
+    if ok:
+        best = max(ok, key=lambda r: criterion(r["metrics"]))
+        return {**best["candidate"], "criterion": criterion(best["metrics"]), "fallback": False}
+    singles = {r["candidate"]["normalization"]: r["single"] for r in rows}
+    safe = {n: m for n, m in singles.items() if m["foreign_recall"] >= 1.0} or singles
+    norm = max(safe, key=lambda n: criterion(safe[n]))
+    return {"rule": "single", "normalization": norm, "criterion": criterion(safe[norm]),
+            "fallback": True}  # fmt: skip
+
+
+Evaluate = Callable[[str, int, int, list, list], list[dict]]
+
+
+def nested_choices(name: str, samples: Sequence, seed: int, evaluate: Evaluate) -> list[dict]:
+    """Each outer fold's own choice, made on its training items only.
+
+    ``evaluate(name, seed, fold, inner, validation)`` returns the candidate rows of one fold
+    (fits on ``inner``, metrics on ``validation``); the fold's test items never reach it.
+    """
+    out = []
+    for f, (train, _test) in enumerate(outer_folds(name, samples, seed)):
+        inner, validation = inner_split(name, train, seed)
+        rows = evaluate(name, seed, f, inner, validation)
+        out.append({"fold": f"r{seed}f{f}", "chosen": choose(rows), "candidates": rows})
+    return out
+
+
+def choose_defaults(rows_by_dataset: dict[str, list[dict]]) -> dict:
+    """The defaults: the candidate feasible on every dataset with the best criterion averaged
+    over the datasets (rows measured on each dataset's own validation split of all its images).
+    """
+    keys = [tuple(sorted(r["candidate"].items())) for r in next(iter(rows_by_dataset.values()))]
+    table = []
+    for key in keys:
+        per = {n: next(r for r in rows if tuple(sorted(r["candidate"].items())) == key)
+               for n, rows in rows_by_dataset.items()}  # fmt: skip
+        table.append({
+            "candidate": dict(key),
+            "feasible_on": [n for n, r in per.items() if feasible(r)],
+            "criterion_mean": float(np.mean([criterion(r["metrics"]) for r in per.values()])),
+        })  # fmt: skip
+    ok = [t for t in table if len(t["feasible_on"]) == len(rows_by_dataset)]
+    chosen = max(ok, key=lambda t: t["criterion_mean"]) if ok else None
+    return {"candidates": table, "chosen": chosen and {**chosen["candidate"]},
+            "feasible_everywhere": bool(ok)}  # fmt: skip

@@ -110,8 +110,6 @@ def validate(config: dict[str, Any], renamed: list | None = None) -> dict[str, A
     for node in [config, *(r for r in runs if isinstance(r, dict))]:
         _expand_shorthands(node)
     spec.check_values("", config)
-    if config.get("rule_selection", "none") != "none" and not config.get("defect_shots"):
-        raise ConfigError("config: rule_selection applies to few-shot runs only (defect_shots)")
     runs = config["runs"]
     if not isinstance(runs, list) or not runs:
         raise ConfigError("config: 'runs' must be a non-empty list")

@@ -1,4 +1,5 @@
-"""Train-only choice of the dual scoring rule in the few-shot protocol (``rule_selection: inner``).
+"""Train-only choice of the dual scoring rule (``rule_selection: inner``), for few-shot runs and
+for ordinary runs with all their defects.
 
 Nested, as ``benchmarks/select_defaults.py``: within one outer fold's training items only, a
 group-aware, stratified inner split (``protocol.inner_split``, k = 3: 2/3 inner training, 1/3
@@ -16,6 +17,11 @@ against (``patch`` collapsing when few real defects sit beside many synthetic on
 so pooling over n would average it away. Ties go to the run's configured rule.
 
 Criterion: the mean of validation image AUROC, image AP and pixel AUPRO, as in select_defaults.
+
+Ordinary runs (no ``defect_shots``): the same inner split, one inner fit on every image of the
+inner training set, and the candidates are the rules that keep the scoring contract
+(``scoring.DUAL_RULES``, ``safe``) plus the run's configured rule: a user with all their defects
+gets the same train-only choice without being offered a rule that can pass a novelty unasked.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import numpy as np
 
 from .data.base import Dataset
 from .fewshot import Draw, Shots, fewshot_draws
-from .protocol import inner_split
+from .protocol import inner_split, seeds_of
 
 #: the validation metrics averaged into the criterion
 CRITERION = ("image_auroc", "image_ap", "pixel_aupro")
@@ -120,16 +126,47 @@ def choose_rule(
     }
 
 
+def full_candidates(default: str) -> tuple[str, ...]:
+    """The rules an ordinary run chooses among: the contract-keeping ones and ``default``."""
+    from .scoring import DUAL_RULES
+
+    return tuple(r for r, v in DUAL_RULES.items() if getattr(v, "safe", False) or r == default)
+
+
+def choose_rule_full(
+    fit: Callable[[Dataset], object], train: Dataset, seed: int, default: str
+) -> dict:
+    """The nested choice for one outer fold of an ordinary run: ``fit(inner)`` fits the run's
+    model on the inner training set (all its defects), which is scored on the validation images
+    under each of ``full_candidates``. ``train`` is the outer fold's training set only."""
+    inner, validation = inner_split(train, seed=seed, k=INNER_FOLDS)
+    model = fit(inner)
+    scored = score_rules(model, validation, full_candidates(default))
+    chosen, mean = pick_rule([scored], default)
+    return {
+        "chosen": chosen,
+        "criterion": mean,
+        "criterion_is": "mean of validation " + ", ".join(CRITERION),
+        "inner_normal_images": len(inner.normal()),
+        "inner_defective_images": len(inner.defective()),
+        "validation_images": len(validation),
+        "validation_defective": int(np.sum(validation.labels)),
+        "draws": [{"draw": 0, "defects": [d.id for d in inner.defective()],
+                   "validation": scored}],
+    }  # fmt: skip
+
+
 def inner_rules(
     exp,
     settings: dict,
     splits: Sequence,
     pairs: Sequence[tuple[int, object]],
-    shots: Shots,
+    shots: Shots | None,
     draws: int,
 ) -> tuple[dict[str, str], dict[str, dict]]:
-    """The few-shot runner's nested choice for one dual run at one n: (rule per outer split name,
-    the choice's record per fold). Each fold's choice is saved under the run's folder and read
+    """The nested choice for one dual run (at one n of a few-shot run; ``shots`` None: an
+    ordinary run with every training defect): (rule per outer split name, the choice's record
+    per fold). Each fold's choice is saved under the run's folder and read
     back when the same settings and training set come again (a resumed or shared results folder).
 
     ``pairs`` are the runner's (fold index, outer split of one draw); only ``splits[f].train``
@@ -138,7 +175,6 @@ def inner_rules(
     import json
 
     from .augment import recipe
-    from .crossval import seeds_of
     from .fileio import write_json
     from .report import slug
 
@@ -157,8 +193,11 @@ def inner_rules(
         if path.is_file() and json.loads(path.read_text()).get("signature") == signature:
             records[splits[f].name] = json.loads(path.read_text())
             continue
-        record = choose_rule(lambda src: exp.fit_model(fit_settings, src), train, shots, draws,
-                             c["seed"], settings["rule"])  # fmt: skip
+        fit = lambda src: exp.fit_model(fit_settings, src)  # noqa: E731
+        if shots is None:
+            record = choose_rule_full(fit, train, c["seed"], settings["rule"])
+        else:
+            record = choose_rule(fit, train, shots, draws, c["seed"], settings["rule"])
         exp.__dict__.pop("_fitted", None)  # the inner models are not asked for again
         records[splits[f].name] = {**record, "signature": signature}
         write_json(path, records[splits[f].name])

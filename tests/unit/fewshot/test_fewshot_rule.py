@@ -19,6 +19,7 @@ from dualpatch.experiment import Experiment, load_config, resolve_run
 from dualpatch.fewshot_rule import inner_draws, inner_rules, pick_rule
 from dualpatch.fewshot_runner import draw_splits
 from dualpatch.protocol import Split
+from dualpatch.scoring import DUAL_RULES
 from tests.support.protocol_fixtures import make_folder
 
 PASTE = "{name: dual+paste, bank: dual, augment: {method: paste, n: 3}}"
@@ -52,8 +53,8 @@ class Untouchable:
         raise AssertionError("the rule choice sized the test fold")
 
 
-def _choose(cfg: dict, run: int, shots, poison: bool = False) -> dict:
-    """inner_rules for ``runs[run]`` at ``shots``, as the runner calls it."""
+def _splits(cfg: dict, poison: bool) -> tuple[Experiment, list[Split]]:
+    """The experiment and its outer splits; ``poison``: each test fold fails when read."""
     exp = Experiment(cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -61,6 +62,12 @@ def _choose(cfg: dict, run: int, shots, poison: bool = False) -> dict:
     if poison:
         splits = [Split(s.name, s.train, Untouchable(), s.train_items, s.duplicates)
                   for s in splits]  # fmt: skip
+    return exp, splits
+
+
+def _choose(cfg: dict, run: int, shots, poison: bool = False) -> dict:
+    """inner_rules for ``runs[run]`` at ``shots``, as the runner calls it."""
+    exp, splits = _splits(cfg, poison)
     pairs = draw_splits(splits, [shots], cfg["defect_draws"], cfg["seed"])[str(shots)]
     settings = resolve_run(cfg, cfg["runs"][run])
     return inner_rules(exp, settings, splits, pairs, shots, cfg["defect_draws"])
@@ -71,7 +78,7 @@ def test_choice_never_reads_the_test_fold(data, tmp_path):
     poisoned_rule_of, poisoned = _choose(_config(data, tmp_path / "b"), 0, 1, poison=True)
     assert poisoned == records and poisoned_rule_of == rule_of
     (record,) = records.values()
-    assert set(record["criterion"]) == {"weighted", "patch", "seed"}
+    assert set(record["criterion"]) == set(DUAL_RULES)
     assert record["chosen"] == max(record["criterion"], key=record["criterion"].get)
     assert [d["draw"] for d in record["draws"]] == [0, 1]
     assert record["validation_defective"] >= 1
@@ -144,11 +151,51 @@ def test_pick_rule_averages_draws_and_ties_go_to_the_configured_rule():
     assert pick_rule(tie, "patch")[0] == "patch" and pick_rule(tie, "weighted")[0] == "seed"
 
 
-def test_rule_selection_needs_defect_shots_and_a_known_value():
-    with pytest.raises(ConfigError, match="rule_selection applies to few-shot runs only"):
-        load_config(None, ["rule_selection=inner"])
+def test_rule_selection_applies_to_every_run_and_takes_known_values_only():
+    assert load_config(None, ["rule_selection=inner"])["rule_selection"] == "inner"
     with pytest.raises(ConfigError, match="rule_selection"):
         load_config(None, ["defect_shots=[1]", "rule_selection=validation"])
+
+
+def _ordinary(data: Path, out: Path, *extra: str) -> dict:
+    return load_config(
+        None,
+        [f"data={data}", f"out={out}", "dataset=folder", "image_size=[64, 32]", "coreset_min=20",
+         "bootstrap=20", "threshold=none", f"cache_dir={out.parent / 'cache'}", "folds=2",
+         "runs=[{bank: dual, rule: weighted}]", *extra],
+    )  # fmt: skip
+
+
+def _choose_ordinary(cfg: dict, poison: bool = False) -> tuple[dict, dict]:
+    exp, splits = _splits(cfg, poison)
+    settings = resolve_run(cfg, cfg["runs"][0])
+    return inner_rules(exp, settings, splits, list(enumerate(splits)), None, 1)
+
+
+def test_ordinary_run_chooses_per_fold_without_reading_the_test_fold(data, tmp_path):
+    cfg = _ordinary(data, tmp_path / "h", "rule_selection=inner")
+    rule_of, records = _choose_ordinary(cfg)
+    again = _choose_ordinary(_ordinary(data, tmp_path / "i", "rule_selection=inner"), poison=True)
+    assert again == (rule_of, records)
+    assert set(rule_of) == {"fold0", "fold1"}  # each outer fold its own choice
+    safe = {r for r, v in DUAL_RULES.items() if v.safe}
+    for record in records.values():
+        # the contract-keeping rules and the configured one, never an unasked unsafe rule
+        assert set(record["criterion"]) == safe | {"weighted"}
+        assert record["chosen"] == max(record["criterion"], key=record["criterion"].get)
+        assert record["validation_defective"] >= 1 and len(record["draws"]) == 1
+
+
+def test_ordinary_run_evaluates_the_chosen_rule(data, tmp_path, monkeypatch):
+    monkeypatch.setattr("dualpatch.fewshot_rule.pick_rule", lambda rows, default: ("seed", {}))
+    chosen = _run(_ordinary(data, tmp_path / "j", "rule_selection=inner"))
+    plain = _run(_ordinary(data, tmp_path / "k", "runs=[{bank: dual, rule: seed}]"))
+    entry = chosen["dual"]
+    assert entry["rule"] == "inner: fold0 seed, fold1 seed"
+    assert {r["chosen"] for r in entry["rule_choice"].values()} == {"seed"}
+    for k in ("image_auroc", "image_ap", "pixel_aupro"):
+        assert entry[k] == plain["dual"][k]
+    assert "rule_choice" not in plain["dual"]
 
 
 def test_a_choice_made_on_an_older_recipes_images_is_made_again(data, tmp_path, monkeypatch):
@@ -166,3 +213,39 @@ def test_a_choice_made_on_an_older_recipes_images_is_made_again(data, tmp_path, 
     monkeypatch.setitem(augment.RECIPES, "paste", augment.RECIPES["paste"] + 1)
     _choose(cfg, 1, 1)
     assert made == [1]
+
+
+def test_no_folds_choice_sees_an_image_of_its_own_test_fold(data, tmp_path, monkeypatch):
+    # a cross-fold leak (the pooled set, another fold's training set, a vote over folds) reads no
+    # test object, so the poisoned fold above cannot see it: record what each choice fits and scores
+    from dualpatch import fewshot_rule as module
+    from dualpatch.experiment import Experiment as Exp
+
+    seen: list[set[str]] = []  # one set per choose_rule call, in fold order
+    real_choose, real_fit, real_score = module.choose_rule, Exp.fit_model, module.score_rules
+
+    def choose(*args, **kwargs):
+        seen.append(set())
+        return real_choose(*args, **kwargs)
+
+    def fit(self, settings, train):
+        seen[-1].update(s.id for s in train)
+        return real_fit(self, settings, train)
+
+    def score(model, validation, rules):
+        seen[-1].update(s.id for s in validation)
+        return real_score(model, validation, rules)
+
+    monkeypatch.setattr(module, "choose_rule", choose)
+    monkeypatch.setattr(Exp, "fit_model", fit)
+    monkeypatch.setattr(module, "score_rules", score)
+    cfg = _config(data, tmp_path / "h", "folds=3")
+    rule_of, records = _choose(cfg, 0, 1)
+    splits = prepare(Experiment(cfg))[0]
+    assert len(seen) == len(splits) == len(records) == 3
+    for split, ids in zip(splits, seen, strict=True):
+        assert ids and not ids & {s.id for s in split.test}, split.name
+        assert ids <= {s.id for s in split.train}
+    # each outer (fold, draw) split evaluates its own fold's choice: no vote across folds
+    assert {name.split("-draw")[0] for name in rule_of} == set(records)
+    assert all(rule == records[name.split("-draw")[0]]["chosen"] for name, rule in rule_of.items())

@@ -1,0 +1,98 @@
+"""The nested choice of benchmarks/select_defaults.py: made per outer fold on training items only.
+
+The fixture's items each favour one candidate. Training items favour "A"; test items favour "B"
+so strongly that a choice which saw any test item's label, or a vote that pooled folds' test
+items, would flip to "B".
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from dualpatch.data.base import Sample  # noqa: E402
+
+select_defaults = pytest.importorskip("select_defaults")
+
+
+def fixture(tmp_path: Path, n: int = 36) -> list[Sample]:
+    out = []
+    for i in range(n):
+        path = tmp_path / f"img{i:02d}.png"
+        path.write_bytes(f"image {i}".encode())  # distinct bytes: each image its own group
+        out.append(Sample(f"img{i:02d}", path, None, int(i % 3 == 0)))
+    return out
+
+
+def rows_from(validation: list[Sample], favoured: dict[str, str]) -> list[dict]:
+    """Each candidate's validation criterion: the share of validation items favouring it, with
+    the test items' votes worth 100 (a leak would dominate)."""
+    rows = []
+    for rule in ("A", "B"):
+        weight = sum((100 if favoured[s.id] == "B*" else 1) * (favoured[s.id].rstrip("*") == rule)
+                     for s in validation)  # fmt: skip
+        m = {k: weight / 1000 for k in select_defaults.CRITERION}
+        m.update(foreign_recall=1.0, unseen_recall=1.0)
+        rows.append({"candidate": {"rule": rule, "normalization": "auto"}, "metrics": m,
+                     "single": {"unseen_recall": 0.5, "foreign_recall": 1.0}})  # fmt: skip
+    return rows
+
+
+def test_each_outer_fold_chooses_on_its_training_items_only(tmp_path):
+    samples = fixture(tmp_path)
+    seen: list[set] = []
+    for seed in (0, 1):
+        outer = select_defaults.outer_folds("fixture", samples, seed)
+
+        # training items favour A; every outer test item favours B (marked B*: worth 100)
+        def evaluate(name, s, f, inner, validation, outer=outer):
+            test_ids = {x.id for x in outer[f][1]}
+            favoured = {x.id: ("B*" if x.id in test_ids else "A") for x in samples}
+            seen.append({x.id for x in inner} | {x.id for x in validation})
+            assert not seen[-1] & test_ids, "a test item reached the choice"
+            return rows_from(validation, favoured)
+
+        choices = select_defaults.nested_choices("fixture", samples, seed, evaluate)
+        assert [c["chosen"]["rule"] for c in choices] == ["A", "A", "A"]
+        assert [c["fold"] for c in choices] == [f"r{seed}f{f}" for f in range(3)]
+
+
+def test_the_fixture_would_flip_the_choice_if_test_items_were_seen(tmp_path):
+    # the control: the same rows computed on a validation set holding the test items pick B
+    samples = fixture(tmp_path)
+    train, test = select_defaults.outer_folds("fixture", samples, 0)[0]
+    favoured = {x.id: ("B*" if x in test else "A") for x in samples}
+    leaked = select_defaults.choose(rows_from(test + train[:5], favoured))
+    assert leaked["rule"] == "B"
+
+
+def test_hard_constraints_come_before_the_criterion():
+    good = {"foreign_recall": 1.0, "unseen_recall": 0.6, "image_auroc": 0.8}
+    blind = {"foreign_recall": 0.9, "unseen_recall": 0.9, "image_auroc": 0.99}
+    weak = {"foreign_recall": 1.0, "unseen_recall": 0.4, "image_auroc": 0.99}
+    single = {"foreign_recall": 1.0, "unseen_recall": 0.5, "image_auroc": 0.7}
+    rows = [{"candidate": {"rule": r, "normalization": "auto"}, "metrics": m, "single": single}
+            for r, m in (("blind", blind), ("weak", weak), ("good", good))]  # fmt: skip
+    assert select_defaults.choose(rows)["rule"] == "good"
+    fallback = select_defaults.choose(rows[:2])
+    assert fallback["rule"] == "single" and fallback["fallback"]
+
+
+def test_defaults_need_a_candidate_feasible_on_every_dataset():
+    single = {"foreign_recall": 1.0, "unseen_recall": 0.5}
+
+    def row(rule, foreign, auroc):
+        m = {"foreign_recall": foreign, "unseen_recall": 0.9, "image_auroc": auroc}
+        return {"candidate": {"rule": rule, "normalization": "auto"}, "metrics": m,
+                "single": single}  # fmt: skip
+
+    rows = {"d1": [row("A", 1.0, 0.7), row("B", 1.0, 0.99)],
+            "d2": [row("A", 1.0, 0.7), row("B", 0.5, 0.99)]}  # fmt: skip
+    out = select_defaults.choose_defaults(rows)
+    assert out["chosen"] == {"normalization": "auto", "rule": "A"}
+    assert np.isclose(out["candidates"][1]["criterion_mean"], 0.99)
