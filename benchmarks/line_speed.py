@@ -13,7 +13,8 @@ Targets (issue 12):
   peak RSS          evaluate and predict <= 1/2 of anomalib's peak
 
 Each measurement runs in its own process (peak RSS from ``wait4``). The anchor is
-/work/shared/anchors/anomalib (``bash setup.sh`` first); its peak RSS covers its fit and test in
+``../shared/anchors/anomalib`` beside the repository (``ANCHOR_DIR`` overrides; ``bash setup.sh``
+first); its peak RSS covers its fit and test in
 one process (anomalib has no separate evaluate step), as in the issue's comparison.
 
     python benchmarks/line_speed.py --data ../shared/data/kolektorsdd --model models/dual
@@ -31,7 +32,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ANCHOR = Path(os.environ.get("ANCHOR_DIR", "/work/shared/anchors/anomalib"))
+#: the anchor beside the repository, wherever it is cloned (issue 25: no absolute default)
+ANCHOR = Path(os.environ.get("ANCHOR_DIR", HERE.parent.parent / "shared" / "anchors" / "anomalib"))
 ANCHOR_HOME = Path(os.environ.get("ANCHOR_HOME", Path.home() / ".cache/anomalib-anchor"))
 RUNTIMES = ("torch", "onnx", "openvino")
 #: batch sizes of the batched-throughput figure (anomalib tests at 32; the best of ours is judged)

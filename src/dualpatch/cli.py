@@ -58,6 +58,7 @@ def _register_subcommands() -> None:
         ("cli_data", "data"),
         ("cli_augment", "augment"),
         ("cli_serve", None),
+        ("cli_model", "model"),
     ):
         app.add_typer(importlib.import_module(f"dualpatch.{module}").app, name=name)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .cli_common import command_group, reporting
+from .cli_common import FOLDER_SETTINGS, command_group, reporting
 from .cli_spec import size_hw, spec_options
 from .defaults import IMAGE_SIZE, MAX_SEED
 from .errors import ConfigError
@@ -27,7 +27,7 @@ app = command_group(
 
 #: the dataset options of every method (from the run spec, as in fit: dualpatch.spec)
 training_split_options = spec_options(
-    "dataset", "data", required=("dataset", "data"),
+    "dataset", "data", *FOLDER_SETTINGS, required=("dataset", "data"),
     more={"data": "Only its training split is used."},
 )  # fmt: skip
 N_IMAGES = typer.Option(..., "--n", min=1, help="Images to generate.")
@@ -36,9 +36,9 @@ SEED = typer.Option(0, min=0, max=MAX_SEED, help="Output i uses seed+i.")
 
 
 def _train_split(spec: dict):
-    from .data import load_dataset
+    from .data import layout_of, load_dataset
 
-    return load_dataset(spec["dataset"], Path(spec["data"]), "train")
+    return load_dataset(spec["dataset"], Path(spec["data"]), "train", layout_of(spec))
 
 
 def _done(out: Path, n: int, started: float, as_crops: bool = False) -> None:

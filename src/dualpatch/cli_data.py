@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .cli_common import command_group, reporting
+from .cli_common import FOLDER_SETTINGS, command_group, reporting
 from .cli_spec import spec_options
 
 app = command_group(help="Download and prepare datasets (KolektorSDD2); cut defect crops.")
@@ -75,7 +75,7 @@ def prepare(
 
 @app.command()
 @spec_options(
-    "dataset", "data", "image_size", "train_items", required=("dataset", "data"),
+    "dataset", "data", "image_size", "train_items", *FOLDER_SETTINGS, required=("dataset", "data"),
     more={"data": "Only its training split is used.",
           "image_size": "The crops are cut at this scale: give fit's --image-size."},
 )  # fmt: skip
@@ -105,7 +105,7 @@ def crops(
         if min(size) < MIN_SIDE:
             raise ConfigError(f"{where}: each side needs at least {MIN_SIDE}")
         check_size(size[0], size[1], where)
-        train = open_dataset(spec["dataset"], spec["data"], "train", train_items)
+        train = open_dataset(spec["dataset"], spec["data"], "train", train_items, settings=spec)
         info = {"command": "data crops", "dataset": spec["dataset"], "data": spec["data"]}
         if train_items:
             info["train_items"] = train_items

@@ -13,6 +13,7 @@ import numpy as np
 import typer
 
 from .cli_common import (
+    FOLDER_SETTINGS,
     FORCE,
     MODEL,
     WEIGHTS_MORE,
@@ -20,6 +21,7 @@ from .cli_common import (
     fail,
     open_dataset,
     print_metrics,
+    say_threshold,
 )
 from .cli_progress import rendering
 from .cli_ray import RAY_ACTORS, ray_option
@@ -32,7 +34,9 @@ app = command_group()
 
 #: the run spec's settings that say which split of which dataset a command reads, and where to
 #: write (dualpatch.spec; docs/options.md)
-DATA_SETTINGS = ("dataset", "data", "out", "train_items", "on_duplicates")
+DATA_SETTINGS = (
+    "dataset", "data", "out", "train_items", "on_duplicates", "near_duplicates", *FOLDER_SETTINGS
+)  # fmt: skip
 #: the run spec's settings that ``fit`` takes as options
 FIT_SETTINGS = (*DATA_SETTINGS, *MODEL_KEYS, "bank", "defects", "augmented", "crops", "cache_dir")
 RUNTIME = typer.Option(
@@ -51,37 +55,106 @@ def fit(
     no_cache: bool = typer.Option(False, "--no-cache", help="Use no feature cache at all."),
     force: bool = FORCE,
     threshold_holdout: float = typer.Option(
-        0.0, help="Hold this fraction of normal images out of the bank to set a verdict threshold."
+        0.2,
+        help="Hold this fraction of normal images out of the bank to set the verdict threshold "
+        "(0: store no threshold).",
     ),
     ray: str | None = ray_option("Extract the training images' features"),
     ray_actors: int = RAY_ACTORS,
+    verify_cache: int = typer.Option(
+        0, min=0, help="Re-extract N cached images first; refuse a cache whose entry differs."
+    ),
     flags: dict | None = None,
 ) -> None:
     """Fit a single- or dual-bank model on a dataset's training split."""
-    from .fileio import check_output_dir, output_dir
+    from .fileio import output_lock
 
     assert spec is not None and flags is not None  # given by spec_options
     out, inputs = Path(spec["out"]), _fit_inputs(spec, flags)
+    cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
+    options = {"force": force, "threshold_holdout": threshold_holdout, "ray": ray,
+               "ray_actors": ray_actors, "verify_cache": verify_cache}  # fmt: skip
+    # the cache is kept between runs and --out is replaced whole: the cache may not lie inside
+    with output_lock(out):  # two fits into one --out: the second is refused, not lost
+        _fit_command(spec, out, [*inputs, cache], cache, options)
+
+
+def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options: dict) -> None:
+    """``fit`` once its options are read and ``out`` is locked."""
+    from .fileio import check_output_dir, output_dir
+    from .spill import scratch_folder
+
+    force, threshold_holdout = options["force"], options["threshold_holdout"]
+    ray, ray_actors = options["ray"], options["ray_actors"]
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
     train = open_dataset(spec["dataset"], spec["data"], "train", spec["train_items"],
-                         spec["on_duplicates"])  # fmt: skip
-    cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
-    normal, held_out = train.normal(), []
-    if threshold_holdout:
-        from .threshold import holdout_split
-
-        normal, held_out = holdout_split(normal, threshold_holdout, spec["seed"])
+                         spec["on_duplicates"], spec, spec["near_duplicates"])  # fmt: skip
+    _warn_aspect([s.image_path for s in train], spec["image_size"])
+    _warn_unsafe_rule(spec)
+    if options["verify_cache"] and cache:
+        _verify_cache(spec, cache, train, options["verify_cache"])
+    normal, held_out = _hold_out(train.normal(), threshold_holdout, spec["seed"])
     # --ray: features extracted on Ray into the cache (a temporary one beside --out without one)
     on_ray = None if ray is None else {"address": ray, "actors": ray_actors, "scratch": out.parent}
-    with rendering():
+    # a spill store without a cache lives beside --out, where the next fit finds it
+    with rendering(), scratch_folder(out):
         model = _fit_model(spec, train, normal, cache, on_ray)
         if held_out:
             from .threshold import calibrate
 
             typer.echo(f"threshold {calibrate(model, held_out):.6g} ({model.threshold_rule_})")
+        else:
+            typer.echo("no threshold stored (--threshold-holdout 0): verdicts need --threshold")
     with output_dir(out, "fit", force, inputs, legacy=("model.json",)) as tmp:
         model.save(tmp)
     typer.echo(f"saved {model.kind} model to {out}")
+
+
+def _warn_unsafe_rule(spec: dict) -> None:
+    """One warning line when a dual model is fitted with a rule that can pass a novelty."""
+    from .scoring import DUAL_RULES
+
+    rule = spec.get("rule")
+    if spec["bank"] == "dual" and rule in DUAL_RULES and not DUAL_RULES[rule].safe:
+        warnings.warn(
+            f"rule {rule!r} is unsafe for novelties: a frame far from both banks (black, noise, "
+            "a rotated or unknown part) can pass as good; the default 'guarded' cannot",
+            stacklevel=1,
+        )
+
+
+def _hold_out(normal: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(bank images, held-out images) for the threshold; none held out for ``fraction`` 0."""
+    from .threshold import holdout_split
+
+    if not fraction:
+        return normal, []
+    if len(normal) < 2:  # holding out the only image would leave no bank
+        warnings.warn(
+            f"{len(normal)} normal training image: none held out, no threshold stored",
+            stacklevel=1,
+        )
+        return normal, []
+    return holdout_split(normal, fraction, seed)
+
+
+def _verify_cache(spec: dict, cache: str, train, n: int) -> None:
+    """Re-extract ``n`` of the cache's entries for the training images (``--verify-cache``)."""
+    from . import PatchCore
+    from .feature_cache import verify_entries
+
+    model = PatchCore(**model_params(spec, "single"), cache_dir=cache)
+    checked = verify_entries(model, list(train.normal()) + list(train.defective()), n)
+    typer.echo(f"verified {checked} feature cache entr{'y' if checked == 1 else 'ies'} "
+               "against a re-extraction")  # fmt: skip
+
+
+def _warn_aspect(files: list[Path], size) -> None:
+    """One warning line when images are squashed into the model's aspect ratio."""
+    from .predict_io import aspect_warning
+
+    if (line := aspect_warning(files, size)) is not None:
+        warnings.warn(line, stacklevel=2)
 
 
 def _paths(values: list[str]) -> list[Path]:
@@ -131,10 +204,14 @@ def _fit_dual(model, train, normal, spec: dict, on_ray: dict | None):
     augmented, crops = _paths(spec["augmented"]), _paths(spec["crops"])
     defects = defect_inputs(train, spec["defects"], size, augmented, crops)
     if not defects:
-        fail(
-            f"{Path(spec['data'])}: no defective training images with masks for the defect bank; "
-            "use --bank single or add --crops DIR or --augmented DIR"
+        unmasked = [s.image_path for s in train.defective() if not s.mask_known]
+        where = (
+            f"{unmasked[0]}: defective training image has no mask"
+            if unmasked
+            else (f"{Path(spec['data'])}: no defective training images with masks")
         )
+        fail(f"{where}; the defect bank needs masks: use --bank single or add --crops DIR or "
+             "--augmented DIR")  # fmt: skip
     _fit(model, on_ray, normal, defects)
     if spec["defects"] == "crop":  # crops carry no file: record their source images
         model.record_training_images(s.image_path for s in train.defective())
@@ -143,7 +220,8 @@ def _fit_dual(model, train, normal, spec: dict, on_ray: dict | None):
 
 @app.command()
 @spec_options(
-    "dataset", "data", "out", "train_items", "weights", "on_duplicates",
+    "dataset", "data", "out", "train_items", "weights", "on_duplicates", "near_duplicates",
+    *FOLDER_SETTINGS,
     required=("dataset", "data", "out"),
     more={"out": "evaluate writes metrics.json, scores.csv and predictions.safetensors there.",
           "weights": WEIGHTS_MORE},
@@ -165,7 +243,8 @@ def evaluate(
     weights = Path(spec["weights"]) if spec["weights"] else None
     check_output_dir(out, "evaluate", force, [model, data, weights], legacy=("metrics.json",))
     m = load_for_scoring(model, runtime, weights)
-    test = open_dataset(spec["dataset"], data, "test", spec["train_items"], spec["on_duplicates"])
+    test = open_dataset(spec["dataset"], data, "test", spec["train_items"], spec["on_duplicates"],
+                        spec, spec["near_duplicates"])  # fmt: skip
     overlap = m.training_overlap(test)
     if overlap:  # the model was fit on some of these very images: its figures flatter it
         warnings.warn(
@@ -177,12 +256,40 @@ def evaluate(
     with rendering():
         pred = m.predict(test)
     masks = np.stack([s.mask(tuple(m.image_size)) for s in test])
-    metrics = compute(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
+    known = np.array([s.mask_known for s in test])
+    metrics = compute(pred.labels, pred.image_scores, masks, pred.anomaly_maps, known)
     metrics["train_overlap_images"] = len(overlap)
     record = _evaluation_record(model, spec, m, test, runtime)
+    verdicts, record["threshold"] = _stored_threshold_metrics(model, pred)
+    metrics.update(verdicts)
     _write_evaluation(out, force, [model, data, weights], record, metrics, pred)
     print_metrics({m.kind: metrics})
     typer.echo(f"wrote {out / 'metrics.json'}")
+
+
+def _stored_threshold_metrics(model: Path, pred) -> tuple[dict, dict | None]:
+    """(metrics of the verdicts at the threshold model.json stores, where it came from), said in
+    one line; ({}, None) without one."""
+    from .card import ModelCard
+    from .threshold import verdict_metrics
+
+    card = ModelCard.read(model)
+    if card.threshold is None:
+        typer.echo(
+            "no stored threshold in the model: threshold-free metrics only "
+            "(fit with --threshold-holdout to store one)"
+        )
+        return {}, None
+    found = verdict_metrics(pred.labels, pred.image_scores, card.threshold)
+    typer.echo(
+        f"threshold {card.threshold:.6g} from {card.path} "
+        f"({card.threshold_rule or 'no record of how it was set'}): "
+        f"F1 {found['f1_at_threshold']:.3f}, recall {found['recall_at_threshold']:.3f}, "
+        f"false-reject rate {found['false_reject_rate_at_threshold']:.3f}"
+    )
+    source = {"value": card.threshold, "file": str(card.path), "rule": card.threshold_rule}
+    source["record"] = card.data.get("threshold_record")
+    return {"threshold": card.threshold, **found}, source
 
 
 def _evaluation_record(model: Path, spec: dict, scorer, test, runtime: str) -> dict:
@@ -209,39 +316,55 @@ def _write_evaluation(out: Path, force: bool, inputs: list, record: dict, metric
 @app.command()
 @spec_options(
     "out", "weights", required=("out",),
-    more={"out": "predict writes scores.csv and one anomaly-map PNG per image there.",
+    more={"out": "predict writes scores.csv, maps, overlays and index.html there.",
           "weights": WEIGHTS_MORE},
 )  # fmt: skip
 def predict(
     paths: list[Path] = typer.Argument(..., help="Image files or folders of images."),
     model: Path = MODEL,
     spec: dict | None = None,
+    threshold: float | None = typer.Option(
+        None, help="Verdict threshold (default: the model's stored one; none: no verdicts)."
+    ),
+    maps: str = typer.Option(
+        "both", help="grey: maps at model size; overlay: on each photo at its size; or both."
+    ),
     force: bool = FORCE,
     runtime: str = RUNTIME,
     ray: str | None = ray_option("Score the images"),
     ray_actors: int = RAY_ACTORS,
     flags: dict | None = None,
 ) -> None:
-    """Score images: scores.csv (image, map, score) plus one anomaly-map PNG per image."""
+    """Score images: scores.csv (score, verdict), maps, overlays and a review page index.html."""
+    from .predict_io import MAPS, verdict_threshold
+
     assert spec is not None  # given by spec_options
     out = Path(spec["out"])
     weights = Path(spec["weights"]) if spec["weights"] else None
+    if maps not in MAPS:
+        fail(f"--maps {maps}: expected one of {', '.join(MAPS)}")
+    cut, source = verdict_threshold(model, threshold)
     if ray is not None:  # folders, globs and list files, on Ray (docs/large-data.md)
         from .cli_ray import predict_ray
 
-        return predict_ray(paths, model, out, weights, ray, ray_actors, force)
+        return predict_ray(paths, model, out, weights, ray, ray_actors, force, (cut, source), maps)
     from .fileio import check_output_dir
     from .predict_io import COMMAND, provenance, write_predictions
+    from .review import write_review
     from .runtime import load_for_scoring
 
     files = _image_files(paths)
     check_output_dir(out, COMMAND, force, files, legacy=("scores.csv",))
     # onnx/openvino: the exported graph, without torch (same scores: tests/unit/export/)
     m = load_for_scoring(model, runtime, weights)
-    record = provenance(model, command="predict", weights=m.weights)
+    record = provenance(model, command="predict", weights=m.weights, threshold=cut,
+                        threshold_source=source, maps=maps)  # fmt: skip
+    _warn_aspect(files, m.image_size)
     with rendering():
-        n = write_predictions(m, files, out, force, record)
-    typer.echo(f"scored {n} images: {out / 'scores.csv'}, maps in {out / 'maps'}")
+        n = write_predictions(m, files, out, force, record, cut, maps,
+                              finish=lambda tmp: write_review(tmp, cut, record))  # fmt: skip
+    say_threshold(cut, source)  # after the work: a bad image's error stays the only line
+    typer.echo(f"scored {n} images: {out / 'scores.csv'}, review page {out / 'index.html'}")
 
 
 def _image_files(paths: list[Path]) -> list[Path]:

@@ -6,6 +6,7 @@ experiment's runs show as one ``runs`` bar naming the run in progress."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -122,21 +123,58 @@ def progress_bars(console: Console) -> Progress:
     )
 
 
+class LoggerStream:
+    """A text stream that hands each complete line to ``log.info``: ``LogLineRenderer``'s lines
+    in ``run.log``."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log, self._part = log, ""
+
+    def write(self, text: str) -> int:
+        *lines, self._part = (self._part + text).split("\n")
+        if log_ready(self.log):
+            for line in lines:
+                self.log.info("%s", line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def log_ready(log: logging.Logger) -> bool:
+    """Whether ``log``'s files can be opened now: ``run.log`` appears with the results folder,
+    after the data opened; a line before that is dropped, never a logging traceback."""
+    from pathlib import Path
+
+    files = [h.baseFilename for h in log.handlers if isinstance(h, logging.FileHandler)]
+    return all(Path(f).parent.is_dir() for f in files)
+
+
 @contextlib.contextmanager
-def rendering(always: bool = False) -> Iterator[None]:
+def rendering(always: bool = False, log: logging.Logger | None = None) -> Iterator[None]:
     """Show the library's events as rich bars on stderr while the block runs.
 
-    ``always``: draw even when stderr is not a terminal (``run`` leaves its final bars in a log);
-    otherwise a piped command writes a plain line now and then for a long stage only
-    (``LogLineRenderer``), so that error lines stay lines of their own. Either way no tqdm bar
-    is drawn: the events have a listener."""
+    When stderr is not a terminal (a log file, a pipe) a long stage writes a plain line every
+    30 s instead (``LogLineRenderer``), so that error lines stay lines of their own; ``always``
+    adds the final bars at the end (``run`` leaves them in its log). ``log``: the same 30-second
+    lines go to this logger too (``run.log``). Either way no tqdm bar is drawn: the events have
+    a listener."""
     from rich.console import Console
 
     console = Console(stderr=True)
-    if not (always or console.is_terminal):
-        with events.subscribe(LogLineRenderer(sys.stderr)):
-            yield
-        return
+    with contextlib.ExitStack() as listeners:
+        if log is not None:
+            listeners.enter_context(events.subscribe(LogLineRenderer(LoggerStream(log))))
+        if not console.is_terminal:
+            listeners.enter_context(events.subscribe(LogLineRenderer(sys.stderr)))
+        if always or console.is_terminal:
+            listeners.enter_context(_bars(console))
+        yield
+
+
+@contextlib.contextmanager
+def _bars(console: Console) -> Iterator[None]:
+    """Rich bars on ``console`` for the events of the block (drawn from the first event on)."""
     progress = progress_bars(console)
     renderer = RichRenderer(progress)
 

@@ -34,7 +34,12 @@ def predict_ray(
     address: str,
     actors: int,
     force: bool = False,
+    threshold: tuple[float | None, str] = (None, "none"),
+    maps: str = "both",
 ) -> None:
+    """``predict --ray``: plain predict's outputs (scores.csv with verdicts at ``threshold``, its
+    source, maps, overlays, index.html), the images scored on Ray."""
+    from .cli_common import say_threshold
     from .distributed import expand_inputs, ray_batches
     from .fileio import check_output_dir, output_dir, write_json
     from .models import PatchCore
@@ -44,12 +49,14 @@ def predict_ray(
     check_output_dir(out, COMMAND, force, files, legacy=("scores.csv",))
     weights_arg = str(weights) if weights else None
     m = PatchCore.load(model, weights_arg)  # its map scale, and a bad model fails here, once
-    record = provenance(model, command="predict", weights=m.weights)
+    cut, source = threshold
+    record = provenance(model, command="predict", weights=m.weights, threshold=cut,
+                        threshold_source=source, maps=maps)  # fmt: skip
     names = map_names(files)
     scores = np.empty(len(files))
     with output_dir(out, COMMAND, force, inputs=files, legacy=("scores.csv",)) as tmp:
         write_json(tmp / "provenance.json", {**record, "images": len(files), "ray": address})
-        with PredictionWriter(tmp, out, getattr(m, "map_scale_", None)) as writer:
+        with PredictionWriter(tmp, out, getattr(m, "map_scale_", None), cut, maps) as writer:
             # batches arrive in any order: rows are written in input order, as plain predict's
             pending: dict[int, tuple[float, np.ndarray]] = {}
             following = 0
@@ -69,4 +76,8 @@ def predict_ray(
         table = pa.table({"image": [str(f) for f in files], "map": [f"maps/{n}" for n in names],
                           "score": scores})  # fmt: skip
         pq.write_table(table, tmp / "scores.parquet")
+        from .review import write_review
+
+        write_review(tmp, cut, record)
+    say_threshold(cut, source)
     typer.echo(f"scored {len(files)} images on Ray: {out / 'scores.csv'}, maps in {out / 'maps'}")

@@ -82,12 +82,15 @@ def _run_log(out_dir: Path) -> Iterator[logging.Logger]:
 
 def run_config(cfg: dict, force: bool = False) -> Path:
     """Run ``cfg`` with a rich progress display and a plain log file in its folder."""
+    from .cli_common import WarningDigest
     from .cli_progress import rendering
     from .experiment import Experiment
 
     out_dir = Path(cfg["out"])
-    # the runs and their stages come as events (dualpatch.events): nobody parses the log
-    with _run_log(out_dir) as log, rendering(always=True):
+    # the runs and their stages come as events (dualpatch.events): nobody parses the log; the
+    # 30-second stage lines go to stderr (when it is a log) and to run.log; repeated warnings
+    # are shown once and a library's are summed up (WarningDigest)
+    with _run_log(out_dir) as log, WarningDigest(log).active(), rendering(True, log):
         report = Experiment(cfg, log=log, force=force).run()
     metrics = json.loads((out_dir / "metrics.json").read_text())  # null: undefined, n/a
     metrics.pop("fewshot", None)  # defect_shots: the advice per n, shown in report.html
@@ -107,7 +110,7 @@ def demo(spec: dict | None = None, flags: dict | None = None) -> None:
     data = os.environ.get("DUALPATCH_DATA")
     runs = [
         {"name": "single", "bank": "single"},
-        {"name": "dual", "bank": "dual"},  # the default rule (defaults.DUAL_RULE: patch)
+        {"name": "dual", "bank": "dual"},  # the default rule (defaults.DUAL_RULE: guarded)
         {"name": "dual-weighted-rule", "bank": "dual", "rule": "weighted"},
         {"name": "dual-seed-rule", "bank": "dual", "rule": "seed"},
     ]

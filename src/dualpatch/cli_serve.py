@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from enum import StrEnum
 from pathlib import Path
 
@@ -62,19 +63,38 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
     threads: int | None = typer.Option(None, min=1, help="CPU threads of the scorer."),
-    threshold: float | None = typer.Option(None, help="Verdict threshold (default: model's)."),
+    threshold: float | None = typer.Option(
+        None, help="Verdict threshold (default: the model's; none stored: verdicts off)."
+    ),
     api_key_file: Path | None = typer.Option(
-        None, help="File holding the API key clients send (X-API-Key or Bearer)."
+        None, help="File holding the API key clients send (X-API-Key or Bearer; printable ASCII)."
     ),
     max_body_bytes: int = typer.Option(20 * 2**20, min=1, help="Largest request body."),
     max_pixels: int = typer.Option(40_000_000, min=1, help="Largest decoded image (pixels)."),
+    max_decode_mib: int = typer.Option(
+        512, min=1, help="Largest memory one image may take to decode (from its header)."
+    ),
     max_queue: int = typer.Option(16, min=1, help="Requests waiting or scoring before 503."),
+    max_connections: int = typer.Option(512, min=1, help="Open connections at once."),
+    header_timeout: float = typer.Option(
+        5.0, min=0.1, help="Seconds a connection has to send a request's headers."
+    ),
+    body_timeout: float = typer.Option(
+        30.0, min=0.1, help="Seconds a request has to send its body (408 after)."
+    ),
 ) -> None:
     """Serve the model over HTTP: POST /v1/inspect, GET /v1/health, GET /v1/model."""
     with reporting():
-        from .server import ServeConfig, create_app
+        from .server import ServeConfig, run
+        from .server_guard import Guard
 
         key = None if api_key_file is None else _api_key(api_key_file)
+        if key is None and host not in _LOOPBACK:
+            warnings.warn(
+                f"--host {host}: reachable from other machines without an API key "
+                "(give --api-key-file)",
+                stacklevel=1,
+            )
         config = ServeConfig(
             str(model),
             runtime.value,
@@ -84,30 +104,41 @@ def serve(
             max_body_bytes,
             max_pixels,
             max_queue,
+            max_decode_mib,
+            Guard(header_timeout, body_timeout, max_connections),
         )
-        application = create_app(config)
-    import uvicorn
+        # uvicorn stops accepting on SIGTERM/SIGINT, lets requests whose body has arrived finish,
+        # and drops clients still sending
+        run(config, host, port)
 
-    typer.echo(f"serving {model} ({runtime.value}) on http://{host}:{port}/v1/inspect", err=True)
-    # uvicorn stops accepting on SIGTERM/SIGINT and lets requests in flight finish first
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        workers=1,
-        log_level="warning",
-        timeout_graceful_shutdown=60,
-    )
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _api_key(path: Path) -> str:
-    """The API key held in ``path`` (its text, stripped), or one error line."""
+    """The API key held in ``path`` (its text, stripped), or one error line; a warning when
+    others may read the file."""
     from .errors import ConfigError
 
     try:
-        key = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read API key ({exc.strerror})") from exc
+        key = path.read_text(encoding="utf-8").strip()
+        mode = path.stat().st_mode
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"{path}: cannot read API key ({why})") from exc
     if not key:
         raise ConfigError(f"{path}: API key file is empty")
+    if not (key.isascii() and key.isprintable()):
+        # HTTP header values are bytes that clients send as typed; only printable ASCII is
+        # sent and compared alike by curl, browsers and HTTP libraries
+        raise ConfigError(
+            f"{path}: API key holds characters other than printable ASCII; "
+            "use letters, digits and punctuation (e.g. openssl rand -hex 32)"
+        )
+    if mode & 0o077:
+        warnings.warn(
+            f"{path}: the API key file can be read by other users (mode {mode & 0o777:o}); "
+            f"chmod 600 {path}",
+            stacklevel=1,
+        )
     return key

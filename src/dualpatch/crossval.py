@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def dataset_json(config: dict, splits: list[Split]) -> dict[str, Any]:
             "fold_seed": config["fold_seed"],
             "seeds": seeds_of(config),
             "on_duplicates": config["on_duplicates"],
+            "near_duplicates": config["near_duplicates"],
             "bootstrap_resamples": config["bootstrap"],
         },
         "duplicates": first.duplicates.to_json(),
@@ -79,8 +81,20 @@ def dataset_json(config: dict, splits: list[Split]) -> dict[str, Any]:
             "exact_groups": DuplicateReport(groups).to_json()["exact_groups"],
             "across_splits": sum(len(s.duplicates.across) for s in splits),
             "dropped_from_test": [p for s in splits for p in s.duplicates.dropped],
+            "near_copies": _near_over_folds(splits),
         }
     return info
+
+
+def _near_over_folds(splits: list[Split]) -> dict:
+    """The near-copy check over every fold: each fold's pairs, and their total."""
+    first = splits[0].duplicates.near_json()
+    if not first["checked"]:
+        return first
+    per_fold = {s.name: s.duplicates.near_json() for s in splits}
+    total = sum(f["across_splits"] for f in per_fold.values())
+    return {"checked": True, "max_bits": first["max_bits"], "across_splits": total,
+            "folds": per_fold}  # fmt: skip
 
 
 def prepare(exp) -> tuple[list[Split], dict]:
@@ -88,12 +102,15 @@ def prepare(exp) -> tuple[list[Split], dict]:
 
     The splits come first: a bad --data, or duplicates under "error", leave no folder behind.
     """
+    from .data import layout_of
     from .fileio import write_json, write_text
 
     c = exp.config
-    splits = make_splits(
-        c["dataset"], c["data"], c["folds"], c["train_items"], c["on_duplicates"], c["fold_seed"]
-    )
+    if c["folds"] is not None:
+        check_folds(c)
+    splits = make_splits(c["dataset"], c["data"], c["folds"], c["train_items"],
+                         c["on_duplicates"], c["fold_seed"], layout_of(c),
+                         near_bits=c["near_duplicates"])  # fmt: skip
     exp.out.mkdir(parents=True, exist_ok=True)
     write_text(exp.out / "config.yaml", yaml.safe_dump(c, sort_keys=False))
     info = dataset_json(c, splits)
@@ -103,6 +120,77 @@ def prepare(exp) -> tuple[list[Split], dict]:
             exp.log.warning("%s: %d test image(s) copy a training image (%s)",
                             s.name, len(s.duplicates.across), c["on_duplicates"])  # fmt: skip
     return splits, info
+
+
+# ------------------------------------------------------------------------------ fold check
+def inner_folds(config: dict) -> list[int]:
+    """The k of every inner split a fold's training set must allow: the validation threshold's
+    (``protocol.inner_split``'s default) and the few-shot rule choice's."""
+    from .protocol import inner_split
+
+    ks = [inner_split.__defaults__[-1]] if config["threshold"] == "validation" else []  # type: ignore[index]
+    if config["defect_shots"] and config["rule_selection"] == "inner":
+        ks.append(FEWSHOT_INNER_FOLDS)
+    return ks
+
+
+#: fewshot_rule.INNER_FOLDS, which this module cannot import (fewshot_rule imports it); a test
+#: keeps the two equal
+FEWSHOT_INNER_FOLDS = 3
+
+
+def check_folds(config: dict) -> None:
+    """Refuse, before any work, a ``folds`` that this data cannot split into, in one line that
+    names the largest K that works (found by the same splits, dry)."""
+    from .data import layout_of
+    from .errors import ConfigError
+    from .protocol import pooled
+
+    everything = list(pooled(config["dataset"], config["data"], layout_of(config)))
+    k, seed, ks = config["folds"], config["fold_seed"], inner_folds(config)
+    with warnings.catch_warnings():  # sklearn's warnings about small classes: dry splits only
+        warnings.simplefilter("ignore")
+        problem = fold_problem(everything, k, seed, ks)
+        if problem is None:
+            return
+        works = (j for j in range(k - 1, 1, -1) if not fold_problem(everything, j, seed, ks))
+        largest = next(works, 0)
+    advice = (
+        f"use --folds {largest} or fewer"
+        if largest
+        else "no K works for this data; leave folds out (the dataset's split)"
+        + (" or set threshold: none" if ks else "")
+    )
+    raise ConfigError(f"config: folds is {k}: {problem}; {advice}")
+
+
+def fold_problem(samples: list, k: int, seed: int, inner: list[int]) -> str | None:
+    """Why ``k`` folds of ``samples`` cannot be run (None: they can): every fold needs normal
+    and defective training images, a defective test image, and the inner splits ``inner``."""
+    from .errors import ConfigError
+    from .protocol import group_folds
+
+    labels = np.array([s.label for s in samples], dtype=bool)
+    defective = int(labels.sum())
+    try:
+        folds = group_folds(samples, k, seed)
+    except (ValueError, ConfigError):
+        return f"{len(samples)} images ({defective} defective) cannot be split {k} ways"
+    for f, (tr, te) in enumerate(folds):
+        if not labels[te].any() or labels[tr].all() or not labels[tr].any():
+            return (
+                f"fold {f} would lack defective test images or normal or defective training "
+                f"images ({defective} of {len(samples)} images are defective)"
+            )
+        for inner_k in inner:
+            try:
+                group_folds([samples[i] for i in tr], inner_k, seed)
+            except (ValueError, ConfigError):
+                return (
+                    f"fold {f}'s {len(tr)} training images ({int(labels[tr].sum())} defective) "
+                    f"are too few for the threshold's {inner_k}-fold inner validation split"
+                )
+    return None
 
 
 def run_matrix(
@@ -149,9 +237,11 @@ def finish(exp, results: list[dict], boots: dict, info: dict, report: bool = Tru
     from .fileio import write_json, write_text
 
     metrics = {r["name"]: r["metrics"] for r in results}
-    comparisons = compare_all(results, boots)
+    comparisons, singles = compare_all(results, boots), against_singles(results, boots)
     for r in results:
         metrics[r["name"]]["comparisons"] = comparisons.get(r["name"], {})
+        if r["name"] in singles:
+            metrics[r["name"]]["against_singles"] = singles[r["name"]]
     write_json(exp.out / "metrics.json", metrics)
     write_text(exp.out / "metrics.csv", metrics_csv(metrics))
     page = exp.out / "report.html"
@@ -180,13 +270,14 @@ def run_over_splits(
     size = tuple(settings["image_size"])
     for f, split in enumerate(splits):
         masks = np.stack([smp.mask(size) for smp in split.test])
+        known = np.array([smp.mask_known for smp in split.test])  # unmasked defects: no pixels
         for seed in seeds:
             s = {**settings, "seed": seed, **({"rule": rule_of[split.name]} if rule_of else {})}
             run_dir = base / f"{split.name}-seed{seed}" if nested else base
             r = exp.run_one(s, split.train, split.test, split_info(split), run_dir)
             skipped &= bool(r.get("skipped"))
             points.append(r["metrics"])
-            _add_replicates(reps, r, counts[f], masks)
+            _add_replicates(reps, r, counts[f], masks, known)
             if seed == seeds[0]:  # the report shows the first seed, every fold pooled
                 _pool(pooled, r, split, nested)
     with np.errstate(all="ignore"):
@@ -217,14 +308,17 @@ def run_over_splits(
     return result, boot
 
 
-def _add_replicates(reps: dict, r: dict, counts: np.ndarray, masks: np.ndarray) -> None:
-    """One run's bootstrap replicates of every metric, on its fold's resample counts."""
+def _add_replicates(reps: dict, r: dict, counts: np.ndarray, masks: np.ndarray,
+                    known: np.ndarray | None = None) -> None:  # fmt: skip
+    """One run's bootstrap replicates of every metric, on its fold's resample counts; the pixel
+    metrics leave out the images whose mask is not ``known`` (defects without a mask)."""
     thr = r["metrics"].get("threshold", math.nan)
     for k, v in image_metrics(r["labels"], r["scores"], counts, thr).items():
         reps[k].append(v)
     # maps as stored (float16), so a resumed run's intervals equal a fresh run's
     stored = np.asarray(r["maps"]).astype(np.float16).astype(np.float32)
-    for k, v in pixel_metrics(pixel_histograms(stored, masks), counts).items():
+    pixel_counts = counts if known is None else counts * np.asarray(known, dtype=counts.dtype)
+    for k, v in pixel_metrics(pixel_histograms(stored, masks), pixel_counts).items():
         reps[k].append(v)
 
 
@@ -267,20 +361,42 @@ def compare_all(results: list[dict], boots: dict[str, dict]) -> dict[str, dict]:
     """Each run against the first run (the baseline, usually single) on ``COMPARED`` metrics."""
     if len(results) < 2:
         return {}
-    base = results[0]["name"]
+    return {r["name"]: _against(r, results[0], boots) for r in results[1:]}
+
+
+def _against(run: dict, base: dict, boots: dict[str, dict]) -> dict[str, dict]:
+    """``run`` against ``base`` on each of ``COMPARED``: the observed difference of their metrics
+    and a paired bootstrap interval of it."""
+    a, b = run["name"], base["name"]
+    return {
+        k: {
+            "against": b,
+            **compare(
+                boots[a][k], boots[b][k], (a, b), observed(run["metrics"], base["metrics"], k)
+            ),
+        }
+        for k in COMPARED
+    }
+
+
+def against_singles(results: list[dict], boots: dict[str, dict]) -> dict[str, dict]:
+    """With two or more single-bank runs (plain and re-weighted): each other run against every one
+    of them, and per metric the strongest single (highest mean), so that a dual run's win is read
+    against the best single bank and not only the first run."""
+    singles = [r for r in results if r["settings"]["bank"] == "single"]
+    if len(singles) < 2:
+        return {}
     out = {}
-    for r in results[1:]:
+    for r in results:
+        if r["settings"]["bank"] == "single":
+            continue
+        each = {b["name"]: _against(r, b, boots) for b in singles}
+        strongest = {k: max(singles, key=lambda b: b["metrics"].get(k, -1.0))["name"]
+                     for k in COMPARED}  # fmt: skip
         out[r["name"]] = {
-            k: {
-                "against": base,
-                **compare(
-                    boots[r["name"]][k],
-                    boots[base][k],
-                    (r["name"], base),
-                    observed(r["metrics"], results[0]["metrics"], k),
-                ),
-            }
-            for k in COMPARED
+            "strongest_single": strongest,
+            "against_strongest": {k: each[strongest[k]][k] for k in COMPARED},
+            "against_each": each,
         }
     return out
 

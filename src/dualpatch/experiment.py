@@ -109,12 +109,13 @@ class Experiment:
     def run_one(self, s: dict, train, test, dataset_info, run_dir: Path | None = None) -> dict:
         """Fit, threshold, score and save one run (settings ``s``) into ``run_dir``; a run that
         finished before with the same signature is read back instead."""
-        from .evaluation import evaluate
+        from .evaluation import evaluate, native_pixel_metrics
         from .protocol import f1_at
         from .report import slug
 
         run_dir = run_dir or self.out / "runs" / slug(s["name"])
-        signature = run_signature(s, dataset_info, self.config["threshold"])
+        native = bool(self.config["native_pixel_metrics"])
+        signature = run_signature(s, dataset_info, self.config["threshold"], native)
         if finished_before(run_dir, signature):
             self.log.info("%s: finished before, skipped", s["name"])
             return {**load_finished(run_dir, s["name"]), "skipped": True}
@@ -125,7 +126,15 @@ class Experiment:
         pred = model.predict(test)
         test_s = time.perf_counter() - t1
         masks = np.stack([smp.mask(tuple(s["image_size"])) for smp in test])
-        metrics = evaluate(pred.labels, pred.image_scores, masks, pred.anomaly_maps)
+        known = np.array([smp.mask_known for smp in test])
+        metrics = evaluate(pred.labels, pred.image_scores, masks, pred.anomaly_maps, known)
+        if native:  # the map upsampled to each image's own size, against the mask as annotated
+            by_id = {smp.id: smp for smp in test}
+            scored = [(by_id[i], m) for i, m in zip(pred.ids, pred.anomaly_maps, strict=True)]
+            scored = [(smp, m) for smp, m in scored if smp.mask_known]  # no mask: no pixel figure
+            metrics.update(
+                native_pixel_metrics([smp for smp, _ in scored], np.array([m for _, m in scored]))
+            )
         metrics.update(
             threshold=threshold["threshold"],
             threshold_rule=threshold["rule"],
@@ -159,37 +168,37 @@ class Experiment:
             return {"threshold": float("nan"), "rule": "none (oracle threshold shown)"}
 
         def fit_predict(inner, validation):
-            return validation.labels, self.fit_model(s, inner, pool_of=train).predict(
-                validation
-            ).image_scores
+            # the validation fit's synthetic pool is made from ``inner`` only: a pool made from
+            # all of ``train`` would carry validation defects into the bank that sets the threshold
+            return validation.labels, self.fit_model(s, inner).predict(validation).image_scores
 
         return validation_threshold(fit_predict, train, s["seed"])
 
-    def fit_model(self, s: dict, train, pool_of=None):
+    def fit_model(self, s: dict, train):
         """A model with run settings ``s`` fitted on ``train``; synthetic defects come from a pool
-        made from the training samples of ``pool_of`` (default ``train``) only.
+        made from the samples of ``train`` only.
 
         Dual runs that differ only in their scoring rule share one fit (the rule is used at
         predict time only); ``fit_seconds_`` is the time the shared fit took.
         """
-        pool = pool_of if pool_of is not None and s["augment"] else train
         key = json.dumps(
-            [{k: v for k, v in s.items() if k not in ("name", "rule")}, train.fingerprint(),
-             pool.fingerprint()], sort_keys=True, default=str,
-        )  # fmt: skip
+            [{k: v for k, v in s.items() if k not in ("name", "rule")}, train.fingerprint()],
+            sort_keys=True,
+            default=str,
+        )
         fitted = self.__dict__.setdefault("_fitted", {})
         if s["bank"] == "dual" and key in fitted:
             model = copy.copy(fitted[key])
             model.rule = s["rule"]
             return model
         t0 = time.perf_counter()
-        model = self._fit_new(s, train, pool_of)
+        model = self._fit_new(s, train)
         model.fit_seconds_ = time.perf_counter() - t0
         if s["bank"] == "dual":
             fitted[key] = model
         return model
 
-    def _fit_new(self, s: dict, train, pool_of=None):
+    def _fit_new(self, s: dict, train):
         from .spec import model_params
 
         size = tuple(s["image_size"])
@@ -202,7 +211,7 @@ class Experiment:
             return PatchCore(**model_params(s, "single"), **common).fit(train.normal())
         defects = defect_inputs(train, s["defects"], size, s["augmented"], s.get("crops"))
         if s["augment"]:
-            pool = self.augment(s["augment"], pool_of if pool_of is not None else train)
+            pool = self.augment(s["augment"], train)
             synthetic = synthetic_defects([pool], s["defects"], size, s["augment"].get("n", 40))
             if not synthetic:  # never report a run as augmented that added nothing
                 raise ConfigError(f"{pool}: gave no synthetic defects for run {s['name']!r}")

@@ -21,7 +21,8 @@ def defect_inputs(train, source: str, size: tuple[int, int], augmented=(), crops
 
         real = load_crop_folders(crops, size)
     else:
-        real = train.defect_crops(size) if source == "crop" else train.defective()
+        # a defective image without a mask has no defect patches to give (data.folder)
+        real = train.defect_crops(size) if source == "crop" else train.masked_defective()
     return real + synthetic_defects(augmented, source, size)
 
 

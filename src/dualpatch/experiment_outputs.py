@@ -13,11 +13,12 @@ import numpy as np
 from .metrics_io import from_json, json_metrics
 
 
-def run_signature(s: dict, dataset_info: dict, threshold: str) -> str:
+def run_signature(s: dict, dataset_info: dict, threshold: str, native: bool = False) -> str:
     """What makes a finished run reusable: its settings, the split's images, a crops folder's
     content (edited crops make the run stale, not only a new name), the recipe of the generator
-    its synthetic defects come from (a fixed generator makes the run stale) and the threshold
-    mode."""
+    its synthetic defects come from (a fixed generator makes the run stale), how defect crops are
+    cut (native regions since issue 24), the threshold mode and whether native-resolution pixel
+    metrics were asked for (``native``)."""
     from .augment import recipe
     from .data.crop_folder import crops_fingerprint
     from .spec import ALIASES
@@ -26,6 +27,9 @@ def run_signature(s: dict, dataset_info: dict, threshold: str) -> str:
     inputs = [crops_fingerprint(s["crops"])] if s.get("crops") else []
     # only runs with synthetic defects carry it, so the other finished runs stay valid
     inputs += [f"augment recipe {recipe(s['augment'])}"] if s.get("augment") else []
+    # crops were cut from the downscaled mask's regions before: such runs are redone
+    inputs += ["crops: native regions"] if s.get("defects") == "crop" else []
+    inputs += ["native pixel metrics"] if native else []
     # under their old names: a run that finished before a setting was renamed is not redone
     s = {old_names.get(k, k): v for k, v in s.items()}
     return hashlib.sha256(
@@ -162,8 +166,15 @@ def report_dataset(dataset_info: dict) -> dict:
     """dataset.json as the report's provenance shows it: counts and digests, not file lists."""
     dataset = {k: v for k, v in dataset_info.items() if k not in ("train", "test", "files")}
     dataset["duplicates"] = {
-        k: v for k, v in dataset["duplicates"].items() if k != "exact_groups"
+        k: v for k, v in dataset["duplicates"].items() if k not in ("exact_groups", "near_copies")
     } | {"exact_groups": len(dataset["duplicates"]["exact_groups"])}
+    near = dataset_info["duplicates"].get("near_copies") or {"checked": False}
+    # the report states whether near copies were looked for; the pairs stay in dataset.json
+    dataset["duplicates"]["near_copies"] = (
+        f"{near['across_splits']} train/test pair(s) within {near['max_bits']} hash bits"
+        if near["checked"]
+        else "not checked (off by default; set near_duplicates)"
+    )
     for k in ("train", "test"):
         if k in dataset_info:
             dataset[k] = {

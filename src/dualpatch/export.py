@@ -7,7 +7,8 @@ for every step (``FeatureExtractor.stage_maps``/``combine``, ``memory.nearest_di
     images (B, H, W, 3) uint8 RGB at the model's size     [input "images"]
       -> float [0, 1] -> normalisation -> backbone stages -> 3x3 averaging, resize, concat
       -> nearest distance to the normal bank (and the defect bank)   [banks are constants]
-      -> the rule -> bilinear upsampling + Gaussian blur -> image score
+      -> the rule (tau, the novelty level, a constant) -> bilinear upsampling + Gaussian blur
+      -> image score
     scores (B,) float32                                    [output "scores"]
     maps (B, H, W) float32                                 [output "maps"]
 
@@ -17,7 +18,6 @@ The batch size is free; height and width are the model's ``image_size``. With
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import warnings
@@ -27,8 +27,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from .card import ModelCard
 from .errors import ConfigError
-from .export_files import FORMATS, default_export_path, model_digest
+from .export_files import (
+    FORMATS,
+    check_export,
+    default_export_path,
+    graph_metadata,
+    write_export_record,
+)
 from .fileio import atomic_path
 
 INPUT_FORMATS = ("uint8", "float")
@@ -51,6 +58,9 @@ class ScorerModule(nn.Module):
         self.dual = model.kind == "dual"
         self.rule = getattr(model, "rule", "weighted")
         self.eps = float(getattr(model, "eps", 1e-6))
+        # the guarded rule's tau, a constant of the graph like the banks (None: a rule without it)
+        level = getattr(model, "novelty_level_", None)
+        self.novelty_level = None if level is None else float(level)
         self.k = int(getattr(model, "num_neighbors", 1))
         # banks stored centred on their mean, as knn centres them (float32 cancellation)
         for name, bank in [("normal", model.memory_.bank_)] + (
@@ -82,7 +92,10 @@ class ScorerModule(nn.Module):
             maps, scores = score_patches(normal, self.size, self.sigma)
             return scores, maps
         defect = self._distances(flat, "defect", self.k_defect).reshape(b, h, w)
-        maps, scores = score_patches(normal, self.size, self.sigma, defect, self.rule, self.eps)
+        maps, scores = score_patches(
+            normal, self.size, self.sigma, defect, self.rule, self.eps,
+            novelty_level=self.novelty_level,
+        )  # fmt: skip
         return scores, maps
 
 
@@ -128,6 +141,9 @@ def export_onnx(
         # the map's matrices are built for the patch grid's size, a Python int while tracing: the
         # graph's height and width are the model's, fixed, so the constant is right
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # torch deprecates the TorchScript exporter chosen here on purpose (below), in two raw
+        # DeprecationWarnings that tell a user nothing about their export
+        warnings.simplefilter("ignore", DeprecationWarning)
         # The TorchScript exporter: the dynamo exporter (torch.export) traces the same module too,
         # but writes larger graphs with external-data files by default; one file is what users want.
         torch.onnx.export(
@@ -186,32 +202,34 @@ def export_model(
     input_format: str = "uint8",
     weights: str | None = None,
 ) -> Path:
-    """Load the model in ``model_dir`` and write it as ``fmt`` (onnx or openvino) to ``out``."""
+    """Load the model in ``model_dir`` and write it as ``fmt`` (onnx or openvino) to ``out``,
+    with its record (files' SHA-256, settings; ``export_files.write_export_record``) beside it."""
     from .models import PatchCore
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r} (onnx or openvino)")
+    check_export_target(model_dir, fmt, out)
     model = PatchCore.load(model_dir, weights)
     check_exportable(model)
-    metadata = {
-        "dualpatch_model_digest": model_digest(model_dir),
-        "dualpatch_kind": model.kind,
-        "dualpatch_rule": getattr(model, "rule", ""),
-        "dualpatch_image_size": json.dumps(list(model.image_size)),
-    }
+    card = ModelCard.read(model_dir)
+    metadata = graph_metadata(card)
     if fmt == "onnx":
-        return export_onnx(model, out, input_format, metadata)
-    onnx_path = default_export_path(model_dir, "onnx")
-    if not (onnx_path.is_file() and _onnx_matches(onnx_path, metadata, input_format)):
-        onnx_path = None
-    return export_openvino(model, out, input_format, metadata, onnx_path)
+        path = export_onnx(model, out, input_format, metadata)
+    else:
+        onnx_path = default_export_path(model_dir, "onnx")
+        if not (onnx_path.is_file() and _onnx_matches(onnx_path, card, metadata, input_format)):
+            onnx_path = None
+        path = export_openvino(model, out, input_format, metadata, onnx_path)
+    write_export_record(card, path)
+    return path
 
 
-def _onnx_matches(path: Path, metadata: dict[str, str], input_format: str) -> bool:
-    """Whether ``path`` was exported from these tensors with these settings (then reuse it)."""
+def _onnx_matches(path: Path, card: ModelCard, metadata: dict[str, str], input_format: str) -> bool:
+    """Whether ``path`` is an intact export of these tensors with these settings (then reuse it)."""
     import onnx
 
     try:
+        check_export(card, path)
         props = {
             p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props
         }
@@ -219,3 +237,56 @@ def _onnx_matches(path: Path, metadata: dict[str, str], input_format: str) -> bo
         return False
     wanted = {"input_format": input_format, **metadata}
     return all(props.get(k) == str(v) for k, v in wanted.items())
+
+
+# ----------------------------------------------------------------------------- the --out file
+def _target_files(fmt: str, out: str | os.PathLike[str]) -> list[Path]:
+    """The files an export to ``out`` writes: the .onnx, or the .xml and its .bin."""
+    if fmt == "onnx":
+        return [Path(out)]
+    xml = Path(out).with_suffix(".xml")
+    return [xml, xml.with_suffix(".bin")]
+
+
+def check_export_target(model_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLike[str]):
+    """Refuse, in one line naming the file, an ``out`` that would replace a folder, a file of the
+    model being exported, or a file that no export wrote (the user's own)."""
+    from .fileio import MARKER
+
+    model_files = {(Path(model_dir) / n).resolve() for n in ("model.safetensors", "model.json")}
+    model_files.add((Path(model_dir) / MARKER).resolve())
+    files = _target_files(fmt, out)
+    for path in files:
+        if path.is_dir():
+            raise ConfigError(
+                f"{path}: is a folder; give --out a file name, e.g. "
+                f"{path / ('model.onnx' if fmt == 'onnx' else 'model.xml')}"
+            )
+        if path.resolve() in model_files:
+            raise ConfigError(f"{path}: is part of the model being exported; choose another --out")
+    for path in files:
+        if (path.exists() or path.is_symlink()) and not _written_by_export(files[0]):
+            raise ConfigError(
+                f"{path}: exists and was not written by 'dualpatch export'; choose another "
+                "--out or move it away"
+            )
+
+
+#: a metadata key every exported file carries (ONNX metadata, OpenVINO rt_info)
+_EXPORT_KEY = b"dualpatch_model_digest"
+
+
+def _written_by_export(path: Path) -> bool:
+    """Whether ``path`` (an .onnx or .xml, the file that names its pair's .bin) holds the metadata
+    an export writes; then replacing it loses nothing of the user's."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    if path.suffix.lower() == ".xml":
+        return _EXPORT_KEY in path.read_bytes()
+    import onnx
+
+    try:
+        props = onnx.load(str(path), load_external_data=False).metadata_props
+    except Exception:  # not an ONNX file at all: the user's
+        return False
+    return any(p.key == _EXPORT_KEY.decode() for p in props)

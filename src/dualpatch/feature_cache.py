@@ -1,12 +1,17 @@
 """The on-disk feature cache: one safetensors file of (h, w, D) patch features per image, keyed
 by the image's content and everything that shapes its features, plus the shared normal banks.
 
-Entries carry the SHA-256 of their values and are never trusted: a missing, truncated or
-mismatched entry is deleted and recomputed. An unwritable cache warns once and is dropped.
+Entries are never trusted: each carries the SHA-256 of its key (the image's digest, the
+extractor's and the settings: ``cache_key``) and its values together, so a missing, truncated or
+damaged entry, and one copied or renamed onto another image's key, is deleted and recomputed. An
+unwritable cache warns once and is dropped. The folder is made private (0700); a group- or
+world-writable one warns once, since whoever can write it can forge consistent entries and so
+change scores (the trust boundary: docs/cache.md). ``verify_entries`` re-extracts a sample.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import warnings
@@ -17,7 +22,6 @@ from typing import Any
 import torch
 
 from .data.base import Sample
-from .data.duplicates import file_sha256
 from .errors import DataError
 from .features import FEATURE_VERSION, to_tensor
 from .fileio import atomic_path, sha256_file
@@ -35,7 +39,7 @@ def key_prefix(backbone: str, image_size: Sequence[int], normalization: str, wei
 
 def cache_key(prefix: bytes, image_path: str) -> str:
     """Image content + ``prefix`` (see ``key_prefix``)."""
-    h = hashlib.sha256(file_sha256(image_path).encode())
+    h = hashlib.sha256(sha256_file(image_path).encode())
     h.update(prefix)
     return h.hexdigest()
 
@@ -53,6 +57,8 @@ def image_features(
     ``image_size``, read from and written to ``model.cache_dir`` when it is set; ``bar`` gets the
     number of images done."""
     cache = Path(model.cache_dir) if model.cache_dir else None
+    if cache is not None:
+        private_folder(cache)
     out: list[torch.Tensor | None] = [None] * len(samples)
     paths = [entry_path(cache, model._cache_key(s)) for s in samples] if cache else []
     todo = []
@@ -88,6 +94,8 @@ def read_or_extract(model: Any, samples: Sequence[Sample]) -> torch.Tensor:
     holds them (e.g. written by a Ray job: ``distributed_fit``), the backbone's for the rest,
     which are not written (the bounded-memory fit keeps its own store)."""
     cache = Path(model.cache_dir) if model.cache_dir else None
+    if cache is not None:
+        private_folder(cache)
     paths = [entry_path(cache, model._cache_key(s)) for s in samples] if cache else []
     found = [load_cached(p) for p in paths]
     if not found or any(f is None for f in found):
@@ -95,8 +103,75 @@ def read_or_extract(model: Any, samples: Sequence[Sample]) -> torch.Tensor:
     return torch.stack(found)  # type: ignore[arg-type]
 
 
-def tensor_digest(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+def verify_entries(model: Any, samples: Sequence[Sample], n: int) -> int:
+    """Re-extract ``n`` of the cache's entries for ``samples`` (a seeded draw among those it
+    holds) and refuse, in one line, an entry that differs from its image's features: a forged
+    entry carries a consistent digest, so only the backbone can tell. Returns how many were
+    checked."""
+    import numpy as np
+
+    cache = Path(model.cache_dir)
+    held = [(s, p) for s in samples if (p := entry_path(cache, model._cache_key(s))).is_file()]
+    if not held or n <= 0:
+        return 0
+    rng = np.random.default_rng(model.seed)
+    picked = [held[i] for i in sorted(rng.choice(len(held), min(n, len(held)), replace=False))]
+    for start in range(0, len(picked), model.batch_size):
+        batch = picked[start : start + model.batch_size]
+        fresh = extract(model, [s for s, _ in batch])
+        for (sample, path), features in zip(batch, fresh, strict=True):
+            cached = load_cached(path)
+            if cached is None:  # damaged: deleted, extracted again by the fit
+                continue
+            # a batch of another size may round differently: a forgery differs by far more
+            if cached.shape != features.shape or not torch.allclose(
+                cached, features, rtol=1e-3, atol=1e-3
+            ):
+                raise DataError(
+                    f"{path}: cached features of {sample.image_path} differ from a "
+                    "re-extraction: the cache was changed by something other than dualpatch; "
+                    f"delete {cache} or fit with --no-cache"
+                )
+    return len(picked)
+
+
+def tensor_digest(t: torch.Tensor, key: str = "") -> str:
+    """SHA-256 of ``key`` (what the values claim to be: an entry's file name) and the values."""
+    h = hashlib.sha256(key.encode())
+    h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- the cache folder
+_checked: set[Path] = set()  # folders whose permissions were checked in this process
+
+
+def private_folder(folder: Path) -> None:
+    """Make ``folder`` (and any parent it needs) owner-only, or warn once if it exists and others
+    may write to it: they could replace entries with consistent forgeries."""
+    import stat
+
+    if folder in _checked:
+        return
+    _checked.add(folder)
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        for p in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                p.mkdir(mode=0o700)
+    except OSError:
+        return  # not creatable: save_cached warns about it
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        return  # not creatable: save_cached warns about it
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        warnings.warn(
+            f"{folder}: the feature cache is writable by other users (mode "
+            f"{stat.S_IMODE(mode):o}): they could change cached features and so scores; "
+            f"chmod 700 it, or use --verify-cache N or --no-cache (docs/cache.md)",
+            stacklevel=3,
+        )
 
 
 def save_cached(path: Path, features: torch.Tensor) -> bool:
@@ -106,11 +181,11 @@ def save_cached(path: Path, features: torch.Tensor) -> bool:
     from safetensors.torch import save_file
 
     features = features.detach().contiguous().clone()
+    meta = {"sha256": tensor_digest(features, path.stem), "key": path.stem}
     try:
+        private_folder(path.parent)
         with atomic_path(path) as tmp:
-            save_file(
-                {"features": features}, str(tmp), metadata={"sha256": tensor_digest(features)}
-            )
+            save_file({"features": features}, str(tmp), metadata=meta)
     except (OSError, safetensors.SafetensorError) as exc:  # full or read-only disk: no cache
         reason = getattr(exc, "strerror", None) or _first_words(exc)
         warnings.warn(
@@ -129,7 +204,8 @@ def _first_words(exc: BaseException) -> str:
 
 def load_cached(path: Path) -> torch.Tensor | None:
     """A cache entry's (h, w, D) features, or None (and the entry deleted) if it is missing,
-    truncated, unreadable or its values do not match their recorded SHA-256: never trusted."""
+    truncated, unreadable, or its values and file name (its key) do not match their recorded
+    SHA-256: never trusted. An older entry, whose digest did not cover its key, is recomputed."""
     from safetensors import safe_open
 
     if not path.is_file():
@@ -141,7 +217,7 @@ def load_cached(path: Path) -> torch.Tensor | None:
         if (
             features.ndim == 3
             and features.dtype == torch.float32
-            and digest == tensor_digest(features)
+            and digest == tensor_digest(features, path.stem)
         ):
             return features
     except Exception:  # any damage at all: recompute
@@ -178,8 +254,10 @@ def save_shared_bank(path: Path, bank: torch.Tensor, grid: tuple[int, int]) -> N
     from safetensors.torch import save_file
 
     bank = bank.detach().contiguous()
-    meta = {"sha256": tensor_digest(bank), "grid": json.dumps(list(grid))}
+    meta = {"sha256": tensor_digest(bank, path.stem + json.dumps(list(grid))),
+            "grid": json.dumps(list(grid))}  # fmt: skip
     try:
+        private_folder(path.parent)
         with atomic_path(path) as tmp:
             save_file({"bank": bank}, str(tmp), metadata=meta)
     except (OSError, safetensors.SafetensorError):
@@ -197,7 +275,8 @@ def load_shared_bank(path: Path) -> tuple[torch.Tensor, tuple[int, int]] | None:
             meta = f.metadata() or {}
             bank = f.get_tensor("bank")
         grid = tuple(json.loads(meta["grid"]))
-        if bank.ndim == 2 and meta.get("sha256") == tensor_digest(bank) and len(grid) == 2:
+        digest = tensor_digest(bank, path.stem + json.dumps(list(grid)))
+        if bank.ndim == 2 and meta.get("sha256") == digest and len(grid) == 2:
             return bank, grid  # type: ignore[return-value]
     except Exception:  # any damage at all: recompute
         pass

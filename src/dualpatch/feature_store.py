@@ -4,6 +4,7 @@ SIGBUS a memory map would raise) and read back in bounded buffers."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -50,9 +51,12 @@ class FeatureStore:
         self.grid: tuple[int, int] | None = None
         self.dim = 0
         self.done = 0
+        #: (first image, images, SHA-256 of their bytes) of each appended batch
+        self.chunks: list[tuple[int, int, str]] = []
         meta = self._read_meta()
         if meta is not None:
             self.grid, self.dim, self.done = tuple(meta["grid"]), meta["dim"], meta["done"]
+            self.chunks = [(int(a), int(n), str(h)) for a, n, h in meta["chunks"]]
 
     def _read_meta(self) -> dict | None:
         try:
@@ -63,6 +67,8 @@ class FeatureStore:
                 and meta.get("dtype") == self.dtype
                 and self.path.is_file()
                 and self.path.stat().st_size == self._nbytes(meta["grid"], meta["dim"])
+                # a store of an older version (no checksums) is extracted again
+                and sum(int(c[1]) for c in meta["chunks"]) == meta["done"]
             )
         except (OSError, ValueError, KeyError, TypeError):
             ok = False
@@ -82,7 +88,7 @@ class FeatureStore:
 
     def create(self, grid: tuple[int, int], dim: int) -> None:
         """Allocate the whole file up front: a disk too small fails now, before any extraction."""
-        self.grid, self.dim, self.done = tuple(grid), dim, 0
+        self.grid, self.dim, self.done, self.chunks = tuple(grid), dim, 0, []
         self.folder.mkdir(parents=True, exist_ok=True)
         self.meta_path.unlink(missing_ok=True)
         need = self._nbytes(grid, dim)
@@ -103,6 +109,7 @@ class FeatureStore:
                 "grid": list(self.grid or ()),
                 "dim": self.dim,
                 "done": self.done,
+                "chunks": [list(c) for c in self.chunks],
             },
         )
 
@@ -110,13 +117,33 @@ class FeatureStore:
         """Write the next images' (b, h, w, D) features and mark them complete."""
         data = np.ascontiguousarray(features, dtype=DTYPES[self.dtype])
         offset = self.done * self.rows_per_image * self.dim * data.itemsize
+        raw = data.tobytes()
         fd = os.open(self.path, os.O_WRONLY)
         try:
-            write_rows(fd, data.tobytes(), offset)
+            write_rows(fd, raw, offset)
         finally:
             os.close(fd)
+        self.chunks.append((self.done, features.shape[0], hashlib.sha256(raw).hexdigest()))
         self.done += features.shape[0]
         self._write_meta()
+
+    def verify(self) -> None:
+        """Read every chunk back and compare it with the checksum recorded when it was written;
+        a damaged one is refused in one line (bits changed on disk would change the bank)."""
+        image_bytes = self.rows_per_image * self.dim * np.dtype(DTYPES[self.dtype]).itemsize
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for i, (first, n, digest) in enumerate(self.chunks):
+                buffer = bytearray(n * image_bytes)
+                read_exactly(fd, memoryview(buffer), first * image_bytes, self.path)
+                if hashlib.sha256(buffer).hexdigest() != digest:
+                    raise DataError(
+                        f"{self.path}: chunk {i + 1} of {len(self.chunks)} (images {first + 1} "
+                        f"to {first + n}) does not match its checksum: the store was changed on "
+                        f"disk; delete {self.folder} and fit again"
+                    )
+        finally:
+            os.close(fd)
 
     def rows(self, index: np.ndarray | slice) -> torch.Tensor:
         """float32 rows (by index array, in its order, or a slice of step 1), read with ``pread``

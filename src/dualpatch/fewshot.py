@@ -26,6 +26,14 @@ from .errors import ConfigError
 ALL = "all"
 Shots = int | str
 
+#: what the advice is read from, recorded with it: the pick is made on test-fold comparisons, not
+#: on training data, so it is a reading of the test figures, not an untouched estimate
+ADVICE_EVIDENCE = (
+    "test folds, uncorrected: read from paired bootstraps on the same test images these figures"
+    " report, one per (source, metric), with no correction for multiple comparisons; not chosen"
+    " on training data"
+)
+
 
 def check_shots(n: Shots, available: int) -> int:
     """``n`` as a count of defective images (``"all"``: every one); ConfigError if out of range."""

@@ -25,7 +25,7 @@ import numpy as np
 
 from .crossval import observed, seeds_of
 from .errors import ConfigError
-from .fewshot import ALL, Shots, fewshot_draws
+from .fewshot import ADVICE_EVIDENCE, ALL, Shots, fewshot_draws
 from .memory import remembered_queries
 from .protocol import Split
 from .uncertainty import compare, fold_counts
@@ -208,6 +208,9 @@ def goal_and_advice(metrics: dict[str, dict], entries: list[dict]) -> dict[str, 
     that do not overlap, and means above single. Advice: a synthetic source only where its paired
     difference against dual-real-only is a win on image AUROC or AP and a loss on neither;
     otherwise dual-real-only where it beats single on a mean of the two, else single.
+
+    Both read the test folds' figures, so each n's entry says so (``chosen_on``, the text of
+    ``fewshot.ADVICE_EVIDENCE``).
     """
     base = _first_real_only(entries)
     single = next((e["name"] for e in entries if e["bank"] == "single"), None)
@@ -229,7 +232,8 @@ def goal_and_advice(metrics: dict[str, dict], entries: list[dict]) -> dict[str, 
                 goal[e["name"]] = _meets_goal(m, mb, metrics.get(single) if single else None)
         advice = _advice(metrics, wins, b, single)
         advice["rule"] = metrics[advice["use"]].get("rule") if advice["use"] else None
-        out[n] = {"baseline": b, "goal": goal, "clear_wins_over_baseline": wins, **advice}
+        out[n] = {"baseline": b, "goal": goal, "clear_wins_over_baseline": wins, **advice,
+                  "chosen_on": ADVICE_EVIDENCE}  # fmt: skip
     return out
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import functools
 import hashlib
 import json
 import math
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,18 +22,36 @@ from typing import Any
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
+    if path.is_dir():
+        raise OSError(errno.EISDIR, "is a folder; give a file name", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _naming(path, path.parent):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        # mkstemp makes owner-only files; outputs get the usual umask-based mode instead.
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, path)
+        with _naming(path, tmp_path):
+            yield tmp_path
+            # mkstemp makes owner-only files; outputs get the usual umask-based mode instead.
+            os.chmod(tmp_path, 0o666 & ~_umask())
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def _naming(path: Path, hidden: Path) -> Iterator[None]:
+    """An OSError about the hidden temporary file (or its folder) names ``path``, the file the
+    user asked for: a temporary name means nothing to them."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename and str(exc.filename).startswith(str(hidden)):
+            exc.filename = str(path)
+        if exc.filename2 and str(exc.filename2).startswith(str(hidden)):
+            exc.filename2 = str(path)
+        raise
 
 
 def _umask() -> int:
@@ -113,12 +135,17 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or path.is_relative_to(folder)
 
 
-def _written_by(out: Path) -> str | None:
+def _written_by(out: Path) -> tuple[str | None, set[str] | None]:
+    """The command that wrote ``out`` and the entries it wrote (None: not recorded)."""
     try:
         meta = json.loads((out / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    return meta.get("command") if isinstance(meta, dict) else None
+        return None, None
+    if not isinstance(meta, dict):
+        return None, None
+    entries = meta.get("entries")
+    listed = {str(e) for e in entries} if isinstance(entries, list) else None
+    return meta.get("command"), listed
 
 
 def check_output_dir(
@@ -128,9 +155,10 @@ def check_output_dir(
     inputs: Iterable[str | os.PathLike[str] | None] = (),
     keep: Iterable[str] = (),
     legacy: Iterable[str] = (),
-) -> None:
-    """Refuse ``out`` unless it is new, empty, or an earlier output of ``command`` (``--force``
-    overrides the last rule only).
+) -> list[str]:
+    """Refuse ``out`` unless it is new, empty, or an earlier output of ``command`` that holds
+    only what ``command`` wrote there (``--force`` overrides the last rule only); return the
+    entries that replacing ``out`` would delete although ``command`` did not write them.
 
     ``inputs``: the user's input files and folders; none may lie inside ``out``, which gets
     replaced, whatever ``force`` says. ``keep``: entry names that this command itself keeps in
@@ -148,29 +176,114 @@ def check_output_dir(
             )
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise DataError(f"{out}: exists and is not a folder; choose another --out")
-    if not out.is_dir() or force:
-        return
-    entries = sorted(p.name for p in out.iterdir())
-    owner = _written_by(out)
-    legacy = set(legacy)
-    if owner == command or (owner is None and legacy and legacy <= set(entries)):
-        return
-    foreign = [e for e in entries if e not in set(keep) | {MARKER}]
-    if not foreign:
-        return
+    if not out.is_dir():
+        return []
+    foreign, owner = _foreign_entries(out, command, set(keep), set(legacy))
+    if not foreign or force:
+        return foreign
     shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-    what = f"written by 'dualpatch {owner}'" if owner else "not written by dualpatch"
+    n = f"{len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'}"
+    if owner == command:  # its own earlier output, with the user's files added since
+        what = f"that 'dualpatch {command}' did not write"
+    else:
+        what = f"written by 'dualpatch {owner}'" if owner else "not written by dualpatch"
     raise DataError(
-        f"{out}: holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} {what} "
-        f"({shown}); choose another --out, or add --force to replace it"
+        f"{out}: holds {n} {what} ({shown}); move them out or choose another --out "
+        "(--force replaces the folder and deletes them)"
     )
 
 
-def mark_output(folder: str | os.PathLike[str], command: str) -> None:
-    """Record that ``command`` wrote ``folder`` (see ``check_output_dir``)."""
+def _foreign_entries(
+    out: Path, command: str, keep: set[str], legacy: set[str]
+) -> tuple[list[str], str | None]:
+    """The entries of ``out`` that ``command`` did not write (and does not keep), and the
+    command that wrote ``out``."""
+    entries = sorted(p.name for p in out.iterdir())
+    owner, listed = _written_by(out)
+    ours = keep | {MARKER}
+    if owner == command:
+        # an output marked before markers listed their entries: all of it counts as ours
+        ours |= listed if listed is not None else set(entries)
+    elif owner is None and legacy and legacy <= set(entries):
+        ours |= set(entries)
+    return [e for e in entries if e not in ours], owner
+
+
+def mark_output(folder: str | os.PathLike[str], command: str, listed: bool = False) -> None:
+    """Record that ``command`` wrote ``folder`` (see ``check_output_dir``); ``listed``: and
+    that it wrote exactly the entries ``folder`` holds now (a folder written whole), so that a
+    rerun can tell the user's later additions from its own."""
     from . import __version__
 
-    write_json(Path(folder) / MARKER, {"command": command, "dualpatch": __version__})
+    meta: dict[str, Any] = {"command": command, "dualpatch": __version__}
+    if listed:
+        meta["entries"] = sorted(p.name for p in Path(folder).iterdir() if p.name != MARKER)
+    write_json(Path(folder) / MARKER, meta)
+
+
+# ------------------------------------------------------------------------------- output locks
+_held: dict[Path, tuple[int, int]] = {}  # lock file -> (fd, depth): re-entrant in one process
+
+
+def lock_path(out: str | os.PathLike[str]) -> Path:
+    """The lock file of an output: beside it, since the output itself is swapped whole."""
+    out = Path(os.path.abspath(out))
+    return out.with_name(f".{out.name}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(out: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``out``'s lock for the block; another process holding it is refused in one line
+    (two commands writing one --out would otherwise both succeed and one be lost).
+
+    Re-entrant within one process. The lock file is removed on release; a process that locked
+    a file removed meanwhile locks again (the inode check).
+    """
+    path = lock_path(out)
+    if path in _held:
+        fd, depth = _held[path]
+        _held[path] = (fd, depth + 1)
+    else:
+        _held[path] = (_acquire(path, Path(out)), 1)
+    try:
+        yield
+    finally:
+        fd, depth = _held[path]
+        if depth > 1:
+            _held[path] = (fd, depth - 1)
+        else:
+            del _held[path]
+            with contextlib.suppress(OSError):
+                path.unlink()
+            os.close(fd)
+
+
+def _acquire(path: Path, out: Path) -> int:
+    from .errors import DataError
+
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # the user's --out, not the lock file, is what cannot be written
+            raise DataError(f"{out}: cannot write there ({exc.strerror or exc})") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataError(
+                f"{out}: another dualpatch command is writing it now (lock {path}); "
+                "wait for it to finish, or choose another --out"
+            ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)  # its holder removed it while we waited for it: lock the new one
 
 
 # check_output_dir's parameters, repeated on purpose: output_dir checks ``out`` with them first
@@ -185,24 +298,44 @@ def output_dir(
 ) -> Iterator[Path]:
     """Write a whole output folder: yield a new temporary folder beside ``out``, then swap it in.
 
-    ``out`` is checked first (``check_output_dir``). The old content stays in place, untouched,
-    until the new folder is complete: an error or Ctrl-C inside the block leaves it as it was and
-    removes the temporary folder. Entries named in ``keep`` move from the old folder into the new
-    one unless the block wrote its own.
+    ``out`` is checked first (``check_output_dir``) and locked (``output_lock``) until the swap.
+    The old content stays in place, untouched, until the new folder is complete: an error or
+    Ctrl-C inside the block leaves it as it was and removes the temporary folder. Entries named
+    in ``keep`` move from the old folder into the new one unless the block wrote its own. With
+    ``force``, entries the command did not write are deleted with one warning that names them.
     """
     out = Path(out)
     keep = tuple(keep)
-    check_output_dir(out, command, force, inputs, keep, legacy)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    with output_lock(out):
+        check_output_dir(out, command, force, inputs, keep, legacy)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        try:
+            yield tmp
+            mark_output(tmp, command, listed=True)
+            os.chmod(tmp, 0o777 & ~_umask())
+            # checked again: the user may have added files while the command ran
+            foreign = check_output_dir(out, command, force, (), keep, legacy)
+            _swap(tmp, out, command, keep, foreign)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap(tmp: Path, out: Path, command: str, keep: tuple[str, ...], foreign: list[str]) -> None:
+    """Put the complete folder ``tmp`` in place of ``out``, carrying ``keep`` over; ``foreign``:
+    the entries --force deletes although ``command`` did not write them (named in a warning)."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        warnings.warn(
+            f"{out}: --force deletes {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} "
+            f"that 'dualpatch {command}' did not write ({shown})",
+            stacklevel=4,
+        )
     carried: list[str] = []
     try:
-        yield tmp
-        mark_output(tmp, command)
-        os.chmod(tmp, 0o777 & ~_umask())
-        if not out.exists():
-            os.replace(tmp, out)
-            return
         for name in keep:
             if (out / name).exists() and not (tmp / name).exists():
                 os.replace(out / name, tmp / name)
@@ -221,10 +354,20 @@ def output_dir(
         for name in carried:  # the swap failed: give the kept entries back
             if (tmp / name).exists() and not (out / name).exists():
                 os.replace(tmp / name, out / name)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes, read in blocks (never the whole file at once)."""
+    """Hex SHA-256 of a file's bytes, read in blocks (never the whole file at once), computed once
+    per process for each version of each file: the key is the file's identity and its stat
+    times, and any write (or ``touch``, or a file renamed onto the path) changes ``st_ctime_ns``,
+    which no user can set back."""
+    st = os.stat(path)
+    return _sha256(
+        os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256(path: str, *version: int) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

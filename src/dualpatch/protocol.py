@@ -23,11 +23,11 @@ from .data import Dataset, Sample
 from .data.duplicates import (
     DuplicateReport,
     check_splits,
-    file_sha256,
     find_duplicates,
     warn_within,
 )
 from .errors import ConfigError, DataError
+from .fileio import sha256_file
 
 #: KolektorSDD items that are file-for-file copies of each other in the public copy (checked by
 #: ``tests/unit/protocol/test_protocol.py`` on the real data); kos21's Part6 = Part7 stays inside
@@ -72,7 +72,7 @@ def split_groups(samples: Sequence[Sample]) -> np.ndarray:
 
     first_unit: dict[str, str] = {}
     for s, u in zip(samples, units, strict=True):
-        h = file_sha256(s.image_path)
+        h = sha256_file(s.image_path)
         if h in first_unit:
             parent[root(u)] = root(first_unit[h])
         else:
@@ -103,15 +103,15 @@ def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:
     return out
 
 
-def pooled(dataset_name: str, root: Any) -> Dataset:
+def pooled(dataset_name: str, root: Any, layout: Any = None) -> Dataset:
     """Every image of a dataset, both official splits together, for cross-validation."""
     from .data import KolektorSDD, load_dataset
 
     if dataset_name == "kolektorsdd":
         return KolektorSDD(root, "all")
     train, test = (
-        load_dataset(dataset_name, root, "train"),
-        load_dataset(dataset_name, root, "test"),
+        load_dataset(dataset_name, root, "train", layout),
+        load_dataset(dataset_name, root, "test", layout),
     )
     both = copy.copy(train)
     both.samples = list(train) + list(test)
@@ -125,12 +125,15 @@ def make_splits(
     train_items: Sequence[int] | None = None,
     on_duplicates: str = "warn",
     fold_seed: int = 0,
+    layout: Any = None,
+    near_bits: int | None = None,
 ) -> list[Split]:
     """The splits an experiment evaluates on, duplicates checked on each.
 
     ``folds`` = K: K group-aware stratified folds over all images (each fold's test images are
     never in its training set). ``folds`` = None: the dataset's own split (KolektorSDD: kos01-33
-    train unless ``train_items``).
+    train unless ``train_items``). ``layout``: a folder dataset's ``data.FolderLayout``.
+    ``near_bits``: near copies count too (``check_splits``).
     """
     from .data import KolektorSDD, load_dataset
 
@@ -143,14 +146,14 @@ def make_splits(
                 train = KolektorSDD(root, "train", train_items)
                 test = KolektorSDD(root, "test", train_items)
             else:
-                train = load_dataset(dataset_name, root, "train")
-                test = load_dataset(dataset_name, root, "test")
+                train = load_dataset(dataset_name, root, "train", layout)
+                test = load_dataset(dataset_name, root, "test", layout)
         for message in dict.fromkeys(str(w.message) for w in caught):
             warnings.warn(message, stacklevel=2)
-        test, report = check_splits(train, test, on_duplicates)
+        test, report = check_splits(train, test, on_duplicates, near_bits=near_bits)
         items = sorted(train_items) if train_items else None
         return [Split("split", train, test, items, report)]
-    everything = pooled(dataset_name, root)
+    everything = pooled(dataset_name, root, layout)
     groups = find_duplicates({"all": list(everything)})
     if groups:
         note = "; cross-validation keeps each group on one side of every split"
@@ -158,7 +161,7 @@ def make_splits(
     splits = []
     for f, (tr, te) in enumerate(group_folds(list(everything), folds, fold_seed)):
         train, test = subset(everything, tr), subset(everything, te)
-        test, report = check_splits(train, test, on_duplicates, report_within=False)
+        test, report = check_splits(train, test, on_duplicates, False, near_bits)
         items = sorted({n for s in train if (n := item_number(s)) is not None}) or None
         splits.append(Split(f"fold{f}", train, test, items, report))
     return splits
@@ -214,16 +217,30 @@ def validation_threshold(
 
     ``fit_predict(inner_train, validation)`` fits a model with the run's settings and returns the
     validation (labels, scores). Test data is never involved.
+
+    The threshold is then applied, unchanged, to the model fitted on all of ``train``; it is not
+    refitted there because that model has no held-out image left (every training normal is in its
+    bank). Why it transfers, and its bias: both models score a patch by its distance to the same
+    kind of bank, built with the same settings from the same items; the final bank holds about 4/3
+    as many normal patches, so its normal scores are, if anything, a little lower and the
+    threshold is expected (not measured) to err towards fewer false alarms and more misses
+    (docs/protocol.md).
     """
     inner, validation = inner_split(train, seed)
     labels, scores = fit_predict(inner, validation)
-    return choose_threshold(labels, scores)
+    found = choose_threshold(labels, scores)
+    found["rule"] += (
+        "; scored by a model fitted on the inner 3/4 of the training items, applied unchanged to"
+        " the model fitted on all of them"
+    )
+    return found
 
 
 def f1_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
-    """F1 of the decision ``score >= threshold``."""
+    """F1 of the decision ``score >= threshold``; NaN without a defective image, where recall
+    is undefined (else a model that flags a normal image scores 0 and one that does not n/a)."""
     labels = np.asarray(labels).astype(bool)
     pred = np.asarray(scores) >= threshold
     tp = float(np.sum(pred & labels))
     denom = float(pred.sum() + labels.sum())
-    return 2 * tp / denom if denom else math.nan
+    return 2 * tp / denom if labels.any() else math.nan

@@ -135,7 +135,13 @@ def _comparisons(runs: Sequence[RunResult]) -> str:
     """Each run against the baseline: a win only when the paired bootstrap interval says so."""
     rows = []
     for r in runs:
-        for metric, c in (r.metrics.get("comparisons") or {}).items():
+        first = list((r.metrics.get("comparisons") or {}).items())
+        # with plain and re-weighted single runs, also the strongest single where it is not first
+        strongest = (r.metrics.get("against_singles") or {}).get("against_strongest") or {}
+        seen = {(m, c["against"]) for m, c in first}
+        for metric, c in first + [
+            (m, c) for m, c in strongest.items() if (m, c["against"]) not in seen
+        ]:
             lo, hi = c["ci"]
             rows.append(
                 f"<tr><th>{E(r.name)}</th><td>{E(c['against'])}</td>"

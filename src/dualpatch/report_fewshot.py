@@ -78,6 +78,7 @@ def fewshot_section(
     inline: bool = False,
 ) -> str:
     """The report's few-shot section (HTML): the plot, the per-(run, n) table and the advice."""
+    from .fewshot import ADVICE_EVIDENCE
     from .report import _img, _spread
 
     out_dir = Path(out_dir)
@@ -108,6 +109,7 @@ def fewshot_section(
         + f'<table id="fewshot"><thead><tr><th>Run</th><th>n</th><th>Draws</th>{head}</tr>'
         f"</thead><tbody>{''.join(rows)}</tbody></table>"
         "<h3>Which setting to use with n real defects</h3>"
+        f'<p class="sub" id="fewshot-advice-evidence">Read from the {E(ADVICE_EVIDENCE)}.</p>'
         '<table id="fewshot-advice"><thead><tr><th>n</th><th>Use</th><th>Rule</th><th>Evidence</th>'
         f"<th>Goal (+0.01 AUROC and AP over real-only, intervals apart, beats single)</th></tr>"
         f"</thead><tbody>{advice_rows}</tbody></table>"

@@ -6,14 +6,14 @@ graph in onnxruntime or OpenVINO. All take the same input and give the same outp
                                           # -> (B,) float32, (B, H, W) float32
 
 The exported file is ``DIR/model.onnx`` or ``DIR/model.xml`` (``dualpatch export``), or one given
-as ``exported``; when it is missing, the model is exported into a temporary folder first. A file
-exported from other tensors than the model's (its recorded digest differs) is refused.
+as ``exported``; when it is missing, the model is exported into a temporary folder first. An
+export whose files differ from its record (``FILE.json``), or that was built from other tensors or
+other settings than the model's card now holds, is refused (``export_files.check_export``).
 Runtimes are imported only when asked for.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import warnings
@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .card import ModelCard
 from .errors import ConfigError, ModelFileError
 
 RUNTIMES = ("torch", "onnx", "openvino")
@@ -109,25 +110,27 @@ class _ExportedScorer:
         exported: str | os.PathLike[str] | None = None,
         weights: str | None = None,
     ):
-        from .export_files import model_digest
+        from .export_files import check_export
 
         model_dir = Path(model_dir)
+        card = ModelCard.read(model_dir)
         path, self._tmp = _exported_file(model_dir, self.runtime, exported, weights)
+        check_export(card, path)  # the files by SHA-256, the settings against the card
         try:
             meta = self._load(path, threads)
         except Exception as exc:  # each runtime raises its own types for bad files
             raise ModelFileError(
                 f"{path}: not a loadable {self.runtime} model ({_first_line(exc)})"
             ) from exc
-        if meta.get("dualpatch_model_digest") != model_digest(model_dir):
+        if meta.get("dualpatch_model_digest") != card.safetensors_sha256:
             raise ModelFileError(
-                f"{path}: exported from other model tensors than {model_dir / 'model.safetensors'} "
+                f"{path}: exported from other model tensors than {card.tensor_path} "
                 f"(re-run dualpatch export)"
             )
         if meta.get("input_format", "uint8") != "uint8":
             raise ModelFileError(f"{path}: takes float input; export with the default uint8 input")
-        self.image_size = tuple(json.loads(meta["dualpatch_image_size"]))
-        self.kind = meta.get("dualpatch_kind", "")
+        self.image_size = card.image_size
+        self.kind = card.kind
         self.path = path
 
     def _load(self, path: Path, threads: int | None) -> dict[str, str]:
@@ -173,7 +176,7 @@ class OpenVinoScorer(_ExportedScorer):
 
         core = ov.Core()
         model = core.read_model(str(path))
-        keys = ("dualpatch_model_digest", "input_format", "dualpatch_image_size", "dualpatch_kind")
+        keys = ("dualpatch_model_digest", "input_format")
         meta = {
             k: model.get_rt_info(["dualpatch", k]).astype(str)
             for k in keys
@@ -268,22 +271,19 @@ class ScorerModel:
         self.train_sha256_: set[str] = set()
         if model_dir is None:
             return
-        meta_path = Path(model_dir) / "model.json"
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelFileError(f"{meta_path}: unreadable model description") from exc
-        scale = meta.get("map_scale")
-        self.map_scale_ = float(scale) if isinstance(scale, int | float) and scale > 0 else None
-        digests = meta.get("train_sha256") or []
-        self.train_sha256_ = {d for d in digests if isinstance(d, str)}
+        card = ModelCard.read(model_dir)
+        self.map_scale_ = card.map_scale
+        self.train_sha256_ = set(card.train_sha256)
 
     def predict_batches(self, samples: list):
         """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch."""
+        from .evaluation import refuse_non_finite
+
         size = tuple(self.scorer.image_size)
         for start in range(0, len(samples), self.batch_size):
             batch = list(samples[start : start + self.batch_size])
             scores, maps = self.scorer.score(np.stack([x.image(size) for x in batch]))
+            refuse_non_finite(batch, scores)
             yield batch, scores.astype(np.float64), maps.astype(np.float32)
 
     def predict(self, samples) -> Scored:
@@ -302,10 +302,10 @@ class ScorerModel:
 
     def training_overlap(self, samples) -> list:
         """The samples whose image file is byte-identical to one the model was fit on."""
-        from .data.duplicates import file_sha256
+        from .fileio import sha256_file
 
         seen = self.train_sha256_
-        return [s for s in samples if seen and file_sha256(s.image_path) in seen]
+        return [s for s in samples if seen and sha256_file(s.image_path) in seen]
 
 
 def score_samples(scorer: Scorer, samples: list, batch_size: int = 8) -> Scored:

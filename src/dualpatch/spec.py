@@ -159,6 +159,26 @@ class ExperimentSpec(RunSpec):
     data: str = sv.entry("runs/demo-data", Setting(
         "a dataset folder path", sv.text, "Dataset root folder.", scope="top", path=True
     ))  # fmt: skip
+    # a "folder" dataset of your own images (dualpatch.data.folder): sub-folders of data, and
+    # how its train/test split is drawn; an MVTec-layout data folder keeps its own split
+    good_dir: str | None = sv.entry(None, Setting(
+        "a folder path, or null", lambda v: v is None or sv.text(v),
+        "folder dataset: good images, under --data unless absolute (default: good).", scope="top",
+    ))  # fmt: skip
+    defective_dir: str | None = sv.entry(None, Setting(
+        "a folder path, or null", lambda v: v is None or sv.text(v),
+        "folder dataset: defective images (default: defective).", scope="top",
+    ))  # fmt: skip
+    mask_dir: str | None = sv.entry(None, Setting(
+        "a folder path, or null", lambda v: v is None or sv.text(v),
+        "folder dataset: masks paired by stem, optional (default: masks).", scope="top",
+    ))  # fmt: skip
+    test_fraction: float = sv.entry(0.2, Setting(
+        "a fraction between 0 and 1 (both excluded)", lambda v: sv.number(v) and 0 < v < 1,
+        "folder dataset: share of images drawn for the test split.", minimum=0.0, maximum=1.0,
+        scope="top",
+    ))  # fmt: skip
+    split_seed: int = sv.seed(0, "folder dataset: seed of the train/test draw.", scope="top")
     out: str = sv.entry("runs/experiment", Setting(
         "a results folder path", sv.text, "Results folder.", scope="top", path=True
     ))  # fmt: skip
@@ -173,6 +193,12 @@ class ExperimentSpec(RunSpec):
         aliases=("cache",), flags=("--cache",), scope="top", path=True,
     ))  # fmt: skip
     inline_images: bool = sv.flag(False, "Embed the report's images in report.html.", scope="top")
+    native_pixel_metrics: bool = sv.flag(
+        False,
+        "Also compute pixel AUROC and AUPRO at each image's own resolution (the map upsampled, "
+        "not the mask downscaled): pixel_auroc_native, pixel_aupro_native.",
+        scope="top",
+    )
     # the evaluation protocol (dualpatch.protocol, dualpatch.crossval)
     folds: int | None = sv.entry(None, Setting(
         "null or a whole number >= 2", lambda v: v is None or (sv.whole(v) and v >= 2),
@@ -181,7 +207,7 @@ class ExperimentSpec(RunSpec):
     ))  # fmt: skip
     fold_seed: int = sv.seed(0, "Seed of the fold assignment.", scope="top")
     seeds: list[int] | None = sv.entry(None, Setting(
-        f"null or a non-empty list of whole numbers 0 to {MAX_SEED}", sv.seeds_ok,
+        f"null or a non-empty list of distinct whole numbers 0 to {MAX_SEED}", sv.seeds_ok,
         "Seeds to repeat every run with, e.g. 0,1,2 (none: the one seed setting).",
         scope="top", listed=True,
     ))  # fmt: skip
@@ -189,6 +215,11 @@ class ExperimentSpec(RunSpec):
         "warn", lambda: ON_DUPLICATES,
         "A test image that copies a training image: warn, drop it, or error.", scope="top",
     )  # fmt: skip
+    near_duplicates: int | None = sv.entry(None, Setting(
+        "null or a whole number 0 to 256", lambda v: v is None or (sv.whole(v) and 0 <= v <= 256),
+        "Also treat a test image whose 16x16 average hash is within this many bits of a training "
+        "image's as a copy, under on_duplicates (null: off).", scope="top",
+    ))  # fmt: skip
     bootstrap: int = sv.entry(1000, Setting(
         "a whole number >= 10", lambda v: sv.whole(v) and v >= 10,
         "Resamples of the 95% bootstrap intervals.", scope="top",

@@ -108,5 +108,8 @@ def items_ok(v: Any) -> bool:
 
 def seeds_ok(v: Any) -> bool:
     return v is None or (
-        isinstance(v, list) and bool(v) and all(whole(x) and 0 <= x <= MAX_SEED for x in v)
+        isinstance(v, list)
+        and bool(v)
+        and all(whole(x) and 0 <= x <= MAX_SEED for x in v)
+        and len(set(v)) == len(v)  # a repeated seed would count twice and narrow the intervals
     )

@@ -4,6 +4,7 @@ in-memory random projection (or a seeded pre-sample of it, past what the cap's s
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import hashlib
 import json
@@ -106,21 +107,71 @@ def _spill_errors(store: FeatureStore, need: int) -> Iterator[None]:
         if exc.errno != errno.ENOSPC:
             raise
         shutil.rmtree(store.folder, ignore_errors=True)
+        parent = store.folder.parent.name
+        where = (
+            "--cache-dir"
+            if parent == "spill"
+            else "--out"
+            if parent.endswith(".spill")
+            else "TMPDIR"
+        )
         raise DataError(
-            f"{store.path}: no space left on device while spilling features "
-            f"({need / 1024**3:.2f} GiB needed); free space or point --cache at a larger disk"
+            f"{store.path}: no space left on device while spilling features ({size_text(need)} "
+            f"needed); free space or point {where} at a larger disk"
         ) from exc
+
+
+def size_text(n: int) -> str:
+    """Bytes as the largest binary unit that keeps a digit before the point (never 0.00 GiB)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} bytes"
+
+
+#: where a fit without a feature cache spills (``scratch_folder``); None: the temporary folder
+_SCRATCH: contextvars.ContextVar[Path | None] = contextvars.ContextVar("scratch", default=None)
+
+
+@contextlib.contextmanager
+def scratch_folder(out: str | os.PathLike[str]) -> Iterator[None]:
+    """Spill stores of fits without a cache go to ``.OUT.spill/`` beside ``out`` in the block:
+    a known place, so that the next fit into ``out`` resumes a killed fit's store or removes it
+    (the caller holds ``out``'s lock: no other fit uses that folder meanwhile)."""
+    out = Path(os.path.abspath(out))
+    folder = out.with_name(f".{out.name}.spill")
+    token = _SCRATCH.set(folder)
+    try:
+        yield
+    finally:
+        _SCRATCH.reset(token)
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # empty once the fit removed its store
+
+
+def _scratch_stores(key: str) -> Path:
+    """The folder of a temporary store: under ``scratch_folder``'s folder, whose stale stores (a
+    killed fit's, of other images or settings) are removed; else under this user's folder in the
+    system's temporary folder, named by ``key`` so that a rerun resumes it."""
+    base = _SCRATCH.get()
+    if base is None:
+        return Path(tempfile.gettempdir()) / f"dualpatch-spill-{os.getuid()}" / key[:32]
+    for stale in base.iterdir() if base.is_dir() else ():
+        if stale.name != key[:32]:
+            log.warning("removing %s, the spill store of an earlier fit that did not finish", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+    return base / key[:32]
 
 
 def open_store(model: Any, samples: Sequence[Sample]) -> tuple[FeatureStore, bool]:
     """The store for these images: under ``cache_dir/spill/`` (kept for resume and reuse), or in
-    a temporary folder (``True``: remove it when done)."""
+    a known scratch folder (``True``: remove it when done; a killed fit's is resumed)."""
     keys = [model._cache_key(s) for s in samples]
     key = hashlib.sha256(json.dumps(keys).encode()).hexdigest()
     if not model.cache_dir:
-        return FeatureStore(
-            Path(tempfile.mkdtemp(prefix="dualpatch-spill-")), key, len(samples)
-        ), True
+        folder = _scratch_stores(key)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return FeatureStore(folder, key, len(samples)), True
     return FeatureStore(Path(model.cache_dir) / "spill" / key[:32], key, len(samples)), False
 
 
@@ -188,6 +239,7 @@ def spilled_bank(
     resumed = store.done
     try:
         fill_store(model, samples, store, progress("normal features", len(samples)))
+        store.verify()  # a damaged chunk (resumed or reused) is refused, not fitted on
         bank = model._memory(model.coreset_ratio)
         n, k = store.n_rows, bank.target_size(store.n_rows)
         matrix = projection_for(store.dim, model.projection_dim, model.seed)
@@ -214,7 +266,7 @@ def spilled_bank(
         return store.grid, bank, report, StoredImageFeatures(store, temporary)  # type: ignore[return-value]
     except BaseException:
         if temporary:
-            shutil.rmtree(store.folder, ignore_errors=True)
+            remove_store(store)
         raise
 
 
@@ -236,4 +288,11 @@ class StoredImageFeatures:
 
     def close(self) -> None:
         if self.temporary:
-            shutil.rmtree(self.store.folder, ignore_errors=True)
+            remove_store(self.store)
+
+
+def remove_store(store: FeatureStore) -> None:
+    """Remove a temporary store, and its scratch folder once empty."""
+    shutil.rmtree(store.folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        store.folder.parent.rmdir()  # only when empty: another fit's store stays

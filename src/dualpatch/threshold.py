@@ -55,7 +55,8 @@ def holdout_split(
 
 def calibrate(model, held_out: Sequence[Sample], quantile: float = 1.0) -> float:
     """Set ``model.threshold_`` and ``threshold_record_`` (and, for a dual model,
-    ``novelty_level_``) from held-out normal images, which must not be in the bank."""
+    ``novelty_level_``) from held-out normal images, which must not be in the bank; they join
+    the model's training-image digests (``training_overlap``)."""
     from .scoring import DUAL_RULES, dual_scores
 
     if not 0 < quantile <= 1:
@@ -85,6 +86,8 @@ def calibrate(model, held_out: Sequence[Sample], quantile: float = 1.0) -> float
             record["novelty_level"], record["capped"] = level, level < threshold
             threshold = min(threshold, level)
     model.threshold_, model.threshold_record_ = threshold, record
+    # the held-out images shaped the model too: evaluate warns if it is scored on them
+    model.record_training_images(s.image_path for s in held_out)
     model.threshold_rule_ = describe(record)  # the one-line account model.json has always held
     return threshold
 
@@ -107,3 +110,30 @@ def describe(record: dict | None) -> str:
     if record.get("capped"):
         text += f", capped at the novelty level {record['novelty_level']:.6g}"
     return text
+
+
+def flag(scores, threshold: float) -> np.ndarray:
+    """The verdicts: an image is flagged when its score is above the threshold (as ``serve``
+    decides)."""
+    return np.asarray(scores, dtype=np.float64) > threshold
+
+
+def verdict_metrics(labels, scores, threshold: float) -> dict[str, float]:
+    """F1, precision, recall and false-reject rate (good images flagged) of ``flag``'s verdicts;
+    NaN where the labels cannot define one."""
+    labels, flagged = np.asarray(labels).astype(bool), flag(scores, threshold)
+    tp = float(np.sum(flagged & labels))
+    n_flagged, n_defective, n_good = (
+        float(flagged.sum()),
+        float(labels.sum()),
+        float((~labels).sum()),
+    )
+    nan = float("nan")
+    return {
+        "f1_at_threshold": 2 * tp / (n_flagged + n_defective) if n_flagged + n_defective else nan,
+        "precision_at_threshold": tp / n_flagged if n_flagged else nan,
+        "recall_at_threshold": tp / n_defective if n_defective else nan,
+        "false_reject_rate_at_threshold": float(np.sum(flagged & ~labels)) / n_good
+        if n_good
+        else nan,
+    }

@@ -80,6 +80,8 @@ def image_metrics(
     flagged = np.asarray(scores) >= threshold
     tp = weights @ (flagged & labels)
     f1_thr = 2 * tp / np.maximum(weights @ flagged + weights @ labels, 1e-300)
+    # a resample without a defective image: recall, and so F1, undefined (as protocol.f1_at)
+    f1_thr = np.where(weights @ labels > 0, f1_thr, np.nan)
     if not math.isfinite(threshold):
         f1_thr = np.full(len(w), np.nan)
     return {

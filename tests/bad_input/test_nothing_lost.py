@@ -242,7 +242,8 @@ def test_predict_on_a_full_disk_names_the_path_and_keeps_the_old_output(
     monkeypatch.setattr(Image.Image, "save", full_disk)
     code, _, err = cli("predict", images, "--model", model_dir, "--out", old_prediction)
     assert code == 1
-    error_line(err, old_prediction / "maps", "No space left")
+    # the first image's grey map was written; its overlay (the second file) hit the full disk
+    error_line(err, old_prediction / "overlays" / "tg0.jpg", "No space left")
     assert snapshot(old_prediction) == before
     assert leftovers(old_prediction.parent) == []
 

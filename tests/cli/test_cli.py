@@ -24,6 +24,7 @@ def fitted(run_cli, demo_root, tmp_path_factory) -> Path:
         "--image-size", *SIZE, "--coreset-min", "200", "--cache-dir", out.parent / "cache",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
+    (out.parent / "fit.log").write_text(r.stdout + r.stderr)
     return out
 
 
@@ -34,6 +35,43 @@ def test_fit_writes_a_dual_model(fitted):
     assert meta["params"]["image_size"] == [160, 64]
     assert meta["grid"] == [20, 8]
     assert set(meta["tensors"]) == {"normal_bank", "defect_bank"}
+
+
+def test_fit_stores_a_threshold_by_default(fitted):
+    """No threshold option: 20 % of the 60 normal training images held out, the guarded rule's
+    tau and threshold set on them, what it rests on recorded, and said on the way."""
+    meta = json.loads((fitted / "model.json").read_text())
+    assert meta["params"]["rule"] == "guarded"
+    record = meta["threshold_record"]
+    assert record["images"] == 12 and record["quantile"] == 1.0
+    assert record["target_false_reject_rate"] == 0.0
+    assert meta["novelty_level_record"]["method"] == "held-out"
+    assert meta["threshold"] == pytest.approx(min(record["score_quantile"], meta["novelty_level"]))
+    log = (fitted.parent / "fit.log").read_text()
+    assert f"threshold {meta['threshold']:.6g} (quantile 1 of the image scores of 12" in log
+    # 12 < 20 held-out images: one warning line
+    assert len([line for line in log.splitlines() if "fewer than 20" in line]) == 1
+
+
+def test_fit_without_threshold_and_with_an_unsafe_rule(run_cli, demo_root, tmp_path):
+    out = tmp_path / "model"
+    r = run_cli(
+        "fit", "--dataset", "demo", "--data", demo_root, "--out", out, "--image-size", "64", "32",
+        "--coreset-min", "20", "--rule", "patch", "--threshold-holdout", "0",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    unsafe = [line for line in r.stderr.splitlines() if "unsafe for novelties" in line]
+    assert len(unsafe) == 1 and "'patch'" in unsafe[0]
+    assert "no threshold stored" in r.stdout
+    meta = json.loads((out / "model.json").read_text())
+    assert "threshold" not in meta and meta["params"]["rule"] == "patch"
+    evaluated = run_cli(
+        "evaluate", "--model", out, "--dataset", "demo", "--data", demo_root,
+        "--out", tmp_path / "results",
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "no stored threshold" in evaluated.stdout
+    assert "threshold" not in json.loads((tmp_path / "results" / "metrics.json").read_text())
 
 
 def test_fit_uses_the_feature_cache(fitted):
@@ -79,6 +117,18 @@ def test_evaluate(fitted, run_cli, demo_root, tmp_path):
     for key in ("image_auroc", "image_ap", "f1_max", "pixel_auroc", "pixel_aupro"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-9), key
     assert again["f1_threshold"] == pytest.approx(metrics["f1_threshold"], rel=1e-7)
+    # the stored threshold: used, said, and its verdicts (score above it) recomputable
+    stored = json.loads((fitted / "model.json").read_text())["threshold"]
+    assert metrics["threshold"] == stored
+    assert f"threshold {stored:.6g} from {fitted / 'model.json'}" in r.stdout
+    flagged = np.array([float(row["score"]) for row in rows]) > stored
+    tp = int(np.sum(flagged & (labels == 1)))
+    assert metrics["recall_at_threshold"] == pytest.approx(tp / labels.sum())
+    assert metrics["f1_at_threshold"] == pytest.approx(2 * tp / (flagged.sum() + labels.sum()))
+    good_flagged = np.sum(flagged & (labels == 0)) / np.sum(labels == 0)
+    assert metrics["false_reject_rate_at_threshold"] == pytest.approx(good_flagged)
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["threshold"]["value"] == stored
 
 
 def test_predict(fitted, run_cli, demo_root, tmp_path):

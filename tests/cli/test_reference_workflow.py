@@ -61,7 +61,8 @@ def test_reference_workflow_on_the_ksdd2_fixture(tmp_path, run_cli):
     assert len(both) > len(real) and {r["origin"] for r in both[len(real) :]} == {"paste"}
 
     model, results = tmp_path / "model", tmp_path / "results"
-    ok(run_cli("fit", *common, "--crops", crops, "--out", model))
+    # no normal image held out for a threshold: the experiment's run below fits on all of them
+    ok(run_cli("fit", *common, "--crops", crops, "--threshold-holdout", 0, "--out", model))
     recorded = json.loads((model / "model.json").read_text())["defect_crop_files"]
     assert len(recorded) == len(both)
     ok(
@@ -114,16 +115,19 @@ def test_cli_refusals_are_one_line(tmp_path, run_cli, demo_root):
 def test_kolektorsdd_crops_folder_gives_the_scores_of_defects_crop(
     tmp_path, run_cli, kolektor_root
 ):
-    """Done-when check: one crop per connected defect region of the default training split, and
-    the dual model fed from that folder is the one --defects crop fits: the same bank tensors,
-    the same scores (on every defective test image and as many good ones, to keep it short; the
-    whole test split gave identical scores.csv files when this was written)."""
+    """Done-when check: one crop per native connected defect region of the default training
+    split, and the dual model fed from that folder is the one --defects crop fits: the same bank
+    tensors, the same scores (on every defective test image and as many good ones, to keep it
+    short; the whole test split gave identical scores.csv files when this was written)."""
     crops = tmp_path / "crops"
     data = ["--dataset", "kolektorsdd", "--data", kolektor_root]
     ok(run_cli("data", "crops", *data, "--out", crops, timeout=300))
     train, test = KolektorSDD(kolektor_root, "train"), KolektorSDD(kolektor_root, "test")
     rows = rows_of(crops)
-    assert len(rows) == region_count(train, (320, 128))
+    # one crop per 8-connected region of the masks at their native resolution (34 in the public
+    # copy), not per fragment of the masks downscaled to 320x128 (68)
+    assert len(rows) == region_count(train, None) == 34
+    assert region_count(train, (320, 128)) == 68
     assert len({r["source_image"] for r in rows}) == len(train.defective())
     images = [s.image_path for s in test.defective() + test.normal()[: len(test.defective())]]
     scores, tensors = {}, {}

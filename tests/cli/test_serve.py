@@ -296,13 +296,176 @@ def test_sigterm_finishes_the_request_in_flight(served_model, cli_env, tiny_test
         httpx.get(f"{srv.url}/v1/health", timeout=2)
 
 
-def test_serve_refuses_a_model_without_threshold(tmp_path, fitted_single, run_cli):
+def test_model_without_threshold_is_served_with_verdicts_off(tmp_path, fitted_single, cli_env):
     fitted_single.save(tmp_path / "m")
     assert "threshold" not in json.loads((tmp_path / "m" / "model.json").read_text())
-    proc = run_cli("serve", "--model", tmp_path / "m", "--port", str(free_port()))
+    srv = Server(tmp_path / "m", cli_env)
+    try:
+        raw = png_bytes(np.full((*TINY, 3), 90, np.uint8))
+        r = httpx.post(f"{srv.url}/v1/inspect", content=raw, headers={"Content-Type": "image/png"})
+        assert r.status_code == 200, r.text
+        assert r.json()["score"] > 0 and r.json()["verdict"] is None
+        assert r.json()["threshold"] is None
+        m = httpx.post(
+            f"{srv.url}/v1/inspect?map=png", content=raw, headers={"Content-Type": "image/png"}
+        )
+        assert m.status_code == 200 and "X-Dualpatch-Verdict" not in m.headers
+    finally:
+        srv.stop()
+    warnings = [x for x in srv.proc.stderr.read().splitlines() if x.startswith("warning:")]
+    assert len(warnings) == 1 and "no threshold: verdicts are off" in warnings[0]
+
+
+def test_stored_threshold_is_announced_and_answers_carry_a_verdict(served_model, cli_env):
+    folder, model = served_model
+    srv = Server(folder, cli_env)
+    try:
+        raw = png_bytes(np.full((*TINY, 3), 90, np.uint8))
+        r = httpx.post(f"{srv.url}/v1/inspect", content=raw, headers={"Content-Type": "image/png"})
+        assert r.json()["verdict"] in ("ok", "defect")
+        assert r.json()["threshold"] == pytest.approx(model.threshold_)
+    finally:
+        srv.stop()
+    lines = srv.proc.stderr.read().splitlines()
+    said = [x for x in lines if x.startswith("verdict threshold")]
+    assert len(said) == 1 and "from model.json" in said[0], lines
+    # "serving on" comes once, after the port is bound
+    assert sum(x.startswith("serving ") for x in lines) == 1
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_threshold_option_is_refused(served_model, run_cli, value):
+    proc = run_cli("serve", "--model", served_model[0], "--threshold", value, "--port", "1")
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no stored threshold" in lines[0] and "--threshold" in lines[0]
+    assert len(lines) == 1 and "--threshold" in lines[0] and "finite" in lines[0], lines
+
+
+@pytest.mark.parametrize("stored", ["NaN", "Infinity", '"high"'])
+def test_non_finite_stored_threshold_is_refused(served_model, run_cli, tmp_path, stored):
+    import shutil
+
+    folder = shutil.copytree(served_model[0], tmp_path / "m")
+    meta = (folder / "model.json").read_text()
+    meta = json.dumps({**json.loads(meta), "threshold": "@"}).replace('"@"', stored)
+    (folder / "model.json").write_text(meta)
+    proc = run_cli("serve", "--model", folder, "--port", str(free_port()))
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "threshold" in lines[0] and "serving" not in proc.stderr, lines
+
+
+def test_busy_port_is_one_line_and_never_says_serving(served_model, run_cli):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = run_cli("serve", "--model", served_model[0], "--port", str(port))
+    assert proc.returncode == 1
+    lines = [x for x in proc.stderr.strip().splitlines() if not x.startswith("verdict threshold")]
+    assert len(lines) == 1 and f"--port {port}" in lines[0] and "in use" in lines[0], lines
+    assert "serving" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_open_host_and_readable_key_file_warn(served_model, run_cli, tmp_path):
+    """--host 0.0.0.0 without a key warns; so does a key file others can read. A busy port (on
+    127.0.0.1, which 0.0.0.0 includes) stops the command before it ever listens."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        open_host = run_cli(
+            "serve", "--model", served_model[0], "--host", "0.0.0.0", "--port", port
+        )
+        key = tmp_path / "key"
+        key.write_text(API_KEY)
+        key.chmod(0o644)
+        shared = run_cli("serve", "--model", served_model[0], "--api-key-file", key, "--port", port)
+    warned = [x for x in open_host.stderr.splitlines() if x.startswith("warning:")]
+    assert len(warned) == 1 and "0.0.0.0" in warned[0] and "API key" in warned[0]
+    warned = [x for x in shared.stderr.splitlines() if x.startswith("warning:")]
+    assert len(warned) == 1 and "other users" in warned[0] and "chmod 600" in warned[0]
+    assert open_host.returncode == shared.returncode == 1
+
+
+def test_non_ascii_api_key_is_refused_at_start(served_model, run_cli, tmp_path):
+    key = tmp_path / "key"
+    key.write_text("clé-secrète", encoding="utf-8")
+    key.chmod(0o600)
+    proc = run_cli("serve", "--model", served_model[0], "--api-key-file", key, "--port", "1")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(key) in lines[0] and "printable ASCII" in lines[0], lines
+
+
+def test_unknown_path_and_method_answer_error_json_and_docs_are_closed(server):
+    missing = httpx.get(f"{server.url}/v1/nothing", headers=AUTH)
+    assert missing.status_code == 404 and "/v1/nothing" in missing.json()["error"]
+    wrong = httpx.get(f"{server.url}/v1/inspect", headers=AUTH)
+    assert wrong.status_code == 405 and "GET" in wrong.json()["error"]
+    for path in ("/docs", "/redoc", "/openapi.json"):  # a key is set: nothing describes the API
+        closed = httpx.get(f"{server.url}{path}", headers=AUTH)
+        assert closed.status_code == 404 and set(closed.json()) == {"error"}
+
+
+def exif_rotated_jpeg(path: Path) -> Path:
+    """A JPEG stored a quarter turn from how it is shown (EXIF Orientation 6)."""
+    from PIL import Image
+
+    from tests.support.bad_input import texture
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = np.ascontiguousarray(np.rot90(texture(7), k=1))
+    Image.fromarray(stored).save(path, format="JPEG", quality=95, exif=exif)
+    return path
+
+
+def test_exif_rotated_jpeg_scores_alike_in_predict_and_serve(
+    server, served_model, run_cli, tmp_path
+):
+    """One decode path: serve turns the upload as predict turns the file (issue 20 item 5)."""
+    import csv
+
+    (tmp_path / "in").mkdir()
+    jpeg = exif_rotated_jpeg(tmp_path / "in" / "turned.jpg")
+    proc = run_cli("predict", tmp_path / "in", "--model", served_model[0], "--out", tmp_path / "p")
+    assert proc.returncode == 0, proc.stderr
+    with (tmp_path / "p" / "scores.csv").open() as f:
+        predicted = float(next(csv.DictReader(f))["score"])
+    headers = {**AUTH, "Content-Type": "image/jpeg"}
+    r = httpx.post(f"{server.url}/v1/inspect", content=jpeg.read_bytes(), headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["score"] == pytest.approx(predicted, rel=1e-5)
+    # and the rotation matters: the same pixels without EXIF score differently
+    from PIL import Image
+
+    plain = io.BytesIO()
+    Image.open(jpeg).save(plain, format="PNG")
+    r = httpx.post(f"{server.url}/v1/inspect", content=plain.getvalue(), headers=headers)
+    assert r.json()["score"] != pytest.approx(predicted, rel=1e-3)
+
+
+def _tiff(frames: list, mode: str | None = None) -> bytes:
+    from PIL import Image
+
+    images = [
+        Image.fromarray(f) if mode is None else Image.fromarray(f).convert(mode) for f in frames
+    ]
+    buf = io.BytesIO()
+    images[0].save(buf, format="TIFF", save_all=True, append_images=images[1:])
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("case", ["multi-page TIFF", "LAB TIFF"])
+def test_uploads_predict_refuses_are_refused(server, case):
+    frame = np.full((*TINY, 3), 120, np.uint8)
+    data = _tiff([frame, frame]) if case == "multi-page TIFF" else _tiff([frame], "LAB")
+    headers = {**AUTH, "Content-Type": "image/tiff"}
+    r = httpx.post(f"{server.url}/v1/inspect", content=data, headers=headers)
+    assert r.status_code == 400, r.text
+    words = "2 pages" if case == "multi-page TIFF" else "L*a*b*"
+    assert words in r.json()["error"] and "\n" not in r.json()["error"]
 
 
 def test_serve_binds_loopback_by_default():

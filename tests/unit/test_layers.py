@@ -25,6 +25,8 @@ LAYERS = {
     "events": 0,
     "environment": 0,
     "limits": 0,
+    # the model card (model.json) reader: read by the estimators and the exported-graph runtimes
+    "card": 1,
     "data": 1,
     "backbones": 1,
     "features": 2,
@@ -59,6 +61,7 @@ LAYERS = {
     "report_data": 7,
     "report_plots": 7,
     "report_fewshot": 7,
+    "review": 7,
     "crossval": 8,
     "experiment": 8,
     "experiment_config": 8,

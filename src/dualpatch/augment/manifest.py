@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data import DefectCrop, Sample, extract_defect_crops, read_image, read_mask
 from ..data.crop_folder import CropImageWriter, CropSpec, open_crop_folder
-from ..data.images import Size, image_shape
+from ..data.images import Size, image_shape, resize_mask
 from ..errors import DataError
 from ..fileio import output_dir, write_image, write_text
 
@@ -187,7 +187,8 @@ def load_augmented(
 
     ``limit`` takes only the first rows of each manifest (a pool of 200 serves N = 50, 100, 200).
     Each listed image and mask is resized to ``size`` = (H, W), the model's input scale, and cut
-    with ``extract_defect_crops`` (``padding`` and ``min_size`` as there). All manifests are
+    with ``extract_defect_crops`` (``padding`` and ``min_size`` as there), one crop per region of
+    the mask at the image's own size. All manifests are
     checked before any image is read, so a missing file fails fast.
     """
     listed = [(Path(d), read_manifest(d)[:limit]) for d in dirs]
@@ -196,9 +197,10 @@ def load_augmented(
         for r in rows:
             img_path, mask_path = folder / r.image, folder / r.mask
             image = read_image(img_path, size)
-            mask = read_mask(mask_path, image_shape(img_path), size)
+            native = read_mask(mask_path, image_shape(img_path))  # regions at the image's size
+            mask = resize_mask(native, size)
             source = f"{folder.name}/{Path(r.image).stem}"
-            crops.extend(extract_defect_crops(image, mask, padding, min_size, source=source))
+            crops.extend(extract_defect_crops(image, mask, padding, min_size, source, native))
     return crops
 
 

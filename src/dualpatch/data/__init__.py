@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from .base import Dataset, Sample
+from .base import Dataset, MissingSplit, Sample
+from .folder import FolderLayout, ImageFolder, layout_of, open_folder
 from .images import read_image, read_mask
 from .kolektorsdd import KolektorSDD
 from .ksdd2 import KolektorSDD2
@@ -32,15 +33,18 @@ def __getattr__(name: str):
 DATASETS = {
     "kolektorsdd": KolektorSDD,
     "ksdd2": KolektorSDD2,
-    "folder": MVTecFolder,
+    "folder": open_folder,
     "demo": KolektorSDD2,
 }
 
 
-def load_dataset(name: str, root: str | Path, split: str) -> Dataset:
+def load_dataset(
+    name: str, root: str | Path, split: str, layout: FolderLayout | None = None
+) -> Dataset:
     """Open dataset ``name`` (kolektorsdd, ksdd2, folder, demo) at ``root``.
 
-    ``demo`` generates the synthetic set at ``root`` first if it is not there yet.
+    ``demo`` generates the synthetic set at ``root`` first if it is not there yet. ``layout``:
+    a ``folder`` dataset's sub-folders and split (``data.folder``; other datasets ignore it).
     """
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
@@ -48,6 +52,8 @@ def load_dataset(name: str, root: str | Path, split: str) -> Dataset:
         from .demo import make_demo_dataset
 
         make_demo_dataset(root)
+    if name == "folder":
+        return open_folder(root, split, layout)
     return DATASETS[name](root, split=split)
 
 
@@ -55,13 +61,18 @@ __all__ = [
     "DATASETS",
     "Dataset",
     "DefectCrop",
+    "FolderLayout",
+    "ImageFolder",
     "KolektorSDD",
     "KolektorSDD2",
     "MVTecFolder",
+    "MissingSplit",
     "Sample",
     "extract_defect_crops",
+    "layout_of",
     "load_dataset",
     "make_demo_dataset",
+    "open_folder",
     "read_image",
     "read_mask",
 ]

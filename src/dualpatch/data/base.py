@@ -14,6 +14,11 @@ from ..errors import DataError
 from .images import Size, image_shape, read_image, read_mask
 
 
+class MissingSplit(DataError):
+    """A dataset without the split asked for (an MVTec folder without ``test/``): ``fit`` needs
+    only the training split and goes on without it."""
+
+
 @dataclass(frozen=True)
 class Sample:
     """One image on disk: its id, optional mask file and label (1 = defective)."""
@@ -22,8 +27,15 @@ class Sample:
     image_path: Path
     mask_path: Path | None
     label: int
-    #: how a mask with values other than 0/255 is treated: "ok", "warn" or "error" (see read_mask)
+    #: how a mask with values other than 0/255 is treated: "ok", "warn", "error" or "threshold"
+    #: (JPEG masks: half range is the cut; see read_mask)
     mask_values: str = "warn"
+
+    @property
+    def mask_known(self) -> bool:
+        """True unless this is a defective image without a mask file: its defect pixels are
+        unknown, so it counts for image metrics but not for pixel metrics or the defect bank."""
+        return self.label != 1 or self.mask_path is not None
 
     def image(self, size: Size | None = None) -> np.ndarray:
         """HxWx3 uint8 RGB, resized to ``size`` = (H, W) when given."""
@@ -71,6 +83,10 @@ class Dataset(Sequence[Sample]):
         """Defective samples only."""
         return [s for s in self.samples if s.label == 1]
 
+    def masked_defective(self) -> list[Sample]:
+        """Defective samples with a mask: those whose defect patches can feed a defect bank."""
+        return [s for s in self.samples if s.label == 1 and s.mask_path is not None]
+
     def defect_crops(self, size: Size | None = None, padding: int = 16, min_size: int = 32):
         """Crops around each connected defect region, at the model's input scale ``size``."""
         by_image = self.defect_crops_by_image(size, padding, min_size)
@@ -80,11 +96,17 @@ class Dataset(Sequence[Sample]):
         self, size: Size | None = None, padding: int = 16, min_size: int = 32
     ) -> Iterator[tuple[Sample, list]]:
         """(sample, its crops) for each defective sample, lazily: what ``defect_crops`` and
-        ``dualpatch data crops`` both cut, so the two give identical crops."""
+        ``dualpatch data crops`` both cut, so the two give identical crops. One crop per
+        8-connected region of the mask at its native resolution (``crops.native_regions``)."""
         from .crops import extract_defect_crops
 
-        for s in self.defective():
-            yield s, extract_defect_crops(s.image(size), s.mask(size), padding, min_size, s.id)
+        for s in self.masked_defective():
+            # regions are the annotation's own (native resolution), not the downscaled mask's
+            native = s.mask() if size is not None else None
+            crops = extract_defect_crops(
+                s.image(size), s.mask(size), padding, min_size, s.id, native
+            )
+            yield s, crops
 
     def file_list(self) -> list[dict]:
         return [

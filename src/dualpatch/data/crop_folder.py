@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import atomic_dir, write_image
+from ..fileio import atomic_dir, sha256_file, write_image
 from .base import Dataset
 from .crop_reader import (  # noqa: F401  (read side re-exported for callers of crop_folder)
     COLUMNS,
@@ -65,11 +65,12 @@ class CropSpec:
 class CropFolderWriter:
     """Writes crops into a folder being built (see ``open_crop_folder``)."""
 
-    def __init__(self, tmp: Path, rows: list[CropRow]):
-        self._tmp = tmp
+    def __init__(self, tmp: Path, rows: list[CropRow], out: Path | None = None):
+        self._tmp, self._out = tmp, out
         self.rows = rows  # everything the folder will list, earlier rows first when appending
         self.added: list[CropRow] = []
         self._names = {Path(r.crop).stem for r in rows}
+        self._held: dict[str, str] | None = None  # the earlier crops' file digests, when asked
 
     # alike in shape to augment.manifest's writer's add (typed arguments), not in what it records
     def add(
@@ -80,8 +81,11 @@ class CropFolderWriter:
         image_shape: Size,
         split: str = "train",
         origin: str = "real",
+        new_only: bool = False,
     ) -> CropRow:
-        """Write ``crop`` as ``name.png`` and ``name_GT.png`` (made unique) and list it."""
+        """Write ``crop`` as ``name.png`` and ``name_GT.png`` (made unique) and list it;
+        ``new_only``: refuse a crop identical to one the folder held (a generator's --append with
+        its earlier seed draws the same defects again; real crops of the same data may repeat)."""
         name = self._unique(_safe_name(name))
         write_image(self._tmp / f"{name}.png", np.ascontiguousarray(crop.image))
         write_image(self._tmp / f"{name}{MASK_SUFFIX}.png", crop.mask.astype(np.uint8) * 255)
@@ -90,9 +94,26 @@ class CropFolderWriter:
             int(image_shape[0]), int(image_shape[1]), *crop.box, int(crop.mask.sum()),
             split, origin,
         )  # fmt: skip
+        held = self._repeats(row) if new_only else None
+        if held is not None:
+            raise DataError(
+                f"{self._out}: --append would add {row.crop}, identical to its {held}: the same "
+                "seed draws the same defects again; use another --seed"
+            )
         self.rows.append(row)
         self.added.append(row)
         return row
+
+    def _repeats(self, row: CropRow) -> str | None:
+        """The earlier crop that ``row`` repeats byte for byte, if any."""
+        if self._held is None:
+            earlier = self.rows[: len(self.rows) - len(self.added)]
+            self._held = {self._digest(r): r.crop for r in earlier}
+        return self._held.get(self._digest(row))
+
+    def _digest(self, row: CropRow) -> str:
+        files = [self._tmp / n for n in (row.crop, row.mask) if n]
+        return "\0".join(sha256_file(f) for f in files)
 
     def _unique(self, name: str) -> str:
         candidate, k = name, 1
@@ -141,7 +162,7 @@ def open_crop_folder(
                 for name in filter(None, (r.crop, r.mask)):  # a hand-edited row may lack a mask
                     src = inside_folder(out, name, f"{out / CROPS_CSV}: row {line}")
                     _link_or_copy(src, tmp / name)
-        writer = CropFolderWriter(tmp, rows)
+        writer = CropFolderWriter(tmp, rows, out)
         yield writer
         from .. import __version__
 
@@ -217,9 +238,12 @@ class CropImageWriter:
             image = image[..., None]
         if image.shape[2] == 1:  # grayscale output reads back as RGB, as the defect bank sees it
             image = np.repeat(image, 3, axis=2)
+        native = np.asarray(mask).astype(bool)  # regions are cut at the generated image's size
         image, mask = resize_image(image, self.spec.size), resize_mask(mask, self.spec.size)
         name = f"{self.origin}-{self.images:05d}"
-        crops = extract_defect_crops(image, mask, self.spec.padding, self.spec.min_size, name)
+        crops = extract_defect_crops(image, mask, self.spec.padding, self.spec.min_size, name,
+                                     native)  # fmt: skip
         for k, crop in enumerate(crops):
-            self.folder.add(crop, f"{name}-{k}", source_image, self.spec.size, "train", self.origin)
+            self.folder.add(crop, f"{name}-{k}", source_image, self.spec.size, "train",
+                            self.origin, new_only=True)  # fmt: skip
         self.images += 1

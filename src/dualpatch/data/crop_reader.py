@@ -61,7 +61,7 @@ def written_by_dualpatch(folder: Path) -> bool:
 def read_rows(folder: Path) -> list[CropRow]:
     """The rows of a crops.csv dualpatch wrote (all columns)."""
     path = folder / CROPS_CSV
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         try:
             ints = {f.name for f in fields(CropRow) if f.type == "int"}
@@ -85,8 +85,8 @@ def inside_folder(folder: Path, value: str, where: str) -> Path:
 
 def _csv_entries(folder: Path) -> list[tuple[Path, Path | None]]:
     path = folder / CROPS_CSV
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
+    try:  # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
+        with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if "crop" not in (reader.fieldnames or []):
                 raise DataError(f"{path}: no 'crop' column (a crops.csv lists crop[,mask,...])")
@@ -113,6 +113,12 @@ def _plain_entries(folder: Path) -> list[tuple[Path, Path | None]]:
     entries = []
     for p in files:
         if p.stem.endswith(MASK_SUFFIX):
+            if p.stem.removesuffix(MASK_SUFFIX) not in by_stem:  # skipping it would lose a crop
+                raise DataError(
+                    f"{p}: a mask ({MASK_SUFFIX} suffix) with no crop "
+                    f"{p.stem.removesuffix(MASK_SUFFIX)}.* beside it; add the crop, or rename "
+                    "the file if it is a crop itself"
+                )
             continue
         mask = by_stem.get(p.stem + MASK_SUFFIX)
         where = f"{folder}: {p.name}"

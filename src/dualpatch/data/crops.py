@@ -3,6 +3,12 @@
 ``connected_regions`` is the one place that cuts boxes around connected defect regions: the defect
 crops here, the crop folders of ``dualpatch data crops`` and the synthetic generators' defect
 shapes (``augment/sources.py``) all use it.
+
+Regions are found at the mask's native resolution when it is given (``native_regions``): a thin
+crack that is one region in the annotation breaks into fragments once the mask is downscaled to
+the model's size (KolektorSDD's default training split: 34 native regions, 68 at 320x128), and one
+crop per fragment would put the same defect into the bank several times, some crops holding one
+pixel of it.
 """
 
 from __future__ import annotations
@@ -57,20 +63,58 @@ def connected_regions(mask: np.ndarray, padding: int = 0, min_size: int = 0) -> 
     return regions
 
 
+def native_regions(
+    native: np.ndarray, size: tuple[int, int], padding: int = 0, min_size: int = 0
+) -> list[Region]:
+    """One region at ``size`` per 8-connected region of the ``native`` mask, in its label order.
+
+    Each native region is resized alone (nearest neighbour, as every mask): its pixels at
+    ``size`` are its own, however many fragments they form, and a region too small to keep a
+    pixel keeps the one under its centre, so no annotated defect is lost. Boxes are padded and
+    grown as in ``connected_regions``.
+    """
+    from .images import resize_mask
+
+    h, w = size
+    regions = []
+    for r in connected_regions(native):
+        y0, x0, y1, x1 = r.box
+        alone = np.zeros(native.shape, dtype=bool)
+        alone[y0:y1, x0:x1] = r.mask
+        small = resize_mask(alone, size)
+        if not small.any():  # below one pixel at this size: the pixel under its centre
+            cy, cx = ndimage.center_of_mass(alone)
+            small[
+                min(int(cy * h / native.shape[0]), h - 1), min(int(cx * w / native.shape[1]), w - 1)
+            ] = True
+        ys, xs = np.nonzero(small)
+        by0, by1 = _grow(int(ys.min()) - padding, int(ys.max()) + 1 + padding, min_size, h)
+        bx0, bx1 = _grow(int(xs.min()) - padding, int(xs.max()) + 1 + padding, min_size, w)
+        own = small[by0:by1, bx0:bx1]
+        regions.append(Region((by0, bx0, by1, bx1), own, int(own.sum())))
+    return regions
+
+
 def extract_defect_crops(
     image: np.ndarray,
     mask: np.ndarray,
     padding: int = 16,
     min_size: int = 32,
     source: str = "",
+    native: np.ndarray | None = None,
 ) -> list[DefectCrop]:
-    """Cut one crop per 8-connected mask component.
+    """Cut one crop per 8-connected mask component: of ``native`` (the mask at the image's own
+    resolution, ``native_regions``) when given, else of ``mask``.
 
     Each box is padded by ``padding`` pixels and grown to at least ``min_size`` on each side
     (clipped to the image), so that even a thin scratch spans a few feature-map cells.
     """
     crops = []
-    for region in connected_regions(mask, padding, min_size):
+    if native is not None and native.shape != mask.shape:
+        regions = native_regions(native, mask.shape, padding, min_size)
+    else:
+        regions = connected_regions(mask, padding, min_size)
+    for region in regions:
         y0, x0, y1, x1 = region.box
         crops.append(DefectCrop(image[y0:y1, x0:x1].copy(), region.mask, source, region.box))
     return crops

@@ -9,32 +9,19 @@ by policy, warns (one line per pair, naming both files), drops the test copy, or
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import sha256_file
 from .base import Dataset, Sample
 
 POLICIES = ("warn", "drop", "error")
-
-
-@cache
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes, computed once per file (and version of it) per process."""
-    st = os.stat(path)
-    return _digest(str(path), st.st_size, st.st_mtime_ns)
 
 
 @dataclass
@@ -45,6 +32,10 @@ class DuplicateReport:
     groups: list[list[tuple[str, Sample]]] = field(default_factory=list)
     policy: str = "warn"
     dropped: list[str] = field(default_factory=list)  # test image paths removed by "drop"
+    #: the near-copy check's largest Hamming distance of average hashes (None: not checked)
+    near_bits: int | None = None
+    #: (training sample, test sample, distance) pairs within ``near_bits``, exact copies excluded
+    near: list[tuple[Sample, Sample, int]] = field(default_factory=list)
 
     @property
     def across(self) -> list[tuple[Sample, Sample]]:
@@ -65,6 +56,21 @@ class DuplicateReport:
             ],
             "across_splits": len(self.across),
             "dropped_from_test": self.dropped,
+            "near_copies": self.near_json(),
+        }
+
+    def near_json(self) -> dict:
+        """The near-copy check: off unless ``near_duplicates`` is set; its pairs when on."""
+        if self.near_bits is None:
+            return {"checked": False, "why": "off by default (near_duplicates: null)"}
+        return {
+            "checked": True,
+            "max_bits": self.near_bits,
+            "across_splits": len(self.near),
+            "pairs": [
+                {"train": str(a.image_path), "test": str(b.image_path), "bits": d}
+                for a, b, d in self.near
+            ],
         }
 
 
@@ -73,7 +79,7 @@ def find_duplicates(splits: dict[str, list[Sample]]) -> list[list[tuple[str, Sam
     by_hash: dict[str, list[tuple[str, Sample]]] = defaultdict(list)
     for split, samples in splits.items():
         for s in samples:
-            by_hash[file_sha256(s.image_path)].append((split, s))
+            by_hash[sha256_file(s.image_path)].append((split, s))
     return [g for g in by_hash.values() if len(g) > 1]
 
 
@@ -103,18 +109,30 @@ def warn_within(
     )
 
 
-def check_splits(train: Dataset, test: Dataset, policy: str = "warn", report_within: bool = True):
+def check_splits(
+    train: Dataset,
+    test: Dataset,
+    policy: str = "warn",
+    report_within: bool = True,
+    near_bits: int | None = None,
+):
     """Look for exact duplicates within and across ``train`` and ``test``; apply ``policy``.
 
     Returns ``(test, report)``: ``test`` without the images that copy a training image when
     ``policy == "drop"``, else unchanged. Every cross-split copy gives one warning line naming both
     files (``warn`` and ``drop``) or a DataError (``error``); copies inside one split are reported
-    in one line per split (``report_within``).
+    in one line per split (``report_within``). With ``near_bits`` (off by default), test images
+    whose average hash is within that many bits of a training image's count as copies too, under
+    the same policy (one summary warning line; every pair in ``report.near``).
     """
     if policy not in POLICIES:
         raise DataError(f"on_duplicates is {policy!r}; expected one of {', '.join(POLICIES)}")
     report = DuplicateReport(find_duplicates({"train": train, "test": test}), policy)
     across = report.across
+    if near_bits is not None:
+        report.near_bits = near_bits
+        report.near = near_duplicates(list(train), list(test), near_bits)
+        _near_policy(report.near, policy, near_bits)
     if across and policy == "error":
         a, b = across[0]
         more = f" (and {len(across) - 1} more)" if len(across) > 1 else ""
@@ -134,15 +152,37 @@ def check_splits(train: Dataset, test: Dataset, policy: str = "warn", report_wit
             within = [g for g in report.groups if {sp for sp, _ in g} == {split}]
             if within:
                 warn_within(within, f"the {split} split of {train.root}")
-    if policy == "drop" and across:
-        leaked = {id(b) for _, b in across}
-        kept = [s for s in test if id(s) not in leaked]
+    leaked = [b for _, b in across] + [b for _, b, _ in report.near]
+    if policy == "drop" and leaked:
+        ids = {id(b) for b in leaked}
+        kept = [s for s in test if id(s) not in ids]
         if not kept:
             raise DataError(f"{test.root}: every test image copies a training image")
-        report.dropped = [str(b.image_path) for _, b in across]
+        report.dropped = list(dict.fromkeys(str(b.image_path) for b in leaked))
         test = copy.copy(test)
         test.samples = kept
     return test, report
+
+
+def _near_policy(near: list[tuple[Sample, Sample, int]], policy: str, bits: int) -> None:
+    """``error``: refuse on the first near copy; else one warning line for all of them."""
+    if not near:
+        return
+    a, b, d = near[0]
+    more = f" (and {len(near) - 1} more)" if len(near) > 1 else ""
+    if policy == "error":
+        raise DataError(
+            f"{b.image_path}: test image is a near copy of training image {a.image_path} "
+            f"({d} of {bits} allowed hash bits differ){more}; use --on-duplicates drop, "
+            "a split that keeps copies together, or a smaller --near-duplicates"
+        )
+    action = "dropped from the test set" if policy == "drop" else "kept in the test set"
+    warnings.warn(
+        f"{len(near)} test image(s) are near copies of training images (average hash within "
+        f"{bits} bits), e.g. {b.image_path} ~ {a.image_path}; {action} (all listed in "
+        "dataset.json)",
+        stacklevel=3,
+    )
 
 
 # ------------------------------------------------------------------------ near duplicates
@@ -167,6 +207,6 @@ def near_duplicates(
     dist = np.rint(b.sum(1)[:, None] + a.sum(1)[None, :] - 2 * b @ a.T).astype(int)
     out = []
     for j, i in zip(*np.nonzero(dist <= max_bits), strict=True):
-        if file_sha256(train[i].image_path) != file_sha256(test[j].image_path):
+        if sha256_file(train[i].image_path) != sha256_file(test[j].image_path):
             out.append((train[i], test[j], int(dist[j, i])))
     return out

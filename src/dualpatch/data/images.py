@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,34 +25,79 @@ def _open(path: Path) -> Image.Image:
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (0 bytes)")
+    return _decode(path, path)
+
+
+class ImageTooLargeError(DataError):
+    """An image refused from its header: more pixels, or more decoding memory, than allowed."""
+
+
+class ImageFormatError(DataError):
+    """An image in a format that the caller does not accept."""
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one decode may cost, checked from the header: decoded pixels (None:
+    ``DUALPATCH_MAX_PIXELS``), estimated peak decoding memory in bytes (None: no check), the
+    accepted formats (Pillow's names; None: any), and how the message says to raise a limit."""
+
+    max_pixels: int | None = None
+    max_decode_bytes: int | None = None
+    formats: frozenset[str] | None = None
+    hint: str = "set DUALPATCH_MAX_PIXELS to raise it"
+
+
+def _decode(source: Path | io.BytesIO, path: Path | str, limits: DecodeLimits = DecodeLimits()):
     # (no warnings.catch_warnings here to re-issue Pillow's warnings with the file name: it is
     # not thread-safe, and images are read from worker threads)
     try:
-        img = Image.open(path)
-        _check_header(img, path)  # before decoding: the header says how much memory it takes
+        img = Image.open(source)
+        _check_header(img, path, limits)  # before decoding: the header says what it costs
         img.load()  # decode now so truncation surfaces here, not later
         # the picture as every viewer shows it: masks are drawn on that, so rotate both alike
         img = ImageOps.exif_transpose(img)
     except UnidentifiedImageError as exc:
         raise DataError(f"{path}: not a readable image (unknown format or corrupt)") from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own cap, above any of ours
+        raise ImageTooLargeError(f"{path}: not a readable image ({_first_line(exc)})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: not a readable image ({_first_line(exc)})") from exc
     return img
+
+
+def decode_image_bytes(
+    data: bytes, name: str, size: Size | None = None, limits: DecodeLimits = DecodeLimits()
+) -> np.ndarray:
+    """An image file's bytes (an upload) as ``read_image`` reads the file: the same header
+    checks, EXIF rotation and colour handling; ``name`` names it in errors."""
+    if not data:
+        raise DataError(f"{name}: file is empty (0 bytes)")
+    return image_to_rgb(_decode(io.BytesIO(data), name, limits), name, size)
 
 
 #: modes whose channels are not (grey or) RGB: reading them as RGB would be silently wrong
 _FOREIGN_COLOUR = {"LAB": "CIE L*a*b*", "HSV": "HSV"}
 
 
-def _check_header(img: Image.Image, path: Path) -> None:
+def _check_header(img: Image.Image, path: Path | str, limits: DecodeLimits) -> None:
     from ..limits import max_pixels
 
+    if limits.formats is not None and img.format not in limits.formats:
+        accepted = ", ".join(sorted(limits.formats))
+        raise ImageFormatError(f"{path}: unsupported image format {img.format} ({accepted})")
     w, h = img.size
-    budget = max_pixels()
+    budget = limits.max_pixels or max_pixels()
     if w * h > budget:
-        raise DataError(
+        raise ImageTooLargeError(
             f"{path}: image is {w}x{h} ({w * h / 1e6:.1f} megapixels), over the "
-            f"{budget / 1e6:g} megapixel limit per image (set DUALPATCH_MAX_PIXELS to raise it)"
+            f"{budget / 1e6:g} megapixel limit per image ({limits.hint})"
+        )
+    cost = w * h * decode_bytes_per_pixel(img.mode)
+    if limits.max_decode_bytes is not None and cost > limits.max_decode_bytes:
+        raise ImageTooLargeError(
+            f"{path}: a {w}x{h} {img.mode} image takes about {cost / 2**20:.0f} MiB to decode, "
+            f"over the {limits.max_decode_bytes / 2**20:g} MiB limit"
         )
     frames = getattr(img, "n_frames", 1)
     if frames > 1:
@@ -63,42 +110,72 @@ def _check_header(img: Image.Image, path: Path) -> None:
         )
 
 
+#: peak bytes per pixel that decoding and ``image_to_rgb`` take for a mode (the decoded image
+#: and the conversions alive at once): 8-bit modes are converted to RGB in uint8, 16/32-bit ones
+#: go through float64
+_BYTES_PER_PIXEL = {"L": 1, "RGB": 3, "1": 4, "CMYK": 8, "YCbCr": 8, "RGBA": 19, "LA": 19}
+
+
+def decode_bytes_per_pixel(mode: str) -> int:
+    """Peak memory per pixel of decoding an image of PIL ``mode`` (an estimate from measurement
+    of the conversions; unknown and 16/32-bit modes count as float64 RGB planes)."""
+    return _BYTES_PER_PIXEL.get(mode, 19 if mode in ("P", "PA") else 48)
+
+
 def _first_line(exc: object) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0].strip() if lines else type(exc).__name__
 
 
 def _to_float_array(img: Image.Image, path: Path) -> np.ndarray:
-    """Return HxWxC float32 in [0, 1] whatever the bit depth or mode."""
+    """Return HxWxC float32 in [0, 1] whatever the bit depth or mode. Each type is scaled by its
+    own range, never by an image's values (a per-image stretch makes a dark and a washed-out
+    picture of one part look alike): 16-bit and 32-bit integers by 65535, floats as they are."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
-        if arr.min(initial=0) < 0:
+        if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
+            sign = "negative " if arr.min() < 0 else ""
             raise DataError(
-                f"{path}: holds negative pixel values (signed 32-bit); expected 0..65535"
+                f"{path}: holds {sign}pixel values ({_span(arr)}) outside 0..65535, the range "
+                "32-bit integer images are read in (as 16-bit data); save it as 8- or 16-bit"
             )
-        scale = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
-        arr = (arr / scale)[..., None]
+        arr = (arr / 65535.0)[..., None]
     elif img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)[..., None]
         if not np.isfinite(arr).all():
             raise DataError(f"{path}: image contains NaN or infinite values")
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-    else:
-        if img.mode == "CMYK":
-            warnings.warn(
-                f"{path}: CMYK colours converted to RGB without a colour profile", stacklevel=3
+        if arr.min(initial=0) < 0 or arr.max(initial=0) > 1:
+            raise DataError(
+                f"{path}: floating-point pixels span {_span(arr)}, outside 0..1; divide by the "
+                "sensor's full scale to get 0..1, or save as 8- or 16-bit"
             )
-        if img.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "1", "L;16"):
-            img = img.convert("RGBA" if "A" in img.mode or img.mode == "P" else "RGB")
-        if img.mode in ("RGBA", "LA"):
-            # Transparent pixels carry no surface: composite on black, as a camera sees nothing.
-            bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
-            img = Image.alpha_composite(bg, img.convert("RGBA")).convert("RGB")
+    else:
         arr = np.asarray(img, dtype=np.float64) / 255.0
         if arr.ndim == 2:
             arr = arr[..., None]
     return arr.astype(np.float32)
+
+
+def _span(arr: np.ndarray) -> str:
+    return f"{float(arr.min()):.6g}..{float(arr.max()):.6g}"
+
+
+#: 8-bit modes converted to RGB as 8-bit pixels (each conversion is exact, so a float round trip
+#: would give the same bytes at several times the memory)
+_EIGHT_BIT = ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "1", "L;16")
+
+
+def _to_rgb8(img: Image.Image, path: Path | str) -> Image.Image:
+    if img.mode == "CMYK":
+        warnings.warn(
+            f"{path}: CMYK colours converted to RGB without a colour profile", stacklevel=3
+        )
+    img = img.convert("RGBA" if "A" in img.mode or img.mode == "P" else "RGB")
+    if img.mode == "RGBA":
+        # Transparent pixels carry no surface: composite on black, as a camera sees nothing.
+        bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(bg, img).convert("RGB")
+    return img
 
 
 def read_image(path: str | os.PathLike[str], size: Size | None = None) -> np.ndarray:
@@ -110,6 +187,8 @@ def read_image(path: str | os.PathLike[str], size: Size | None = None) -> np.nda
 def image_to_rgb(img: Image.Image, path: Path | str, size: Size | None = None) -> np.ndarray:
     """A decoded PIL image as HxWx3 uint8 RGB, resized to (H, W) if given; ``path`` names it in
     errors."""
+    if img.mode in _EIGHT_BIT:
+        img = _to_rgb8(img, path)
     if img.mode in ("L", "RGB"):
         # 8-bit gray and RGB are already what the float path below would round back to: skip the
         # float64 round trip, and resize a gray image before it becomes three channels (PIL
@@ -235,9 +314,14 @@ def _linear_u8(array: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.clip((mix + 2) >> 2, 0, 255)
 
 
+#: how every image is resized to a model's size before its features are taken (recorded in exports,
+#: whose graphs take images already at that size)
+FEATURE_RESIZE = "bilinear"
+
+
 def resize_image(image: np.ndarray, size: Size) -> np.ndarray:
     """An RGB uint8 image resized bilinearly to ``size`` = (H, W) (the features' input path)."""
-    return resize(image, size, "bilinear")
+    return resize(image, size, FEATURE_RESIZE)
 
 
 def resize_mask(mask: np.ndarray, size: Size) -> np.ndarray:
@@ -256,7 +340,8 @@ def read_mask(
     ``image_shape`` is the original image's (H, W): a mask of another size is an error, because it
     would mark the wrong pixels. Masks that are not binary are binarised (non-zero = defect);
     ``nonbinary`` says whether that is silent (``"ok"``, for datasets whose labels are multi-valued
-    by design), a warning (``"warn"``) or an error (``"error"``).
+    by design), a warning (``"warn"``) or an error (``"error"``); ``"threshold"`` (JPEG masks)
+    takes values above half the range as defect, silently (the dataset warns once).
     """
     path = Path(path)
     img = _open(path)
@@ -272,6 +357,10 @@ def read_mask(
             f"{path}: mask is {arr.shape[1]}x{arr.shape[0]} but its image is "
             f"{image_shape[1]}x{image_shape[0]} (WxH)"
         )
+    if nonbinary == "threshold":  # JPEG: compression blurs 0/255, so half range is the cut
+        top = np.iinfo(arr.dtype).max if arr.dtype.kind in "ui" else 1.0
+        mask = arr > top / 2
+        return resize_mask(mask, size) if size is not None else mask
     values = np.unique(arr)
     if nonbinary != "ok" and (len(values) > 2 or (len(values) == 2 and values[0] != 0)):
         msg = (

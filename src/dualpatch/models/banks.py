@@ -77,10 +77,13 @@ def map_scale(model: Any, feats: Any) -> float:
     else:
         picked = np.linspace(0, n - 1, MAP_SCALE_IMAGES).round().astype(int).tolist()
         batches = (feats[picked[start : start + size]] for start in range(0, len(picked), size))
+    # a stage of its own: on a large bank this took minutes with nothing shown after the coreset
+    bar = model._bar("map scale", min(n, MAP_SCALE_IMAGES))
     top = 0.0
     for batch in batches:
         amap, _ = model._score_features(batch)
         top = max(top, float(amap.max()))
+        bar(len(batch))
     return top
 
 

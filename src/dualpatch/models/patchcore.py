@@ -15,12 +15,12 @@ import torch
 
 from .. import feature_cache
 from ..data.base import Sample
-from ..data.duplicates import file_sha256
 from ..defaults import BACKBONE, CORESET_MIN, IMAGE_SIZE, NORMAL_CORESET, NORMALIZATION
 from ..errors import ConfigError, DataError
 from ..events import open_stage, silent
 from ..feature_cache import cache_key, key_prefix
 from ..features import FeatureExtractor, to_tensor
+from ..fileio import sha256_file
 from ..memory import MemoryBank
 from ..scoring import (
     DEFAULT_NUM_NEIGHBORS,
@@ -157,12 +157,12 @@ class PatchCore:
 
     def record_training_images(self, paths: Iterable[str | os.PathLike[str]]) -> None:
         """Remember the SHA-256 of images the model was fit on (see ``training_overlap``)."""
-        self.train_sha256_.update(file_sha256(p) for p in paths)
+        self.train_sha256_.update(sha256_file(p) for p in paths)
 
     def training_overlap(self, samples: Iterable[Sample]) -> list[Sample]:
         """The samples whose image file is byte-identical to one the model was fit on."""
         seen = getattr(self, "train_sha256_", set())
-        return [s for s in samples if seen and file_sha256(s.image_path) in seen]
+        return [s for s in samples if seen and sha256_file(s.image_path) in seen]
 
     def _memory(self, ratio: float) -> MemoryBank:
         return MemoryBank(
@@ -175,9 +175,9 @@ class PatchCore:
 
     def _feature_batches(
         self, samples: Sequence[Sample]
-    ) -> Iterator[tuple[list[Sample], torch.Tensor | None, torch.Tensor]]:
-        """(samples, their (B, h, w, D) features, or None with the images' (B, 3, H, W) tensor)
-        batch by batch, with one progress stage."""
+    ) -> Iterator[tuple[list[Sample], torch.Tensor | None, torch.Tensor | None]]:
+        """(samples, their (B, h, w, D) features from the cache and None, or None and the images'
+        (B, 3, H, W) tensor) batch by batch, with one progress stage."""
         self._check_fitted()
         if not samples:
             raise DataError("no images to score")
@@ -191,9 +191,13 @@ class PatchCore:
                 yield batch, None, images
                 bar(len(batch))  # once the batch is scored
 
-    def _batch_features(self, feats: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor:
+    def _batch_features(
+        self, feats: torch.Tensor | None, images: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(B, h, w, D) patch features: the cached ones, else the backbone's on ``images``."""
         if feats is not None:
             return feats
+        assert images is not None
         return self.extractor_(images).features.permute(0, 2, 3, 1)
 
     def predict_batches(
@@ -201,8 +205,11 @@ class PatchCore:
     ) -> Iterator[tuple[list[Sample], np.ndarray, np.ndarray]]:
         """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch: memory
         stays flat however many samples there are."""
+        from ..evaluation import refuse_non_finite
+
         for batch, feats, images in self._feature_batches(samples):
             amap, score = self._score_features(self._batch_features(feats, images))
+            refuse_non_finite(batch, score.numpy())
             yield batch, score.numpy().astype(np.float64), amap.numpy().astype(np.float32)
 
     def bank_distances(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
@@ -271,3 +278,28 @@ class PatchCore:
         from .persistence import load_model
 
         return load_model(cls, path, weights)
+
+    # -- learning on the line (models/online.py) -------------------------------------------
+    def add_normal(
+        self,
+        images: Sequence[Sample | str | os.PathLike[str]],
+        force: bool = False,
+        held_out: Sequence[Sample | str | os.PathLike[str]] | None = None,
+    ) -> Any:
+        """Add confirmed-good images' patches to the normal bank, no refit; the guard refuses an
+        image far above the threshold unless ``force``. Returns an ``online.Update``."""
+        from .online import add_normal
+
+        return add_normal(self, images, force=force, held_out=held_out)
+
+    def add_defects(
+        self,
+        images: Sequence[Sample | str | os.PathLike[str]],
+        masks: Sequence[str | os.PathLike[str] | None] | None = None,
+        held_out: Sequence[Sample | str | os.PathLike[str]] | None = None,
+    ) -> Any:
+        """Add confirmed defects' patches to the defect bank (a dual model's), no refit; without
+        a mask, an image's patches above the novelty level. Returns an ``online.Update``."""
+        from .online import add_defects
+
+        return add_defects(self, images, masks, held_out=held_out)

@@ -1,6 +1,8 @@
 """Saving and loading fitted models: ``model.safetensors`` (the banks) + ``model.json`` (class,
 parameters, format version, shapes, digests, versions). No pickle; anything tampered with,
-truncated or mismatched is refused with a ``ModelFileError``/``WeightsError``.
+truncated or mismatched is refused with a ``ModelFileError``/``WeightsError``: the tensors by their
+SHA-256 in model.json, model.json's score-changing fields by the seal in the tensor file's header
+and by a check of every field (``dualpatch.card``), and non-finite banks at save and at load.
 
 ``load`` dispatches on model.json's ``class`` through ``model_classes()``.
 """
@@ -12,12 +14,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from ..card import (
+    CARD,
+    FORMAT_VERSION,
+    SEAL_KEY,
+    TENSORS,
+    ModelCard,
+    check_finite,
+    resolve_model_dir,
+    seal_of,
+)
 from ..environment import versions
 from ..errors import ConfigError, ModelFileError, WeightsError
-from ..fileio import atomic_path, sha256_file, write_json
+from ..fileio import atomic_path, finite, sha256_file, write_json
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "load_model", "model_classes", "save_model", "weights_record"]
 
 
 def model_classes() -> dict[str, type]:
@@ -29,42 +40,61 @@ def model_classes() -> dict[str, type]:
 
 
 def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
-    """Write ``model.safetensors`` and ``model.json`` (config, versions, shapes, digest)."""
+    """Write ``model.safetensors`` and ``model.json`` (config, versions, shapes, digest), the
+    card sealed in the tensor file's header (``dualpatch.card``). Non-finite banks are refused."""
     from safetensors.torch import save_file
 
     model._check_fitted()
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in model._tensors().items()}
-    with atomic_path(path / "model.safetensors") as tmp:
-        save_file(tensors, str(tmp))
-        digest = sha256_file(tmp)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "class": type(model).__name__,
-            "params": model.get_params(),
-            "grid": list(model.grid_),
-            "feature_dim": int(next(iter(tensors.values())).shape[1]),
-            "tensors": {k: list(v.shape) for k, v in tensors.items()},
-            "safetensors_sha256": digest,
-            "versions": versions(),
-            "backbone_weights": weights_record(model.backbone, model.weights),
-            "train_sha256": sorted(getattr(model, "train_sha256_", ())),
-            "map_scale": getattr(model, "map_scale_", None),
-        }
-        if getattr(model, "threshold_", None) is not None:  # optional: older models lack it
-            meta["threshold"] = model.threshold_
-            meta["threshold_rule"] = getattr(model, "threshold_rule_", None)
-            meta["threshold_record"] = getattr(model, "threshold_record_", None)
-        if getattr(model, "novelty_level_", None) is not None:  # dual models (scoring.DUAL_RULES)
-            meta["novelty_level"] = model.novelty_level_
-            meta["novelty_level_record"] = getattr(model, "novelty_level_record_", None)
-        if getattr(model, "defect_crop_files_", None):
-            meta["defect_crop_files"] = model.defect_crop_files_
+    _check_finite(tensors, f"{type(model).__name__}.save")
+    meta = _card(model, tensors, path / CARD)
+    path.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path / TENSORS) as tmp:
+        save_file(tensors, str(tmp), metadata={SEAL_KEY: seal_of(meta)})
+        meta["safetensors_sha256"] = sha256_file(tmp)
         # The JSON is written while the tensor file is still temporary, so a crash between the
         # two renames leaves an old pair or a JSON whose digest exposes the mismatch.
-        write_json(path / "model.json", meta)
+        write_json(path / CARD, meta)
     return path
+
+
+def _card(model: Any, tensors: dict[str, Any], where: Path) -> dict[str, Any]:
+    """model.json's fields but the tensor file's digest (``where`` names the file in errors)."""
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "class": type(model).__name__,
+        "params": model.get_params(),
+        "grid": list(model.grid_),
+        "feature_dim": int(next(iter(tensors.values())).shape[1]),
+        "tensors": {k: list(v.shape) for k, v in tensors.items()},
+        "versions": versions(),
+        "backbone_weights": weights_record(model.backbone, model.weights),
+        "train_sha256": sorted(getattr(model, "train_sha256_", ())),
+        "map_scale": getattr(model, "map_scale_", None),
+    }
+    if getattr(model, "threshold_", None) is not None:  # optional: older models lack it
+        meta["threshold"] = model.threshold_
+        meta["threshold_rule"] = getattr(model, "threshold_rule_", None)
+        meta["threshold_record"] = getattr(model, "threshold_record_", None)
+    if getattr(model, "novelty_level_", None) is not None:  # dual models (scoring.DUAL_RULES)
+        meta["novelty_level"] = model.novelty_level_
+        meta["novelty_level_record"] = getattr(model, "novelty_level_record_", None)
+    if getattr(model, "defect_crop_files_", None):
+        meta["defect_crop_files"] = model.defect_crop_files_
+    check_finite(meta, where)  # JSON has no NaN: refused now, not at load
+    return json.loads(json.dumps(finite(meta), default=str))  # as it reads back: plain numbers
+
+
+def _check_finite(tensors: dict[str, Any], where: str | Path) -> None:
+    """ModelFileError naming ``where`` if a bank holds NaN or infinity: one such row makes every
+    score NaN."""
+    import torch
+
+    for name, bank in tensors.items():
+        bad = int((~torch.isfinite(bank)).sum())
+        if bad:
+            raise ModelFileError(f"{where}: {name} holds {bad} NaN or infinite value(s)")
 
 
 def weights_record(backbone: str, weights: str | None) -> dict[str, str | None]:
@@ -77,162 +107,127 @@ def weights_record(backbone: str, weights: str | None) -> dict[str, str | None]:
     return {"file": None, "sha256": sha256_file(package) if package else None}
 
 
-def _read_meta(meta_path: Path) -> dict:
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(
-            f"{meta_path}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
-        ) from exc
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{meta_path}: model format "
-            f"{meta.get('format_version') if isinstance(meta, dict) else '?'}"
-            f" is not supported by dualpatch {__version__} (expects {FORMAT_VERSION})"
-        )
-    return meta
-
-
 def load_model(cls: type, path: str | os.PathLike[str], weights: str | None = None) -> Any:
     """Load a model saved by ``save_model`` as ``cls`` or a subclass; refuses tampered,
-    truncated or mismatched files."""
-    path = Path(path)
-    meta_path, tensor_path = path / "model.json", path / "model.safetensors"
-    for p in (meta_path, tensor_path):
+    truncated or mismatched files and edited settings (``ModelCard.read``). A versioned folder
+    gives its current version (resolved once, so the JSON and the tensors are read from the same
+    version: ``models.versions``)."""
+    path = resolve_model_dir(path)
+    for p in (path / CARD, path / TENSORS):
         if not p.is_file():
             raise ModelFileError(f"{p}: model file not found")
-    meta = _read_meta(meta_path)
-    target = _saved_class(cls, meta, meta_path)
-    tensors = _read_tensors(tensor_path, meta, meta_path)
-    check_saved_params(meta_path, meta["params"])
-    weights = _matching_weights(meta_path, meta, weights)
+    card = ModelCard.read(path, seal=False)  # sealed last: the checks below say more
+    target = _saved_class(cls, card)
+    tensors = _read_tensors(card)
+    weights = _matching_weights(card, weights)
     try:
-        model = target(**current_params(meta["params"]), weights=weights)
+        model = target(**card.params, weights=weights)
         model.check_params()
     except ConfigError as exc:
-        raise ModelFileError(f"{meta_path}: {exc}") from exc
+        raise ModelFileError(f"{card.path}: {exc}") from exc
     except TypeError as exc:
-        raise ModelFileError(f"{meta_path}: parameters do not fit {meta['class']} ({exc})") from exc
-    model.image_size = tuple(model.image_size)
+        raise ModelFileError(
+            f"{card.path}: parameters do not fit {card.model_class} ({exc})"
+        ) from exc
+    model.image_size = card.image_size
     try:
         model._set_tensors(tensors)
     except ModelFileError as exc:
-        raise ModelFileError(f"{tensor_path}: {exc}") from exc
+        raise ModelFileError(f"{card.tensor_path}: {exc}") from exc
+    _set_learned_state(model, card)
     try:
-        _set_learned_state(model, meta)
-    except ModelFileError as exc:
-        raise ModelFileError(f"{meta_path}: {exc}") from exc
-    expected = model.extractor_.dim
-    if meta["feature_dim"] != expected:
-        raise ModelFileError(
-            f"{meta_path}: feature size {meta['feature_dim']} does not match backbone "
-            f"{model.backbone} ({expected})"
-        )
+        dim = model.extractor_.dim  # builds the backbone: unknown names surface here
+    except ConfigError as exc:
+        raise ModelFileError(f"{card.path}: {exc}") from exc
+    _check_width(card, tensors, dim, model.backbone)
+    card.check_seal()
     return model
 
 
-def _saved_class(cls: type, meta: dict, meta_path: Path) -> type:
+def _check_width(card: ModelCard, tensors: dict[str, Any], expected: int, backbone: str) -> None:
+    """ModelFileError unless the card's feature size and every bank's width are the backbone's."""
+    if card.feature_dim != expected:
+        raise ModelFileError(
+            f"{card.path}: feature size {card.feature_dim} does not match backbone "
+            f"{backbone} ({expected})"
+        )
+    wrong = {k: int(v.shape[1]) for k, v in tensors.items() if v.shape[1] != expected}
+    if wrong:
+        raise ModelFileError(
+            f"{card.tensor_path}: bank width {wrong} differs from the backbone's feature size "
+            f"({expected})"
+        )
+
+
+def _saved_class(cls: type, card: ModelCard) -> type:
     """The estimator class model.json names: a registered one, and ``cls`` or a subclass."""
     classes = model_classes()
-    if meta.get("class") not in classes:
-        raise ModelFileError(f"{meta_path}: unknown model class {meta.get('class')!r}")
-    target = classes[meta["class"]]
+    if card.model_class not in classes:
+        raise ModelFileError(f"{card.path}: unknown model class {card.model_class!r}")
+    target = classes[card.model_class]
     if not issubclass(target, cls):
-        raise ModelFileError(f"{meta_path}: holds a {meta['class']}, not a {cls.__name__}")
+        raise ModelFileError(f"{card.path}: holds a {card.model_class}, not a {cls.__name__}")
     return target
 
 
-def _read_tensors(tensor_path: Path, meta: dict, meta_path: Path) -> dict[str, Any]:
-    """The banks of model.safetensors, once its digest, model.json's keys and the tensors'
-    shapes agree with model.json."""
+def _read_tensors(card: ModelCard) -> dict[str, Any]:
+    """The banks of model.safetensors, once its digest, the tensors' names and shapes and their
+    values (finite, ``feature_dim`` wide) agree with the card."""
     from safetensors.torch import load_file
 
-    if sha256_file(tensor_path) != meta.get("safetensors_sha256"):
+    tensor_path = card.tensor_path
+    if sha256_file(tensor_path) != card.safetensors_sha256:
         raise ModelFileError(
             f"{tensor_path}: checksum does not match model.json (file tampered with or truncated)"
         )
-    missing = [k for k in ("params", "grid", "feature_dim", "tensors") if k not in meta]
-    if missing:
-        raise ModelFileError(f"{meta_path}: missing key(s) {', '.join(missing)}")
     try:
         tensors = load_file(str(tensor_path))
     except Exception as exc:
         raise ModelFileError(f"{tensor_path}: unreadable safetensors ({exc})") from exc
-    shapes = {k: list(v.shape) for k, v in tensors.items()}
-    if shapes != meta.get("tensors"):
-        raise ModelFileError(f"{tensor_path}: tensor shapes {shapes} differ from model.json")
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    if shapes != dict(card.tensors):
+        raise ModelFileError(
+            f"{tensor_path}: tensor shapes {_listed(shapes)} differ from model.json"
+        )
+    _check_finite(tensors, tensor_path)
     return tensors
 
 
-def _set_learned_state(model: Any, meta: dict) -> None:
+def _listed(shapes: dict[str, tuple[int, ...]]) -> dict[str, list[int]]:
+    return {k: list(v) for k, v in shapes.items()}
+
+
+def _set_learned_state(model: Any, card: ModelCard) -> None:
     """The fitted attributes model.json holds besides the banks."""
-    model.grid_ = tuple(meta["grid"])
+    model.grid_ = card.grid
     model.threshold_ = model.threshold_record_ = None
-    if meta.get("threshold") is not None:
-        model.threshold_ = float(meta["threshold"])
-        model.threshold_rule_ = meta.get("threshold_rule")
-        model.threshold_record_ = meta.get("threshold_record")
-    _set_novelty_level(model, meta)
-    model.train_sha256_ = set(meta.get("train_sha256") or ())
-    scale = meta.get("map_scale")
-    model.map_scale_ = float(scale) if isinstance(scale, int | float) and scale > 0 else None
-    if "defect_crop_files" in meta:
-        model.defect_crop_files_ = meta["defect_crop_files"]
+    if card.threshold is not None:
+        model.threshold_ = card.threshold
+        model.threshold_rule_ = card.threshold_rule
+        model.threshold_record_ = card.data.get("threshold_record")
+    _set_novelty_level(model, card)
+    model.train_sha256_ = set(card.train_sha256)
+    model.map_scale_ = card.map_scale
+    if "defect_crop_files" in card.data:
+        model.defect_crop_files_ = card.data["defect_crop_files"]
 
 
-def _set_novelty_level(model: Any, meta: dict) -> None:
-    """tau from model.json; a rule that needs it (``guarded``) refuses a file without it."""
-    level = meta.get("novelty_level")
+def _set_novelty_level(model: Any, card: ModelCard) -> None:
+    """tau from model.json (checked > 0 by the card); a rule that needs it (``guarded``) refuses
+    a file without it."""
+    level = card.data.get("novelty_level")
     if level is None:
         if getattr(model, "rule", None) == "guarded":
             raise ModelFileError(
-                "rule 'guarded' needs the novelty_level the fit measured; "
+                f"{card.path}: rule 'guarded' needs the novelty_level the fit measured; "
                 "the file has none (refit the model)"
             )
         return
-    if isinstance(level, bool) or not isinstance(level, int | float) or not level > 0:
-        raise ModelFileError(f"novelty_level is {level!r}; expected a number > 0")
     model.novelty_level_ = float(level)
-    model.novelty_level_record_ = meta.get("novelty_level_record")
+    model.novelty_level_record_ = card.data.get("novelty_level_record")
 
 
-def current_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Saved parameters in today's names. Before ``reweight_neighbors`` existed, ``num_neighbors``
-    was the re-weighting's neighbourhood and every bank distance was the nearest one (k = 1)."""
-    params = dict(params)
-    if "reweight_neighbors" not in params and "num_neighbors" in params:
-        params["reweight_neighbors"] = params.pop("num_neighbors")
-        params["num_neighbors"] = 1
-    return params
-
-
-def check_saved_params(meta_path: Path, params: Any) -> None:
-    """ModelFileError unless the hand-editable parameters of model.json are usable."""
-    from ..limits import check_size
-
-    if not isinstance(params, dict):
-        raise ModelFileError(f"{meta_path}: 'params' is not a mapping")
-    size = params.get("image_size")
-    if not (
-        isinstance(size, list | tuple)
-        and len(size) == 2
-        and all(isinstance(x, int) and not isinstance(x, bool) for x in size)
-    ):
-        raise ModelFileError(f"{meta_path}: image_size is {size!r}; expected [H, W]")
-    try:
-        check_size(size[0], size[1], f"image_size {list(size)}")
-    except ConfigError as exc:
-        raise ModelFileError(f"{meta_path}: {exc}") from None
-    whole = {"batch_size": 1, "coreset_min": 1, "projection_dim": 1, "num_neighbors": 1}
-    for key, low in whole.items():
-        value = params.get(key, low)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ModelFileError(
-                f"{meta_path}: {key} is {value!r}; expected a whole number >= {low}"
-            )
-
-
-def _matching_weights(meta_path: Path, meta: dict, weights: str | None) -> str | None:
+def _matching_weights(card: ModelCard, weights: str | None) -> str | None:
     """The backbone weights to load the model with: ``weights`` if given, else the file the model
     was fit with; WeightsError if they are not the weights (by SHA-256) the model was fit with.
 
@@ -240,7 +235,7 @@ def _matching_weights(meta_path: Path, meta: dict, weights: str | None) -> str |
     the recorded one, so a model file cannot make dualpatch read anything but those weights."""
     from ..backbones import default_weights_file
 
-    record = meta.get("backbone_weights")
+    meta_path, record = card.path, card.data.get("backbone_weights")
     if not isinstance(record, dict) or not record.get("sha256"):
         return weights  # a model saved before dualpatch recorded its weights
     want, fitted = str(record["sha256"]), record.get("file")
@@ -256,7 +251,7 @@ def _matching_weights(meta_path: Path, meta: dict, weights: str | None) -> str |
             )
         return weights
     if fitted is None:
-        package = default_weights_file(meta.get("params", {}).get("backbone", ""))
+        package = default_weights_file(card.params.get("backbone", ""))
         if package is not None and sha256_file(package) != want:
             raise WeightsError(
                 f"{meta_path}: the installed package weights ({package}) differ from those the "

@@ -78,13 +78,16 @@ def test_clean_data_gives_no_warning(tmp_path):
     assert report.groups == [] and len(kept) == len(test)
 
 
-def test_near_duplicate_found_after_reencoding(leaky, tmp_path):
+def _reencode(root):
+    """test/good/test001 becomes train004 saved as JPEG: other bytes, same content."""
     from PIL import Image
 
-    # the same picture saved as JPEG: other bytes, same content
-    Image.open(leaky / "train/good/train004.png").save(leaky / "test/good/test001.png.jpg")
-    (leaky / "test/good/test001.png").unlink()
-    (leaky / "test/good/test001.png.jpg").rename(leaky / "test/good/test001.jpg")
+    Image.open(root / "train/good/train004.png").save(root / "test/good/test001.jpg")
+    (root / "test/good/test001.png").unlink()
+
+
+def test_near_duplicate_found_after_reencoding(leaky, tmp_path):
+    _reencode(leaky)
     train, test = _open(leaky)
     found = {(a.id, b.id) for a, b, _ in near_duplicates(list(train), list(test))}
     assert ("train/good/train004", "test/good/test001") in found
@@ -110,6 +113,8 @@ def test_dataset_json_lists_the_groups(leaky, tmp_path, run_cli):
         ["train/good/train001", "train/good/train005"],
     ]
     assert info["duplicates"]["across_splits"] == 1
+    assert info["duplicates"]["near_copies"]["checked"] is False  # off by default, and says so
+    assert info["protocol"]["near_duplicates"] is None
     warn_lines = [ln for ln in r.stderr.splitlines() if "exact copy" in ln]
     assert len(warn_lines) == 1 and warn_lines[0].startswith("warning: ")
 
@@ -124,3 +129,77 @@ def test_run_refuses_a_leak_under_error(leaky, tmp_path, run_cli):
     (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert "test000.png" in line and "train003.png" in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("policy", ["warn", "drop"])
+def test_near_copies_follow_the_duplicate_policy_when_asked(leaky, policy):
+    _reencode(leaky)
+    train, test = _open(leaky)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        off_kept, off = check_splits(train, test, policy)
+        kept, report = check_splits(train, test, policy, near_bits=8)
+    assert off.near == [] and off.near_json() == {
+        "checked": False, "why": "off by default (near_duplicates: null)"}  # fmt: skip
+    assert [(a.id, b.id) for a, b, _ in report.near] == [
+        ("train/good/train004", "test/good/test001")
+    ]
+    near = report.to_json()["near_copies"]
+    assert near["checked"] and near["max_bits"] == 8 and near["across_splits"] == 1
+    lines = [str(w.message) for w in caught if "near copies" in str(w.message)]
+    assert len(lines) == 1 and "test001.jpg" in lines[0] and "train004.png" in lines[0]
+    dropped = {s.id for s in test} - {s.id for s in kept}
+    if policy == "drop":  # the exact copy and the near copy both leave the test set
+        assert dropped == {"test/good/test000", "test/good/test001"}
+        assert len(off_kept) == len(test) - 1
+    else:
+        assert dropped == set()
+
+
+def test_near_copy_under_error_names_both_files(leaky):
+    _reencode(leaky)
+    (leaky / "test/good/test000.png").unlink()  # no exact copy left: the near one must stop it
+    train, test = _open(leaky)
+    check_splits(train, test, "error")  # off: passes
+    with pytest.raises(DataError, match=r"test001\.jpg.*near copy.*train004\.png"):
+        check_splits(train, test, "error", near_bits=8)
+
+
+def test_run_counts_near_copies_in_dataset_json(leaky, tmp_path, run_cli):
+    import json
+
+    _reencode(leaky)
+    out = tmp_path / "near"
+    r = run_cli(
+        "run", "--set", "dataset=folder", "--set", f"data={leaky}", "--set", f"out={out}",
+        "--set", "image_size=[64, 32]", "--set", "coreset_min=20", "--set", "bootstrap=20",
+        "--set", "runs=[{name: single, bank: single}]", "--set", "threshold=none",
+        "--near-duplicates", "8", "--on-duplicates", "drop", timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    info = json.loads((out / "dataset.json").read_text())
+    near = info["duplicates"]["near_copies"]
+    assert near["checked"] and near["across_splits"] == 1
+    assert near["pairs"][0]["test"].endswith("test001.jpg")
+    assert str(leaky / "test/good/test001.jpg") in info["duplicates"]["dropped_from_test"]
+    assert "1 train/test pair(s) within 8 hash bits" in (out / "report.html").read_text()
+
+
+def test_folds_record_each_folds_near_copies_and_their_total(leaky, tmp_path):
+    from dualpatch.crossval import prepare
+    from dualpatch.experiment import Experiment, load_config
+
+    _reencode(leaky)
+    cfg = load_config(None, ["dataset=folder", f"data={leaky}", f"out={tmp_path / 'f'}",
+                             "folds=3", "near_duplicates=8"])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        splits, info = prepare(Experiment(cfg))
+    near = info["duplicates"]["near_copies"]
+    assert near["checked"] and set(near["folds"]) == {s.name for s in splits}
+    for s in splits:  # each fold's pairs are exactly what the check finds between its two sides
+        pairs = {(a.id, b.id) for a, b, _ in near_duplicates(list(s.train), list(s.test), 8)}
+        assert {(a.id, b.id) for a, b, _ in s.duplicates.near} == pairs
+        assert near["folds"][s.name]["across_splits"] == len(pairs)
+    assert near["across_splits"] == sum(f["across_splits"] for f in near["folds"].values())
+    assert near["across_splits"] >= 1  # the re-encoded copy straddles at least one fold

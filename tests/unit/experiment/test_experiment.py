@@ -206,3 +206,57 @@ def test_old_key_errors_name_the_old_key_and_both_names_are_refused(tmp_path):
     path.write_text("normal_coreset: 0.2\ncoreset_ratio: 0.3\n")
     with pytest.raises(ConfigError, match="normal_coreset and coreset_ratio are one setting"):
         load_config(path)
+
+
+def test_the_validation_fits_synthetic_pool_is_made_from_its_training_part_only(
+    tmp_path, monkeypatch
+):
+    # a pool made from all training images would paste validation defects into the bank whose
+    # validation scores set the threshold
+    from dualpatch.data import load_dataset
+    from dualpatch.experiment import resolve_run
+    from dualpatch.protocol import inner_split
+    from tests.support.protocol_fixtures import make_folder
+
+    data = make_folder(tmp_path / "data", n_good=8, n_bad_train=6)
+    cfg = load_config(
+        None,
+        ["dataset=folder", f"data={data}", f"out={tmp_path / 'exp'}", "image_size=[64, 32]",
+         "coreset_min=20", f"cache_dir={tmp_path / 'cache'}", "threshold=validation",
+         "runs=[{name: dual+paste, bank: dual, augment: {method: paste, n: 3}}]"],
+    )  # fmt: skip
+    exp = Experiment(cfg)
+    pools = []
+    real_augment = Experiment.augment
+
+    def recording_augment(self, spec, train):
+        pools.append({s.id for s in train})
+        return real_augment(self, spec, train)
+
+    monkeypatch.setattr(Experiment, "augment", recording_augment)
+    train = load_dataset("folder", data, "train")
+    settings = resolve_run(cfg, cfg["runs"][0])
+    exp.threshold(settings, train)
+    inner, validation = inner_split(train, settings["seed"])
+    assert pools == [{s.id for s in inner}]
+    assert not pools[0] & {s.id for s in validation.defective()}
+
+
+def test_native_pixel_metrics_are_added_when_asked(tmp_path):
+    from tests.support.protocol_fixtures import make_folder
+
+    data = make_folder(tmp_path / "data")
+    base = ["dataset=folder", f"data={data}", "image_size=[32, 16]", "coreset_min=20",
+            "bootstrap=20", "threshold=none", f"cache_dir={tmp_path / 'cache'}",
+            "runs=[{name: single, bank: single}]"]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Experiment(load_config(None, [*base, f"out={tmp_path / 'a'}"])).run()
+        Experiment(load_config(None, [*base, f"out={tmp_path / 'b'}",
+                                      "native_pixel_metrics=true"])).run()  # fmt: skip
+    plain = json.loads((tmp_path / "a" / "metrics.json").read_text())["single"]
+    native = json.loads((tmp_path / "b" / "metrics.json").read_text())["single"]
+    assert "pixel_auroc_native" not in plain
+    assert 0 <= native["pixel_auroc_native"] <= 1 and 0 <= native["pixel_aupro_native"] <= 1
+    assert native["pixel_auroc"] == plain["pixel_auroc"]  # the model-size figures stay
+    assert native["pixel_auroc_native"] != native["pixel_auroc"]

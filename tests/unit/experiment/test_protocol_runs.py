@@ -75,6 +75,7 @@ def test_threshold_does_not_move_when_test_labels_change(tmp_path):
     second = _run(other, tmp_path / "run-b")
     assert second["threshold"] == first["threshold"]
     assert "validation" in first["threshold_rule"]
+    assert "applied unchanged to the model fitted on all" in first["threshold_rule"]
     # the test labels did change what is measured on the test set
     assert second["image_auroc"] != first["image_auroc"]
 
@@ -85,7 +86,8 @@ def test_run_with_folds_and_seeds_reports_spread_intervals_and_verdicts(tmp_path
     r = run_cli(
         "run", "--set", "dataset=folder", "--set", f"data={root}", "--set", f"out={out}",
         "--set", "image_size=[64, 32]", "--set", "coreset_min=20", "--set", "bootstrap=50",
-        "--set", "runs=[{name: single, bank: single}, {name: dual, bank: dual}]",
+        "--set", "runs=[{name: single, bank: single}, {name: dual, bank: dual},"
+        " {name: single-rw, bank: single, reweight: true}]",
         "--folds", "2", "--seeds", "0,1", timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -101,7 +103,18 @@ def test_run_with_folds_and_seeds_reports_spread_intervals_and_verdicts(tmp_path
         assert abs(m["image_auroc"] - sum(p["image_auroc"] for p in points) / 4) < 1e-12
     verdict = metrics["dual"]["comparisons"]["image_auroc"]
     assert verdict["against"] == "single"
-    assert verdict["verdict"] in ("dual wins", "single wins", "within noise")
+    # the one verdict that the reported interval of the difference (dual - single) allows
+    lo, hi = verdict["ci"]
+    assert lo <= verdict["difference"] <= hi
+    right = "dual wins" if lo > 0 else "single wins" if hi < 0 else "within noise"
+    assert verdict["verdict"] == right
+    # the single bank both ways: dual is also read against the stronger of the two
+    singles = metrics["dual"]["against_singles"]
+    assert set(singles["against_each"]) == {"single", "single-rw"}
+    means = {n: metrics[n]["image_auroc"] for n in ("single", "single-rw")}
+    assert singles["strongest_single"]["image_auroc"] == max(means, key=means.get)
+    assert singles["against_each"]["single"]["image_auroc"] == verdict
+    assert "against_singles" not in metrics["single-rw"]
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"image_auroc_std", "image_auroc_ci_low", "image_auroc_ci_high"} <= set(header)
     page = (out / "report.html").read_text()

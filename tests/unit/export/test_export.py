@@ -20,9 +20,9 @@ pytest.importorskip("openvino")
 
 SCORE_RTOL = 1e-4
 MAP_RTOL = 1e-4
-VARIANTS = ["single", "dual-weighted", "dual-patch", "dual-seed"]
+VARIANTS = ["single", "dual-guarded", "dual-weighted", "dual-patch", "dual-seed"]
 #: the mean over k nearest bank entries (num_neighbors) is part of the graph too
-K3_VARIANTS = ["single-k3", "dual-seed-k3"]
+K3_VARIANTS = ["single-k3", "dual-seed-k3", "dual-guarded-k3"]
 
 
 def _variant(fitted_single, fitted_dual, name):
@@ -93,15 +93,50 @@ def test_exported_scorer_matches_torch_on_kolektorsdd(tmp_path, kolektor_root):
     normal, defective = train.normal()[:6], train.defective()[:4]
     samples = test.normal()[:2] + test.defective()[:2]
     images = np.stack([s.image(size) for s in samples])
+    defective_images = np.stack([s.image(size) for s in defective[:2]])
     single = PatchCore(**common).fit(normal)
     dual = DualPatchCore(**common).fit(normal, defective)
     for name in VARIANTS:
         model = _variant(single, dual, name)
         deviations: dict = {}
-        _check_all_runtimes(model, tmp_path / name, images, deviations)
+        # guarded: every image, a copy of a defect-bank image too (d_d = 0, where the ratio
+        # rules' d_d + eps makes the runtimes disagree)
+        batch = np.concatenate([images, defective_images]) if "guarded" in name else images
+        _check_all_runtimes(model, tmp_path / name, batch, deviations)
         for runtime, (score_dev, map_dev) in deviations.items():
             # measured figures for the README (pytest -s); the assertions above hold them to 1e-4
             print(f"parity kolektorsdd {name} {runtime}: score {score_dev:.2e}, map {map_dev:.2e}")
+
+
+def test_guarded_export_parity_on_defect_bank_images(tmp_path, tiny_normal, demo_train, tiny_test):
+    """Every image in the parity check, the hard ones included: defective training images whose
+    patches are defect-bank entries (d_d = 0). The ratio rules divide float32 noise by eps there
+    and the runtimes disagree; the guarded rule's denominator d_n + d_d is never below d_n."""
+    from dualpatch import DualPatchCore
+
+    defective = demo_train.defective()[:3]
+    model = DualPatchCore(**tiny_params()).fit(tiny_normal, defective)
+    assert model.rule == "guarded"
+    samples = defective + list(tiny_test)
+    images = np.stack([s.image(TINY) for s in samples])
+    distances = model.bank_distances(defective)["defect"]
+    assert float(distances.flatten(1).amin(1).max()) < 1e-3  # each holds a bank entry
+    _check_all_runtimes(model, tmp_path / "guarded", images)
+
+
+def test_export_records_threshold_and_novelty_level(tmp_path, fitted_dual):
+    import onnx
+
+    from dualpatch.export import export_model
+
+    model = copy.copy(fitted_dual)
+    model.threshold_ = 12.5
+    model.save(tmp_path / "m")
+    out = export_model(tmp_path / "m", "onnx", tmp_path / "m" / "model.onnx")
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert float(props["dualpatch_threshold"]) == 12.5
+    assert float(props["dualpatch_novelty_level"]) == pytest.approx(model.novelty_level_)
+    assert props["dualpatch_rule"] == "guarded"
 
 
 def test_export_refuses_reweight_in_one_line(tmp_path, tiny_normal, run_cli):

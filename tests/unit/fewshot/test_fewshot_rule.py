@@ -213,3 +213,39 @@ def test_a_choice_made_on_an_older_recipes_images_is_made_again(data, tmp_path, 
     monkeypatch.setitem(augment.RECIPES, "paste", augment.RECIPES["paste"] + 1)
     _choose(cfg, 1, 1)
     assert made == [1]
+
+
+def test_no_folds_choice_sees_an_image_of_its_own_test_fold(data, tmp_path, monkeypatch):
+    # a cross-fold leak (the pooled set, another fold's training set, a vote over folds) reads no
+    # test object, so the poisoned fold above cannot see it: record what each choice fits and scores
+    from dualpatch import fewshot_rule as module
+    from dualpatch.experiment import Experiment as Exp
+
+    seen: list[set[str]] = []  # one set per choose_rule call, in fold order
+    real_choose, real_fit, real_score = module.choose_rule, Exp.fit_model, module.score_rules
+
+    def choose(*args, **kwargs):
+        seen.append(set())
+        return real_choose(*args, **kwargs)
+
+    def fit(self, settings, train):
+        seen[-1].update(s.id for s in train)
+        return real_fit(self, settings, train)
+
+    def score(model, validation, rules):
+        seen[-1].update(s.id for s in validation)
+        return real_score(model, validation, rules)
+
+    monkeypatch.setattr(module, "choose_rule", choose)
+    monkeypatch.setattr(Exp, "fit_model", fit)
+    monkeypatch.setattr(module, "score_rules", score)
+    cfg = _config(data, tmp_path / "h", "folds=3")
+    rule_of, records = _choose(cfg, 0, 1)
+    splits = prepare(Experiment(cfg))[0]
+    assert len(seen) == len(splits) == len(records) == 3
+    for split, ids in zip(splits, seen, strict=True):
+        assert ids and not ids & {s.id for s in split.test}, split.name
+        assert ids <= {s.id for s in split.train}
+    # each outer (fold, draw) split evaluates its own fold's choice: no vote across folds
+    assert {name.split("-draw")[0] for name in rule_of} == set(records)
+    assert all(rule == records[name.split("-draw")[0]]["chosen"] for name, rule in rule_of.items())

@@ -82,6 +82,9 @@ def test_metrics_per_run_and_n(first):
     assert "dual+feature,2," in "\n".join(csv)
     page = (out / "report.html").read_text()
     assert "Few real defects" in page and (out / "curves" / "fewshot.png").is_file()
+    # the advice is read from test-fold comparisons: the JSON and the page say so
+    assert all(a["chosen_on"].startswith("test folds, uncorrected") for a in advice.values())
+    assert 'id="fewshot-advice-evidence">Read from the test folds, uncorrected' in page
 
 
 def test_each_dual_fit_gets_exactly_n_real_defects_and_only_their_copies(first, data):
@@ -182,3 +185,34 @@ def test_folds_keep_one_folder_per_fold_and_draw(data, tmp_path):
         "fold1-draw0-seed0",
     ]
     assert metrics["single"]["n_evaluations"] == 2 and metrics["dual n=1"]["n_evaluations"] == 2
+
+
+def _advice_case(paste_verdict: str) -> dict:
+    """goal_and_advice on hand-made figures at n = 1 where only the test-fold verdict of
+    dual+paste against dual differs."""
+    from dualpatch.fewshot_runner import goal_and_advice
+
+    entries = [
+        {"name": "single", "run": "single", "shots": None, "bank": "single", "real_only": False},
+        {"name": "dual n=1", "run": "dual", "shots": 1, "bank": "dual", "real_only": True},
+        {"name": "dual+paste n=1", "run": "dual+paste", "shots": 1, "bank": "dual",
+         "real_only": False},
+    ]  # fmt: skip
+    verdict = {"verdict": paste_verdict}
+    metrics = {
+        "single": {"image_auroc": 0.80, "image_ap": 0.60},
+        "dual n=1": {"image_auroc": 0.90, "image_ap": 0.80, "rule": "patch"},
+        "dual+paste n=1": {"image_auroc": 0.91, "image_ap": 0.81, "rule": "patch",
+                           "comparisons": {"image_auroc": verdict, "image_ap": verdict}},
+    }  # fmt: skip
+    return goal_and_advice(metrics, entries)["1"]
+
+
+def test_advice_read_from_test_fold_verdicts_says_so():
+    # the same means, only the test-fold verdict differs: the advice follows it, so it is a test
+    # reading and must carry the mark (an unmarked pick from test folds fails here)
+    won, noise = _advice_case("dual+paste n=1 wins"), _advice_case("within noise")
+    assert won["use"] == "dual+paste n=1" and noise["use"] == "dual n=1"
+    for advice in (won, noise):
+        assert advice["chosen_on"].startswith("test folds, uncorrected")
+        assert "no correction for multiple comparisons" in advice["chosen_on"]

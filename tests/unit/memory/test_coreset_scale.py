@@ -17,16 +17,7 @@ from dualpatch.memory import (
     project,
     projection_for,
 )
-from tests.support.coreset import brute_force_k_center
-
-
-def clustered(n: int, dim: int, clusters: int, seed: int) -> torch.Tensor:
-    """Gaussian blobs of unequal spread: k-center has real structure to find."""
-    gen = torch.Generator().manual_seed(seed)
-    centres = torch.randn(clusters, dim, generator=gen) * 6
-    which = torch.randint(clusters, (n,), generator=gen)
-    spread = torch.rand(clusters, generator=gen)[which, None] + 0.2
-    return centres[which] + torch.randn(n, dim, generator=gen) * spread
+from tests.support.coreset import GENERATORS, brute_force_k_center, clustered
 
 
 @pytest.mark.parametrize("seed", [0, 3])
@@ -43,25 +34,35 @@ def radius_bruteforce(x: torch.Tensor, centres: torch.Tensor) -> float:
     return float(torch.cdist(x.double(), x[centres].double()).min(1).values.max())
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_approx_coreset_radius_within_its_bounds(seed):
-    """Stated bounds of the narrowed k-center (docs/large-data.md):
+@pytest.mark.parametrize("generator", sorted(GENERATORS))
+@pytest.mark.parametrize("picks", [40, 200, 400])
+def test_approx_coreset_radius_within_its_bounds(generator, picks):
+    """What docs/large-data.md claims on every generator (blobs of 12 and 30, a 1-D curve, a
+    uniform cube) and at 1 %, 5 % and 10 % of 4,000 rows:
     - guaranteed: radius <= its reported bound, max(the kept rows' radius, the largest distance
-      of a dropped row when it was dropped);
-    - measured: radius <= 1.1 x exact greedy's radius on clustered data, with fewer row updates;
-    and greedy itself is a 2-approximation: exact greedy's radius <= 2 x the approx radius."""
-    feats = clustered(4000, 32, 12, seed)
-    x = project(feats, projection_for(32, 16, seed))
-    exact = greedy_kcenter(x, 200, seed)
+      of a dropped row when it was dropped), with fewer row updates than exact greedy;
+    - greedy is a 2-approximation, so exact greedy's radius <= 2 x the approx radius.
+    No fixed ratio to exact greedy's radius is claimed: it reaches 3.7x (benchmarks/results/
+    approx_claims.json)."""
+    x = project(GENERATORS[generator](4000, 32, 1), projection_for(32, 16, 1))
+    exact = greedy_kcenter(x, picks, 1)
     report: dict = {}
-    approx = narrowed_kcenter(x, 200, seed, report=report)
-    assert len(set(approx.tolist())) == 200
+    approx = narrowed_kcenter(x, picks, 1, report=report)
+    assert len(set(approx.tolist())) == picks
     r_exact, r_approx = kcenter_radius(x, exact), kcenter_radius(x, approx)
     assert r_approx == pytest.approx(radius_bruteforce(x, approx), rel=1e-4)
-    assert r_approx <= report["radius_bound"] + 1e-4
+    assert r_approx <= report["radius_bound"] * (1 + 1e-5)
     assert report["row_updates"] < 0.8 * report["exact_row_updates"]  # it did narrow
-    assert r_approx <= 1.1 * r_exact
-    assert r_exact <= 2 * r_approx + 1e-4  # any k centres are at least OPT >= r_exact / 2
+    assert r_exact <= 2 * r_approx * (1 + 1e-5)  # any k centres are at least OPT >= r_exact / 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_approx_radius_on_the_one_set_where_1_1x_is_claimed(seed):
+    """The docs' "within 1.1x of exact greedy's radius" is claimed for this set only: 12 blobs,
+    4,000 rows, 200 picks (5 %). Other sets and pick counts go to 3.7x (the test above)."""
+    x = project(clustered(4000, 32, 12, seed), projection_for(32, 16, seed))
+    exact, approx = greedy_kcenter(x, 200, seed), narrowed_kcenter(x, 200, seed)
+    assert kcenter_radius(x, approx) <= 1.1 * kcenter_radius(x, exact)
 
 
 def test_narrowing_that_drops_no_far_row_picks_what_greedy_picks(monkeypatch):

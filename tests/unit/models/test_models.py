@@ -14,6 +14,7 @@ from dualpatch import DualPatchCore, PatchCore, Prediction
 from dualpatch.data.crops import DefectCrop
 from dualpatch.errors import ConfigError, DataError, ModelFileError
 from tests.support.common import TINY, CountingExtractor, tiny_params
+from tests.support.model_files import edit_card
 
 # -- fit / predict contract ------------------------------------------------------------------------
 
@@ -143,14 +144,6 @@ def saved_single(fitted_single, tmp_path):
     return fitted_single.save(tmp_path / "model")
 
 
-def edit_json(folder, change):
-    path = folder / "model.json"
-    meta = json.loads(path.read_text())
-    change(meta)
-    path.write_text(json.dumps(meta))
-    return path
-
-
 def test_flipped_byte_in_safetensors(saved_single):
     path = saved_single / "model.safetensors"
     data = bytearray(path.read_bytes())
@@ -179,7 +172,7 @@ def test_missing_model_file(saved_single, name):
 
 
 def test_format_version_99(saved_single):
-    path = edit_json(saved_single, lambda m: m.update(format_version=99))
+    path = edit_card(saved_single, lambda m: m.update(format_version=99))
     with pytest.raises(ModelFileError, match="99") as err:
         PatchCore.load(saved_single)
     assert str(path) in str(err.value)
@@ -187,7 +180,7 @@ def test_format_version_99(saved_single):
 
 @pytest.mark.parametrize("cls_name", ["IsolationForest", "", None])
 def test_unknown_model_class(saved_single, cls_name):
-    path = edit_json(saved_single, lambda m: m.update({"class": cls_name}))
+    path = edit_card(saved_single, lambda m: m.update({"class": cls_name}))
     with pytest.raises(ModelFileError, match="class") as err:
         PatchCore.load(saved_single)
     assert str(path) in str(err.value)
@@ -195,7 +188,7 @@ def test_unknown_model_class(saved_single, cls_name):
 
 def test_single_model_relabelled_as_dual(saved_single):
     """model.json claims DualPatchCore but the tensors hold no defect bank."""
-    path = edit_json(saved_single, lambda m: m.update({"class": "DualPatchCore"}))
+    path = edit_card(saved_single, lambda m: m.update({"class": "DualPatchCore"}))
     with pytest.raises(ModelFileError) as err:
         PatchCore.load(saved_single)
     assert str(path) in str(err.value) or str(saved_single) in str(err.value)
@@ -203,7 +196,7 @@ def test_single_model_relabelled_as_dual(saved_single):
 
 def test_dual_model_relabelled_as_single(fitted_dual, tmp_path):
     folder = fitted_dual.save(tmp_path / "dual")
-    path = edit_json(folder, lambda m: m.update({"class": "PatchCore"}))
+    path = edit_card(folder, lambda m: m.update({"class": "PatchCore"}))
     with pytest.raises(ModelFileError) as err:
         PatchCore.load(folder)
     assert str(path) in str(err.value)
@@ -220,28 +213,28 @@ def test_bad_json(saved_single, text):
 
 @pytest.mark.parametrize("key", ["params", "grid", "feature_dim"])
 def test_json_missing_a_key(saved_single, key):
-    path = edit_json(saved_single, lambda m: m.pop(key))
+    path = edit_card(saved_single, lambda m: m.pop(key))
     with pytest.raises(ModelFileError) as err:
         PatchCore.load(saved_single)
     assert str(path) in str(err.value)
 
 
 def test_json_with_unknown_parameter(saved_single):
-    path = edit_json(saved_single, lambda m: m["params"].update(temperature=3))
+    path = edit_card(saved_single, lambda m: m["params"].update(temperature=3))
     with pytest.raises(ModelFileError, match="parameters") as err:
         PatchCore.load(saved_single)
     assert str(path) in str(err.value)
 
 
 def test_json_feature_dim_of_another_backbone(saved_single):
-    path = edit_json(saved_single, lambda m: m.update(feature_dim=1536))
+    path = edit_card(saved_single, lambda m: m.update(feature_dim=1536))
     with pytest.raises(ModelFileError, match="feature size") as err:
         PatchCore.load(saved_single)
     assert str(path) in str(err.value)
 
 
 def test_json_tensor_shapes_differ(saved_single):
-    edit_json(saved_single, lambda m: m["tensors"].update(normal_bank=[7, 152]))
+    edit_card(saved_single, lambda m: m["tensors"].update(normal_bank=[7, 152]))
     with pytest.raises(ModelFileError, match="shapes") as err:
         PatchCore.load(saved_single)
     assert str(saved_single / "model.safetensors") in str(err.value)

@@ -15,6 +15,7 @@ from dualpatch.errors import ConfigError
 from dualpatch.features import to_tensor
 from dualpatch.scoring import DUAL_RULES, anomaly_map
 from tests.support.common import tiny_params
+from tests.support.model_files import as_saved_before_the_seal
 
 
 def brute_force_distances(features: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
@@ -115,6 +116,7 @@ def test_one_rule_registry():
 def test_model_files_from_before_reweight_neighbors(fitted_single, tiny_test, tmp_path):
     """Old model.json files used num_neighbors for the re-weighting's neighbourhood."""
     fitted_single.save(tmp_path / "m")
+    as_saved_before_the_seal(tmp_path / "m")  # an old tensor file holds no seal of the card
     meta_path = tmp_path / "m" / "model.json"
     meta = json.loads(meta_path.read_text())
     assert meta["params"]["num_neighbors"] == 1

@@ -64,8 +64,9 @@ def test_pixel_histograms_reproduce_the_exact_pixel_metrics():
     masks[2, 30:40, 2:6] = True  # a second region in one image
     maps[masks] += rng.gamma(2.0, size=int(masks.sum()))
     m = pixel_metrics(pixel_histograms(maps, masks), np.ones((1, 12)))
-    assert abs(m["pixel_auroc"][0] - roc_auc_score(masks.ravel(), maps.ravel())) < 2e-3
-    assert abs(m["pixel_aupro"][0] - aupro(masks, maps)) < 5e-3
+    # measured with 2048 quantile bins: 6.9e-6 (AUROC) and 1.1e-5 (AUPRO); about 3x that allowed
+    assert abs(m["pixel_auroc"][0] - roc_auc_score(masks.ravel(), maps.ravel())) < 2e-5
+    assert abs(m["pixel_aupro"][0] - aupro(masks, maps)) < 3e-5
 
 
 def test_summary_is_mean_std_and_percentile_interval():

@@ -1,0 +1,414 @@
+"""The line teaches the model: patches of images an operator confirms as good join the normal
+bank, patches of confirmed defects join the defect bank; no refit.
+
+Rules (docs/online.md states them for users):
+
+- **Bounded banks.** An addition of N patches adds at most ceil(ratio x N) rows (``coreset_ratio``
+  for the normal bank, ``defect_coreset`` for the defect bank), chosen by greedy k-center
+  continued from the bank's existing rows (``memory.continued_kcenter``): the new patches
+  farthest from what the bank already covers go in first, a patch already in the bank never.
+  So a bank never holds more rows than a refit at the same ratio on all its images would keep
+  (the coreset minimum aside).
+- **Guard.** An image is refused from the normal bank unless forced when it scores above
+  ``GUARD_FACTOR`` x the stored threshold, when one of its patches is farther from the normal
+  bank than ``GUARD_FACTOR`` x the novelty level, or (dual) when one of its patches is nearer a
+  known defect than normal surface (``guard_limits``): a real defect in the normal bank would
+  teach the model that the defect is normal.
+- **Defects without a mask.** The patches farther from the normal bank than the novelty level
+  (``novelty_level``) are the defect, and are recorded as chosen that way.
+- **Threshold.** After each change the stored threshold is re-computed on the held-out normal
+  images, when they are known, by the quantile it was set with; the result says whether it moved.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.base import Sample
+from ..errors import ConfigError, DataError
+from ..fileio import sha256_file
+from ..memory import continued_kcenter
+from .defect_features import mask_cells
+
+#: An image scoring above this many times the stored threshold is refused from the normal bank.
+GUARD_FACTOR = 1.5
+
+ImageLike = Sample | str | os.PathLike[str]
+
+
+@dataclass
+class Update:
+    """What one ``add_normal``/``add_defects`` did: the images added (file, SHA-256, score before,
+    patches offered and kept), the bank sizes before and after, the threshold check."""
+
+    bank: str
+    added: list[dict[str, Any]]
+    rows_before: int
+    rows_after: int
+    threshold: dict[str, Any] = field(default_factory=dict)
+    novelty_level: dict[str, Any] | None = None
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def as_samples(images: Sequence[ImageLike], label: int, masks: Sequence | None = None) -> list:
+    """``Sample`` records of image files (a ``Sample`` is kept as it is)."""
+    if masks is not None and len(masks) != len(images):
+        raise ConfigError(f"{len(masks)} mask(s) for {len(images)} image(s): give one per image")
+    out = []
+    for i, image in enumerate(images):
+        if isinstance(image, Sample):
+            out.append(image)
+            continue
+        path = Path(image)
+        if not path.is_file():
+            raise DataError(f"{path}: image file not found")
+        mask = Path(masks[i]) if masks is not None and masks[i] is not None else None
+        if mask is not None and not mask.is_file():
+            raise DataError(f"{mask}: mask file not found")
+        out.append(Sample(path.name, path, mask, label))
+    if not out:
+        raise DataError("no images to add")
+    return out
+
+
+def _file_record(sample: Sample) -> dict[str, Any]:
+    record = {"file": str(sample.image_path), "sha256": sha256_file(sample.image_path)}
+    if sample.mask_path is not None:
+        record.update(mask=str(sample.mask_path), mask_sha256=sha256_file(sample.mask_path))
+    return record
+
+
+def novelty_level(model: Any) -> tuple[float, str]:
+    """(tau, where it comes from): the distance to the normal bank above which a patch is novel.
+
+    The model's own ``novelty_level_`` when it has one (measured at fit on normal images);
+    else the bank's spacing: the largest distance of a bank row to its nearest other row. Greedy
+    k-center keeps rows at least the final covering radius apart, so no training patch was
+    farther from the bank than this."""
+    level = getattr(model, "novelty_level_", None)
+    if level is not None and level > 0:
+        return float(level), "model's novelty_level_"
+    bank = model.memory_.bank_
+    if bank.shape[0] < 2:
+        raise ConfigError("the normal bank has one row: no novelty level can be measured")
+    dist, _ = model.memory_.query(bank, 2)
+    return float(dist[:, 1].max()), "normal bank's spacing (largest nearest-other-row distance)"
+
+
+def _normal_distances(model: Any, feats: torch.Tensor) -> torch.Tensor:
+    """(B, h, w) distance of each patch to the normal bank."""
+    dist, _ = model._nearest(model.memory_, feats)
+    return dist
+
+
+def guard_limits(model: Any, factor: float = GUARD_FACTOR) -> dict[str, Any]:
+    """The rule that keeps a defect out of the normal bank, as used and recorded: refused when
+    (a) the image scores above ``factor`` x the stored threshold (if there is one), or
+    (b) one of its patches is farther from the normal bank than ``factor`` x the novelty level, or
+    (c) (dual models) one of its patches is nearer a known defect than normal surface (d_d < d_n).
+    (b) and (c) do not depend on the dual rule: a ratio rule can score a novelty near 1 (issue
+    23). (c) is what the defect bank knows: a patch the model finds more defect-like than normal
+    must not become normal."""
+    level, source = novelty_level(model)
+    limits: dict[str, Any] = {"patch_above": factor * level, "novelty_source": source}
+    parts = [f"a patch farther than {factor:g} x the novelty level from the normal bank"]
+    threshold = getattr(model, "threshold_", None)
+    if threshold is not None:
+        limits["score_above"] = factor * threshold
+        parts.insert(0, f"score > {factor:g} x threshold")
+    limits["nearer_defect"] = hasattr(model, "defect_memory_")
+    if limits["nearer_defect"]:
+        parts.append("a patch nearer a known defect than normal surface")
+    limits["rule"] = ", or ".join(parts)
+    return limits
+
+
+def guard_check(
+    model: Any, feats: torch.Tensor, limits: dict[str, Any]
+) -> tuple[list[str | None], np.ndarray]:
+    """Per image of (B, h, w, D) features: why the guard refuses it from the normal bank (one
+    line, without the file) or None when it may join; and the image scores."""
+    _, scores = model._score_features(feats)
+    dn = _normal_distances(model, feats).flatten(1)
+    dd = (
+        model._nearest(model.defect_memory_, feats)[0].flatten(1)
+        if limits["nearer_defect"]
+        else None
+    )
+    out: list[str | None] = []
+    for i in range(feats.shape[0]):
+        score, top = float(scores[i]), float(dn[i].max())
+        if "score_above" in limits and score > limits["score_above"]:
+            out.append(f"scores {score:.4g} (limit {limits['score_above']:.4g})")
+        elif top > limits["patch_above"]:
+            out.append(f"has a patch at {top:.4g} from the normal bank (limit "
+                       f"{limits['patch_above']:.4g})")  # fmt: skip
+        elif dd is not None and bool((dd[i] < dn[i]).any()):
+            n = int((dd[i] < dn[i]).sum())
+            out.append(f"has {n} patch(es) nearer a known defect than normal surface")
+        else:
+            out.append(None)
+    return out, scores.numpy().astype(np.float64)
+
+
+def _grow(model: Any, bank: Any, ratio: float, rows: torch.Tensor) -> list[int]:
+    """Append to ``bank`` the rows of ``rows`` that continued k-center keeps (at most
+    ceil(ratio x len)); returns the kept row indices. The bank gets a new tensor, never an
+    in-place change, so a scorer holding the old one is unaffected."""
+    budget = max(1, math.ceil(ratio * rows.shape[0]))
+    picks = continued_kcenter(bank.bank_, rows, budget, model.projection_dim, model.seed)
+    if len(picks):
+        bank.bank_ = torch.cat([bank.bank_, rows[picks].float()]).contiguous()
+    return picks.tolist()
+
+
+def _kept_per_image(picks: list[int], owners: list[int], n: int) -> list[int]:
+    counts = [0] * n
+    for p in picks:
+        counts[owners[p]] += 1
+    return counts
+
+
+def add_normal(
+    model: Any,
+    images: Sequence[ImageLike],
+    force: bool = False,
+    held_out: Sequence[ImageLike] | None = None,
+    guard: float = GUARD_FACTOR,
+) -> Update:
+    """Add confirmed-good images' patches to ``model``'s normal bank, in place (see module doc).
+
+    Refuses (DataError, nothing changed) images the guard rejects unless ``force``."""
+    model._check_fitted()
+    _check_in_memory(model)
+    samples = as_samples(images, 0)
+    feats = model.image_features(samples, "online features")
+    limits = guard_limits(model, guard)
+    verdicts, scores = guard_check(model, feats, limits)
+    refused = {i: f"{samples[i].image_path} {v}" for i, v in enumerate(verdicts) if v}
+    if refused and not force:
+        reasons = list(refused.values())
+        raise DataError(
+            f"refused from the normal bank ({limits['rule']}): {reasons[0]}"
+            + (f" and {len(reasons) - 1} more" if len(reasons) > 1 else "")
+            + "; a defect there would be scored as normal from now on (force to add anyway)"
+        )
+    rows = feats.reshape(-1, feats.shape[-1])
+    owners = [i for i in range(len(samples)) for _ in range(feats.shape[1] * feats.shape[2])]
+    before = model.memory_.bank_.shape[0]
+    picks = _grow(model, model.memory_, model.coreset_ratio, rows)
+    model.record_training_images(s.image_path for s in samples)
+    kept = _kept_per_image(picks, owners, len(samples))
+    per_image = feats.shape[1] * feats.shape[2]
+    added = [
+        {**_file_record(s), "score_before": float(scores[i]), "patches": per_image,
+         "rows_kept": kept[i], "forced": i in refused}
+        for i, s in enumerate(samples)
+    ]  # fmt: skip
+    update = Update("normal", added, before, model.memory_.bank_.shape[0])
+    update.threshold = recheck_threshold(model, held_out)
+    update.threshold["guard"] = limits["rule"]
+    return update
+
+
+def _defect_cells(model: Any, samples: list, feats: torch.Tensor) -> tuple[list, dict | None]:
+    """Per image, the (h, w) bool cells that are its defect: under its mask, or (no mask) farther
+    from the normal bank than the novelty level; and the level used, if any."""
+    level_record, cells = None, []
+    grid = tuple(feats.shape[1:3])
+    for i, s in enumerate(samples):
+        if s.mask_path is not None:
+            cells.append(mask_cells(s.mask(tuple(model.image_size)), grid))
+            continue
+        if level_record is None:
+            level, source = novelty_level(model)
+            level_record = {"level": level, "source": source}
+        dn = _normal_distances(model, feats[i : i + 1])[0]
+        cells.append(dn > level_record["level"])
+    return cells, level_record
+
+
+def add_defects(
+    model: Any,
+    images: Sequence[ImageLike],
+    masks: Sequence | None = None,
+    held_out: Sequence[ImageLike] | None = None,
+) -> Update:
+    """Add confirmed defects' patches to ``model``'s defect bank, in place (see module doc).
+    ``masks``: one mask file (or None) per image; an image without one gives the patches above
+    the novelty level, recorded as ``"patches": "above novelty level"``."""
+    model._check_fitted()
+    if not hasattr(model, "defect_memory_"):
+        raise ConfigError("a single-bank model has no defect bank: fit a dual model to add defects")
+    _check_in_memory(model)
+    samples = as_samples(images, 1, masks)
+    feats = model.image_features(samples, "online features")
+    cells, level = _defect_cells(model, samples, feats)
+    rows = torch.cat([f[c] for f, c in zip(feats, cells, strict=True)])
+    if rows.shape[0] == 0:
+        raise DataError(
+            f"no defect patches in {samples[0].image_path}"
+            + (f" and {len(samples) - 1} more" if len(samples) > 1 else "")
+            + " (empty masks, or no patch above the novelty level): nothing to add"
+        )
+    owners = [i for i, c in enumerate(cells) for _ in range(int(c.sum()))]
+    before = model.defect_memory_.bank_.shape[0]
+    picks = _grow(model, model.defect_memory_, model.defect_coreset, rows)
+    model.record_training_images(s.image_path for s in samples)
+    kept = _kept_per_image(picks, owners, len(samples))
+    added = [
+        {**_file_record(s), "patches": int(c.sum()), "rows_kept": kept[i],
+         "chosen_by": "mask" if s.mask_path is not None else "above novelty level"}
+        for i, (s, c) in enumerate(zip(samples, cells, strict=True))
+    ]  # fmt: skip
+    update = Update("defect", added, before, model.defect_memory_.bank_.shape[0])
+    update.novelty_level = level
+    update.threshold = recheck_threshold(model, held_out)
+    return update
+
+
+def _check_in_memory(model: Any) -> None:
+    if getattr(model, "spill_", None) is not None:
+        raise ConfigError(
+            "a bank fitted under max_memory is spilled to disk: load the saved model to add to it"
+        )
+
+
+def recheck_threshold(model: Any, held_out: Sequence[ImageLike] | None) -> dict[str, Any]:
+    """Re-compute the stored threshold on the held-out normal images (the quantile it was set
+    with, ``threshold_quantile_``, default 1.0: their largest score) and set it; says whether it
+    moved. Nothing to check without a stored threshold or without held-out images."""
+    old = getattr(model, "threshold_", None)
+    if old is None:
+        return {"checked": False, "reason": "the model stores no threshold"}
+    if not held_out:
+        return {
+            "checked": False,
+            "before": old,
+            "reason": "held-out normal images not recorded: threshold kept, not re-checked",
+        }
+    samples = as_samples(held_out, 0)
+    quantile = float(getattr(model, "threshold_quantile_", None) or 1.0)
+    new = float(np.quantile(model.predict(samples).image_scores, quantile))
+    model.threshold_ = new
+    return {
+        "checked": True,
+        "before": old,
+        "after": new,
+        "moved": not math.isclose(old, new, rel_tol=1e-9, abs_tol=0.0),
+        "held_out": len(samples),
+        "quantile": quantile,
+    }
+
+
+def update_folder(
+    model_dir: str | os.PathLike[str],
+    bank: str,
+    images: Sequence[ImageLike],
+    masks: Sequence | None = None,
+    force: bool = False,
+    held_out: Sequence[ImageLike] | None = None,
+    by: str | None = None,
+    weights: str | None = None,
+) -> tuple[int, Update]:
+    """Load the current version of ``model_dir``, add ``images`` to its ``bank`` ("normal" or
+    "defect") and save the result as a new version, made current in one step; (version, update).
+
+    Held-out normal images given here are recorded in the version (file + SHA-256) and re-used by
+    later updates; without any, the threshold is kept and the record says it was not re-checked.
+    """
+    from . import versions
+    from .patchcore import PatchCore
+
+    if bank not in ("normal", "defect"):
+        raise ConfigError(f"unknown bank {bank!r} (normal or defect)")
+    with versions.locked(model_dir):
+        model = PatchCore.load(model_dir, weights)
+        held = _held_out_files(model_dir) if held_out is None else list(held_out)
+        if bank == "normal":
+            update = add_normal(model, images, force=force, held_out=held)
+        else:
+            update = add_defects(model, images, masks, held_out=held)
+        record = {
+            "action": f"add_{bank}",
+            **update.record(),
+            "held_out": [_file_record(s) for s in as_samples(held, 0)] if held else None,
+        }
+        number = versions.commit(model_dir, model, record, by)
+    return number, update
+
+
+def _held_out_files(model_dir: str | os.PathLike[str]) -> list[Path]:
+    """The held-out normal images recorded by the current version; [] when none are (or the
+    folder has no versions). A file that changed since (SHA-256) is refused, not silently used."""
+    from . import versions
+
+    number = versions.current_version(model_dir)
+    if number is None:
+        return []
+    files = []
+    for entry in versions.read_record(model_dir, number).get("held_out") or []:
+        path = Path(entry["file"])
+        if not path.is_file() or sha256_file(path) != entry["sha256"]:
+            raise DataError(
+                f"{path}: held-out normal image recorded by version {number} is missing or "
+                "changed; pass the held-out images again"
+            )
+        files.append(path)
+    return files
+
+
+def start_defect_bank(
+    model: Any,
+    images: Sequence[ImageLike],
+    masks: Sequence | None = None,
+    held_out: Sequence[ImageLike] | None = None,
+) -> tuple[Any, Update]:
+    """A dual model whose normal bank is single-bank ``model``'s and whose defect bank starts from
+    ``images`` (their patches as ``add_defects`` picks them, bounded by ``defect_coreset``): for a
+    line that starts with no known defect. The single bank's threshold is not in the dual rule's
+    units, so it is re-computed on ``held_out`` normals, or dropped (and the record says so)."""
+    from .dual import DualPatchCore
+
+    if hasattr(model, "defect_memory_"):
+        raise ConfigError("the model already has a defect bank: use add_defects")
+    model._check_fitted()
+    dual = DualPatchCore(**model.get_params(), weights=model.weights, cache_dir=model.cache_dir)
+    dual.progress = model.progress
+    dual._extractor = getattr(model, "_extractor", None)
+    for name in ("memory_", "grid_", "map_scale_", "train_sha256_"):
+        setattr(dual, name, getattr(model, name, None))
+    dual.train_sha256_ = set(model.train_sha256_)
+    samples = as_samples(images, 1, masks)
+    feats = dual.image_features(samples, "online features")
+    cells, level = _defect_cells(dual, samples, feats)
+    rows = torch.cat([f[c] for f, c in zip(feats, cells, strict=True)])
+    if rows.shape[0] == 0:
+        raise DataError(f"no defect patches in {samples[0].image_path}: nothing to start from")
+    dual.defect_memory_ = dual._memory(dual.defect_coreset)
+    dual.defect_memory_.bank_ = rows[:1].float()  # the k-center start: a fixed, seedless row
+    _grow(dual, dual.defect_memory_, dual.defect_coreset, rows)
+    dual.record_training_images(s.image_path for s in samples)
+    added = [
+        {**_file_record(s), "patches": int(c.sum()),
+         "chosen_by": "mask" if s.mask_path is not None else "above novelty level"}
+        for s, c in zip(samples, cells, strict=True)
+    ]  # fmt: skip
+    update = Update("defect", added, 0, dual.defect_memory_.bank_.shape[0], novelty_level=level)
+    if getattr(model, "threshold_", None) is not None:
+        dual.threshold_ = model.threshold_
+        update.threshold = recheck_threshold(dual, held_out)
+        if not update.threshold["checked"]:
+            del dual.threshold_
+            update.threshold["reason"] = "single-bank threshold dropped: no held-out normals"
+    return dual, update
