@@ -270,26 +270,26 @@ def evaluate(
 def _stored_threshold_metrics(model: Path, pred) -> tuple[dict, dict | None]:
     """(metrics of the verdicts at the threshold model.json stores, where it came from), said in
     one line; ({}, None) without one."""
+    from .card import ModelCard
     from .threshold import verdict_metrics
 
-    meta = json.loads((model / "model.json").read_text())
-    threshold = meta.get("threshold")
-    if threshold is None:
+    card = ModelCard.read(model)
+    if card.threshold is None:
         typer.echo(
             "no stored threshold in the model: threshold-free metrics only "
             "(fit with --threshold-holdout to store one)"
         )
         return {}, None
-    found = verdict_metrics(pred.labels, pred.image_scores, float(threshold))
+    found = verdict_metrics(pred.labels, pred.image_scores, card.threshold)
     typer.echo(
-        f"threshold {float(threshold):.6g} from {model / 'model.json'} "
-        f"({meta.get('threshold_rule') or 'no record of how it was set'}): "
+        f"threshold {card.threshold:.6g} from {card.path} "
+        f"({card.threshold_rule or 'no record of how it was set'}): "
         f"F1 {found['f1_at_threshold']:.3f}, recall {found['recall_at_threshold']:.3f}, "
         f"false-reject rate {found['false_reject_rate_at_threshold']:.3f}"
     )
-    source = {"value": float(threshold), "file": str(model / "model.json")}
-    source.update(rule=meta.get("threshold_rule"), record=meta.get("threshold_record"))
-    return {"threshold": float(threshold), **found}, source
+    source = {"value": card.threshold, "file": str(card.path), "rule": card.threshold_rule}
+    source["record"] = card.data.get("threshold_record")
+    return {"threshold": card.threshold, **found}, source
 
 
 def _evaluation_record(model: Path, spec: dict, scorer, test, runtime: str) -> dict:

@@ -389,6 +389,9 @@ def start_defect_bank(
     for name in ("memory_", "grid_", "map_scale_", "train_sha256_"):
         setattr(dual, name, getattr(model, name, None))
     dual.train_sha256_ = set(model.train_sha256_)
+    # the guarded rule (the default) scores with tau: the single bank's, as novelty_level gives it
+    tau, source = novelty_level(model)
+    dual.set_novelty_level(tau, {"method": source})
     samples = as_samples(images, 1, masks)
     feats = dual.image_features(samples, "online features")
     cells, level = _defect_cells(dual, samples, feats)
