@@ -89,7 +89,6 @@ def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
     train = open_dataset(spec["dataset"], spec["data"], "train", spec["train_items"],
                          spec["on_duplicates"], spec, spec["near_duplicates"])  # fmt: skip
-    _warn_aspect([s.image_path for s in train], spec["image_size"])
     _warn_unsafe_rule(spec)
     if options["verify_cache"] and cache:
         _verify_cache(spec, cache, train, options["verify_cache"])
@@ -99,6 +98,8 @@ def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options
     # a spill store without a cache lives beside --out, where the next fit finds it
     with rendering(), scratch_folder(out):
         model = _fit_model(spec, train, normal, cache, on_ray)
+        # after the work, as predict does: a refused option or image stays the only line
+        _warn_aspect([s.image_path for s in train], spec["image_size"])
         if held_out:
             from .threshold import calibrate
 
@@ -359,10 +360,10 @@ def predict(
     m = load_for_scoring(model, runtime, weights)
     record = provenance(model, command="predict", weights=m.weights, threshold=cut,
                         threshold_source=source, maps=maps)  # fmt: skip
-    _warn_aspect(files, m.image_size)
     with rendering():
         n = write_predictions(m, files, out, force, record, cut, maps,
                               finish=lambda tmp: write_review(tmp, cut, record))  # fmt: skip
+    _warn_aspect(files, m.image_size)  # after the work: a bad image's error stays the only line
     say_threshold(cut, source)  # after the work: a bad image's error stays the only line
     typer.echo(f"scored {n} images: {out / 'scores.csv'}, review page {out / 'index.html'}")
 

@@ -71,7 +71,7 @@ def test_fit_on_a_plain_folder_uses_every_defect_it_can(fitted, cli, tmp_path): 
     assert meta["threshold"] is not None
     # the masked training defects fed the defect bank, the unmasked one could not
     from dualpatch.data import ImageFolder
-    from dualpatch.data.duplicates import file_sha256
+    from dualpatch.fileio import sha256_file as file_sha256
 
     assert meta["class"] == "DualPatchCore" and meta["tensors"]["defect_bank"][0] > 0
     trained = meta["train_sha256"]

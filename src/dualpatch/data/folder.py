@@ -210,7 +210,7 @@ def split_test(samples: list[Sample], fraction: float, seed: int) -> set[int]:
 
     Each stratum that has two groups or more gives at least one to test, and keeps at least one
     for training; the good stratum always keeps one for the normal bank."""
-    from .duplicates import file_sha256
+    from ..fileio import sha256_file as file_sha256
 
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
