@@ -194,7 +194,7 @@ def leaked_test_images(data: str, count: int) -> list[int]:
     dual rules divide by the defect distance, which is ~0 for a copy of a bank image, so those
     scores are float noise divided by ``eps`` and differ between runtimes by design."""
     from dualpatch.data import KolektorSDD
-    from dualpatch.data.duplicates import file_sha256
+    from dualpatch.fileio import sha256_file as file_sha256
 
     train = {file_sha256(s.image_path) for s in KolektorSDD(data, "train")}
     test = list(KolektorSDD(data, "test"))[:count]

@@ -89,7 +89,6 @@ def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
     train = open_dataset(spec["dataset"], spec["data"], "train", spec["train_items"],
                          spec["on_duplicates"], spec, spec["near_duplicates"])  # fmt: skip
-    _warn_aspect([s.image_path for s in train], spec["image_size"])
     _warn_unsafe_rule(spec)
     if options["verify_cache"] and cache:
         _verify_cache(spec, cache, train, options["verify_cache"])
@@ -99,6 +98,8 @@ def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options
     # a spill store without a cache lives beside --out, where the next fit finds it
     with rendering(), scratch_folder(out):
         model = _fit_model(spec, train, normal, cache, on_ray)
+        # after the work, as predict does: a refused option or image stays the only line
+        _warn_aspect([s.image_path for s in train], spec["image_size"])
         if held_out:
             from .threshold import calibrate
 
@@ -270,26 +271,26 @@ def evaluate(
 def _stored_threshold_metrics(model: Path, pred) -> tuple[dict, dict | None]:
     """(metrics of the verdicts at the threshold model.json stores, where it came from), said in
     one line; ({}, None) without one."""
+    from .card import ModelCard
     from .threshold import verdict_metrics
 
-    meta = json.loads((model / "model.json").read_text())
-    threshold = meta.get("threshold")
-    if threshold is None:
+    card = ModelCard.read(model)
+    if card.threshold is None:
         typer.echo(
             "no stored threshold in the model: threshold-free metrics only "
             "(fit with --threshold-holdout to store one)"
         )
         return {}, None
-    found = verdict_metrics(pred.labels, pred.image_scores, float(threshold))
+    found = verdict_metrics(pred.labels, pred.image_scores, card.threshold)
     typer.echo(
-        f"threshold {float(threshold):.6g} from {model / 'model.json'} "
-        f"({meta.get('threshold_rule') or 'no record of how it was set'}): "
+        f"threshold {card.threshold:.6g} from {card.path} "
+        f"({card.threshold_rule or 'no record of how it was set'}): "
         f"F1 {found['f1_at_threshold']:.3f}, recall {found['recall_at_threshold']:.3f}, "
         f"false-reject rate {found['false_reject_rate_at_threshold']:.3f}"
     )
-    source = {"value": float(threshold), "file": str(model / "model.json")}
-    source.update(rule=meta.get("threshold_rule"), record=meta.get("threshold_record"))
-    return {"threshold": float(threshold), **found}, source
+    source = {"value": card.threshold, "file": str(card.path), "rule": card.threshold_rule}
+    source["record"] = card.data.get("threshold_record")
+    return {"threshold": card.threshold, **found}, source
 
 
 def _evaluation_record(model: Path, spec: dict, scorer, test, runtime: str) -> dict:
@@ -359,10 +360,10 @@ def predict(
     m = load_for_scoring(model, runtime, weights)
     record = provenance(model, command="predict", weights=m.weights, threshold=cut,
                         threshold_source=source, maps=maps)  # fmt: skip
-    _warn_aspect(files, m.image_size)
     with rendering():
         n = write_predictions(m, files, out, force, record, cut, maps,
                               finish=lambda tmp: write_review(tmp, cut, record))  # fmt: skip
+    _warn_aspect(files, m.image_size)  # after the work: a bad image's error stays the only line
     say_threshold(cut, source)  # after the work: a bad image's error stays the only line
     typer.echo(f"scored {n} images: {out / 'scores.csv'}, review page {out / 'index.html'}")
 

@@ -94,23 +94,16 @@ def verdict_threshold(model_dir: str | os.PathLike[str],
                       given: float | None) -> tuple[float | None, str]:  # fmt: skip
     """(threshold, where it came from): ``given`` (``--threshold``), else model.json's stored
     ``threshold``, else (None, "none"). A NaN or infinite threshold is refused."""
-    import json
     import math
+
+    from .card import ModelCard
 
     if given is not None:
         if not math.isfinite(given):
             raise DataError(f"--threshold {given}: expected a finite number")
         return float(given), "--threshold"
-    path = Path(model_dir) / "model.json"
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8")).get("threshold")
-    except (OSError, ValueError, AttributeError):
-        return None, "none"  # loading the model reports a bad model.json in its own words
-    if stored is None:
-        return None, "none"
-    if isinstance(stored, bool) or not isinstance(stored, int | float) or not math.isfinite(stored):
-        raise DataError(f"{path}: threshold is {stored!r}; expected a finite number")
-    return float(stored), "model.json"
+    stored = ModelCard.read(model_dir).threshold  # the card refuses a NaN or non-number one
+    return (None, "none") if stored is None else (float(stored), "model.json")
 
 
 def verdict(score: float, threshold: float | None) -> str:

@@ -245,13 +245,13 @@ class DualRule(NamedTuple):
 #: Said of every rule that can pass a novelty (its description, the docs, ``fit``'s warning).
 UNSAFE = (
     "UNSAFE for novelties: a patch far from both banks (black frame, noise, a rotated or unknown "
-    "part) can score lower than on the normal bank alone and pass as good"
+    "part) can score like ordinary surface and pass as good"
 )
 
 #: The dual-bank rules by name, with d_n and d_d a patch's distances to the normal and the defect
 #: bank: the one list that the models, the config and the CLI take the rule names from.
 #:
-#: The scoring contract, which ``safe`` rules keep (tests/unit/scoring/test_contract.py proves it
+#: The scoring contract, which ``safe`` rules keep (tests/unit/scoring/test_contract.py checks it
 #: on random distance maps): with tau > 0 the normal bank's novelty level (``novelty_level_``),
 #:   (a) a patch with d_n >= tau scores at least d_n, its single-bank score; so an image whose
 #:       single-bank score (max d_n) is >= tau scores at least that much under the dual rule:

@@ -55,7 +55,8 @@ def holdout_split(
 
 def calibrate(model, held_out: Sequence[Sample], quantile: float = 1.0) -> float:
     """Set ``model.threshold_`` and ``threshold_record_`` (and, for a dual model,
-    ``novelty_level_``) from held-out normal images, which must not be in the bank."""
+    ``novelty_level_``) from held-out normal images, which must not be in the bank; they join
+    the model's training-image digests (``training_overlap``)."""
     from .scoring import DUAL_RULES, dual_scores
 
     if not 0 < quantile <= 1:
@@ -85,6 +86,8 @@ def calibrate(model, held_out: Sequence[Sample], quantile: float = 1.0) -> float
             record["novelty_level"], record["capped"] = level, level < threshold
             threshold = min(threshold, level)
     model.threshold_, model.threshold_record_ = threshold, record
+    # the held-out images shaped the model too: evaluate warns if it is scored on them
+    model.record_training_images(s.image_path for s in held_out)
     model.threshold_rule_ = describe(record)  # the one-line account model.json has always held
     return threshold
 

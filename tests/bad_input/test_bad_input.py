@@ -42,7 +42,9 @@ from tests.support.common import SHARED_DATA, TINY, requires_kolektor
 from tests.support.ksdd2_fixture import make_ksdd2_zip
 
 SIZE = ("--image-size", str(TINY[0]), str(TINY[1]))
-FIT = (*SIZE, "--coreset-min", "20")
+# no threshold hold-out: these folders hold a handful of normal images, and the warning that a
+# threshold rests on fewer than 20 of them is not what these tests look at
+FIT = (*SIZE, "--coreset-min", "20", "--threshold-holdout", "0")
 BATTERY = SHARED_DATA / "battery_weld"
 requires_battery = pytest.mark.skipif(
     not (BATTERY / "welding").is_dir(), reason=f"battery_weld not available at {BATTERY}"
@@ -330,7 +332,8 @@ def test_nonbinary_mask_warns_and_is_binarised(values, cli, tmp_path):
     out = tmp_path / "model"
     code, _, err = cli("fit", "--dataset", "folder", "--data", root, "--out", out, *FIT)
     assert code == 0, err
-    assert warning_lines(err) == [
+    # the fixture holds few normal images: fit's note on its small threshold hold-out is expected
+    assert [line for line in warning_lines(err) if "held-out" not in line] == [
         f"warning: {path}: mask is not binary ({len(np.unique(mask))} distinct values); "
         "non-zero is taken as defect"
     ]

@@ -92,17 +92,17 @@ def test_predict_refuses_a_non_finite_score_naming_the_image(cli, dual_dir, tmp_
     anyway (a backbone gone wrong), it is refused, not written as a verdict."""
     import torch
 
-    from dualpatch.models import PatchCore
+    from dualpatch.models import DualPatchCore
 
-    real = PatchCore._score_batch
+    real = DualPatchCore._score_features  # the one scoring step of every predict batch
 
-    def second_is_nan(self, images):
-        maps, scores = real(self, images)
+    def second_is_nan(self, feats):
+        maps, scores = real(self, feats)
         scores = scores.clone()
         scores[1] = torch.nan
         return maps, scores
 
-    monkeypatch.setattr(PatchCore, "_score_batch", second_is_nan)
+    monkeypatch.setattr(DualPatchCore, "_score_features", second_is_nan)
     images = [save(tmp_path / f"in/{i}.png", texture(i)) for i in range(2)]
     out = tmp_path / "pred"
     code, _, err = cli("predict", *images, "--model", dual_dir, "--out", out)

@@ -134,6 +134,11 @@ def read_samples(root: Path, layout: FolderLayout) -> list[Sample]:
         mask = masks.get(p)
         mode = "threshold" if mask is not None and mask.suffix.lower() in JPEG else "warn"
         samples.append(Sample(f"defective/{_rel(p, defective_dir)}", p, mask, 1, mode))
+    unmasked = [p for p in defective if p not in masks]
+    if unmasked:
+        warnings.warn(f"{defective_dir}: {len(unmasked)} of {len(defective)} defective images "
+                      f"have no mask (e.g. {unmasked[0].name}); used for image metrics and "
+                      "thresholds, not for the defect bank", stacklevel=3)  # fmt: skip
     return samples
 
 
@@ -205,7 +210,7 @@ def split_test(samples: list[Sample], fraction: float, seed: int) -> set[int]:
 
     Each stratum that has two groups or more gives at least one to test, and keeps at least one
     for training; the good stratum always keeps one for the normal bank."""
-    from .duplicates import file_sha256
+    from ..fileio import sha256_file as file_sha256
 
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(samples):

@@ -3,6 +3,7 @@ from normal surface and near a known defect (rules in ``scoring.DUAL_RULES``).""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +18,9 @@ from ..scoring import score_patches
 from . import banks
 from .defect_features import crop_features, crop_file_records, defect_image_features, defect_rows
 from .patchcore import PatchCore
+
+#: the smallest novelty level tau: a bank whose normal images repeat each other exactly gets this
+MIN_NOVELTY_LEVEL = 1e-12
 
 
 class DualPatchCore(PatchCore):
@@ -146,13 +150,17 @@ class DualPatchCore(PatchCore):
         return crop_features(self, crops)
 
     def set_novelty_level(self, level: float, record: dict[str, Any]) -> None:
-        """Set tau (``novelty_level_``) and how it was measured (``novelty_level_record_``)."""
-        if not level > 0:
-            raise DataError(
-                f"novelty level {level!r} of the normal bank is not positive: the normal images "
-                "are all alike (identical or blank images?)"
-            )
-        self.novelty_level_, self.novelty_level_record_ = float(level), dict(record)
+        """Set tau (``novelty_level_``) and how it was measured (``novelty_level_record_``).
+
+        A level of 0 (normal images whose patches all repeat each other exactly: blank or
+        identical frames) is raised to ``MIN_NOVELTY_LEVEL``: then nothing is damped, every patch
+        scores at least d_n, which is the safe side; the record says ``floored``."""
+        record = dict(record)
+        if not math.isfinite(level) or level < 0:
+            raise DataError(f"novelty level {level!r} of the normal bank is not a distance")
+        if level < MIN_NOVELTY_LEVEL:
+            level, record["floored"] = MIN_NOVELTY_LEVEL, True
+        self.novelty_level_, self.novelty_level_record_ = float(level), record
 
     def _score_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         normal_dist, _ = self._nearest(self.memory_, feats)

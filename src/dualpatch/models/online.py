@@ -411,6 +411,9 @@ def start_defect_bank(
     for name in ("memory_", "grid_", "map_scale_", "train_sha256_"):
         setattr(dual, name, getattr(model, name, None))
     dual.train_sha256_ = set(model.train_sha256_)
+    # the guarded rule (the default) scores with tau: the single bank's, as novelty_level gives it
+    tau, source = novelty_level(model)
+    dual.set_novelty_level(tau, {"method": source})
     samples = as_samples(images, 1, masks)
     feats = dual.image_features(samples, "online features")
     cells, level = _defect_cells(dual, samples, feats)
@@ -427,10 +430,6 @@ def start_defect_bank(
         for s, c in zip(samples, cells, strict=True)
     ]  # fmt: skip
     update = Update("defect", added, 0, dual.defect_memory_.bank_.shape[0], novelty_level=level)
-    if getattr(dual, "novelty_level_", None) is None and hasattr(dual, "set_novelty_level"):
-        # the guarded rule scores with tau; held-out normals (below) measure it as a fit does
-        tau, source = novelty_level(dual)
-        dual.set_novelty_level(tau, {"method": source})
     if getattr(model, "threshold_", None) is not None:
         dual.threshold_ = model.threshold_
         update.threshold = recheck_threshold(dual, held_out)

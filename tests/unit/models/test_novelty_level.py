@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dualpatch import DualPatchCore
+from dualpatch.errors import DataError
 from dualpatch.models import banks
 from tests.support.common import tiny_params
 
@@ -40,3 +41,17 @@ def test_one_training_image_uses_the_bank_spread(tiny_normal, tiny_crops):
     bank = model.memory_.bank_.double()
     dist = torch.cdist(bank, bank) + torch.eye(bank.shape[0]) * 1e9
     assert model.novelty_level_ == pytest.approx(float(dist.min(1).values.max()), rel=1e-4)
+
+
+def test_a_zero_level_is_floored_never_damping(fitted_dual):
+    import copy
+
+    from dualpatch.models.dual import MIN_NOVELTY_LEVEL
+
+    model = copy.copy(fitted_dual)
+    model.set_novelty_level(0.0, {"method": "held-out", "images": 3})
+    assert model.novelty_level_ == MIN_NOVELTY_LEVEL
+    assert model.novelty_level_record_["floored"] is True
+    for bad in (float("nan"), -1.0):
+        with pytest.raises(DataError, match="not a distance"):
+            model.set_novelty_level(bad, {})

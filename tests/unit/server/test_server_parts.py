@@ -4,7 +4,6 @@ the log's rate limit and the threshold read from ``model.json``."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 
@@ -60,14 +59,19 @@ def test_rate_limit_lets_a_burst_through_then_counts():
 
 
 @pytest.mark.parametrize("stored", [math.nan, math.inf, "high", True])
-def test_stored_threshold_must_be_a_finite_number(tmp_path, stored):
-    (tmp_path / "model.json").write_text(json.dumps({"threshold": stored, "params": {}}))
-    with pytest.raises(ModelFileError, match="threshold .* is not a finite number"):
+def test_stored_threshold_must_be_a_finite_number(fitted_single, tmp_path, stored):
+    from tests.support.model_files import edit_card
+
+    fitted_single.save(tmp_path)
+    edit_card(tmp_path, lambda meta: meta.update(threshold=stored))
+    # model.json is read by the card alone, which names the field it refuses
+    with pytest.raises(ModelFileError, match="threshold"):
         model_info(tmp_path, None)
 
 
-def test_no_stored_threshold_means_verdicts_off_unless_given(tmp_path):
-    (tmp_path / "model.json").write_text(json.dumps({"params": {}, "map_scale": 2.0}))
+def test_no_stored_threshold_means_verdicts_off_unless_given(fitted_single, tmp_path):
+    assert getattr(fitted_single, "threshold_", None) is None
+    fitted_single.save(tmp_path)
     info = model_info(tmp_path, None)
     assert info["threshold"] is None and info["threshold_source"] is None
     given = model_info(tmp_path, 1.5)

@@ -156,6 +156,9 @@ def test_killed_spilled_fit_resumes_from_its_store(
         "single",
         "--max-memory",
         "3GiB",
+        # every normal image in the bank, as in the in-memory fit it is compared with below
+        "--threshold-holdout",
+        "0",
     ]
     env = {**cli_env, "DUALPATCH_CACHE": str(cache)}
     n_images = len(demo_train.normal())
