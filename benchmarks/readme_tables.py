@@ -4,6 +4,7 @@ KolektorSDD's cross-validated runs, and the safety suite's one JSON per dataset.
 The README's figures are copied from this output, never typed by hand:
 
     python benchmarks/readme_tables.py
+    python benchmarks/readme_tables.py --write-readme   # the three-dataset section, in place
 """
 
 from __future__ import annotations
@@ -85,13 +86,21 @@ SAFETY_RUNS = {
 
 
 def fold_cell(m: dict) -> str:
-    """mean [fold-level 95% interval] (Nadeau-Bengio corrected t over the outer folds)."""
+    """mean [fold-level 95% interval] (Nadeau-Bengio corrected t over the outer folds), the
+    interval clipped to [0, 1], the range of every figure in the table."""
     if not m or m.get("mean") is None or not math.isfinite(m["mean"]):
         return "n/a"
     lo, hi = m["fold_ci"]
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return f"{m['mean']:.3f}"
-    return f"{m['mean']:.3f} [{max(lo, -1):.3f}, {min(hi, 1):.3f}]"
+    return f"{m['mean']:.3f} [{max(lo, 0):.3f}, {min(hi, 1):.3f}]"
+
+
+def ordered(runs: dict) -> list[tuple[str, dict]]:
+    """Single banks first, then the dual rules as the JSON lists them, the procedure last."""
+    first = [n for n in ("single", "single-reweighted") if n in runs]
+    rules = [n for n in runs if n not in (*first, "chosen")]
+    return [(n, runs[n]) for n in [*first, *rules, *(["chosen"] if "chosen" in runs else [])]]
 
 
 def run_label(name: str) -> str:
@@ -101,7 +110,7 @@ def run_label(name: str) -> str:
 def safety_table(data: dict) -> str:
     head = "| run | " + " | ".join(label for _, label in SAFETY_COLUMNS) + " |"
     rows = [head, "| --- |" + " ---: |" * len(SAFETY_COLUMNS)]
-    for name, m in data["runs"].items():
+    for name, m in ordered(data["runs"]):
         cells = " | ".join(fold_cell(m.get(k)) for k, _ in SAFETY_COLUMNS)
         rows.append(f"| {run_label(name)} | {cells} |")
     return "\n".join(rows)
@@ -110,11 +119,27 @@ def safety_table(data: dict) -> str:
 def safety_verdicts(data: dict, against: str = "single") -> str:
     rows = [f"| run | metric | difference to {against} [fold-level 95% interval] | verdict |",
             "| --- | --- | ---: | --- |"]  # fmt: skip
-    for name, by_base in data["comparisons"].items():
+    for name, by_base in ordered(data["comparisons"]):
         for k, c in by_base[against].items():
             lo, hi = c["ci"]
             rows.append(f"| {run_label(name)} | {k} | {c['difference']:+.3f} "
                         f"[{lo:+.3f}, {hi:+.3f}] | {c['verdict']} |")  # fmt: skip
+    return "\n".join(rows)
+
+
+def procedure_verdicts(data: dict, run: str = "chosen") -> str:
+    """The README's compact table: one run against both single banks, metric by metric."""
+    rows = ["| metric | against single [fold-level 95%] | against single, re-weighted |",
+            "| --- | ---: | ---: |"]  # fmt: skip
+    by_base = data["comparisons"].get(run, {})
+
+    def cell(c: dict) -> str:
+        lo, hi = c["ci"]
+        return f"{c['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] {c['verdict']}"
+
+    for k in by_base.get("single", {}):
+        rows.append(f"| {k} | {cell(by_base['single'][k])} "
+                    f"| {cell(by_base['single-reweighted'][k])} |")  # fmt: skip
     return "\n".join(rows)
 
 
@@ -135,10 +160,67 @@ def defaults(data: dict) -> str:
         c = t["candidate"]
         rows.append(f"| `{c['rule']}`, {c['normalization']} | {', '.join(t['feasible_on'])} "
                     f"| {t['criterion_mean']:.3f} |")  # fmt: skip
-    return "\n".join(rows) + f"\n\nchosen: {data.get('chosen')}"
+    chosen = data.get("chosen") or {}
+    where = ", ".join(data.get("feasible_on", []))
+    if data.get("feasible_everywhere"):
+        where = "every dataset"
+    else:
+        where += " only: no candidate met the constraints on all three"
+    return "\n".join(rows) + (
+        f"\n\nChosen: `{chosen.get('rule')}`, {chosen.get('normalization')} normalisation "
+        f"(feasible on {where})."
+    )
+
+
+START, END = "<!-- safety-suite:start -->", "<!-- safety-suite:end -->"
+TITLES = {"kolektorsdd": "KolektorSDD", "battery_weld": "battery_weld", "bsdata": "BSData"}
+
+
+def safety_section() -> str:
+    """The README's three-dataset tables, from the safety suite's JSON files only."""
+    parts = []
+    for name, title in TITLES.items():
+        path = RESULTS / f"safety_{name}.json"
+        if not path.exists():
+            parts.append(f"### {title}\n\nnot measured (no `{path.name}`).")
+            continue
+        data = json.loads(path.read_text())
+        picks = ", ".join(
+            f"{c['fold']} {c['chosen']['rule']}/{c['chosen']['normalization']}"
+            + (" (fallback)" if c["chosen"].get("fallback") else "")
+            if c.get("chosen") else f"{c['fold']} not run"
+            for c in data["choices_per_outer_fold"]
+        )  # fmt: skip
+        parts.append(
+            f"### {title}\n\n`{path.name}`: {len(data['outer_folds'])} outer folds, model size "
+            f"{data['model_size'][0]}x{data['model_size'][1]}, git {data['git_commit'][:8]}.\n\n"
+            f"{safety_table(data)}\n\nThe procedure against both single banks (paired per "
+            f"fold):\n\n{procedure_verdicts(data)}\n\nEach outer fold's own choice: {picks}."
+        )
+    sel = RESULTS / "select_defaults.json"
+    if sel.exists():
+        data = json.loads(sel.read_text())
+        parts.append(
+            "### The defaults (the same procedure on all images of all three datasets)\n\n"
+            f"`select_defaults.json`:\n\n{defaults(data)}"
+        )
+    return "\n\n".join(parts)
+
+
+def write_readme(readme: Path) -> None:
+    """Replace the text between the safety-suite markers of ``readme`` with ``safety_section``."""
+    text = readme.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{safety_section()}\n{END}{tail}")
 
 
 def main() -> None:
+    import sys
+
+    if "--write-readme" in sys.argv:
+        write_readme(Path(__file__).parents[1] / "README.md")
+        return
     cv = RESULTS / "kolektorsdd_cv.json"
     if cv.exists():
         data = json.loads(cv.read_text())
@@ -159,6 +241,7 @@ def main() -> None:
         data = json.loads(path.read_text())
         print(f"## {path.name}: {data['command']} (git {data['git_commit'][:8]})\n")
         print(safety_table(data), "\n")
+        print(procedure_verdicts(data), "\n")
         print(safety_verdicts(data, "single"), "\n")
         print(safety_verdicts(data, "single-reweighted"), "\n")
         print(choices(data), "\n")

@@ -45,6 +45,8 @@ SINGLE = ("single", "single-reweighted")
 DEFAULT_NORM = "auto"
 COMPARED = ("image_auroc", "image_ap", "pixel_aupro", "unseen_auroc", "unseen_recall")
 BOOTSTRAP = 1000
+#: how a verdict names a run ("chosen" is each outer fold's own nested choice)
+LABELS = {"chosen": "the procedure"}
 
 
 def _scoring_digest() -> str:
@@ -265,8 +267,11 @@ def dataset_result(work: Path, name: str) -> dict:
             base_vals = {t: store.metrics(DEFAULT_NORM, t, "outer", base) for t in folds_run}
             comparisons[run][base] = {
                 k: corrected_paired_test(
-                    per_fold[run][k], [base_vals[t][k] for t in folds_run], share, (run, base)
-                )  # fmt: skip
+                    per_fold[run][k],
+                    [base_vals[t][k] for t in folds_run],
+                    share,
+                    (LABELS.get(run, run), base),
+                )
                 for k in COMPARED
             }
     return {
@@ -343,7 +348,7 @@ def main() -> None:
     torch.set_num_threads(1)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="runs/safety")
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--datasets", nargs="*", default=list(DATASETS))
     parser.add_argument("--defaults", action="store_true", help="Also write select_defaults.json.")
     args = parser.parse_args()
     from dualpatch.fileio import write_json

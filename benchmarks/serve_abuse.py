@@ -4,7 +4,8 @@ then the same while slow senders, half-open connections and decode bombs run alo
 Starts the real server (subprocess, 127.0.0.1, a free port, default limits), sends test images as
 raw bodies with httpx at a fixed concurrency, and probes ``/v1/health`` every 0.5 s. Every
 attacker is bounded (a count or the normal run's end) and stops by itself. Records the machine's
-load average and core count, the server's peak RSS and how many log lines it wrote.
+load average and core count, the server's peak RSS and how many log lines it wrote. Each
+attacker and the health probe run in a process of their own.
 
     python benchmarks/serve_abuse.py --model models/single --images ../shared/data/kolektorsdd \
         [--requests 400] [--concurrency 4] [--out benchmarks/results/serve_abuse.json]
@@ -16,14 +17,15 @@ import argparse
 import asyncio
 import io
 import json
+import multiprocessing as mp
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +70,7 @@ async def normal_load(port: int, bodies: list[bytes], n: int, concurrency: int) 
 
     latencies: list[float] = []
     statuses: Counter = Counter()
+    errors: Counter = Counter()
     todo = iter(range(n))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
@@ -84,6 +87,7 @@ async def normal_load(port: int, bodies: list[bytes], n: int, concurrency: int) 
                     statuses[r.status_code] += 1
                 except httpx.TransportError as exc:
                     statuses[type(exc).__name__] += 1
+                    errors[f"{type(exc).__name__}: {exc}"[:120]] += 1
                     continue
                 if r.status_code == 200:
                     latencies.append(1000 * (time.perf_counter() - t0))
@@ -95,6 +99,7 @@ async def normal_load(port: int, bodies: list[bytes], n: int, concurrency: int) 
         "requests": n,
         "concurrency": concurrency,
         "statuses": {str(k): v for k, v in statuses.items()},
+        "errors": dict(errors),
         "requests_per_s": round(statuses[200] / wall, 2),
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
@@ -102,12 +107,22 @@ async def normal_load(port: int, bodies: list[bytes], n: int, concurrency: int) 
     }
 
 
-class Attack(threading.Thread):
-    """One attacker loop in a thread, until ``stop`` is set; ``stats`` counts what happened."""
+class Attack(mp.Process):
+    """One attacker loop in a process of its own (as another machine would be, and without
+    taking the normal client's GIL), until ``stop`` is set; ``stats`` counts what happened and
+    comes back through ``results``."""
 
-    def __init__(self, port: int, stop: threading.Event) -> None:
+    def __init__(self, port: int, stop: Any) -> None:
         super().__init__(daemon=True)
         self.port, self.stop, self.stats = port, stop, Counter()
+        self.results: Any = mp.Queue()
+
+    def run(self) -> None:
+        self.attack()
+        self.results.put(self.report())
+
+    def report(self) -> dict:
+        return dict(self.stats)
 
     def connect(self) -> socket.socket | None:
         try:
@@ -121,11 +136,11 @@ class SlowSenders(Attack):
     """``n`` connections that send a 1 MB body's headers and then one byte a second; each one the
     server closes is opened again."""
 
-    def __init__(self, port: int, stop: threading.Event, n: int = 32) -> None:
+    def __init__(self, port: int, stop: Any, n: int = 32) -> None:
         super().__init__(port, stop)
         self.n = n
 
-    def run(self) -> None:
+    def attack(self) -> None:
         socks: list[socket.socket] = []
         while not self.stop.is_set():
             while len(socks) < self.n and not self.stop.is_set():
@@ -156,11 +171,11 @@ class HalfOpen(Attack):
     """Connections opened as fast as they go and never written to, at most ``keep`` held at a
     time (the client's own file descriptors), up to ``total`` in all."""
 
-    def __init__(self, port: int, stop: threading.Event, keep: int = 400, total: int = 20000):
+    def __init__(self, port: int, stop: Any, keep: int = 400, total: int = 20000):
         super().__init__(port, stop)
         self.keep, self.total = keep, total
 
-    def run(self) -> None:
+    def attack(self) -> None:
         held: list[socket.socket] = []
         while not self.stop.is_set() and self.stats["opened"] < self.total:
             s = self.connect()
@@ -179,7 +194,7 @@ class DecodeBombs(Attack):
     """Small PNGs that are large to decode, one after another: an RGBA 6000x6000 (refused from
     its header) and a grey 6000x6000 (within the limits: decoded, resized and scored)."""
 
-    def run(self) -> None:
+    def attack(self) -> None:
         import httpx
 
         bombs = {"rgba 36 MP": bomb_png("RGBA"), "grey 36 MP": bomb_png("L")}
@@ -208,11 +223,11 @@ def bomb_png(mode: str) -> bytes:
 
 
 class HealthProbe(Attack):
-    def __init__(self, port: int, stop: threading.Event) -> None:
+    def __init__(self, port: int, stop: Any) -> None:
         super().__init__(port, stop)
         self.latencies: list[float] = []
 
-    def run(self) -> None:
+    def attack(self) -> None:
         import httpx
 
         while not self.stop.is_set():
@@ -225,7 +240,7 @@ class HealthProbe(Attack):
                 self.stats[type(exc).__name__] += 1
             time.sleep(0.5)
 
-    def summary(self) -> dict:
+    def report(self) -> dict:
         return {
             "statuses": dict(self.stats),
             "p50_ms": percentile(self.latencies, 50),
@@ -244,18 +259,18 @@ def peak_rss_mib(pid: int) -> float | None:
 
 
 def phase(port: int, bodies: list[bytes], args, attackers: list[type]) -> dict:
-    stop = threading.Event()
-    probe = HealthProbe(port, stop)
-    running = [probe] + [cls(port, stop) for cls in attackers]
+    stop = mp.Event()
+    running = [cls(port, stop) for cls in [HealthProbe, *attackers]]
     for t in running:
         t.start()
     time.sleep(2 if attackers else 0)  # let the attack build up first
     result = asyncio.run(normal_load(port, bodies, args.requests, args.concurrency))
     stop.set()
+    reports = {type(t).__name__: t.results.get(timeout=120) for t in running}
     for t in running:
         t.join(timeout=30)
-    result["health"] = probe.summary()
-    result["attackers"] = {type(t).__name__: dict(t.stats) for t in running[1:]}
+    result["health"] = reports.pop("HealthProbe")
+    result["attackers"] = reports
     return result
 
 

@@ -10,7 +10,9 @@ So ``save`` seals the card: the SHA-256 of every field that can change a score
 (``seal_of``) is stored in ``model.safetensors``'s header, whose own SHA-256 is in the card.
 Changing a sealed field is refused at load. Left out of the seal: the tensors' digest (checked
 against the tensor file itself), the package versions, where the backbone weights file lives
-(its SHA-256 stays sealed) and ``UNSEALED_PARAMS``, which change memory use, never a score.
+(its SHA-256 stays sealed), ``UNSEALED_PARAMS``, which change memory use, never a score, and the
+provenance records (which images and crops a fit read, how its threshold was chosen), so that
+one bank fitted by two routes is one tensor file, byte for byte.
 Models saved before the seal existed are re-validated field by field only.
 
 No torch here: the exported-graph runtimes read cards without it.
@@ -39,8 +41,14 @@ FORMAT_VERSION = 1
 SEAL_KEY = "dualpatch_card_sha256"
 #: parameters that change memory use or speed, never a score (a user may edit them)
 UNSEALED_PARAMS = ("batch_size", "max_memory")
-#: top-level keys outside the seal (see the module docstring)
-UNSEALED_KEYS = ("safetensors_sha256", "versions")
+#: top-level keys outside the seal (see the module docstring): digests, versions, provenance
+UNSEALED_KEYS = (
+    "safetensors_sha256",
+    "versions",
+    "train_sha256",
+    "defect_crop_files",
+    "threshold_rule",
+)
 REQUIRED = ("params", "grid", "feature_dim", "tensors")
 #: a safetensors header larger than this is not one dualpatch wrote
 MAX_HEADER = 100 * 2**20

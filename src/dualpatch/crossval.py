@@ -125,16 +125,17 @@ def prepare(exp) -> tuple[list[Split], dict]:
 # ------------------------------------------------------------------------------ fold check
 def inner_folds(config: dict) -> list[int]:
     """The k of every inner split a fold's training set must allow: the validation threshold's
-    (``protocol.inner_split``'s default) and the few-shot rule choice's."""
+    (``protocol.inner_split``'s default) and the rule choice's (``rule_selection: inner``, few-shot
+    or not)."""
     from .protocol import inner_split
 
     ks = [inner_split.__defaults__[-1]] if config["threshold"] == "validation" else []  # type: ignore[index]
-    if config["defect_shots"] and config["rule_selection"] == "inner":
+    if config["rule_selection"] == "inner":
         ks.append(FEWSHOT_INNER_FOLDS)
     return ks
 
 
-#: fewshot_rule.INNER_FOLDS, which this module cannot import (fewshot_rule imports it); a test
+#: fewshot_rule.INNER_FOLDS, kept here so that checking a config imports no fewshot code; a test
 #: keeps the two equal
 FEWSHOT_INNER_FOLDS = 3
 

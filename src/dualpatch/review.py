@@ -39,7 +39,8 @@ def page_data(rows: list[dict], threshold: float | None, record: dict) -> dict:
                 "image": r["image"],
                 "name": Path(r["image"]).name,
                 "picture": r.get("overlay") or r.get("map") or "",
-                "score": r["score"],
+                # JSON has no NaN: a non-finite score shows as "n/a" and sorts last
+                "score": r["score"] if math.isfinite(r["score"]) else None,
                 "verdict": r.get("verdict") or "",
                 "original": Path(r["image"]).resolve().as_uri(),
             }
@@ -119,7 +120,8 @@ header { display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: baseline; }
 "use strict";
 const data = JSON.parse(document.getElementById("data").textContent);
 const t = data.threshold;
-const barTop = Math.max(...data.rows.map(r => r.score), t === null ? 0 : 2 * t, 1e-12);
+data.rows.forEach(r => { r.value = r.score === null ? -Infinity : r.score; });
+const barTop = Math.max(...data.rows.map(r => r.value), t === null ? 0 : 2 * t, 1e-12);
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -144,7 +146,7 @@ function summary() {
 function card(r) {
   const c = el("div", "card");
   c.dataset.verdict = r.verdict;
-  c.dataset.score = r.score;
+  c.dataset.score = r.value;
   const img = el("img");
   img.setAttribute("src", r.picture);
   img.setAttribute("alt", r.name);
@@ -155,10 +157,11 @@ function card(r) {
   name.setAttribute("href", r.original);
   name.setAttribute("title", r.image);
   mid.appendChild(name);
-  mid.appendChild(el("div", "score", "score " + r.score.toPrecision(6)));
+  const shown = r.score === null ? "n/a" : r.score.toPrecision(6);
+  mid.appendChild(el("div", "score", "score " + shown));
   const bar = el("div", "bar");
   const fill = el("div", "fill");
-  fill.style.width = Math.min(100, 100 * r.score / barTop) + "%";
+  fill.style.width = Math.max(0, Math.min(100, 100 * r.value / barTop)) + "%";
   bar.appendChild(fill);
   if (t !== null) {
     const line = el("div", "line");
@@ -192,16 +195,16 @@ function render() {
   const find = document.getElementById("find").value.toLowerCase();
   let rows = data.rows.filter(r => (show === "all" || r.verdict === show)
     && r.name.toLowerCase().includes(find));
-  if (sort === "score-desc") rows.sort((a, b) => b.score - a.score);
-  if (sort === "score-asc") rows.sort((a, b) => a.score - b.score);
+  if (sort === "score-desc") rows.sort((a, b) => b.value - a.value);
+  if (sort === "score-asc") rows.sort((a, b) => a.value - b.value);
   if (sort === "name") rows.sort((a, b) => a.name.localeCompare(b.name));
   const box = document.getElementById("cards");
   box.replaceChildren();
   let drawn = false;
   rows.forEach((r, i) => {
     const crosses = t !== null && sort !== "name" && !drawn && i > 0
-      && (sort === "score-desc" ? r.score <= t : r.score > t)
-      && (sort === "score-desc" ? rows[i - 1].score > t : rows[i - 1].score <= t);
+      && (sort === "score-desc" ? r.value <= t : r.value > t)
+      && (sort === "score-desc" ? rows[i - 1].value > t : rows[i - 1].value <= t);
     if (crosses) {
       box.appendChild(el("div", "threshold-row", "threshold " + t.toPrecision(6)));
       drawn = true;

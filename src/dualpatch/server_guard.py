@@ -96,11 +96,11 @@ def guarded_protocol(guard: Guard) -> type:
     between: dict[Any, None] = {}
 
     def make_room() -> bool:
-        for group in (fresh, between):
+        for group, kind in ((fresh, "a silent"), (between, "a keep-alive")):
             for idle in list(group):
                 group.pop(idle)
                 if not idle.transport.is_closing():
-                    LOG.warning("closed an idle connection from %s to make room", _peer(idle))
+                    LOG.warning("closed %s connection from %s to make room", kind, _peer(idle))
                     idle.transport.close()
                     return True
         return False

@@ -332,7 +332,8 @@ def test_nonbinary_mask_warns_and_is_binarised(values, cli, tmp_path):
     out = tmp_path / "model"
     code, _, err = cli("fit", "--dataset", "folder", "--data", root, "--out", out, *FIT)
     assert code == 0, err
-    assert warning_lines(err) == [
+    # the fixture holds few normal images: fit's note on its small threshold hold-out is expected
+    assert [line for line in warning_lines(err) if "held-out" not in line] == [
         f"warning: {path}: mask is not binary ({len(np.unique(mask))} distinct values); "
         "non-zero is taken as defect"
     ]

@@ -94,5 +94,10 @@ def test_defaults_need_a_candidate_feasible_on_every_dataset():
     rows = {"d1": [row("A", 1.0, 0.7), row("B", 1.0, 0.99)],
             "d2": [row("A", 1.0, 0.7), row("B", 0.5, 0.99)]}  # fmt: skip
     out = select_defaults.choose_defaults(rows)
-    assert out["chosen"] == {"normalization": "auto", "rule": "A"}
+    assert out["chosen"] == {"normalization": "auto", "rule": "A"} and out["feasible_everywhere"]
     assert np.isclose(out["candidates"][1]["criterion_mean"], 0.99)
+    # nothing feasible on d3: the most datasets, then the criterion, and it says so
+    rows["d3"] = [row("A", 0.5, 0.7), row("B", 0.5, 0.99)]
+    out = select_defaults.choose_defaults(rows)
+    assert out["chosen"]["rule"] == "A" and not out["feasible_everywhere"]
+    assert out["feasible_on"] == ["d1", "d2"]

@@ -63,6 +63,10 @@ def test_fit_on_a_plain_folder_uses_every_defect_it_can(fitted, cli, tmp_path): 
         f"warning: {data / 'masks'}: 1 JPEG mask(s) thresholded at half range (JPEG blurs 0/255; "
         "PNG masks are exact)"
     ]
+    assert [w for w in warning_lines(err) if "have no mask" in w] == [
+        f"warning: {data / 'defective'}: 2 of 6 defective images have no mask (e.g. scratch "
+        "4.jpg); used for image metrics and thresholds, not for the defect bank"
+    ]
     meta = json.loads((model / "model.json").read_text())
     assert meta["threshold"] is not None
     # the masked training defects fed the defect bank, the unmasked one could not

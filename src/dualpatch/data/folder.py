@@ -134,6 +134,11 @@ def read_samples(root: Path, layout: FolderLayout) -> list[Sample]:
         mask = masks.get(p)
         mode = "threshold" if mask is not None and mask.suffix.lower() in JPEG else "warn"
         samples.append(Sample(f"defective/{_rel(p, defective_dir)}", p, mask, 1, mode))
+    unmasked = [p for p in defective if p not in masks]
+    if unmasked:
+        warnings.warn(f"{defective_dir}: {len(unmasked)} of {len(defective)} defective images "
+                      f"have no mask (e.g. {unmasked[0].name}); used for image metrics and "
+                      "thresholds, not for the defect bank", stacklevel=3)  # fmt: skip
     return samples
 
 

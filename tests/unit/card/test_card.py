@@ -110,12 +110,13 @@ def test_unknown_names_are_refused_by_the_estimator(saved_dual, key, value):
 
 
 def test_unsealed_fields_may_be_edited(saved_dual, fitted_dual, tiny_test):
-    """batch_size and max_memory change memory use, not scores; versions and where the weights
-    file lives are not settings."""
+    """batch_size and max_memory change memory use, not scores; versions, where the weights
+    file lives and the provenance records are not settings."""
 
     def change(m):
         m["params"].update(batch_size=2, max_memory="1GiB")
         m["versions"]["torch"] = "0.0"
+        m.update(train_sha256=["0" * 64], defect_crop_files=[], threshold_rule="by hand")
 
     edit_card(saved_dual, change)
     loaded = DualPatchCore.load(saved_dual)

@@ -20,7 +20,7 @@ def samples(folder: Path, normal: int, defective: int) -> list:
 
 
 def test_fewshot_inner_folds_match_the_rule_choice():
-    # crossval cannot import fewshot_rule (which imports crossval): the constant is repeated
+    # checking a config imports no fewshot code: the constant is repeated
     assert crossval.FEWSHOT_INNER_FOLDS == fewshot_rule.INNER_FOLDS
 
 
@@ -30,6 +30,8 @@ def test_inner_folds_follow_the_threshold_and_the_rule_choice():
     assert crossval.inner_folds({**base, "threshold": "none"}) == []
     fewshot = {**base, "threshold": "none", "defect_shots": [1], "rule_selection": "inner"}
     assert crossval.inner_folds(fewshot) == [3]
+    # an ordinary run's rule choice splits its folds the same way
+    assert crossval.inner_folds({**base, "threshold": "none", "rule_selection": "inner"}) == [3]
 
 
 def test_fold_problem_names_what_is_missing(tmp_path):

@@ -45,9 +45,11 @@ def test_without_a_native_mask_or_at_native_size_the_mask_itself_is_cut():
     image = np.zeros((*NATIVE, 3), np.uint8)
     same = extract_defect_crops(image, native, 2, 4, native=native)
     plain = extract_defect_crops(image, native, 2, 4)
-    assert [c.box for c in same] == [c.box for c in plain] == [
-        r.box for r in connected_regions(native, 2, 4)
-    ]
+    assert (
+        [c.box for c in same]
+        == [c.box for c in plain]
+        == [r.box for r in connected_regions(native, 2, 4)]
+    )
     small = resize_mask(native, SIZE)
     assert len(extract_defect_crops(resize_image(image, SIZE), small, 2, 4)) == len(
         connected_regions(small, 2, 4)

@@ -203,3 +203,12 @@ def test_folds_record_each_folds_near_copies_and_their_total(leaky, tmp_path):
         assert near["folds"][s.name]["across_splits"] == len(pairs)
     assert near["across_splits"] == sum(f["across_splits"] for f in near["folds"].values())
     assert near["across_splits"] >= 1  # the re-encoded copy straddles at least one fold
+
+
+@pytest.mark.parametrize("value", ["300", "-1", "abc", "true"])
+def test_near_duplicates_out_of_range_is_refused(value):
+    from dualpatch.errors import ConfigError
+    from dualpatch.experiment import load_config
+
+    with pytest.raises(ConfigError, match=r"near_duplicates is .*expected null or a whole number"):
+        load_config(None, [f"near_duplicates={value}"])

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from dualpatch.data import MVTecFolder, load_dataset
-from dualpatch.errors import DataError
 from dualpatch.protocol import pooled
 
 NAME = "01_200828110055_{}_090_crop_2"
@@ -59,7 +58,10 @@ def test_test_split_and_pooled_folds_read_the_shared_mask_folder(bsdata):
     assert len(both) == 6 and sum(s.label for s in both) == 3
 
 
-def test_a_defective_training_image_without_its_mask_names_the_file(bsdata):
+def test_a_defective_training_image_without_its_mask_is_kept_with_a_warning(bsdata):
+    # the folder loader's rule: kept for image metrics and thresholds, one warning per split
     (bsdata / "ground_truth" / "pitting" / f"{NAME.format('585000')}_mask.png").unlink()
-    with pytest.raises(DataError, match=NAME.format("585000")):
-        MVTecFolder(bsdata, "train")
+    with pytest.warns(UserWarning):
+        train = MVTecFolder(bsdata, "train")
+    (defect,) = train.defective()
+    assert defect.label == 1 and defect.mask_path is None

@@ -89,3 +89,25 @@ def test_review_page_in_headless_chromium(tmp_path):
     assert "threshold 0.400000 (from model.json)" in summary
     assert loaded == 3 and shown == 1 and zoomed == "flex"
     assert Image.open(tmp_path / "review.png").size[0] == 900
+
+
+def test_a_non_finite_score_is_null_in_strict_json(tmp_path):
+    out = predict_folder(tmp_path)
+    text = (out / "scores.csv").read_text().replace(",0.5,", ",nan,")
+    (out / "scores.csv").write_text(text)
+    page = write_review(out, 0.4, {}).read_text()
+    raw = re.search(r'id="data">(.*?)</script>', page, re.S).group(1)
+
+    def refuse(name):
+        raise AssertionError(f"{name} is not JSON")
+
+    data = json.loads(raw, parse_constant=refuse)  # JSON.parse in the page refuses NaN too
+    assert [r["score"] for r in data["rows"]] == [0.9, 0.2, None]
+    if NO_BROWSER is None:
+        with browser.browser() as b:
+            page = b.new_page()
+            page.goto((out / "index.html").as_uri())
+            texts = page.evaluate("Array.from(document.querySelectorAll('.score'), "
+                                  "e => e.textContent)")  # fmt: skip
+            assert page.errors() == []
+        assert texts == ["score 0.900000", "score 0.200000", "score n/a"]
