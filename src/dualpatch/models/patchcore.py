@@ -208,7 +208,10 @@ class PatchCore:
         from ..evaluation import refuse_non_finite
 
         for batch, feats, images in self._feature_batches(samples):
-            amap, score = self._score_features(self._batch_features(feats, images))
+            if feats is None:  # the images' own scoring path (runtime.TorchScorer's too)
+                amap, score = self._score_batch(images)
+            else:
+                amap, score = self._score_features(feats)
             refuse_non_finite(batch, score.numpy())
             yield batch, score.numpy().astype(np.float64), amap.numpy().astype(np.float32)
 
