@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from dualpatch.memory import (
+from dualpatch.bank.memory import (
     greedy_kcenter,
     kcenter_radius,
     narrowed_kcenter,

@@ -38,9 +38,9 @@ def main() -> None:
     from dualpatch.augment.ddpm import mask_contrast, sample_ddpm
     from dualpatch.augment.fidelity import fidelity
     from dualpatch.augment.paste import generate_paste
-    from dualpatch.feature_augment import METHODS, augment_defect_features
+    from dualpatch.experiment.protocol import make_splits
+    from dualpatch.features.augment import METHODS, augment_defect_features
     from dualpatch.fileio import write_json
-    from dualpatch.protocol import make_splits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/kolektorsdd")

@@ -23,8 +23,8 @@ import numpy as np
 
 from dualpatch import DualPatchCore, PatchCore
 from dualpatch.data import KolektorSDD
-from dualpatch.evaluation import aupro
 from dualpatch.fileio import write_json
+from dualpatch.metrics.evaluation import aupro
 from dualpatch.scoring import DUAL_RULES
 
 ROOT = Path(__file__).resolve().parents[1]

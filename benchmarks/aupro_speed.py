@@ -19,8 +19,8 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
-from dualpatch.evaluation import aupro
 from dualpatch.fileio import write_json
+from dualpatch.metrics.evaluation import aupro
 
 OUT = Path(__file__).resolve().parent / "results" / "aupro_speed.json"
 

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dualpatch import PatchCore, memory
-from dualpatch.data import load_dataset, make_demo_dataset
-from dualpatch.memory import (
+from dualpatch import PatchCore
+from dualpatch.bank import memory
+from dualpatch.bank.memory import (
     MemoryBank,
     greedy_coreset,
     greedy_kcenter,
@@ -44,6 +44,7 @@ from dualpatch.memory import (
     project,
     projection_for,
 )
+from dualpatch.data import load_dataset, make_demo_dataset
 
 SIZE = (256, 256)
 #: (share of the picks made over all rows, margin) of the approximate coreset compared by --tune

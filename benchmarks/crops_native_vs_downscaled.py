@@ -28,9 +28,9 @@ def main() -> None:
     torch.set_num_threads(1)
     from dualpatch import DualPatchCore
     from dualpatch.data.crops import extract_defect_crops
-    from dualpatch.evaluation import evaluate
+    from dualpatch.experiment.protocol import make_splits
     from dualpatch.fileio import write_json
-    from dualpatch.protocol import make_splits
+    from dualpatch.metrics.evaluation import evaluate
 
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     split = make_splits("kolektorsdd", args.data, None, None, "drop", 0)[0]

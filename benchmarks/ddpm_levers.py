@@ -63,8 +63,8 @@ def main() -> None:
     from dualpatch.augment.ddpm import DDPMConfig, sample_ddpm, train_ddpm
     from dualpatch.augment.fidelity import fidelity
     from dualpatch.augment.paste import generate_paste
+    from dualpatch.experiment.protocol import make_splits
     from dualpatch.fileio import write_json
-    from dualpatch.protocol import make_splits
 
     torch.set_num_threads(args.threads)
     out, work = Path(args.out), Path(args.work)

@@ -76,7 +76,7 @@ def main() -> None:
                         "with the timed rate of ddpm_minutes.json)")  # fmt: skip
     args = parser.parse_args()
 
-    from dualpatch.protocol import make_splits
+    from dualpatch.experiment.protocol import make_splits
 
     split = make_splits("kolektorsdd", args.data, None, None, "drop", 0)[0]
     if args.timing:

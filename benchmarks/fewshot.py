@@ -60,12 +60,18 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
 
-    from dualpatch.crossval import prepare
-    from dualpatch.experiment import COMMAND, Experiment, environment, load_config, resolve_run
-    from dualpatch.fewshot_runner import finish_fewshot, run_fewshot
+    from dualpatch.experiment.crossval import prepare
+    from dualpatch.experiment.fewshot_runner import finish_fewshot, run_fewshot
+    from dualpatch.experiment.runner import (
+        COMMAND,
+        Experiment,
+        environment,
+        load_config,
+        resolve_run,
+    )
     from dualpatch.fileio import mark_output, write_json
-    from dualpatch.report import slug
-    from dualpatch.report_fewshot import plot_fewshot
+    from dualpatch.report.fewshot import plot_fewshot
+    from dualpatch.report.html import slug
 
     out = Path(args.out)
     load = [os.getloadavg()[0]]
@@ -162,8 +168,8 @@ def paired_on_folders(out: Path, name: str, resamples: int) -> dict:
     resamples: ``fold_counts`` over the folds' test sizes, seed 0)."""
     from safetensors.numpy import load_file
 
-    from dualpatch.report import slug
-    from dualpatch.uncertainty import compare, fold_counts, image_metrics
+    from dualpatch.metrics.uncertainty import compare, fold_counts, image_metrics
+    from dualpatch.report.html import slug
 
     def folders(run: str) -> dict[str, Path]:
         found = (out / "runs" / slug(run)).glob("fold*-seed*")

@@ -27,9 +27,9 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     from dualpatch import DualPatchCore
-    from dualpatch.evaluation import evaluate
+    from dualpatch.experiment.protocol import make_splits
     from dualpatch.fileio import write_json
-    from dualpatch.protocol import make_splits
+    from dualpatch.metrics.evaluation import evaluate
 
     split = make_splits("kolektorsdd", args.data, 3, None, "drop", 0)[0]
     masks = np.stack([s.mask((320, 128)) for s in split.test])

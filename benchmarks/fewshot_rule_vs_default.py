@@ -35,12 +35,12 @@ def main() -> None:
     parser.add_argument("--json", default=str(HERE / "results" / "fewshot_rule_vs_default.json"))
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    from dualpatch.bank.query_memo import remembered_queries
     from dualpatch.defaults import DUAL_RULE
-    from dualpatch.experiment import load_config
+    from dualpatch.experiment.protocol import make_splits
+    from dualpatch.experiment.runner import load_config
     from dualpatch.fileio import write_json
-    from dualpatch.protocol import make_splits
-    from dualpatch.query_memo import remembered_queries
-    from dualpatch.uncertainty import fold_counts
+    from dualpatch.metrics.uncertainty import fold_counts
 
     out = Path(args.out)
     c = load_config(out / "config.yaml")
@@ -72,9 +72,9 @@ def compare_entry(out: Path, name: str, splits, counts, default: str, size: tupl
     """Nested against ``default`` for one (run, n): means and paired differences per metric."""
     from safetensors.numpy import load_file
 
-    from dualpatch.crossval import _add_replicates
-    from dualpatch.report import slug
-    from dualpatch.uncertainty import BOOTSTRAP_METRICS, compare
+    from dualpatch.experiment.crossval import _add_replicates
+    from dualpatch.metrics.uncertainty import BOOTSTRAP_METRICS, compare
+    from dualpatch.report.html import slug
 
     reps = {side: {k: [] for k in BOOTSTRAP_METRICS} for side in ("nested", "default")}
     points = {side: [] for side in reps}
@@ -123,7 +123,7 @@ def _rescored(folder: Path, test, rule: str) -> dict:
 
 
 def _point(pred: dict, masks: np.ndarray) -> dict:
-    from dualpatch.evaluation import evaluate
+    from dualpatch.metrics.evaluation import evaluate
 
     return evaluate(pred["labels"], pred["scores"], masks, pred["maps"])
 

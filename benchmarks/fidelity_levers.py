@@ -226,7 +226,7 @@ def uptime() -> str:
 
 def halves(train, seed: int):
     """(A, B): two group-aware, label-stratified halves of the training split."""
-    from dualpatch.protocol import group_folds, subset
+    from dualpatch.experiment.protocol import group_folds, subset
 
     a, b = group_folds(list(train), 2, seed)[0]
     return subset(train, a), subset(train, b)
@@ -241,7 +241,7 @@ def choice_split(data, outer_fold: int | None = None, folds: int = 3, fold_seed:
     fold F of the few-shot protocol (``folds`` group-aware folds over all items, ``fold_seed``,
     test copies dropped, as ``configs/kolektorsdd-fewshot.yaml``): a choice for that fold sees
     none of its test items."""
-    from dualpatch.protocol import make_splits
+    from dualpatch.experiment.protocol import make_splits
 
     if outer_fold is None:
         split = make_splits("kolektorsdd", data, None, None, "drop", 0)[0]

@@ -1,5 +1,5 @@
 """Exact greedy k-center: the previous one-matrix-vector-product-per-pick loop against the
-pass-wise version now in ``dualpatch.memory.greedy_kcenter`` (same picks up to float rounding),
+pass-wise version now in ``dualpatch.bank.memory.greedy_kcenter`` (same picks up to float rounding),
 on real projected patch features (the first 83 images cached by coreset_scaling.py: 85k rows,
 1,000 picks). Writes benchmarks/results/greedy_passes.json.
 
@@ -16,7 +16,7 @@ import time
 import torch
 from safetensors.torch import load_file
 
-from dualpatch.memory import greedy_kcenter, kcenter_radius, project, projection_for
+from dualpatch.bank.memory import greedy_kcenter, kcenter_radius, project, projection_for
 
 
 def per_pick(x: torch.Tensor, n_select: int, seed: int = 0) -> torch.Tensor:

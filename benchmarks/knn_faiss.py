@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from dualpatch.memory import MemoryBank, knn
+from dualpatch.bank.memory import MemoryBank, knn
 
 N_QUERIES = 4096
 

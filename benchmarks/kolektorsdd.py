@@ -79,10 +79,10 @@ def run(
     only_fold: int | None = None,
     threshold: str = "validation",
 ) -> dict:
-    """One experiment through ``dualpatch.experiment`` (the code path of ``dualpatch run``).
+    """One experiment through ``dualpatch.experiment.runner`` (the code path of ``dualpatch run``).
 
     ``summary=False`` only fits and scores (what a per-seed worker process does)."""
-    from dualpatch.experiment import Experiment, load_config
+    from dualpatch.experiment.runner import Experiment, load_config
 
     cfg = load_config(
         None,
@@ -98,8 +98,8 @@ def run(
         ],
     )
     cfg["runs"] = runs
-    from dualpatch.crossval import finish, prepare, run_matrix
-    from dualpatch.experiment import resolve_run
+    from dualpatch.experiment.crossval import finish, prepare, run_matrix
+    from dualpatch.experiment.runner import resolve_run
 
     t0, load0 = time.perf_counter(), load()
     exp = Experiment(cfg)

@@ -89,7 +89,7 @@ def child_speed(args) -> None:
 
         torch.set_num_threads(args.threads)
     from dualpatch.data import KolektorSDD
-    from dualpatch.runtime import open_scorer
+    from dualpatch.serving.runtime import open_scorer
 
     test = list(KolektorSDD(args.data, "test"))[: args.images]
     t0 = time.perf_counter()
@@ -336,7 +336,7 @@ def fit_model(args, env: dict, out: str, coreset: float) -> str:
 
 
 def export_sizes(model: str) -> dict:
-    from dualpatch.export import default_export_path, export_model
+    from dualpatch.serving.export import default_export_path, export_model
 
     sizes = {}
     for fmt in ("onnx", "openvino"):

@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from dualpatch import DualPatchCore, PatchCore  # noqa: E402
 from dualpatch.defaults import default_cache  # noqa: E402
 from dualpatch.errors import DataError  # noqa: E402
+from dualpatch.experiment.protocol import make_splits  # noqa: E402
 from dualpatch.models.online import start_defect_bank  # noqa: E402
-from dualpatch.protocol import make_splits  # noqa: E402
 from dualpatch.threshold import calibrate, holdout_split  # noqa: E402
 
 

@@ -42,8 +42,8 @@ def _fit(kind: str, data: str, cache: str):
 
 def profile(model, samples, batch_size: int, repeats: int) -> dict:
     """Per-image ms of each stage (the best of ``repeats`` passes over ``samples``)."""
-    from dualpatch.evaluation import evaluate
-    from dualpatch.features import to_tensor
+    from dualpatch.features.extractor import to_tensor
+    from dualpatch.metrics.evaluation import evaluate
     from dualpatch.scoring import anomaly_map, dual_scores, max_score
 
     size = tuple(model.image_size)

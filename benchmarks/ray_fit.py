@@ -56,7 +56,7 @@ def child(args) -> None:
     else:
         import ray
 
-        from dualpatch.distributed_fit import extract_to_cache
+        from dualpatch.cluster.fit import extract_to_cache
 
         ray.init(num_cpus=args.actors, include_dashboard=False, log_to_driver=False)
         phases["ray_start_s"] = time.perf_counter() - t0

@@ -25,7 +25,7 @@ for _spec in DATASETS.values():
 def pooled_samples(name: str) -> list:
     """Every image of dataset ``name``, train and test together (orphan-mask warnings muted: the
     weld set's 40 masks without an image are a known quirk, listed in its README)."""
-    from dualpatch.protocol import pooled
+    from dualpatch.experiment.protocol import pooled
 
     spec = DATASETS[name]
     with warnings.catch_warnings():

@@ -114,7 +114,7 @@ def _np(t):
 
 def metrics_of(fold: Fold, run: str, masks: np.ndarray | None, size) -> dict:
     """Every figure of ``run`` on one stored fit (its test or validation set)."""
-    from dualpatch.evaluation import aupro, evaluate
+    from dualpatch.metrics.evaluation import aupro, evaluate
 
     labels = fold.arrays["test.label"]
     scores, maps = fold.scores(run, "test", size if masks is not None else None)
@@ -199,7 +199,7 @@ def test_share(work: Path, name: str, tag: str) -> float:
 
 
 def fold_summary(values: list[float], share: float) -> dict:
-    from dualpatch.uncertainty import corrected_t_interval
+    from dualpatch.metrics.uncertainty import corrected_t_interval
 
     t = corrected_t_interval(values, share)
     return {"mean": t["mean"], "fold_ci": t["ci"], "per_fold": values, "n_folds": t["n_folds"]}
@@ -208,7 +208,7 @@ def fold_summary(values: list[float], share: float) -> dict:
 def image_bootstrap(store: Store, norm_of: dict, run_of: dict, tags: list[str]) -> dict:
     """Second figure: image AUROC/AP intervals from resampling test images inside each fold's
     fixed training set (blind to training-set variation), averaged over the folds."""
-    from dualpatch.uncertainty import fold_counts, image_metrics
+    from dualpatch.metrics.uncertainty import fold_counts, image_metrics
 
     folds = [store.fold(norm_of[t], t, "outer") for t in tags]
     counts = fold_counts([len(f.arrays["test.label"]) for f in folds], BOOTSTRAP, seed=0)
@@ -226,7 +226,7 @@ def image_bootstrap(store: Store, norm_of: dict, run_of: dict, tags: list[str]) 
 
 
 def dataset_result(work: Path, name: str) -> dict:
-    from dualpatch.uncertainty import corrected_paired_test
+    from dualpatch.metrics.uncertainty import corrected_paired_test
 
     store = Store(work, name)
     samples = list(store.by_id.values())

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from dualpatch.memory import knn, presample, project, projection_for
-from dualpatch.spill import FeatureStore
+from dualpatch.bank.memory import knn, presample, project, projection_for
+from dualpatch.bank.spill import FeatureStore
 
 
 def only(paths: list[Path], what: str, cache: Path) -> Path:

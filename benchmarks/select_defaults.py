@@ -42,7 +42,7 @@ K = 3
 def groups_of(name: str, samples: Sequence) -> np.ndarray:
     """Split units: KolektorSDD items (copies merged), BSData spindle locations (images of one
     location over time are strongly correlated), other data image by image (copies merged)."""
-    from dualpatch.protocol import split_groups
+    from dualpatch.experiment.protocol import split_groups
 
     if name != "bsdata":
         return split_groups(samples)

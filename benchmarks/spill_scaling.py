@@ -48,7 +48,7 @@ torch.set_num_threads(int(sys.argv[6]))
 from sklearn.metrics import roc_auc_score
 from dualpatch import PatchCore
 from dualpatch.data import load_dataset
-from dualpatch.memory import knn, project, projection_for
+from dualpatch.bank.memory import knn, project, projection_for
 train = load_dataset("demo", sys.argv[1], "train").normal()
 test = load_dataset("demo", sys.argv[2], "test")
 cap = None if sys.argv[4] == "none" else sys.argv[4]

@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 
 from safety_data import DATASETS, pooled_samples  # noqa: E402
 
-from dualpatch.feature_cache import image_features  # noqa: E402
+from dualpatch.bank.feature_cache import image_features  # noqa: E402
 from dualpatch.models import PatchCore  # noqa: E402
 
 

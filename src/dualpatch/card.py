@@ -32,7 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .errors import ConfigError, ModelFileError
+from dualpatch.errors import ConfigError, ModelFileError
 
 CARD = "model.json"
 TENSORS = "model.safetensors"
@@ -141,7 +141,7 @@ class ModelCard:
 
     def scoring_settings(self) -> dict[str, Any]:
         """The settings an exported graph bakes in: it must be rebuilt when one changes."""
-        from .data.images import FEATURE_RESIZE
+        from dualpatch.data.images import FEATURE_RESIZE
 
         p = self.params
         return {
@@ -198,7 +198,7 @@ def _load_json(path: Path) -> dict[str, Any]:
         raise ModelFileError(f"{path}: unreadable ({exc.strerror or exc})") from exc
     version = data.get("format_version") if isinstance(data, dict) else "?"
     if version != FORMAT_VERSION:
-        from . import __version__
+        from dualpatch import __version__
 
         raise ModelFileError(
             f"{path}: model format {version} is not supported by dualpatch {__version__} "
@@ -239,7 +239,7 @@ _TEXTS = ("backbone", "normalization", "rule", "coreset_method", "knn", "defect_
 def check_params(path: Path, params: Mapping[str, Any]) -> None:
     """ModelFileError unless each saved parameter has a usable type and range (names of rules,
     backbones and the like are checked by the estimator that the card is loaded into)."""
-    from .limits import check_size
+    from dualpatch.limits import check_size
 
     check = _Checker(path)
     size = params.get("image_size")

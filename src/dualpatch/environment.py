@@ -9,7 +9,7 @@ import resource
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from dualpatch import __version__
 
 
 def versions() -> dict[str, str]:

@@ -4,7 +4,7 @@ The library emits events to the listeners subscribed in the current context: a s
 started, advanced or finished (``StageStarted``, ``StageAdvanced``, ``StageFinished``: features,
 coreset, scoring, ...) and a run of an experiment started or finished (``RunStarted``,
 ``RunFinished``). Nobody parses log text. The CLI renders the events with rich
-(``dualpatch.cli_progress``); a notebook that subscribes nothing gets tqdm bars (``TqdmRenderer``),
+(``dualpatch.cli.progress``); a notebook that subscribes nothing gets tqdm bars (``TqdmRenderer``),
 which is what ``progress=True`` on the estimators means.
 
     from dualpatch import events

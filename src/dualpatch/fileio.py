@@ -165,7 +165,7 @@ def check_output_dir(
     ``out`` between runs (a resumable model) and carries over. ``legacy``: entry names that, all
     present, mark an output written before folders carried a marker.
     """
-    from .errors import DataError
+    from dualpatch.errors import DataError
 
     out = Path(out)
     for item in inputs:
@@ -213,7 +213,7 @@ def mark_output(folder: str | os.PathLike[str], command: str, listed: bool = Fal
     """Record that ``command`` wrote ``folder`` (see ``check_output_dir``); ``listed``: and
     that it wrote exactly the entries ``folder`` holds now (a folder written whole), so that a
     rerun can tell the user's later additions from its own."""
-    from . import __version__
+    from dualpatch import __version__
 
     meta: dict[str, Any] = {"command": command, "dualpatch": __version__}
     if listed:
@@ -259,7 +259,7 @@ def output_lock(out: str | os.PathLike[str]) -> Iterator[None]:
 
 
 def _acquire(path: Path, out: Path) -> int:
-    from .errors import DataError
+    from dualpatch.errors import DataError
 
     while True:
         try:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 
-from .defaults import MIN_SIDE
-from .errors import ConfigError
+from dualpatch.defaults import MIN_SIDE
+from dualpatch.errors import ConfigError
 
 __all__ = ["MIN_SIDE", "check_size", "max_pixels", "max_side", "parse_items"]
 DEFAULT_MAX_SIDE = 4096

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from .errors import ConfigError
+from dualpatch.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -163,7 +163,7 @@ def reweighted_score(
     """
     import torch
 
-    from .memory import knn
+    from dualpatch.bank.memory import knn
 
     flat = patch_scores.flatten(1)
     best = flat.argmax(1)

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from . import spec_values as sv
-from .defaults import (
+from dualpatch import spec_values as sv
+from dualpatch.defaults import (
     BACKBONE,
     CORESET_METHODS,
     CORESET_MIN,
@@ -33,8 +33,8 @@ from .defaults import (
     NORMAL_CORESET,
     NORMALIZATION,
 )
-from .errors import ConfigError
-from .spec_values import Setting, option_name
+from dualpatch.errors import ConfigError
+from dualpatch.spec_values import Setting, option_name
 
 #: the two kinds of model (``PatchCore.kind``, ``DualPatchCore.kind``)
 BANKS = ("single", "dual")
@@ -45,7 +45,7 @@ RULE_SELECTIONS = ("none", "inner")
 
 
 def _shots_ok(value: Any) -> bool:
-    from .fewshot import check_shots_value
+    from dualpatch.data.fewshot import check_shots_value
 
     return check_shots_value(value)
 
@@ -53,31 +53,31 @@ def _shots_ok(value: Any) -> bool:
 # ------------------------------------------------------------------------------ registries
 # Read on use (the CLI reads them once, when it builds its options); each is its module's registry.
 def dataset_names() -> tuple[str, ...]:
-    from .data import DATASETS
+    from dualpatch.data import DATASETS
 
     return tuple(DATASETS)
 
 
 def backbone_names() -> tuple[str, ...]:
-    from .backbones import BACKBONE_NAMES
+    from dualpatch.features.backbones import BACKBONE_NAMES
 
     return BACKBONE_NAMES
 
 
 def normalization_names() -> tuple[str, ...]:
-    from .backbones import NORMALIZATION_CHOICES
+    from dualpatch.features.backbones import NORMALIZATION_CHOICES
 
     return NORMALIZATION_CHOICES
 
 
 def rule_names() -> tuple[str, ...]:
-    from .scoring import DUAL_RULES
+    from dualpatch.scoring import DUAL_RULES
 
     return tuple(DUAL_RULES)
 
 
 def augment_methods() -> tuple[str, ...]:
-    from .augment import METHODS
+    from dualpatch.augment import METHODS
 
     return METHODS
 
@@ -199,7 +199,7 @@ class ExperimentSpec(RunSpec):
         "not the mask downscaled): pixel_auroc_native, pixel_aupro_native.",
         scope="top",
     )
-    # the evaluation protocol (dualpatch.protocol, dualpatch.crossval)
+    # the evaluation protocol (dualpatch.experiment.protocol, dualpatch.experiment.crossval)
     folds: int | None = sv.entry(None, Setting(
         "null or a whole number >= 2", lambda v: v is None or (sv.whole(v) and v >= 2),
         "K-fold cross-validation (group-aware, stratified); null: the dataset's split.",
@@ -229,7 +229,7 @@ class ExperimentSpec(RunSpec):
     threshold: str = sv.choice(
         "validation", lambda: THRESHOLDS, "The report's threshold.", scope="top"
     )
-    # few real defects (dualpatch.fewshot_runner): e.g. [1, 2, 5, 10, all] real defective training
+    # few real defects (experiment.fewshot_runner): e.g. [1, 2, 5, 10, all] real defective training
     # images per dual run, each n drawn defect_draws times; null: every defect, once
     defect_shots: list | None = sv.entry(None, Setting(
         "null or a list of distinct whole numbers >= 1 and/or all, e.g. [1, 2, 5, 10, all]",
@@ -238,7 +238,7 @@ class ExperimentSpec(RunSpec):
     ))  # fmt: skip
     defect_draws: int = sv.at_least_1(3, "Random draws per n of defect_shots.", scope="top")
     # "inner" chooses each dual run's rule per fold (and n, in few-shot runs) on a validation split
-    # of the fold's training items (dualpatch.fewshot_rule); "none" keeps the run's rule
+    # of the fold's training items (dualpatch.experiment.fewshot_rule); "none" keeps the run's rule
     rule_selection: str = sv.choice(
         "none", lambda: RULE_SELECTIONS,
         "Dual rule: the run's (none) or chosen per fold on an inner validation split (inner).",
@@ -319,7 +319,7 @@ def check_value(where: str, key: str, value: Any) -> None:
     """ConfigError unless ``value`` is usable for setting ``key`` (checked before any work).
 
     ``key`` may be an old name (an alias): the message names the key as the user wrote it."""
-    from .limits import check_size, parse_items
+    from dualpatch.limits import check_size, parse_items
 
     name = ALIASES.get(key, key)
     if name == "image_size" and sv.size_ok(value):  # in range for the backbones; within limits?
@@ -333,7 +333,7 @@ def check_value(where: str, key: str, value: Any) -> None:
         return
     if name == "defect_feature_augment":
         if value is not None:
-            from .feature_augment import check_settings
+            from dualpatch.features.augment import check_settings
 
             try:
                 check_settings(value)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .defaults import MAX_SEED, MIN_SIDE
+from dualpatch.defaults import MAX_SEED, MIN_SIDE
 
 
 def whole(v: Any) -> bool:
@@ -27,7 +27,7 @@ def text(v: Any) -> bool:
 
 
 def memory_size(v: Any) -> bool:
-    from .spill import memory_size_ok
+    from dualpatch.bank.spill import memory_size_ok
 
     return v is None or memory_size_ok(v)
 

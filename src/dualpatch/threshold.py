@@ -26,8 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .data.base import Sample
-from .errors import ConfigError, DataError
+from dualpatch.data.base import Sample
+from dualpatch.errors import ConfigError, DataError
 
 #: below this many held-out images the threshold rests on too few scores: ``calibrate`` warns
 FEW_HELD_OUT = 20
@@ -57,7 +57,7 @@ def calibrate(model, held_out: Sequence[Sample], quantile: float = 1.0) -> float
     """Set ``model.threshold_`` and ``threshold_record_`` (and, for a dual model,
     ``novelty_level_``) from held-out normal images, which must not be in the bank; they join
     the model's training-image digests (``training_overlap``)."""
-    from .scoring import DUAL_RULES, dual_scores
+    from dualpatch.scoring import DUAL_RULES, dual_scores
 
     if not 0 < quantile <= 1:
         raise ConfigError(f"threshold quantile {quantile} must lie in (0, 1]")

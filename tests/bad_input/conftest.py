@@ -11,7 +11,7 @@ import pytest
 @pytest.fixture
 def cli(monkeypatch, capsys, tmp_path):
     """Run ``dualpatch ARGS...`` in this process: (exit status, stdout, stderr)."""
-    from dualpatch.cli import main
+    from dualpatch.cli.main import main
 
     monkeypatch.setenv("DUALPATCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("DUALPATCH_OFFLINE", "1")

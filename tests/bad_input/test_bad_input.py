@@ -1,6 +1,6 @@
 """Bad input across every loader and command: one ``error:`` line naming the file, nothing written.
 
-Each case runs the real command line (``dualpatch.cli.main`` in this process, as the console
+Each case runs the real command line (``dualpatch.cli.main.main`` in this process, as the console
 script does) on tiny synthetic data, and checks three things: the exit status, that stderr holds
 exactly one ``error: ...`` line naming the offending file (or a ``warning: ...`` line where the
 input is skipped), and that no half-written output is left behind. docs/bad-input.md lists every

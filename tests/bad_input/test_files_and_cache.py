@@ -313,7 +313,7 @@ def test_entry_copied_onto_another_images_key_is_recomputed(data, cli, tmp_path)
 def test_verify_cache_refuses_a_forged_entry(data, cli, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from dualpatch.feature_cache import tensor_digest
+    from dualpatch.bank.feature_cache import tensor_digest
 
     cache = tmp_path / "cache"
     assert fit(cli, data, tmp_path / "first", "--cache-dir", cache)[0] == 0

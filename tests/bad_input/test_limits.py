@@ -64,7 +64,7 @@ def test_model_file_cannot_point_at_a_device(cli, model_dir, tmp_path):
 
 
 def test_map_png_does_not_depend_on_the_other_images(fitted_single, tiny_test, tmp_path):
-    from dualpatch.predict_io import write_predictions
+    from dualpatch.serving.predict_io import write_predictions
 
     paths = [s.image_path for s in tiny_test]
     write_predictions(fitted_single, paths, tmp_path / "all")

@@ -117,7 +117,7 @@ def test_exported_scorer_results_are_checked_too(tmp_path):
 
     from dualpatch.data import Sample
     from dualpatch.errors import DataError
-    from dualpatch.runtime import ScorerModel
+    from dualpatch.serving.runtime import ScorerModel
 
     class Broken:
         runtime, image_size, kind = "onnx", (64, 32), "single"

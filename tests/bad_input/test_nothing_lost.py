@@ -210,7 +210,7 @@ def old_prediction(cli, model_dir, images, tmp_path) -> Path:
 def test_predict_interrupted_leaves_the_old_output(
     cli, model_dir, images, old_prediction, monkeypatch
 ):
-    from dualpatch.predict_io import PredictionWriter
+    from dualpatch.serving.predict_io import PredictionWriter
 
     before = snapshot(old_prediction)
 

@@ -9,7 +9,7 @@ import warnings
 import pytest
 
 from dualpatch import PatchCore
-from dualpatch.cli import main
+from dualpatch.cli.main import main
 from tests.support.common import tiny_params
 
 

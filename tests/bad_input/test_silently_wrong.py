@@ -43,7 +43,7 @@ def weights(tmp_path_factory) -> dict[str, Path]:
     """The package's Lite0 weights as a file, and a 'fine-tuned' copy with one tensor changed."""
     from safetensors.torch import save_file
 
-    from dualpatch.backbones import default_weights_file, read_state_dict
+    from dualpatch.features.backbones import default_weights_file, read_state_dict
 
     package = default_weights_file("efficientnet_lite0")
     if package is None:
@@ -92,7 +92,7 @@ def test_model_remembers_its_weights(cli, weights, tmp_path):
 
 
 def test_package_weights_are_recorded(model_dir):
-    from dualpatch.backbones import default_weights_file
+    from dualpatch.features.backbones import default_weights_file
     from dualpatch.fileio import sha256_file
 
     record = json.loads((model_dir / "model.json").read_text())["backbone_weights"]

@@ -102,7 +102,7 @@ def test_evaluate(fitted, run_cli, demo_root, tmp_path):
     from safetensors import safe_open
 
     from dualpatch.data import load_dataset
-    from dualpatch.evaluation import evaluate
+    from dualpatch.metrics.evaluation import evaluate
 
     with safe_open(str(out / "predictions.safetensors"), framework="numpy") as f:
         ids = json.loads(f.metadata()["ids"])
@@ -163,7 +163,7 @@ def test_predict(fitted, run_cli, demo_root, tmp_path):
 def cli(monkeypatch, capsys, tmp_path):
     import warnings
 
-    from dualpatch.cli import main
+    from dualpatch.cli.main import main
 
     monkeypatch.setenv("DUALPATCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("DUALPATCH_OFFLINE", "1")

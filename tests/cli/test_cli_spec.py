@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from dualpatch import spec
-from dualpatch.cli_spec import choice_enum, size_hw, spec_options
+from dualpatch.cli.spec import choice_enum, size_hw, spec_options
 
 FIELDS = (*spec.MODEL_KEYS, "bank", "defects", "cache_dir")
 
@@ -46,7 +46,7 @@ def test_every_field_is_an_option_named_after_it_with_its_default():
 
 
 def test_help_shows_new_names_only_and_every_registry_choice():
-    from dualpatch.backbones import BACKBONE_NAMES, NORMALIZATION_CHOICES
+    from dualpatch.features.backbones import BACKBONE_NAMES, NORMALIZATION_CHOICES
     from dualpatch.scoring import DUAL_RULES
 
     app, _ = _app()

@@ -25,7 +25,7 @@ def _scores(out):
 def test_evaluate_with_each_runtime_gives_the_library_metrics(
     tmp_path, fitted_dual, demo_root, run_cli
 ):
-    from dualpatch.export import default_export_path, export_model
+    from dualpatch.serving.export import default_export_path, export_model
 
     model_dir = tmp_path / "model"
     fitted_dual.save(model_dir)

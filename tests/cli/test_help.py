@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from dualpatch.cli import app
+from dualpatch.cli.main import app
 
 
 def _paths(command=None, path: tuple[str, ...] = ()):

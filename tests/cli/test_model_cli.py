@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from dualpatch.cli_model import app
+from dualpatch.cli.model import app
 from dualpatch.models import versions
 from tests.unit.models.online_support import painted, save_dual
 

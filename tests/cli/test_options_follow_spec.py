@@ -13,8 +13,8 @@ import pytest
 import typer
 
 from dualpatch import spec
-from dualpatch.cli import app
-from dualpatch.cli_spec import spec_default
+from dualpatch.cli.main import app
+from dualpatch.cli.spec import spec_default
 
 #: options that share a setting's name but are another setting, each for a stated reason
 OTHER_SETTINGS = {
@@ -143,7 +143,7 @@ def _run_overrides(*args) -> list[str]:
         seen.append(list(overrides))
         raise typer.Exit(0)
 
-    with mock.patch("dualpatch.experiment.load_config", capture):
+    with mock.patch("dualpatch.experiment.runner.load_config", capture):
         result = CliRunner().invoke(app, ["run", *map(str, args)])
     assert result.exit_code == 0, result.output
     return seen[0]
@@ -165,7 +165,7 @@ def _run_overrides(*args) -> list[str]:
 )
 def test_a_run_option_is_its_set_assignment(args, assignment, tmp_path):
     """``run --KEY VALUE`` configures what ``--set key=value`` does, and wins over it."""
-    from dualpatch.experiment import load_config
+    from dualpatch.experiment.runner import load_config
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from dualpatch import events
-from dualpatch.cli_common import WarningDigest, library_of
+from dualpatch.cli.common import WarningDigest, library_of
 
 
 def test_digest_shows_a_kind_once_and_counts_repeats(capsys, tmp_path):
@@ -49,8 +49,8 @@ def test_library_of_tells_ours_from_theirs():
 
 
 def test_stage_lines_reach_the_run_log_and_a_piped_stderr(capsys, monkeypatch):
-    import dualpatch.cli_progress as cli_progress
-    from dualpatch.cli_progress import LogLineRenderer
+    import dualpatch.cli.progress as cli_progress
+    from dualpatch.cli.progress import LogLineRenderer
 
     class Eager(LogLineRenderer):
         def __init__(self, stream) -> None:

@@ -471,7 +471,7 @@ def test_uploads_predict_refuses_are_refused(server, case):
 def test_serve_binds_loopback_by_default():
     import inspect as pyinspect
 
-    from dualpatch.cli_serve import serve
+    from dualpatch.cli.serve import serve
 
     assert pyinspect.signature(serve).parameters["host"].default.default == "127.0.0.1"
 

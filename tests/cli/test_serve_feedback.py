@@ -25,7 +25,7 @@ def served(demo_train, tmp_path):
 def client(model_dir, threshold=None):
     from fastapi.testclient import TestClient
 
-    from dualpatch.server import ServeConfig, create_app
+    from dualpatch.serving.server import ServeConfig, create_app
 
     config = ServeConfig(str(model_dir), threads=1, api_key=KEY, threshold=threshold)
     return TestClient(create_app(config), headers={"X-API-Key": KEY})

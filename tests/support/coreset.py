@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dualpatch.memory import random_projection
+from dualpatch.bank.memory import random_projection
 
 
 def brute_force_k_center(

@@ -11,9 +11,15 @@ from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
 
-from ..data import Dataset
-from ..errors import ConfigError
-from .manifest import COLUMNS, ManifestRow, augmented_samples, load_augmented, read_manifest
+from dualpatch.augment.manifest import (
+    COLUMNS,
+    ManifestRow,
+    augmented_samples,
+    load_augmented,
+    read_manifest,
+)
+from dualpatch.data import Dataset
+from dualpatch.errors import ConfigError
 
 METHODS = ("ddpm", "paste", "sdxl")
 #: each generator's recipe version: bump it when the same inputs and seed give other images (a fix
@@ -70,7 +76,7 @@ def generate(
     paste, or sdxl (needs ``weights``; ``n`` is split evenly over the two reference prompts and
     ``steps`` are denoising steps, default 30).
     """
-    from ..data import load_dataset
+    from dualpatch.data import load_dataset
 
     if method not in METHODS:
         raise ConfigError(

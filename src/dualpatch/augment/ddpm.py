@@ -21,12 +21,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .. import events
-from ..data import Dataset
-from ..data.crop_folder import CropRow, CropSpec
-from ..data.images import resize
-from ..errors import ConfigError
-from .ddpm_model import (
+from dualpatch import events
+from dualpatch.augment.ddpm_model import (
     WEIGHTS,
     DDPMConfig,
     autocast,
@@ -37,10 +33,10 @@ from .ddpm_model import (
     normalise_window,
     use_bf16,
 )
-from .ddpm_train import train_ddpm
-from .device import resolve_device
-from .manifest import ManifestRow, check_output, open_output
-from .sources import (
+from dualpatch.augment.ddpm_train import train_ddpm
+from dualpatch.augment.device import resolve_device
+from dualpatch.augment.manifest import ManifestRow, check_output, open_output
+from dualpatch.augment.sources import (
     PlacementPrior,
     defect_shapes,
     place,
@@ -48,6 +44,10 @@ from .sources import (
     thin,
     training_sources,
 )
+from dualpatch.data import Dataset
+from dualpatch.data.crop_folder import CropRow, CropSpec
+from dualpatch.data.images import resize
+from dualpatch.errors import ConfigError
 
 __all__ = [
     "DDPMConfig",

@@ -15,11 +15,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import ModelFileError
-from ..fileio import atomic_path, sha256_file, write_json
-from .sources import (
-    DefectShape,
-)
+from dualpatch.augment.sources import DefectShape
+from dualpatch.errors import ModelFileError
+from dualpatch.fileio import atomic_path, sha256_file, write_json
 
 FORMAT = "dualpatch-ddpm-inpaint"
 VERSION = 1

@@ -13,10 +13,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .. import events
-from ..data import Dataset
-from ..errors import ConfigError
-from .ddpm_model import (
+from dualpatch import events
+from dualpatch.augment.ddpm_model import (
     CONFIG,
     FORMAT,
     KEPT_ON_RESUME,
@@ -33,14 +31,16 @@ from .ddpm_model import (
     unflatten_optimizer,
     use_bf16,
 )
-from .device import resolve_device
-from .sources import (
+from dualpatch.augment.device import resolve_device
+from dualpatch.augment.sources import (
     data_channels,
     defect_shapes,
     read_pixels,
     thin,
     training_sources,
 )
+from dualpatch.data import Dataset
+from dualpatch.errors import ConfigError
 
 # ----------------------------------------------------------------------------- training data
 

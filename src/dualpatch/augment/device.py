@@ -6,7 +6,7 @@ import re
 
 import torch
 
-from ..errors import ConfigError
+from dualpatch.errors import ConfigError
 
 
 def resolve_device(device: str | None) -> torch.device:

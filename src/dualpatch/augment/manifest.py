@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DefectCrop, Sample, extract_defect_crops, read_image, read_mask
-from ..data.crop_folder import CropImageWriter, CropSpec, open_crop_folder
-from ..data.images import Size, image_shape, resize_mask
-from ..errors import DataError
-from ..fileio import output_dir, write_image, write_text
+from dualpatch.data import DefectCrop, Sample, extract_defect_crops, read_image, read_mask
+from dualpatch.data.crop_folder import CropImageWriter, CropSpec, open_crop_folder
+from dualpatch.data.images import Size, image_shape, resize_mask
+from dualpatch.errors import DataError
+from dualpatch.fileio import output_dir, write_image, write_text
 
 MANIFEST = "manifest.csv"
 
@@ -129,7 +129,7 @@ def open_output(
 
 def check_output(out: str | Path, force: bool = False, inputs: Sequence = ()) -> None:
     """Refuse an unusable ``out`` before minutes of training (same rules as ``open_output``)."""
-    from ..fileio import check_output_dir
+    from dualpatch.fileio import check_output_dir
 
     check_output_dir(out, COMMAND, force, inputs, keep=KEEP, legacy=(MANIFEST,))
 

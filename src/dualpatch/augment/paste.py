@@ -8,12 +8,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..data import Dataset
-from ..data.crop_folder import CropRow, CropSpec
-from ..errors import ConfigError
-from ..events import track
-from .manifest import ManifestRow, check_output, open_output
-from .sources import (
+from dualpatch.augment.manifest import ManifestRow, check_output, open_output
+from dualpatch.augment.sources import (
     PlacementPrior,
     data_channels,
     defect_shapes,
@@ -21,6 +17,10 @@ from .sources import (
     read_pixels,
     training_sources,
 )
+from dualpatch.data import Dataset
+from dualpatch.data.crop_folder import CropRow, CropSpec
+from dualpatch.errors import ConfigError
+from dualpatch.events import track
 
 #: pixels of surface kept around each defect: Poisson blending needs a rim to match gradients on
 RIM = 3

@@ -17,15 +17,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data import Dataset
-from ..data.crop_folder import CropRow, CropSpec
-from ..data.images import resize, resize_image, resize_mask
-from ..errors import WeightsError
-from ..events import track
-from ..fileio import sha256_file
-from .device import resolve_device
-from .manifest import ManifestRow, check_output, open_output
-from .sources import data_channels, defect_shapes, place, read_pixels, training_sources
+from dualpatch.augment.device import resolve_device
+from dualpatch.augment.manifest import ManifestRow, check_output, open_output
+from dualpatch.augment.sources import (
+    data_channels,
+    defect_shapes,
+    place,
+    read_pixels,
+    training_sources,
+)
+from dualpatch.data import Dataset
+from dualpatch.data.crop_folder import CropRow, CropSpec
+from dualpatch.data.images import resize, resize_image, resize_mask
+from dualpatch.errors import WeightsError
+from dualpatch.events import track
+from dualpatch.fileio import sha256_file
 
 PROMPTS = ("white marks on the wall", "copper metal scratches")
 NEGATIVE = "smooth, plain, black, dark, shadow"

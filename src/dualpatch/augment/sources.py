@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..data import Dataset, Sample
-from ..data.crops import connected_regions
-from ..data.images import resize
-from ..errors import DataError
+from dualpatch.data import Dataset, Sample
+from dualpatch.data.crops import connected_regions
+from dualpatch.data.images import resize
+from dualpatch.errors import DataError
 
 
 @dataclass(frozen=True)

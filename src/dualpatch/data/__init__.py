@@ -6,17 +6,17 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
-from .base import Dataset, MissingSplit, Sample
-from .folder import FolderLayout, ImageFolder, layout_of, open_folder
-from .images import read_image, read_mask
-from .kolektorsdd import KolektorSDD
-from .ksdd2 import KolektorSDD2
-from .mvtec import MVTecFolder
+from dualpatch.data.base import Dataset, MissingSplit, Sample
+from dualpatch.data.folder import FolderLayout, ImageFolder, layout_of, open_folder
+from dualpatch.data.images import read_image, read_mask
+from dualpatch.data.kolektorsdd import KolektorSDD
+from dualpatch.data.ksdd2 import KolektorSDD2
+from dualpatch.data.mvtec import MVTecFolder
+from dualpatch.errors import ConfigError
 
 if TYPE_CHECKING:
-    from .crops import DefectCrop, extract_defect_crops
-    from .demo import make_demo_dataset
+    from dualpatch.data.crops import DefectCrop, extract_defect_crops
+    from dualpatch.data.demo import make_demo_dataset
 
 # scipy loads on first use of these: the registry below (the config's and the CLI's choices of
 # dataset) costs little to import
@@ -49,7 +49,7 @@ def load_dataset(
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
     if name == "demo":
-        from .demo import make_demo_dataset
+        from dualpatch.data.demo import make_demo_dataset
 
         make_demo_dataset(root)
     if name == "folder":

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .images import Size, image_shape, read_image, read_mask
+from dualpatch.data.images import Size, image_shape, read_image, read_mask
+from dualpatch.errors import DataError
 
 
 class MissingSplit(DataError):
@@ -98,7 +98,7 @@ class Dataset(Sequence[Sample]):
         """(sample, its crops) for each defective sample, lazily: what ``defect_crops`` and
         ``dualpatch data crops`` both cut, so the two give identical crops. One crop per
         8-connected region of the mask at its native resolution (``crops.native_regions``)."""
-        from .crops import extract_defect_crops
+        from dualpatch.data.crops import extract_defect_crops
 
         for s in self.masked_defective():
             # regions are the annotation's own (native resolution), not the downscaled mask's

@@ -27,10 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from ..fileio import atomic_dir, sha256_file, write_image
-from .base import Dataset
-from .crop_reader import (  # noqa: F401  (read side re-exported for callers of crop_folder)
+from dualpatch.data.base import Dataset
+from dualpatch.data.crop_reader import (  # noqa: F401  (read side re-exported for callers of crop_folder)
     COLUMNS,
     CROPS_CSV,
     CROPS_JSON,
@@ -45,8 +43,10 @@ from .crop_reader import (  # noqa: F401  (read side re-exported for callers of 
     read_rows,
     written_by_dualpatch,
 )
-from .crops import DefectCrop, extract_defect_crops
-from .images import Size, resize_image, resize_mask
+from dualpatch.data.crops import DefectCrop, extract_defect_crops
+from dualpatch.data.images import Size, resize_image, resize_mask
+from dualpatch.errors import DataError
+from dualpatch.fileio import atomic_dir, sha256_file, write_image
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def open_crop_folder(
                     _link_or_copy(src, tmp / name)
         writer = CropFolderWriter(tmp, rows, out)
         yield writer
-        from .. import __version__
+        from dualpatch import __version__
 
         parts.append({**info, "crops": len(writer.added)})
         meta = {"format": FORMAT, "written_by": f"dualpatch {__version__}", "parts": parts}
@@ -200,7 +200,7 @@ def write_training_crops(
     The crops are ``Dataset.defect_crops(spec.size, spec.padding, spec.min_size)``, in the same
     order, so a model fed from this folder equals one fitted with ``--defects crop``.
     """
-    from ..events import track
+    from dualpatch.events import track
 
     defective = dataset.defective()
     if not defective:

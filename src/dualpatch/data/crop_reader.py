@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from ..fileio import sha256_file
-from .crops import DefectCrop
-from .images import IMAGE_SUFFIXES, Size, read_image, read_mask
+from dualpatch.data.crops import DefectCrop
+from dualpatch.data.images import IMAGE_SUFFIXES, Size, read_image, read_mask
+from dualpatch.errors import DataError
+from dualpatch.fileio import sha256_file
 
 CROPS_CSV = "crops.csv"
 CROPS_JSON = "crops.json"

@@ -73,7 +73,7 @@ def native_regions(
     pixel keeps the one under its centre, so no annotated defect is lost. Boxes are padded and
     grown as in ``connected_regions``.
     """
-    from .images import resize_mask
+    from dualpatch.data.images import resize_mask
 
     h, w = size
     regions = []

@@ -8,8 +8,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..errors import DataError
-from ..fileio import atomic_dir
+from dualpatch.errors import DataError
+from dualpatch.fileio import atomic_dir
 
 DEMO_SIZE = (320, 128)  # (H, W), KSDD2's tall and narrow aspect
 DEMO_COUNTS = {"train": (60, 12), "test": (30, 15)}  # (good, defective)

@@ -18,11 +18,11 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from ..errors import ConfigError, DataError
-from ..events import staged
-from ..fileio import check_output_dir, output_dir, sha256_file
-from .extract import CHUNK, Limits, check_archive, extract_into, safe_extract  # noqa: F401
-from .ksdd2 import SPLITS, find_root, layout_warnings
+from dualpatch.data.extract import CHUNK, Limits, check_archive, extract_into, safe_extract  # noqa: F401
+from dualpatch.data.ksdd2 import SPLITS, find_root, layout_warnings
+from dualpatch.errors import ConfigError, DataError
+from dualpatch.events import staged
+from dualpatch.fileio import check_output_dir, output_dir, sha256_file
 
 KSDD2_URL = "http://go.vicos.si/kolektorsdd2"
 OFFLINE_HINT = "fetch the zip by hand (e.g. in a browser) and pass it with --archive PATH"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from ..fileio import sha256_file
-from .base import Dataset, Sample
+from dualpatch.data.base import Dataset, Sample
+from dualpatch.errors import DataError
+from dualpatch.fileio import sha256_file
 
 POLICIES = ("warn", "drop", "error")
 
@@ -188,7 +188,7 @@ def _near_policy(near: list[tuple[Sample, Sample, int]], policy: str, bits: int)
 # ------------------------------------------------------------------------ near duplicates
 def average_hash(path: str | os.PathLike[str], side: int = 16) -> np.ndarray:
     """A perceptual hash: the image in gray at ``side`` x ``side``, thresholded at its mean."""
-    from .images import read_image
+    from dualpatch.data.images import read_image
 
     small = read_image(Path(path), (side, side)).mean(axis=2)
     return (small > small.mean()).reshape(-1)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ..errors import DataError
-from ..events import track
-from ..fileio import atomic_dir
+from dualpatch.errors import DataError
+from dualpatch.events import track
+from dualpatch.fileio import atomic_dir
 
 CHUNK = 1 << 20
 

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
-from .base import Dataset, Sample
-from .images import IMAGE_SUFFIXES
+from dualpatch.data.base import Dataset, Sample
+from dualpatch.data.images import IMAGE_SUFFIXES
+from dualpatch.errors import DataError
 
 #: mask file stems that pair with an image stem, tried in this order ("" = the same stem)
 MASK_SUFFIXES = ("_mask", "_GT", "_label", "")
@@ -74,7 +74,7 @@ def open_folder(root: str | os.PathLike[str], split: str = "train",
                 layout: FolderLayout | None = None) -> Dataset:  # fmt: skip
     """The ``folder`` dataset: MVTec layout when ``root`` has ``train/good`` and no folder was
     named, else good/defective/masks folders split here."""
-    from .mvtec import MVTecFolder
+    from dualpatch.data.mvtec import MVTecFolder
 
     root, layout = Path(root), layout or FolderLayout()
     _check_root(root)
@@ -210,7 +210,7 @@ def split_test(samples: list[Sample], fraction: float, seed: int) -> set[int]:
 
     Each stratum that has two groups or more gives at least one to test, and keeps at least one
     for training; the good stratum always keeps one for the normal bank."""
-    from ..fileio import sha256_file as file_sha256
+    from dualpatch.fileio import sha256_file as file_sha256
 
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(samples):

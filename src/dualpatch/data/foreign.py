@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ..errors import DataError
-from ..fileio import write_image
-from .base import Sample
-from .images import Size, resize_image
+from dualpatch.data.base import Sample
+from dualpatch.data.images import Size, resize_image
+from dualpatch.errors import DataError
+from dualpatch.fileio import write_image
 
 #: the synthetic foreign frames, in the order ``foreign_frames`` returns them
 FOREIGN_KINDS = ("black", "white", "grey", "noise", "blur", "rotated")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import DataError
+from dualpatch.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -81,7 +81,7 @@ _FOREIGN_COLOUR = {"LAB": "CIE L*a*b*", "HSV": "HSV"}
 
 
 def _check_header(img: Image.Image, path: Path | str, limits: DecodeLimits) -> None:
-    from ..limits import max_pixels
+    from dualpatch.limits import max_pixels
 
     if limits.formats is not None and img.format not in limits.formats:
         accepted = ", ".join(sorted(limits.formats))

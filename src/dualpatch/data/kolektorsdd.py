@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .base import Dataset, Sample
-from .images import read_mask
+from dualpatch.data.base import Dataset, Sample
+from dualpatch.data.images import read_mask
+from dualpatch.errors import DataError
 
 #: kos01-kos33 train (their good images feed the normal bank, their defects the defect bank),
 #: kos34-kos50 test.

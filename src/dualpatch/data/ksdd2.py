@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .base import Dataset, Sample
-from .images import read_mask
+from dualpatch.data.base import Dataset, Sample
+from dualpatch.data.images import read_mask
+from dualpatch.errors import DataError
 
 SPLITS = ("train", "test")
 #: official counts (images, positives); the archive also holds one stray "(copy)" pair in train/

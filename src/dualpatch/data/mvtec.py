@@ -5,9 +5,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..errors import DataError
-from .base import Dataset, MissingSplit, Sample
-from .images import IMAGE_SUFFIXES, list_images
+from dualpatch.data.base import Dataset, MissingSplit, Sample
+from dualpatch.data.images import IMAGE_SUFFIXES, list_images
+from dualpatch.errors import DataError
 
 MASK_SUFFIXES = ("_mask", "_GT", "_label", "")
 SPLITS = ("train", "test")

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import ConfigError, DataError
-from ..events import track
-from ..fileio import check_output_dir, output_dir
-from .download import Limits, extract_into
-from .images import read_image, read_mask, resize, resize_image, resize_mask
-from .ksdd2 import EXPECTED_COUNTS, LABELS, SPLITS, find_root, scan_split, unpaired
+from dualpatch.data.download import Limits, extract_into
+from dualpatch.data.images import read_image, read_mask, resize, resize_image, resize_mask
+from dualpatch.data.ksdd2 import EXPECTED_COUNTS, LABELS, SPLITS, find_root, scan_split, unpaired
+from dualpatch.errors import ConfigError, DataError
+from dualpatch.events import track
+from dualpatch.fileio import check_output_dir, output_dir
 
 #: the reference's size, (H, W) as every size in dualpatch
 DEFAULT_IMAGE_SIZE = (632, 224)

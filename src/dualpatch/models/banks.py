@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import feature_cache
-from ..data.base import Sample
-from ..errors import DataError
-from ..memory import MemoryBank
-from ..scoring import patch_distances
-from .params import check_large_data
+from dualpatch.bank import feature_cache
+from dualpatch.bank.memory import MemoryBank
+from dualpatch.data.base import Sample
+from dualpatch.errors import DataError
+from dualpatch.models.params import check_large_data
+from dualpatch.scoring import patch_distances
 
 #: The map scale is measured on at most this many training images, evenly spaced: scoring every
 #: training patch against the bank grows as N^2 (hours at 20k images) for a display scale.
@@ -39,7 +39,7 @@ def fit_normal_bank(model: Any, normal: list[Sample]) -> Any:
         model.memory_.bank_, model.grid_ = cached
         feats = feature_cache.CachedImageFeatures(model, normal)
     elif model.max_memory is not None:
-        from ..spill import spilled_bank
+        from dualpatch.bank.spill import spilled_bank
 
         model.grid_, model.memory_, model.spill_, feats = spilled_bank(model, normal, model._bar)
     else:

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.base import Sample
-from ..data.crops import DefectCrop
-from ..errors import DataError
-from ..features import to_tensor
+from dualpatch.data.base import Sample
+from dualpatch.data.crops import DefectCrop
+from dualpatch.errors import DataError
+from dualpatch.features.extractor import to_tensor
 
 STRIDE = 8  # both stage pairs put the feature grid at 1/8 of the input
 
@@ -84,7 +84,7 @@ def defect_rows(model: Any, images: list[Sample], crops: list[DefectCrop]) -> to
         raise DataError(f"defect bank is empty: no defect pixels under the masks{example}")
     if not model.defect_feature_augment:
         return rows
-    from ..feature_augment import augment_defect_features
+    from dualpatch.features.augment import augment_defect_features
 
     def nearest_normal(found: torch.Tensor) -> torch.Tensor:
         return model.memory_.bank_[model.memory_.query(found)[1][:, 0]]

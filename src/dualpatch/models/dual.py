@@ -9,15 +9,20 @@ from typing import Any
 
 import torch
 
-from ..data.base import Sample
-from ..data.crops import DefectCrop
-from ..defaults import BACKBONE, DEFECT_CORESET, DUAL_RULE, IMAGE_SIZE, NORMAL_CORESET
-from ..errors import ConfigError, DataError, ModelFileError
-from ..feature_cache import close_features
-from ..scoring import score_patches
-from . import banks
-from .defect_features import crop_features, crop_file_records, defect_image_features, defect_rows
-from .patchcore import PatchCore
+from dualpatch.bank.feature_cache import close_features
+from dualpatch.data.base import Sample
+from dualpatch.data.crops import DefectCrop
+from dualpatch.defaults import BACKBONE, DEFECT_CORESET, DUAL_RULE, IMAGE_SIZE, NORMAL_CORESET
+from dualpatch.errors import ConfigError, DataError, ModelFileError
+from dualpatch.models import banks
+from dualpatch.models.defect_features import (
+    crop_features,
+    crop_file_records,
+    defect_image_features,
+    defect_rows,
+)
+from dualpatch.models.patchcore import PatchCore
+from dualpatch.scoring import score_patches
 
 #: the smallest novelty level tau: a bank whose normal images repeat each other exactly gets this
 MIN_NOVELTY_LEVEL = 1e-12
@@ -117,7 +122,7 @@ class DualPatchCore(PatchCore):
         if self.defect_patches not in ("mask", "all"):
             raise ConfigError(f"unknown defect_patches {self.defect_patches!r} (mask or all)")
         if self.defect_feature_augment:
-            from ..feature_augment import check_settings
+            from dualpatch.features.augment import check_settings
 
             check_settings(self.defect_feature_augment)
         defects = list(defects)

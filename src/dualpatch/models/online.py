@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.base import Sample
-from ..errors import ConfigError, DataError
-from ..fileio import sha256_file
-from ..memory import continued_kcenter
-from .defect_features import mask_cells
+from dualpatch.bank.memory import continued_kcenter
+from dualpatch.data.base import Sample
+from dualpatch.errors import ConfigError, DataError
+from dualpatch.fileio import sha256_file
+from dualpatch.models.defect_features import mask_cells
 
 #: An image scoring above this many times the stored threshold is refused from the normal bank.
 GUARD_FACTOR = 1.5
@@ -308,7 +308,7 @@ def recheck_threshold(model: Any, held_out: Sequence[ImageLike] | None) -> dict[
     with (``threshold.calibrate`` at its quantile, default 1.0: their largest score; for a dual
     model also the novelty level, as at fit) and set it; says whether it moved. Nothing to
     check without a stored threshold or without held-out images."""
-    from ..threshold import calibrate
+    from dualpatch.threshold import calibrate
 
     old = getattr(model, "threshold_", None)
     if old is None:
@@ -349,8 +349,8 @@ def update_folder(
     Held-out normal images given here are recorded in the version (file + SHA-256) and re-used by
     later updates; without any, the threshold is kept and the record says it was not re-checked.
     """
-    from . import versions
-    from .patchcore import PatchCore
+    from dualpatch.models import versions
+    from dualpatch.models.patchcore import PatchCore
 
     if bank not in ("normal", "defect"):
         raise ConfigError(f"unknown bank {bank!r} (normal or defect)")
@@ -373,7 +373,7 @@ def update_folder(
 def _held_out_files(model_dir: str | os.PathLike[str]) -> list[Path]:
     """The held-out normal images recorded by the current version; [] when none are (or the
     folder has no versions). A file that changed since (SHA-256) is refused, not silently used."""
-    from . import versions
+    from dualpatch.models import versions
 
     number = versions.current_version(model_dir)
     if number is None:
@@ -400,7 +400,7 @@ def start_defect_bank(
     ``images`` (their patches as ``add_defects`` picks them, bounded by ``defect_coreset``): for a
     line that starts with no known defect. The single bank's threshold is not in the dual rule's
     units, so it is re-computed on ``held_out`` normals, or dropped (and the record says so)."""
-    from .dual import DualPatchCore
+    from dualpatch.models.dual import DualPatchCore
 
     if hasattr(model, "defect_memory_"):
         raise ConfigError("the model already has a defect bank: use add_defects")

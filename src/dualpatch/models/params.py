@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConfigError
-from ..scoring import check_scoring
+from dualpatch.errors import ConfigError
+from dualpatch.scoring import check_scoring
 
 
 def check_scoring_params(model: Any) -> None:
@@ -19,8 +19,8 @@ def check_scoring_params(model: Any) -> None:
 def check_large_data(model: Any) -> None:
     """ConfigError for a large-data setting (coreset method, knn backend, ``max_memory``) that
     could only fail after minutes of work; a missing faiss is found now, not when the fit ends."""
-    from ..memory import CORESETS, KNN_METHODS, require_faiss
-    from ..spill import parse_size
+    from dualpatch.bank.memory import CORESETS, KNN_METHODS, require_faiss
+    from dualpatch.bank.spill import parse_size
 
     if model.coreset_method not in CORESETS:
         raise ConfigError(

@@ -13,24 +13,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import feature_cache
-from ..data.base import Sample
-from ..defaults import BACKBONE, CORESET_MIN, IMAGE_SIZE, NORMAL_CORESET, NORMALIZATION
-from ..errors import ConfigError, DataError
-from ..events import open_stage, silent
-from ..feature_cache import cache_key, key_prefix
-from ..features import FeatureExtractor, to_tensor
-from ..fileio import sha256_file
-from ..memory import MemoryBank
-from ..scoring import (
+from dualpatch.bank import feature_cache
+from dualpatch.bank.feature_cache import cache_key, key_prefix
+from dualpatch.bank.memory import MemoryBank
+from dualpatch.data.base import Sample
+from dualpatch.defaults import BACKBONE, CORESET_MIN, IMAGE_SIZE, NORMAL_CORESET, NORMALIZATION
+from dualpatch.errors import ConfigError, DataError
+from dualpatch.events import open_stage, silent
+from dualpatch.features.extractor import FeatureExtractor, to_tensor
+from dualpatch.fileio import sha256_file
+from dualpatch.models import banks
+from dualpatch.models.params import check_scoring_params
+from dualpatch.scoring import (
     DEFAULT_NUM_NEIGHBORS,
     DEFAULT_REWEIGHT_NEIGHBORS,
     Reweighting,
     patch_distances,
     score_patches,
 )
-from . import banks
-from .params import check_scoring_params
 
 
 @dataclass
@@ -205,7 +205,7 @@ class PatchCore:
     ) -> Iterator[tuple[list[Sample], np.ndarray, np.ndarray]]:
         """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch: memory
         stays flat however many samples there are."""
-        from ..evaluation import refuse_non_finite
+        from dualpatch.metrics.evaluation import refuse_non_finite
 
         for batch, feats, images in self._feature_batches(samples):
             if feats is None:  # the images' own scoring path (runtime.TorchScorer's too)
@@ -270,7 +270,7 @@ class PatchCore:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``model.safetensors`` and ``model.json`` (config, versions, shapes, digest)."""
-        from .persistence import save_model
+        from dualpatch.models.persistence import save_model
 
         return save_model(self, path)
 
@@ -278,7 +278,7 @@ class PatchCore:
     def load(cls, path: str | os.PathLike[str], weights: str | None = None) -> PatchCore:
         """Load a model saved by ``save``; refuses tampered, truncated or mismatched files.
         A ``PatchCore.load`` of a dual model gives the ``DualPatchCore`` it holds."""
-        from .persistence import load_model
+        from dualpatch.models.persistence import load_model
 
         return load_model(cls, path, weights)
 
@@ -291,7 +291,7 @@ class PatchCore:
     ) -> Any:
         """Add confirmed-good images' patches to the normal bank, no refit; the guard refuses an
         image far above the threshold unless ``force``. Returns an ``online.Update``."""
-        from .online import add_normal
+        from dualpatch.models.online import add_normal
 
         return add_normal(self, images, force=force, held_out=held_out)
 
@@ -303,6 +303,6 @@ class PatchCore:
     ) -> Any:
         """Add confirmed defects' patches to the defect bank (a dual model's), no refit; without
         a mask, an image's patches above the novelty level. Returns an ``online.Update``."""
-        from .online import add_defects
+        from dualpatch.models.online import add_defects
 
         return add_defects(self, images, masks, held_out=held_out)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..card import (
+from dualpatch.card import (
     CARD,
     FORMAT_VERSION,
     SEAL_KEY,
@@ -24,17 +24,17 @@ from ..card import (
     resolve_model_dir,
     seal_of,
 )
-from ..environment import versions
-from ..errors import ConfigError, ModelFileError, WeightsError
-from ..fileio import atomic_path, finite, sha256_file, write_json
+from dualpatch.environment import versions
+from dualpatch.errors import ConfigError, ModelFileError, WeightsError
+from dualpatch.fileio import atomic_path, finite, sha256_file, write_json
 
 __all__ = ["FORMAT_VERSION", "load_model", "model_classes", "save_model", "weights_record"]
 
 
 def model_classes() -> dict[str, type]:
     """The estimator classes a model.json may name."""
-    from .dual import DualPatchCore
-    from .patchcore import PatchCore
+    from dualpatch.models.dual import DualPatchCore
+    from dualpatch.models.patchcore import PatchCore
 
     return {"PatchCore": PatchCore, "DualPatchCore": DualPatchCore}
 
@@ -99,7 +99,7 @@ def _check_finite(tensors: dict[str, Any], where: str | Path) -> None:
 
 def weights_record(backbone: str, weights: str | None) -> dict[str, str | None]:
     """Which backbone weights a model was fit with: the file and its SHA-256."""
-    from ..backbones import default_weights_file
+    from dualpatch.features.backbones import default_weights_file
 
     if weights:
         return {"file": str(Path(weights).resolve()), "sha256": sha256_file(weights)}
@@ -233,7 +233,7 @@ def _matching_weights(card: ModelCard, weights: str | None) -> str | None:
 
     A recorded path is only ever hashed if it is a regular file, and only used if its SHA-256 is
     the recorded one, so a model file cannot make dualpatch read anything but those weights."""
-    from ..backbones import default_weights_file
+    from dualpatch.features.backbones import default_weights_file
 
     meta_path, record = card.path, card.data.get("backbone_weights")
     if not isinstance(record, dict) or not record.get("sha256"):

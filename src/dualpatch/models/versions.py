@@ -33,9 +33,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..card import CURRENT, resolve_model_dir
-from ..errors import ConfigError, ModelFileError
-from ..fileio import write_json
+from dualpatch.card import CURRENT, resolve_model_dir
+from dualpatch.errors import ConfigError, ModelFileError
+from dualpatch.fileio import write_json
 
 VERSIONS = "versions"
 RECORD = "version.json"
@@ -192,7 +192,7 @@ def commit(
 ) -> int:
     """Save ``model`` as a new version of ``model_dir`` and make it current; ``record`` says what
     changed (``added``, the threshold check...). Call under ``locked``. Returns the number."""
-    from .persistence import save_model
+    from dualpatch.models.persistence import save_model
 
     model_dir = Path(model_dir)
     parent = start_versions(model_dir)

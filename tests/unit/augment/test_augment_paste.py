@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from dualpatch.augment import load_augmented, read_manifest
 from dualpatch.augment.paste import generate_paste
-from dualpatch.cli_augment import app
+from dualpatch.cli.augment import app
 from dualpatch.data import KolektorSDD, read_image, read_mask
 from dualpatch.errors import ConfigError, DataError
 

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from dualpatch.augment import read_manifest
-from dualpatch.cli_augment import app
+from dualpatch.cli.augment import app
 from dualpatch.data import read_image, read_mask
 from dualpatch.data.images import resize_image
 

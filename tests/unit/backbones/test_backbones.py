@@ -10,9 +10,9 @@ import pytest
 import torch
 import torchvision
 
-from dualpatch.backbones import BACKBONE_NAMES, get_spec, load_backbone, read_state_dict
 from dualpatch.errors import ConfigError, WeightsError
-from dualpatch.features import FeatureExtractor, to_tensor
+from dualpatch.features.backbones import BACKBONE_NAMES, get_spec, load_backbone, read_state_dict
+from dualpatch.features.extractor import FeatureExtractor, to_tensor
 
 EXPECTED = {
     # name: (stage modules, channels)

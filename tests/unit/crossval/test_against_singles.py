@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dualpatch.crossval import COMPARED, against_singles, compare_all
+from dualpatch.experiment.crossval import COMPARED, against_singles, compare_all
 
 
 def _run(name: str, bank: str, mean: float) -> dict:

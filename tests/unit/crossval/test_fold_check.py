@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from dualpatch import crossval, fewshot_rule
+from dualpatch.experiment import crossval, fewshot_rule
 
 
 def samples(folder: Path, normal: int, defective: int) -> list:

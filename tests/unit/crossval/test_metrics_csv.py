@@ -6,7 +6,7 @@ import csv
 import io
 import math
 
-from dualpatch.crossval import metrics_csv
+from dualpatch.experiment.crossval import metrics_csv
 
 
 def test_run_names_with_commas_and_quotes_survive_a_round_trip():

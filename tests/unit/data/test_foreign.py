@@ -5,12 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dualpatch.data.foreign import (
-    FOREIGN_KINDS,
-    foreign_frames,
-    other_dataset_frames,
-    write_frames,
-)
+from dualpatch.data.foreign import FOREIGN_KINDS, foreign_frames, other_dataset_frames, write_frames
 from dualpatch.errors import DataError
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dualpatch.cli_data import app
+from dualpatch.cli.data import app
 from dualpatch.data.download import Limits, download, download_ksdd2, safe_extract
 from dualpatch.errors import DataError
 from dualpatch.fileio import MARKER

@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import dualpatch.data.ksdd2 as ksdd2_module
-from dualpatch.cli_data import app
+from dualpatch.cli.data import app
 from dualpatch.data import KolektorSDD2
 from dualpatch.data.prepare import prepare_ksdd2
 from dualpatch.errors import DataError

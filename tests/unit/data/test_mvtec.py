@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from dualpatch.data import MVTecFolder, load_dataset
-from dualpatch.protocol import pooled
+from dualpatch.experiment.protocol import pooled
 
 NAME = "01_200828110055_{}_090_crop_2"
 

@@ -19,7 +19,7 @@ def cli(monkeypatch):
     fails unless it exits with status 0."""
     import warnings
 
-    from dualpatch.cli import main
+    from dualpatch.cli.main import main
 
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() replaces it
 

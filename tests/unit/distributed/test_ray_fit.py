@@ -11,13 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dualpatch import DualPatchCore, PatchCore, events, feature_cache
+from dualpatch import DualPatchCore, PatchCore, events
+from dualpatch.bank import feature_cache
 from dualpatch.errors import ConfigError
 from tests.support.common import tiny_params
 
 pytest.importorskip("ray", reason="Ray is the 'scale' extra")
 
-from dualpatch.distributed_fit import extract_to_cache, fit_on_ray  # noqa: E402
+from dualpatch.cluster.fit import extract_to_cache, fit_on_ray  # noqa: E402
 
 
 def no_local_extraction(monkeypatch) -> None:

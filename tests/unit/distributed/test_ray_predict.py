@@ -13,7 +13,7 @@ from tests.support.common import tiny_params
 
 ray = pytest.importorskip("ray", reason="Ray is the 'scale' extra")
 
-from dualpatch.distributed import expand_inputs, score_with_ray  # noqa: E402
+from dualpatch.cluster.extract import expand_inputs, score_with_ray  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import pytest
 from scipy import ndimage
 from sklearn.exceptions import UndefinedMetricWarning
 
-from dualpatch.evaluation import aupro, aupro_undefined_reason, pro_curve
+from dualpatch.metrics.evaluation import aupro, aupro_undefined_reason, pro_curve
 
 
 def reference_aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
-    """Written from the definition, independently of ``dualpatch.evaluation``: label each image's
+    """Written from the definition, independently of ``metrics.evaluation``: label each image's
     regions with scipy (8-connected), sweep every distinct score as a threshold with explicit
     per-region counts, then integrate the piecewise-linear curve segment by segment up to the limit.
     """

@@ -9,7 +9,7 @@ import pytest
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import f1_score, roc_auc_score
 
-from dualpatch.evaluation import METRIC_KEYS, aupro, evaluate, f1_max
+from dualpatch.metrics.evaluation import METRIC_KEYS, aupro, evaluate, f1_max
 
 
 def toy(seed: int, n: int = 40):

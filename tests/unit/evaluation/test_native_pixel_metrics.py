@@ -10,7 +10,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from dualpatch.data.images import resize_mask
-from dualpatch.evaluation import aupro, evaluate, native_pixel_metrics, pixel_metrics
+from dualpatch.metrics.evaluation import aupro, evaluate, native_pixel_metrics, pixel_metrics
 
 NATIVE, SMALL = (80, 40), (20, 10)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dualpatch.evaluation import evaluate
+from dualpatch.metrics.evaluation import evaluate
 
 
 def test_pixel_metrics_leave_out_images_without_a_mask():

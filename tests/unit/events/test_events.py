@@ -90,7 +90,7 @@ def test_tqdm_renderer_follows_the_stage():
 def test_rich_renderer_draws_runs_and_removes_finished_stages():
     from rich.console import Console
 
-    from dualpatch.cli_progress import RichRenderer, progress_bars
+    from dualpatch.cli.progress import RichRenderer, progress_bars
 
     console = Console(file=io.StringIO(), force_terminal=False, width=100)
     with progress_bars(console) as progress, events.subscribe(RichRenderer(progress)):
@@ -110,7 +110,7 @@ def test_rich_renderer_draws_runs_and_removes_finished_stages():
 def test_rich_renderer_shows_byte_stages_as_sizes():
     from rich.console import Console
 
-    from dualpatch.cli_progress import RichRenderer, progress_bars
+    from dualpatch.cli.progress import RichRenderer, progress_bars
 
     console = Console(file=io.StringIO(), force_terminal=True, width=100)
     with progress_bars(console) as progress, events.subscribe(RichRenderer(progress)):
@@ -135,7 +135,7 @@ def test_rich_stays_in_the_cli_layer():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    import dualpatch.cli_progress as cli_progress
+    import dualpatch.cli.progress as cli_progress
 
     assert "rich" in (cli_progress.__doc__ or "")
     source = open(events.__file__).read()
@@ -156,7 +156,7 @@ def test_track_reports_each_item_and_closes_empty_stages():
 
 
 def test_cli_rendering_draws_nothing_when_piped_unless_asked(capsys):
-    from dualpatch.cli_progress import rendering
+    from dualpatch.cli.progress import rendering
 
     with rendering():  # stderr is not a terminal here: no bars, and no tqdm fallback either
         assert events.listening()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from dualpatch import events
-from dualpatch.cli_progress import LogLineRenderer
+from dualpatch.cli.progress import LogLineRenderer
 
 
 class Clock:
@@ -60,7 +60,7 @@ def test_byte_stages_and_stages_without_a_total_read_as_sizes_and_counts():
 
 
 def test_cli_rendering_uses_log_lines_when_stderr_is_not_a_terminal(capsys, monkeypatch):
-    import dualpatch.cli_progress as cli_progress
+    import dualpatch.cli.progress as cli_progress
 
     class Eager(LogLineRenderer):
         def __init__(self, stream) -> None:

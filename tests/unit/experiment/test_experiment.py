@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from dualpatch.errors import ConfigError
-from dualpatch.evaluation import evaluate
-from dualpatch.experiment import Experiment, load_config
+from dualpatch.experiment.runner import Experiment, load_config
+from dualpatch.metrics.evaluation import evaluate
 from tests.support.common import REPO_ROOT
 
 
@@ -109,7 +109,7 @@ def test_rerun_skips_finished_runs_without_feature_extraction(finished, monkeypa
     def boom(*args, **kwargs):
         raise AssertionError("features were extracted again")
 
-    monkeypatch.setattr("dualpatch.features.FeatureExtractor.forward", boom)
+    monkeypatch.setattr("dualpatch.features.extractor.FeatureExtractor.forward", boom)
     Experiment(cfg).run()
     assert json.loads((report.parent / "metrics.json").read_text()) == before
 
@@ -119,7 +119,7 @@ def test_changed_run_is_recomputed_from_cached_features(finished, monkeypatch):
     cfg = json.loads(json.dumps(cfg))
     cfg["runs"] = [{"name": "single", "bank": "single", "coreset_ratio": 0.5}]
     calls = []
-    from dualpatch.features import FeatureExtractor
+    from dualpatch.features.extractor import FeatureExtractor
 
     original = FeatureExtractor.forward
 
@@ -214,8 +214,8 @@ def test_the_validation_fits_synthetic_pool_is_made_from_its_training_part_only(
     # a pool made from all training images would paste validation defects into the bank whose
     # validation scores set the threshold
     from dualpatch.data import load_dataset
-    from dualpatch.experiment import resolve_run
-    from dualpatch.protocol import inner_split
+    from dualpatch.experiment.protocol import inner_split
+    from dualpatch.experiment.runner import resolve_run
     from tests.support.protocol_fixtures import make_folder
 
     data = make_folder(tmp_path / "data", n_good=8, n_bad_train=6)

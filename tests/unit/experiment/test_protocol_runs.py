@@ -13,7 +13,7 @@ import pytest
 
 from dualpatch.augment import generate, read_manifest
 from dualpatch.data import KolektorSDD
-from dualpatch.experiment import Experiment, load_config
+from dualpatch.experiment.runner import Experiment, load_config
 from tests.support.protocol_fixtures import make_folder, make_kolektor_folder
 
 
@@ -142,7 +142,7 @@ def test_a_finished_run_on_an_older_recipes_images_is_run_again(monkeypatch):
     # a finished run is skipped by its signature; a generator fix must make the runs built on
     # its images stale, and only those
     from dualpatch import augment
-    from dualpatch.experiment_outputs import run_signature
+    from dualpatch.experiment.outputs import run_signature
 
     info = {"train": {"sha256": "a"}, "test": {"sha256": "b"}}
     paste = {"name": "dual+paste", "bank": "dual", "augment": {"method": "paste", "n": 4}}

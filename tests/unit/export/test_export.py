@@ -47,8 +47,8 @@ def assert_parity(reference, scores, maps) -> tuple[float, float]:
 
 
 def _check_all_runtimes(model, model_dir, images, deviations: dict | None = None):
-    from dualpatch.features import to_tensor
-    from dualpatch.runtime import open_scorer
+    from dualpatch.features.extractor import to_tensor
+    from dualpatch.serving.runtime import open_scorer
 
     model.save(model_dir)
     torch_scorer = open_scorer(model_dir, "torch", threads=1)
@@ -57,7 +57,7 @@ def _check_all_runtimes(model, model_dir, images, deviations: dict | None = None
     lib_maps, lib_scores = model._score_batch(to_tensor(images))
     np.testing.assert_allclose(reference[0], lib_scores.numpy(), rtol=1e-6)
     for runtime in ("onnx", "openvino"):
-        from dualpatch.export import default_export_path, export_model
+        from dualpatch.serving.export import default_export_path, export_model
 
         export_model(model_dir, runtime, default_export_path(model_dir, runtime))
         scorer = open_scorer(model_dir, runtime, threads=1)
@@ -127,7 +127,7 @@ def test_guarded_export_parity_on_defect_bank_images(tmp_path, tiny_normal, demo
 def test_export_records_threshold_and_novelty_level(tmp_path, fitted_dual):
     import onnx
 
-    from dualpatch.export import export_model
+    from dualpatch.serving.export import export_model
 
     model = copy.copy(fitted_dual)
     model.threshold_ = 12.5
@@ -154,7 +154,7 @@ def test_export_refuses_reweight_in_one_line(tmp_path, tiny_normal, run_cli):
 
 def test_export_refuses_a_faiss_knn(fitted_single):
     from dualpatch.errors import ConfigError
-    from dualpatch.export import check_exportable
+    from dualpatch.serving.export import check_exportable
 
     model = copy.copy(fitted_single)
     model.knn = "faiss-flat"
@@ -165,8 +165,8 @@ def test_export_refuses_a_faiss_knn(fitted_single):
 def test_stale_export_is_refused(tmp_path, fitted_single, tiny_normal):
     from dualpatch import PatchCore
     from dualpatch.errors import ModelFileError
-    from dualpatch.export import export_model
-    from dualpatch.runtime import open_scorer
+    from dualpatch.serving.export import export_model
+    from dualpatch.serving.runtime import open_scorer
 
     fitted_single.save(tmp_path / "a")
     export_model(tmp_path / "a", "onnx", tmp_path / "a" / "model.onnx")

@@ -18,7 +18,7 @@ pytest.importorskip("onnxruntime")
 
 @pytest.fixture
 def exported(fitted_dual, tmp_path) -> Path:
-    from dualpatch.export import export_model
+    from dualpatch.serving.export import export_model
 
     model = copy.copy(fitted_dual)
     model.threshold_, model.threshold_rule_ = 0.75, "test"
@@ -49,7 +49,7 @@ def test_export_records_its_digest_and_settings(exported):
 
 
 def test_damaged_onnx_is_refused(exported):
-    from dualpatch.runtime import open_scorer
+    from dualpatch.serving.runtime import open_scorer
 
     path = exported / "model.onnx"
     data = bytearray(path.read_bytes())
@@ -61,7 +61,7 @@ def test_damaged_onnx_is_refused(exported):
 
 
 def test_export_without_its_record_is_refused(exported):
-    from dualpatch.runtime import open_scorer
+    from dualpatch.serving.runtime import open_scorer
 
     (exported / "model.onnx.json").unlink()
     with pytest.raises(ModelFileError, match="export record not found"):
@@ -69,7 +69,7 @@ def test_export_without_its_record_is_refused(exported):
 
 
 def test_sealed_card_edited_after_export_is_refused(exported):
-    from dualpatch.runtime import open_scorer
+    from dualpatch.serving.runtime import open_scorer
 
     edit_card(exported, lambda m: m["params"].update(num_neighbors=3))
     with pytest.raises(ModelFileError, match="settings differ"):
@@ -82,8 +82,8 @@ def test_sealed_card_edited_after_export_is_refused(exported):
 def test_unsealed_card_edited_after_export_is_refused(fitted_dual, tmp_path, key, value):
     """A model saved before the seal: only the export's record can tell that k, the rule or the
     threshold changed after the graph was built."""
-    from dualpatch.export import export_model
-    from dualpatch.runtime import open_scorer
+    from dualpatch.serving.export import export_model
+    from dualpatch.serving.runtime import open_scorer
 
     model = copy.copy(fitted_dual)
     model.rule = "patch"
@@ -100,8 +100,8 @@ def test_unsealed_card_edited_after_export_is_refused(fitted_dual, tmp_path, key
 
 def test_damaged_openvino_weights_are_refused(exported):
     pytest.importorskip("openvino")
-    from dualpatch.export import export_model
-    from dualpatch.runtime import open_scorer
+    from dualpatch.serving.export import export_model
+    from dualpatch.serving.runtime import open_scorer
 
     xml = export_model(exported, "openvino", exported / "model.xml")
     record = json.loads((exported / "model.xml.json").read_text())

@@ -8,7 +8,7 @@ import torch
 
 from dualpatch import DualPatchCore
 from dualpatch.errors import ConfigError
-from dualpatch.feature_augment import augment_defect_features
+from dualpatch.features.augment import augment_defect_features
 from tests.support.common import tiny_params
 
 

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import torch
 
-from dualpatch.features import to_tensor
+from dualpatch.features.extractor import to_tensor
 
 
 def test_read_only_pixels_convert_without_a_warning_and_stay_untouched():

@@ -8,8 +8,8 @@ import pytest
 
 from dualpatch.augment.manifest import read_manifest
 from dualpatch.augment.paste import generate_paste
+from dualpatch.data.fewshot import ALL, draw_defects, fewshot_draws
 from dualpatch.errors import ConfigError
-from dualpatch.fewshot import ALL, draw_defects, fewshot_draws
 
 
 @pytest.fixture(scope="module")

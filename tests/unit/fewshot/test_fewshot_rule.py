@@ -13,12 +13,12 @@ import pytest
 
 from dualpatch import DualPatchCore
 from dualpatch.augment import read_manifest
-from dualpatch.crossval import prepare
 from dualpatch.errors import ConfigError
-from dualpatch.experiment import Experiment, load_config, resolve_run
-from dualpatch.fewshot_rule import inner_draws, inner_rules, pick_rule
-from dualpatch.fewshot_runner import draw_splits
-from dualpatch.protocol import Split
+from dualpatch.experiment.crossval import prepare
+from dualpatch.experiment.fewshot_rule import inner_draws, inner_rules, pick_rule
+from dualpatch.experiment.fewshot_runner import draw_splits
+from dualpatch.experiment.protocol import Split
+from dualpatch.experiment.runner import Experiment, load_config, resolve_run
 from dualpatch.scoring import DUAL_RULES
 from tests.support.protocol_fixtures import make_folder
 
@@ -121,7 +121,9 @@ def test_same_seed_same_choice(data, tmp_path):
 
 def test_chosen_rule_is_the_one_evaluated(data, tmp_path, monkeypatch):
     # force a choice other than the configured rule, so that "not applied" would show
-    monkeypatch.setattr("dualpatch.fewshot_rule.pick_rule", lambda rows, default: ("seed", {}))
+    monkeypatch.setattr(
+        "dualpatch.experiment.fewshot_rule.pick_rule", lambda rows, default: ("seed", {})
+    )
     chosen = _run(_config(data, tmp_path / "f", "defect_shots=[1]", "runs=[{bank: dual}]"))
     plain = _run(_config(data, tmp_path / "g", "defect_shots=[1]", "runs=[{bank: dual}]",
                          "rule_selection=none", "rule=seed"))  # fmt: skip
@@ -187,7 +189,9 @@ def test_ordinary_run_chooses_per_fold_without_reading_the_test_fold(data, tmp_p
 
 
 def test_ordinary_run_evaluates_the_chosen_rule(data, tmp_path, monkeypatch):
-    monkeypatch.setattr("dualpatch.fewshot_rule.pick_rule", lambda rows, default: ("seed", {}))
+    monkeypatch.setattr(
+        "dualpatch.experiment.fewshot_rule.pick_rule", lambda rows, default: ("seed", {})
+    )
     chosen = _run(_ordinary(data, tmp_path / "j", "rule_selection=inner"))
     plain = _run(_ordinary(data, tmp_path / "k", "runs=[{bank: dual, rule: seed}]"))
     entry = chosen["dual"]
@@ -201,7 +205,7 @@ def test_ordinary_run_evaluates_the_chosen_rule(data, tmp_path, monkeypatch):
 def test_a_choice_made_on_an_older_recipes_images_is_made_again(data, tmp_path, monkeypatch):
     # the saved choice is reused for the same settings, but not once the generator's images change
     from dualpatch import augment
-    from dualpatch import fewshot_rule as module
+    from dualpatch.experiment import fewshot_rule as module
 
     cfg = _config(data, tmp_path / "g")
     _choose(cfg, 1, 1)  # runs[1]: dual+paste
@@ -218,8 +222,8 @@ def test_a_choice_made_on_an_older_recipes_images_is_made_again(data, tmp_path, 
 def test_no_folds_choice_sees_an_image_of_its_own_test_fold(data, tmp_path, monkeypatch):
     # a cross-fold leak (the pooled set, another fold's training set, a vote over folds) reads no
     # test object, so the poisoned fold above cannot see it: record what each choice fits and scores
-    from dualpatch import fewshot_rule as module
-    from dualpatch.experiment import Experiment as Exp
+    from dualpatch.experiment import fewshot_rule as module
+    from dualpatch.experiment.runner import Experiment as Exp
 
     seen: list[set[str]] = []  # one set per choose_rule call, in fold order
     real_choose, real_fit, real_score = module.choose_rule, Exp.fit_model, module.score_rules

@@ -12,7 +12,7 @@ import pytest
 from dualpatch import DualPatchCore
 from dualpatch.augment import read_manifest
 from dualpatch.errors import ConfigError
-from dualpatch.experiment import Experiment, load_config
+from dualpatch.experiment.runner import Experiment, load_config
 from tests.support.protocol_fixtures import make_folder
 
 RUNS = (
@@ -156,7 +156,7 @@ def test_sdxl_without_weights_is_skipped_with_a_line(data, tmp_path, caplog):
     cfg = _config(data, tmp_path / "e", "defect_shots=[1]", "defect_draws=1",
                   "runs=[{name: dual, bank: dual}, {name: dual+sdxl, bank: dual,"
                   " augment: {method: sdxl, n: 2}}]")  # fmt: skip
-    with caplog.at_level("WARNING", logger="dualpatch.experiment"):
+    with caplog.at_level("WARNING", logger="dualpatch.experiment.runner"):
         metrics = _run(cfg)
     assert "dual+sdxl n=1" not in metrics and "dual n=1" in metrics
     assert any("dual+sdxl: skipped: no SDXL weights" in r.getMessage() for r in caplog.records)
@@ -190,7 +190,7 @@ def test_folds_keep_one_folder_per_fold_and_draw(data, tmp_path):
 def _advice_case(paste_verdict: str) -> dict:
     """goal_and_advice on hand-made figures at n = 1 where only the test-fold verdict of
     dual+paste against dual differs."""
-    from dualpatch.fewshot_runner import goal_and_advice
+    from dualpatch.experiment.fewshot_runner import goal_and_advice
 
     entries = [
         {"name": "single", "run": "single", "shots": None, "bank": "single", "real_only": False},

@@ -50,7 +50,7 @@ def test_a_changed_file_is_hashed_again_even_with_its_old_size_and_mtime(tmp_pat
 def test_save_and_load_hash_the_weights_file_once(fitted_single, tmp_path, hashed):
     """The review counted the weights file hashed three times per save."""
     from dualpatch import PatchCore
-    from dualpatch.backbones import default_weights_file
+    from dualpatch.features.backbones import default_weights_file
 
     weights = default_weights_file(fitted_single.backbone)
     assert weights is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from dualpatch.memory import continued_kcenter
+from dualpatch.bank.memory import continued_kcenter
 
 
 def test_first_pick_is_the_new_row_farthest_from_the_bank():

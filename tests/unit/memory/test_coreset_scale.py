@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dualpatch import memory
-from dualpatch.errors import ConfigError
-from dualpatch.memory import (
+from dualpatch.bank import memory
+from dualpatch.bank.memory import (
     MemoryBank,
     greedy_coreset,
     greedy_kcenter,
@@ -17,6 +16,7 @@ from dualpatch.memory import (
     project,
     projection_for,
 )
+from dualpatch.errors import ConfigError
 from tests.support.coreset import GENERATORS, brute_force_k_center, clustered
 
 

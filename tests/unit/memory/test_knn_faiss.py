@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dualpatch import PatchCore
+from dualpatch.bank.memory import MemoryBank, knn
 from dualpatch.errors import ConfigError
-from dualpatch.memory import MemoryBank, knn
 from tests.support.common import tiny_params
 
 pytest.importorskip("faiss", reason="faiss-cpu is the 'scale' extra")

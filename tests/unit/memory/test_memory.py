@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from dualpatch.bank.memory import MemoryBank, greedy_coreset, knn
 from dualpatch.errors import DataError
-from dualpatch.memory import MemoryBank, greedy_coreset, knn
 from tests.support.coreset import brute_force_k_center
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from dualpatch import query_memo
-from dualpatch.memory import MemoryBank, remembered_queries
+from dualpatch.bank import query_memo
+from dualpatch.bank.memory import MemoryBank, remembered_queries
 
 
 def _bank(seed: int) -> MemoryBank:

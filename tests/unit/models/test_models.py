@@ -61,7 +61,7 @@ def test_predict_maps_and_scores(which, request, tiny_test):
 
 def test_single_score_is_max_nearest_neighbour_distance(fitted_single, tiny_test):
     """Image score = the largest distance from a patch to its nearest normal-bank entry."""
-    from dualpatch.features import to_tensor
+    from dualpatch.features.extractor import to_tensor
 
     images = to_tensor([s.image(TINY) for s in tiny_test[:4]])
     feats = fitted_single.extractor_(images).features  # (B, D, h, w)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from dualpatch import PatchCore
-from dualpatch.cli import main
+from dualpatch.cli.main import main
 from dualpatch.fileio import MARKER
 from dualpatch.models import _load_cached
 from tests.support.common import CountingExtractor, kill_when, tiny_params

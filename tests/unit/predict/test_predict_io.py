@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from dualpatch.errors import DataError
-from dualpatch.predict_io import aspect_warning, colour_overlay, verdict, verdict_threshold
+from dualpatch.serving.predict_io import aspect_warning, colour_overlay, verdict, verdict_threshold
 
 
 def test_verdict_is_strictly_above_the_threshold():

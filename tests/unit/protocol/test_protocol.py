@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from dualpatch.protocol import (
+from dualpatch.experiment.protocol import (
     KOLEKTOR_DUPLICATE_ITEMS,
     inner_split,
     item_number,

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from dualpatch.fileio import write_json
-from dualpatch.report import (
+from dualpatch.report.html import (
     MASK_COLOUR,
     RunResult,
     gallery_order,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dualpatch.review import write_review
+from dualpatch.serving.review import write_review
 from tests.support import browser
 
 # under the folder "in<", the third path holds "</script><img ...>": it must stay data

@@ -12,7 +12,7 @@ import torch
 
 from dualpatch import DualPatchCore, PatchCore
 from dualpatch.errors import ConfigError
-from dualpatch.features import to_tensor
+from dualpatch.features.extractor import to_tensor
 from dualpatch.scoring import DUAL_RULES, anomaly_map
 from tests.support.common import tiny_params
 from tests.support.model_files import as_saved_before_the_seal
@@ -75,7 +75,7 @@ def test_reweight_is_refused_for_the_dual_model(tiny_normal, tiny_crops):
 
 
 def test_reweight_is_refused_by_the_config(demo_root):
-    from dualpatch.experiment import load_config
+    from dualpatch.experiment.runner import load_config
 
     overrides = [f"data={demo_root}", "reweight=true"]
     with pytest.raises(ConfigError, match=r"runs\[1\] is a dual run with reweight"):
@@ -101,8 +101,8 @@ def test_bad_neighbour_counts(value, tiny_normal):
 
 
 def test_one_rule_registry():
-    from dualpatch.cli import Rule
-    from dualpatch.experiment import load_config
+    from dualpatch.cli.main import Rule
+    from dualpatch.experiment.runner import load_config
 
     assert [r.value for r in Rule] == list(DUAL_RULES)
     for rule in DUAL_RULES:

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from dualpatch.bank.memory import knn
 from dualpatch.errors import ConfigError
-from dualpatch.memory import knn
 from dualpatch.scoring import (
     anomaly_map,
     dual_patch_ratio,

@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("starlette")
 
 from dualpatch.errors import ModelFileError  # noqa: E402
-from dualpatch.server import BadRequest, BodyBudget, model_info, read_body  # noqa: E402
-from dualpatch.server_guard import RateLimit  # noqa: E402
+from dualpatch.serving.guard import RateLimit  # noqa: E402
+from dualpatch.serving.server import BadRequest, BodyBudget, model_info, read_body  # noqa: E402
 
 
 class FakeRequest:

@@ -47,8 +47,8 @@ def test_model_params_build_both_estimators():
 
 def test_every_registry_name_is_a_choice():
     from dualpatch.augment import METHODS
-    from dualpatch.backbones import BACKBONE_NAMES, NORMALIZATIONS
     from dualpatch.data import DATASETS
+    from dualpatch.features.backbones import BACKBONE_NAMES, NORMALIZATIONS
     from dualpatch.scoring import DUAL_RULES
 
     expected = {

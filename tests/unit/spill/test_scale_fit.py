@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dualpatch import PatchCore, spill
-from dualpatch.memory import greedy_coreset, kcenter_radius, presample, project, projection_for
+from dualpatch import PatchCore
+from dualpatch.bank import spill
+from dualpatch.bank.memory import greedy_coreset, kcenter_radius, presample, project, projection_for
 from dualpatch.models import banks
 from tests.support.common import tiny_params
 

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from dualpatch import PatchCore, feature_store, spill
-from dualpatch.cli import main
+from dualpatch import PatchCore
+from dualpatch.bank import feature_store, spill
+from dualpatch.cli.main import main
 from dualpatch.errors import ConfigError, DataError
 from tests.support.common import CountingExtractor, kill_when, tiny_params
 
@@ -28,7 +29,7 @@ from tests.support.common import CountingExtractor, kill_when, tiny_params
 @pytest.mark.parametrize("method", ["greedy", "approx"])
 def test_spilled_fit_gives_the_in_memory_bank(method, tiny_normal, tmp_path, monkeypatch):
     # a small row budget, so that "approx" really narrows these few hundred patches
-    monkeypatch.setattr("dualpatch.memory.APPROX_SAMPLE", 100)
+    monkeypatch.setattr("dualpatch.bank.memory.APPROX_SAMPLE", 100)
     params = {**tiny_params(coreset_method=method), "coreset_min": 20}
     in_memory = PatchCore(**params).fit(tiny_normal)
     spilled = PatchCore(**params, max_memory="4GiB", cache_dir=str(tmp_path / "c")).fit(tiny_normal)

@@ -7,9 +7,9 @@ import math
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from dualpatch.evaluation import aupro
-from dualpatch.protocol import choose_threshold, f1_at
-from dualpatch.uncertainty import (
+from dualpatch.experiment.protocol import choose_threshold, f1_at
+from dualpatch.metrics.evaluation import aupro
+from dualpatch.metrics.uncertainty import (
     compare,
     fold_counts,
     image_metrics,
@@ -102,7 +102,7 @@ def test_threshold_uses_validation_scores_only():
 def test_corrected_t_interval_known_answer():
     # J = 6 folds, n_test / n_train = 1/2: variance (1/6 + 1/2) * s^2, s^2 = 0.035 by hand,
     # t(0.975, 5) = 2.570582 (printed tables, 6 decimals); half width t * sqrt(0.035 * 2/3)
-    from dualpatch.uncertainty import corrected_t_interval
+    from dualpatch.metrics.uncertainty import corrected_t_interval
 
     t = corrected_t_interval([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], test_share=0.5)
     half = 2.570582 * math.sqrt(0.035 * (1 / 6 + 0.5))
@@ -113,7 +113,7 @@ def test_corrected_t_interval_known_answer():
 
 def test_corrected_interval_is_wider_than_the_naive_t_interval():
     # the correction multiplies the standard error by sqrt(1 + J * n_test / n_train)
-    from dualpatch.uncertainty import corrected_t_interval
+    from dualpatch.metrics.uncertainty import corrected_t_interval
 
     x = np.random.default_rng(0).normal(size=9)
     naive = corrected_t_interval(x, test_share=0.0)
@@ -123,7 +123,7 @@ def test_corrected_interval_is_wider_than_the_naive_t_interval():
 
 
 def test_corrected_paired_test_reports_the_observed_difference_and_a_verdict():
-    from dualpatch.uncertainty import corrected_paired_test
+    from dualpatch.metrics.uncertainty import corrected_paired_test
 
     a = [0.9, 0.95, 0.92, 0.91, 0.94, 0.93]
     b = [0.8, 0.81, 0.79, 0.82, 0.8, 0.78]  # a - b = 0.1, 0.14, 0.13, 0.09, 0.14, 0.15

@@ -1,0 +1,302 @@
+"""The on-disk feature cache: one safetensors file of (h, w, D) patch features per image, keyed
+by the image's content and everything that shapes its features, plus the shared normal banks.
+
+Entries are never trusted: each carries the SHA-256 of its key (the image's digest, the
+extractor's and the settings: ``cache_key``) and its values together, so a missing, truncated or
+damaged entry, and one copied or renamed onto another image's key, is deleted and recomputed. An
+unwritable cache warns once and is dropped. The folder is made private (0700); a group- or
+world-writable one warns once, since whoever can write it can forge consistent entries and so
+change scores (the trust boundary: docs/cache.md). ``verify_entries`` re-extracts a sample.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dualpatch.data.base import Sample
+from dualpatch.errors import DataError
+from dualpatch.features.extractor import FEATURE_VERSION, to_tensor
+from dualpatch.fileio import atomic_path, sha256_file
+
+#: Bump whenever coreset selection changes: shared normal banks of an older version are ignored.
+#: 2: a spilled fit past its cap samples rows from the cap alone (spill.PROJECTION_SHARE).
+BANK_VERSION = 2
+
+
+def key_prefix(backbone: str, image_size: Sequence[int], normalization: str, weights) -> bytes:
+    """What shapes an image's features besides its content: code version, backbone, weights."""
+    digest = sha256_file(weights) if weights else "package"
+    return json.dumps([FEATURE_VERSION, backbone, list(image_size), normalization, digest]).encode()
+
+
+def cache_key(prefix: bytes, image_path: str) -> str:
+    """Image content + ``prefix`` (see ``key_prefix``)."""
+    h = hashlib.sha256(sha256_file(image_path).encode())
+    h.update(prefix)
+    return h.hexdigest()
+
+
+def entry_path(cache: Path, key: str) -> Path:
+    """Where the cache folder ``cache`` keeps the features of the image with ``key``
+    (``model._cache_key(sample)``): the one naming rule of every reader and writer."""
+    return cache / f"{key}.safetensors"
+
+
+def image_features(
+    model: Any, samples: Sequence[Sample], bar: Callable[[int], None]
+) -> torch.Tensor:
+    """(N, h, w, D) patch features of ``model`` (a ``PatchCore``) for full images at its
+    ``image_size``, read from and written to ``model.cache_dir`` when it is set; ``bar`` gets the
+    number of images done."""
+    cache = Path(model.cache_dir) if model.cache_dir else None
+    if cache is not None:
+        private_folder(cache)
+    out: list[torch.Tensor | None] = [None] * len(samples)
+    paths = [entry_path(cache, model._cache_key(s)) for s in samples] if cache else []
+    todo = []
+    for i in range(len(samples)):
+        if cache is not None:
+            out[i] = load_cached(paths[i])
+            if out[i] is not None:
+                continue
+        todo.append(i)
+    bar(len(samples) - len(todo))
+    for start in range(0, len(todo), model.batch_size):
+        batch = todo[start : start + model.batch_size]
+        feats = extract(model, [samples[i] for i in batch])
+        for i, f in zip(batch, feats, strict=True):
+            out[i] = f
+            if cache is not None and not save_cached(paths[i], f):
+                cache = None  # unwritable: warned once, carry on without it
+        bar(len(batch))
+    if not out:
+        raise DataError("no images to extract features from")
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
+def extract(model: Any, samples: Sequence[Sample]) -> torch.Tensor:
+    """(B, h, w, D) patch features of one batch of full images, run through ``model``'s backbone
+    at its ``image_size`` (no cache)."""
+    images = [s.image(tuple(model.image_size)) for s in samples]
+    return model.extractor_(to_tensor(images)).features.permute(0, 2, 3, 1).contiguous()
+
+
+def read_or_extract(model: Any, samples: Sequence[Sample]) -> torch.Tensor:
+    """(B, h, w, D) features of one batch: the cache's valid entries where ``model.cache_dir``
+    holds them (e.g. written by a Ray job: ``distributed_fit``), the backbone's for the rest,
+    which are not written (the bounded-memory fit keeps its own store)."""
+    cache = Path(model.cache_dir) if model.cache_dir else None
+    if cache is not None:
+        private_folder(cache)
+    paths = [entry_path(cache, model._cache_key(s)) for s in samples] if cache else []
+    found = [load_cached(p) for p in paths]
+    if not found or any(f is None for f in found):
+        return extract(model, samples)  # one batch through the backbone, as without a cache
+    return torch.stack(found)  # type: ignore[arg-type]
+
+
+def verify_entries(model: Any, samples: Sequence[Sample], n: int) -> int:
+    """Re-extract ``n`` of the cache's entries for ``samples`` (a seeded draw among those it
+    holds) and refuse, in one line, an entry that differs from its image's features: a forged
+    entry carries a consistent digest, so only the backbone can tell. Returns how many were
+    checked."""
+    import numpy as np
+
+    cache = Path(model.cache_dir)
+    held = [(s, p) for s in samples if (p := entry_path(cache, model._cache_key(s))).is_file()]
+    if not held or n <= 0:
+        return 0
+    rng = np.random.default_rng(model.seed)
+    picked = [held[i] for i in sorted(rng.choice(len(held), min(n, len(held)), replace=False))]
+    for start in range(0, len(picked), model.batch_size):
+        batch = picked[start : start + model.batch_size]
+        fresh = extract(model, [s for s, _ in batch])
+        for (sample, path), features in zip(batch, fresh, strict=True):
+            cached = load_cached(path)
+            if cached is None:  # damaged: deleted, extracted again by the fit
+                continue
+            # a batch of another size may round differently: a forgery differs by far more
+            if cached.shape != features.shape or not torch.allclose(
+                cached, features, rtol=1e-3, atol=1e-3
+            ):
+                raise DataError(
+                    f"{path}: cached features of {sample.image_path} differ from a "
+                    "re-extraction: the cache was changed by something other than dualpatch; "
+                    f"delete {cache} or fit with --no-cache"
+                )
+    return len(picked)
+
+
+def tensor_digest(t: torch.Tensor, key: str = "") -> str:
+    """SHA-256 of ``key`` (what the values claim to be: an entry's file name) and the values."""
+    h = hashlib.sha256(key.encode())
+    h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- the cache folder
+_checked: set[Path] = set()  # folders whose permissions were checked in this process
+
+
+def private_folder(folder: Path) -> None:
+    """Make ``folder`` (and any parent it needs) owner-only, or warn once if it exists and others
+    may write to it: they could replace entries with consistent forgeries."""
+    import stat
+
+    if folder in _checked:
+        return
+    _checked.add(folder)
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        for p in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                p.mkdir(mode=0o700)
+    except OSError:
+        return  # not creatable: save_cached warns about it
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        return  # not creatable: save_cached warns about it
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        warnings.warn(
+            f"{folder}: the feature cache is writable by other users (mode "
+            f"{stat.S_IMODE(mode):o}): they could change cached features and so scores; "
+            f"chmod 700 it, or use --verify-cache N or --no-cache (docs/cache.md)",
+            stacklevel=3,
+        )
+
+
+def save_cached(path: Path, features: torch.Tensor) -> bool:
+    """One cache entry, written atomically, with the SHA-256 of its values in the metadata;
+    False (after one warning) if the cache cannot be written."""
+    import safetensors
+    from safetensors.torch import save_file
+
+    features = features.detach().contiguous().clone()
+    meta = {"sha256": tensor_digest(features, path.stem), "key": path.stem}
+    try:
+        private_folder(path.parent)
+        with atomic_path(path) as tmp:
+            save_file({"features": features}, str(tmp), metadata=meta)
+    except (OSError, safetensors.SafetensorError) as exc:  # full or read-only disk: no cache
+        reason = getattr(exc, "strerror", None) or _first_words(exc)
+        warnings.warn(
+            f"{path.parent}: feature cache not writable ({reason}); carrying on without it "
+            "(--no-cache or DUALPATCH_CACHE= turns it off)",
+            stacklevel=4,
+        )
+        return False
+    return True
+
+
+def _first_words(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def load_cached(path: Path) -> torch.Tensor | None:
+    """A cache entry's (h, w, D) features, or None (and the entry deleted) if it is missing,
+    truncated, unreadable, or its values and file name (its key) do not match their recorded
+    SHA-256: never trusted. An older entry, whose digest did not cover its key, is recomputed."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            digest = (f.metadata() or {}).get("sha256")
+            features = f.get_tensor("features")
+        if (
+            features.ndim == 3
+            and features.dtype == torch.float32
+            and digest == tensor_digest(features, path.stem)
+        ):
+            return features
+    except Exception:  # any damage at all: recompute
+        pass
+    path.unlink(missing_ok=True)
+    return None
+
+
+# -------------------------------------------------------------------------- shared normal banks
+def shared_bank_path(model: Any, normal: Sequence[Sample]) -> Path | None:
+    """Where the feature cache keeps the normal bank of these images and ``model``'s settings, so
+    that the runs of an experiment that share a normal bank compute it once."""
+    if not model.cache_dir:
+        return None
+    from dualpatch.bank import memory
+
+    settings = [
+        model.coreset_ratio,
+        model.coreset_min,
+        model.projection_dim,
+        model.seed,
+        model.coreset_method,
+        memory.approx_settings() if model.coreset_method == "approx" else 0,
+        str(model.max_memory),
+        BANK_VERSION,
+    ]
+    keys = [model._cache_key(s) for s in normal]
+    digest = hashlib.sha256(json.dumps([keys, settings], default=str).encode()).hexdigest()
+    return Path(model.cache_dir) / "banks" / f"{digest}.safetensors"
+
+
+def save_shared_bank(path: Path, bank: torch.Tensor, grid: tuple[int, int]) -> None:
+    import safetensors
+    from safetensors.torch import save_file
+
+    bank = bank.detach().contiguous()
+    meta = {"sha256": tensor_digest(bank, path.stem + json.dumps(list(grid))),
+            "grid": json.dumps(list(grid))}  # fmt: skip
+    try:
+        private_folder(path.parent)
+        with atomic_path(path) as tmp:
+            save_file({"bank": bank}, str(tmp), metadata=meta)
+    except (OSError, safetensors.SafetensorError):
+        pass  # an unwritable cache (the feature cache warns about it): the bank is not shared
+
+
+def load_shared_bank(path: Path) -> tuple[torch.Tensor, tuple[int, int]] | None:
+    """A shared normal bank and its grid, or None (and the file deleted) if damaged in any way."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            bank = f.get_tensor("bank")
+        grid = tuple(json.loads(meta["grid"]))
+        digest = tensor_digest(bank, path.stem + json.dumps(list(grid)))
+        if bank.ndim == 2 and meta.get("sha256") == digest and len(grid) == 2:
+            return bank, grid  # type: ignore[return-value]
+    except Exception:  # any damage at all: recompute
+        pass
+    path.unlink(missing_ok=True)
+    return None
+
+
+class CachedImageFeatures:
+    """(N, h, w, D) features of images, read batch by batch through the feature cache."""
+
+    def __init__(self, model: Any, samples: list[Sample]):
+        self.model, self.samples = model, samples
+        self.shape = (len(samples),)
+
+    def __getitem__(self, rows: slice | list[int]) -> torch.Tensor:
+        samples = self.samples[rows] if isinstance(rows, slice) else [self.samples[i] for i in rows]
+        return self.model.image_features(samples, "normal features")
+
+
+def close_features(feats: Any) -> None:
+    """Release a feature view that holds files (a temporary spill store)."""
+    if hasattr(feats, "close"):
+        feats.close()

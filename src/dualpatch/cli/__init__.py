@@ -1,0 +1,1 @@
+"""The command line: typer commands over the library, which never imports it (layer 9)."""

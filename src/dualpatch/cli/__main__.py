@@ -1,0 +1,5 @@
+"""``python -m dualpatch.cli``: the command line."""
+
+from dualpatch.cli.main import main
+
+main()

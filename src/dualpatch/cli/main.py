@@ -1,0 +1,64 @@
+"""Command line: a thin shell over the library API (``dualpatch --help``).
+
+This module holds the top-level ``app``, its entry point (``main``) and the registration of
+the command modules: ``cli_fit`` (fit, evaluate, predict), ``cli_run`` (run, demo), ``cli_data``,
+``cli_augment`` and ``cli_serve`` (export, serve). Shared option types live in ``cli_common``.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import typer
+
+from dualpatch.cli.common import Rule, command_group, report_problem, show_warning  # noqa: F401  (kept for callers of cli.Rule)
+
+app = command_group(
+    help="PatchCore-style surface-defect detection with single and dual memory banks."
+)
+
+
+def main() -> None:
+    """Entry point. A problem inside a command becomes one ``error:`` line and its exit status
+    in ``cli_common.report_problem`` (the one error path); here: what happens before a command
+    runs (a usage error at the top level) and Ctrl-C."""
+    warnings.showwarning = show_warning
+    try:
+        code = app(standalone_mode=False)
+        if code == 130:  # typer's answer to Ctrl-C inside a command
+            typer.echo("aborted: nothing was replaced", err=True)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted: nothing was replaced", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        code = report_problem(exc)
+        if code is None:
+            raise
+        sys.exit(code)
+
+
+def _register_subcommands() -> None:
+    # An ImportError here is a bug in dualpatch itself: let it surface rather than hide a command.
+    import importlib
+
+    # name None: the module's commands join the top level (fit, evaluate, predict, run, demo, ...)
+    for module, name in (
+        ("fit", None),
+        ("run", None),
+        ("data", "data"),
+        ("augment", "augment"),
+        ("serve", None),
+        ("cli_model", "model"),
+    ):
+        app.add_typer(importlib.import_module(f"dualpatch.cli.{module}").app, name=name)
+
+
+_register_subcommands()
+
+if __name__ == "__main__":
+    main()

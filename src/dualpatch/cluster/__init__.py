@@ -1,0 +1,1 @@
+"""Cluster: feature extraction and fits on Ray (layer 6)."""

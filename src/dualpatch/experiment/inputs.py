@@ -1,0 +1,38 @@
+"""What feeds a dual run's defect bank: real defects (images, crops or crop folders) and the
+synthetic defects of augmentation folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dualpatch.errors import ConfigError
+
+
+def defect_inputs(train, source: str, size: tuple[int, int], augmented=(), crops=()) -> list:
+    """What feeds the defect bank: the defective training images (``source="image"``: their mask
+    patches, in whole-image context) or their crops (``"crop"``), plus synthetic defect folders.
+
+    Crop folders (``crops``, e.g. from ``dualpatch data crops``) replace the training split's own
+    defects: such a folder already holds them, and a user's own cut-outs stand in for them."""
+    if source not in ("image", "crop"):
+        raise ConfigError(f"unknown defect source {source!r} (image or crop)")
+    if crops:
+        from dualpatch.data.crop_folder import load_crop_folders
+
+        real = load_crop_folders(crops, size)
+    else:
+        # a defective image without a mask has no defect patches to give (data.folder)
+        real = train.defect_crops(size) if source == "crop" else train.masked_defective()
+    return real + synthetic_defects(augmented, source, size)
+
+
+def synthetic_defects(dirs, source: str, size: tuple[int, int], limit: int | None = None) -> list:
+    """The first ``limit`` images of each augmentation folder, as images or as crops."""
+    if not dirs:
+        return []
+    from dualpatch.augment import augmented_samples, load_augmented
+
+    dirs = [Path(d) for d in dirs]
+    if source == "crop":
+        return load_augmented(dirs, size, limit=limit)
+    return augmented_samples(dirs, limit)

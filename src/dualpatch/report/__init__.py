@@ -1,0 +1,1 @@
+"""Report: the HTML report of a run, its data and its plots (layer 7)."""
