@@ -125,6 +125,7 @@ def test_imports_never_point_up_the_layers():
 
 def test_import_graph_has_no_cycle():
     graph = _graph()
+
     # collapse submodules of the same top-level package: a cycle inside one package is fine
     # (data/__init__ re-exports its modules), a cycle between layers is not
     def top(m: str) -> str:
@@ -205,3 +206,30 @@ def test_library_modules_do_not_load_typer():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_architecture_md_lists_every_layer_as_the_test_does():
+    """ARCHITECTURE.md's layer table and ``LAYERS`` are one map: each package or module named
+    there at its layer, and each top-level module or sub-package of src/ in ``LAYERS``."""
+    import re
+
+    text = (REPO_ROOT / "ARCHITECTURE.md").read_text()
+    rows = re.findall(r"^\| (\d) \| ([^|]+) \|", text, flags=re.M)
+    documented = {
+        name.rstrip("/"): int(layer)
+        for layer, names in rows
+        for name in re.findall(r"`([^`]+)`", names)
+    }
+    assert {k: documented.get(k) for k in LAYERS} == LAYERS
+    on_disk = {p.stem for p in SRC.glob("*.py") if p.stem != "__init__"} | {
+        p.name for p in SRC.iterdir() if (p / "__init__.py").exists()
+    }
+    assert on_disk == set(LAYERS)
+
+
+def test_readme_how_it_works_names_every_sub_package():
+    """README's "How it works" table walks the same folders as the code."""
+    text = (REPO_ROOT / "README.md").read_text()
+    table = text[text.index("## How it works") :].split("\n\n")[1]
+    packages = {p.name for p in SRC.iterdir() if (p / "__init__.py").exists()}
+    assert [p for p in sorted(packages) if f"`{p}/" not in table] == []
