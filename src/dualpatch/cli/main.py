@@ -53,7 +53,7 @@ def _register_subcommands() -> None:
         ("data", "data"),
         ("augment", "augment"),
         ("serve", None),
-        ("cli_model", "model"),
+        ("model", "model"),
     ):
         app.add_typer(importlib.import_module(f"dualpatch.cli.{module}").app, name=name)
 
