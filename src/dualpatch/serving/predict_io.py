@@ -102,7 +102,8 @@ def verdict_threshold(model_dir: str | os.PathLike[str],
         if not math.isfinite(given):
             raise DataError(f"--threshold {given}: expected a finite number")
         return float(given), "--threshold"
-    stored = ModelCard.read(model_dir).threshold  # the card refuses a NaN or non-number one
+    # the card refuses a NaN or non-number threshold; its seal is checked when the model loads
+    stored = ModelCard.read(model_dir, seal=False).threshold
     return (None, "none") if stored is None else (float(stored), "model.json")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -18,16 +17,20 @@ def test_verdict_is_strictly_above_the_threshold():
     assert verdict(5.0, None) == ""
 
 
-def test_threshold_comes_from_the_option_then_the_model(tmp_path):
-    (tmp_path / "model.json").write_text(json.dumps({"threshold": 0.25}))
-    assert verdict_threshold(tmp_path, 0.5) == (0.5, "--threshold")
-    assert verdict_threshold(tmp_path, None) == (0.25, "model.json")
-    (tmp_path / "model.json").write_text(json.dumps({}))
+def test_threshold_comes_from_the_option_then_the_model(fitted_single, tmp_path):
+    from dualpatch.errors import ModelFileError
+    from tests.support.model_files import edit_card
+
+    fitted_single.save(tmp_path)  # fitted without a threshold
     assert verdict_threshold(tmp_path, None) == (None, "none")
+    assert verdict_threshold(tmp_path, 0.5) == (0.5, "--threshold")
     with pytest.raises(DataError, match="--threshold nan"):
         verdict_threshold(tmp_path, math.nan)
-    (tmp_path / "model.json").write_text('{"threshold": "high"}')
-    with pytest.raises(DataError, match="model.json: threshold is 'high'; expected a finite"):
+    edit_card(tmp_path, lambda meta: meta.update(threshold=0.25))
+    assert verdict_threshold(tmp_path, None) == (0.25, "model.json")
+    # model.json is read by the card alone, which refuses a threshold that is not a number
+    edit_card(tmp_path, lambda meta: meta.update(threshold="high"))
+    with pytest.raises(ModelFileError, match="model.json.*threshold"):
         verdict_threshold(tmp_path, None)
 
 
