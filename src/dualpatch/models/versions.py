@@ -12,8 +12,8 @@ exactly as before)::
 
 Why a symlink: ``os.replace`` swaps it in one step, and every reader that opens
 ``DIR/model.json`` (the server, the export, predict's provenance) follows it without knowing
-about versions. ``load`` resolves the pointer once (``resolve``), so it never pairs one
-version's JSON with another's tensors. A version folder is written under a temporary name and
+about versions. ``load`` resolves the pointer once (``card.resolve_model_dir``), so it never
+pairs one version's JSON with another's tensors. A version folder is written under a temporary name and
 renamed into place only when complete; no file of an earlier version is ever replaced, and
 versions are only deleted by ``prune``. Writers take an exclusive lock (``DIR/.lock``) so that
 two updates cannot both build on the same parent.
@@ -43,12 +43,6 @@ MODEL_FILES = ("model.json", "model.safetensors")
 LOCK = ".lock"
 
 
-def resolve(model_dir: str | os.PathLike[str]) -> Path:
-    """The folder that holds the current ``model.json`` and ``model.safetensors`` (the one rule,
-    in ``card.resolve_model_dir``, which every reader of a model folder goes through)."""
-    return resolve_model_dir(model_dir)
-
-
 def is_versioned(model_dir: str | os.PathLike[str]) -> bool:
     return (Path(model_dir) / CURRENT).is_symlink()
 
@@ -57,7 +51,7 @@ def current_version(model_dir: str | os.PathLike[str]) -> int | None:
     """The current version's number; None for a folder without versions."""
     if not is_versioned(model_dir):
         return None
-    return int(resolve(model_dir).name)
+    return int(resolve_model_dir(model_dir).name)
 
 
 def _folder(model_dir: Path, number: int) -> Path:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dualpatch.errors import ConfigError, DataError, ModelFileError
+from dualpatch.errors import ConfigError, DataError
 from dualpatch.serving.guard import LOG, Guard
 
 #: content types of a raw image body; multipart/form-data carries the image in field "image"
@@ -78,41 +78,29 @@ class BadRequest(Exception):
         self.status, self.reason, self.headers = status, reason, headers or {}
 
 
-def stored_threshold(meta: dict[str, Any], meta_path: Path) -> float | None:
-    """The threshold ``model.json`` holds (None: none), refused unless a finite number."""
-    value = meta.get("threshold")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ModelFileError(f"{meta_path}: threshold {value!r} is not a finite number")
-    return float(value)
-
-
 def model_info(model_dir: str | os.PathLike[str], threshold: float | None) -> dict[str, Any]:
     """What /v1/model reports. ``threshold`` (``--threshold``) overrides the stored one; with
     neither, "threshold" is None and answers carry no verdict."""
     from dualpatch.card import ModelCard
 
-    card = ModelCard.read(model_dir)  # the one reader of model.json: every field checked
-    meta_path, meta = card.path, card.data
-    stored = stored_threshold(meta, meta_path)
-    chosen = threshold if threshold is not None else stored
-    source = "model.json" if stored is not None else None
-    source = "--threshold" if threshold is not None else source
-    params = meta.get("params", {})
-    scale = meta.get("map_scale")
+    # the one reader of model.json: every field checked there (a NaN or text threshold refused)
+    card = ModelCard.read(model_dir)
+    stored = card.threshold
+    source = (
+        "--threshold" if threshold is not None else "model.json" if stored is not None else None
+    )
     return {
         "id": Path(model_dir).resolve().name,
-        "digest": meta.get("safetensors_sha256"),
-        "class": meta.get("class"),
-        "rule": params.get("rule") if meta.get("class") == "DualPatchCore" else None,
-        "backbone": params.get("backbone"),
-        "image_size": params.get("image_size"),
-        "threshold": chosen,
+        "digest": card.safetensors_sha256,
+        "class": card.model_class,
+        "rule": card.params.get("rule") if card.kind == "dual" else None,
+        "backbone": card.params.get("backbone"),
+        "image_size": list(card.image_size),
+        "threshold": threshold if threshold is not None else stored,
         "threshold_source": source,
         "stored_threshold": stored,
-        "threshold_rule": meta.get("threshold_rule"),
-        "map_scale": float(scale) if isinstance(scale, int | float) and scale > 0 else None,
+        "threshold_rule": card.threshold_rule,
+        "map_scale": card.map_scale,
     }
 
 

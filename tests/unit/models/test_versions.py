@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from dualpatch import PatchCore
+from dualpatch.card import resolve_model_dir
 from dualpatch.errors import ConfigError, DataError
 from dualpatch.fileio import sha256_file
 from dualpatch.models import versions
@@ -42,7 +43,7 @@ def scores(model_dir: Path, samples) -> np.ndarray:
 
 
 def test_a_folder_without_versions_reads_as_before(plain):
-    assert versions.resolve(plain) == plain and not versions.is_versioned(plain)
+    assert resolve_model_dir(plain) == plain and not versions.is_versioned(plain)
     assert versions.history(plain) == []
     assert PatchCore.load(plain).memory_.bank_.shape[0] > 0
 
