@@ -13,8 +13,8 @@ exactly as before)::
 Why a symlink: ``os.replace`` swaps it in one step, and every reader that opens
 ``DIR/model.json`` (the server, the export, predict's provenance) follows it without knowing
 about versions. ``load`` resolves the pointer once (``card.resolve_model_dir``), so it never
-pairs one version's JSON with another's tensors. A version folder is written under a temporary name and
-renamed into place only when complete; no file of an earlier version is ever replaced, and
+pairs one version's JSON with another's tensors. A version folder is written under a temporary
+name and renamed into place only when complete; no file of an earlier version is ever replaced, and
 versions are only deleted by ``prune``. Writers take an exclusive lock (``DIR/.lock``) so that
 two updates cannot both build on the same parent.
 """
