@@ -1,10 +1,14 @@
-"""Print the README's results tables (Markdown) from the JSON files under benchmarks/results/:
+"""Print the results tables (Markdown) from the JSON files under benchmarks/results/:
 KolektorSDD's cross-validated runs, and the safety suite's one JSON per dataset.
 
-The README's figures are copied from this output, never typed by hand:
+The figures of docs/results.md and of the README's one results table are copied from this output,
+never typed by hand:
 
     python benchmarks/readme_tables.py
-    python benchmarks/readme_tables.py --write-readme   # the three-dataset section, in place
+    python benchmarks/readme_tables.py --write-readme   # both, in place, between their markers
+
+``--write-readme`` writes the three-dataset tables into docs/results.md (between the safety-suite
+markers) and the headline table into README.md (between the results-headline markers).
 """
 
 from __future__ import annotations
@@ -177,7 +181,7 @@ TITLES = {"kolektorsdd": "KolektorSDD", "battery_weld": "battery_weld", "bsdata"
 
 
 def safety_section() -> str:
-    """The README's three-dataset tables, from the safety suite's JSON files only."""
+    """docs/results.md's three-dataset tables, from the safety suite's JSON files only."""
     parts = []
     for name, title in TITLES.items():
         path = RESULTS / f"safety_{name}.json"
@@ -207,19 +211,65 @@ def safety_section() -> str:
     return "\n\n".join(parts)
 
 
-def write_readme(readme: Path) -> None:
-    """Replace the text between the safety-suite markers of ``readme`` with ``safety_section``."""
-    text = readme.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{safety_section()}\n{END}{tail}")
+HEADLINE_START, HEADLINE_END = "<!-- results-headline:start -->", "<!-- results-headline:end -->"
+HEADLINE_RUNS = {
+    "single": "single bank",
+    "guarded": "dual, `guarded` (the default rule)",
+    "chosen": "the procedure (chosen per fold on training items)",
+}
+HEADLINE_COLUMNS = ["image_auroc", "image_ap", "pixel_aupro", "foreign_recall", "unseen_recall"]
+
+
+def headline_table() -> str:
+    """The README's one results table: per dataset, the single bank, the default dual rule and the
+    nested choice, on the safety suite's headline figures (fold-level intervals), and a line
+    naming the datasets where the nested choice fell back to the single bank on every fold."""
+    labels = dict(SAFETY_COLUMNS)
+    head = "| dataset | run | " + " | ".join(labels[k] for k in HEADLINE_COLUMNS) + " |"
+    rows, fallbacks = [head, "| --- | --- |" + " ---: |" * len(HEADLINE_COLUMNS)], []
+    for name, title in TITLES.items():
+        path = RESULTS / f"safety_{name}.json"
+        if not path.exists():
+            empty = " |" * len(HEADLINE_COLUMNS)
+            rows.append(f"| {title} | not measured (no `{path.name}`) |{empty}")
+            continue
+        data = json.loads(path.read_text())
+        for run, label in HEADLINE_RUNS.items():
+            m = data["runs"].get(run, {})
+            cells = " | ".join(fold_cell(m.get(k)) for k in HEADLINE_COLUMNS)
+            rows.append(f"| {title} | {label} | {cells} |")
+        picks = [c.get("chosen") or {} for c in data["choices_per_outer_fold"]]
+        if picks and all(c.get("fallback") for c in picks):
+            fallbacks.append(title)
+    note = (
+        f"\n\nOn {', '.join(fallbacks)} no dual candidate met the safety constraints on any "
+        "fold, so the procedure fell back to the single bank there."
+        if fallbacks
+        else ""
+    )
+    return "\n".join(rows) + note
+
+
+def write_between(path: Path, start: str, end: str, body: str) -> None:
+    """Replace the text between the ``start`` and ``end`` markers of ``path`` with ``body``."""
+    text = path.read_text()
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{body}\n{end}{tail}")
+
+
+def write_readme(readme: Path, results_page: Path) -> None:
+    """The full three-dataset tables into ``results_page``, the headline table into ``readme``."""
+    write_between(results_page, START, END, safety_section())
+    write_between(readme, HEADLINE_START, HEADLINE_END, headline_table())
 
 
 def main() -> None:
     import sys
 
     if "--write-readme" in sys.argv:
-        write_readme(Path(__file__).parents[1] / "README.md")
+        root = Path(__file__).parents[1]
+        write_readme(root / "README.md", root / "docs" / "results.md")
         return
     cv = RESULTS / "kolektorsdd_cv.json"
     if cv.exists():
