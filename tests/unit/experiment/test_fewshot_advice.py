@@ -114,3 +114,38 @@ def test_without_inner_figures_the_test_fold_reading_is_used_and_marked():
     advice = goal_and_advice(metrics, ENTRIES)["1"]
     assert advice["use"] == B and advice["chosen_on"].startswith("test folds, uncorrected")
     assert "per_outer_fold" not in advice
+
+
+def test_a_run_with_the_nested_rule_choice_gives_advice_chosen_on_inner_folds(tmp_path):
+    """The runner end to end (two folds, rule_selection: inner): metrics.json's advice is chosen
+    on the rule choice's inner figures, and report.html says so."""
+    import json
+    import warnings
+
+    from dualpatch.experiment.runner import Experiment, load_config
+    from tests.support.protocol_fixtures import make_folder
+
+    data = make_folder(tmp_path / "data", n_good=8, n_bad_train=6)
+    out = tmp_path / "out"
+    runs = ("runs=[{name: single, bank: single}, {name: dual, bank: dual}, {name: dual+feature, "
+            "bank: dual, defect_feature_augment: {method: interpolate}}]")  # fmt: skip
+    cfg = load_config(
+        None,
+        [f"data={data}", f"out={out}", "dataset=folder", "image_size=[64, 32]", "coreset_min=20",
+         "bootstrap=20", "threshold=none", f"cache_dir={tmp_path / 'cache'}", runs, "folds=2",
+         "defect_shots=[1]", "defect_draws=1", "rule_selection=inner"],
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Experiment(cfg).run()
+    metrics = json.loads((out / "metrics.json").read_text())
+    advice = metrics["fewshot"]["1"]
+    assert advice["chosen_on"] == INNER_EVIDENCE
+    folds = set(metrics["dual n=1"]["rule_choice"])
+    assert len(folds) == 2 and set(advice["per_outer_fold"]) == folds
+    for name in ("dual n=1", "dual+feature n=1"):
+        for fold, c in metrics[name]["rule_choice"].items():
+            assert advice["inner_criterion"][name][fold] == c["criterion"][c["chosen"]]
+    assert advice["test_fold_reading"]["chosen_on"].startswith("test folds, uncorrected")
+    page = (out / "report.html").read_text()
+    assert 'id="fewshot-advice-evidence">Chosen on training items only' in page
