@@ -3,23 +3,17 @@ training items; the published choice (the default split's kos01-33) is recorded 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.support.common import REPO_ROOT
+from tests.benchmarks import load_script
 from tests.support.protocol_fixtures import make_kolektor_folder
 
 
 @pytest.fixture(scope="module")
 def levers():
-    spec = importlib.util.spec_from_file_location(
-        "fidelity_levers", REPO_ROOT / "benchmarks" / "fidelity_levers.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fidelity_levers")
 
 
 @pytest.fixture(scope="module")
