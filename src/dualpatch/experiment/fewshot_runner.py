@@ -12,7 +12,9 @@ Each (run, n) is summarised over splits × seeds × draws: mean ± std and a 95%
 (test images resampled within each fold, the same resamples for every run and n, so differences
 are paired). metrics.json holds one entry per (run, n) named ``"<run> n=<n>"``, with its
 comparisons against the same n's dual-real-only run and against single, the issue's goal check
-and a recommendation per n; report.html shows the curves over n (``report_fewshot``).
+and a recommendation per n (chosen per outer fold on the nested rule choice's inner-validation
+figures where they exist, else read from the test folds, and marked with what it was chosen on);
+report.html shows the curves over n (``report_fewshot``).
 """
 
 from __future__ import annotations

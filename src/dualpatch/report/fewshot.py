@@ -93,7 +93,8 @@ def fewshot_section(
         rows.append(f"<tr><th>{E(e['run'])}</th><td>{E(n)}</td><td>{e['draws']}</td>{cells}</tr>")
     head = "".join(f"<th>{E(v)}</th>" for v in METRICS.values())
     advice_rows = "".join(
-        f"<tr><td>{E(n)}</td><td>{E(str(a['use']))}</td><td>{E(str(a.get('rule')))}</td>"
+        f"<tr><td>{E(n)}</td><td>{E(a['use'] or '— (see evidence)')}</td>"
+        f"<td>{E(str(a.get('rule')))}</td>"
         f"<td>{E(a['why'])}</td><td>{E(_chosen_on(a))}</td>"
         f"<td>{E(_goal_text(a['goal']))}</td></tr>"
         for n, a in advice.items()
