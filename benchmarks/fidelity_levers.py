@@ -395,7 +395,7 @@ def main() -> None:
 
     torch.set_num_threads(1)  # 2 cores shared with other helpers
     out, work = Path(args.out), Path(args.work)
-    results = json.loads(out.read_text()) if out.exists() else {}
+    results = keep_items(json.loads(out.read_text())) if out.exists() else {}
     train, test = choice_split(args.data, args.outer_fold)
     results["chosen_on"] = chosen_on(args.outer_fold, train)
     a, b = halves(train, args.split_seed)
@@ -544,6 +544,15 @@ def part_items(results: dict, part: dict) -> list[str]:
     if "items" in part:
         return part["items"]
     return sorted(results["halves"]["A"] + results["halves"]["B"])
+
+
+def keep_items(results: dict) -> dict:
+    """Write each older part's items into it (from the file's halves) before a new run replaces
+    the halves: otherwise a part measured on kos01-33 would pass for the new run's fold's."""
+    for key, part in results.items():
+        if key.startswith(("paste", "ddpm")) and "arms" in part and "items" not in part:
+            part["items"] = part_items(results, part)
+    return results
 
 
 def paste_rows(results: dict) -> list[dict]:

@@ -117,3 +117,14 @@ def test_choose_writes_each_folds_choice_and_the_note(levers, kolektor, tmp_path
     assert per_fold["fold1"]["chosen"] is None and per_fold["fold2"]["chosen"] is None
     assert "fewshot_cv.json" in selection["note"]
     assert "No train-only choice for fold1, fold2" in selection["note"]
+
+
+def test_older_parts_keep_their_items_when_a_new_run_replaces_the_halves(levers):
+    published = [f"kos{n:02d}" for n in range(1, 34)]
+    results = {"halves": {"A": published[:16], "B": published[16:]}, "paste": {"arms": {}},
+               "ddpm": {"arms": {}}, "ddpm_selection": {"ranking": []}}  # fmt: skip
+    levers.keep_items(results)
+    results["halves"] = {"A": ["kos40"], "B": ["kos41"]}  # an --outer-fold run's halves
+    assert levers.part_items(results, results["paste"]) == published
+    assert levers.part_items(results, results["ddpm"]) == published
+    assert "items" not in results["ddpm_selection"]
