@@ -14,6 +14,10 @@ A stopped run resumes: finished fits are kept in the results folder.
 
     python benchmarks/fewshot.py --data ../shared/data/kolektorsdd --out runs/kolektorsdd-fewshot
     python benchmarks/fewshot.py --collect-only --out runs/kolektorsdd-fewshot
+    python benchmarks/fewshot.py --advise-only --json benchmarks/results/fewshot_cv.json
+
+``--advise-only`` recomputes a written JSON's ``advice_and_goal`` from its own ``results`` with
+the library's ``goal_and_advice`` (no fit, no figure changed), recording that it did so.
 """
 
 from __future__ import annotations
@@ -58,7 +62,14 @@ def main() -> None:
         help="RUN=TEXT: what made a run's synthetic images (e.g. the generator's code), kept in "
         "the JSON's 'synthetic_code'",
     )  # fmt: skip
+    parser.add_argument(
+        "--advise-only", action="store_true",
+        help="recompute --json's advice_and_goal from its results (no fit)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.advise_only:
+        readvise(Path(args.json))
+        return
 
     from dualpatch.experiment.crossval import prepare
     from dualpatch.experiment.fewshot_runner import finish_fewshot, run_fewshot
@@ -150,6 +161,36 @@ def main() -> None:
                           f"{row[k]['ci'][1]:+.3f}] {row[k]['verdict']}"
                           for k in ("image_auroc", "image_ap")))  # fmt: skip
     print(f"wrote {args.json} and {args.plot}")
+
+
+def readvise(path: Path) -> None:
+    """Recompute ``advice_and_goal`` of a written JSON from its ``results`` and ``runs`` with the
+    library's ``goal_and_advice`` (advice chosen on inner folds where the results carry the nested
+    rule choice); the figures are not touched."""
+    from dualpatch.experiment.fewshot_runner import goal_and_advice, is_real_only
+    from dualpatch.fileio import write_json
+
+    saved = json.loads(path.read_text())
+    runs = {r["name"]: r for r in saved["runs"]}
+    entries = [
+        {"name": name, "run": m["run"], "shots": m["defect_shots"],
+         "bank": runs[m["run"]]["bank"], "real_only": is_real_only(runs[m["run"]])}
+        for name, m in saved["results"].items()
+    ]  # fmt: skip
+    advice = goal_and_advice(saved["results"], entries)
+    order = list(saved["advice_and_goal"])
+    saved["advice_and_goal"] = {n: advice[n] for n in order if n in advice}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE)
+    saved["advice_recomputed"] = (
+        f"advice_and_goal recomputed from this file's results by 'python benchmarks/fewshot.py "
+        f"--advise-only --json {path.name}' at commit {head.stdout.strip()[:7]} (issue 24): each "
+        "n's 'chosen_on' says what its advice was chosen on; 'test_fold_reading' is the advice "
+        "as first published, read from the test folds; no figure changed"
+    )
+    write_json(path, saved)
+    for n, a in saved["advice_and_goal"].items():
+        print(f"n={n}: use {a['use']} ({a['why']}); test-fold reading: "
+              f"{a['test_fold_reading']['use']}")  # fmt: skip
 
 
 def matched_draws(out: Path, entries: list[dict], resamples: int) -> dict:

@@ -23,6 +23,11 @@ is taken and ``feasible_everywhere`` is False.
 
 The fits themselves are done by ``safety_compute.py`` (distances stored per fold);
 ``safety_suite.py --defaults`` writes ``benchmarks/results/select_defaults.json``.
+
+Tests (``tests/benchmarks/test_select_defaults.py``): flip fixtures whose test items would turn
+the choice, through ``nested_choices`` and through ``safety_suite``'s stored fits (tags, inner and
+outer levels): every fold must choose on its training items, and the same rows on the test items
+choose otherwise.
 """
 
 from __future__ import annotations

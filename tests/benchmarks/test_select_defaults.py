@@ -101,3 +101,76 @@ def test_defaults_need_a_candidate_feasible_on_every_dataset():
     out = select_defaults.choose_defaults(rows)
     assert out["chosen"]["rule"] == "A" and not out["feasible_everywhere"]
     assert out["feasible_on"] == ["d1", "d2"]
+
+
+# --- the same flip through the safety suite's plumbing (stored fits, tags, levels) -----------
+#
+# A store of stored fits built from a per-item table: in the fit of outer fold r{s}f{f}, every
+# item that is a test item of that fold favours the "imagenet" normalisation 100 times over;
+# every other item favours "auto". The suite's procedure reads the inner fits (validation items
+# of the fold's training items), so every fold must choose "auto"; the outer fits' rows (the
+# fold's test items) choose "imagenet".
+
+
+class _Fit:
+    def __init__(self, ids: list[str]):
+        self._ids = ids
+
+    def ids(self, which: str) -> list[str]:
+        assert which == "test"
+        return self._ids
+
+
+def _flip_store(safety_suite, samples):
+    compute = safety_suite.compute
+    fits, tests = {}, {}
+    for fs in compute.FOLD_SEEDS:  # what safety_compute.run_dataset stores per fold
+        for f, (train, test) in enumerate(select_defaults.outer_folds("fixture", samples, fs)):
+            _inner, validation = select_defaults.inner_split("fixture", train, seed=fs)
+            tests[f"r{fs}f{f}"] = {s.id for s in test}
+            fits[(f"r{fs}f{f}", "inner")] = [s.id for s in validation]
+            fits[(f"r{fs}f{f}", "outer")] = [s.id for s in test]
+
+    class FlipStore(safety_suite.Store):
+        def __init__(self):
+            self.name = "fixture"
+
+        def has(self, norm, tag, level):
+            return (tag, level) in fits
+
+        def fold(self, norm, tag, level):
+            return _Fit(fits[(tag, level)])
+
+        def metrics(self, norm, tag, level, run):
+            ids = fits[(tag, level)]
+            test = tests[tag]
+            votes = sum((100 if i in test else 1) * ((i in test) == (norm == "imagenet"))
+                        for i in ids)  # fmt: skip
+            m = dict.fromkeys(select_defaults.CRITERION, votes / 10_000)
+            unseen = 0.5 if run == "single" else 1.0
+            return {**m, "foreign_recall": 1.0, "unseen_recall": unseen, "foreign_missed": []}
+
+    return FlipStore()
+
+
+@pytest.fixture(scope="module")
+def safety_suite():
+    return pytest.importorskip("safety_suite")
+
+
+def test_the_suites_procedure_chooses_each_fold_on_its_training_items(tmp_path, safety_suite):
+    samples = fixture(tmp_path)
+    store = _flip_store(safety_suite, samples)
+    choices = safety_suite._procedure(store, samples, [])
+    seeds = safety_suite.compute.FOLD_SEEDS
+    assert [c["fold"] for c in choices] == [f"r{s}f{f}" for s in seeds for f in range(3)]
+    assert {c["chosen"]["normalization"] for c in choices} == {"auto"}
+    assert all(c["complete"] for c in choices)
+
+
+def test_the_suites_fixture_flips_on_the_test_items(tmp_path, safety_suite):
+    # the control: the same store's rows on a fold's test items (its outer fit) choose imagenet
+    samples = fixture(tmp_path)
+    store = _flip_store(safety_suite, samples)
+    leaked = select_defaults.choose(store.candidate_rows("r0f1", "outer"))
+    assert leaked["normalization"] == "imagenet"

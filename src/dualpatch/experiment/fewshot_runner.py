@@ -12,7 +12,9 @@ Each (run, n) is summarised over splits × seeds × draws: mean ± std and a 95%
 (test images resampled within each fold, the same resamples for every run and n, so differences
 are paired). metrics.json holds one entry per (run, n) named ``"<run> n=<n>"``, with its
 comparisons against the same n's dual-real-only run and against single, the issue's goal check
-and a recommendation per n; report.html shows the curves over n (``report_fewshot``).
+and a recommendation per n (chosen per outer fold on the nested rule choice's inner-validation
+figures where they exist, else read from the test folds, and marked with what it was chosen on);
+report.html shows the curves over n (``report_fewshot``).
 """
 
 from __future__ import annotations
@@ -205,12 +207,16 @@ def goal_and_advice(metrics: dict[str, dict], entries: list[dict]) -> dict[str, 
     defects use (with the evidence)?
 
     Goal (n <= 5): mean image AUROC and AP at least 0.01 above dual-real-only, with 95% intervals
-    that do not overlap, and means above single. Advice: a synthetic source only where its paired
-    difference against dual-real-only is a win on image AUROC or AP and a loss on neither;
-    otherwise dual-real-only where it beats single on a mean of the two, else single.
+    that do not overlap, and means above single. It is a measurement on the test folds.
 
-    Both read the test folds' figures, so each n's entry says so (``chosen_on``, the text of
-    ``fewshot.ADVICE_EVIDENCE``).
+    Advice: chosen on training items only where the dual entries carry the nested rule choice's
+    inner-validation figures (``rule_selection: inner``): per outer fold, the dual source with
+    the best validation criterion (``source_per_fold``); ``use`` is the source every fold chose,
+    else None. Without those figures, and always as ``test_fold_reading``: a synthetic source only
+    where its paired difference against dual-real-only is a win on image AUROC or AP and a loss on
+    neither; otherwise dual-real-only where it beats single on a mean of the two, else single.
+    That reading is made on the test folds; each n's entry says what its ``use`` was chosen on
+    (``chosen_on``: ``INNER_EVIDENCE`` or ``fewshot.ADVICE_EVIDENCE``).
     """
     base = _first_real_only(entries)
     single = next((e["name"] for e in entries if e["bank"] == "single"), None)
@@ -230,11 +236,59 @@ def goal_and_advice(metrics: dict[str, dict], entries: list[dict]) -> dict[str, 
                 wins.append(e["name"])
             if n != ALL and int(n) <= GOAL_MAX_SHOTS:
                 goal[e["name"]] = _meets_goal(m, mb, metrics.get(single) if single else None)
-        advice = _advice(metrics, wins, b, single)
+        reading = {**_advice(metrics, wins, b, single), "chosen_on": ADVICE_EVIDENCE}
+        advice = _inner_advice(metrics, [e["name"] for e in others], b) or reading
         advice["rule"] = metrics[advice["use"]].get("rule") if advice["use"] else None
         out[n] = {"baseline": b, "goal": goal, "clear_wins_over_baseline": wins, **advice,
-                  "chosen_on": ADVICE_EVIDENCE}  # fmt: skip
+                  "test_fold_reading": reading}  # fmt: skip
     return out
+
+
+#: what an advice chosen on inner folds is chosen on (recorded with it)
+INNER_EVIDENCE = (
+    "training items only: per outer fold, each dual source's inner-validation criterion (the "
+    "nested rule choice's figures: mean of validation image AUROC, image AP and pixel AUPRO over "
+    "the inner draws, at the source's chosen rule; the same validation images for every source); "
+    "no test image reaches it; single has no inner figures and is not a candidate"
+)
+
+
+def inner_criteria(metrics: dict[str, dict], names: list[str]) -> dict[str, dict[str, float]]:
+    """Per dual entry of ``names``: per outer fold, the inner-validation criterion at the rule that
+    fold chose (from ``rule_choice``); {} unless every entry has them for the same folds."""
+    choices = {name: metrics[name].get("rule_choice") or {} for name in names}
+    folds = [set(c) for c in choices.values()]
+    if not names or not folds[0] or any(f != folds[0] for f in folds):
+        return {}
+    return {name: {fold: float(c["criterion"][c["chosen"]]) for fold, c in choice.items()}
+            for name, choice in choices.items()}  # fmt: skip
+
+
+def source_per_fold(criteria: dict[str, dict[str, float]], prefer: str | None) -> dict[str, str]:
+    """Per outer fold, the source with the highest criterion in ``criteria`` (source -> fold ->
+    figure, training items only); a tie goes to ``prefer`` (the real defects alone: no generator
+    to run), then to the first source."""
+    folds = sorted({f for per in criteria.values() for f in per})
+    order = sorted(criteria, key=lambda s: s != prefer)  # stable: prefer first
+    return {f: max(order, key=lambda s: criteria[s][f]) for f in folds}
+
+
+def _inner_advice(metrics: dict, names: list[str], base: str | None) -> dict | None:
+    """The advice chosen on inner folds (None without inner figures)."""
+    criteria = inner_criteria(metrics, names)
+    if not criteria:
+        return None
+    per_fold = source_per_fold(criteria, base)
+    picked = set(per_fold.values())
+    listed = ", ".join(f"{f} {s}" for f, s in per_fold.items())
+    if len(picked) == 1:
+        use = picked.pop()
+        why = f"every outer fold's inner validation chose {use} ({listed})"
+    else:
+        use = None
+        why = f"the outer folds' inner validations disagree ({listed}): choose on your own data"
+    return {"use": use, "why": why, "chosen_on": INNER_EVIDENCE, "per_outer_fold": per_fold,
+            "inner_criterion": criteria}  # fmt: skip
 
 
 def _meets_goal(m: dict, base: dict, single: dict | None) -> dict[str, Any]:

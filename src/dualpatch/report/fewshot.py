@@ -78,7 +78,6 @@ def fewshot_section(
     inline: bool = False,
 ) -> str:
     """The report's few-shot section (HTML): the plot, the per-(run, n) table and the advice."""
-    from dualpatch.data.fewshot import ADVICE_EVIDENCE
     from dualpatch.report.html import _img, _spread
 
     out_dir = Path(out_dir)
@@ -94,8 +93,9 @@ def fewshot_section(
         rows.append(f"<tr><th>{E(e['run'])}</th><td>{E(n)}</td><td>{e['draws']}</td>{cells}</tr>")
     head = "".join(f"<th>{E(v)}</th>" for v in METRICS.values())
     advice_rows = "".join(
-        f"<tr><td>{E(n)}</td><td>{E(str(a['use']))}</td><td>{E(str(a.get('rule')))}</td>"
-        f"<td>{E(a['why'])}</td>"
+        f"<tr><td>{E(n)}</td><td>{E(a['use'] or '— (see evidence)')}</td>"
+        f"<td>{E(str(a.get('rule')))}</td>"
+        f"<td>{E(a['why'])}</td><td>{E(_chosen_on(a))}</td>"
         f"<td>{E(_goal_text(a['goal']))}</td></tr>"
         for n, a in advice.items()
     )
@@ -109,11 +109,29 @@ def fewshot_section(
         + f'<table id="fewshot"><thead><tr><th>Run</th><th>n</th><th>Draws</th>{head}</tr>'
         f"</thead><tbody>{''.join(rows)}</tbody></table>"
         "<h3>Which setting to use with n real defects</h3>"
-        f'<p class="sub" id="fewshot-advice-evidence">Read from the {E(ADVICE_EVIDENCE)}.</p>'
+        f'<p class="sub" id="fewshot-advice-evidence">{_evidence(advice)}</p>'
         '<table id="fewshot-advice"><thead><tr><th>n</th><th>Use</th><th>Rule</th><th>Evidence</th>'
+        "<th>Chosen on</th>"
         f"<th>Goal (+0.01 AUROC and AP over real-only, intervals apart, beats single)</th></tr>"
         f"</thead><tbody>{advice_rows}</tbody></table>"
     )
+
+
+def _chosen_on(advice: Mapping[str, Any]) -> str:
+    """The advice's evidence in two words (the full text is above the table)."""
+    return "test folds" if advice["chosen_on"].startswith("test folds") else "training items only"
+
+
+def _evidence(advice: Mapping[str, Mapping[str, Any]]) -> str:
+    """Above the advice table: what each n's advice was chosen on, in full (HTML-escaped)."""
+    by_text: dict[str, list[str]] = {}
+    for n, a in advice.items():
+        by_text.setdefault(a["chosen_on"], []).append(n)
+    return " ".join(
+        f"Read from the {E(text)} (n = {E(', '.join(ns))})." if text.startswith("test folds")
+        else f"Chosen on {E(text)} (n = {E(', '.join(ns))})."
+        for text, ns in by_text.items()
+    )  # fmt: skip
 
 
 def _goal_text(goal: Mapping[str, Mapping[str, Any]]) -> str:
