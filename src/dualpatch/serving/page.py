@@ -80,7 +80,9 @@ _SCRIPT = """
 const $ = (id) => document.getElementById(id);
 const NO_THRESHOLD = "none: verdicts are off (the model holds no threshold; fit with " +
   "--threshold-holdout, or serve with --threshold)";
-let file = null, model = null, version = null;
+// shown: the image whose result is on the page (feedback sends it); seq: the latest inspection,
+// so that a late answer never lands beside another image
+let shown = null, model = null, version = null, seq = 0;
 
 function headers() {
   const key = $("key").value.trim();
@@ -88,14 +90,19 @@ function headers() {
 }
 function showError(text) { $("error").textContent = text; $("error").hidden = !text; }
 async function call(method, path, body) {
-  const r = await fetch(path, {method, headers: headers(), body});
+  let r;
+  try {
+    r = await fetch(path, {method, headers: headers(), body});
+  } catch (e) {
+    return {r: {ok: false, status: 0, headers: new Headers()}, data: {error: "server unreachable"}};
+  }
   let data = {};
   try { data = await r.json(); } catch (e) { data = {error: r.statusText}; }
   return {r, data};
 }
-function form() {
+function form(image) {
   const f = new FormData();
-  f.append("image", file, file.name || "image");
+  f.append("image", image, image.name || "image");
   return f;
 }
 
@@ -144,7 +151,7 @@ function drawOverlay(mapB64) {
   map.src = "data:image/png;base64," + mapB64;
 }
 
-function show(res) {
+function show(res, image) {
   const v = $("verdict");
   v.textContent = res.verdict === null ? "no verdict (threshold off)" : res.verdict;
   v.className = res.verdict === null ? "off" : res.verdict;
@@ -153,20 +160,24 @@ function show(res) {
   const digest = res.model.digest.slice(0, 12);
   $("version").textContent = (version ? `version ${version}, ` : "") + `digest ${digest}`;
   $("photo").onload = () => drawOverlay(res.map_png_base64);
-  $("photo").src = URL.createObjectURL(file);
+  if ($("photo").src) URL.revokeObjectURL($("photo").src);
+  $("photo").src = URL.createObjectURL(image);
+  shown = image;
   $("result").hidden = false;
 }
-async function inspect() {
+async function inspect(image) {
+  const mine = ++seq;
   document.body.dataset.state = "inspecting";
   showError("");
-  const {r, data} = await call("POST", "/v1/inspect?map=base64", form());
+  const {r, data} = await call("POST", "/v1/inspect?map=base64", form(image));
+  if (mine !== seq) return;  // another image was picked meanwhile
   if (!r.ok) {
     showError(`inspection failed: ${r.status}: ${data.error}`);
     $("result").hidden = true;  // never an old verdict beside a new image
     document.body.dataset.state = "error";
     return;
   }
-  show(data);
+  show(data, image);
 }
 
 function summary(data) {
@@ -176,12 +187,18 @@ function summary(data) {
     : (t.reason || "threshold not re-checked");
   return `added to the ${bank}: model version ${data.version}; ${check}`;
 }
+function busy(on) { for (const id of ["good", "defect", "force"]) $(id).disabled = on; }
 async function feedback(label, force) {
+  busy(true);  // one click, one version
+  try { await sendFeedback(label, force); } finally { busy(false); }
+}
+async function sendFeedback(label, force) {
+  const image = shown;
   $("guard").hidden = true;
   $("feedback").textContent = `sending "${label}"...`;
   document.body.dataset.state = "feedback";
   const q = `/v1/feedback?label=${label}` + (force ? "&force=true" : "");
-  const {r, data} = await call("POST", q, form());
+  const {r, data} = await call("POST", q, form(image));
   if (r.status === 409 && r.headers.get("X-Dualpatch-Refused") === "guard") {
     $("feedback").textContent = "";
     $("guard-text").textContent = `not added: ${data.error}. Add it to the normal bank anyway?`;
@@ -197,10 +214,15 @@ async function feedback(label, force) {
   version = data.version;
   $("feedback").textContent = summary(data);
   await readModel();
-  await inspect();  // the same image, scored by the new version
+  await inspect(image);  // the same image, scored by the new version
 }
 
-function pick(f) { if (f) { file = f; $("feedback").textContent = ""; inspect(); } }
+function pick(f) {
+  if (!f) return;
+  $("feedback").textContent = "";
+  $("guard").hidden = true;
+  inspect(f);
+}
 $("file").addEventListener("change", (e) => pick(e.target.files[0]));
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });

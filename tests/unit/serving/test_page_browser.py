@@ -217,3 +217,19 @@ def test_a_model_without_threshold_shows_verdicts_off(page, fitted_single, tmp_p
         upload(page, learner[1]["defect"])
         assert page.inner_text("#verdict") == "no verdict (threshold off)"
         assert "verdicts are off" in page.inner_text("#threshold")
+        # an error from the feedback call is shown as the server's one line
+        page.click("#defect")
+        expect(page.locator("#feedback")).to_contain_text(
+            "feedback failed: 400: a single-bank model has no defect bank"
+        )
+        expect(page.locator("#guard")).to_be_hidden()
+
+
+def test_a_double_click_adds_one_version(page, served, demo_test):
+    url, folder = served
+    open_page(page, url)
+    upload(page, demo_test.normal()[0].image_path)
+    page.evaluate("() => { const b = document.getElementById('good'); b.click(); b.click(); }")
+    after_feedback(page, 2)
+    expect(page.locator("#good")).to_be_enabled()
+    assert versions.current_version(folder) == 2
