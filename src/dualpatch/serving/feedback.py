@@ -8,9 +8,10 @@
 Behind the API key like /v1/inspect. The upload is kept beside the model, content-addressed
 (``DIR/feedback/<sha256>.<ext>``), so the version record's file and digest stay checkable. The
 update runs on the scoring thread, so it falls between two requests: none is scored by a
-half-updated model. The guard's refusal is 409 with its one line; ``force=true`` is the explicit
-confirmation that adds the image anyway. Exported runtimes would keep scoring the old graph, so
-feedback needs ``--runtime torch``.
+half-updated model. The guard's refusal is 409 with its one line and the header
+``X-Dualpatch-Refused: guard`` (other 409s, which force would not change, carry none);
+``force=true`` is the explicit confirmation that adds the image anyway. Exported runtimes would
+keep scoring the old graph, so feedback needs ``--runtime torch``.
 """
 
 # no ``from __future__ import annotations``: FastAPI reads the route's annotations (Request) at
@@ -26,6 +27,10 @@ from dualpatch.fileio import write_bytes
 
 LABELS = {"good": "normal", "defect": "defect"}
 FOLDER = "feedback"
+#: a 409 that ``force=true`` would turn into an addition carries this header (value "guard")
+REFUSED_HEADER = "X-Dualpatch-Refused"
+#: how ``models.online.add_normal`` starts the guard's refusal
+GUARD_REFUSAL = "refused from the normal bank"
 
 
 def key_id(key: bytes | None) -> str:
@@ -78,7 +83,10 @@ def register_feedback(app: Any, inspector: Any, http: Any) -> None:
                 by=key_id(inspector.key),
             )  # fmt: skip
         except DataError as exc:
-            raise BadRequest(409, str(exc)) from None
+            # the review page offers "add anyway" (force) for the guard's refusal only
+            refused = bank == "normal" and not force and str(exc).startswith(GUARD_REFUSAL)
+            headers = {REFUSED_HEADER: "guard"} if refused else None
+            raise BadRequest(409, str(exc), headers) from None
         except ConfigError as exc:
             raise BadRequest(400, str(exc)) from None
         # on the scoring thread: the next request is scored by the new version

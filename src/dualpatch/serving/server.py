@@ -6,6 +6,7 @@
                         ?map=base64 adds it to the JSON as "map_png_base64"
     GET  /v1/health     liveness and queue depth
     GET  /v1/model      what is being served
+    GET  /              the review page (serving/page.py; served without the key, holds no data)
 
 Every bad input gets a 4xx and a one-line ``{"error": ...}``: empty, corrupt, unsupported or
 too large images (decoded through ``data.images`` as ``predict`` reads files, with a pixel cap and
@@ -430,6 +431,12 @@ def create_app(config: ServeConfig):
             raise BadRequest(400, f"map={map}: use map=png or map=base64")
         return inspector.answer(*await inspector.inspect(request), map)
 
+    @app.get("/", include_in_schema=False)
+    async def review_page():
+        from dualpatch.serving.page import page_response
+
+        return page_response()
+
     @app.get("/v1/health")
     async def health():
         return {"status": "ok", "pending": inspector.pending, "served": inspector.served}
@@ -474,6 +481,7 @@ def run(config: ServeConfig, host: str, port: int) -> None:
         warnings.warn(line, stacklevel=2)
     else:
         print(line, file=sys.stderr)
-    where = f"http://{host}:{sock.getsockname()[1]}/v1/inspect"
-    print(f"serving {config.model_dir} ({inspector.info['runtime']}) on {where}", file=sys.stderr)
+    where = f"http://{host}:{sock.getsockname()[1]}"
+    print(f"serving {config.model_dir} ({inspector.info['runtime']}) on {where}/v1/inspect; "
+          f"review page: {where}/", file=sys.stderr)  # fmt: skip
     server.run(sockets=[sock])
