@@ -5,21 +5,30 @@ each found defect add it (with its mask, as an operator would mark it) to the de
 first one turns the model dual: ``online.start_defect_bank``). After each change the threshold is
 re-checked on held-out normal training images (20 % of the starting fraction, never in a bank).
 
+Repeated: ``--folds`` group-aware stratified folds of every image (the stream is the fold's test
+images, the start model's normals come from its training images) x ``--seeds`` (each seed draws
+the starting fraction, the held-out normals and the stream order). Each fold's runs are pooled
+(counts), and the fold-level means get Nadeau-Bengio corrected intervals (folds share training
+data; test share 1/(folds-1)); the paired differences the same way.
+
 Reported: the false-alarm and escape rates over the stream, each image scored *before* it could
-teach (prequential), against the same start model never learning; and one pass over the whole
-stream at the end by the learned model and by a model refitted from scratch on what it learned
-(the starting normals, the added normals, the found defects with their masks), each with its
-threshold from the same held-out normals. That end pass scores images both models learned from,
-so it compares the two, not either with an unseen set. Defaults everywhere; test labels only
+teach (prequential), against the same start model never learning, overall and per stretch of the
+stream (the curve); and one pass over the whole stream at the end by the learned model and by a
+model refitted from scratch on what it learned (the starting normals, the added normals, the found
+defects with their masks), each with its threshold from the same held-out normals. That end pass
+scores images both models learned from, so it compares the two, not either with an unseen set.
+Defaults everywhere but the normal bank's coreset (``--coreset``, 1 %: CPU); test labels only
 play the operator and are counted.
 
     python benchmarks/online_line.py --dataset kolektorsdd --data ../shared/data/kolektorsdd
     python benchmarks/online_line.py --dataset folder --data ../shared/data/bsdata --name bsdata \
         --image-size 128 320
     python benchmarks/online_line.py --dataset folder --data ../shared/data/battery_weld/welding \
-        --name battery_weld --image-size 160 256
+        --name battery_weld --image-size 160 256 --fraction 0.5
+    python benchmarks/online_line.py --plot \
+        benchmarks/results/online_line_{kolektorsdd,bsdata,battery_weld}.json
 
-Writes ``benchmarks/results/online_line_<name>.json``.
+Writes ``benchmarks/results/online_line_<name>.json``; ``--plot`` draws ``docs/online_line.png``.
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +53,7 @@ from dualpatch import DualPatchCore, PatchCore  # noqa: E402
 from dualpatch.defaults import default_cache  # noqa: E402
 from dualpatch.errors import DataError  # noqa: E402
 from dualpatch.experiment.protocol import make_splits  # noqa: E402
+from dualpatch.metrics.uncertainty import corrected_paired_test, corrected_t_interval  # noqa: E402
 from dualpatch.models.online import start_defect_bank  # noqa: E402
 from dualpatch.threshold import calibrate, holdout_split  # noqa: E402
 
@@ -56,15 +68,6 @@ def rates(flags: list[bool], labels: list[int]) -> dict:
         "escapes": int((~f & bad).sum()), "defective": int(bad.sum()),
         "escape_rate": float((~f & bad).sum() / max(1, bad.sum())),
     }  # fmt: skip
-
-
-def curve(flags: list[bool], labels: list[int], points: int = 10) -> list[dict]:
-    """Rates over consecutive stretches of the stream (``points`` of them)."""
-    edges = np.linspace(0, len(flags), points + 1).round().astype(int)
-    return [
-        {"from": int(a), "to": int(b), **rates(flags[a:b], labels[a:b])}
-        for a, b in zip(edges[:-1], edges[1:], strict=True)
-    ]
 
 
 def verdict(model, sample) -> tuple[bool, float]:
@@ -97,13 +100,13 @@ def run_line(model, stream: list, held: list) -> tuple[object, dict]:
     return model, log
 
 
-def refit(start: list, log: dict, held: list, seed: int, cache: str | None, size: dict):
+def refit(start: list, log: dict, held: list, seed: int, cache: str | None, params: dict):
     normals = start + log["added_normal"]
     if log["defects"]:
-        model = DualPatchCore(seed=seed, cache_dir=cache, progress=False, **size)
+        model = DualPatchCore(seed=seed, cache_dir=cache, progress=False, **params)
         model.fit(normals, log["defects"])
     else:
-        model = PatchCore(seed=seed, cache_dir=cache, progress=False, **size).fit(normals)
+        model = PatchCore(seed=seed, cache_dir=cache, progress=False, **params).fit(normals)
     calibrate(model, held)
     return model
 
@@ -117,6 +120,155 @@ def bank_rows(model) -> list[int]:
     """[normal bank rows, defect bank rows (0 for a single-bank model)]."""
     defect = getattr(model, "defect_memory_", None)
     return [model.memory_.bank_.shape[0], defect.bank_.shape[0] if defect is not None else 0]
+
+
+def one_line(split, seed: int, fraction: float, cache: str | None, params: dict) -> dict:
+    """One simulated line on one split: the start model fitted on a seeded ``fraction`` of the
+    training normals (20 % of those held out), the split's test images streamed in a seeded
+    order; the run's rates, curves and end pass."""
+    rng = np.random.default_rng(seed)
+    normal = split.train.normal()
+    chosen = sorted(rng.permutation(len(normal))[: max(2, round(fraction * len(normal)))])
+    start, held = holdout_split([normal[i] for i in chosen], 0.2, seed)
+    test = list(split.test)
+    stream = [test[i] for i in rng.permutation(len(test))]
+    labels = [s.label for s in stream]
+    static = PatchCore(seed=seed, cache_dir=cache, progress=False, **params).fit(start)
+    calibrate(static, held)
+    static_flags = list(static.predict(stream).image_scores > static.threshold_)
+    learned, log = run_line(copy.deepcopy(static), stream, held)
+    refitted = refit(start, log, held, seed, cache, params)
+    return {
+        "split": split.name, "seed": seed, "start_normals": len(start),
+        "held_out_normals": len(held), "stream": len(stream), "labels": labels,
+        "added_normal": len(log["added_normal"]), "refused_by_guard": log["refused"],
+        "defects_added": len(log["defects"]),
+        "flags": {"learning": [bool(f) for f in log["flags"]],
+                  "never_learns": [bool(f) for f in static_flags]},
+        "prequential": {
+            "learning": rates(log["flags"], labels), "never_learns": rates(static_flags, labels),
+        },
+        "end_pass": {
+            "never_learns": rates(static_flags, labels), "learned": end_pass(learned, stream),
+            "refitted": end_pass(refitted, stream),
+        },
+        "thresholds": {"never_learns": static.threshold_, "learned": learned.threshold_,
+                       "refitted": refitted.threshold_},
+        "bank_rows": {"learned": bank_rows(learned), "refitted": bank_rows(refitted)},
+    }  # fmt: skip
+
+
+def pooled_rate(runs: list[dict], pick, kind: str) -> float:
+    """One fold's rate over its runs (stream seeds): pooled counts, so a run with no defective
+    image in a stretch does not count as a rate of 0. NaN when nothing was counted."""
+    num, den = ("false_alarms", "good") if kind == "false_alarm_rate" else ("escapes", "defective")
+    rows = [pick(r) for r in runs]
+    total = sum(r[den] for r in rows)
+    return sum(r[num] for r in rows) / total if total else math.nan
+
+
+def by_fold(runs: list[dict]) -> list[list[dict]]:
+    return [
+        [r for r in runs if r["split"] == name] for name in dict.fromkeys(r["split"] for r in runs)
+    ]
+
+
+def stretch(run: dict, who: str, k: int, points: int) -> dict:
+    """The rates of ``who``'s flags in stretch ``k`` of ``points`` equal parts of the stream."""
+    edges = np.linspace(0, run["stream"], points + 1).round().astype(int)
+    a, b = edges[k], edges[k + 1]
+    return rates(run["flags"][who][a:b], run["labels"][a:b])
+
+
+def summary(runs: list[dict], test_share: float, points: int) -> dict:
+    """Fold-level means and Nadeau-Bengio intervals (each fold's runs pooled first): the
+    prequential rates, the end pass, each stretch of the stream, and the paired differences."""
+    folds = by_fold(runs)
+    kinds = ("false_alarm_rate", "escape_rate")
+
+    def per_fold(pick, kind):
+        return [pooled_rate(f, pick, kind) for f in folds]
+
+    def interval(pick) -> dict:
+        return {k: corrected_t_interval(per_fold(pick, k), test_share) for k in kinds}
+
+    def paired(pa, pb, names) -> dict:
+        return {k: corrected_paired_test(per_fold(pa, k), per_fold(pb, k), test_share, names)
+                for k in kinds}  # fmt: skip
+
+    pre = {w: interval(lambda r, w=w: r["prequential"][w]) for w in ("learning", "never_learns")}
+    end = {w: interval(lambda r, w=w: r["end_pass"][w])
+           for w in ("never_learns", "learned", "refitted")}  # fmt: skip
+    curve_out = {
+        who: [interval(lambda r, k=k, who=who: stretch(r, who, k, points)) for k in range(points)]
+        for who in ("learning", "never_learns")
+    }
+    return {
+        "prequential": pre,
+        "end_pass": end,
+        "curve": curve_out,
+        "curve_stretches": points,
+        "learning_minus_never_learns_prequential": paired(
+            lambda r: r["prequential"]["learning"],
+            lambda r: r["prequential"]["never_learns"],
+            ("never-learns lower", "learning lower"),
+        ),
+        "learned_minus_refitted_end_pass": paired(
+            lambda r: r["end_pass"]["learned"],
+            lambda r: r["end_pass"]["refitted"],
+            ("refitted lower", "learned lower"),
+        ),
+        "learned_minus_never_learns_end_pass": paired(
+            lambda r: r["end_pass"]["learned"],
+            lambda r: r["end_pass"]["never_learns"],
+            ("never-learns lower", "learned lower"),
+        ),
+    }
+
+
+def run_info() -> dict:
+    """Git commit and load average: what a reader needs to weigh the figures."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True, check=False).stdout.strip()  # fmt: skip
+    return {"git_commit": commit, "load_average": list(os.getloadavg()), "cpus": os.cpu_count()}
+
+
+def plot(results: list[Path], out: Path) -> None:
+    """``out``: per dataset, the false-alarm and escape rates over the stream (fold-level mean
+    and interval), learning against never-learns, and the refitted model's end pass as a line."""
+    from matplotlib.figure import Figure
+
+    data = [json.loads(p.read_text()) for p in results]
+    fig = Figure(figsize=(3.2 * len(data), 5.0))
+    axes = fig.subplots(2, len(data), squeeze=False, sharex=True)
+    for col, d in enumerate(data):
+        s = d["summary"]
+        x = (np.arange(s["curve_stretches"]) + 0.5) / s["curve_stretches"]
+        for row, kind in enumerate(("false_alarm_rate", "escape_rate")):
+            ax = axes[row][col]
+            for who, colour in (("never_learns", "tab:grey"), ("learning", "tab:blue")):
+                pts = [c[kind] for c in s["curve"][who]]
+                mean = np.array([p["mean"] for p in pts])
+                lo = np.array([p["ci"][0] for p in pts])
+                hi = np.array([p["ci"][1] for p in pts])
+                ax.plot(x, mean, "o-", color=colour, label=who.replace("_", " "), ms=3)
+                ax.fill_between(x, np.clip(lo, 0, 1), np.clip(hi, 0, 1), color=colour, alpha=0.15)
+            refit_rate = s["end_pass"]["refitted"][kind]["mean"]
+            ax.axhline(refit_rate, color="tab:green", ls="--", lw=1, label="refitted (end pass)")
+            ax.set_ylim(0, 1 if kind == "escape_rate" else max(0.3, float(np.nanmax(hi)) + 0.02))
+            if row == 0:
+                ax.set_title(d["dataset"], fontsize=9)
+            if col == 0:
+                ax.set_ylabel(kind.replace("_", " "), fontsize=8)
+            if row == 1:
+                ax.set_xlabel("position in the stream", fontsize=8)
+            ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    fig.savefig(out, dpi=110)
 
 
 def main() -> None:
@@ -135,57 +287,66 @@ def main() -> None:
         metavar=("H", "W"),
         help="Model input size (default: the estimators'); keep the aspect.",
     )
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--fold-seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="Stream seeds.")
+    parser.add_argument("--coreset", type=float, default=0.01, help="Normal bank coreset ratio.")
+    parser.add_argument("--points", type=int, default=5, help="Stretches of the stream curve.")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (default: results).")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="Only draw docs/online_line.png from these result files.",
+    )
+    args = parser.parse_args()  # fmt: skip
+    if args.plot:
+        plot(args.plot, ROOT / "docs" / "online_line.png")
+        return
     name = args.name or args.dataset
     torch.set_num_threads(1)
-    started = time.time()
+    started, info = time.time(), run_info()
     cache = str(default_cache()) if default_cache() else None
-    (split,) = make_splits(args.dataset, args.data, None, None, "drop")
-    rng = np.random.default_rng(args.seed)
-    normal = split.train.normal()
-    chosen = sorted(rng.permutation(len(normal))[: max(2, round(args.fraction * len(normal)))])
-    start, held = holdout_split([normal[i] for i in chosen], 0.2, args.seed)
-    test = list(split.test)
-    stream = [test[i] for i in rng.permutation(len(test))]
-    labels = [s.label for s in stream]
-
-    size = {"image_size": tuple(args.image_size)} if args.image_size else {}
-    static = PatchCore(seed=args.seed, cache_dir=cache, progress=False, **size).fit(start)
-    calibrate(static, held)
-    static_scores = static.predict(stream).image_scores
-    static_flags = list(static_scores > static.threshold_)
-    learned, log = run_line(copy.deepcopy(static), stream, held)
-    refitted = refit(start, log, held, args.seed, cache, size)
+    params: dict = {"coreset_ratio": args.coreset}
+    if args.image_size:
+        params["image_size"] = tuple(args.image_size)
+    splits = make_splits(args.dataset, args.data, args.folds, None, "drop", args.fold_seed)
+    runs = [
+        one_line(sp, seed, args.fraction, cache, params) for sp in splits for seed in args.seeds
+    ]
     result = {
         "command": f"python benchmarks/online_line.py --dataset {args.dataset} --data {args.data}"
-        f" --name {name} --fraction {args.fraction} --seed {args.seed}"
+        f" --name {name} --fraction {args.fraction} --folds {args.folds} --fold-seed "
+        f"{args.fold_seed} --seeds {' '.join(map(str, args.seeds))} --coreset {args.coreset}"
+        f" --points {args.points}"
         + (f" --image-size {args.image_size[0]} {args.image_size[1]}" if args.image_size else ""),
         "dataset": name,
-        "start_normals": len(start), "held_out_normals": len(held), "stream": len(stream),
-        "added_normal": len(log["added_normal"]), "refused_by_guard": log["refused"],
-        "defects_added": len(log["defects"]),
-        "prequential": {
-            "learning": rates(log["flags"], labels), "never_learns": rates(static_flags, labels),
-        },
-        "curve": {
-            "learning": curve(log["flags"], labels), "never_learns": curve(static_flags, labels),
-        },
-        "end_pass": {
-            "never_learns": rates(static_flags, labels), "learned": end_pass(learned, stream),
-            "refitted": end_pass(refitted, stream),
-        },
-        "thresholds": {"never_learns": static.threshold_, "learned": learned.threshold_,
-                       "refitted": refitted.threshold_},
-        "bank_rows": {"learned": bank_rows(learned), "refitted": bank_rows(refitted)},
+        "design": f"{args.folds} group-aware stratified folds x {len(args.seeds)} stream seeds; "
+        "each fold's runs pooled, then a Nadeau-Bengio interval over folds "
+        "(test share 1/(folds-1))",
+        "model": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
+        "summary": summary(runs, 1.0 / (args.folds - 1), args.points),
+        "runs": runs,
         "seconds": round(time.time() - started, 1),
-        "cpus": os.cpu_count(),
+        **info,
+        "load_average_end": list(os.getloadavg()),
     }  # fmt: skip
     out = args.out or ROOT / "benchmarks" / "results" / f"online_line_{name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("prequential", "end_pass", "added_normal",
-                                             "defects_added")}, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                k: result["summary"][k]
+                for k in (
+                    "learning_minus_never_learns_prequential",
+                    "learned_minus_refitted_end_pass",
+                )
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":
