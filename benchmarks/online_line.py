@@ -211,17 +211,17 @@ def summary(runs: list[dict], test_share: float, points: int) -> dict:
         "learning_minus_never_learns_prequential": paired(
             lambda r: r["prequential"]["learning"],
             lambda r: r["prequential"]["never_learns"],
-            ("never-learns lower", "learning lower"),
+            ("never-learns", "learning"),
         ),
         "learned_minus_refitted_end_pass": paired(
             lambda r: r["end_pass"]["learned"],
             lambda r: r["end_pass"]["refitted"],
-            ("refitted lower", "learned lower"),
+            ("refitted", "learned"),
         ),
         "learned_minus_never_learns_end_pass": paired(
             lambda r: r["end_pass"]["learned"],
             lambda r: r["end_pass"]["never_learns"],
-            ("never-learns lower", "learned lower"),
+            ("never-learns", "learned"),
         ),
     }
 
