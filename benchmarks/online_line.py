@@ -5,11 +5,12 @@ each found defect add it (with its mask, as an operator would mark it) to the de
 first one turns the model dual: ``online.start_defect_bank``). After each change the threshold is
 re-checked on held-out normal training images (20 % of the starting fraction, never in a bank).
 
-Repeated: ``--folds`` group-aware stratified folds of every image (the stream is the fold's test
-images, the start model's normals come from its training images) x ``--seeds`` (each seed draws
-the starting fraction, the held-out normals and the stream order). Each fold's runs are pooled
-(counts), and the fold-level means get Nadeau-Bengio corrected intervals (folds share training
-data; test share 1/(folds-1)); the paired differences the same way.
+Repeated: ``--fold-seeds`` repeats of ``--folds`` group-aware stratified folds of every image
+(the stream is the fold's test images, the start model's normals come from its training images)
+x ``--seeds`` (each seed draws the starting fraction, the held-out normals and the stream
+order). Each fold's runs are pooled (counts), and the fold-level means get Nadeau-Bengio corrected
+intervals (folds share training data; test share 1/(folds-1)); the paired differences the same
+way.
 
 Reported: the false-alarm and escape rates over the stream, each image scored *before* it could
 teach (prequential), against the same start model never learning, overall and per stretch of the
@@ -288,7 +289,8 @@ def main() -> None:
         help="Model input size (default: the estimators'); keep the aspect.",
     )
     parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--fold-seed", type=int, default=0)
+    parser.add_argument("--fold-seeds", type=int, nargs="+", default=[0, 1],
+                        help="Repeats of the K-fold split (repeated K-fold).")  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="Stream seeds.")
     parser.add_argument("--coreset", type=float, default=0.01, help="Normal bank coreset ratio.")
     parser.add_argument("--points", type=int, default=5, help="Stretches of the stream curve.")
@@ -312,18 +314,20 @@ def main() -> None:
     params: dict = {"coreset_ratio": args.coreset}
     if args.image_size:
         params["image_size"] = tuple(args.image_size)
-    splits = make_splits(args.dataset, args.data, args.folds, None, "drop", args.fold_seed)
-    runs = [
-        one_line(sp, seed, args.fraction, cache, params) for sp in splits for seed in args.seeds
-    ]
+    runs = []
+    for fold_seed in args.fold_seeds:
+        for sp in make_splits(args.dataset, args.data, args.folds, None, "drop", fold_seed):
+            sp.name = f"r{fold_seed}{sp.name}"  # one name per fold of each repeat
+            runs += [one_line(sp, seed, args.fraction, cache, params) for seed in args.seeds]
     result = {
         "command": f"python benchmarks/online_line.py --dataset {args.dataset} --data {args.data}"
-        f" --name {name} --fraction {args.fraction} --folds {args.folds} --fold-seed "
-        f"{args.fold_seed} --seeds {' '.join(map(str, args.seeds))} --coreset {args.coreset}"
-        f" --points {args.points}"
+        f" --name {name} --fraction {args.fraction} --folds {args.folds} --fold-seeds "
+        f"{' '.join(map(str, args.fold_seeds))} --seeds {' '.join(map(str, args.seeds))}"
+        f" --coreset {args.coreset} --points {args.points}"
         + (f" --image-size {args.image_size[0]} {args.image_size[1]}" if args.image_size else ""),
         "dataset": name,
-        "design": f"{args.folds} group-aware stratified folds x {len(args.seeds)} stream seeds; "
+        "design": f"{len(args.fold_seeds)} x {args.folds} group-aware stratified folds (repeated "
+        f"K-fold) x {len(args.seeds)} stream seeds; "
         "each fold's runs pooled, then a Nadeau-Bengio interval over folds "
         "(test share 1/(folds-1))",
         "model": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
