@@ -10,11 +10,13 @@ Rules (docs/online.md states them for users):
   farthest from what the bank already covers go in first, a patch already in the bank never.
   A bank that crosses ``coreset_min`` through additions can end larger than a refit's
   (docs/online.md states the bound).
-- **Guard.** An image is refused from the normal bank unless forced when it scores above
-  ``GUARD_FACTOR`` x the stored threshold, when one of its patches is farther from the normal
-  bank than ``GUARD_FACTOR`` x the novelty level, or (dual) when more of its patches are nearer a
-  known defect than normal surface than in any held-out normal image (``guard_limits``): a real
-  defect in the normal bank would teach the model that the defect is normal.
+- **Guard.** An image is refused from the normal bank unless forced when one of the conditions
+  of the guard ``GUARD`` holds (``GUARDS`` names the candidates; ``guard_limits`` states each):
+  it scores above ``GUARD_FACTOR`` x the stored threshold, one of its patches is farther from
+  the normal bank than ``GUARD_FACTOR`` x the novelty level, or (dual) more of its patches are
+  nearer a known defect than normal surface than in any held-out normal image: a real defect in
+  the normal bank would teach the model that the defect is normal. ``choose_guard`` is the
+  training-only choice among the candidates (benchmarks/online_guard_choice.py).
 - **Defects without a mask.** The patches farther from the normal bank than the novelty level
   (``novelty_level``) are the defect, and are recorded as chosen that way.
 - **Threshold.** After each change the stored threshold is re-computed on the held-out normal
