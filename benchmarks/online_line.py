@@ -39,6 +39,7 @@ import copy
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -234,40 +235,64 @@ def run_info() -> dict:
     return {"git_commit": commit, "load_average": list(os.getloadavg()), "cpus": os.cpu_count()}
 
 
+def stretch_differences(runs: list[dict], test_share: float, points: int) -> list[dict]:
+    """Per stretch of the stream: escape rate, learning minus never learns, paired by fold
+    (Nadeau-Bengio)."""
+    folds = by_fold(runs)
+
+    def rate(who: str, k: int) -> list[float]:
+        return [pooled_rate(f, lambda r: stretch(r, who, k, points), "escape_rate") for f in folds]
+
+    return [
+        corrected_paired_test(rate("learning", k), rate("never_learns", k), test_share)
+        for k in range(points)
+    ]
+
+
+def _band(ax, x, pts: list[dict], colour: str, label: str, key: str = "mean") -> None:
+    """A line of means and its interval as a shaded band."""
+    lo, hi = (np.array([p["ci"][i] for p in pts]) for i in (0, 1))
+    ax.plot(x, [p[key] for p in pts], "o-", color=colour, label=label, ms=3)
+    ax.fill_between(x, lo, hi, color=colour, alpha=0.15)
+
+
+def _draw_dataset(axes, d: dict) -> None:
+    """One column: false-alarm rate, escape rate (learning, never learns, the refit's end pass),
+    and the paired escape-rate difference, over the stream."""
+    s, points = d["summary"], d["summary"]["curve_stretches"]
+    x = (np.arange(points) + 0.5) / points
+    for ax, kind in zip(axes[:2], ("false_alarm_rate", "escape_rate"), strict=True):
+        for who, colour in (("never_learns", "tab:grey"), ("learning", "tab:blue")):
+            _band(ax, x, [c[kind] for c in s["curve"][who]], colour, who.replace("_", " "))
+        refit = s["end_pass"]["refitted"][kind]["mean"]
+        ax.axhline(refit, color="tab:green", ls="--", lw=1, label="refitted (end pass)")
+        ax.set_ylim(0, 1)
+    folds = int(re.search(r"--folds (\d+)", d["command"]).group(1))
+    diff = stretch_differences(d["runs"], 1.0 / (folds - 1), points)
+    _band(axes[2], x, diff, "tab:red", "learning - never learns", "difference")
+    axes[2].axhline(0, color="black", lw=0.8)
+    axes[0].set_title(d["dataset"], fontsize=9)
+
+
 def plot(results: list[Path], out: Path) -> None:
-    """``out``: per dataset, the false-alarm and escape rates over the stream (fold-level mean
-    and interval), learning against never-learns, and the refitted model's end pass as a line."""
+    """``out``: a column per dataset (``_draw_dataset``); fold-level means, 95 % intervals."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     data = [json.loads(p.read_text()) for p in results]
-    fig = Figure(figsize=(3.2 * len(data), 5.0))
-    axes = fig.subplots(2, len(data), squeeze=False, sharex=True)
+    fig = Figure(figsize=(3.2 * len(data), 6.6))
+    axes = fig.subplots(3, len(data), squeeze=False, sharex=True)
     for col, d in enumerate(data):
-        s = d["summary"]
-        x = (np.arange(s["curve_stretches"]) + 0.5) / s["curve_stretches"]
-        for row, kind in enumerate(("false_alarm_rate", "escape_rate")):
-            ax = axes[row][col]
-            for who, colour in (("never_learns", "tab:grey"), ("learning", "tab:blue")):
-                pts = [c[kind] for c in s["curve"][who]]
-                mean = np.array([p["mean"] for p in pts])
-                lo = np.array([p["ci"][0] for p in pts])
-                hi = np.array([p["ci"][1] for p in pts])
-                ax.plot(x, mean, "o-", color=colour, label=who.replace("_", " "), ms=3)
-                ax.fill_between(x, np.clip(lo, 0, 1), np.clip(hi, 0, 1), color=colour, alpha=0.15)
-            refit_rate = s["end_pass"]["refitted"][kind]["mean"]
-            ax.axhline(refit_rate, color="tab:green", ls="--", lw=1, label="refitted (end pass)")
-            ax.set_ylim(0, 1 if kind == "escape_rate" else max(0.3, float(np.nanmax(hi)) + 0.02))
-            if row == 0:
-                ax.set_title(d["dataset"], fontsize=9)
-            if col == 0:
-                ax.set_ylabel(kind.replace("_", " "), fontsize=8)
-            if row == 1:
-                ax.set_xlabel("position in the stream", fontsize=8)
-            ax.tick_params(labelsize=7)
-    axes[0][0].legend(fontsize=6)
+        _draw_dataset(axes[:, col], d)
+    labels = ("false-alarm rate", "escape rate", "escape rate:\nlearning - never learns")
+    for ax, label in zip(axes[:, 0], labels, strict=True):
+        ax.set_ylabel(label, fontsize=8)
+    for ax in axes.flat:
+        ax.tick_params(labelsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("position in the stream", fontsize=8)
+    axes[1][0].legend(fontsize=6)
     fig.tight_layout()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     FigureCanvasAgg(fig)
     fig.savefig(out, dpi=110)
 

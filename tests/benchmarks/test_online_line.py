@@ -60,12 +60,22 @@ def test_summary_intervals_are_over_folds():
     assert out["curve"]["never_learns"][4]["escape_rate"]["mean"] == pytest.approx(0.5)
 
 
+def test_stretch_differences_pair_the_folds():
+    runs = [run(f"fold{f}", ALL_BAD, MISSES_TWO) for f in range(3)]
+    diff = line.stretch_differences(runs, 0.5, 5)
+    assert len(diff) == 5
+    assert diff[4]["difference"] == pytest.approx(-0.5)  # positions 8-9: 0 escapes against 1 of 2
+    assert diff[0]["verdict"] == "undefined"  # positions 0-1: no defective image
+
+
 def test_plot_draws_one_column_per_dataset(tmp_path):
     runs = [run(f"fold{f}", ALL_BAD if f else ONE_ALARM, MISSES_TWO) for f in range(3)]
     paths = []
     for name in ("a", "b"):
         path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({"dataset": name, "summary": line.summary(runs, 0.5, 5)}))
+        summary = line.summary(runs, 0.5, 5)
+        path.write_text(json.dumps({"dataset": name, "summary": summary, "runs": runs,
+                                    "command": "online_line.py --folds 3"}))  # fmt: skip
         paths.append(path)
     out = tmp_path / "curve.png"
     line.plot(paths, out)
