@@ -266,7 +266,7 @@ def _draw_dataset(axes, d: dict) -> None:
             _band(ax, x, [c[kind] for c in s["curve"][who]], colour, who.replace("_", " "))
         refit = s["end_pass"]["refitted"][kind]["mean"]
         ax.axhline(refit, color="tab:green", ls="--", lw=1, label="refitted (end pass)")
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1 if kind == "escape_rate" else 0.6)
     folds = int(re.search(r"--folds (\d+)", d["command"]).group(1))
     diff = stretch_differences(d["runs"], 1.0 / (folds - 1), points)
     _band(axes[2], x, diff, "tab:red", "learning - never learns", "difference")
