@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +35,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from online_line import run_info  # noqa: E402  (benchmarks/: the script's own folder)
 
 from dualpatch import DualPatchCore  # noqa: E402
 from dualpatch.defaults import default_cache  # noqa: E402
@@ -54,13 +54,6 @@ from dualpatch.models.online import (  # noqa: E402
 from dualpatch.threshold import calibrate, holdout_split  # noqa: E402
 
 INNER_FOLDS = 3
-
-
-def run_info() -> dict:
-    """Git commit and load average: what a reader needs to weigh the figures."""
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True, check=False).stdout.strip()  # fmt: skip
-    return {"git_commit": commit, "load_average": list(os.getloadavg()), "cpus": os.cpu_count()}
 
 
 def fit_dual(train, seed: int, cache: str | None, params: dict) -> tuple[DualPatchCore, list]:
