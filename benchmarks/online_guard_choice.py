@@ -137,7 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     name = args.name or args.dataset
     torch.set_num_threads(1)
-    started = time.time()
+    started, info = time.time(), run_info()  # the commit and load when it started
     cache = str(default_cache()) if default_cache() else None
     params = {"coreset_ratio": args.coreset}
     if args.image_size:
@@ -164,7 +164,7 @@ def main() -> None:
         "summary": summary(folds, 1.0 / (args.folds - 1)),
         "interval": "Nadeau-Bengio corrected t over outer folds (test share 1/(folds-1))",
         "seconds": round(time.time() - started, 1),
-        **run_info(),
+        **info,
     }
     out = args.out or ROOT / "benchmarks" / "results" / f"online_guard_choice_{name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
