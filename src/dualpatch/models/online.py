@@ -10,11 +10,13 @@ Rules (docs/online.md states them for users):
   farthest from what the bank already covers go in first, a patch already in the bank never.
   A bank that crosses ``coreset_min`` through additions can end larger than a refit's
   (docs/online.md states the bound).
-- **Guard.** An image is refused from the normal bank unless forced when it scores above
-  ``GUARD_FACTOR`` x the stored threshold, when one of its patches is farther from the normal
-  bank than ``GUARD_FACTOR`` x the novelty level, or (dual) when more of its patches are nearer a
-  known defect than normal surface than in any held-out normal image (``guard_limits``): a real
-  defect in the normal bank would teach the model that the defect is normal.
+- **Guard.** An image is refused from the normal bank unless forced when one of the conditions
+  of the guard ``GUARD`` holds (``GUARDS`` names the candidates; ``guard_limits`` states each):
+  it scores above ``GUARD_FACTOR`` x the stored threshold, one of its patches is farther from
+  the normal bank than ``GUARD_FACTOR`` x the novelty level, or (dual) more of its patches are
+  nearer a known defect than normal surface than in any held-out normal image: a real defect in
+  the normal bank would teach the model that the defect is normal. ``choose_guard`` is the
+  training-only choice among the candidates (benchmarks/online_guard_choice.py).
 - **Defects without a mask.** The patches farther from the normal bank than the novelty level
   (``novelty_level``) are the defect, and are recorded as chosen that way.
 - **Threshold.** After each change the stored threshold is re-computed on the held-out normal
@@ -41,6 +43,19 @@ from dualpatch.models.defect_features import mask_cells
 
 #: An image scoring above this many times the stored threshold is refused from the normal bank.
 GUARD_FACTOR = 1.5
+#: The guards compared (``guard_limits`` states each condition): which conditions refuse an
+#: image from the normal bank. A single-bank model keeps only ``score`` and ``patch``.
+GUARDS: dict[str, tuple[str, ...]] = {
+    "score": ("score",),
+    "patch": ("patch",),
+    "score_or_patch": ("score", "patch"),
+    "any_defect_like": ("score", "patch", "any_defect_like"),
+    "held_out_defect_like": ("score", "patch", "defect_like"),
+    "defect_like_only": ("defect_like",),
+}
+#: The library's guard. Chosen on training data only (benchmarks/online_guard_choice.py,
+#: docs/online.md "The guard's choice").
+GUARD = "held_out_defect_like"
 
 ImageLike = Sample | str | os.PathLike[str]
 
@@ -119,59 +134,114 @@ def defect_like_counts(model: Any, feats: torch.Tensor) -> torch.Tensor:
     return (dd < dn).sum(1)
 
 
+def _held_out_like_max(model: Any, held_out: Sequence[ImageLike] | None) -> int:
+    """The most patches nearer a known defect than normal surface in one held-out normal image
+    (0 without held-out images)."""
+    if not held_out:
+        return 0
+    feats = model.image_features(as_samples(held_out, 0), "guard: held-out features")
+    return int(defect_like_counts(model, feats).max())
+
+
 def guard_limits(
-    model: Any, factor: float = GUARD_FACTOR, held_out: Sequence[ImageLike] | None = None
+    model: Any,
+    factor: float = GUARD_FACTOR,
+    held_out: Sequence[ImageLike] | None = None,
+    guard: str = GUARD,
 ) -> dict[str, Any]:
-    """The rule that keeps a defect out of the normal bank, as used and recorded: refused when
-    (a) the image scores above ``factor`` x the stored threshold (if there is one), or
-    (b) one of its patches is farther from the normal bank than ``factor`` x the novelty level, or
-    (c) (dual models) more of its patches are nearer a known defect than normal surface
-        (d_d < d_n) than in any ``held_out`` normal image (none given: any such patch).
-    (b) and (c) do not depend on the dual rule: a ratio rule can score a novelty near 1 (issue
-    23). (c) is what the defect bank knows: patches the model finds more defect-like than normal
-    must not become normal; its limit comes from normal training images, never from test labels."""
-    level, source = novelty_level(model)
-    limits: dict[str, Any] = {"patch_above": factor * level, "novelty_source": source}
-    parts = [f"a patch farther than {factor:g} x the novelty level from the normal bank"]
+    """The rule that keeps a defect out of the normal bank, as used and recorded: the conditions
+    of ``GUARDS[guard]`` that apply to ``model``; an image is refused when one holds:
+    ``score``: it scores above ``factor`` x the stored threshold (if there is one);
+    ``patch``: one of its patches is farther from the normal bank than ``factor`` x the novelty
+    level; ``any_defect_like`` / ``defect_like`` (dual models): more of its patches are nearer a
+    known defect than normal surface (d_d < d_n) than 0 / than in any ``held_out`` normal image
+    (none given: 0). ``patch`` and the defect-like conditions do not depend on the dual rule: a
+    ratio rule can score a novelty near 1 (issue 23). Limits come from normal training images."""
+    if guard not in GUARDS:
+        raise ConfigError(f"unknown guard {guard!r} (one of {', '.join(GUARDS)})")
+    conditions = GUARDS[guard]
+    limits: dict[str, Any] = {"guard": guard}
+    parts = []
     threshold = getattr(model, "threshold_", None)
-    if threshold is not None:
+    if "score" in conditions and threshold is not None:
         limits["score_above"] = factor * threshold
-        parts.insert(0, f"score > {factor:g} x threshold")
-    if hasattr(model, "defect_memory_"):
-        limits["defect_like_above"] = 0
-        if held_out:
-            feats = model.image_features(as_samples(held_out, 0), "guard: held-out features")
-            limits["defect_like_above"] = int(defect_like_counts(model, feats).max())
+        parts.append(f"score > {factor:g} x threshold")
+    if "patch" in conditions:
+        level, limits["novelty_source"] = novelty_level(model)
+        limits["patch_above"] = factor * level
+        parts.append(f"a patch farther than {factor:g} x the novelty level from the normal bank")
+    like = {"any_defect_like", "defect_like"} & set(conditions)
+    if like and hasattr(model, "defect_memory_"):
+        held = held_out if "defect_like" in like else None
+        limits["defect_like_above"] = _held_out_like_max(model, held)
         parts.append(
             f"more than {limits['defect_like_above']} patch(es) nearer a known defect than normal "
-            + ("surface (the most in a held-out normal image)" if held_out else "surface")
+            + ("surface (the most in a held-out normal image)" if held else "surface")
         )
-    limits["rule"] = ", or ".join(parts)
+    limits["rule"] = ", or ".join(parts) or "none (no condition applies to this model)"
     return limits
+
+
+def guard_measures(model: Any, feats: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per image of (B, h, w, D) features, what the guard's conditions read: ``score``, ``top``
+    (its farthest patch's distance to the normal bank) and, for a dual model, ``like`` (its
+    patches nearer a known defect than normal surface)."""
+    _, scores = model._score_features(feats)
+    out = {
+        "score": scores.numpy().astype(np.float64),
+        "top": _normal_distances(model, feats).flatten(1).amax(1).numpy().astype(np.float64),
+    }
+    if hasattr(model, "defect_memory_"):
+        out["like"] = defect_like_counts(model, feats).numpy()
+    return out
+
+
+def guard_reasons(measures: dict[str, np.ndarray], limits: dict[str, Any]) -> list[str | None]:
+    """Per image: why the guard refuses it from the normal bank (one line, without the file), or
+    None when it may join."""
+    out: list[str | None] = []
+    for i, score in enumerate(measures["score"]):
+        top = measures["top"][i]
+        if "score_above" in limits and score > limits["score_above"]:
+            out.append(f"scores {score:.4g} (limit {limits['score_above']:.4g})")
+        elif "patch_above" in limits and top > limits["patch_above"]:
+            out.append(f"has a patch at {top:.4g} from the normal bank (limit "
+                       f"{limits['patch_above']:.4g})")  # fmt: skip
+        elif "defect_like_above" in limits and measures["like"][i] > limits["defect_like_above"]:
+            out.append(f"has {int(measures['like'][i])} patch(es) nearer a known defect than "
+                       f"normal surface (limit {limits['defect_like_above']})")  # fmt: skip
+        else:
+            out.append(None)
+    return out
 
 
 def guard_check(
     model: Any, feats: torch.Tensor, limits: dict[str, Any]
 ) -> tuple[list[str | None], np.ndarray]:
-    """Per image of (B, h, w, D) features: why the guard refuses it from the normal bank (one
-    line, without the file) or None when it may join; and the image scores."""
-    _, scores = model._score_features(feats)
-    top = _normal_distances(model, feats).flatten(1).amax(1)
-    like = defect_like_counts(model, feats) if "defect_like_above" in limits else None
-    out: list[str | None] = []
-    for i in range(feats.shape[0]):
-        score = float(scores[i])
-        if "score_above" in limits and score > limits["score_above"]:
-            out.append(f"scores {score:.4g} (limit {limits['score_above']:.4g})")
-        elif float(top[i]) > limits["patch_above"]:
-            out.append(f"has a patch at {float(top[i]):.4g} from the normal bank (limit "
-                       f"{limits['patch_above']:.4g})")  # fmt: skip
-        elif like is not None and int(like[i]) > limits["defect_like_above"]:
-            out.append(f"has {int(like[i])} patch(es) nearer a known defect than normal surface "
-                       f"(limit {limits['defect_like_above']})")  # fmt: skip
-        else:
-            out.append(None)
-    return out, scores.numpy().astype(np.float64)
+    """Per image of (B, h, w, D) features: ``guard_reasons`` under ``limits``; and the scores."""
+    measures = guard_measures(model, feats)
+    return guard_reasons(measures, limits), measures["score"]
+
+
+def choose_guard(inner: dict[str, dict[str, int]], default: str = GUARD) -> tuple[str, dict]:
+    """The guard a training-only comparison picks: ``inner`` holds per candidate the counts on
+    validation images of an inner split of training data: ``caught`` of ``defective`` images
+    refused, ``refused`` of ``good`` images refused. Criterion: catch rate minus wrongful-refusal
+    rate (Youden's J: a guard that refuses everything, or nothing, scores 0); ties go to
+    ``default``, then to the fewest good images refused, then to ``GUARDS``' order. Returns (the
+    choice, each candidate's criterion). Pure: it sees only what it is given."""
+    crit = {
+        name: c["caught"] / max(1, c["defective"]) - c["refused"] / max(1, c["good"])
+        for name, c in inner.items()
+    }
+    best = max(crit.values())
+    tied = [n for n in inner if math.isclose(crit[n], best, rel_tol=0.0, abs_tol=1e-12)]
+    if default in tied:
+        return default, crit
+    order = list(GUARDS)
+    tied.sort(key=lambda n: (inner[n]["refused"] / max(1, inner[n]["good"]),
+                             order.index(n) if n in order else len(order)))  # fmt: skip
+    return tied[0], crit
 
 
 def growth_budget(bank: Any, ratio: float, n: int) -> int:
@@ -204,15 +274,17 @@ def add_normal(
     force: bool = False,
     held_out: Sequence[ImageLike] | None = None,
     guard: float = GUARD_FACTOR,
+    guard_rule: str = GUARD,
 ) -> Update:
     """Add confirmed-good images' patches to ``model``'s normal bank, in place (see module doc).
 
-    Refuses (DataError, nothing changed) images the guard rejects unless ``force``."""
+    Refuses (DataError, nothing changed) images the guard ``guard_rule`` (``GUARDS``; ``guard``:
+    its factor) rejects unless ``force``."""
     model._check_fitted()
     _check_in_memory(model)
     samples = as_samples(images, 0)
     feats = model.image_features(samples, "online features")
-    limits = guard_limits(model, guard, held_out)
+    limits = guard_limits(model, guard, held_out, guard_rule)
     verdicts, scores = guard_check(model, feats, limits)
     refused = {i: f"{samples[i].image_path} {v}" for i, v in enumerate(verdicts) if v}
     if refused and not force:
@@ -237,6 +309,7 @@ def add_normal(
     update = Update("normal", added, before, model.memory_.bank_.shape[0])
     update.threshold = recheck_threshold(model, held_out)
     update.threshold["guard"] = limits["rule"]
+    update.threshold["guard_name"] = limits["guard"]
     return update
 
 

@@ -190,3 +190,35 @@ def test_a_single_bank_model_starts_a_defect_bank(tiny_normal, demo_train, demo_
     assert calibrate(dual, held_out(demo_train)) == pytest.approx(found)  # fit's rule, on dual
     with pytest.raises(ConfigError, match="already has a defect bank"):
         start_defect_bank(dual, [sample.image_path], [sample.mask_path])
+
+
+def test_each_named_guard_applies_only_its_conditions(saved, demo_train, demo_test):
+    from dualpatch.models.online import add_normal, guard_limits
+
+    model = fresh(saved)
+    sample = demo_test.defective()[2]
+    model.add_defects([sample.image_path], masks=[sample.mask_path])
+    del model.threshold_  # the defect bank's condition alone decides for this image
+    # a guard without the defect-bank condition lets the known defect in...
+    add_normal(model, [sample.image_path], guard_rule="patch")
+    model = fresh(saved)
+    model.add_defects([sample.image_path], masks=[sample.mask_path])
+    with pytest.raises(DataError, match="nearer a known defect"):  # ...the defect-bank one not
+        add_normal(model, [sample.image_path], guard_rule="defect_like_only")
+    held = held_out(demo_train)
+    assert set(guard_limits(model, held_out=held, guard="score_or_patch")) == {
+        "guard", "score_above", "patch_above", "novelty_source", "rule"
+    }  # fmt: skip
+    model.threshold_ = 1.0
+    assert guard_limits(model, guard="score")["score_above"] == GUARD_FACTOR
+    # "any" ignores the held-out images' count; "held_out" takes it
+    assert guard_limits(model, held_out=held, guard="any_defect_like")["defect_like_above"] == 0
+    with pytest.raises(ConfigError, match="unknown guard 'nope'"):
+        guard_limits(model, guard="nope")
+
+
+def test_a_single_bank_model_keeps_only_score_and_patch(fitted_single):
+    from dualpatch.models.online import guard_limits
+
+    limits = guard_limits(fitted_single, guard="defect_like_only")
+    assert limits["rule"].startswith("none") and "defect_like_above" not in limits
