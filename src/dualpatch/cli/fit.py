@@ -44,12 +44,22 @@ RUNTIME = typer.Option(
 )
 
 
+#: --dataset and --data may be left out when --good names the good images (``own_folders``)
+OWN_FOLDERS = {"dataset": None, "data": None}
+OWN_FOLDERS_MORE = {
+    "dataset": "Default: folder.",
+    "data": "Default: the working folder, when --good names the good images.",
+}
+
+
 @app.command()
 @spec_options(
     *FIT_SETTINGS,
-    required=("dataset", "data", "out"),
-    more={"out": "fit writes the model there (model.safetensors + model.json)."},
-)
+    required=("out",),
+    defaults=OWN_FOLDERS,
+    more={"out": "fit writes the model there (model.safetensors + model.json).",
+          **OWN_FOLDERS_MORE},
+)  # fmt: skip
 def fit(
     spec: dict | None = None,
     no_cache: bool = typer.Option(False, "--no-cache", help="Use no feature cache at all."),
@@ -72,6 +82,7 @@ def fit(
     from dualpatch.fileio import output_lock
 
     assert spec is not None and flags is not None  # given by spec_options
+    own_folders(spec)
     out, inputs = Path(spec["out"]), _fit_inputs(spec, flags)
     cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
     options = {"force": force, "threshold_holdout": threshold_holdout, "ray": ray,
@@ -118,6 +129,18 @@ def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options
     with output_dir(out, "fit", force, inputs, legacy=("model.json",)) as tmp:
         model.save(tmp)
     typer.echo(f"saved {model.kind} model to {out}")
+
+
+def own_folders(spec: dict) -> None:
+    """Fill in a command's ``dataset`` and ``data`` when not given: ``folder``, and (with --good)
+    the working folder, so that ``fit --good DIR --defective DIR --masks DIR`` reads those paths
+    as typed; without --good, --data is needed."""
+    if spec["dataset"] is None:
+        spec["dataset"] = "folder"
+    if spec["data"] is None:
+        if spec["dataset"] != "folder" or spec["good"] is None:
+            fail("--data is needed: the dataset's folder (or --good DIR for your own images)")
+        spec["data"] = "."
 
 
 def _warn_unsafe_rule(spec: dict) -> None:
@@ -245,7 +268,8 @@ def _fit_inputs(spec: dict, flags: dict) -> list[Path | None]:
     height, width = spec["image_size"]
     check_size(height, width, f"{flags['image_size']} {height} {width}")
     weights = Path(spec["weights"]) if spec["weights"] else None
-    return [Path(spec["data"]), weights, *_paths(spec["augmented"]), *_paths(spec["crops"])]
+    own = [Path(spec["data"], spec[k]) for k in ("good", "defective", "masks") if spec[k]]
+    return [Path(spec["data"]), *own, weights, *_paths(spec["augmented"]), *_paths(spec["crops"])]
 
 
 def _fit_model(spec: dict, train, normal: list, cache: str | None, on_ray: dict | None):
@@ -299,9 +323,10 @@ def _fit_dual(model, train, normal, spec: dict, on_ray: dict | None):
 @spec_options(
     "dataset", "data", "out", "train_items", "weights", "on_duplicates", "near_duplicates",
     *FOLDER_SETTINGS,
-    required=("dataset", "data", "out"),
+    required=("out",),
+    defaults=OWN_FOLDERS,
     more={"out": "evaluate writes metrics.json, scores.csv and predictions.safetensors there.",
-          "weights": WEIGHTS_MORE},
+          "weights": WEIGHTS_MORE, **OWN_FOLDERS_MORE},
 )  # fmt: skip
 def evaluate(
     model: Path = MODEL,
@@ -316,6 +341,7 @@ def evaluate(
     from dualpatch.serving.runtime import load_for_scoring
 
     assert spec is not None  # given by spec_options
+    own_folders(spec)
     out, data = Path(spec["out"]), Path(spec["data"])
     weights = Path(spec["weights"]) if spec["weights"] else None
     check_output_dir(out, "evaluate", force, [model, data, weights], legacy=("metrics.json",))
