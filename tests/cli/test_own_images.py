@@ -224,6 +224,22 @@ def test_fit_needs_no_hand_made_test_folder(cli, tmp_path):  # noqa: F811
 NO_BROWSER = browser.unavailable_reason()
 
 
+def render_review(page_file: Path, screenshot: Path) -> tuple[list[str], str, list[str]]:
+    """predict's index.html in Chromium, with no page error: (the images that loaded, the
+    summary line, the cards' verdicts in page order); a screenshot saved to ``screenshot``."""
+    with browser.browser() as b:
+        page = b.new_page()
+        page.goto(page_file.as_uri())
+        loaded = page.evaluate("Array.from(document.images).filter(i => i.naturalWidth > 0)"
+                               ".map(i => i.getAttribute('src'))")  # fmt: skip
+        summary = page.evaluate("document.getElementById('summary').textContent")
+        verdicts = page.evaluate("Array.from(document.querySelectorAll('.card .verdict'), "
+                                 "e => e.textContent)")  # fmt: skip
+        screenshot.write_bytes(page.screenshot(width=1000))
+        assert page.errors() == []
+    return loaded, summary, verdicts
+
+
 @pytest.mark.skipif(NO_BROWSER is not None, reason=f"browser test skipped: {NO_BROWSER}")
 def test_predict_review_page_renders_in_chromium(fitted, cli, tmp_path):  # noqa: F811
     _, model, _, _ = fitted
@@ -233,16 +249,7 @@ def test_predict_review_page_renders_in_chromium(fitted, cli, tmp_path):  # noqa
     out = tmp_path / "pred"
     code, _, err = cli("predict", new, "--model", model, "--out", out)
     assert code == 0, err
-    with browser.browser() as b:
-        page = b.new_page()
-        page.goto((out / "index.html").as_uri())
-        loaded = page.evaluate("Array.from(document.images).filter(i => i.naturalWidth > 0)"
-                               ".map(i => i.getAttribute('src'))")  # fmt: skip
-        summary = page.evaluate("document.getElementById('summary').textContent")
-        verdicts = page.evaluate("Array.from(document.querySelectorAll('.card .verdict'), "
-                                 "e => e.textContent)")  # fmt: skip
-        (tmp_path / "review.png").write_bytes(page.screenshot(width=1000))
-        assert page.errors() == []
+    loaded, summary, verdicts = render_review(out / "index.html", tmp_path / "review.png")
     assert sorted(loaded) == ["overlays/bad one.jpg", "overlays/good one.jpg"]
     assert "1 defect" in summary and "1 ok" in summary and verdicts == ["defect", "ok"]
 
@@ -307,12 +314,7 @@ def test_own_folders_fit_predict_serve_and_review_end_to_end(fitted, cli, cli_en
         assert server.stop() in (0, -15, 143)
     if NO_BROWSER is not None:
         pytest.skip(f"index.html not rendered: {NO_BROWSER}")
-    with browser.browser() as b:
-        page = b.new_page()
-        page.goto((out / "index.html").as_uri())
-        loaded = page.evaluate("Array.from(document.images).filter(i => i.naturalWidth > 0)"
-                               ".length")  # fmt: skip
-        summary = page.evaluate("document.getElementById('summary').textContent")
-        (tmp_path / "review.png").write_bytes(page.screenshot(width=1000))
-        assert page.errors() == []
-    assert loaded == 4 and "2 defect" in summary and "2 ok" in summary
+    loaded, summary, verdicts = render_review(out / "index.html", tmp_path / "review.png")
+    assert sorted(loaded) == sorted(r["overlay"] for r in rows.values())
+    assert "2 defect" in summary and "2 ok" in summary
+    assert verdicts == ["defect", "defect", "ok", "ok"]  # highest score first
