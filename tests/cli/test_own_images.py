@@ -318,3 +318,37 @@ def test_own_folders_fit_predict_serve_and_review_end_to_end(fitted, cli, cli_en
     assert sorted(loaded) == sorted(r["overlay"] for r in rows.values())
     assert "2 defect" in summary and "2 ok" in summary
     assert verdicts == ["defect", "defect", "ok", "ok"]  # highest score first
+
+
+def test_split_options_old_flags_and_what_fit_needs(cli, tmp_path):  # noqa: F811
+    data = photos(tmp_path / "my photos")
+    # no --data and no --good: one line says what is needed
+    code, _, err = cli("fit", "--out", tmp_path / "m0", *SIZE)
+    assert code == 1
+    error_line(err, "--data is needed", "--good DIR")
+    # the old flag names still work, with one line each; --threshold-holdout gives way to the
+    # validation part, and says so
+    code, out, err = cli("fit", "--good-dir", data / "good", "--defective-dir", data / "defective",
+                         "--mask-dir", data / "masks", "--out", tmp_path / "m1", *SIZE,
+                         "--threshold-holdout", "0.5", "--bank", "single")  # fmt: skip
+    assert code == 0, err
+    renamed = [w for w in warning_lines(err) if "is renamed" in w]
+    assert len(renamed) == 3 and "--good-dir is renamed --good" in renamed[0]
+    assert [w for w in warning_lines(err) if "--threshold-holdout" in w] == [
+        "warning: --threshold-holdout 0.5 is ignored: the folder dataset's validation part sets "
+        "the threshold (--validation-fraction)"
+    ]
+    record = json.loads((tmp_path / "m1" / "model.json").read_text())["threshold_record"]
+    assert record["images"] == 4 and record["validation"]["defective"] == 1
+    # --validation-fraction 0: no validation part; --threshold-holdout draws from the normals
+    code, out, err = cli("fit", *own_folders(data), "--out", tmp_path / "m2", *SIZE,
+                         "--validation-fraction", "0", "--threshold-holdout", "0.5",
+                         "--bank", "single")  # fmt: skip
+    assert code == 0, err
+    record = json.loads((tmp_path / "m2" / "model.json").read_text())["threshold_record"]
+    assert record["images"] == 7 and "validation" not in record  # half of 14 training normals
+    assert "validation:" not in out
+    code, _, err = cli("fit", *own_folders(data), "--out", tmp_path / "m3", *SIZE,
+                       "--validation-fraction", "0.9")  # fmt: skip
+    assert code == 1
+    error_line(err, "validation_fraction is 0.9")
