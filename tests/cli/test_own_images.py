@@ -352,3 +352,19 @@ def test_split_options_old_flags_and_what_fit_needs(cli, tmp_path):  # noqa: F81
                        "--validation-fraction", "0.9")  # fmt: skip
     assert code == 1
     error_line(err, "validation_fraction is 0.9")
+
+
+def test_data_crops_cuts_fit_s_defects_only(cli, tmp_path):  # noqa: F811
+    """``data crops`` gives what ``fit --defects crop`` takes: the validation part's masked defect
+    is not among them (fit scores it against the threshold)."""
+    from dualpatch.data import ImageFolder, split_validation
+
+    data = photos(tmp_path / "my photos")
+    out = tmp_path / "crops"
+    code, _, err = cli("data", "crops", "--data", data, "--dataset", "folder", "--image-size",
+                       64, 32, "--out", out)  # fmt: skip
+    assert code == 0, err
+    sources = {r["source_image"] for r in csv.DictReader((out / "crops.csv").open())}
+    fit_on, validation = split_validation(ImageFolder(data, "train"))
+    assert sources == {str(s.image_path) for s in fit_on.masked_defective()}
+    assert len(sources) == 2 and validation.masked_defective()
