@@ -159,26 +159,37 @@ class ExperimentSpec(RunSpec):
     data: str = sv.entry("runs/demo-data", Setting(
         "a dataset folder path", sv.text, "Dataset root folder.", scope="top", path=True
     ))  # fmt: skip
-    # a "folder" dataset of your own images (dualpatch.data.folder): sub-folders of data, and
-    # how its train/test split is drawn; an MVTec-layout data folder keeps its own split
-    good_dir: str | None = sv.entry(None, Setting(
+    # a "folder" dataset of your own images (dualpatch.data.folder): its folders, under data
+    # unless absolute, and how its train/validation/test split is drawn; an MVTec-layout data
+    # folder keeps its own split
+    good: str | None = sv.entry(None, Setting(
         "a folder path, or null", lambda v: v is None or sv.text(v),
-        "folder dataset: good images, under --data unless absolute (default: good).", scope="top",
+        "folder dataset: good images, under --data unless absolute (default: good).",
+        aliases=("good_dir",), flags=("--good-dir",), scope="top", path=True,
     ))  # fmt: skip
-    defective_dir: str | None = sv.entry(None, Setting(
+    defective: str | None = sv.entry(None, Setting(
         "a folder path, or null", lambda v: v is None or sv.text(v),
-        "folder dataset: defective images (default: defective).", scope="top",
+        "folder dataset: defective images (default: defective).",
+        aliases=("defective_dir",), flags=("--defective-dir",), scope="top", path=True,
     ))  # fmt: skip
-    mask_dir: str | None = sv.entry(None, Setting(
+    masks: str | None = sv.entry(None, Setting(
         "a folder path, or null", lambda v: v is None or sv.text(v),
-        "folder dataset: masks paired by stem, optional (default: masks).", scope="top",
+        "folder dataset: masks paired by stem, optional (default: masks).",
+        aliases=("mask_dir",), flags=("--mask-dir",), scope="top", path=True,
     ))  # fmt: skip
     test_fraction: float = sv.entry(0.2, Setting(
         "a fraction between 0 and 1 (both excluded)", lambda v: sv.number(v) and 0 < v < 1,
         "folder dataset: share of images drawn for the test split.", minimum=0.0, maximum=1.0,
         scope="top",
     ))  # fmt: skip
-    split_seed: int = sv.seed(0, "folder dataset: seed of the train/test draw.", scope="top")
+    validation_fraction: float = sv.entry(0.2, Setting(
+        "a fraction from 0 to 1 (1 excluded)", lambda v: sv.number(v) and 0 <= v < 1,
+        "folder dataset: share of images drawn for validation (fit's threshold).",
+        minimum=0.0, maximum=1.0, scope="top",
+    ))  # fmt: skip
+    split_seed: int = sv.seed(
+        0, "folder dataset: seed of the train/validation/test draw.", scope="top"
+    )
     out: str = sv.entry("runs/experiment", Setting(
         "a results folder path", sv.text, "Results folder.", scope="top", path=True
     ))  # fmt: skip

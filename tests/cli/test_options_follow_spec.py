@@ -43,8 +43,8 @@ OTHER_SETTINGS = {
 }
 #: options with no default: the command cannot guess them
 REQUIRED = {
-    *[("fit", n) for n in ("dataset", "data", "out")],
-    *[("evaluate", n) for n in ("dataset", "data", "out")],
+    ("fit", "out"),
+    ("evaluate", "out"),
     ("predict", "out"),
     *[(c, n) for c in ("data crops", "augment ddpm", "augment sdxl", "augment paste")
       for n in ("dataset", "data")],
@@ -52,7 +52,11 @@ REQUIRED = {
 #: commands whose options default to "not given": the config's value stands
 GIVEN_ONLY = {"run"}
 #: a command's own default for a setting
-OWN_DEFAULTS = {("demo", "out"): "runs/demo"}
+OWN_DEFAULTS = {
+    ("demo", "out"): "runs/demo",
+    # not given: a folder dataset in the working folder when --good names the good images
+    **{(c, n): None for c in ("fit", "evaluate") for n in ("dataset", "data")},
+}
 
 
 def _commands(command=None, path: tuple[str, ...] = ()):

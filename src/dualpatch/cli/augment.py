@@ -36,9 +36,13 @@ SEED = typer.Option(0, min=0, max=MAX_SEED, help="Output i uses seed+i.")
 
 
 def _train_split(spec: dict):
-    from dualpatch.data import layout_of, load_dataset
+    """The images fit learns from: a folder dataset's validation part is left out, so that no
+    synthetic defect copies a validation image (fit scores them against its threshold)."""
+    from dualpatch.data import layout_of, load_dataset, split_validation
 
-    return load_dataset(spec["dataset"], Path(spec["data"]), "train", layout_of(spec))
+    return split_validation(
+        load_dataset(spec["dataset"], Path(spec["data"]), "train", layout_of(spec))
+    )[0]
 
 
 def _done(out: Path, n: int, started: float, as_crops: bool = False) -> None:

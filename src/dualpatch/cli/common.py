@@ -227,7 +227,9 @@ def fail(message: str) -> None:
 
 #: a folder dataset's sub-folders and split (dualpatch.data.folder): every command that opens a
 #: dataset takes them
-FOLDER_SETTINGS = ("good_dir", "defective_dir", "mask_dir", "test_fraction", "split_seed")
+FOLDER_SETTINGS = (
+    "good", "defective", "masks", "test_fraction", "validation_fraction", "split_seed"
+)  # fmt: skip
 FORCE = typer.Option(False, "--force", help="Replace an --out that holds files not written here.")
 MODEL = typer.Option(..., help="Model folder written by fit.")
 #: what the run spec's ``--weights`` means to a command that loads a fitted model

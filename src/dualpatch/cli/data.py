@@ -93,6 +93,7 @@ def crops(
     the same model. Edit them, add your own, or add generated ones with 'augment ... --as-crops'.
     """
     from dualpatch.cli.common import open_dataset
+    from dualpatch.data import split_validation
     from dualpatch.data.crop_folder import CropSpec, write_training_crops
     from dualpatch.defaults import MIN_SIDE
     from dualpatch.errors import ConfigError
@@ -106,6 +107,7 @@ def crops(
             raise ConfigError(f"{where}: each side needs at least {MIN_SIDE}")
         check_size(size[0], size[1], where)
         train = open_dataset(spec["dataset"], spec["data"], "train", train_items, settings=spec)
+        train = split_validation(train)[0]  # fit's defects: a validation part is not among them
         info = {"command": "data crops", "dataset": spec["dataset"], "data": spec["data"]}
         if train_items:
             info["train_items"] = train_items

@@ -44,20 +44,32 @@ RUNTIME = typer.Option(
 )
 
 
+#: --dataset and --data may be left out when --good names the good images (``own_folders``)
+OWN_FOLDERS = {"dataset": None, "data": None}
+OWN_FOLDERS_MORE = {
+    "dataset": "Default: folder.",
+    "data": "Default: the working folder, when --good names the good images.",
+}
+
+
 @app.command()
 @spec_options(
     *FIT_SETTINGS,
-    required=("dataset", "data", "out"),
-    more={"out": "fit writes the model there (model.safetensors + model.json)."},
-)
+    required=("out",),
+    defaults=OWN_FOLDERS,
+    more={"out": "fit writes the model there (model.safetensors + model.json).",
+          **OWN_FOLDERS_MORE},
+)  # fmt: skip
 def fit(
     spec: dict | None = None,
     no_cache: bool = typer.Option(False, "--no-cache", help="Use no feature cache at all."),
     force: bool = FORCE,
-    threshold_holdout: float = typer.Option(
-        0.2,
+    threshold_holdout: float | None = typer.Option(
+        None,
+        min=0.0,
+        max=1.0,
         help="Hold this fraction of normal images out of the bank to set the verdict threshold "
-        "(0: store no threshold).",
+        "(default: a folder dataset's validation part, else 0.2; 0: store no threshold).",
     ),
     ray: str | None = ray_option("Extract the training images' features"),
     ray_actors: int = RAY_ACTORS,
@@ -70,6 +82,7 @@ def fit(
     from dualpatch.fileio import output_lock
 
     assert spec is not None and flags is not None  # given by spec_options
+    own_folders(spec)
     out, inputs = Path(spec["out"]), _fit_inputs(spec, flags)
     cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
     options = {"force": force, "threshold_holdout": threshold_holdout, "ray": ray,
@@ -92,7 +105,12 @@ def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options
     _warn_unsafe_rule(spec)
     if options["verify_cache"] and cache:
         _verify_cache(spec, cache, train, options["verify_cache"])
-    normal, held_out = _hold_out(train.normal(), threshold_holdout, spec["seed"])
+    train, validation = _validation_part(train, threshold_holdout)
+    if validation is None:
+        fraction = DEFAULT_HOLDOUT if threshold_holdout is None else threshold_holdout
+        normal, held_out = _hold_out(train.normal(), fraction, spec["seed"])
+    else:
+        normal, held_out = train.normal(), _validation_normals(validation)
     # --ray: features extracted on Ray into the cache (a temporary one beside --out without one)
     on_ray = None if ray is None else {"address": ray, "actors": ray_actors, "scratch": out.parent}
     # a spill store without a cache lives beside --out, where the next fit finds it
@@ -104,11 +122,25 @@ def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options
             from dualpatch.threshold import calibrate
 
             typer.echo(f"threshold {calibrate(model, held_out):.6g} ({model.threshold_rule_})")
+            if validation is not None:
+                _validate(model, validation)
         else:
             typer.echo("no threshold stored (--threshold-holdout 0): verdicts need --threshold")
     with output_dir(out, "fit", force, inputs, legacy=("model.json",)) as tmp:
         model.save(tmp)
     typer.echo(f"saved {model.kind} model to {out}")
+
+
+def own_folders(spec: dict) -> None:
+    """Fill in a command's ``dataset`` and ``data`` when not given: ``folder``, and (with --good)
+    the working folder, so that ``fit --good DIR --defective DIR --masks DIR`` reads those paths
+    as typed; without --good, --data is needed."""
+    if spec["dataset"] is None:
+        spec["dataset"] = "folder"
+    if spec["data"] is None:
+        if spec["dataset"] != "folder" or spec["good"] is None:
+            fail("--data is needed: the dataset's folder (or --good DIR for your own images)")
+        spec["data"] = "."
 
 
 def _warn_unsafe_rule(spec: dict) -> None:
@@ -122,6 +154,72 @@ def _warn_unsafe_rule(spec: dict) -> None:
             "a rotated or unknown part) can pass as good; the default 'guarded' cannot",
             stacklevel=1,
         )
+
+
+#: the share of normal training images held out for the threshold without a validation part
+DEFAULT_HOLDOUT = 0.2
+
+
+def _validation_part(train, threshold_holdout: float | None):
+    """(what to fit on, the validation part or None): a folder dataset's own validation part
+    sets the threshold unless ``--threshold-holdout`` is 0 (then it joins the training images)."""
+    from dualpatch.data import split_validation
+
+    fit_on, validation = split_validation(train)
+    if validation is None or threshold_holdout == 0:
+        return train, None
+    if threshold_holdout is not None:
+        warnings.warn(
+            f"--threshold-holdout {threshold_holdout:g} is ignored: the folder dataset's "
+            "validation part sets the threshold (--validation-fraction)",
+            stacklevel=2,
+        )
+    return fit_on, validation
+
+
+def _validation_normals(validation) -> list:
+    """The validation part's good images (the threshold's held-out normals); none: a warning."""
+    normal = validation.normal()
+    if not normal:
+        warnings.warn(
+            "the validation part holds no good image (too few good images): no threshold stored",
+            stacklevel=2,
+        )
+    return normal
+
+
+def _validate(model, validation) -> None:
+    """Score the validation part at the stored threshold: one line, and the figures in
+    model.json's ``threshold_record.validation`` (image AUROC only with both classes)."""
+    from sklearn.metrics import roc_auc_score
+
+    from dualpatch.threshold import verdict_metrics
+
+    pred = model.predict(list(validation))
+    labels, found = pred.labels, {"images": len(pred.labels), "defective": int(pred.labels.sum())}
+    both = 0 < found["defective"] < found["images"]
+    found["image_auroc"] = float(roc_auc_score(labels, pred.image_scores)) if both else None
+    verdicts = verdict_metrics(labels, pred.image_scores, model.threshold_)
+    for key in ("recall_at_threshold", "false_reject_rate_at_threshold"):
+        found[key] = verdicts[key] if verdicts[key] == verdicts[key] else None  # NaN: none
+    model.threshold_record_["validation"] = found
+    flagged = int(np.sum(pred.image_scores[labels == 1] > model.threshold_))
+    auroc = f"image AUROC {found['image_auroc']:.3f}; " if both else ""
+    typer.echo(f"validation: {found['images'] - found['defective']} good, {found['defective']} "
+               f"defective images; {auroc}{flagged} of {found['defective']} defective flagged, "
+               f"{int(np.sum(pred.image_scores[labels == 0] > model.threshold_))} good "
+               "flagged")  # fmt: skip
+
+
+def _say_defects(model, defects: list) -> None:
+    """One line: what the defect bank took: defective images by mask or by pseudo-mask, crops."""
+    from dualpatch.data.base import Sample
+
+    images = [d for d in defects if isinstance(d, Sample)]
+    pseudo = getattr(model, "pseudo_masks_", [])
+    used = sum(1 for r in pseudo if r["patches"])
+    typer.echo(f"defect bank: {len(images) - len(pseudo)} masked and {used} of {len(pseudo)} "
+               f"pseudo-masked defective images, {len(defects) - len(images)} crops")  # fmt: skip
 
 
 def _hold_out(normal: list, fraction: float, seed: int) -> tuple[list, list]:
@@ -170,7 +268,8 @@ def _fit_inputs(spec: dict, flags: dict) -> list[Path | None]:
     height, width = spec["image_size"]
     check_size(height, width, f"{flags['image_size']} {height} {width}")
     weights = Path(spec["weights"]) if spec["weights"] else None
-    return [Path(spec["data"]), weights, *_paths(spec["augmented"]), *_paths(spec["crops"])]
+    own = [Path(spec["data"], spec[k]) for k in ("good", "defective", "masks") if spec[k]]
+    return [Path(spec["data"]), *own, weights, *_paths(spec["augmented"]), *_paths(spec["crops"])]
 
 
 def _fit_model(spec: dict, train, normal: list, cache: str | None, on_ray: dict | None):
@@ -209,11 +308,12 @@ def _fit_dual(model, train, normal, spec: dict, on_ray: dict | None):
         where = (
             f"{unmasked[0]}: defective training image has no mask"
             if unmasked
-            else (f"{Path(spec['data'])}: no defective training images with masks")
+            else (f"{Path(spec['data'])}: no defective training images")
         )
-        fail(f"{where}; the defect bank needs masks: use --bank single or add --crops DIR or "
+        fail(f"{where}; the defect bank needs defects: use --bank single or add --crops DIR or "
              "--augmented DIR")  # fmt: skip
     _fit(model, on_ray, normal, defects)
+    _say_defects(model, defects)
     if spec["defects"] == "crop":  # crops carry no file: record their source images
         model.record_training_images(s.image_path for s in train.defective())
     return model
@@ -223,9 +323,10 @@ def _fit_dual(model, train, normal, spec: dict, on_ray: dict | None):
 @spec_options(
     "dataset", "data", "out", "train_items", "weights", "on_duplicates", "near_duplicates",
     *FOLDER_SETTINGS,
-    required=("dataset", "data", "out"),
+    required=("out",),
+    defaults=OWN_FOLDERS,
     more={"out": "evaluate writes metrics.json, scores.csv and predictions.safetensors there.",
-          "weights": WEIGHTS_MORE},
+          "weights": WEIGHTS_MORE, **OWN_FOLDERS_MORE},
 )  # fmt: skip
 def evaluate(
     model: Path = MODEL,
@@ -240,6 +341,7 @@ def evaluate(
     from dualpatch.serving.runtime import load_for_scoring
 
     assert spec is not None  # given by spec_options
+    own_folders(spec)
     out, data = Path(spec["out"]), Path(spec["data"])
     weights = Path(spec["weights"]) if spec["weights"] else None
     check_output_dir(out, "evaluate", force, [model, data, weights], legacy=("metrics.json",))

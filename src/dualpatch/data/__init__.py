@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dualpatch.data.base import Dataset, MissingSplit, Sample
-from dualpatch.data.folder import FolderLayout, ImageFolder, layout_of, open_folder
+from dualpatch.data.folder import (
+    FolderLayout,
+    ImageFolder,
+    layout_of,
+    open_folder,
+    split_validation,
+)
 from dualpatch.data.images import read_image, read_mask
 from dualpatch.data.kolektorsdd import KolektorSDD
 from dualpatch.data.ksdd2 import KolektorSDD2
@@ -75,4 +81,5 @@ __all__ = [
     "open_folder",
     "read_image",
     "read_mask",
+    "split_validation",
 ]

@@ -11,12 +11,17 @@ Any file names (spaces included) and any image sizes. A mask pairs with the defe
 same stem, with or without a ``_mask``, ``_GT`` or ``_label`` suffix (``scratch 1.jpg`` ->
 ``scratch 1_mask.png``), at the same sub-folder or, when unique, anywhere under the mask folder. A
 defective image without a mask is kept: it counts for image metrics, thresholds and
-``--bank single``; the dual bank's defect patches come from the masked ones only (or from crops).
+``--bank single``, and feeds the dual bank's defects by a pseudo-mask
+(``models.defect_features``).
 JPEG masks are thresholded at half range (compression blurs 0/255), with one warning.
 
-The train/test split is made here, seeded and stratified (good, masked defect, unmasked defect),
-with byte-identical copies kept on one side. A root in the MVTec layout (``train/good``) keeps its
-own split: ``open_folder`` reads it with ``MVTecFolder``.
+The split is made here, seeded and stratified (good, masked defect, unmasked defect), with
+byte-identical copies kept in one part: test (``test_fraction``), validation
+(``validation_fraction``) and train. The ``train`` split holds the validation part, as an MVTec
+``train/`` folder would (``run`` cross-validates on it); ``fit`` takes the validation part out
+(``split_validation``) for the threshold's held-out normals and the validation image metrics. A
+root in the MVTec layout (``train/good``) keeps its own split: ``open_folder`` reads it with
+``MVTecFolder``.
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ from dualpatch.errors import DataError
 #: mask file stems that pair with an image stem, tried in this order ("" = the same stem)
 MASK_SUFFIXES = ("_mask", "_GT", "_label", "")
 #: the default sub-folders of the root
-DEFAULT_DIRS = {"good_dir": "good", "defective_dir": "defective", "mask_dir": "masks"}
-SPLITS = ("train", "test")
+DEFAULT_DIRS = {"good": "good", "defective": "defective", "masks": "masks"}
+SPLITS = ("train", "validation", "test")
 JPEG = (".jpg", ".jpeg")
 
 
@@ -45,10 +50,11 @@ JPEG = (".jpg", ".jpeg")
 class FolderLayout:
     """Where a plain folder dataset's images are, and how its split is drawn."""
 
-    good_dir: str | None = None
-    defective_dir: str | None = None
-    mask_dir: str | None = None
+    good: str | None = None
+    defective: str | None = None
+    masks: str | None = None
     test_fraction: float = 0.2
+    validation_fraction: float = 0.2
     split_seed: int = 0
 
     @property
@@ -62,7 +68,7 @@ class FolderLayout:
 
 
 #: the run spec's settings that shape a folder dataset (``dualpatch.spec``)
-LAYOUT_KEYS = (*DEFAULT_DIRS, "test_fraction", "split_seed")
+LAYOUT_KEYS = (*DEFAULT_DIRS, "test_fraction", "validation_fraction", "split_seed")
 
 
 def layout_of(settings: dict[str, Any]) -> FolderLayout:
@@ -99,25 +105,53 @@ class ImageFolder(Dataset):
                  layout: FolderLayout | None = None):  # fmt: skip
         root, layout = Path(root), layout or FolderLayout()
         if split not in SPLITS:
-            raise DataError(f"{root}: unknown split {split!r} (use train or test)")
-        if not 0 < layout.test_fraction < 1:
-            raise DataError(f"{root}: test_fraction is {layout.test_fraction}; expected 0 to 1")
+            raise DataError(f"{root}: unknown split {split!r} (use {', '.join(SPLITS)})")
+        _check_fractions(root, layout)
         samples = read_samples(root, layout)
-        test = split_test(samples, layout.test_fraction, layout.split_seed)
+        parts = split_parts(samples, layout.test_fraction, layout.validation_fraction,
+                            layout.split_seed)  # fmt: skip
+        wanted = ("train", "validation") if split == "train" else (split,)
         self.split, self.layout = split, layout
-        chosen = [s for i, s in enumerate(samples) if (i in test) == (split == "test")]
-        super().__init__(chosen, root)
+        #: each sample's part: "train" or "validation" (the train split holds both) or "test"
+        self.parts = {s.id: part for s, part in zip(samples, parts, strict=True) if part in wanted}
+        super().__init__([s for s in samples if s.id in self.parts], root)
+
+
+def _check_fractions(root: Path, layout: FolderLayout) -> None:
+    test, validation = layout.test_fraction, layout.validation_fraction
+    if not 0 < test < 1:
+        raise DataError(f"{root}: test_fraction is {test}; expected 0 to 1")
+    if not 0 <= validation < 1 or test + validation >= 1:
+        raise DataError(f"{root}: validation_fraction is {validation}; expected 0 to below "
+                        f"1 - test_fraction ({1 - test:g})")  # fmt: skip
+
+
+def split_validation(train: Dataset) -> tuple[Dataset, Dataset | None]:
+    """(what to fit on, the validation part) of a training split: a folder dataset's own
+    validation part (``validation_fraction``), or None for a dataset without one (MVTec,
+    KolektorSDD: ``fit`` then holds normals out by ``--threshold-holdout``)."""
+    import copy
+
+    parts = getattr(train, "parts", None)
+    if not parts or "validation" not in parts.values():
+        return train, None
+    halves = []
+    for part in ("train", "validation"):
+        half = copy.copy(train)
+        half.samples = [s for s in train if parts.get(s.id) == part]
+        halves.append(half)
+    return halves[0], halves[1]
 
 
 def read_samples(root: Path, layout: FolderLayout) -> list[Sample]:
     """Every good and defective image under ``root`` (ids ``good/<path>``, ``defective/<path>``),
     masks paired (``pair_masks``)."""
-    good_dir = layout.folder(root, "good_dir")
-    defective_dir = layout.folder(root, "defective_dir")
-    if not good_dir.is_dir() and layout.good_dir is None:
+    good_dir = layout.folder(root, "good")
+    defective_dir = layout.folder(root, "defective")
+    if not good_dir.is_dir() and layout.good is None:
         inside = [p for p in sorted(root.iterdir()) if (p / "train" / "good").is_dir()
                   or (p / "good").is_dir()]  # fmt: skip
-        extra = f"; did you mean {inside[0]}?" if inside else "; name them with --good-dir"
+        extra = f"; did you mean {inside[0]}?" if inside else "; name them with --good"
         raise DataError(f"{root}: no good/ folder of good images and not an MVTec-style folder "
                         f"(no train/good/){extra}")  # fmt: skip
     if not good_dir.is_dir():
@@ -126,9 +160,9 @@ def read_samples(root: Path, layout: FolderLayout) -> list[Sample]:
     if not good:
         raise DataError(f"{good_dir}: no images ({'/'.join(IMAGE_SUFFIXES)})")
     defective = _images(defective_dir) if defective_dir.is_dir() else []
-    if layout.defective_dir is not None and not defective_dir.is_dir():
+    if layout.defective is not None and not defective_dir.is_dir():
         raise DataError(f"{defective_dir}: folder of defective images not found")
-    masks = pair_masks(defective_dir, defective, layout.folder(root, "mask_dir"))
+    masks = pair_masks(defective_dir, defective, layout.folder(root, "masks"))
     samples = [Sample(f"good/{_rel(p, good_dir)}", p, None, 0) for p in good]
     for p in defective:
         mask = masks.get(p)
@@ -138,7 +172,8 @@ def read_samples(root: Path, layout: FolderLayout) -> list[Sample]:
     if unmasked:
         warnings.warn(f"{defective_dir}: {len(unmasked)} of {len(defective)} defective images "
                       f"have no mask (e.g. {unmasked[0].name}); used for image metrics and "
-                      "thresholds, not for the defect bank", stacklevel=3)  # fmt: skip
+                      "thresholds, and by pseudo-masks for the defect bank",
+                      stacklevel=3)  # fmt: skip
     return samples
 
 
@@ -204,12 +239,15 @@ def _warn_masks(mask_dir: Path, by_key: dict, used: set[Path]) -> None:
                       "(JPEG blurs 0/255; PNG masks are exact)", stacklevel=4)  # fmt: skip
 
 
-def split_test(samples: list[Sample], fraction: float, seed: int) -> set[int]:
-    """Indices of the test images: ``fraction`` of each stratum (good, masked defect, unmasked
-    defect), drawn by ``seed``; byte-identical images form one group and stay on one side.
+def split_parts(samples: list[Sample], test: float, validation: float, seed: int) -> list[str]:
+    """Each sample's part, "train", "validation" or "test": of each stratum (good, masked defect,
+    unmasked defect), ``test`` and ``validation`` fractions drawn by ``seed``; byte-identical
+    images form one group and stay in one part.
 
-    Each stratum that has two groups or more gives at least one to test, and keeps at least one
-    for training; the good stratum always keeps one for the normal bank."""
+    A stratum of two groups or more gives at least one to test and keeps at least one for
+    training; with three or more, and ``validation`` above 0, it also gives one to validation.
+    The test draw is the first of one seeded permutation, the validation draw the next, so the
+    test part does not depend on ``validation``."""
     from dualpatch.fileio import sha256_file as file_sha256
 
     groups: dict[str, list[int]] = {}
@@ -220,14 +258,27 @@ def split_test(samples: list[Sample], fraction: float, seed: int) -> set[int]:
         stratum = max(_stratum(samples[i]) for i in members)
         strata.setdefault(stratum, []).append(members)
     rng = np.random.default_rng(seed)
-    test: set[int] = set()
+    parts = ["train"] * len(samples)
     for stratum in sorted(strata):
         members = strata[stratum]
-        n = len(members)
-        k = min(max(int(round(fraction * n)), 1), n - 1) if n >= 2 else 0
-        for j in rng.permutation(n)[:k]:
-            test.update(members[j])
-    return test
+        n_test, n_validation = _part_sizes(len(members), test, validation)
+        order = rng.permutation(len(members))
+        for rank, j in enumerate(order[: n_test + n_validation]):
+            for i in members[j]:
+                parts[i] = "test" if rank < n_test else "validation"
+    return parts
+
+
+def _part_sizes(n: int, test: float, validation: float) -> tuple[int, int]:
+    """(test groups, validation groups) of a stratum of ``n`` groups: each at least one where
+    that still leaves one to train on."""
+    if n < 2:
+        return 0, 0
+    n_test = min(max(round(test * n), 1), n - 1)
+    left = n - n_test
+    if not validation or left < 2:
+        return n_test, 0
+    return n_test, min(max(round(validation * n), 1), left - 1)
 
 
 def _stratum(sample: Sample) -> int:

@@ -1,5 +1,11 @@
 """Features for the defect bank: the patches under a defective image's mask (in whole-image
-context) and those of defect crops (each run through the backbone at its own size)."""
+context) and those of defect crops (each run through the backbone at its own size).
+
+A defective image without a mask gives a **pseudo-mask**: its patches whose distance to the normal
+bank exceeds the bank's novelty level tau (``novelty_level_``, measured at fit before the defect
+bank is built), i.e. patches farther from normal surface than any normal patch measured. Each such
+image is recorded in ``pseudo_masks_`` (model.json's ``pseudo_masks``), and one warning counts the
+images whose pseudo-mask is empty (they give no defect patch)."""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from dualpatch.data.base import Sample
 from dualpatch.data.crops import DefectCrop
 from dualpatch.errors import DataError
 from dualpatch.features.extractor import to_tensor
+from dualpatch.scoring import patch_distances
 
 STRIDE = 8  # both stage pairs put the feature grid at 1/8 of the input
 
@@ -34,12 +41,39 @@ def crop_file_records(crops: list[DefectCrop]) -> list[dict]:
 
 
 def defect_image_features(model: Any, samples: list[Sample]) -> torch.Tensor:
-    """(M, D) features of the patches that touch each image's defect mask."""
+    """(M, D) features of the patches that touch each image's defect mask, or, for an image
+    without a mask, of its pseudo-mask (``pseudo_cells``; recorded in ``model.pseudo_masks_``)."""
+    from dualpatch.fileio import sha256_file
+
     feats = model.image_features(samples, "defect features")
-    rows = []
+    rows, pseudo = [], []
     for s, f in zip(samples, feats, strict=True):
-        rows.append(f[mask_cells(s.mask(tuple(model.image_size)), f.shape[:2])])
+        if s.mask_path is None:
+            cells = pseudo_cells(model, f)
+            record = {"file": s.image_path.name, "sha256": sha256_file(s.image_path)}
+            pseudo.append({**record, "patches": int(cells.sum())})
+        else:
+            cells = mask_cells(s.mask(tuple(model.image_size)), f.shape[:2])
+        rows.append(f[cells])
+    empty = [r["file"] for r in pseudo if not r["patches"]]
+    if empty:
+        warnings.warn(
+            f"{len(empty)} of {len(pseudo)} defective images without a mask have no patch above "
+            f"the normal bank's novelty level (e.g. {empty[0]}): no pseudo-mask, not in the "
+            "defect bank",
+            stacklevel=3,
+        )
+    model.pseudo_masks_ = pseudo
     return torch.cat(rows)
+
+
+def pseudo_cells(model: Any, feats: torch.Tensor) -> torch.Tensor:
+    """(h, w) bool: the patches of one image's (h, w, D) features whose distance to the normal
+    bank (as scored: mean of ``num_neighbors`` nearest) is above the novelty level tau."""
+    h, w, d = feats.shape
+    k = min(model.num_neighbors, model.memory_.bank_.shape[0])
+    dist, _ = model.memory_.query(feats.reshape(-1, d).float(), k)
+    return (patch_distances(dist) > model.novelty_level_).reshape(h, w)
 
 
 def crop_features(model: Any, crops: list[DefectCrop]) -> torch.Tensor:
@@ -72,16 +106,20 @@ def crop_features(model: Any, crops: list[DefectCrop]) -> torch.Tensor:
 
 
 def defect_rows(model: Any, images: list[Sample], crops: list[DefectCrop]) -> torch.Tensor:
-    """(M, D) rows of ``model``'s defect bank before its coreset: the mask patches of ``images``,
-    the patches of ``crops`` and, with ``defect_feature_augment``, synthetic rows made from them."""
+    """(M, D) rows of ``model``'s defect bank before its coreset: the mask (or pseudo-mask)
+    patches of ``images``, the patches of ``crops`` and, with ``defect_feature_augment``,
+    synthetic rows made from them."""
+    model.pseudo_masks_ = []  # set again by defect_image_features: none from an earlier fit
     feats = [model.defect_image_features(images)] if images else []
     if crops or not images:
         feats.append(model.crop_features(crops))
     rows = torch.cat(feats)
     if rows.shape[0] == 0:
-        marked = [s.mask_path for s in images if s.mask_path is not None]
+        marked = [s.mask_path or s.image_path for s in images]
         example = f" (e.g. {marked[0]})" if marked else ""
-        raise DataError(f"defect bank is empty: no defect pixels under the masks{example}")
+        raise DataError(
+            f"defect bank is empty: no defect pixels under the masks or pseudo-masks{example}"
+        )
     if not model.defect_feature_augment:
         return rows
     from dualpatch.features.augment import augment_defect_features

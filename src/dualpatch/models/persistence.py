@@ -82,6 +82,8 @@ def _card(model: Any, tensors: dict[str, Any], where: Path) -> dict[str, Any]:
         meta["novelty_level_record"] = getattr(model, "novelty_level_record_", None)
     if getattr(model, "defect_crop_files_", None):
         meta["defect_crop_files"] = model.defect_crop_files_
+    if getattr(model, "pseudo_masks_", None):  # unmasked defects in the defect bank
+        meta["pseudo_masks"] = model.pseudo_masks_
     check_finite(meta, where)  # JSON has no NaN: refused now, not at load
     return json.loads(json.dumps(finite(meta), default=str))  # as it reads back: plain numbers
 
@@ -210,6 +212,8 @@ def _set_learned_state(model: Any, card: ModelCard) -> None:
     model.map_scale_ = card.map_scale
     if "defect_crop_files" in card.data:
         model.defect_crop_files_ = card.data["defect_crop_files"]
+    if "pseudo_masks" in card.data:
+        model.pseudo_masks_ = card.data["pseudo_masks"]
 
 
 def _set_novelty_level(model: Any, card: ModelCard) -> None:

@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dualpatch.data import FolderLayout, ImageFolder, MVTecFolder, load_dataset, open_folder
+from dualpatch.data import (
+    FolderLayout,
+    ImageFolder,
+    MVTecFolder,
+    load_dataset,
+    open_folder,
+    split_validation,
+)
 from dualpatch.errors import DataError
 from tests.support.bad_input import box_mask, make_folder, save, texture
 
@@ -78,18 +85,56 @@ def test_split_is_seeded_stratified_and_disjoint(tmp_path):
     assert len(bigger) == 5 + 2 + 1
 
 
+def test_validation_part_is_drawn_apart_and_leaves_the_test_part_as_it_was(tmp_path):
+    root = own_photos(tmp_path / "photos")
+    train, test = ImageFolder(root, "train"), ImageFolder(root, "test")
+    validation = ImageFolder(root, "validation")
+    fit_on, part = split_validation(train)
+    # the train split holds the validation part (run cross-validates on it); fit takes it out
+    assert [s.id for s in part] == [s.id for s in validation]
+    assert {s.id for s in fit_on} | {s.id for s in part} == {s.id for s in train}
+    assert not {s.id for s in fit_on} & {s.id for s in part}
+    assert not {s.id for s in train} & {s.id for s in test}
+    # 10 good -> 2 test, 2 validation; 4 masked -> 1, 1; 2 unmasked -> 1 test, none to spare
+    assert sorted((s.label, s.mask_known) for s in validation) == [(0, True), (0, True), (1, True)]
+    assert {train.parts[s.id] for s in fit_on} == {"train"}
+    # the test draw comes first: another validation fraction leaves it unchanged
+    none = FolderLayout(validation_fraction=0)
+    assert [s.id for s in ImageFolder(root, "test", none)] == [s.id for s in test]
+    assert split_validation(ImageFolder(root, "train", none))[1] is None
+    more = FolderLayout(validation_fraction=0.4)
+    assert len(ImageFolder(root, "validation", more)) == 4 + 2
+    assert [s.id for s in ImageFolder(root, "test", more)] == [s.id for s in test]
+    # reproducible, and seeded
+    assert [s.id for s in ImageFolder(root, "validation")] == [s.id for s in validation]
+    seeds = {
+        tuple(s.id for s in ImageFolder(root, "validation", FolderLayout(split_seed=k)))
+        for k in range(6)
+    }
+    assert len(seeds) > 1
+    with pytest.raises(DataError, match="validation_fraction is 0.8; expected 0 to below 1 - "):
+        ImageFolder(root, "train", FolderLayout(validation_fraction=0.8))
+    with pytest.raises(DataError, match="unknown split 'dev' \\(use train, validation, test\\)"):
+        ImageFolder(root, "dev")
+    # datasets without a validation part: fit holds normals out itself
+    assert split_validation(MVTecFolder(make_folder(tmp_path / "mvtec"), "train"))[1] is None
+
+
 def test_copies_stay_on_one_side(tmp_path):
     root = own_photos(tmp_path / "photos")
     for k in range(3):  # three copies of one good image under other names
         shutil.copy(root / "good/cam0/ok photo 0.jpg", root / f"good/cam1/copy {k}.jpg")
     for seed in range(8):
         layout = FolderLayout(split_seed=seed)
+        parts = ImageFolder(root, "train", layout).parts
         sides = [
             {s.image_path.name for s in ImageFolder(root, split, layout)}
-            for split in ("train", "test")
+            for split in ("validation", "test")
         ]
+        sides.append({s.image_path.name for s in ImageFolder(root, "train", layout)
+                      if parts[s.id] == "train"})  # fmt: skip
         copies = {"ok photo 0.jpg", "copy 0.jpg", "copy 1.jpg", "copy 2.jpg"}
-        assert copies <= sides[0] or copies <= sides[1]
+        assert any(copies <= side for side in sides)
 
 
 def test_named_folders_and_errors(tmp_path):
@@ -97,14 +142,14 @@ def test_named_folders_and_errors(tmp_path):
     (root / "good").rename(root / "ok")
     with pytest.raises(DataError, match="no good/ folder of good images and not an MVTec"):
         ImageFolder(root)
-    layout = FolderLayout(good_dir="ok", mask_dir=str(root / "masks"))
+    layout = FolderLayout(good="ok", masks=str(root / "masks"))
     assert (
         len(load_dataset("folder", root, "train", layout))
         + len(load_dataset("folder", root, "test", layout))
         == 16
     )
     with pytest.raises(DataError, match="nope: folder of defective images not found"):
-        ImageFolder(root, "train", FolderLayout(good_dir="ok", defective_dir="nope"))
+        ImageFolder(root, "train", FolderLayout(good="ok", defective="nope"))
     (root / "masks/bad part 1_mask.png").write_bytes(
         (root / "masks/bad part 1_GT.png").read_bytes()
     )

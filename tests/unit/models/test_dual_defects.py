@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -69,3 +71,76 @@ def test_synthetic_folder_feeds_the_bank_as_images(tmp_path, demo_root, demo_tra
     model.fit(tiny_normal, real[:2] + samples)
     alone = DualPatchCore(**_all()).fit(tiny_normal, real[:2])
     assert model.defect_memory_.bank_.shape[0] > alone.defect_memory_.bank_.shape[0]
+
+
+#: a larger input than TINY: at 64x32 every feature cell's receptive field spans the whole image
+OWN = (128, 64)
+
+
+def _own(tmp_path, n_normal: int = 6):
+    """(normal samples, a red-blotched defective image's sample without a mask, its box mask
+    file), at ``OWN``: textures from tests.support, the blotch far from every normal patch."""
+    from tests.support.bad_input import box_mask, save, texture
+
+    normal = [
+        Sample(f"g{i}", save(tmp_path / f"good {i}.png", texture(i, *OWN)), None, 0)
+        for i in range(n_normal)
+    ]
+    img = texture(99, *OWN)
+    img[box_mask(*OWN) > 0] = [250, 30, 30]
+    path = save(tmp_path / "scratch.png", img)
+    mask = save(tmp_path / "scratch_mask.png", box_mask(*OWN))
+    return normal, Sample("scratch", path, None, 1), mask
+
+
+def test_unmasked_defect_feeds_the_bank_by_its_pseudo_mask(tmp_path):
+    """Its patches above the normal bank's novelty level: the blotch's cells and the context that
+    sees it (not the rest of the image), recorded as pseudo in model.json."""
+    from dualpatch.fileio import sha256_file
+    from dualpatch.models.defect_features import pseudo_cells
+
+    normal, unmasked, mask = _own(tmp_path)
+    model = DualPatchCore(**{**_all(), "image_size": OWN}).fit(normal, [unmasked])
+    feats = model.image_features([unmasked])[0]
+    cells = pseudo_cells(model, feats)
+    h, w = model.grid_
+    blocks = Sample("scratch", unmasked.image_path, mask, 1).mask(OWN).reshape(h, 8, w, 8)
+    truth = torch.from_numpy(blocks.any(axis=(1, 3)))
+    assert bool((cells | ~truth).all())  # every blotch cell is found
+    assert int(cells.sum()) < h * w * 3 // 4  # the far side of the image is not
+    assert model.defect_memory_.bank_.shape[0] == int(cells.sum())
+    exact = "donot_use_mm_for_euclid_dist"  # the matmul form is off by ~0.05 at these norms
+    bank = model.defect_memory_.bank_
+    assert torch.cdist(feats[cells], bank, compute_mode=exact).min(1).values.max() < 1e-4
+    assert model.pseudo_masks_ == [
+        {"file": "scratch.png", "sha256": sha256_file(unmasked.image_path),
+         "patches": int(cells.sum())}
+    ]  # fmt: skip
+    # the level is tau: a patch at or below it is not taken
+    dist, _ = model.memory_.query(feats.reshape(-1, feats.shape[-1]), model.num_neighbors)
+    assert (dist.mean(-1).reshape(cells.shape) > model.novelty_level_).eq(cells).all()
+    # model.json labels them (a normal bank with a coreset: one copying every training patch has
+    # no map scale to save), and a masked fit records none
+    saved = DualPatchCore(**{**tiny_params(), "image_size": OWN}).fit(normal, [unmasked])
+    saved.save(tmp_path / "m")
+    card = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert card["pseudo_masks"] == saved.pseudo_masks_ and saved.pseudo_masks_[0]["patches"] > 0
+    assert DualPatchCore.load(tmp_path / "m").pseudo_masks_ == saved.pseudo_masks_
+    masked = Sample("scratch", unmasked.image_path, mask, 1)
+    plain = DualPatchCore(**{**tiny_params(), "image_size": OWN}).fit(normal, [masked])
+    assert plain.pseudo_masks_ == []
+    plain.save(tmp_path / "plain")
+    assert "pseudo_masks" not in json.loads((tmp_path / "plain" / "model.json").read_text())
+
+
+def test_unseen_normal_image_gives_no_pseudo_mask_and_one_warning(tmp_path):
+    normal, unmasked, mask = _own(tmp_path)
+    unseen = Sample("plain", normal[0].image_path, None, 1)  # a normal image left out of the bank
+    masked = Sample("scratch", unmasked.image_path, mask, 1)
+    params = {**_all(), "image_size": OWN}
+    with pytest.warns(UserWarning, match=r"1 of 1 defective images without a mask have no patch "
+                      r"above the normal bank's novelty level \(e.g. good 0.png\)"):  # fmt: skip
+        model = DualPatchCore(**params).fit(normal[1:], [masked, unseen])
+    assert [r["patches"] for r in model.pseudo_masks_] == [0]
+    with pytest.raises(DataError, match="no defect pixels under the masks or pseudo-masks"):
+        DualPatchCore(**params).fit(normal[1:], [unseen])

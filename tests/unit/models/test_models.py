@@ -29,6 +29,7 @@ def test_fit_returns_self_and_learned_attributes_end_in_underscore(cls, tiny_nor
     assert model.fit(*args) is model
     learned = {k for k in vars(model) if not k.startswith("_")} - before
     dual_state = {"defect_memory_", "defect_crop_files_"}  # no files here: the list is empty
+    dual_state |= {"pseudo_masks_"}  # unmasked defective images taken by pseudo-mask: none here
     dual_state |= {"novelty_level_", "novelty_level_record_"}  # tau, leave-image-out at fit
     # the verdict threshold: None until threshold.calibrate sets it
     expected = {"memory_", "grid_", "map_scale_", "train_sha256_"}

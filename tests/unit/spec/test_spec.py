@@ -136,9 +136,12 @@ def test_both_names_of_one_setting_are_refused():
 
 
 def test_aliases_and_flags_map_to_fields():
-    assert spec.ALIASES == {"normal_coreset": "coreset_ratio", "cache": "cache_dir"}
+    assert spec.ALIASES == {"normal_coreset": "coreset_ratio", "cache": "cache_dir",
+                            "good_dir": "good", "defective_dir": "defective",
+                            "mask_dir": "masks"}  # fmt: skip
     assert spec.FLAG_ALIASES == {
-        "--size": "--image-size", "--coreset": "--coreset-ratio", "--cache": "--cache-dir"
+        "--size": "--image-size", "--coreset": "--coreset-ratio", "--cache": "--cache-dir",
+        "--good-dir": "--good", "--defective-dir": "--defective", "--mask-dir": "--masks",
     }  # fmt: skip
     assert set(spec.ALIASES.values()) <= set(spec.SETTINGS)
     assert spec.option_name("coreset_ratio") == "--coreset-ratio"
