@@ -154,6 +154,53 @@ def test_import_graph_has_no_cycle():
             visit(node)
 
 
+def _module_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle between single modules (lazy imports included), or None."""
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if not state.get(nxt) and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if not state.get(node) and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycle_between_modules():
+    """Module by module, inside a package too: ``models/persistence`` finds the estimators through
+    the registry they add themselves to, not by importing them back."""
+    cycle = _module_cycle(_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_module_cycle_check_finds_a_cycle_inside_a_package(tmp_path, monkeypatch):
+    pkg = tmp_path / "dualpatch"
+    (pkg / "models").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models" / "__init__.py").write_text("")
+    (pkg / "models" / "persistence.py").write_text(
+        "def classes():\n    from dualpatch.models.patchcore import PatchCore\n"
+    )
+    (pkg / "models" / "patchcore.py").write_text("from dualpatch.models import persistence\n")
+    monkeypatch.setattr(sys.modules[__name__], "SRC", pkg)
+    assert _module_cycle(_graph()) == [
+        "dualpatch.models.patchcore",
+        "dualpatch.models.persistence",
+        "dualpatch.models.patchcore",
+    ]
+
+
 def test_the_layer_check_catches_a_cycle(tmp_path, monkeypatch):
     """The checker itself: a fake package where a low layer imports the CLI is reported."""
     pkg = tmp_path / "dualpatch"

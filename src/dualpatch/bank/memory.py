@@ -15,18 +15,7 @@ import math
 import torch
 
 from dualpatch.bank import query_memo
-
-# the k-NN search (neighbours.py) and a repeated query answered from memory (few-shot
-# comparisons, query_memo.py) are their own modules; re-exported here for callers
-from dualpatch.bank.neighbours import (  # noqa: F401
-    KNN_BLOCK,
-    faiss_index,
-    faiss_knn,
-    knn,
-    knn_distances_one_block,
-    require_faiss,
-)
-from dualpatch.bank.query_memo import remembered_queries  # noqa: F401
+from dualpatch.bank.neighbours import faiss_index, faiss_knn, knn
 from dualpatch.defaults import CORESET_METHODS, KNN_METHODS, NORMAL_CORESET
 from dualpatch.errors import ConfigError, DataError
 

@@ -176,7 +176,7 @@ def inner_rules(
 
     from dualpatch.augment import recipe
     from dualpatch.fileio import write_json
-    from dualpatch.report.html import slug
+    from dualpatch.report.data import slug
 
     c = exp.config
     fit_settings = {**settings, "seed": seeds_of(c)[0]}

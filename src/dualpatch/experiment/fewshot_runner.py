@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from dualpatch.bank.memory import remembered_queries
+from dualpatch.bank.query_memo import remembered_queries
 from dualpatch.data.fewshot import ADVICE_EVIDENCE, ALL, Shots, fewshot_draws
 from dualpatch.errors import ConfigError
 from dualpatch.experiment.crossval import observed, seeds_of

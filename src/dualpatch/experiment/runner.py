@@ -111,7 +111,7 @@ class Experiment:
         finished before with the same signature is read back instead."""
         from dualpatch.experiment.protocol import f1_at
         from dualpatch.metrics.evaluation import evaluate, native_pixel_metrics
-        from dualpatch.report.html import slug
+        from dualpatch.report.data import slug
 
         run_dir = run_dir or self.out / "runs" / slug(s["name"])
         native = bool(self.config["native_pixel_metrics"])
@@ -241,7 +241,7 @@ class Experiment:
         recipe is taken for the current one's.
         """
         from dualpatch import augment
-        from dualpatch.report.html import slug
+        from dualpatch.report.data import slug
 
         def key(a: dict) -> tuple:
             return tuple(sorted((k, v) for k, v in a.items() if k != "n"))

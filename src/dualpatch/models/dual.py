@@ -22,12 +22,14 @@ from dualpatch.models.defect_features import (
     defect_rows,
 )
 from dualpatch.models.patchcore import PatchCore
+from dualpatch.models.persistence import register
 from dualpatch.scoring import score_patches
 
 #: the smallest novelty level tau: a bank whose normal images repeat each other exactly gets this
 MIN_NOVELTY_LEVEL = 1e-12
 
 
+@register
 class DualPatchCore(PatchCore):
     """Dual-bank PatchCore: a normal bank plus a defect bank built from defect crops.
 

@@ -24,6 +24,7 @@ from dualpatch.features.extractor import FeatureExtractor, to_tensor
 from dualpatch.fileio import sha256_file
 from dualpatch.models import banks
 from dualpatch.models.params import check_scoring_params
+from dualpatch.models.persistence import load_model, register, save_model
 from dualpatch.scoring import (
     DEFAULT_NUM_NEIGHBORS,
     DEFAULT_REWEIGHT_NEIGHBORS,
@@ -44,6 +45,7 @@ class Prediction:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@register
 class PatchCore:
     """Single-bank PatchCore: nearest-neighbour distance of each test patch to normal patches.
 
@@ -270,16 +272,12 @@ class PatchCore:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``model.safetensors`` and ``model.json`` (config, versions, shapes, digest)."""
-        from dualpatch.models.persistence import save_model
-
         return save_model(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], weights: str | None = None) -> PatchCore:
         """Load a model saved by ``save``; refuses tampered, truncated or mismatched files.
         A ``PatchCore.load`` of a dual model gives the ``DualPatchCore`` it holds."""
-        from dualpatch.models.persistence import load_model
-
         return load_model(cls, path, weights)
 
     # -- learning on the line (models/online.py) -------------------------------------------

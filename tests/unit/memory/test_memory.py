@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from dualpatch.bank.memory import MemoryBank, greedy_coreset, knn
+from dualpatch.bank.memory import MemoryBank, greedy_coreset
+from dualpatch.bank.neighbours import knn
 from dualpatch.errors import DataError
 from tests.support.coreset import brute_force_k_center
 
