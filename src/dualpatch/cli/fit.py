@@ -82,6 +82,7 @@ def fit(
 def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options: dict) -> None:
     """``fit`` once its options are read and ``out`` is locked."""
     from dualpatch.bank.spill import scratch_folder
+    from dualpatch.experiment.build import build_model
     from dualpatch.fileio import check_output_dir, output_dir
 
     force, threshold_holdout = options["force"], options["threshold_holdout"]
@@ -92,18 +93,19 @@ def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options
     _warn_unsafe_rule(spec)
     if options["verify_cache"] and cache:
         _verify_cache(spec, cache, train, options["verify_cache"])
-    normal, held_out = _hold_out(train.normal(), threshold_holdout, spec["seed"])
+    if spec["bank"] == "single" and (spec["augmented"] or spec["crops"]):
+        which = "--augmented" if spec["augmented"] else "--crops"
+        fail(f"{which} feeds the defect bank: use it with --bank dual")
     # --ray: features extracted on Ray into the cache (a temporary one beside --out without one)
     on_ray = None if ray is None else {"address": ray, "actors": ray_actors, "scratch": out.parent}
     # a spill store without a cache lives beside --out, where the next fit finds it
     with rendering(), scratch_folder(out):
-        model = _fit_model(spec, train, normal, cache, on_ray)
+        model = build_model(spec, train, cache_dir=cache, threshold_holdout=threshold_holdout,
+                            on_ray=on_ray)  # fmt: skip
         # after the work, as predict does: a refused option or image stays the only line
         _warn_aspect([s.image_path for s in train], spec["image_size"])
-        if held_out:
-            from dualpatch.threshold import calibrate
-
-            typer.echo(f"threshold {calibrate(model, held_out):.6g} ({model.threshold_rule_})")
+        if model.threshold_ is not None:
+            typer.echo(f"threshold {model.threshold_:.6g} ({model.threshold_rule_})")
         else:
             typer.echo("no threshold stored (--threshold-holdout 0): verdicts need --threshold")
     with output_dir(out, "fit", force, inputs, legacy=("model.json",)) as tmp:
@@ -122,21 +124,6 @@ def _warn_unsafe_rule(spec: dict) -> None:
             "a rotated or unknown part) can pass as good; the default 'guarded' cannot",
             stacklevel=1,
         )
-
-
-def _hold_out(normal: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(bank images, held-out images) for the threshold; none held out for ``fraction`` 0."""
-    from dualpatch.threshold import holdout_split
-
-    if not fraction:
-        return normal, []
-    if len(normal) < 2:  # holding out the only image would leave no bank
-        warnings.warn(
-            f"{len(normal)} normal training image: none held out, no threshold stored",
-            stacklevel=1,
-        )
-        return normal, []
-    return holdout_split(normal, fraction, seed)
 
 
 def _verify_cache(spec: dict, cache: str, train, n: int) -> None:
@@ -171,52 +158,6 @@ def _fit_inputs(spec: dict, flags: dict) -> list[Path | None]:
     check_size(height, width, f"{flags['image_size']} {height} {width}")
     weights = Path(spec["weights"]) if spec["weights"] else None
     return [Path(spec["data"]), weights, *_paths(spec["augmented"]), *_paths(spec["crops"])]
-
-
-def _fit_model(spec: dict, train, normal: list, cache: str | None, on_ray: dict | None):
-    """The single- or dual-bank model of ``spec``, fitted on ``normal`` (and the defect inputs);
-    ``on_ray``: ``fit_on_ray``'s arguments, or None for a plain fit."""
-    from dualpatch import DualPatchCore, PatchCore
-
-    if spec["bank"] == "single":
-        if spec["augmented"] or spec["crops"]:
-            which = "--augmented" if spec["augmented"] else "--crops"
-            fail(f"{which} feeds the defect bank: use it with --bank dual")
-        return _fit(PatchCore(**model_params(spec, "single"), cache_dir=cache), on_ray, normal)
-    model = DualPatchCore(**model_params(spec), cache_dir=cache)
-    model.check_params()  # before the defect inputs are read: --reweight is refused here
-    return _fit_dual(model, train, normal, spec, on_ray)
-
-
-def _fit(model, on_ray: dict | None, normal: list, *defects: list):
-    """``model.fit(normal[, defects])``, with the features extracted on Ray first if asked."""
-    if on_ray is None:
-        return model.fit(normal, *defects)
-    from dualpatch.cluster.fit import fit_on_ray
-
-    return fit_on_ray(model, normal, *defects, **on_ray)
-
-
-def _fit_dual(model, train, normal, spec: dict, on_ray: dict | None):
-    """Fit a dual model's banks on ``normal`` and the defect inputs ``spec`` names."""
-    from dualpatch.experiment.runner import defect_inputs
-
-    size = tuple(spec["image_size"])
-    augmented, crops = _paths(spec["augmented"]), _paths(spec["crops"])
-    defects = defect_inputs(train, spec["defects"], size, augmented, crops)
-    if not defects:
-        unmasked = [s.image_path for s in train.defective() if not s.mask_known]
-        where = (
-            f"{unmasked[0]}: defective training image has no mask"
-            if unmasked
-            else (f"{Path(spec['data'])}: no defective training images with masks")
-        )
-        fail(f"{where}; the defect bank needs masks: use --bank single or add --crops DIR or "
-             "--augmented DIR")  # fmt: skip
-    _fit(model, on_ray, normal, defects)
-    if spec["defects"] == "crop":  # crops carry no file: record their source images
-        model.record_training_images(s.image_path for s in train.defective())
-    return model
 
 
 @app.command()

@@ -136,7 +136,7 @@ def _run_plan(exp, i: int, plan: tuple, splits, seeds, counts, results, boots, e
             exp, settings, [s for _, s in pairs], seeds,
             [counts[f] for f, _ in pairs], True, rule_of,
         )  # fmt: skip
-        exp.__dict__.pop("_fitted", None)  # one model per draw: none is asked for again
+        exp.forget_fits()  # one model per draw: none is asked for again
         if n != shots[-1]:  # only each run's largest n reaches the gallery: free its maps
             result["maps"] = None
         results.append(result)
