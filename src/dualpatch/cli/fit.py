@@ -27,7 +27,7 @@ from dualpatch.cli.progress import rendering
 from dualpatch.cli.ray import RAY_ACTORS, ray_option
 from dualpatch.cli.spec import spec_options
 from dualpatch.defaults import default_cache
-from dualpatch.spec import MODEL_KEYS, model_params
+from dualpatch.spec import MODEL_KEYS, ExperimentSpec
 
 # no name: the commands join the top level (registered in cli.py)
 app = command_group()
@@ -51,7 +51,7 @@ RUNTIME = typer.Option(
     more={"out": "fit writes the model there (model.safetensors + model.json)."},
 )
 def fit(
-    spec: dict | None = None,
+    spec: ExperimentSpec | None = None,
     no_cache: bool = typer.Option(False, "--no-cache", help="Use no feature cache at all."),
     force: bool = FORCE,
     threshold_holdout: float = typer.Option(
@@ -70,8 +70,8 @@ def fit(
     from dualpatch.fileio import output_lock
 
     assert spec is not None and flags is not None  # given by spec_options
-    out, inputs = Path(spec["out"]), _fit_inputs(spec, flags)
-    cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
+    out, inputs = Path(spec.out), _fit_inputs(spec, flags)
+    cache = None if no_cache else str(spec.cache_dir or default_cache() or "") or None
     options = {"force": force, "threshold_holdout": threshold_holdout, "ray": ray,
                "ray_actors": ray_actors, "verify_cache": verify_cache}  # fmt: skip
     # the cache is kept between runs and --out is replaced whole: the cache may not lie inside
@@ -79,7 +79,9 @@ def fit(
         _fit_command(spec, out, [*inputs, cache], cache, options)
 
 
-def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options: dict) -> None:
+def _fit_command(
+    spec: ExperimentSpec, out: Path, inputs: list, cache: str | None, options: dict
+) -> None:
     """``fit`` once its options are read and ``out`` is locked."""
     from dualpatch.bank.spill import scratch_folder
     from dualpatch.experiment.build import build_model
@@ -88,13 +90,13 @@ def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options
     force, threshold_holdout = options["force"], options["threshold_holdout"]
     ray, ray_actors = options["ray"], options["ray_actors"]
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
-    train = open_dataset(spec["dataset"], spec["data"], "train", spec["train_items"],
-                         spec["on_duplicates"], spec, spec["near_duplicates"])  # fmt: skip
+    train = open_dataset(spec.dataset, spec.data, "train", spec.train_items,
+                         spec.on_duplicates, spec, spec.near_duplicates)  # fmt: skip
     _warn_unsafe_rule(spec)
     if options["verify_cache"] and cache:
         _verify_cache(spec, cache, train, options["verify_cache"])
-    if spec["bank"] == "single" and (spec["augmented"] or spec["crops"]):
-        which = "--augmented" if spec["augmented"] else "--crops"
+    if spec.bank == "single" and (spec.augmented or spec.crops):
+        which = "--augmented" if spec.augmented else "--crops"
         fail(f"{which} feeds the defect bank: use it with --bank dual")
     # --ray: features extracted on Ray into the cache (a temporary one beside --out without one)
     on_ray = None if ray is None else {"address": ray, "actors": ray_actors, "scratch": out.parent}
@@ -103,7 +105,7 @@ def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options
         model = build_model(spec, train, cache_dir=cache, threshold_holdout=threshold_holdout,
                             on_ray=on_ray)  # fmt: skip
         # after the work, as predict does: a refused option or image stays the only line
-        _warn_aspect([s.image_path for s in train], spec["image_size"])
+        _warn_aspect([s.image_path for s in train], spec.image_size)
         if model.threshold_ is not None:
             typer.echo(f"threshold {model.threshold_:.6g} ({model.threshold_rule_})")
         else:
@@ -113,12 +115,12 @@ def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options
     typer.echo(f"saved {model.kind} model to {out}")
 
 
-def _warn_unsafe_rule(spec: dict) -> None:
+def _warn_unsafe_rule(spec: ExperimentSpec) -> None:
     """One warning line when a dual model is fitted with a rule that can pass a novelty."""
     from dualpatch.scoring import DUAL_RULES
 
-    rule = spec.get("rule")
-    if spec["bank"] == "dual" and rule in DUAL_RULES and not DUAL_RULES[rule].safe:
+    rule = spec.rule
+    if spec.bank == "dual" and rule in DUAL_RULES and not DUAL_RULES[rule].safe:
         warnings.warn(
             f"rule {rule!r} is unsafe for novelties: a frame far from both banks (black, noise, "
             "a rotated or unknown part) can pass as good; the default 'guarded' cannot",
@@ -126,12 +128,12 @@ def _warn_unsafe_rule(spec: dict) -> None:
         )
 
 
-def _verify_cache(spec: dict, cache: str, train, n: int) -> None:
+def _verify_cache(spec: ExperimentSpec, cache: str, train, n: int) -> None:
     """Re-extract ``n`` of the cache's entries for the training images (``--verify-cache``)."""
     from dualpatch import PatchCore
     from dualpatch.bank.feature_cache import verify_entries
 
-    model = PatchCore(**model_params(spec, "single"), cache_dir=cache)
+    model = PatchCore(**spec.estimator_kwargs("single"), cache_dir=cache)
     checked = verify_entries(model, list(train.normal()) + list(train.defective()), n)
     typer.echo(f"verified {checked} feature cache entr{'y' if checked == 1 else 'ies'} "
                "against a re-extraction")  # fmt: skip
@@ -149,15 +151,15 @@ def _paths(values: list[str]) -> list[Path]:
     return [Path(p) for p in values]
 
 
-def _fit_inputs(spec: dict, flags: dict) -> list[Path | None]:
+def _fit_inputs(spec: ExperimentSpec, flags: dict) -> list[Path | None]:
     """The files and folders ``fit`` reads (an --out must not hold them), once the size is
     known to be usable."""
     from dualpatch.limits import check_size
 
-    height, width = spec["image_size"]
+    height, width = spec.image_size
     check_size(height, width, f"{flags['image_size']} {height} {width}")
-    weights = Path(spec["weights"]) if spec["weights"] else None
-    return [Path(spec["data"]), weights, *_paths(spec["augmented"]), *_paths(spec["crops"])]
+    weights = Path(spec.weights) if spec.weights else None
+    return [Path(spec.data), weights, *_paths(spec.augmented), *_paths(spec.crops)]
 
 
 @app.command()
@@ -170,7 +172,7 @@ def _fit_inputs(spec: dict, flags: dict) -> list[Path | None]:
 )  # fmt: skip
 def evaluate(
     model: Path = MODEL,
-    spec: dict | None = None,
+    spec: ExperimentSpec | None = None,
     force: bool = FORCE,
     runtime: str = RUNTIME,
     flags: dict | None = None,
@@ -181,12 +183,12 @@ def evaluate(
     from dualpatch.serving.runtime import load_for_scoring
 
     assert spec is not None  # given by spec_options
-    out, data = Path(spec["out"]), Path(spec["data"])
-    weights = Path(spec["weights"]) if spec["weights"] else None
+    out, data = Path(spec.out), Path(spec.data)
+    weights = Path(spec.weights) if spec.weights else None
     check_output_dir(out, "evaluate", force, [model, data, weights], legacy=("metrics.json",))
     m = load_for_scoring(model, runtime, weights)
-    test = open_dataset(spec["dataset"], data, "test", spec["train_items"], spec["on_duplicates"],
-                        spec, spec["near_duplicates"])  # fmt: skip
+    test = open_dataset(spec.dataset, data, "test", spec.train_items, spec.on_duplicates,
+                        spec, spec.near_duplicates)  # fmt: skip
     overlap = m.training_overlap(test)
     if overlap:  # the model was fit on some of these very images: its figures flatter it
         warnings.warn(
@@ -234,12 +236,12 @@ def _stored_threshold_metrics(model: Path, pred) -> tuple[dict, dict | None]:
     return {"threshold": card.threshold, **found}, source
 
 
-def _evaluation_record(model: Path, spec: dict, scorer, test, runtime: str) -> dict:
+def _evaluation_record(model: Path, spec: ExperimentSpec, scorer, test, runtime: str) -> dict:
     """What produced an evaluation's figures (provenance.json)."""
     from dualpatch.serving.predict_io import provenance
 
-    return provenance(model, command="evaluate", dataset=str(spec["dataset"]),
-                      data=Path(spec["data"]).resolve(), train_items=spec["train_items"],
+    return provenance(model, command="evaluate", dataset=str(spec.dataset),
+                      data=Path(spec.data).resolve(), train_items=spec.train_items,
                       weights=scorer.weights, images=len(test), test_sha256=test.fingerprint(),
                       runtime=runtime)  # fmt: skip
 
@@ -264,7 +266,7 @@ def _write_evaluation(out: Path, force: bool, inputs: list, record: dict, metric
 def predict(
     paths: list[Path] = typer.Argument(..., help="Image files or folders of images."),
     model: Path = MODEL,
-    spec: dict | None = None,
+    spec: ExperimentSpec | None = None,
     threshold: float | None = typer.Option(
         None, help="Verdict threshold (default: the model's stored one; none: no verdicts)."
     ),
@@ -281,8 +283,8 @@ def predict(
     from dualpatch.serving.predict_io import MAPS, verdict_threshold
 
     assert spec is not None  # given by spec_options
-    out = Path(spec["out"])
-    weights = Path(spec["weights"]) if spec["weights"] else None
+    out = Path(spec.out)
+    weights = Path(spec.weights) if spec.weights else None
     if maps not in MAPS:
         fail(f"--maps {maps}: expected one of {', '.join(MAPS)}")
     cut, source = verdict_threshold(model, threshold)

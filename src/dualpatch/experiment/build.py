@@ -6,17 +6,18 @@ training split into a fitted estimator, so one config gives one model whichever 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dualpatch.data.base import Sample
 from dualpatch.errors import ConfigError, DataError
 from dualpatch.experiment.inputs import defect_inputs, synthetic_defects
+from dualpatch.spec import RunSpec
 
 
 def build_model(
-    settings: Mapping[str, Any],
+    spec: RunSpec,
     train: Any,
     *,
     cache_dir: str | None = None,
@@ -25,30 +26,28 @@ def build_model(
     pool: Path | None = None,
     on_ray: dict[str, Any] | None = None,
 ) -> Any:
-    """The estimator of run ``settings`` fitted on ``train`` (a dataset's training split).
+    """The estimator of run ``spec`` fitted on ``train`` (a dataset's training split).
 
     The normal bank takes ``train``'s normal images but a seeded ``threshold_holdout`` share,
     on which the verdict threshold is then set (``threshold.calibrate``; 0: none stored). A dual
-    model's defect bank takes the defect inputs the settings name (``defects``, ``crops``,
+    model's defect bank takes the defect inputs the spec names (``defects``, ``crops``,
     ``augmented``) plus the first ``augment.n`` images of ``pool``, the synthetic defects made
     from ``train``; crops cut from the training images record those images' digests
     (provenance: ``training_overlap``). ``on_ray``: ``cluster.fit.fit_on_ray``'s arguments.
     """
     from dualpatch.models import DualPatchCore, PatchCore
-    from dualpatch.spec import model_params
 
-    kind = settings["bank"]
     common = {"cache_dir": cache_dir, "progress": progress}
-    normal, held_out = _hold_out(list(train.normal()), threshold_holdout, settings["seed"])
-    if kind == "single":
-        model = PatchCore(**model_params(settings, kind), **common)
+    normal, held_out = _hold_out(list(train.normal()), threshold_holdout, spec.seed)
+    if spec.bank == "single":
+        model = PatchCore(**spec.estimator_kwargs("single"), **common)
         _fit(model, on_ray, normal)
     else:
-        augment = settings.get("defect_feature_augment")
-        model = DualPatchCore(**model_params(settings), **common, defect_feature_augment=augment)
+        augment = spec.defect_feature_augment
+        model = DualPatchCore(**spec.estimator_kwargs(), **common, defect_feature_augment=augment)
         model.check_params()  # before the defect inputs are read: reweight is refused here
-        _fit(model, on_ray, normal, dual_defects(settings, train, pool))
-        if settings["defects"] == "crop":  # crops carry no file: record their source images
+        _fit(model, on_ray, normal, dual_defects(spec, train, pool))
+        if spec.defects == "crop":  # crops carry no file: record their source images
             model.record_training_images(s.image_path for s in train.defective())
     if held_out:
         from dualpatch.threshold import calibrate
@@ -57,18 +56,17 @@ def build_model(
     return model
 
 
-def dual_defects(settings: Mapping[str, Any], train: Any, pool: Path | None = None) -> list:
-    """What feeds the defect bank of dual run ``settings``; DataError naming the data if nothing
+def dual_defects(spec: RunSpec, train: Any, pool: Path | None = None) -> list:
+    """What feeds the defect bank of dual run ``spec``; DataError naming the data if nothing
     does (a defect bank needs masked defects, crops or synthetic defects)."""
-    size = tuple(settings["image_size"])
-    augmented = [Path(p) for p in settings.get("augmented") or ()]
-    crops = [Path(p) for p in settings.get("crops") or ()]
-    defects = defect_inputs(train, settings["defects"], size, augmented, crops)
-    if settings.get("augment"):
-        n = settings["augment"].get("n", 40)
-        synthetic = synthetic_defects([pool], settings["defects"], size, n) if pool else []
+    augmented = [Path(p) for p in spec.augmented or ()]
+    crops = [Path(p) for p in spec.crops or ()]
+    defects = defect_inputs(train, spec.defects, spec.image_size, augmented, crops)
+    if spec.augment:
+        n = spec.augment.get("n", 40)
+        synthetic = synthetic_defects([pool], spec.defects, spec.image_size, n) if pool else []
         if not synthetic:  # never report a run as augmented that added nothing
-            raise ConfigError(f"{pool}: gave no synthetic defects for run {settings['name']!r}")
+            raise ConfigError(f"{pool}: gave no synthetic defects for run {spec.name!r}")
         defects += synthetic
     if not defects:
         unmasked = [s.image_path for s in train.defective() if not s.mask_known]

@@ -198,11 +198,13 @@ class Experiment:
 
     def _fit_new(self, s: dict, train):
         from dualpatch.experiment.build import build_model
+        from dualpatch.spec import RunSpec
 
         # the estimators' progress reaches the subscribed display through dualpatch.events
         progress = True if self.progress is None else self.progress
         pool = self.augment(s["augment"], train) if s["bank"] == "dual" and s["augment"] else None
-        return build_model(s, train, cache_dir=self._cache(), progress=progress, pool=pool)
+        spec = RunSpec.of(s)
+        return build_model(spec, train, cache_dir=self._cache(), progress=progress, pool=pool)
 
     def forget_fits(self) -> None:
         """Drop the fits kept for runs that differ only in their rule (``fit_model``): for
