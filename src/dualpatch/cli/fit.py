@@ -134,7 +134,8 @@ def _verify_cache(spec: ExperimentSpec, cache: str, train, n: int) -> None:
     from dualpatch.bank.feature_cache import verify_entries
 
     model = PatchCore(**spec.estimator_kwargs("single"), cache_dir=cache)
-    checked = verify_entries(model, list(train.normal()) + list(train.defective()), n)
+    images = list(train.normal()) + list(train.defective())
+    checked = verify_entries(model.feature_source(), images, n, model.seed)
     typer.echo(f"verified {checked} feature cache entr{'y' if checked == 1 else 'ies'} "
                "against a re-extraction")  # fmt: skip
 

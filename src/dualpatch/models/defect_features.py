@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dualpatch.bank.feature_cache import FeatureSource
 from dualpatch.data.base import Sample
 from dualpatch.data.crops import DefectCrop
 from dualpatch.errors import DataError
@@ -33,18 +34,18 @@ def crop_file_records(crops: list[DefectCrop]) -> list[dict]:
     ]
 
 
-def defect_image_features(model: Any, samples: list[Sample]) -> torch.Tensor:
-    """(M, D) features of the patches that touch each image's defect mask."""
-    feats = model.image_features(samples, "defect features")
+def defect_image_features(source: FeatureSource, samples: list[Sample]) -> torch.Tensor:
+    """(M, D) features (from ``source``) of the patches that touch each image's defect mask."""
+    feats = source.features(samples, "defect features")
     rows = []
     for s, f in zip(samples, feats, strict=True):
-        rows.append(f[mask_cells(s.mask(tuple(model.image_size)), f.shape[:2])])
+        rows.append(f[mask_cells(s.mask(source.image_size), f.shape[:2])])
     return torch.cat(rows)
 
 
-def crop_features(model: Any, crops: list[DefectCrop]) -> torch.Tensor:
-    """(M, D) features of defect patches, each crop run through the backbone at its own size;
-    ``model.defect_patches`` says which patches of a crop count ("mask" or "all")."""
+def crop_features(source: FeatureSource, crops: list[DefectCrop], patches: str) -> torch.Tensor:
+    """(M, D) features of defect patches, each crop run through ``source``'s backbone at its own
+    size; ``patches`` (``defect_patches``) says which patches of a crop count ("mask" or "all")."""
     kept = []
     for c in crops:
         h, w = c.mask.shape
@@ -56,11 +57,11 @@ def crop_features(model: Any, crops: list[DefectCrop]) -> torch.Tensor:
             )
             continue
         kept.append(c)
-    bar = model._bar("defect features", len(kept))
+    bar = source.stage("defect features", len(kept))
     rows = []
     for c in kept:
-        f = model.extractor_(to_tensor(c.image)).features[0]  # (D, h, w)
-        if model.defect_patches == "mask":
+        f = source.extractor()(to_tensor(c.image)).features[0]  # (D, h, w)
+        if patches == "mask":
             cell = mask_cells(c.mask, f.shape[-2:])
         else:
             cell = torch.ones(f.shape[-2:], dtype=torch.bool)

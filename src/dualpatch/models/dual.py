@@ -95,7 +95,7 @@ class DualPatchCore(PatchCore):
         defects = self._check_defects(defects)  # before the normal bank's minutes of work
         normal = list(normal)
         self.threshold_ = self.threshold_record_ = None  # calibrate() sets them, if asked
-        normal_feats = banks.fit_normal_bank(self, normal)
+        normal_feats = self._fit_normal_bank(normal)
         # tau depends on the normal bank only: measured once, before any rule scores a patch
         level, measured = banks.leave_image_out_level(self, normal_feats)
         self.set_novelty_level(
@@ -150,11 +150,11 @@ class DualPatchCore(PatchCore):
 
     def defect_image_features(self, samples: list[Sample]) -> torch.Tensor:
         """(M, D) features of the patches that touch each image's defect mask."""
-        return defect_image_features(self, samples)
+        return defect_image_features(self.feature_source(), samples)
 
     def crop_features(self, crops: list[DefectCrop]) -> torch.Tensor:
         """(M, D) features of defect patches, each crop run through the backbone at its own size."""
-        return crop_features(self, crops)
+        return crop_features(self.feature_source(), crops, self.defect_patches)
 
     def set_novelty_level(self, level: float, record: dict[str, Any]) -> None:
         """Set tau (``novelty_level_``) and how it was measured (``novelty_level_record_``).

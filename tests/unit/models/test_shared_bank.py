@@ -53,7 +53,7 @@ def test_damaged_shared_bank_is_recomputed(tiny_normal, tmp_path):
 def test_every_approx_constant_is_part_of_the_shared_bank_key(constant, tiny_normal, monkeypatch):
     # each of these shapes the approximate coreset's picks; a key without one would hand a bank
     # made under its old value to a fit under the new one
-    from dualpatch.bank.feature_cache import shared_bank_path
+    from dualpatch.models.banks import shared_bank_path
 
     model = PatchCore(**tiny_params(cache_dir="cache", coreset_method="approx"))
     before = shared_bank_path(model, tiny_normal)
