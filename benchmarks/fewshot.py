@@ -81,8 +81,8 @@ def main() -> None:
         resolve_run,
     )
     from dualpatch.fileio import mark_output, write_json
+    from dualpatch.report.data import slug
     from dualpatch.report.fewshot import plot_fewshot
-    from dualpatch.report.html import slug
 
     out = Path(args.out)
     load = [os.getloadavg()[0]]
@@ -210,7 +210,7 @@ def paired_on_folders(out: Path, name: str, resamples: int) -> dict:
     from safetensors.numpy import load_file
 
     from dualpatch.metrics.uncertainty import compare, fold_counts, image_metrics
-    from dualpatch.report.html import slug
+    from dualpatch.report.data import slug
 
     def folders(run: str) -> dict[str, Path]:
         found = (out / "runs" / slug(run)).glob("fold*-seed*")

@@ -74,7 +74,7 @@ def compare_entry(out: Path, name: str, splits, counts, default: str, size: tupl
 
     from dualpatch.experiment.crossval import _add_replicates
     from dualpatch.metrics.uncertainty import BOOTSTRAP_METRICS, compare
-    from dualpatch.report.html import slug
+    from dualpatch.report.data import slug
 
     reps = {side: {k: [] for k in BOOTSTRAP_METRICS} for side in ("nested", "default")}
     points = {side: [] for side in reps}

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from dualpatch.bank.memory import MemoryBank, knn
+from dualpatch.bank.memory import MemoryBank
+from dualpatch.bank.neighbours import knn
 
 N_QUERIES = 4096
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from dualpatch.bank.memory import knn, presample, project, projection_for
+from dualpatch.bank.memory import presample, project, projection_for
+from dualpatch.bank.neighbours import knn
 from dualpatch.bank.spill import FeatureStore
 
 

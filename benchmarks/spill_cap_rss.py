@@ -26,14 +26,15 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import numpy as np
-from dualpatch import PatchCore, spill
+from dualpatch import PatchCore
+from dualpatch.bank import spill
 from dualpatch.data.base import Sample
 work, n_images, method, cap = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 ratio = float(sys.argv[5])
 samples = [Sample(f"fake{i}", work / "fake.png", None, 0) for i in range(n_images)]
 model = PatchCore(image_size=(128, 64), coreset_ratio=ratio, coreset_method=method,
                   max_memory=cap, cache_dir=str(work / "cache"), progress=False)
-store, _ = spill.open_store(model, samples)
+store, _ = spill.open_store(model.feature_source(), samples)
 if store.done < n_images:  # fill it once: seeded Gaussian rows, batch by batch
     rng = np.random.default_rng(0)
     store.create((16, 8), 152)

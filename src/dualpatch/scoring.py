@@ -163,7 +163,7 @@ def reweighted_score(
     """
     import torch
 
-    from dualpatch.bank.memory import knn
+    from dualpatch.bank.neighbours import knn
 
     flat = patch_scores.flatten(1)
     best = flat.argmax(1)

@@ -13,9 +13,9 @@ a setting is one field here. Sizes are (H, W), height first, as torch orders the
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Self
 
 from dualpatch import spec_values as sv
 from dualpatch.defaults import (
@@ -82,12 +82,20 @@ def augment_methods() -> tuple[str, ...]:
     return METHODS
 
 
+#: the parameters only ``DualPatchCore`` takes
+DUAL_ONLY = ("defect_coreset", "rule")
+
+
 @dataclass
 class ModelSpec:
-    """The estimators' parameters (``DualPatchCore`` adds ``defect_coreset`` and ``rule``)."""
+    """The estimators' parameters (``DualPatchCore`` adds ``defect_coreset`` and ``rule``).
+
+    Commands receive an instance (``cli.spec.spec_options``), the experiment runner builds one per
+    run (``of``); ``estimator_kwargs`` hands its fields to an estimator. A size is an (H, W) tuple
+    here, as the estimators hold it, however it was written (a config's or an option's list)."""
 
     backbone: str = sv.choice(BACKBONE, backbone_names, "Feature backbone.")
-    image_size: list[int] = sv.entry(list(IMAGE_SIZE), Setting(
+    image_size: tuple[int, int] = sv.entry(IMAGE_SIZE, Setting(
         f"[H, W] with both at least {MIN_SIDE}", sv.size_ok,
         "Input size H W, height first as in torch (keep the aspect ratio).", flags=("--size",),
     ))  # fmt: skip
@@ -122,6 +130,22 @@ class ModelSpec:
         "a size like 2GiB or 512MiB (or null)", sv.memory_size,
         "Cap on fit memory, e.g. 2GiB: features spill to disk (docs/large-data.md).",
     ))  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, list):  # [H, W] from YAML or an option's plain value
+            self.image_size = (self.image_size[0], self.image_size[1])
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> Self:
+        """The spec of ``settings`` (a config's resolved run, or a command's values): its keys
+        that are fields of ``cls``; the other fields at their defaults."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in settings.items() if k in names})
+
+    def estimator_kwargs(self, kind: str = "dual") -> dict[str, Any]:
+        """The keyword arguments of the ``kind`` ("single" or "dual") estimator: every model
+        field (a single bank takes neither ``defect_coreset`` nor ``rule``)."""
+        return {k: getattr(self, k) for k in MODEL_KEYS if kind == "dual" or k not in DUAL_ONLY}
 
 
 @dataclass
@@ -287,18 +311,14 @@ FEWSHOT_RUN_KEYS = frozenset({"defect_shots", "defect_draws"})
 
 
 def defaults() -> dict[str, Any]:
-    """A fresh config of every top-level key at its default."""
+    """A fresh config of every top-level key at its default, as YAML holds it (a size as a
+    list)."""
     spec = ExperimentSpec()
-    return {name: getattr(spec, name) for name in TOP_KEYS}
+    return {name: _as_config(getattr(spec, name)) for name in TOP_KEYS}
 
 
-def model_params(settings: dict[str, Any], kind: str = "dual") -> dict[str, Any]:
-    """The estimator's keyword arguments in ``settings`` (a run's resolved settings)."""
-    keys = [k for k in MODEL_KEYS if kind == "dual" or k not in ("defect_coreset", "rule")]
-    params = {k: settings[k] for k in keys if k in settings}
-    if "image_size" in params:
-        params["image_size"] = tuple(params["image_size"])
-    return params
+def _as_config(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def renamed(old: str, new: str, where: str = "config") -> None:

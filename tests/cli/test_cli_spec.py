@@ -39,10 +39,10 @@ def test_every_field_is_an_option_named_after_it_with_its_default():
     result, got, caught = _invoke()
     assert result.exit_code == 0, result.output
     (out, values, flags) = got[0]
-    assert values == {**{k: spec.defaults()[k] for k in spec.MODEL_KEYS}, "bank": "dual",
-                      "defects": "image", "cache_dir": None}  # fmt: skip
+    assert isinstance(values, spec.ExperimentSpec)
+    assert values == spec.ExperimentSpec()  # every option at its spec default
     assert flags["coreset_ratio"] == "--coreset-ratio" and not caught
-    assert values["image_size"] == [320, 128]  # H W
+    assert values.image_size == (320, 128)  # H W
 
 
 def test_help_shows_new_names_only_and_every_registry_choice():
@@ -61,21 +61,21 @@ def test_help_shows_new_names_only_and_every_registry_choice():
         assert [m.value for m in choice_enum(name)] == list(registry)
         for choice in registry:  # every registry name is accepted by the option
             result, got, _ = _invoke(spec.option_name(name), choice)
-            assert result.exit_code == 0 and got[0][1][name] == choice, result.output
+            assert result.exit_code == 0 and getattr(got[0][1], name) == choice, result.output
 
 
 @pytest.mark.parametrize(
     "args,field,value,flag",
     [
         (["--coreset", "0.5"], "coreset_ratio", 0.5, "--coreset"),
-        (["--size", "64", "32"], "image_size", [64, 32], "--size"),  # fit's --size was H W
+        (["--size", "64", "32"], "image_size", (64, 32), "--size"),  # fit's --size was H W
         (["--cache", "c"], "cache_dir", "c", "--cache"),
     ],
 )
 def test_old_flags_still_work_with_one_warning(args, field, value, flag):
     result, got, caught = _invoke(*args)
     assert result.exit_code == 0, result.output
-    assert got[0][1][field] == value and got[0][2][field] == flag
+    assert getattr(got[0][1], field) == value and got[0][2][field] == flag
     assert len(caught) == 1 and f"{flag} is renamed {spec.option_name(field)}" in caught[0]
 
 
@@ -83,8 +83,8 @@ def test_new_flags_and_ranges():
     result, got, caught = _invoke("--coreset-ratio", "0.2", "--image-size", "64", "32",
                                   "--rule", "seed", "--no-reweight")  # fmt: skip
     assert result.exit_code == 0 and not caught
-    assert (got[0][1]["coreset_ratio"], got[0][1]["image_size"]) == (0.2, [64, 32])
-    assert got[0][1]["rule"] == "seed"
+    assert (got[0][1].coreset_ratio, got[0][1].image_size) == (0.2, (64, 32))
+    assert got[0][1].rule == "seed"
     bad = [["--coreset-ratio", "1.5"], ["--coreset", "-1"], ["--rule", "ratio"],
            ["--backbone", "vgg"], ["--coreset-min", "0"], ["--normalization", "sepia"]]  # fmt: skip
     for args in bad:

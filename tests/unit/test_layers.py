@@ -154,6 +154,53 @@ def test_import_graph_has_no_cycle():
             visit(node)
 
 
+def _module_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle between single modules (lazy imports included), or None."""
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if not state.get(nxt) and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if not state.get(node) and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycle_between_modules():
+    """Module by module, inside a package too: ``models/persistence`` finds the estimators through
+    the registry they add themselves to, not by importing them back."""
+    cycle = _module_cycle(_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_module_cycle_check_finds_a_cycle_inside_a_package(tmp_path, monkeypatch):
+    pkg = tmp_path / "dualpatch"
+    (pkg / "models").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models" / "__init__.py").write_text("")
+    (pkg / "models" / "persistence.py").write_text(
+        "def classes():\n    from dualpatch.models.patchcore import PatchCore\n"
+    )
+    (pkg / "models" / "patchcore.py").write_text("from dualpatch.models import persistence\n")
+    monkeypatch.setattr(sys.modules[__name__], "SRC", pkg)
+    assert _module_cycle(_graph()) == [
+        "dualpatch.models.patchcore",
+        "dualpatch.models.persistence",
+        "dualpatch.models.patchcore",
+    ]
+
+
 def test_the_layer_check_catches_a_cycle(tmp_path, monkeypatch):
     """The checker itself: a fake package where a low layer imports the CLI is reported."""
     pkg = tmp_path / "dualpatch"
@@ -168,6 +215,63 @@ def test_the_layer_check_catches_a_cycle(tmp_path, monkeypatch):
         test_no_library_module_imports_the_cli()
     with pytest.raises(pytest.fail.Exception):
         test_import_graph_has_no_cycle()
+
+
+#: the modules that define the estimators, whose private names lower layers may not use
+ESTIMATORS = ("models/patchcore.py", "models/dual.py")
+
+
+def _estimator_private_names() -> set[str]:
+    """Private methods and attributes (``_name``, not dunder) the estimator classes define."""
+    names: set[str] = set()
+    for rel in ESTIMATORS:
+        for node in ast.walk(ast.parse((SRC / rel).read_text())):
+            if isinstance(node, ast.FunctionDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if node.value.id == "self":
+                    names.add(node.attr)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def _private_calls_below_models() -> list[str]:
+    """``x._name`` in a module below ``models/`` where ``_name`` is an estimator's private name
+    (``self._name`` is the module's own object)."""
+    private, found = _estimator_private_names(), []
+    for path in sorted(SRC.rglob("*.py")):
+        module = _module_name(path)
+        layer = _layer(module)
+        if layer is None or layer >= LAYERS["models"]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in private:
+                if not (isinstance(node.value, ast.Name) and node.value.id == "self"):
+                    found.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_module_below_models_reaches_into_an_estimator():
+    """The feature cache, the spill store and every lower module get what they need passed down
+    (a ``FeatureSource``, a ``MemoryBank``, values), never an estimator's private parts."""
+    assert _private_calls_below_models() == []
+
+
+def test_the_private_call_check_finds_a_call_up(tmp_path, monkeypatch):
+    pkg = tmp_path / "dualpatch"
+    for folder in ("models", "bank"):
+        (pkg / folder).mkdir(parents=True)
+        (pkg / folder / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models" / "patchcore.py").write_text(
+        "class PatchCore:\n    def _cache_key(self, s):\n        self._prefix = 1\n"
+    )
+    (pkg / "models" / "dual.py").write_text("")
+    (pkg / "bank" / "feature_cache.py").write_text(
+        "def key(model, s):\n    return model._cache_key(s)\n"
+        "class Store:\n    def k(self):\n        return self._prefix\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "SRC", pkg)
+    assert _private_calls_below_models() == ["dualpatch.bank.feature_cache:2: model._cache_key"]
 
 
 def test_library_source_never_imports_typer_or_rich():

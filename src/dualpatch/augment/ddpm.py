@@ -45,7 +45,8 @@ from dualpatch.augment.sources import (
     training_sources,
 )
 from dualpatch.data import Dataset
-from dualpatch.data.crop_folder import CropRow, CropSpec
+from dualpatch.data.crop_folder import CropSpec
+from dualpatch.data.crop_reader import CropRow
 from dualpatch.data.images import resize
 from dualpatch.errors import ConfigError
 

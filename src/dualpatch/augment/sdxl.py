@@ -27,7 +27,8 @@ from dualpatch.augment.sources import (
     training_sources,
 )
 from dualpatch.data import Dataset
-from dualpatch.data.crop_folder import CropRow, CropSpec
+from dualpatch.data.crop_folder import CropSpec
+from dualpatch.data.crop_reader import CropRow
 from dualpatch.data.images import resize, resize_image, resize_mask
 from dualpatch.errors import WeightsError
 from dualpatch.events import track

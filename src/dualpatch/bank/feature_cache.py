@@ -7,6 +7,10 @@ damaged entry, and one copied or renamed onto another image's key, is deleted an
 unwritable cache warns once and is dropped. The folder is made private (0700); a group- or
 world-writable one warns once, since whoever can write it can forge consistent entries and so
 change scores (the trust boundary: docs/cache.md). ``verify_entries`` re-extracts a sample.
+
+An estimator hands the functions here its ``FeatureSource`` (backbone, input size, batch size,
+cache folder, key prefix, progress), built once by the estimator: nothing here reaches back
+into the estimator.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ import torch
 
 from dualpatch.data.base import Sample
 from dualpatch.errors import DataError
+from dualpatch.events import open_stage, silent
 from dualpatch.features.extractor import FEATURE_VERSION, to_tensor
 from dualpatch.fileio import atomic_path, sha256_file
 
@@ -46,21 +52,59 @@ def cache_key(prefix: bytes, image_path: str) -> str:
 
 def entry_path(cache: Path, key: str) -> Path:
     """Where the cache folder ``cache`` keeps the features of the image with ``key``
-    (``model._cache_key(sample)``): the one naming rule of every reader and writer."""
+    (``FeatureSource.key(sample)``): the one naming rule of every reader and writer."""
     return cache / f"{key}.safetensors"
 
 
+@dataclass(frozen=True)
+class FeatureSource:
+    """Where an estimator's patch features come from: its backbone (``extractor``: a function
+    that gives it, so that a fit whose features are all cached never loads it), input size
+    (H, W), batch size, cache folder (None: no cache), cache key prefix (``key_prefix``) and
+    progress setting (``events.open_stage``). Built once by the estimator
+    (``PatchCore.feature_source``) and passed down to the cache, the spill store, the defect
+    features and the Ray fit."""
+
+    extractor: Callable[[], Any]
+    image_size: tuple[int, int]
+    batch_size: int
+    cache_dir: str | None
+    key_prefix: bytes
+    progress: Any = True
+
+    def key(self, sample: Sample) -> str:
+        """The cache key of ``sample``'s features: its image's content and this prefix."""
+        return cache_key(self.key_prefix, sample.image_path)
+
+    def extract(self, samples: Sequence[Sample]) -> torch.Tensor:
+        """(B, h, w, D) patch features of one batch of full images, through the backbone at
+        ``image_size`` (no cache)."""
+        return extract(self, samples)
+
+    def features(
+        self, samples: Sequence[Sample], desc: str | None = "features", bar: Callable | None = None
+    ) -> torch.Tensor:
+        """(N, h, w, D) patch features of full images, through the cache when there is one;
+        ``desc`` names the progress stage (None: none), ``bar`` takes the progress instead."""
+        bar = bar or (self.stage(desc, len(samples)) if desc else silent("", 0))
+        return image_features(self, samples, bar)
+
+    def stage(self, desc: str, total: int) -> Callable[[int], None]:
+        """A progress stage of ``total`` steps (shown or not as ``progress`` says)."""
+        return open_stage(self.progress, desc, total)
+
+
 def image_features(
-    model: Any, samples: Sequence[Sample], bar: Callable[[int], None]
+    source: FeatureSource, samples: Sequence[Sample], bar: Callable[[int], None]
 ) -> torch.Tensor:
-    """(N, h, w, D) patch features of ``model`` (a ``PatchCore``) for full images at its
-    ``image_size``, read from and written to ``model.cache_dir`` when it is set; ``bar`` gets the
-    number of images done."""
-    cache = Path(model.cache_dir) if model.cache_dir else None
+    """(N, h, w, D) patch features from ``source`` of full images at its ``image_size``, read
+    from and written to its cache folder when it has one; ``bar`` gets the number of images
+    done."""
+    cache = Path(source.cache_dir) if source.cache_dir else None
     if cache is not None:
         private_folder(cache)
     out: list[torch.Tensor | None] = [None] * len(samples)
-    paths = [entry_path(cache, model._cache_key(s)) for s in samples] if cache else []
+    paths = [entry_path(cache, source.key(s)) for s in samples] if cache else []
     todo = []
     for i in range(len(samples)):
         if cache is not None:
@@ -69,9 +113,9 @@ def image_features(
                 continue
         todo.append(i)
     bar(len(samples) - len(todo))
-    for start in range(0, len(todo), model.batch_size):
-        batch = todo[start : start + model.batch_size]
-        feats = extract(model, [samples[i] for i in batch])
+    for start in range(0, len(todo), source.batch_size):
+        batch = todo[start : start + source.batch_size]
+        feats = source.extract([samples[i] for i in batch])
         for i, f in zip(batch, feats, strict=True):
             out[i] = f
             if cache is not None and not save_cached(paths[i], f):
@@ -82,43 +126,43 @@ def image_features(
     return torch.stack(out)  # type: ignore[arg-type]
 
 
-def extract(model: Any, samples: Sequence[Sample]) -> torch.Tensor:
-    """(B, h, w, D) patch features of one batch of full images, run through ``model``'s backbone
-    at its ``image_size`` (no cache)."""
-    images = [s.image(tuple(model.image_size)) for s in samples]
-    return model.extractor_(to_tensor(images)).features.permute(0, 2, 3, 1).contiguous()
+def extract(source: FeatureSource, samples: Sequence[Sample]) -> torch.Tensor:
+    """(B, h, w, D) patch features of one batch of full images, run through ``source``'s backbone
+    at its ``image_size`` (no cache): the one place the backbone runs on whole images."""
+    images = to_tensor([s.image(source.image_size) for s in samples])
+    return source.extractor()(images).features.permute(0, 2, 3, 1).contiguous()
 
 
-def read_or_extract(model: Any, samples: Sequence[Sample]) -> torch.Tensor:
-    """(B, h, w, D) features of one batch: the cache's valid entries where ``model.cache_dir``
+def read_or_extract(source: FeatureSource, samples: Sequence[Sample]) -> torch.Tensor:
+    """(B, h, w, D) features of one batch: the cache's valid entries where ``source``'s cache
     holds them (e.g. written by a Ray job: ``distributed_fit``), the backbone's for the rest,
     which are not written (the bounded-memory fit keeps its own store)."""
-    cache = Path(model.cache_dir) if model.cache_dir else None
+    cache = Path(source.cache_dir) if source.cache_dir else None
     if cache is not None:
         private_folder(cache)
-    paths = [entry_path(cache, model._cache_key(s)) for s in samples] if cache else []
+    paths = [entry_path(cache, source.key(s)) for s in samples] if cache else []
     found = [load_cached(p) for p in paths]
     if not found or any(f is None for f in found):
-        return extract(model, samples)  # one batch through the backbone, as without a cache
+        return source.extract(samples)  # one batch through the backbone, as without a cache
     return torch.stack(found)  # type: ignore[arg-type]
 
 
-def verify_entries(model: Any, samples: Sequence[Sample], n: int) -> int:
-    """Re-extract ``n`` of the cache's entries for ``samples`` (a seeded draw among those it
-    holds) and refuse, in one line, an entry that differs from its image's features: a forged
-    entry carries a consistent digest, so only the backbone can tell. Returns how many were
-    checked."""
+def verify_entries(source: FeatureSource, samples: Sequence[Sample], n: int, seed: int) -> int:
+    """Re-extract ``n`` of the cache's entries for ``samples`` (a draw seeded by ``seed`` among
+    those it holds) and refuse, in one line, an entry that differs from its image's features: a
+    forged entry carries a consistent digest, so only the backbone can tell. Returns how many
+    were checked."""
     import numpy as np
 
-    cache = Path(model.cache_dir)
-    held = [(s, p) for s in samples if (p := entry_path(cache, model._cache_key(s))).is_file()]
+    cache = Path(source.cache_dir)  # type: ignore[arg-type]
+    held = [(s, p) for s in samples if (p := entry_path(cache, source.key(s))).is_file()]
     if not held or n <= 0:
         return 0
-    rng = np.random.default_rng(model.seed)
+    rng = np.random.default_rng(seed)
     picked = [held[i] for i in sorted(rng.choice(len(held), min(n, len(held)), replace=False))]
-    for start in range(0, len(picked), model.batch_size):
-        batch = picked[start : start + model.batch_size]
-        fresh = extract(model, [s for s, _ in batch])
+    for start in range(0, len(picked), source.batch_size):
+        batch = picked[start : start + source.batch_size]
+        fresh = source.extract([s for s, _ in batch])
         for (sample, path), features in zip(batch, fresh, strict=True):
             cached = load_cached(path)
             if cached is None:  # damaged: deleted, extracted again by the fit
@@ -227,26 +271,33 @@ def load_cached(path: Path) -> torch.Tensor | None:
 
 
 # -------------------------------------------------------------------------- shared normal banks
-def shared_bank_path(model: Any, normal: Sequence[Sample]) -> Path | None:
-    """Where the feature cache keeps the normal bank of these images and ``model``'s settings, so
-    that the runs of an experiment that share a normal bank compute it once."""
-    if not model.cache_dir:
+def shared_bank_path(
+    source: FeatureSource, normal: Sequence[Sample], settings: Sequence[Any]
+) -> Path | None:
+    """Where ``source``'s cache keeps the normal bank of these images and the bank ``settings``
+    (``bank_settings``), so that the runs of an experiment that share a normal bank compute it
+    once."""
+    if not source.cache_dir:
         return None
+    keys = [source.key(s) for s in normal]
+    digest = hashlib.sha256(json.dumps([keys, list(settings)], default=str).encode()).hexdigest()
+    return Path(source.cache_dir) / "banks" / f"{digest}.safetensors"
+
+
+def bank_settings(
+    coreset_ratio: float,
+    coreset_min: int,
+    projection_dim: int | None,
+    seed: int,
+    coreset_method: str,
+    max_memory: Any,
+) -> list[Any]:
+    """What makes a normal bank besides its images' features: the coreset's settings."""
     from dualpatch.bank import memory
 
-    settings = [
-        model.coreset_ratio,
-        model.coreset_min,
-        model.projection_dim,
-        model.seed,
-        model.coreset_method,
-        memory.approx_settings() if model.coreset_method == "approx" else 0,
-        str(model.max_memory),
-        BANK_VERSION,
-    ]
-    keys = [model._cache_key(s) for s in normal]
-    digest = hashlib.sha256(json.dumps([keys, settings], default=str).encode()).hexdigest()
-    return Path(model.cache_dir) / "banks" / f"{digest}.safetensors"
+    approx = memory.approx_settings() if coreset_method == "approx" else 0
+    return [coreset_ratio, coreset_min, projection_dim, seed, coreset_method, approx,
+            str(max_memory), BANK_VERSION]  # fmt: skip
 
 
 def save_shared_bank(path: Path, bank: torch.Tensor, grid: tuple[int, int]) -> None:
@@ -287,13 +338,13 @@ def load_shared_bank(path: Path) -> tuple[torch.Tensor, tuple[int, int]] | None:
 class CachedImageFeatures:
     """(N, h, w, D) features of images, read batch by batch through the feature cache."""
 
-    def __init__(self, model: Any, samples: list[Sample]):
-        self.model, self.samples = model, samples
+    def __init__(self, source: FeatureSource, samples: list[Sample]):
+        self.source, self.samples = source, samples
         self.shape = (len(samples),)
 
     def __getitem__(self, rows: slice | list[int]) -> torch.Tensor:
         samples = self.samples[rows] if isinstance(rows, slice) else [self.samples[i] for i in rows]
-        return self.model.image_features(samples, "normal features")
+        return self.source.features(samples, "normal features")
 
 
 def close_features(feats: Any) -> None:

@@ -15,18 +15,7 @@ import math
 import torch
 
 from dualpatch.bank import query_memo
-
-# the k-NN search (neighbours.py) and a repeated query answered from memory (few-shot
-# comparisons, query_memo.py) are their own modules; re-exported here for callers
-from dualpatch.bank.neighbours import (  # noqa: F401
-    KNN_BLOCK,
-    faiss_index,
-    faiss_knn,
-    knn,
-    knn_distances_one_block,
-    require_faiss,
-)
-from dualpatch.bank.query_memo import remembered_queries  # noqa: F401
+from dualpatch.bank.neighbours import CentredBank, centred, faiss_index, faiss_knn, knn
 from dualpatch.defaults import CORESET_METHODS, KNN_METHODS, NORMAL_CORESET
 from dualpatch.errors import ConfigError, DataError
 
@@ -316,7 +305,7 @@ class MemoryBank:
 
     def _search(self, features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.knn == "torch":
-            return knn(features, self.bank_, k)
+            return knn(features, self._centred(), k)
         if self.knn not in KNN_METHODS:
             raise ConfigError(f"unknown knn {self.knn!r} (choose from {', '.join(KNN_METHODS)})")
         if self.bank_.shape[0] == 0:
@@ -325,6 +314,13 @@ class MemoryBank:
         if cached is None or cached[0] is not self.bank_ or cached[1] != self.knn:
             self._index = (self.bank_, self.knn, faiss_index(self.bank_, self.knn, self.seed))
         return faiss_knn(self._index[2], features, k)
+
+    def _centred(self) -> CentredBank:
+        """The bank centred for ``knn``: once per bank (a new ``bank_`` gets its own)."""
+        cached = getattr(self, "_centred_bank", None)
+        if cached is None or cached[0] is not self.bank_:
+            self._centred_bank = cached = (self.bank_, centred(self.bank_))
+        return cached[1]
 
 
 def continued_kcenter(

@@ -4,6 +4,7 @@ whatever the sizes), and faiss's exact flat or approximate IVF index for banks o
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -30,8 +31,29 @@ def knn_distances_one_block(query: torch.Tensor, bank: torch.Tensor, k: int = 1)
     return torch.linalg.vector_norm(query[:, None] - bank[index], dim=-1)
 
 
+@dataclass(frozen=True)
+class CentredBank:
+    """A bank as ``knn`` searches it: its mean (``centre``), its rows less the mean (``rows``)
+    and their squared norms (``sq``): made once per bank (``MemoryBank`` keeps it), not per
+    query."""
+
+    centre: torch.Tensor
+    rows: torch.Tensor
+    sq: torch.Tensor
+
+
+def centred(bank: torch.Tensor) -> CentredBank:
+    """``bank`` centred on its mean (computed in float64: a float32 sum of millions of rows
+    drifts), with the squared norms ``knn`` ranks by."""
+    if bank.shape[0] == 0:
+        raise DataError("memory bank is empty: nothing to compare against")
+    centre = bank.double().mean(0).float()
+    rows = bank.float() - centre
+    return CentredBank(centre, rows, (rows * rows).sum(1))
+
+
 def knn(
-    query: torch.Tensor, bank: torch.Tensor, k: int = 1, block: int = KNN_BLOCK
+    query: torch.Tensor, bank: torch.Tensor | CentredBank, k: int = 1, block: int = KNN_BLOCK
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact Euclidean k nearest bank rows for each query row: (distances, indices), each (n, k).
 
@@ -39,14 +61,12 @@ def knn(
     Neighbours are chosen with |b|^2 - 2 q.b, one matrix product per block; in float32 that form
     cancels badly when the features have large norms, so both sides are first centred on the bank's
     mean (distances do not change) and the chosen neighbours' distances are then computed directly
-    as ||q - b||.
+    as ||q - b||. ``bank`` may be given already centred (``centred``), as a fitted bank keeps it.
     """
-    if bank.shape[0] == 0:
-        raise DataError("memory bank is empty: nothing to compare against")
+    prepared = bank if isinstance(bank, CentredBank) else centred(bank)
+    bank, bank_sq = prepared.rows, prepared.sq
     k = min(k, bank.shape[0])
-    centre = bank.double().mean(0).float()
-    query, bank = query.float() - centre, bank.float() - centre
-    bank_sq = (bank * bank).sum(1)
+    query = query.float() - prepared.centre
     bank_chunk = max(1, min(bank.shape[0], block // 256))
     query_chunk = max(1, block // bank_chunk)
     out_d, out_i = [], []

@@ -74,6 +74,7 @@ def memory_size_ok(value: object) -> bool:
 
 
 if TYPE_CHECKING:
+    from dualpatch.bank.feature_cache import FeatureSource
     from dualpatch.data.base import Sample
 
 log = logging.getLogger("dualpatch.bank.spill")
@@ -163,27 +164,29 @@ def _scratch_stores(key: str) -> Path:
     return base / key[:32]
 
 
-def open_store(model: Any, samples: Sequence[Sample]) -> tuple[FeatureStore, bool]:
+def open_store(source: FeatureSource, samples: Sequence[Sample]) -> tuple[FeatureStore, bool]:
     """The store for these images: under ``cache_dir/spill/`` (kept for resume and reuse), or in
     a known scratch folder (``True``: remove it when done; a killed fit's is resumed)."""
-    keys = [model._cache_key(s) for s in samples]
+    keys = [source.key(s) for s in samples]
     key = hashlib.sha256(json.dumps(keys).encode()).hexdigest()
-    if not model.cache_dir:
+    if not source.cache_dir:
         folder = _scratch_stores(key)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         return FeatureStore(folder, key, len(samples)), True
-    return FeatureStore(Path(model.cache_dir) / "spill" / key[:32], key, len(samples)), False
+    return FeatureStore(Path(source.cache_dir) / "spill" / key[:32], key, len(samples)), False
 
 
-def fill_store(model: Any, samples: Sequence[Sample], store: FeatureStore, bar: Callable) -> None:
+def fill_store(
+    source: FeatureSource, samples: Sequence[Sample], store: FeatureStore, bar: Callable
+) -> None:
     """Extract the images the store does not hold yet, batch by batch, appending each; a batch
     whose features the cache holds (written by a Ray job: ``distributed_fit``) is read instead."""
     from dualpatch.bank.feature_cache import read_or_extract
 
     bar(store.done)
     while store.done < len(samples):
-        batch = samples[store.done : store.done + model.batch_size]
-        feats = read_or_extract(model, batch)
+        batch = samples[store.done : store.done + source.batch_size]
+        feats = read_or_extract(source, batch)
         if not torch.isfinite(feats).all():
             raise DataError(f"{batch[0].image_path}: features contain NaN or infinite values")
         if store.grid is None:
@@ -227,20 +230,21 @@ def coreset_rows(model: Any, n: int, k: int, width: int) -> torch.Tensor | None:
 
 
 def spilled_bank(
-    model: Any, samples: Sequence[Sample], progress: Callable[[str, int], Callable]
+    model: Any, source: FeatureSource, bank: MemoryBank, samples: Sequence[Sample]
 ) -> tuple[tuple[int, int], MemoryBank, dict, StoredImageFeatures]:
-    """The normal bank of ``model`` (a ``PatchCore``) fitted under ``model.max_memory``:
-    (grid, bank, report, the images' features read from the store on demand).
+    """``bank`` (an unfitted ``MemoryBank``) fitted on the features ``source`` gives for
+    ``samples`` under the ``max_memory`` of ``model`` (a ``PatchCore``, whose coreset parameters
+    are read): (grid, bank, report, the images' features read from the store on demand).
 
     Features stream to a ``FeatureStore``; the coreset runs on their in-memory projection, or on
     a seeded pre-sample of it when the projection would not fit the cap's projection share.
     """
-    store, temporary = open_store(model, samples)
+    store, temporary = open_store(source, samples)
     resumed = store.done
+    progress = source.stage
     try:
-        fill_store(model, samples, store, progress("normal features", len(samples)))
+        fill_store(source, samples, store, progress("normal features", len(samples)))
         store.verify()  # a damaged chunk (resumed or reused) is refused, not fitted on
-        bank = model._memory(model.coreset_ratio)
         n, k = store.n_rows, bank.target_size(store.n_rows)
         matrix = projection_for(store.dim, model.projection_dim, model.seed)
         rows = coreset_rows(model, n, k, matrix.shape[1] if matrix is not None else store.dim)

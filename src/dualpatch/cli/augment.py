@@ -15,6 +15,7 @@ from dualpatch.cli.common import FOLDER_SETTINGS, command_group, reporting
 from dualpatch.cli.spec import size_hw, spec_options
 from dualpatch.defaults import IMAGE_SIZE, MAX_SEED
 from dualpatch.errors import ConfigError
+from dualpatch.spec import ExperimentSpec
 
 if TYPE_CHECKING:
     from dualpatch.data.crop_folder import CropSpec
@@ -35,13 +36,13 @@ OUT = typer.Option(..., help="Output folder (imgs/, masks/, manifest.csv).")
 SEED = typer.Option(0, min=0, max=MAX_SEED, help="Output i uses seed+i.")
 
 
-def _train_split(spec: dict):
+def _train_split(spec: ExperimentSpec):
     """The images fit learns from: a folder dataset's validation part is left out, so that no
     synthetic defect copies a validation image (fit scores them against its threshold)."""
     from dualpatch.data import layout_of, load_dataset, split_validation
 
     return split_validation(
-        load_dataset(spec["dataset"], Path(spec["data"]), "train", layout_of(spec))
+        load_dataset(spec.dataset, Path(spec.data), "train", layout_of(vars(spec)))
     )[0]
 
 
@@ -136,7 +137,7 @@ def _channels(spec: str) -> tuple[int, ...]:
 
 @method_command
 def ddpm(
-    spec: dict | None = None,
+    spec: ExperimentSpec | None = None,
     n: int = N_IMAGES,
     out: Path = OUT,
     minutes: float | None = typer.Option(
@@ -190,7 +191,7 @@ def sdxl(
     weights: Path = typer.Option(
         ..., help="SDXL inpainting weights: a diffusers folder or a single .safetensors file."
     ),
-    spec: dict | None = None,
+    spec: ExperimentSpec | None = None,
     n_per_prompt: int = typer.Option(..., "--n-per-prompt", min=1, help="Images per prompt."),
     out: Path = OUT,
     prompt: list[str] | None = typer.Option(
@@ -245,7 +246,7 @@ def _sdxl_sizes(gen_image_size, gen_size, image_size, size) -> tuple[tuple[int, 
 
 @method_command
 def paste(
-    spec: dict | None = None,
+    spec: ExperimentSpec | None = None,
     n: int = N_IMAGES,
     out: Path = OUT,
     seed: int = SEED,

@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from dualpatch.cli.spec import choice_enum
 from dualpatch.errors import ConfigError, DualpatchError
+from dualpatch.spec import ExperimentSpec
 
 # Option choices, from the registries through the run spec (dualpatch.spec): one edit in a
 # registry adds a choice here.
@@ -242,7 +243,7 @@ def open_dataset(
     split: str,
     train_items: str | None = None,
     on_duplicates: str = "warn",
-    settings: dict | None = None,
+    settings: ExperimentSpec | None = None,
     near_duplicates: int | None = None,
 ):
     """One split of a dataset, after both splits were checked for duplicate images (``name`` and
@@ -255,7 +256,7 @@ def open_dataset(
     from dualpatch.limits import parse_items
 
     items = parse_items(train_items) if name == "kolektorsdd" and train_items else None
-    layout = layout_of(settings or {})
+    layout = layout_of(vars(settings) if settings is not None else {})
     try:
         (split_,) = make_splits(str(name), Path(data), None, items, str(on_duplicates),
                                 layout=layout, near_bits=near_duplicates)  # fmt: skip

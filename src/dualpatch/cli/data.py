@@ -8,6 +8,7 @@ import typer
 
 from dualpatch.cli.common import FOLDER_SETTINGS, command_group, reporting
 from dualpatch.cli.spec import spec_options
+from dualpatch.spec import ExperimentSpec
 
 app = command_group(help="Download and prepare datasets (KolektorSDD2); cut defect crops.")
 
@@ -80,7 +81,7 @@ def prepare(
           "image_size": "The crops are cut at this scale: give fit's --image-size."},
 )  # fmt: skip
 def crops(
-    spec: dict | None = None,
+    spec: ExperimentSpec | None = None,
     out: Path = typer.Option(..., help="New or empty folder for the crops and crops.csv."),
     padding: int = typer.Option(16, min=0, help="Pixels of surface around each defect region."),
     min_size: int = typer.Option(32, min=1, help="Smallest box side; smaller boxes grow to it."),
@@ -100,18 +101,18 @@ def crops(
     from dualpatch.limits import check_size
 
     assert spec is not None and flags is not None  # given by spec_options
-    size, train_items = spec["image_size"], spec["train_items"]
+    size, train_items = spec.image_size, spec.train_items
     with reporting():
         where = f"{flags['image_size']} {size[0]} {size[1]}"
         if min(size) < MIN_SIDE:
             raise ConfigError(f"{where}: each side needs at least {MIN_SIDE}")
         check_size(size[0], size[1], where)
-        train = open_dataset(spec["dataset"], spec["data"], "train", train_items, settings=spec)
+        train = open_dataset(spec.dataset, spec.data, "train", train_items, settings=spec)
         train = split_validation(train)[0]  # fit's defects: a validation part is not among them
-        info = {"command": "data crops", "dataset": spec["dataset"], "data": spec["data"]}
+        info = {"command": "data crops", "dataset": spec.dataset, "data": spec.data}
         if train_items:
             info["train_items"] = train_items
-        crop_spec = CropSpec(tuple(size), padding, min_size, force=force)
+        crop_spec = CropSpec(size, padding, min_size, force=force)
         rows = write_training_crops(train, out, crop_spec, info)
     regions = len({r.source_image for r in rows})
     typer.echo(f"wrote {len(rows)} crops of {regions} defective images to {out}")

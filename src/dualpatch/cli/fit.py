@@ -27,7 +27,7 @@ from dualpatch.cli.progress import rendering
 from dualpatch.cli.ray import RAY_ACTORS, ray_option
 from dualpatch.cli.spec import spec_options
 from dualpatch.defaults import default_cache
-from dualpatch.spec import MODEL_KEYS, model_params
+from dualpatch.spec import MODEL_KEYS, ExperimentSpec
 
 # no name: the commands join the top level (registered in cli.py)
 app = command_group()
@@ -61,7 +61,7 @@ OWN_FOLDERS_MORE = {
           **OWN_FOLDERS_MORE},
 )  # fmt: skip
 def fit(
-    spec: dict | None = None,
+    spec: ExperimentSpec | None = None,
     no_cache: bool = typer.Option(False, "--no-cache", help="Use no feature cache at all."),
     force: bool = FORCE,
     threshold_holdout: float | None = typer.Option(
@@ -83,8 +83,8 @@ def fit(
 
     assert spec is not None and flags is not None  # given by spec_options
     own_folders(spec)
-    out, inputs = Path(spec["out"]), _fit_inputs(spec, flags)
-    cache = None if no_cache else str(spec["cache_dir"] or default_cache() or "") or None
+    out, inputs = Path(spec.out), _fit_inputs(spec, flags)
+    cache = None if no_cache else str(spec.cache_dir or default_cache() or "") or None
     options = {"force": force, "threshold_holdout": threshold_holdout, "ray": ray,
                "ray_actors": ray_actors, "verify_cache": verify_cache}  # fmt: skip
     # the cache is kept between runs and --out is replaced whole: the cache may not lie inside
@@ -92,36 +92,43 @@ def fit(
         _fit_command(spec, out, [*inputs, cache], cache, options)
 
 
-def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options: dict) -> None:
+def _fit_command(
+    spec: ExperimentSpec, out: Path, inputs: list, cache: str | None, options: dict
+) -> None:
     """``fit`` once its options are read and ``out`` is locked."""
     from dualpatch.bank.spill import scratch_folder
+    from dualpatch.experiment.build import build_model
     from dualpatch.fileio import check_output_dir, output_dir
 
     force, threshold_holdout = options["force"], options["threshold_holdout"]
     ray, ray_actors = options["ray"], options["ray_actors"]
     check_output_dir(out, "fit", force, inputs, legacy=("model.json",))
-    train = open_dataset(spec["dataset"], spec["data"], "train", spec["train_items"],
-                         spec["on_duplicates"], spec, spec["near_duplicates"])  # fmt: skip
+    train = open_dataset(spec.dataset, spec.data, "train", spec.train_items,
+                         spec.on_duplicates, spec, spec.near_duplicates)  # fmt: skip
     _warn_unsafe_rule(spec)
     if options["verify_cache"] and cache:
         _verify_cache(spec, cache, train, options["verify_cache"])
+    if spec.bank == "single" and (spec.augmented or spec.crops):
+        which = "--augmented" if spec.augmented else "--crops"
+        fail(f"{which} feeds the defect bank: use it with --bank dual")
     train, validation = _validation_part(train, threshold_holdout)
     if validation is None:
-        fraction = DEFAULT_HOLDOUT if threshold_holdout is None else threshold_holdout
-        normal, held_out = _hold_out(train.normal(), fraction, spec["seed"])
+        holdout, held_out = (
+            DEFAULT_HOLDOUT if threshold_holdout is None else threshold_holdout,
+            None,
+        )
     else:
-        normal, held_out = train.normal(), _validation_normals(validation)
+        holdout, held_out = 0.0, _validation_normals(validation)
     # --ray: features extracted on Ray into the cache (a temporary one beside --out without one)
     on_ray = None if ray is None else {"address": ray, "actors": ray_actors, "scratch": out.parent}
     # a spill store without a cache lives beside --out, where the next fit finds it
     with rendering(), scratch_folder(out):
-        model = _fit_model(spec, train, normal, cache, on_ray)
+        model = build_model(spec, train, cache_dir=cache, threshold_holdout=holdout,
+                            held_out=held_out, on_ray=on_ray, on_defects=_say_defects)  # fmt: skip
         # after the work, as predict does: a refused option or image stays the only line
-        _warn_aspect([s.image_path for s in train], spec["image_size"])
-        if held_out:
-            from dualpatch.threshold import calibrate
-
-            typer.echo(f"threshold {calibrate(model, held_out):.6g} ({model.threshold_rule_})")
+        _warn_aspect([s.image_path for s in train], spec.image_size)
+        if model.threshold_ is not None:
+            typer.echo(f"threshold {model.threshold_:.6g} ({model.threshold_rule_})")
             if validation is not None:
                 _validate(model, validation)
         else:
@@ -131,24 +138,24 @@ def _fit_command(spec: dict, out: Path, inputs: list, cache: str | None, options
     typer.echo(f"saved {model.kind} model to {out}")
 
 
-def own_folders(spec: dict) -> None:
+def own_folders(spec: ExperimentSpec) -> None:
     """Fill in a command's ``dataset`` and ``data`` when not given: ``folder``, and (with --good)
     the working folder, so that ``fit --good DIR --defective DIR --masks DIR`` reads those paths
     as typed; without --good, --data is needed."""
-    if spec["dataset"] is None:
-        spec["dataset"] = "folder"
-    if spec["data"] is None:
-        if spec["dataset"] != "folder" or spec["good"] is None:
+    if spec.dataset is None:
+        spec.dataset = "folder"
+    if spec.data is None:
+        if spec.dataset != "folder" or spec.good is None:
             fail("--data is needed: the dataset's folder (or --good DIR for your own images)")
-        spec["data"] = "."
+        spec.data = "."
 
 
-def _warn_unsafe_rule(spec: dict) -> None:
+def _warn_unsafe_rule(spec: ExperimentSpec) -> None:
     """One warning line when a dual model is fitted with a rule that can pass a novelty."""
     from dualpatch.scoring import DUAL_RULES
 
-    rule = spec.get("rule")
-    if spec["bank"] == "dual" and rule in DUAL_RULES and not DUAL_RULES[rule].safe:
+    rule = spec.rule
+    if spec.bank == "dual" and rule in DUAL_RULES and not DUAL_RULES[rule].safe:
         warnings.warn(
             f"rule {rule!r} is unsafe for novelties: a frame far from both banks (black, noise, "
             "a rotated or unknown part) can pass as good; the default 'guarded' cannot",
@@ -222,28 +229,14 @@ def _say_defects(model, defects: list) -> None:
                f"pseudo-masked defective images, {len(defects) - len(images)} crops")  # fmt: skip
 
 
-def _hold_out(normal: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(bank images, held-out images) for the threshold; none held out for ``fraction`` 0."""
-    from dualpatch.threshold import holdout_split
-
-    if not fraction:
-        return normal, []
-    if len(normal) < 2:  # holding out the only image would leave no bank
-        warnings.warn(
-            f"{len(normal)} normal training image: none held out, no threshold stored",
-            stacklevel=1,
-        )
-        return normal, []
-    return holdout_split(normal, fraction, seed)
-
-
-def _verify_cache(spec: dict, cache: str, train, n: int) -> None:
+def _verify_cache(spec: ExperimentSpec, cache: str, train, n: int) -> None:
     """Re-extract ``n`` of the cache's entries for the training images (``--verify-cache``)."""
     from dualpatch import PatchCore
     from dualpatch.bank.feature_cache import verify_entries
 
-    model = PatchCore(**model_params(spec, "single"), cache_dir=cache)
-    checked = verify_entries(model, list(train.normal()) + list(train.defective()), n)
+    model = PatchCore(**spec.estimator_kwargs("single"), cache_dir=cache)
+    images = list(train.normal()) + list(train.defective())
+    checked = verify_entries(model.feature_source(), images, n, model.seed)
     typer.echo(f"verified {checked} feature cache entr{'y' if checked == 1 else 'ies'} "
                "against a re-extraction")  # fmt: skip
 
@@ -260,63 +253,20 @@ def _paths(values: list[str]) -> list[Path]:
     return [Path(p) for p in values]
 
 
-def _fit_inputs(spec: dict, flags: dict) -> list[Path | None]:
+def _fit_inputs(spec: ExperimentSpec, flags: dict) -> list[Path | None]:
     """The files and folders ``fit`` reads (an --out must not hold them), once the size is
     known to be usable."""
     from dualpatch.limits import check_size
 
-    height, width = spec["image_size"]
+    height, width = spec.image_size
     check_size(height, width, f"{flags['image_size']} {height} {width}")
-    weights = Path(spec["weights"]) if spec["weights"] else None
-    own = [Path(spec["data"], spec[k]) for k in ("good", "defective", "masks") if spec[k]]
-    return [Path(spec["data"]), *own, weights, *_paths(spec["augmented"]), *_paths(spec["crops"])]
-
-
-def _fit_model(spec: dict, train, normal: list, cache: str | None, on_ray: dict | None):
-    """The single- or dual-bank model of ``spec``, fitted on ``normal`` (and the defect inputs);
-    ``on_ray``: ``fit_on_ray``'s arguments, or None for a plain fit."""
-    from dualpatch import DualPatchCore, PatchCore
-
-    if spec["bank"] == "single":
-        if spec["augmented"] or spec["crops"]:
-            which = "--augmented" if spec["augmented"] else "--crops"
-            fail(f"{which} feeds the defect bank: use it with --bank dual")
-        return _fit(PatchCore(**model_params(spec, "single"), cache_dir=cache), on_ray, normal)
-    model = DualPatchCore(**model_params(spec), cache_dir=cache)
-    model.check_params()  # before the defect inputs are read: --reweight is refused here
-    return _fit_dual(model, train, normal, spec, on_ray)
-
-
-def _fit(model, on_ray: dict | None, normal: list, *defects: list):
-    """``model.fit(normal[, defects])``, with the features extracted on Ray first if asked."""
-    if on_ray is None:
-        return model.fit(normal, *defects)
-    from dualpatch.cluster.fit import fit_on_ray
-
-    return fit_on_ray(model, normal, *defects, **on_ray)
-
-
-def _fit_dual(model, train, normal, spec: dict, on_ray: dict | None):
-    """Fit a dual model's banks on ``normal`` and the defect inputs ``spec`` names."""
-    from dualpatch.experiment.runner import defect_inputs
-
-    size = tuple(spec["image_size"])
-    augmented, crops = _paths(spec["augmented"]), _paths(spec["crops"])
-    defects = defect_inputs(train, spec["defects"], size, augmented, crops)
-    if not defects:
-        unmasked = [s.image_path for s in train.defective() if not s.mask_known]
-        where = (
-            f"{unmasked[0]}: defective training image has no mask"
-            if unmasked
-            else (f"{Path(spec['data'])}: no defective training images")
-        )
-        fail(f"{where}; the defect bank needs defects: use --bank single or add --crops DIR or "
-             "--augmented DIR")  # fmt: skip
-    _fit(model, on_ray, normal, defects)
-    _say_defects(model, defects)
-    if spec["defects"] == "crop":  # crops carry no file: record their source images
-        model.record_training_images(s.image_path for s in train.defective())
-    return model
+    weights = Path(spec.weights) if spec.weights else None
+    own = [
+        Path(spec.data, getattr(spec, k))
+        for k in ("good", "defective", "masks")
+        if getattr(spec, k)
+    ]
+    return [Path(spec.data), *own, weights, *_paths(spec.augmented), *_paths(spec.crops)]
 
 
 @app.command()
@@ -330,7 +280,7 @@ def _fit_dual(model, train, normal, spec: dict, on_ray: dict | None):
 )  # fmt: skip
 def evaluate(
     model: Path = MODEL,
-    spec: dict | None = None,
+    spec: ExperimentSpec | None = None,
     force: bool = FORCE,
     runtime: str = RUNTIME,
     flags: dict | None = None,
@@ -342,12 +292,12 @@ def evaluate(
 
     assert spec is not None  # given by spec_options
     own_folders(spec)
-    out, data = Path(spec["out"]), Path(spec["data"])
-    weights = Path(spec["weights"]) if spec["weights"] else None
+    out, data = Path(spec.out), Path(spec.data)
+    weights = Path(spec.weights) if spec.weights else None
     check_output_dir(out, "evaluate", force, [model, data, weights], legacy=("metrics.json",))
     m = load_for_scoring(model, runtime, weights)
-    test = open_dataset(spec["dataset"], data, "test", spec["train_items"], spec["on_duplicates"],
-                        spec, spec["near_duplicates"])  # fmt: skip
+    test = open_dataset(spec.dataset, data, "test", spec.train_items, spec.on_duplicates,
+                        spec, spec.near_duplicates)  # fmt: skip
     overlap = m.training_overlap(test)
     if overlap:  # the model was fit on some of these very images: its figures flatter it
         warnings.warn(
@@ -395,12 +345,12 @@ def _stored_threshold_metrics(model: Path, pred) -> tuple[dict, dict | None]:
     return {"threshold": card.threshold, **found}, source
 
 
-def _evaluation_record(model: Path, spec: dict, scorer, test, runtime: str) -> dict:
+def _evaluation_record(model: Path, spec: ExperimentSpec, scorer, test, runtime: str) -> dict:
     """What produced an evaluation's figures (provenance.json)."""
     from dualpatch.serving.predict_io import provenance
 
-    return provenance(model, command="evaluate", dataset=str(spec["dataset"]),
-                      data=Path(spec["data"]).resolve(), train_items=spec["train_items"],
+    return provenance(model, command="evaluate", dataset=str(spec.dataset),
+                      data=Path(spec.data).resolve(), train_items=spec.train_items,
                       weights=scorer.weights, images=len(test), test_sha256=test.fingerprint(),
                       runtime=runtime)  # fmt: skip
 
@@ -425,7 +375,7 @@ def _write_evaluation(out: Path, force: bool, inputs: list, record: dict, metric
 def predict(
     paths: list[Path] = typer.Argument(..., help="Image files or folders of images."),
     model: Path = MODEL,
-    spec: dict | None = None,
+    spec: ExperimentSpec | None = None,
     threshold: float | None = typer.Option(
         None, help="Verdict threshold (default: the model's stored one; none: no verdicts)."
     ),
@@ -442,8 +392,8 @@ def predict(
     from dualpatch.serving.predict_io import MAPS, verdict_threshold
 
     assert spec is not None  # given by spec_options
-    out = Path(spec["out"])
-    weights = Path(spec["weights"]) if spec["weights"] else None
+    out = Path(spec.out)
+    weights = Path(spec.weights) if spec.weights else None
     if maps not in MAPS:
         fail(f"--maps {maps}: expected one of {', '.join(MAPS)}")
     cut, source = verdict_threshold(model, threshold)

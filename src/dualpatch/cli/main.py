@@ -12,7 +12,7 @@ import warnings
 
 import typer
 
-from dualpatch.cli.common import Rule, command_group, report_problem, show_warning  # noqa: F401  (kept for callers of cli.Rule)
+from dualpatch.cli.common import command_group, report_problem, show_warning
 
 app = command_group(
     help="PatchCore-style surface-defect detection with single and dual memory banks."

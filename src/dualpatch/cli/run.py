@@ -103,7 +103,7 @@ def run_config(cfg: dict, force: bool = False) -> Path:
 
 @app.command()
 @spec_options("out", defaults={"out": "runs/demo"})
-def demo(spec: dict | None = None, flags: dict | None = None) -> None:
+def demo(spec: run_spec.ExperimentSpec | None = None, flags: dict | None = None) -> None:
     """Single vs dual on the built-in synthetic set, or on KolektorSDD if DUALPATCH_DATA is set."""
     from dualpatch.experiment.runner import load_config
 
@@ -129,6 +129,6 @@ def demo(spec: dict | None = None, flags: dict | None = None) -> None:
         )
         overrides = ["dataset=demo", "data=runs/demo-data", "name=demo-synthetic"]
     assert spec is not None  # given by spec_options
-    cfg = load_config(None, overrides + as_overrides(spec))
+    cfg = load_config(None, overrides + as_overrides({"out": spec.out}))
     cfg["runs"] = runs
     run_config(cfg)

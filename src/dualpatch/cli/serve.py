@@ -10,6 +10,7 @@ import typer
 
 from dualpatch.cli.common import MODEL, WEIGHTS_MORE, command_group, reporting
 from dualpatch.cli.spec import spec_options
+from dualpatch.spec import ExperimentSpec
 
 app = command_group()
 
@@ -36,7 +37,7 @@ def export(
         InputFormat.uint8,
         help="uint8: (B, H, W, 3) RGB bytes (NHWC); float: (B, 3, H, W) in [0, 1] (NCHW).",
     ),
-    spec: dict | None = None,
+    spec: ExperimentSpec | None = None,
     flags: dict | None = None,
 ) -> None:
     """Export the whole scorer (backbone, banks, rule, map, score) as one ONNX/OpenVINO graph."""
@@ -45,7 +46,7 @@ def export(
         from dualpatch.serving.export import default_export_path, export_model
 
         target = out or default_export_path(model, format.value)
-        path = export_model(model, format.value, target, input.value, spec["weights"])
+        path = export_model(model, format.value, target, input.value, spec.weights)
     files = [path] if format == ExportFormat.onnx else [path, path.with_suffix(".bin")]
     folder = [model / "model.safetensors", model / "model.json"]
     typer.echo(

@@ -3,7 +3,9 @@
 A field ``coreset_ratio`` becomes ``--coreset-ratio`` with the field's default, help, range and
 choices (an enum of its registry's names); its old flags (``--coreset``) stay accepted, hidden
 from ``--help``, with one ``warning:`` line. ``spec_options(*names)`` gives a command those options
-and hands their values to it as one ``spec`` dict keyed by field name. Every command that takes a
+and hands their values to it as one ``spec.ExperimentSpec`` (a ``RunSpec``), the settings it does
+not take at their defaults (``run``, whose options override a config, gets a dict of the given
+ones). Every command that takes a
 setting (``fit``, ``evaluate``, ``predict``, ``run``, ``demo``) declares it this way, so a name,
 default, help text or choice is written once, in the spec (tests/cli/test_options_follow_spec.py).
 """
@@ -60,9 +62,8 @@ def _limits(setting: spec.Setting) -> dict[str, float]:
 
 
 def spec_default(name: str) -> Any:
-    """Field ``name``'s default as its option holds it (a size as a tuple)."""
-    default = getattr(spec.ExperimentSpec(), name)
-    return tuple(default) if name == "image_size" else default
+    """Field ``name``'s default as its option holds it (a size as a tuple, as the spec does)."""
+    return getattr(spec.ExperimentSpec(), name)
 
 
 def spec_option(name: str, default: Any = _SPEC_DEFAULT, more: str = "", **overrides: Any) -> Any:
@@ -153,11 +154,13 @@ def spec_options(
 ) -> Callable[[Callable], Callable]:
     """Give a command one option per spec field in ``names``, in place of its ``spec`` parameter.
 
-    The command receives their values as ``spec`` (field name -> plain value) and, as ``flags``,
-    the option each value came from (the old one where the user typed it). ``required`` options
+    The command receives their values as ``spec``, an ``ExperimentSpec`` (a ``RunSpec``: fields it
+    does not take at their defaults) and, as ``flags``, the option each value came from (the old
+    one where the user typed it). ``required`` options
     have no default; ``defaults`` replace the spec's for this command; ``more`` adds a sentence to
     a field's help. ``given_only``: every option defaults to None (not given) and ``spec`` holds
-    only the given ones (``run``: they override the config). ``panel``: their ``--help`` section
+    only the given ones, a dict (field name -> plain value: ``run``, where they override the
+    config). ``panel``: their ``--help`` section
     (or a function of the field's name that gives it).
     """
 
@@ -173,7 +176,8 @@ def spec_options(
         @functools.wraps(command)
         def with_spec(**kwargs: Any) -> Any:
             values, flags = _collect(names, kwargs, given_only)
-            return command(**kwargs, spec=values, flags=flags)
+            given = values if given_only else spec.ExperimentSpec.of(values)
+            return command(**kwargs, spec=given, flags=flags)
 
         with_spec.__signature__ = signature.replace(parameters=kept[:at] + added + kept[at:])  # type: ignore[attr-defined]
         with_spec.__annotations__ = {

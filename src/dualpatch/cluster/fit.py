@@ -37,15 +37,13 @@ class _FeatureActor:
         from dualpatch.models import PatchCore
 
         torch.set_num_threads(1)
-        self.model = PatchCore(**settings, progress=False)
+        self.source = PatchCore(**settings, progress=False).feature_source()
         self.exit_once = exit_once
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         die_once(self.exit_once)
-        from dualpatch.bank.feature_cache import extract
-
         samples = [Sample(str(p), Path(str(p)), None, -1) for p in batch["path"]]
-        return {"index": batch["index"], "features": extract(self.model, samples).numpy()}
+        return {"index": batch["index"], "features": self.source.extract(samples).numpy()}
 
 
 #: the estimator parameters that shape an image's features (``feature_cache.key_prefix``)
@@ -66,14 +64,15 @@ def extract_to_cache(
     many images Ray extracted (0: all were in the cache)."""
     from dualpatch.bank.feature_cache import entry_path, save_cached
 
-    if not model.cache_dir:
+    source = model.feature_source()  # the cache folder and keys the fit will read
+    if not source.cache_dir:
         raise ConfigError("feature extraction on Ray writes to the feature cache: set cache_dir")
-    cache = Path(model.cache_dir)
+    cache = Path(source.cache_dir)
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"{cache}: feature cache not writable ({exc.strerror})") from exc
-    by_key = {model._cache_key(s): s for s in samples}  # an image listed twice: extracted once
+    by_key = {source.key(s): s for s in samples}  # an image listed twice: extracted once
     if not by_key:
         raise DataError("no images to extract features from")
     # present entries are not read here: the fit checks every entry and recomputes a bad one
@@ -81,8 +80,8 @@ def extract_to_cache(
     settings = {name: getattr(model, name) for name in FEATURE_PARAMS}
     if settings["weights"]:
         settings["weights"] = str(Path(settings["weights"]).resolve())
-    job = RayJob(address, actors, model.batch_size, retries)
-    advance = model._bar("features on Ray", len(by_key))
+    job = RayJob(address, actors, source.batch_size, retries)
+    advance = source.stage("features on Ray", len(by_key))
     advance(len(by_key) - len(todo))  # a stage with nothing left to do finishes here
     if not todo:
         return 0  # Ray is not even started

@@ -28,18 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from dualpatch.data.base import Dataset
-from dualpatch.data.crop_reader import (  # noqa: F401  (read side re-exported for callers of crop_folder)
+from dualpatch.data.crop_reader import (
     COLUMNS,
     CROPS_CSV,
     CROPS_JSON,
     FORMAT,
     MASK_SUFFIX,
     CropRow,
-    crop_entries,
-    crops_fingerprint,
     inside_folder,
-    load_crop_folders,
-    read_crop_folder,
     read_rows,
     written_by_dualpatch,
 )

@@ -1,7 +1,7 @@
 """Fetching datasets: resumable streaming download, and KSDD2 fetched and unpacked in one step.
 
 Extraction, which trusts nothing in an archive (``safe_extract``, ``Limits``), lives in
-``dualpatch.data.extract`` and is re-exported here.
+``dualpatch.data.extract``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from dualpatch.data.extract import CHUNK, Limits, check_archive, extract_into, safe_extract  # noqa: F401
+from dualpatch.data.extract import CHUNK, Limits, check_archive, extract_into
 from dualpatch.data.ksdd2 import SPLITS, find_root, layout_warnings
 from dualpatch.errors import ConfigError, DataError
 from dualpatch.events import staged

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dualpatch.data.download import Limits, extract_into
+from dualpatch.data.extract import Limits, extract_into
 from dualpatch.data.images import read_image, read_mask, resize, resize_image, resize_mask
 from dualpatch.data.ksdd2 import EXPECTED_COUNTS, LABELS, SPLITS, find_root, scan_split, unpaired
 from dualpatch.errors import ConfigError, DataError

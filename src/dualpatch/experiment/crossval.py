@@ -262,7 +262,7 @@ def run_over_splits(
 ) -> tuple[dict, dict]:
     """One run on every split × seed: its summary, pooled predictions and bootstrap replicates.
     ``rule_of``: a dual rule per split name in place of the run's (few-shot nested choice)."""
-    from dualpatch.report.html import slug
+    from dualpatch.report.data import slug
 
     base = exp.out / "runs" / slug(settings["name"])
     points, reps = [], {k: [] for k in BOOTSTRAP_METRICS}

@@ -176,7 +176,7 @@ def inner_rules(
 
     from dualpatch.augment import recipe
     from dualpatch.fileio import write_json
-    from dualpatch.report.html import slug
+    from dualpatch.report.data import slug
 
     c = exp.config
     fit_settings = {**settings, "seed": seeds_of(c)[0]}
@@ -198,7 +198,7 @@ def inner_rules(
             record = choose_rule_full(fit, train, c["seed"], settings["rule"])
         else:
             record = choose_rule(fit, train, shots, draws, c["seed"], settings["rule"])
-        exp.__dict__.pop("_fitted", None)  # the inner models are not asked for again
+        exp.forget_fits()  # the inner models are not asked for again
         records[splits[f].name] = {**record, "signature": signature}
         write_json(path, records[splits[f].name])
         criterion = {r: round(v, 4) for r, v in record["criterion"].items()}

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from dualpatch.bank.memory import remembered_queries
+from dualpatch.bank.query_memo import remembered_queries
 from dualpatch.data.fewshot import ADVICE_EVIDENCE, ALL, Shots, fewshot_draws
 from dualpatch.errors import ConfigError
 from dualpatch.experiment.crossval import observed, seeds_of
@@ -138,7 +138,7 @@ def _run_plan(exp, i: int, plan: tuple, splits, seeds, counts, results, boots, e
             exp, settings, [s for _, s in pairs], seeds,
             [counts[f] for f, _ in pairs], True, rule_of,
         )  # fmt: skip
-        exp.__dict__.pop("_fitted", None)  # one model per draw: none is asked for again
+        exp.forget_fits()  # one model per draw: none is asked for again
         if n != shots[-1]:  # only each run's largest n reaches the gallery: free its maps
             result["maps"] = None
         results.append(result)

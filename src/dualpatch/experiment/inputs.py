@@ -19,7 +19,7 @@ def defect_inputs(train, source: str, size: tuple[int, int], augmented=(), crops
     if source not in ("image", "crop"):
         raise ConfigError(f"unknown defect source {source!r} (image or crop)")
     if crops:
-        from dualpatch.data.crop_folder import load_crop_folders
+        from dualpatch.data.crop_reader import load_crop_folders
 
         real = load_crop_folders(crops, size)
     elif source == "crop":

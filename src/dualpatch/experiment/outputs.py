@@ -20,7 +20,7 @@ def run_signature(s: dict, dataset_info: dict, threshold: str, native: bool = Fa
     cut (native regions since issue 24), the threshold mode and whether native-resolution pixel
     metrics were asked for (``native``)."""
     from dualpatch.augment import recipe
-    from dualpatch.data.crop_folder import crops_fingerprint
+    from dualpatch.data.crop_reader import crops_fingerprint
     from dualpatch.spec import ALIASES
 
     old_names = {new: old for old, new in ALIASES.items()}
@@ -116,7 +116,8 @@ def npy_bytes(obj: dict) -> bytes:
 
 def write_report(exp, results: list[dict], dataset_info: dict, sections=()) -> Path:
     """report.html of an experiment: every run's figures, curves and gallery, and provenance."""
-    from dualpatch.report.html import RunResult, write_html_report
+    from dualpatch.report.data import RunResult
+    from dualpatch.report.html import write_html_report
 
     size = tuple(exp.config["image_size"])
 

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from dualpatch.environment import environment, rss_mb
-from dualpatch.errors import ConfigError
 from dualpatch.experiment.config import (
     AUGMENT_KEYS,
     DEFAULTS,
@@ -30,7 +29,6 @@ from dualpatch.experiment.config import (
     resolve_run,
     validate,
 )
-from dualpatch.experiment.inputs import defect_inputs, synthetic_defects
 from dualpatch.experiment.outputs import (
     finished_before,
     load_finished,
@@ -48,11 +46,9 @@ __all__ = [
     "RUN_KEYS",
     "Experiment",
     "apply_override",
-    "defect_inputs",
     "environment",
     "load_config",
     "resolve_run",
-    "synthetic_defects",
     "validate",
 ]
 
@@ -73,6 +69,8 @@ class Experiment:
         self.progress = progress
         self.log = log or logging.getLogger("dualpatch.experiment.runner")
         self.force = force
+        #: fitted dual models by settings but the rule and training split (``fit_model``)
+        self._fitted: dict[str, Any] = {}
 
     def check_output(self) -> None:
         """Refuse an ``out`` that holds what ``dualpatch run`` did not write, unless ``force``."""
@@ -111,7 +109,7 @@ class Experiment:
         finished before with the same signature is read back instead."""
         from dualpatch.experiment.protocol import f1_at
         from dualpatch.metrics.evaluation import evaluate, native_pixel_metrics
-        from dualpatch.report.html import slug
+        from dualpatch.report.data import slug
 
         run_dir = run_dir or self.out / "runs" / slug(s["name"])
         native = bool(self.config["native_pixel_metrics"])
@@ -186,7 +184,7 @@ class Experiment:
             sort_keys=True,
             default=str,
         )
-        fitted = self.__dict__.setdefault("_fitted", {})
+        fitted = self._fitted
         if s["bank"] == "dual" and key in fitted:
             model = copy.copy(fitted[key])
             model.rule = s["rule"]
@@ -199,27 +197,19 @@ class Experiment:
         return model
 
     def _fit_new(self, s: dict, train):
-        from dualpatch.spec import model_params
+        from dualpatch.experiment.build import build_model
+        from dualpatch.spec import RunSpec
 
-        size = tuple(s["image_size"])
         # the estimators' progress reaches the subscribed display through dualpatch.events
         progress = True if self.progress is None else self.progress
-        common = dict(cache_dir=self._cache(), progress=progress)
-        from dualpatch import DualPatchCore, PatchCore
+        pool = self.augment(s["augment"], train) if s["bank"] == "dual" and s["augment"] else None
+        spec = RunSpec.of(s)
+        return build_model(spec, train, cache_dir=self._cache(), progress=progress, pool=pool)
 
-        if s["bank"] == "single":
-            return PatchCore(**model_params(s, "single"), **common).fit(train.normal())
-        defects = defect_inputs(train, s["defects"], size, s["augmented"], s.get("crops"))
-        if s["augment"]:
-            pool = self.augment(s["augment"], train)
-            synthetic = synthetic_defects([pool], s["defects"], size, s["augment"].get("n", 40))
-            if not synthetic:  # never report a run as augmented that added nothing
-                raise ConfigError(f"{pool}: gave no synthetic defects for run {s['name']!r}")
-            defects += synthetic
-        # the few-shot baseline's setting is a run key, not part of the spec's model keys
-        feature_augment = s.get("defect_feature_augment")
-        model = DualPatchCore(**model_params(s), **common, defect_feature_augment=feature_augment)
-        return model.fit(train.normal(), defects)
+    def forget_fits(self) -> None:
+        """Drop the fits kept for runs that differ only in their rule (``fit_model``): for
+        callers that never ask for a model again (one per few-shot draw)."""
+        self._fitted.clear()
 
     def _cache(self) -> str | None:
         """The feature cache folder; None (no cache) for ``cache_dir: ""``."""
@@ -241,7 +231,7 @@ class Experiment:
         recipe is taken for the current one's.
         """
         from dualpatch import augment
-        from dualpatch.report.html import slug
+        from dualpatch.report.data import slug
 
         def key(a: dict) -> tuple:
             return tuple(sorted((k, v) for k, v in a.items() if k != "n"))

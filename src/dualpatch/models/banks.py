@@ -3,10 +3,13 @@ the feature cache, a bank spilled to disk under ``max_memory``, or one built in 
 bank as a progress stage, and the anomaly-map scale measured on the training images.
 
 Each function takes the estimator (``model``: a ``PatchCore`` or ``DualPatchCore``) whose
-parameters it reads and, for ``fit_normal_bank``, whose learned state it sets."""
+parameters it reads and returns what it built (``normal_bank``: a ``NormalBank``); the estimator
+sets its own learned state. Features come from the estimator's ``FeatureSource``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,34 +27,54 @@ from dualpatch.scoring import patch_distances
 MAP_SCALE_IMAGES = 200
 
 
-def fit_normal_bank(model: Any, normal: list[Sample]) -> Any:
-    """Set ``model.memory_``, ``grid_`` (and ``spill_`` under ``max_memory``) and record the
-    training images; returns their (N, h, w, D) features: a tensor, or (bounded memory, shared
-    bank) a view that reads batches on demand."""
+@dataclass(frozen=True)
+class NormalBank:
+    """A fitted normal bank: the ``MemoryBank``, the feature grid (h, w), the spill report
+    (None unless fitted under ``max_memory``) and the training images' (N, h, w, D) features: a
+    tensor, or (bounded memory, shared bank) a view that reads batches on demand."""
+
+    memory: MemoryBank
+    grid: tuple[int, int]
+    spill: dict | None
+    features: Any
+
+
+def shared_bank_path(model: Any, normal: list[Sample]) -> Path | None:
+    """Where the feature cache keeps the normal bank of ``normal`` under ``model``'s settings."""
+    settings = feature_cache.bank_settings(
+        model.coreset_ratio, model.coreset_min, model.projection_dim, model.seed,
+        model.coreset_method, model.max_memory,
+    )  # fmt: skip
+    return feature_cache.shared_bank_path(model.feature_source(), normal, settings)
+
+
+def normal_bank(model: Any, normal: list[Sample]) -> NormalBank:
+    """The normal bank of ``model``'s settings fitted on ``normal``: read from the feature
+    cache's shared banks, spilled to disk under ``max_memory``, or built in memory."""
     check_large_data(model)
     if not normal:
         raise DataError("no normal images to fit on")
-    shared = feature_cache.shared_bank_path(model, normal)
+    source = model.feature_source()
+    shared = shared_bank_path(model, normal)
     cached = feature_cache.load_shared_bank(shared) if shared else None
-    feats: Any
     if cached is not None:  # the same images and coreset settings: computed before
-        model.memory_ = model._memory(model.coreset_ratio)
-        model.memory_.bank_, model.grid_ = cached
-        feats = feature_cache.CachedImageFeatures(model, normal)
-    elif model.max_memory is not None:
+        memory = model._memory(model.coreset_ratio)
+        memory.bank_, grid = cached
+        return NormalBank(memory, grid, None, feature_cache.CachedImageFeatures(source, normal))
+    spill = None
+    if model.max_memory is not None:
         from dualpatch.bank.spill import spilled_bank
 
-        model.grid_, model.memory_, model.spill_, feats = spilled_bank(model, normal, model._bar)
+        empty = model._memory(model.coreset_ratio)
+        grid, memory, spill, feats = spilled_bank(model, source, empty, normal)
     else:
-        feats = model.image_features(normal, "normal features")
-        model.grid_ = tuple(feats.shape[1:3])
+        feats = source.features(normal, "normal features")
+        grid = tuple(feats.shape[1:3])
         flat = feats.reshape(-1, feats.shape[-1])
-        model.memory_ = coreset_bank(model, model.coreset_ratio, flat, "normal coreset")
-    if shared and cached is None:
-        feature_cache.save_shared_bank(shared, model.memory_.bank_, model.grid_)
-    model.train_sha256_ = set()
-    model.record_training_images(s.image_path for s in normal)
-    return feats
+        memory = coreset_bank(model, model.coreset_ratio, flat, "normal coreset")
+    if shared:
+        feature_cache.save_shared_bank(shared, memory.bank_, grid)
+    return NormalBank(memory, grid, spill, feats)
 
 
 def coreset_bank(model: Any, ratio: float, flat: torch.Tensor, desc: str) -> MemoryBank:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dualpatch.bank.feature_cache import FeatureSource
 from dualpatch.data.base import Sample
 from dualpatch.data.crops import DefectCrop
 from dualpatch.errors import DataError
@@ -40,20 +41,27 @@ def crop_file_records(crops: list[DefectCrop]) -> list[dict]:
     ]
 
 
-def defect_image_features(model: Any, samples: list[Sample]) -> torch.Tensor:
-    """(M, D) features of the patches that touch each image's defect mask, or, for an image
-    without a mask, of its pseudo-mask (``pseudo_cells``; recorded in ``model.pseudo_masks_``)."""
+def defect_image_features(
+    source: FeatureSource,
+    samples: list[Sample],
+    normal_bank: Any = None,
+    novelty_level: float | None = None,
+    num_neighbors: int = 1,
+) -> tuple[torch.Tensor, list[dict]]:
+    """((M, D) features (from ``source``) of the patches that touch each image's defect mask or,
+    for an image without a mask, its pseudo-mask: the patches farther than ``novelty_level`` from
+    ``normal_bank`` (``pseudo_cells``); a record per pseudo-masked image)."""
     from dualpatch.fileio import sha256_file
 
-    feats = model.image_features(samples, "defect features")
+    feats = source.features(samples, "defect features")
     rows, pseudo = [], []
     for s, f in zip(samples, feats, strict=True):
         if s.mask_path is None:
-            cells = pseudo_cells(model, f)
+            cells = pseudo_cells(normal_bank, novelty_level, num_neighbors, f)
             record = {"file": s.image_path.name, "sha256": sha256_file(s.image_path)}
             pseudo.append({**record, "patches": int(cells.sum())})
         else:
-            cells = mask_cells(s.mask(tuple(model.image_size)), f.shape[:2])
+            cells = mask_cells(s.mask(source.image_size), f.shape[:2])
         rows.append(f[cells])
     empty = [r["file"] for r in pseudo if not r["patches"]]
     if empty:
@@ -63,22 +71,25 @@ def defect_image_features(model: Any, samples: list[Sample]) -> torch.Tensor:
             "defect bank",
             stacklevel=3,
         )
-    model.pseudo_masks_ = pseudo
-    return torch.cat(rows)
+    return torch.cat(rows), pseudo
 
 
-def pseudo_cells(model: Any, feats: torch.Tensor) -> torch.Tensor:
+def pseudo_cells(
+    normal_bank: Any, novelty_level: float | None, num_neighbors: int, feats: torch.Tensor
+) -> torch.Tensor:
     """(h, w) bool: the patches of one image's (h, w, D) features whose distance to the normal
     bank (as scored: mean of ``num_neighbors`` nearest) is above the novelty level tau."""
+    if normal_bank is None or novelty_level is None:
+        raise DataError("a defective image without a mask needs a fitted normal bank and tau")
     h, w, d = feats.shape
-    k = min(model.num_neighbors, model.memory_.bank_.shape[0])
-    dist, _ = model.memory_.query(feats.reshape(-1, d).float(), k)
-    return (patch_distances(dist) > model.novelty_level_).reshape(h, w)
+    k = min(num_neighbors, normal_bank.bank_.shape[0])
+    dist, _ = normal_bank.query(feats.reshape(-1, d).float(), k)
+    return (patch_distances(dist) > novelty_level).reshape(h, w)
 
 
-def crop_features(model: Any, crops: list[DefectCrop]) -> torch.Tensor:
-    """(M, D) features of defect patches, each crop run through the backbone at its own size;
-    ``model.defect_patches`` says which patches of a crop count ("mask" or "all")."""
+def crop_features(source: FeatureSource, crops: list[DefectCrop], patches: str) -> torch.Tensor:
+    """(M, D) features of defect patches, each crop run through ``source``'s backbone at its own
+    size; ``patches`` (``defect_patches``) says which patches of a crop count ("mask" or "all")."""
     kept = []
     for c in crops:
         h, w = c.mask.shape
@@ -90,11 +101,11 @@ def crop_features(model: Any, crops: list[DefectCrop]) -> torch.Tensor:
             )
             continue
         kept.append(c)
-    bar = model._bar("defect features", len(kept))
+    bar = source.stage("defect features", len(kept))
     rows = []
     for c in kept:
-        f = model.extractor_(to_tensor(c.image)).features[0]  # (D, h, w)
-        if model.defect_patches == "mask":
+        f = source.extractor()(to_tensor(c.image)).features[0]  # (D, h, w)
+        if patches == "mask":
             cell = mask_cells(c.mask, f.shape[-2:])
         else:
             cell = torch.ones(f.shape[-2:], dtype=torch.bool)

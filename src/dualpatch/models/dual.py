@@ -22,12 +22,14 @@ from dualpatch.models.defect_features import (
     defect_rows,
 )
 from dualpatch.models.patchcore import PatchCore
+from dualpatch.models.persistence import register
 from dualpatch.scoring import score_patches
 
 #: the smallest novelty level tau: a bank whose normal images repeat each other exactly gets this
 MIN_NOVELTY_LEVEL = 1e-12
 
 
+@register
 class DualPatchCore(PatchCore):
     """Dual-bank PatchCore: a normal bank plus a defect bank built from defect crops.
 
@@ -93,7 +95,7 @@ class DualPatchCore(PatchCore):
         defects = self._check_defects(defects)  # before the normal bank's minutes of work
         normal = list(normal)
         self.threshold_ = self.threshold_record_ = None  # calibrate() sets them, if asked
-        normal_feats = banks.fit_normal_bank(self, normal)
+        normal_feats = self._fit_normal_bank(normal)
         # tau depends on the normal bank only: measured once, before any rule scores a patch
         level, measured = banks.leave_image_out_level(self, normal_feats)
         self.set_novelty_level(
@@ -147,12 +149,18 @@ class DualPatchCore(PatchCore):
         return self
 
     def defect_image_features(self, samples: list[Sample]) -> torch.Tensor:
-        """(M, D) features of the patches that touch each image's defect mask."""
-        return defect_image_features(self, samples)
+        """(M, D) features of the patches that touch each image's defect mask, or, for an image
+        without a mask, its pseudo-mask (patches above tau; recorded in ``pseudo_masks_``)."""
+        rows, pseudo = defect_image_features(
+            self.feature_source(), samples, self.memory_, getattr(self, "novelty_level_", None),
+            self.num_neighbors,
+        )  # fmt: skip
+        self.pseudo_masks_ = pseudo
+        return rows
 
     def crop_features(self, crops: list[DefectCrop]) -> torch.Tensor:
         """(M, D) features of defect patches, each crop run through the backbone at its own size."""
-        return crop_features(self, crops)
+        return crop_features(self.feature_source(), crops, self.defect_patches)
 
     def set_novelty_level(self, level: float, record: dict[str, Any]) -> None:
         """Set tau (``novelty_level_``) and how it was measured (``novelty_level_record_``).

@@ -40,6 +40,7 @@ from dualpatch.data.base import Sample
 from dualpatch.errors import ConfigError, DataError
 from dualpatch.fileio import sha256_file
 from dualpatch.models.defect_features import mask_cells
+from dualpatch.models.persistence import load_model, model_class
 
 #: An image scoring above this many times the stored threshold is refused from the normal bank.
 GUARD_FACTOR = 1.5
@@ -423,12 +424,11 @@ def update_folder(
     later updates; without any, the threshold is kept and the record says it was not re-checked.
     """
     from dualpatch.models import versions
-    from dualpatch.models.patchcore import PatchCore
 
     if bank not in ("normal", "defect"):
         raise ConfigError(f"unknown bank {bank!r} (normal or defect)")
     with versions.locked(model_dir):
-        model = PatchCore.load(model_dir, weights)
+        model = load_model(model_class("PatchCore"), model_dir, weights)  # or a subclass
         held = _held_out_files(model_dir) if held_out is None else list(held_out)
         if bank == "normal":
             update = add_normal(model, images, force=force, held_out=held)
@@ -473,12 +473,12 @@ def start_defect_bank(
     ``images`` (their patches as ``add_defects`` picks them, bounded by ``defect_coreset``): for a
     line that starts with no known defect. The single bank's threshold is not in the dual rule's
     units, so it is re-computed on ``held_out`` normals, or dropped (and the record says so)."""
-    from dualpatch.models.dual import DualPatchCore
-
     if hasattr(model, "defect_memory_"):
         raise ConfigError("the model already has a defect bank: use add_defects")
     model._check_fitted()
-    dual = DualPatchCore(**model.get_params(), weights=model.weights, cache_dir=model.cache_dir)
+    # by the registry: the estimators import this module (add_normal, add_defects)
+    dual_class = model_class("DualPatchCore")
+    dual = dual_class(**model.get_params(), weights=model.weights, cache_dir=model.cache_dir)
     dual.progress = model.progress
     dual._extractor = getattr(model, "_extractor", None)
     for name in ("memory_", "grid_", "map_scale_", "train_sha256_"):

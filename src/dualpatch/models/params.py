@@ -19,8 +19,10 @@ def check_scoring_params(model: Any) -> None:
 def check_large_data(model: Any) -> None:
     """ConfigError for a large-data setting (coreset method, knn backend, ``max_memory``) that
     could only fail after minutes of work; a missing faiss is found now, not when the fit ends."""
-    from dualpatch.bank.memory import CORESETS, KNN_METHODS, require_faiss
+    from dualpatch.bank.memory import CORESETS
+    from dualpatch.bank.neighbours import require_faiss
     from dualpatch.bank.spill import parse_size
+    from dualpatch.defaults import KNN_METHODS
 
     if model.coreset_method not in CORESETS:
         raise ConfigError(

@@ -14,16 +14,17 @@ import numpy as np
 import torch
 
 from dualpatch.bank import feature_cache
-from dualpatch.bank.feature_cache import cache_key, key_prefix
+from dualpatch.bank.feature_cache import FeatureSource, key_prefix
 from dualpatch.bank.memory import MemoryBank
 from dualpatch.data.base import Sample
 from dualpatch.defaults import BACKBONE, CORESET_MIN, IMAGE_SIZE, NORMAL_CORESET, NORMALIZATION
 from dualpatch.errors import ConfigError, DataError
-from dualpatch.events import open_stage, silent
+from dualpatch.events import open_stage
 from dualpatch.features.extractor import FeatureExtractor, to_tensor
 from dualpatch.fileio import sha256_file
 from dualpatch.models import banks
 from dualpatch.models.params import check_scoring_params
+from dualpatch.models.persistence import load_model, register, save_model
 from dualpatch.scoring import (
     DEFAULT_NUM_NEIGHBORS,
     DEFAULT_REWEIGHT_NEIGHBORS,
@@ -44,6 +45,7 @@ class Prediction:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@register
 class PatchCore:
     """Single-bank PatchCore: nearest-neighbour distance of each test patch to normal patches.
 
@@ -124,13 +126,27 @@ class PatchCore:
         return self._extractor
 
     # -- features ---------------------------------------------------------------------------
+    def feature_source(self) -> FeatureSource:
+        """Where this estimator's features come from (backbone, input size, batch size, cache,
+        key prefix, progress): built once per setting of those parameters and handed to the
+        helpers below the estimator (cache, spill store, defect features, Ray fit)."""
+        size = (self.image_size[0], self.image_size[1])
+        # id: a copy of the estimator builds its own source, whose extractor is the copy's
+        settings = (id(self), self.backbone, size, self.normalization, self.weights,
+                    self.batch_size, self.cache_dir, self.progress)  # fmt: skip
+        built = getattr(self, "_source", None)
+        if built is None or built[0] != settings:
+            prefix = key_prefix(self.backbone, size, self.normalization, self.weights)
+            source = FeatureSource(
+                lambda: self.extractor_, size, self.batch_size, self.cache_dir, prefix,
+                self.progress,
+            )  # fmt: skip
+            self._source = built = (settings, source)
+        return built[1]
+
     def _cache_key(self, sample: Sample) -> str:
         """Image content + everything that shapes its features (code version, backbone, weights)."""
-        if getattr(self, "_key_prefix", None) is None:
-            self._key_prefix = key_prefix(
-                self.backbone, self.image_size, self.normalization, self.weights
-            )
-        return cache_key(self._key_prefix, sample.image_path)
+        return self.feature_source().key(sample)
 
     def image_features(
         self,
@@ -142,18 +158,27 @@ class PatchCore:
 
         ``desc`` names the progress stage (None: no stage); ``bar`` takes the progress (images
         done) instead of a new stage."""
-        bar = bar or (self._bar(desc, len(samples)) if desc else silent("", 0))
-        return feature_cache.image_features(self, samples, bar)
+        return self.feature_source().features(samples, desc, bar)
 
     # -- fit / predict ----------------------------------------------------------------------
     def fit(self, normal: Iterable[Sample]) -> PatchCore:
         """Build the normal memory bank from defect-free images."""
         self.check_params()
         self.threshold_ = self.threshold_record_ = None  # calibrate() sets them, if asked
-        feats = banks.fit_normal_bank(self, list(normal))
+        feats = self._fit_normal_bank(list(normal))
         self.map_scale_ = banks.map_scale(self, feats)
         feature_cache.close_features(feats)
         return self
+
+    def _fit_normal_bank(self, normal: list[Sample]) -> Any:
+        """Fit the normal bank (``banks.normal_bank``) and set it; returns the images' features."""
+        fitted = banks.normal_bank(self, normal)
+        self.memory_, self.grid_, feats = fitted.memory, fitted.grid, fitted.features
+        if fitted.spill is not None:
+            self.spill_ = fitted.spill
+        self.train_sha256_ = set()
+        self.record_training_images(s.image_path for s in normal)
+        return feats
 
     def record_training_images(self, paths: Iterable[str | os.PathLike[str]]) -> None:
         """Remember the SHA-256 of images the model was fit on (see ``training_overlap``)."""
@@ -270,16 +295,12 @@ class PatchCore:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``model.safetensors`` and ``model.json`` (config, versions, shapes, digest)."""
-        from dualpatch.models.persistence import save_model
-
         return save_model(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], weights: str | None = None) -> PatchCore:
         """Load a model saved by ``save``; refuses tampered, truncated or mismatched files.
         A ``PatchCore.load`` of a dual model gives the ``DualPatchCore`` it holds."""
-        from dualpatch.models.persistence import load_model
-
         return load_model(cls, path, weights)
 
     # -- learning on the line (models/online.py) -------------------------------------------

@@ -4,7 +4,8 @@ truncated or mismatched is refused with a ``ModelFileError``/``WeightsError``: t
 SHA-256 in model.json, model.json's score-changing fields by the seal in the tensor file's header
 and by a check of every field (``dualpatch.card``), and non-finite banks at save and at load.
 
-``load`` dispatches on model.json's ``class`` through ``model_classes()``.
+``load`` dispatches on model.json's ``class`` through the registry ``model_classes()``, which each
+estimator class joins with ``@register`` where it is defined: this module imports no estimator.
 """
 
 from __future__ import annotations
@@ -28,15 +29,36 @@ from dualpatch.environment import versions
 from dualpatch.errors import ConfigError, ModelFileError, WeightsError
 from dualpatch.fileio import atomic_path, finite, sha256_file, write_json
 
-__all__ = ["FORMAT_VERSION", "load_model", "model_classes", "save_model", "weights_record"]
+__all__ = [
+    "FORMAT_VERSION",
+    "load_model",
+    "model_class",
+    "model_classes",
+    "register",
+    "save_model",
+    "weights_record",
+]
+
+#: the estimator classes a model.json may name, by class name (filled by ``register``)
+_CLASSES: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: ``cls`` may be named by a model.json's ``class`` and loaded."""
+    _CLASSES[cls.__name__] = cls
+    return cls
 
 
 def model_classes() -> dict[str, type]:
     """The estimator classes a model.json may name."""
-    from dualpatch.models.dual import DualPatchCore
-    from dualpatch.models.patchcore import PatchCore
+    return dict(_CLASSES)
 
-    return {"PatchCore": PatchCore, "DualPatchCore": DualPatchCore}
+
+def model_class(name: str) -> type:
+    """The registered estimator class called ``name`` (``ConfigError`` if there is none)."""
+    if name not in _CLASSES:
+        raise ConfigError(f"unknown model class {name!r} (known: {', '.join(sorted(_CLASSES))})")
+    return _CLASSES[name]
 
 
 def save_model(model: Any, path: str | os.PathLike[str]) -> Path:

@@ -17,23 +17,19 @@ from typing import Any
 from urllib.parse import quote
 
 from dualpatch.fileio import write_text
-from dualpatch.report.data import (  # noqa: F401  (re-exported: callers import them from report)
+from dualpatch.report.data import (
     KIND_TITLES,
     KINDS,
     METRICS,
-    ArraySource,
     RunResult,
     gallery_order,
-    metric_value,
     metrics_dict,
     slug,
     write_scores_csv,
 )
-from dualpatch.report.plots import (  # noqa: F401  (re-exported)
-    MASK_COLOUR,
+from dualpatch.report.plots import (
     map_range,
     plot_curves,
-    render_overlay,
     write_overlays,
 )
 

@@ -73,7 +73,7 @@ class ScorerModule(nn.Module):
         self.k_defect = min(self.k, int(model.defect_memory_.bank_.shape[0])) if self.dual else 0
 
     def _distances(self, flat: torch.Tensor, name: str, k: int) -> torch.Tensor:
-        from dualpatch.bank.memory import knn_distances_one_block
+        from dualpatch.bank.neighbours import knn_distances_one_block
         from dualpatch.scoring import patch_distances
 
         centre, bank = getattr(self, f"{name}_centre"), getattr(self, f"{name}_bank")

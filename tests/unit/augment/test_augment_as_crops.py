@@ -7,7 +7,8 @@ import numpy as np
 
 from dualpatch.augment import load_augmented
 from dualpatch.augment.ddpm import generate_ddpm, sample_ddpm, train_ddpm
-from dualpatch.data.crop_folder import CropSpec, read_crop_folder, read_rows
+from dualpatch.data.crop_folder import CropSpec
+from dualpatch.data.crop_reader import read_crop_folder, read_rows
 from tests.support.common import TINY
 from tests.support.ddpm import gray_folder, tiny
 

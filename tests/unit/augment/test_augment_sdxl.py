@@ -111,7 +111,7 @@ def test_sdxl_missing_weights_is_one_clear_error(demo_root, tmp_path):
 
 def test_sdxl_as_crops_equals_the_crops_of_its_images(tiny_sdxl, demo_root, tmp_path, monkeypatch):
     from dualpatch.augment import load_augmented
-    from dualpatch.data.crop_folder import read_crop_folder
+    from dualpatch.data.crop_reader import read_crop_folder
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # the old width-first flags, still read (H W = 80 32, as in the test above)

@@ -12,12 +12,11 @@ from PIL import Image
 
 from dualpatch import DualPatchCore
 from dualpatch.data import KolektorSDD2
-from dualpatch.data.crop_folder import (
-    CropSpec,
+from dualpatch.data.crop_folder import CropSpec, write_training_crops
+from dualpatch.data.crop_reader import (
     load_crop_folders,
     read_crop_folder,
     read_rows,
-    write_training_crops,
 )
 from dualpatch.data.crops import connected_regions, extract_defect_crops
 from dualpatch.errors import DataError

@@ -17,7 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dualpatch.cli.data import app
-from dualpatch.data.download import Limits, download, download_ksdd2, safe_extract
+from dualpatch.data.download import download, download_ksdd2
+from dualpatch.data.extract import Limits, safe_extract
 from dualpatch.errors import DataError
 from dualpatch.fileio import MARKER
 from tests.support.http_server import local_server

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from dualpatch import PatchCore
-from dualpatch.bank.memory import MemoryBank, knn
+from dualpatch.bank.memory import MemoryBank
+from dualpatch.bank.neighbours import knn
 from dualpatch.errors import ConfigError
 from tests.support.common import tiny_params
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dualpatch.bank.memory import knn
+from dualpatch.bank.neighbours import knn
 
 
 def far_from_origin(seed: int, n: int, dim: int = 64, norm: float = 1e4, spread: float = 1.0):

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from dualpatch.bank.memory import MemoryBank, greedy_coreset, knn
+from dualpatch.bank.memory import MemoryBank, greedy_coreset
+from dualpatch.bank.neighbours import knn
 from dualpatch.errors import DataError
 from tests.support.coreset import brute_force_k_center
 
@@ -125,3 +126,23 @@ def test_non_finite_features_raise(bad):
     feats[17, 2] = bad
     with pytest.raises(DataError, match="NaN|infinite"):
         MemoryBank(min_size=5).fit(feats)
+
+
+def test_a_bank_is_centred_once_for_all_its_queries(monkeypatch):
+    """The bank's mean and squared norms are computed once per bank, not per query, and the
+    answers are the plain search's, bit for bit; a new bank gets its own."""
+    from dualpatch.bank import memory, neighbours
+
+    calls = []
+    monkeypatch.setattr(memory, "centred", lambda b: calls.append(1) or neighbours.centred(b))
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(50, 16, generator=gen) * 30 + 100  # large norms: centring matters
+    queries = [torch.randn(7, 16, generator=gen) * 30 + 100 for _ in range(3)]
+    bank = MemoryBank(coreset_ratio=1.0, min_size=50).fit(feats)
+    for q in queries:
+        for got, want in zip(bank.query(q, 3), knn(q, bank.bank_, 3), strict=True):
+            assert torch.equal(got, want)
+    assert len(calls) == 1
+    bank.bank_ = bank.bank_[:20].clone()
+    assert torch.equal(bank.query(queries[0], 1)[0], knn(queries[0], bank.bank_, 1)[0])
+    assert len(calls) == 2

@@ -1,4 +1,4 @@
-"""memory.remembered_queries: a repeated k-NN query returns the first answer, without searching,
+"""query_memo.remembered_queries: a repeated k-NN query returns the first answer, without searching,
 and only when the bank's and the rows' values are the same."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from dualpatch.bank import query_memo
-from dualpatch.bank.memory import MemoryBank, remembered_queries
+from dualpatch.bank.memory import MemoryBank
+from dualpatch.bank.query_memo import remembered_queries
 
 
 def _bank(seed: int) -> MemoryBank:

@@ -56,7 +56,7 @@ def test_defective_images_with_empty_masks_give_an_empty_bank_error(demo_train, 
 
 def test_synthetic_folder_feeds_the_bank_as_images(tmp_path, demo_root, demo_train, tiny_normal):
     from dualpatch.augment import augmented_samples, generate
-    from dualpatch.experiment.runner import defect_inputs, synthetic_defects
+    from dualpatch.experiment.inputs import defect_inputs, synthetic_defects
 
     generate("paste", "demo", demo_root, tmp_path / "paste", n=4, seed=1, progress=False)
     samples = augmented_samples([tmp_path / "paste"])

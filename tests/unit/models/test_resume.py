@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from dualpatch import PatchCore
+from dualpatch.bank.feature_cache import load_cached
 from dualpatch.cli.main import main
 from dualpatch.fileio import MARKER
-from dualpatch.models import _load_cached
 from tests.support.common import CountingExtractor, kill_when, tiny_params
 
 #: large enough that extracting the demo set's 72 training images takes seconds on one thread
@@ -68,7 +68,7 @@ def test_killed_fit_resumes_from_its_cache(demo_root, demo_train, cli_env, tmp_p
     for name in os.listdir(cache):
         assert ENTRY.fullmatch(name) or TEMPORARY.fullmatch(name), name
     for name in before:
-        assert _load_cached(cache / name) is not None, f"{name}: a damaged entry was left"
+        assert load_cached(cache / name) is not None, f"{name}: a damaged entry was left"
 
     # one entry is damaged on top, as a crash in the middle of its write could have left it
     damaged = sorted(before)[0]
@@ -86,7 +86,7 @@ def test_killed_fit_resumes_from_its_cache(demo_root, demo_train, cli_env, tmp_p
     kept = [name for name in before if name != damaged]
     assert all(after[name] == before[name] for name in kept), "an intact entry was recomputed"
     assert after[damaged] != before[damaged], "the damaged entry was trusted"
-    assert _load_cached(cache / damaged) is not None
+    assert load_cached(cache / damaged) is not None
 
     # 4. an uninterrupted run in a fresh cache gives the same model and the same scores
     #    (run in this process, through the same entry point: it saves a second start-up)
@@ -152,7 +152,7 @@ def test_damaged_cache_entry_is_recomputed(how, tiny_normal, tmp_path):
     feats = again.image_features(images)
     assert counting.images == 1  # only the damaged entry went through the backbone again
     torch.testing.assert_close(feats, reference, rtol=0, atol=0)
-    assert _load_cached(target) is not None  # rewritten whole
+    assert load_cached(target) is not None  # rewritten whole
 
     third = PatchCore(**tiny_params(cache_dir=str(cache)))
     third._extractor = counting = CountingExtractor(first.extractor_)

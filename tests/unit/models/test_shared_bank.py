@@ -8,7 +8,7 @@ import torch
 
 from dualpatch import DualPatchCore, PatchCore
 from dualpatch.bank import memory
-from dualpatch.models import _load_shared_bank
+from dualpatch.bank.feature_cache import load_shared_bank
 from tests.support.common import CountingExtractor, tiny_params
 
 
@@ -43,7 +43,7 @@ def test_damaged_shared_bank_is_recomputed(tiny_normal, tmp_path):
     path.write_bytes(data[:-1] + bytes([data[-1] ^ 0x40]))
     again = PatchCore(**tiny_params(cache_dir=cache)).fit(tiny_normal)
     torch.testing.assert_close(again.memory_.bank_, first.memory_.bank_, rtol=0, atol=0)
-    assert _load_shared_bank(path) is not None  # rewritten whole
+    assert load_shared_bank(path) is not None  # rewritten whole
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def test_damaged_shared_bank_is_recomputed(tiny_normal, tmp_path):
 def test_every_approx_constant_is_part_of_the_shared_bank_key(constant, tiny_normal, monkeypatch):
     # each of these shapes the approximate coreset's picks; a key without one would hand a bank
     # made under its old value to a fit under the new one
-    from dualpatch.bank.feature_cache import shared_bank_path
+    from dualpatch.models.banks import shared_bank_path
 
     model = PatchCore(**tiny_params(cache_dir="cache", coreset_method="approx"))
     before = shared_bank_path(model, tiny_normal)

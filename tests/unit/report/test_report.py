@@ -13,17 +13,9 @@ import pytest
 from PIL import Image
 
 from dualpatch.fileio import write_json
-from dualpatch.report.html import (
-    MASK_COLOUR,
-    RunResult,
-    gallery_order,
-    metrics_dict,
-    plot_curves,
-    render_overlay,
-    write_html_report,
-    write_overlays,
-    write_scores_csv,
-)
+from dualpatch.report.data import RunResult, gallery_order, metrics_dict, write_scores_csv
+from dualpatch.report.html import write_html_report
+from dualpatch.report.plots import MASK_COLOUR, plot_curves, render_overlay, write_overlays
 from tests.support import browser
 
 H, W = 40, 16  # tall and narrow like KSDD2, tiny to keep the suite fast

@@ -101,7 +101,7 @@ def test_bad_neighbour_counts(value, tiny_normal):
 
 
 def test_one_rule_registry():
-    from dualpatch.cli.main import Rule
+    from dualpatch.cli.common import Rule
     from dualpatch.experiment.runner import load_config
 
     assert [r.value for r in Rule] == list(DUAL_RULES)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dualpatch.bank.memory import knn
+from dualpatch.bank.neighbours import knn
 from dualpatch.errors import ConfigError
 from dualpatch.scoring import (
     anomaly_map,

@@ -29,20 +29,27 @@ def test_model_fields_are_the_estimators_parameters_with_their_defaults():
         params = inspect.signature(cls.__init__).parameters
         for name in spec.MODEL_KEYS:
             if name in params:  # DualPatchCore passes most through **kwargs
-                default = params[name].default
-                want = list(default) if isinstance(default, tuple) else default
-                assert getattr(model, name) == want, (cls.__name__, name)
+                assert getattr(model, name) == params[name].default, (cls.__name__, name)
 
 
-def test_model_params_build_both_estimators():
+def test_estimator_kwargs_build_both_estimators():
     from dualpatch import DualPatchCore, PatchCore
 
-    settings = {**spec.defaults(), "coreset_ratio": 0.5, "rule": "seed"}
-    single = PatchCore(**spec.model_params(settings, "single"))
-    dual = DualPatchCore(**spec.model_params(settings))
+    settings = {**spec.defaults(), "coreset_ratio": 0.5, "rule": "seed", "image_size": [64, 32]}
+    run = spec.RunSpec.of(settings)  # a config's values: the size as YAML lists it
+    single = PatchCore(**run.estimator_kwargs("single"))
+    dual = DualPatchCore(**run.estimator_kwargs())
     assert single.coreset_ratio == dual.coreset_ratio == 0.5 and dual.rule == "seed"
-    assert single.image_size == dual.image_size == (320, 128)  # (H, W)
+    assert single.image_size == dual.image_size == (64, 32)  # (H, W), a tuple
     assert not hasattr(single, "rule")
+    assert "defect_coreset" not in run.estimator_kwargs("single")
+
+
+def test_a_spec_keeps_the_size_a_tuple_and_a_config_a_list():
+    """One type per place: (H, W) tuples in specs and estimators, [H, W] lists in YAML."""
+    assert spec.ModelSpec().image_size == (320, 128)
+    assert spec.RunSpec.of({"image_size": [64, 32], "not_a_field": 1}).image_size == (64, 32)
+    assert spec.defaults()["image_size"] == [320, 128]
 
 
 def test_every_registry_name_is_a_choice():
