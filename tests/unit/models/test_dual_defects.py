@@ -102,7 +102,7 @@ def test_unmasked_defect_feeds_the_bank_by_its_pseudo_mask(tmp_path):
     normal, unmasked, mask = _own(tmp_path)
     model = DualPatchCore(**{**_all(), "image_size": OWN}).fit(normal, [unmasked])
     feats = model.image_features([unmasked])[0]
-    cells = pseudo_cells(model, feats)
+    cells = pseudo_cells(model.memory_, model.novelty_level_, model.num_neighbors, feats)
     h, w = model.grid_
     blocks = Sample("scratch", unmasked.image_path, mask, 1).mask(OWN).reshape(h, 8, w, 8)
     truth = torch.from_numpy(blocks.any(axis=(1, 3)))
