@@ -330,3 +330,14 @@ def score_patches(
         check_scoring(rule, True, DEFAULT_NUM_NEIGHBORS, reweighting.support)
     patch_map, score = dual_scores(normal_dist, defect_dist, rule, eps, novelty_level)
     return anomaly_map(patch_map, size, sigma), score
+
+
+def gated_scores(
+    scores: torch.Tensor, missing: torch.Tensor, level: float, scale: float
+) -> torch.Tensor:
+    """Image scores with the image-level check folded in (``bank.coverage``): the larger of the
+    patch score and ``scale`` x missing content / ``level``. ``level`` is the missing content of
+    normal images (held out, or left out of the summaries), ``scale`` the patch score at which an
+    image is flagged (the stored threshold, or the normal bank's novelty level): an image that
+    lacks more than normal images do scores above it, whatever its patches score."""
+    return scores.maximum(missing * (scale / level))
