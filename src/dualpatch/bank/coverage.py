@@ -28,6 +28,10 @@ import torch
 #: than the mean) missed the fewest foreign frames at the same held-out false-reject rate
 SUMMARY_PATCHES = 16
 SUMMARY_IMAGES = 256
+#: training images whose missing content is measured leave-image-out when none is held out (as
+#: the patch novelty level's ``models.banks.NOVELTY_IMAGES``), and images read at a time
+LEAVE_OUT_IMAGES = 32
+READ_BATCH = 64
 #: summary rows compared with one image's patches at a time (bounds the distance block's bytes)
 SUMMARY_BLOCK = 4096
 
@@ -56,11 +60,14 @@ def summary_images(n: int) -> list[int]:
 
 def summarise(feats: Any, picked: list[int] | None = None) -> torch.Tensor:
     """(M, R, D) summaries of images ``picked`` (default ``summary_images``) of (N, h, w, D)
-    features: a tensor, or a feature view that reads images on demand (``feature_cache``)."""
+    features: a tensor, or a feature view that reads images on demand (``feature_cache``), read
+    ``READ_BATCH`` images at a time."""
     picked = summary_images(feats.shape[0]) if picked is None else picked
-    return torch.stack(
-        [summarise_image(feats[[i]].reshape(-1, feats.shape[-1])) for i in picked]
-    )
+    out = []
+    for start in range(0, len(picked), READ_BATCH):
+        batch = feats[picked[start : start + READ_BATCH]]
+        out += [summarise_image(f.reshape(-1, f.shape[-1])) for f in batch]
+    return torch.stack(out)
 
 
 def missing_content(feats: torch.Tensor, summaries: torch.Tensor) -> torch.Tensor:
@@ -93,14 +100,17 @@ def _nearest_patch(flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 def leave_image_out(feats: Any, summaries: torch.Tensor) -> np.ndarray:
-    """Missing content of each summarised training image against the other images' summaries
-    (its own summary dropped): what an unseen normal image would get, when no image is held out.
-    (M,) values; empty when only one image is summarised."""
+    """Missing content of up to ``LEAVE_OUT_IMAGES`` evenly spaced summarised training images,
+    each against the other images' summaries (its own dropped): what an unseen normal image would
+    get, when no image is held out. Empty when only one image is summarised."""
     picked = summary_images(feats.shape[0])
     if len(picked) < 2:
         return np.zeros(0)
+    probe = np.unique(np.linspace(0, len(picked) - 1, min(len(picked), LEAVE_OUT_IMAGES)).round())
+    probe = probe.astype(int).tolist()
+    images = feats[[picked[j] for j in probe]]  # one read
     values = []
-    for j, i in enumerate(picked):
+    for k, j in enumerate(probe):
         others = torch.cat([summaries[:j], summaries[j + 1 :]])
-        values.append(float(missing_content(feats[[i]], others)[0]))
+        values.append(float(missing_content(images[[k]], others)[0]))
     return np.asarray(values)

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from dualpatch.bank import feature_cache
-from dualpatch.bank.feature_cache import cache_key, key_prefix
 from dualpatch.bank.coverage import leave_image_out, missing_content, summarise
+from dualpatch.bank.feature_cache import cache_key, key_prefix
 from dualpatch.bank.memory import MemoryBank
 from dualpatch.data.base import Sample
 from dualpatch.defaults import BACKBONE, CORESET_MIN, IMAGE_SIZE, NORMAL_CORESET, NORMALIZATION
@@ -295,7 +295,7 @@ class PatchCore:
         self.gate_level_, self.gate_scale_, self.gate_record_ = float(level), float(scale), record
 
     def missing_content(self, samples: Sequence[Sample]) -> np.ndarray:
-        """(N,) missing content of ``samples`` against the training summaries (``bank.coverage``)."""
+        """(N,) missing content of ``samples`` against the training summaries (bank.coverage)."""
         parts = [
             missing_content(self._batch_features(feats, images), self.gate_summaries_)
             for _, feats, images in self._feature_batches(samples)
@@ -316,7 +316,9 @@ class PatchCore:
     def _tensors(self) -> dict[str, torch.Tensor]:
         tensors = {"normal_bank": self.memory_.bank_}
         if getattr(self, "gate_summaries_", None) is not None:  # (M, R, D) stored as rows
-            tensors["gate_summaries"] = self.gate_summaries_.reshape(-1, self.memory_.bank_.shape[1])
+            tensors["gate_summaries"] = self.gate_summaries_.reshape(
+                -1, self.memory_.bank_.shape[1]
+            )
         return tensors
 
     def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:

@@ -62,6 +62,23 @@ def test_leave_image_out_measures_each_against_the_others(training):
     assert values[-1] == pytest.approx(5.0, abs=1e-5) and values[:3].max() < 1e-4
 
 
+def test_leave_image_out_probes_evenly_spaced_images(training, monkeypatch):
+    import dualpatch.bank.coverage as coverage
+
+    monkeypatch.setattr(coverage, "LEAVE_OUT_IMAGES", 2)
+    odd = torch.cat([training, image((PLAIN, 16))])
+    values = leave_image_out(odd, summarise(odd))
+    assert values.shape == (2,) and values[-1] == pytest.approx(5.0, abs=1e-5)  # first and last
+
+
+def test_summaries_read_in_batches_match(training, monkeypatch):
+    import dualpatch.bank.coverage as coverage
+
+    whole = summarise(training)
+    monkeypatch.setattr(coverage, "READ_BATCH", 2)
+    torch.testing.assert_close(summarise(training), whole)
+
+
 def test_summary_is_greedy_k_center_from_the_farthest_patch():
     patches = torch.tensor([[0.0, 0], [0.1, 0], [10, 0], [0, 5]])
     picked = summarise_image(patches, count=2)
