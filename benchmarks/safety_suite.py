@@ -111,8 +111,12 @@ class Fold:
         scale = float(np.max(held))
         if self._safe(base):
             scale = min(scale, self.level)
+        from dualpatch.scoring import gated_scores
+
         level = float(np.max(self.missing["held.miss"]))
-        return np.maximum(score, scale * self.missing[f"{part}.miss"] / level), amap
+        missing = torch.from_numpy(self.missing[f"{part}.miss"])
+        gated = gated_scores(torch.from_numpy(np.asarray(score, np.float64)), missing, level, scale)
+        return gated.numpy(), amap
 
     @staticmethod
     def _safe(run: str) -> bool:

@@ -91,7 +91,7 @@ def calibrate(model, held_out: Sequence[Sample], quantile: float = 1.0) -> float
         scores = patch.double().numpy()
         cap = level if DUAL_RULES[rule].safe else None
     if getattr(model, "gate_summaries_", None) is not None:
-        scores = _calibrate_gate(model, held_out, scores, cap, quantile)
+        scores = _calibrate_gate(model, held_out, scores, cap)
         record["image_gate"] = {"level": model.gate_level_, "scale": model.gate_scale_}
     threshold = _quantile(scores, quantile)
     if rule is not None:
@@ -106,17 +106,24 @@ def calibrate(model, held_out: Sequence[Sample], quantile: float = 1.0) -> float
     return threshold
 
 
-def _calibrate_gate(model, held_out: list[Sample], scores: np.ndarray, cap: float | None,
-                    quantile: float) -> np.ndarray:  # fmt: skip
+def _calibrate_gate(
+    model, held_out: list[Sample], scores: np.ndarray, cap: float | None
+) -> np.ndarray:
     """Map the image-level check onto the held-out scores and return the scores with it: the
     held-out images' largest missing content scores their largest patch score (capped at tau
     under a safe rule), so the check alone flags no held-out image at quantile 1, and the
     threshold is then the quantile of the combined scores, as for any score."""
+    import torch
+
+    from dualpatch.scoring import gated_scores
+
     missing = model.missing_content(held_out)
     scale = float(np.max(scores)) if cap is None else min(float(np.max(scores)), cap)
     model.set_gate(float(np.max(missing)), scale, {"method": "held-out",
                                                     "images": len(held_out)})  # fmt: skip
-    return np.maximum(scores, model.gate_scale_ * missing / model.gate_level_)
+    gated = gated_scores(torch.from_numpy(scores), torch.from_numpy(missing),
+                         model.gate_level_, model.gate_scale_)  # fmt: skip
+    return gated.numpy()
 
 
 @contextmanager
