@@ -47,14 +47,22 @@ COMPARED = ("image_auroc", "image_ap", "pixel_aupro", "unseen_auroc", "unseen_re
 BOOTSTRAP = 1000
 #: how a verdict names a run ("chosen" is each outer fold's own nested choice)
 LABELS = {"chosen": "the procedure"}
+#: every run has the image-level check (``bank.coverage``), as the library's models do by default;
+#: a run named with this suffix is scored without it, to show what the check changes
+NO_CHECK = "-no-image-check"
+UNCHECKED_RUNS = ("single" + NO_CHECK, "guarded" + NO_CHECK)
 
 
 def _scoring_digest() -> str:
+    """The scoring code's digest (rules, the image-level check and this file's use of them): a
+    metrics memo made by other code is measured again."""
     import hashlib
 
+    import dualpatch.bank.coverage
     import dualpatch.scoring
 
-    return hashlib.sha256(Path(dualpatch.scoring.__file__).read_bytes()).hexdigest()[:16]
+    parts = (dualpatch.scoring.__file__, dualpatch.bank.coverage.__file__, __file__)
+    return hashlib.sha256(b"".join(Path(p).read_bytes() for p in parts)).hexdigest()[:16]
 
 
 SCORING_DIGEST = _scoring_digest()
@@ -72,20 +80,49 @@ def eligible_rules() -> list[str]:
 
 
 class Fold:
-    """One stored fit: per-patch distances of its held-out normals and of each scored set."""
+    """One stored fit: per-patch distances of its held-out normals and of each scored set, and
+    their missing content (``safety_gate.py``, ``<fit>.gate.npz``)."""
 
     def __init__(self, path: Path):
+        self.path = path
         self.arrays = dict(np.load(path))
         self.meta = json.loads(path.with_suffix(".json").read_text())
         dn = self.arrays["held.dn"].reshape(len(self.arrays["held.dn"]), -1)
         #: tau as ``threshold.calibrate`` sets it: the largest held-out patch distance
         self.level = float(dn.max(1).max())
+        gate = path.with_suffix(".gate.npz")
+        self.missing = dict(np.load(gate)) if gate.exists() else None
 
     def ids(self, part: str) -> list[str]:
         return self.meta["sets"][part]
 
     def scores(self, run: str, part: str, maps_size=None):
-        """(image scores, anomaly maps at ``maps_size`` or None) of ``run`` on set ``part``."""
+        """(image scores, anomaly maps at ``maps_size`` or None) of ``run`` on set ``part``: the
+        rule's scores with the image-level check folded in as ``threshold.calibrate`` maps it
+        (the held-out normals' largest missing content to their largest score, capped at tau
+        under a safe rule), unless ``run`` ends in ``NO_CHECK``."""
+        base = run.removesuffix(NO_CHECK)
+        score, amap = self._rule_scores(base, part, maps_size)
+        if run.endswith(NO_CHECK):
+            return score, amap
+        if self.missing is None:
+            raise SystemExit(f"{self.path}: no image-level check stored (run safety_gate.py)")
+        held, _ = self._rule_scores(base, "held")
+        scale = float(np.max(held))
+        if self._safe(base):
+            scale = min(scale, self.level)
+        from dualpatch.scoring import gated_scores
+
+        level = float(np.max(self.missing["held.miss"]))
+        missing = torch.from_numpy(self.missing[f"{part}.miss"])
+        gated = gated_scores(torch.from_numpy(np.asarray(score, np.float64)), missing, level, scale)
+        return gated.numpy(), amap
+
+    @staticmethod
+    def _safe(run: str) -> bool:
+        return run not in SINGLE and getattr(dual_rules()[run], "safe", False)
+
+    def _rule_scores(self, run: str, part: str, maps_size=None):
         from dualpatch.scoring import score_patches
 
         dn = torch.from_numpy(self.arrays[f"{part}.dn"])
@@ -103,7 +140,7 @@ class Fold:
     def threshold(self, run: str) -> float:
         held, _ = self.scores(run, "held")
         t = float(np.max(held))
-        if run not in SINGLE and getattr(dual_rules()[run], "safe", False):
+        if self._safe(run.removesuffix(NO_CHECK)):
             t = min(t, self.level)
         return t
 
@@ -233,7 +270,7 @@ def dataset_result(work: Path, name: str) -> dict:
     tags = [f"r{s}f{f}" for s in compute.FOLD_SEEDS for f in range(3)]
     done = [t for t in tags if store.has(DEFAULT_NORM, t, "outer")]
     share = float(np.mean([test_share(work, name, t) for t in done])) if done else math.nan
-    runs = [*SINGLE, *dual_rules()]
+    runs = [*SINGLE, *dual_rules(), *UNCHECKED_RUNS]
     table: dict[str, dict] = {}
     per_fold: dict[str, dict[str, list]] = {}
     for run in runs:
@@ -260,7 +297,7 @@ def dataset_result(work: Path, name: str) -> dict:
             [c["fold"] for c in ready],
         )
     comparisons = {}
-    for run in [r for r in table if r not in SINGLE]:
+    for run in [r for r in table if r not in SINGLE and not r.endswith(NO_CHECK)]:
         folds_run = done if run != "chosen" else [c["fold"] for c in ready]
         comparisons[run] = {}
         for base in SINGLE:
@@ -362,6 +399,10 @@ def main() -> None:
         "unseen recall >= single; criterion mean of " + ", ".join(CRITERION),
         "threshold": "20 % of the training normals held out of the bank; quantile 1.0 of their "
         "scores, capped at the novelty level tau under a contract-keeping rule",
+        "image_level_check": "every run but those named '" + NO_CHECK + "': missing content "
+        "(dualpatch.bank.coverage: 16 k-center patches per bank image) folded into the image "
+        "score, its held-out largest mapped to the held-out largest score (capped at tau under a "
+        "contract-keeping rule), as threshold.calibrate does",
         "cuts": {
             "normal_coreset": f"{compute.NORMAL_CORESET} for every fit (the library default 0.10 "
             "costs about 10x the coreset time per fit on these 2 shared cores); not searched",

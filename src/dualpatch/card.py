@@ -114,6 +114,13 @@ class ModelCard:
     def _check_extras(check: _Checker, data: dict[str, Any]) -> Mapping[str, Any]:
         """The optional fields that only the estimator reads: their types, here too."""
         check.number(data.get("novelty_level"), "novelty_level", positive=True, optional=True)
+        gate = data.get("image_gate")
+        if gate is not None:
+            check.mapping(gate, "image_gate")
+            for key in ("level", "scale"):
+                check.number(gate.get(key), f"image_gate.{key}", positive=True)
+            record = check.mapping(gate.get("record"), "image_gate.record")
+            check.whole(record.get("summary_patches"), "image_gate.record.summary_patches", 1)
         weights = data.get("backbone_weights")
         if weights is not None:
             check.mapping(weights, "backbone_weights")
@@ -156,6 +163,7 @@ class ModelCard:
             "feature_dim": self.feature_dim,
             "threshold": self.threshold,
             "novelty_level": self.data.get("novelty_level"),
+            "image_gate": self.data.get("image_gate"),
             "resize": FEATURE_RESIZE,
         }
 
@@ -258,8 +266,9 @@ def check_params(path: Path, params: Mapping[str, Any]) -> None:
     for key in _TEXTS:
         if key in params:
             check.text(params[key], key)
-    if "reweight" in params and not isinstance(params["reweight"], bool):
-        raise ModelFileError(f"{path}: reweight is {params['reweight']!r}; expected true or false")
+    for key in ("reweight", "image_gate"):
+        if key in params and not isinstance(params[key], bool):
+            raise ModelFileError(f"{path}: {key} is {params[key]!r}; expected true or false")
     if "blur_sigma" in params:
         check.number(params["blur_sigma"], "blur_sigma", nonnegative=True)
     if "eps" in params:

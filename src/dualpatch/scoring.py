@@ -330,3 +330,17 @@ def score_patches(
         check_scoring(rule, True, DEFAULT_NUM_NEIGHBORS, reweighting.support)
     patch_map, score = dual_scores(normal_dist, defect_dist, rule, eps, novelty_level)
     return anomaly_map(patch_map, size, sigma), score
+
+
+def gated_scores(
+    scores: torch.Tensor, missing: torch.Tensor, level: float, scale: float
+) -> torch.Tensor:
+    """Image scores with the image-level check folded in (``bank.coverage``): where an image's
+    missing content is above ``level`` (that of normal images: held out, or left out of the
+    summaries), the larger of the patch score and ``scale`` x missing content / ``level``;
+    elsewhere the patch score unchanged. ``scale`` is the score at which an image is flagged (the
+    stored threshold at quantile 1, or the normal bank's novelty level), so an image that lacks
+    more than normal images do scores above it, whatever its patches score; at or below the
+    level the check could flag nothing, and it leaves the patch scores' ranking alone."""
+    beyond = (missing > level).to(scores.dtype)
+    return scores.maximum(beyond * missing * (scale / level))

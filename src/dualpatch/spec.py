@@ -111,6 +111,9 @@ class ModelSpec:
         False, "PatchCore paper's image-score re-weighting (single bank only)."
     )
     reweight_neighbors: int = sv.at_least_1(9, "Neighbourhood size of --reweight.")
+    image_gate: bool = sv.flag(
+        True, "Image-level check: flag a frame lacking what normal images hold (blank, blurred)."
+    )
     normalization: str = sv.choice(
         NORMALIZATION, normalization_names, "Input normalisation (auto: the weights' own)."
     )

@@ -13,6 +13,11 @@ a rule that keeps the scoring contract (``scoring.DUAL_RULES``, ``safe``), the s
 min(t, tau), t the held-out score quantile: an image whose single-bank score exceeds tau scores at
 least that much under the rule, so every image the normal bank alone would call novel at tau is
 flagged. ``threshold_record_["capped"]`` says whether tau was strictly the lower of the two.
+The image-level check (``bank.coverage``), when the model has one, is set from the same held-out
+images: their largest missing content maps to their largest score (capped at tau under a safe
+rule), and the threshold is the quantile of the scores with the check folded in. At quantile 1 an
+image that lacks more than every held-out normal image scores above the threshold, so it is
+flagged whatever its patches score.
 With the ``guarded`` rule t >= tau always holds: its image score is at least g(max d_n),
 g(x) = x min(1, x / tau), a non-decreasing map with g(tau) = tau, so the score quantile is at
 least g(tau) = tau. The stored threshold is then tau itself; it is capped (t > tau) when the defect
@@ -22,7 +27,8 @@ bank raised a held-out normal image above tau, which the guarantee then counts a
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -71,25 +77,64 @@ def calibrate(model, held_out: Sequence[Sample], quantile: float = 1.0) -> float
     record = {"quantile": quantile, "target_false_reject_rate": 1 - quantile,
               "images": len(held_out), "seed": model.seed}  # fmt: skip
     rule = getattr(model, "rule", None)
+    cap = None  # a safe rule's tau (module docstring)
     if rule is None:  # one bank: its own scores (the re-weighting, if set, included)
-        threshold = _quantile(model.predict(held_out).image_scores, quantile)
+        with _without_gate(model):  # the image-level check is mapped onto these scores below
+            scores = np.asarray(model.predict(held_out).image_scores, dtype=np.float64)
     else:
         distances = model.bank_distances(held_out)
         largest = distances["normal"].flatten(1).amax(1).double().numpy()
         level = _quantile(largest, quantile)
         model.set_novelty_level(level, {"method": "held-out", "images": len(held_out),
                                         "quantile": quantile})  # fmt: skip
-        _, scores = dual_scores(distances["normal"], distances["defect"], rule, model.eps, level)
-        threshold = _quantile(scores.double().numpy(), quantile)
+        _, patch = dual_scores(distances["normal"], distances["defect"], rule, model.eps, level)
+        scores = patch.double().numpy()
+        cap = level if DUAL_RULES[rule].safe else None
+    if getattr(model, "gate_summaries_", None) is not None:
+        scores = _calibrate_gate(model, held_out, scores, cap)
+        record["image_gate"] = {"level": model.gate_level_, "scale": model.gate_scale_}
+    threshold = _quantile(scores, quantile)
+    if rule is not None:
         record["score_quantile"] = threshold
-        if DUAL_RULES[rule].safe:  # the verdict guarantee (module docstring)
-            record["novelty_level"], record["capped"] = level, level < threshold
-            threshold = min(threshold, level)
+    if cap is not None:  # the verdict guarantee (module docstring)
+        record["novelty_level"], record["capped"] = cap, cap < threshold
+        threshold = min(threshold, cap)
     model.threshold_, model.threshold_record_ = threshold, record
     # the held-out images shaped the model too: evaluate warns if it is scored on them
     model.record_training_images(s.image_path for s in held_out)
     model.threshold_rule_ = describe(record)  # the one-line account model.json has always held
     return threshold
+
+
+def _calibrate_gate(
+    model, held_out: list[Sample], scores: np.ndarray, cap: float | None
+) -> np.ndarray:
+    """Map the image-level check onto the held-out scores and return the scores with it: the
+    held-out images' largest missing content scores their largest patch score (capped at tau
+    under a safe rule), so the check alone flags no held-out image at quantile 1, and the
+    threshold is then the quantile of the combined scores, as for any score."""
+    import torch
+
+    from dualpatch.scoring import gated_scores
+
+    missing = model.missing_content(held_out)
+    scale = float(np.max(scores)) if cap is None else min(float(np.max(scores)), cap)
+    model.set_gate(float(np.max(missing)), scale, {"method": "held-out",
+                                                    "images": len(held_out)})  # fmt: skip
+    gated = gated_scores(torch.from_numpy(scores), torch.from_numpy(missing),
+                         model.gate_level_, model.gate_scale_)  # fmt: skip
+    return gated.numpy()
+
+
+@contextmanager
+def _without_gate(model) -> Iterator[None]:
+    """Scores without the image-level check, while the threshold it is scaled to is measured."""
+    summaries = getattr(model, "gate_summaries_", None)
+    model.gate_summaries_ = None
+    try:
+        yield
+    finally:
+        model.gate_summaries_ = summaries
 
 
 def _quantile(values, quantile: float) -> float:

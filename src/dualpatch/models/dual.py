@@ -102,6 +102,8 @@ class DualPatchCore(PatchCore):
             level, {"method": "leave-image-out", "images": measured,
                     "quantile": banks.NOVELTY_QUANTILE},
         )  # fmt: skip
+        if self.image_gate:  # mapped to tau: the patch level a normal image reaches
+            self.fit_gate(normal_feats, self.novelty_level_)
         # kept for fit_defects: the map scale and the training-image digests depend on both banks
         self._normal_samples = normal
         self._normal_sha256 = set(self.train_sha256_)
@@ -189,7 +191,7 @@ class DualPatchCore(PatchCore):
         return {"normal": self.memory_, "defect": self.defect_memory_}
 
     def _tensors(self) -> dict[str, torch.Tensor]:
-        return {"normal_bank": self.memory_.bank_, "defect_bank": self.defect_memory_.bank_}
+        return {**super()._tensors(), "defect_bank": self.defect_memory_.bank_}
 
     def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         super()._set_tensors(tensors)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dualpatch.bank.coverage import summarise
 from dualpatch.bank.memory import continued_kcenter
 from dualpatch.data.base import Sample
 from dualpatch.errors import ConfigError, DataError
@@ -299,6 +300,9 @@ def add_normal(
     owners = [i for i in range(len(samples)) for _ in range(feats.shape[1] * feats.shape[2])]
     before = model.memory_.bank_.shape[0]
     picks = _grow(model, model.memory_, model.coreset_ratio, rows)
+    if getattr(model, "gate_summaries_", None) is not None:  # the image-level check learns them
+        new = summarise(feats, list(range(len(samples))))
+        model.gate_summaries_ = torch.cat([model.gate_summaries_, new.to(model.gate_summaries_)])
     model.record_training_images(s.image_path for s in samples)
     kept = _kept_per_image(picks, owners, len(samples))
     per_image = feats.shape[1] * feats.shape[2]

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from dualpatch.bank import feature_cache
+from dualpatch.bank.coverage import leave_image_out, missing_content, summarise
 from dualpatch.bank.feature_cache import FeatureSource, key_prefix
 from dualpatch.bank.memory import MemoryBank
 from dualpatch.data.base import Sample
@@ -29,6 +30,7 @@ from dualpatch.scoring import (
     DEFAULT_NUM_NEIGHBORS,
     DEFAULT_REWEIGHT_NEIGHBORS,
     Reweighting,
+    gated_scores,
     patch_distances,
     score_patches,
 )
@@ -45,6 +47,10 @@ class Prediction:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: the smallest level of the image-level check (training images without any difference)
+GATE_FLOOR = 1e-12
+
+
 @register
 class PatchCore:
     """Single-bank PatchCore: nearest-neighbour distance of each test patch to normal patches.
@@ -58,6 +64,11 @@ class PatchCore:
     the verdict threshold (an image scoring above it is flagged): None until ``threshold.calibrate``
     sets it from held-out normal images (``dualpatch fit`` does by default), with
     ``threshold_record_`` saying how it was set.
+    ``image_gate`` (default on): the image-level check of ``bank.coverage`` folded into the image
+    score, so that a frame lacking what every normal image holds (blank, blurred, turned) is
+    flagged even where each of its patches resembles some normal patch. Learned with it:
+    ``gate_summaries_`` (M, R, D), ``gate_level_`` (missing content of normal images),
+    ``gate_scale_`` (the score it maps to) and ``gate_record_`` (how they were measured).
     """
 
     kind = "single"
@@ -82,6 +93,7 @@ class PatchCore:
         coreset_method: str = "greedy",
         knn: str = "torch",
         max_memory: str | int | None = None,
+        image_gate: bool = True,
     ):
         self.backbone = backbone
         self.image_size = image_size
@@ -101,12 +113,13 @@ class PatchCore:
         self.coreset_method = coreset_method
         self.knn = knn
         self.max_memory = max_memory
+        self.image_gate = image_gate
 
     # -- parameters -------------------------------------------------------------------------
     PARAMS = (
         "backbone", "image_size", "coreset_ratio", "coreset_min", "projection_dim",
         "num_neighbors", "reweight", "reweight_neighbors", "blur_sigma", "normalization",
-        "batch_size", "seed", "coreset_method", "knn", "max_memory",
+        "batch_size", "seed", "coreset_method", "knn", "max_memory", "image_gate",
     )  # fmt: skip
 
     def get_params(self) -> dict[str, Any]:
@@ -166,6 +179,8 @@ class PatchCore:
         self.check_params()
         self.threshold_ = self.threshold_record_ = None  # calibrate() sets them, if asked
         feats = self._fit_normal_bank(list(normal))
+        if self.image_gate:  # its scale: the patch level a normal image reaches (as dual's tau)
+            self.fit_gate(feats, banks.leave_image_out_level(self, feats)[0])
         self.map_scale_ = banks.map_scale(self, feats)
         feature_cache.close_features(feats)
         return self
@@ -236,7 +251,7 @@ class PatchCore:
             if feats is None:  # the images' own scoring path (runtime.TorchScorer's too)
                 amap, score = self._score_batch(images)
             else:
-                amap, score = self._score_features(feats)
+                amap, score = self._score_gated(feats)
             refuse_non_finite(batch, score.numpy())
             yield batch, score.numpy().astype(np.float64), amap.numpy().astype(np.float32)
 
@@ -273,7 +288,44 @@ class PatchCore:
 
     def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(anomaly maps at ``image_size``, image scores) of a batch."""
-        return self._score_features(self._batch_features(None, images))
+        return self._score_gated(self._batch_features(None, images))
+
+    def _score_gated(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(anomaly maps, image scores with the image-level check) of (B, h, w, D) features."""
+        amap, score = self._score_features(feats)
+        if getattr(self, "gate_summaries_", None) is None:
+            return amap, score
+        missing = missing_content(feats, self.gate_summaries_)
+        return amap, gated_scores(score, missing, self.gate_level_, self.gate_scale_)
+
+    # -- the image-level check (bank.coverage) ----------------------------------------------
+    def fit_gate(self, feats: Any, scale: float) -> None:
+        """Summarise the training images (``feats``, (N, h, w, D)) and measure the missing content
+        of normal images leave-image-out; ``scale``: the score that level maps to.
+        ``threshold.calibrate`` replaces both with held-out measures."""
+        self.gate_summaries_ = summarise(feats)
+        values = leave_image_out(feats, self.gate_summaries_)
+        level = float(np.max(values)) if values.size else float("nan")
+        self.set_gate(level, scale, {"method": "leave-image-out", "images": int(values.size)})
+
+    def set_gate(self, level: float, scale: float, record: dict[str, Any]) -> None:
+        """Set the image-level check's level and scale; a level that cannot be measured (one
+        training image, or images without differences) is floored, so every difference flags."""
+        record = dict(record, summary_patches=int(self.gate_summaries_.shape[1]),
+                      summarised_images=int(self.gate_summaries_.shape[0]))  # fmt: skip
+        if not np.isfinite(level) or level < GATE_FLOOR:
+            level, record["floored"] = GATE_FLOOR, True
+        if not np.isfinite(scale) or scale <= 0:
+            raise DataError(f"image-level check: score scale {scale!r} is not a positive number")
+        self.gate_level_, self.gate_scale_, self.gate_record_ = float(level), float(scale), record
+
+    def missing_content(self, samples: Sequence[Sample]) -> np.ndarray:
+        """(N,) missing content of ``samples`` against the training summaries (bank.coverage)."""
+        parts = [
+            missing_content(self._batch_features(feats, images), self.gate_summaries_)
+            for _, feats, images in self._feature_batches(samples)
+        ]
+        return torch.cat(parts).double().numpy()
 
     def _score_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(anomaly maps, image scores) of (B, h, w, D) patch features."""
@@ -287,11 +339,17 @@ class PatchCore:
 
     # -- persistence ------------------------------------------------------------------------
     def _tensors(self) -> dict[str, torch.Tensor]:
-        return {"normal_bank": self.memory_.bank_}
+        tensors = {"normal_bank": self.memory_.bank_}
+        if getattr(self, "gate_summaries_", None) is not None:  # (M, R, D) stored as rows
+            tensors["gate_summaries"] = self.gate_summaries_.reshape(
+                -1, self.memory_.bank_.shape[1]
+            )
+        return tensors
 
     def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.memory_ = self._memory(self.coreset_ratio)
         self.memory_.bank_ = tensors["normal_bank"]
+        self.gate_summaries_ = tensors.get("gate_summaries")  # shaped by the card's gate record
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``model.safetensors`` and ``model.json`` (config, versions, shapes, digest)."""

@@ -106,6 +106,9 @@ def _card(model: Any, tensors: dict[str, Any], where: Path) -> dict[str, Any]:
         meta["defect_crop_files"] = model.defect_crop_files_
     if getattr(model, "pseudo_masks_", None):  # unmasked defects in the defect bank
         meta["pseudo_masks"] = model.pseudo_masks_
+    if getattr(model, "gate_summaries_", None) is not None:  # the image-level check
+        meta["image_gate"] = {"level": model.gate_level_, "scale": model.gate_scale_,
+                              "record": model.gate_record_}  # fmt: skip
     check_finite(meta, where)  # JSON has no NaN: refused now, not at load
     return json.loads(json.dumps(finite(meta), default=str))  # as it reads back: plain numbers
 
@@ -236,6 +239,29 @@ def _set_learned_state(model: Any, card: ModelCard) -> None:
         model.defect_crop_files_ = card.data["defect_crop_files"]
     if "pseudo_masks" in card.data:
         model.pseudo_masks_ = card.data["pseudo_masks"]
+    _set_gate(model, card)
+
+
+def _set_gate(model: Any, card: ModelCard) -> None:
+    """The image-level check's level, scale and summaries (M, R, D) from the card and the tensor
+    file, which must both have it or both lack it (a model saved before it existed has none)."""
+    gate, rows = card.data.get("image_gate"), getattr(model, "gate_summaries_", None)
+    if (gate is None) != (rows is None):
+        raise ModelFileError(
+            f"{card.path}: the image-level check is in one of model.json and "
+            f"{card.tensor_path.name} but not the other"
+        )
+    if gate is None:
+        return
+    per_image = gate["record"]["summary_patches"]
+    if rows.shape[0] % per_image:
+        raise ModelFileError(
+            f"{card.tensor_path}: gate_summaries has {rows.shape[0]} rows, not a multiple of "
+            f"{per_image} patches per image"
+        )
+    model.gate_summaries_ = rows.reshape(-1, per_image, rows.shape[1])
+    model.gate_level_, model.gate_scale_ = float(gate["level"]), float(gate["scale"])
+    model.gate_record_ = dict(gate["record"])
 
 
 def _set_novelty_level(model: Any, card: ModelCard) -> None:

@@ -69,6 +69,12 @@ class ScorerModule(nn.Module):
             centre = bank.double().mean(0).float()
             self.register_buffer(f"{name}_centre", centre)
             self.register_buffer(f"{name}_bank", (bank.float() - centre).contiguous())
+        # the image-level check (bank.coverage): the training summaries and their level and scale
+        summaries = getattr(model, "gate_summaries_", None)
+        self.gated = summaries is not None
+        if self.gated:
+            self.register_buffer("gate_summaries", summaries.float().contiguous())
+            self.gate_level, self.gate_scale = float(model.gate_level_), float(model.gate_scale_)
         self.k_normal = min(self.k, int(model.memory_.bank_.shape[0]))
         self.k_defect = min(self.k, int(model.defect_memory_.bank_.shape[0])) if self.dual else 0
 
@@ -80,7 +86,8 @@ class ScorerModule(nn.Module):
         return patch_distances(knn_distances_one_block(flat - centre, bank, k))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from dualpatch.scoring import score_patches
+        from dualpatch.bank.coverage import missing_content
+        from dualpatch.scoring import gated_scores, score_patches
 
         if self.input_format == "uint8":
             images = images.permute(0, 3, 1, 2).float() / 255.0
@@ -90,12 +97,15 @@ class ScorerModule(nn.Module):
         normal = self._distances(flat, "normal", self.k_normal).reshape(b, h, w)
         if not self.dual:
             maps, scores = score_patches(normal, self.size, self.sigma)
-            return scores, maps
-        defect = self._distances(flat, "defect", self.k_defect).reshape(b, h, w)
-        maps, scores = score_patches(
-            normal, self.size, self.sigma, defect, self.rule, self.eps,
-            novelty_level=self.novelty_level,
-        )  # fmt: skip
+        else:
+            defect = self._distances(flat, "defect", self.k_defect).reshape(b, h, w)
+            maps, scores = score_patches(
+                normal, self.size, self.sigma, defect, self.rule, self.eps,
+                novelty_level=self.novelty_level,
+            )  # fmt: skip
+        if self.gated:
+            missing = missing_content(flat.reshape(b, h, w, d), self.gate_summaries)
+            scores = gated_scores(scores, missing, self.gate_level, self.gate_scale)
         return scores, maps
 
 

@@ -56,11 +56,24 @@ def test_the_single_bank_flags_them_too(setting):
 
 
 def test_the_patch_rule_passes_them(setting):
-    """The old default on the same banks, its threshold set the same way: the frames pass."""
+    """The old default on the same banks, its threshold set the same way and without the
+    image-level check: the frames pass."""
     dual, _, held, samples = setting
     patch = copy.copy(dual)
-    patch.rule = "patch"
+    patch.rule, patch.gate_summaries_ = "patch", None
     with pytest.warns(UserWarning, match="12 held-out normal images"):
         fitted_threshold = calibrate(patch, held)
     assert fitted_threshold == patch.threshold_
     assert not flagged(patch, samples).any()
+
+
+def test_the_image_level_check_flags_them_under_the_patch_rule_too(setting):
+    """With the image-level check (the default), even the unsafe ratio rule flags every frame:
+    a frame lacks what every normal image holds, whatever its patches score."""
+    dual, _, held, samples = setting
+    patch = copy.copy(dual)
+    patch.rule = "patch"
+    with pytest.warns(UserWarning, match="12 held-out normal images"):
+        calibrate(patch, held)
+    assert flagged(patch, samples).all()
+    assert not flagged(patch, held).any()  # held-out normals sit at or below the threshold

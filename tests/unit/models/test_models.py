@@ -34,6 +34,8 @@ def test_fit_returns_self_and_learned_attributes_end_in_underscore(cls, tiny_nor
     # the verdict threshold: None until threshold.calibrate sets it
     expected = {"memory_", "grid_", "map_scale_", "train_sha256_"}
     expected |= {"threshold_", "threshold_record_"}
+    # the image-level check (on by default): summaries, level, scale and how they were measured
+    expected |= {"gate_summaries_", "gate_level_", "gate_scale_", "gate_record_"}
     expected |= dual_state if cls is DualPatchCore else set()
     assert learned == expected
     assert all(k.endswith("_") for k in learned)
