@@ -129,12 +129,12 @@ def _calibrate_gate(
 @contextmanager
 def _without_gate(model) -> Iterator[None]:
     """Scores without the image-level check, while the threshold it is scaled to is measured."""
-    summaries = getattr(model, "gate_summaries_", None)
-    model.gate_summaries_ = None
+    level = getattr(model, "gate_level_", None)
+    model.gate_level_ = None
     try:
         yield
     finally:
-        model.gate_summaries_ = summaries
+        model.gate_level_ = level
 
 
 def _quantile(values, quantile: float) -> float:

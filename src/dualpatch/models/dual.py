@@ -102,8 +102,8 @@ class DualPatchCore(PatchCore):
             level, {"method": "leave-image-out", "images": measured,
                     "quantile": banks.NOVELTY_QUANTILE},
         )  # fmt: skip
-        if self.image_gate:  # mapped to tau: the patch level a normal image reaches
-            self.fit_gate(normal_feats, self.novelty_level_)
+        if self.image_gate:
+            self.fit_gate(normal_feats)
         # kept for fit_defects: the map scale and the training-image digests depend on both banks
         self._normal_samples = normal
         self._normal_sha256 = set(self.train_sha256_)

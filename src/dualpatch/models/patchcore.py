@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from dualpatch.bank import feature_cache
-from dualpatch.bank.coverage import leave_image_out, missing_content, summarise
+from dualpatch.bank.coverage import missing_content, summarise
 from dualpatch.bank.feature_cache import FeatureSource, key_prefix
 from dualpatch.bank.memory import MemoryBank
 from dualpatch.data.base import Sample
@@ -67,8 +67,9 @@ class PatchCore:
     ``image_gate`` (default on): the image-level check of ``bank.coverage`` folded into the image
     score, so that a frame lacking what every normal image holds (blank, blurred, turned) is
     flagged even where each of its patches resembles some normal patch. Learned with it:
-    ``gate_summaries_`` (M, R, D), ``gate_level_`` (missing content of normal images),
-    ``gate_scale_`` (the score it maps to) and ``gate_record_`` (how they were measured).
+    ``gate_summaries_`` (M, R, D) at fit; ``gate_level_`` (missing content of normal images) and
+    ``gate_scale_`` (the score it maps to), None until ``threshold.calibrate`` sets them from
+    held-out normal images (the check is off until then), and ``gate_record_``.
     """
 
     kind = "single"
@@ -179,8 +180,8 @@ class PatchCore:
         self.check_params()
         self.threshold_ = self.threshold_record_ = None  # calibrate() sets them, if asked
         feats = self._fit_normal_bank(list(normal))
-        if self.image_gate:  # its scale: the patch level a normal image reaches (as dual's tau)
-            self.fit_gate(feats, banks.leave_image_out_level(self, feats)[0])
+        if self.image_gate:
+            self.fit_gate(feats)
         self.map_scale_ = banks.map_scale(self, feats)
         feature_cache.close_features(feats)
         return self
@@ -293,20 +294,20 @@ class PatchCore:
     def _score_gated(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(anomaly maps, image scores with the image-level check) of (B, h, w, D) features."""
         amap, score = self._score_features(feats)
-        if getattr(self, "gate_summaries_", None) is None:
+        if getattr(self, "gate_level_", None) is None:  # off until calibrated
             return amap, score
         missing = missing_content(feats, self.gate_summaries_)
         return amap, gated_scores(score, missing, self.gate_level_, self.gate_scale_)
 
     # -- the image-level check (bank.coverage) ----------------------------------------------
-    def fit_gate(self, feats: Any, scale: float) -> None:
-        """Summarise the training images (``feats``, (N, h, w, D)) and measure the missing content
-        of normal images leave-image-out; ``scale``: the score that level maps to.
-        ``threshold.calibrate`` replaces both with held-out measures."""
+    def fit_gate(self, feats: Any) -> None:
+        """Summarise the training images (``feats``, (N, h, w, D)). The check's level and scale
+        come from held-out normal images (``threshold.calibrate``, which ``dualpatch fit`` runs):
+        until then it is off, since only a rule's own scores of unseen normal images say which
+        score its level should map to."""
         self.gate_summaries_ = summarise(feats)
-        values = leave_image_out(feats, self.gate_summaries_)
-        level = float(np.max(values)) if values.size else float("nan")
-        self.set_gate(level, scale, {"method": "leave-image-out", "images": int(values.size)})
+        self.gate_level_ = self.gate_scale_ = None
+        self.gate_record_ = {"method": "summaries only: set by threshold.calibrate"}
 
     def set_gate(self, level: float, scale: float, record: dict[str, Any]) -> None:
         """Set the image-level check's level and scale; a level that cannot be measured (one
@@ -340,7 +341,7 @@ class PatchCore:
     # -- persistence ------------------------------------------------------------------------
     def _tensors(self) -> dict[str, torch.Tensor]:
         tensors = {"normal_bank": self.memory_.bank_}
-        if getattr(self, "gate_summaries_", None) is not None:  # (M, R, D) stored as rows
+        if getattr(self, "gate_level_", None) is not None:  # (M, R, D) stored as rows
             tensors["gate_summaries"] = self.gate_summaries_.reshape(
                 -1, self.memory_.bank_.shape[1]
             )

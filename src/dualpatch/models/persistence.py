@@ -106,7 +106,7 @@ def _card(model: Any, tensors: dict[str, Any], where: Path) -> dict[str, Any]:
         meta["defect_crop_files"] = model.defect_crop_files_
     if getattr(model, "pseudo_masks_", None):  # unmasked defects in the defect bank
         meta["pseudo_masks"] = model.pseudo_masks_
-    if getattr(model, "gate_summaries_", None) is not None:  # the image-level check
+    if getattr(model, "gate_level_", None) is not None:  # the image-level check, calibrated
         meta["image_gate"] = {"level": model.gate_level_, "scale": model.gate_scale_,
                               "record": model.gate_record_}  # fmt: skip
     check_finite(meta, where)  # JSON has no NaN: refused now, not at load

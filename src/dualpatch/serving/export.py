@@ -71,7 +71,7 @@ class ScorerModule(nn.Module):
             self.register_buffer(f"{name}_bank", (bank.float() - centre).contiguous())
         # the image-level check (bank.coverage): the training summaries and their level and scale
         summaries = getattr(model, "gate_summaries_", None)
-        self.gated = summaries is not None
+        self.gated = getattr(model, "gate_level_", None) is not None
         if self.gated:
             self.register_buffer("gate_summaries", summaries.float().contiguous())
             self.gate_level, self.gate_scale = float(model.gate_level_), float(model.gate_scale_)

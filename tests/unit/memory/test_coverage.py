@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from dualpatch.bank.coverage import (
-    leave_image_out,
     missing_content,
     summarise,
     summarise_image,
@@ -51,24 +50,6 @@ def test_a_normal_image_misses_nothing(training):
     summaries = summarise(training)
     normal = image((SPECK, 2), (PLAIN, 12), (EDGE, 2))
     assert float(missing_content(normal, summaries)[0]) == pytest.approx(0.0, abs=1e-4)
-
-
-def test_leave_image_out_measures_each_against_the_others(training):
-    values = leave_image_out(training, summarise(training))
-    assert values.shape == (3,)
-    np.testing.assert_allclose(values, 0.0, atol=1e-4)
-    odd = torch.cat([training, image((PLAIN, 16))])  # one training image without edge or speck
-    values = leave_image_out(odd, summarise(odd))
-    assert values[-1] == pytest.approx(5.0, abs=1e-5) and values[:3].max() < 1e-4
-
-
-def test_leave_image_out_probes_evenly_spaced_images(training, monkeypatch):
-    import dualpatch.bank.coverage as coverage
-
-    monkeypatch.setattr(coverage, "LEAVE_OUT_IMAGES", 2)
-    odd = torch.cat([training, image((PLAIN, 16))])
-    values = leave_image_out(odd, summarise(odd))
-    assert values.shape == (2,) and values[-1] == pytest.approx(5.0, abs=1e-5)  # first and last
 
 
 def test_summaries_read_in_batches_match(training, monkeypatch):
