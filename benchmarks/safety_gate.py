@@ -1,6 +1,7 @@
 """The safety suite's image-level check: for every stored fit of ``safety_compute.py``, the
 missing content (``dualpatch.bank.coverage``) of its held-out normals and of every scored set,
-against the summaries of that fit's bank images. Written beside each fit as
+against the summaries of that fit's bank images, and of up to 32 bank images measured
+leave-image-out (``bank.leave_image_out``), as a model's fit measures them. Written beside each fit as
 ``<fit>.gate.npz`` (``<set>.miss``); ``safety_suite.py`` folds it into every run's scores as
 ``threshold.calibrate`` does.
 
@@ -29,12 +30,15 @@ from select_defaults import NORMALIZATIONS
 def gate_and_score(name: str, norm: str, train: list, sets: dict[str, list], out: Path) -> None:
     """``<out>.gate.npz``: missing content of the held-out normals and of each set in ``sets``
     against the summaries of the bank images of the fit stored at ``out``."""
-    from dualpatch.bank.coverage import missing_content, summarise
+    from dualpatch.bank.coverage import leave_image_out, missing_content, summarise
     from dualpatch.models import DualPatchCore
     from dualpatch.threshold import holdout_split
 
     target = out.with_suffix(".gate.npz")
-    if target.exists() or not out.exists():
+    if not out.exists():
+        return
+    arrays = dict(np.load(target)) if target.exists() else {}
+    if "bank.leave_image_out" in arrays:
         return
     spec = DATASETS[name]
     normal = [s for s in train if s.label == 0]
@@ -42,10 +46,15 @@ def gate_and_score(name: str, norm: str, train: list, sets: dict[str, list], out
     model = DualPatchCore(image_size=spec["size"], normalization=norm, cache_dir=spec["cache"],
                           progress=False)  # fmt: skip
     t0 = time.perf_counter()
-    summaries = summarise(model.image_features(bank, desc=None))
+    bank_feats = model.image_features(bank, desc=None)
+    summaries = summarise(bank_feats)
+    # as the model's fit measures it: the check's level is also at least this
+    arrays["bank.leave_image_out"] = leave_image_out(bank_feats, summaries)
+    del bank_feats
     stored = json.loads(out.with_suffix(".json").read_text())["sets"]
-    arrays = {}
     for set_name, samples in {"held": held, **sets}.items():
+        if f"{set_name}.miss" in arrays:  # written by an earlier run
+            continue
         if set_name in stored and [s.id for s in samples] != stored[set_name]:
             raise SystemExit(f"{out}: set {set_name} differs from the stored fit's")
         values = [missing_content(model.image_features(samples[i : i + 16], desc=None), summaries)

@@ -113,7 +113,8 @@ class Fold:
             scale = min(scale, self.level)
         from dualpatch.scoring import gated_scores
 
-        level = float(np.max(self.missing["held.miss"]))
+        left_out = self.missing["bank.leave_image_out"]
+        level = max(float(np.max(self.missing["held.miss"])), float(np.max(left_out, initial=0)))
         missing = torch.from_numpy(self.missing[f"{part}.miss"])
         gated = gated_scores(torch.from_numpy(np.asarray(score, np.float64)), missing, level, scale)
         return gated.numpy(), amap
@@ -401,8 +402,9 @@ def main() -> None:
         "scores, capped at the novelty level tau under a contract-keeping rule",
         "image_level_check": "every run but those named '" + NO_CHECK + "': missing content "
         "(dualpatch.bank.coverage: 16 k-center patches per bank image) folded into the image "
-        "score, its held-out largest mapped to the held-out largest score (capped at tau under a "
-        "contract-keeping rule), as threshold.calibrate does",
+        "score beyond its level, the largest over the held-out images and 32 bank images left "
+        "out, mapped to the held-out largest score (capped at tau under a contract-keeping "
+        "rule), as threshold.calibrate does",
         "cuts": {
             "normal_coreset": f"{compute.NORMAL_CORESET} for every fit (the library default 0.10 "
             "costs about 10x the coreset time per fit on these 2 shared cores); not searched",

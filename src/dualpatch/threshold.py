@@ -110,17 +110,23 @@ def _calibrate_gate(
     model, held_out: list[Sample], scores: np.ndarray, cap: float | None
 ) -> np.ndarray:
     """Map the image-level check onto the held-out scores and return the scores with it: the
-    held-out images' largest missing content scores their largest patch score (capped at tau
-    under a safe rule), so the check alone flags no held-out image at quantile 1, and the
-    threshold is then the quantile of the combined scores, as for any score."""
+    largest missing content of the held-out images and of the training images measured
+    leave-image-out at fit scores the held-out images' largest score (capped at tau under a safe
+    rule), so the check alone flags no held-out image at quantile 1, and the threshold is then the
+    quantile of the combined scores, as for any score."""
     import torch
 
     from dualpatch.scoring import gated_scores
 
     missing = model.missing_content(held_out)
     scale = float(np.max(scores)) if cap is None else min(float(np.max(scores)), cap)
-    model.set_gate(float(np.max(missing)), scale, {"method": "held-out",
-                                                    "images": len(held_out)})  # fmt: skip
+    # the training images measured leave-image-out at fit count as unseen normals too: a level
+    # set by a handful of held-out images alone would flag ordinary normal images
+    left_out = (model.gate_record_ or {}).get("leave_image_out")
+    level = max(float(np.max(missing)), left_out or 0.0)
+    model.set_gate(level, scale, {"method": "held-out and leave-image-out",
+                                  "images": len(held_out), "held_out_level": float(np.max(missing)),
+                                  "leave_image_out": left_out})  # fmt: skip
     gated = gated_scores(torch.from_numpy(scores), torch.from_numpy(missing),
                          model.gate_level_, model.gate_scale_)  # fmt: skip
     return gated.numpy()

@@ -28,7 +28,10 @@ import torch
 #: than the mean) missed the fewest foreign frames at the same held-out false-reject rate
 SUMMARY_PATCHES = 16
 SUMMARY_IMAGES = 256
-#: images read at a time when summarising
+#: training images whose missing content is measured leave-image-out at fit (as the patch novelty
+#: level's ``models.banks.NOVELTY_IMAGES``): with the held-out images they set the check's level,
+#: so that a few held-out images alone do not set it low; and images read at a time
+LEAVE_OUT_IMAGES = 32
 READ_BATCH = 64
 #: summary rows compared with one image's patches at a time (bounds the distance block's bytes)
 SUMMARY_BLOCK = 4096
@@ -95,3 +98,20 @@ def _nearest_patch(flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         - 2 * torch.einsum("sd,bpd->bsp", rows, flat)
     )
     return sq.clamp_min(0).amin(2).sqrt()
+
+
+def leave_image_out(feats: Any, summaries: torch.Tensor) -> np.ndarray:
+    """Missing content of up to ``LEAVE_OUT_IMAGES`` evenly spaced summarised training images,
+    each against the other images' summaries (its own dropped): what an unseen normal image would
+    get. Empty when only one image is summarised."""
+    picked = summary_images(feats.shape[0])
+    if len(picked) < 2:
+        return np.zeros(0)
+    probe = np.unique(np.linspace(0, len(picked) - 1, min(len(picked), LEAVE_OUT_IMAGES)).round())
+    probe = probe.astype(int).tolist()
+    images = feats[[picked[j] for j in probe]]  # one read
+    values = []
+    for k, j in enumerate(probe):
+        others = torch.cat([summaries[:j], summaries[j + 1 :]])
+        values.append(float(missing_content(images[[k]], others)[0]))
+    return np.asarray(values)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from dualpatch.bank import feature_cache
-from dualpatch.bank.coverage import missing_content, summarise
+from dualpatch.bank.coverage import leave_image_out, missing_content, summarise
 from dualpatch.bank.feature_cache import FeatureSource, key_prefix
 from dualpatch.bank.memory import MemoryBank
 from dualpatch.data.base import Sample
@@ -301,13 +301,17 @@ class PatchCore:
 
     # -- the image-level check (bank.coverage) ----------------------------------------------
     def fit_gate(self, feats: Any) -> None:
-        """Summarise the training images (``feats``, (N, h, w, D)). The check's level and scale
+        """Summarise the training images (``feats``, (N, h, w, D)) and measure the missing content
+        of up to 32 of them leave-image-out (``gate_record_``). The check's level and scale
         come from held-out normal images (``threshold.calibrate``, which ``dualpatch fit`` runs):
         until then it is off, since only a rule's own scores of unseen normal images say which
         score its level should map to."""
         self.gate_summaries_ = summarise(feats)
         self.gate_level_ = self.gate_scale_ = None
-        self.gate_record_ = {"method": "summaries only: set by threshold.calibrate"}
+        left_out = leave_image_out(feats, self.gate_summaries_)
+        self.gate_record_ = {"method": "summaries only: set by threshold.calibrate",
+                             "leave_image_out": float(left_out.max()) if left_out.size else None,
+                             "leave_image_out_images": int(left_out.size)}  # fmt: skip
 
     def set_gate(self, level: float, scale: float, record: dict[str, Any]) -> None:
         """Set the image-level check's level and scale; a level that cannot be measured (one

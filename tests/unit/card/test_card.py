@@ -28,7 +28,7 @@ def test_card_reads_typed_fields(saved_dual):
     assert card.model_class == "DualPatchCore" and card.kind == "dual"
     assert card.image_size == (64, 32) and isinstance(card.grid, tuple)
     assert card.threshold == 1.25 and card.map_scale and card.map_scale > 0
-    assert set(card.tensors) == {"normal_bank", "defect_bank", "gate_summaries"}
+    assert set(card.tensors) == {"normal_bank", "defect_bank"}  # the check: only once calibrated
     assert all(w == card.feature_dim for _, w in card.tensors.values())
     assert read_safetensors_metadata(card.tensor_path)[SEAL_KEY] == seal_of(card.data)
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dualpatch.bank.coverage import (
+    leave_image_out,
     missing_content,
     summarise,
     summarise_image,
@@ -60,6 +61,24 @@ def test_summaries_read_in_batches_match(training, monkeypatch):
     torch.testing.assert_close(summarise(training), whole)
 
 
+def test_leave_image_out_measures_each_against_the_others(training):
+    values = leave_image_out(training, summarise(training))
+    assert values.shape == (3,)
+    np.testing.assert_allclose(values, 0.0, atol=1e-4)
+    odd = torch.cat([training, image((PLAIN, 16))])  # one training image without edge or speck
+    values = leave_image_out(odd, summarise(odd))
+    assert values[-1] == pytest.approx(5.0, abs=1e-5) and values[:3].max() < 1e-4
+
+
+def test_leave_image_out_probes_evenly_spaced_images(training, monkeypatch):
+    import dualpatch.bank.coverage as coverage
+
+    monkeypatch.setattr(coverage, "LEAVE_OUT_IMAGES", 2)
+    odd = torch.cat([training, image((PLAIN, 16))])
+    values = leave_image_out(odd, summarise(odd))
+    assert values.shape == (2,) and values[-1] == pytest.approx(5.0, abs=1e-5)  # first and last
+
+
 def test_summary_is_greedy_k_center_from_the_farthest_patch():
     patches = torch.tensor([[0.0, 0], [0.1, 0], [10, 0], [0, 5]])
     picked = summarise_image(patches, count=2)
@@ -80,8 +99,10 @@ def test_gated_scores_keep_the_larger_and_map_the_level_to_the_scale():
     scores = torch.tensor([1.0, 0.2, 0.2])
     missing = torch.tensor([0.0, 2.0, 6.0])
     gated = gated_scores(scores, missing, level=2.0, scale=0.5)
-    # at the level -> exactly the scale; three times the level -> three times the scale
-    assert gated.tolist() == pytest.approx([1.0, 0.5, 1.5])
+    # at the level: the patch score unchanged; three times the level -> three times the scale
+    assert gated.tolist() == pytest.approx([1.0, 0.2, 1.5])
+    beyond = gated_scores(scores, torch.tensor([0.0, 2.2, 0.0]), level=2.0, scale=0.5)
+    assert beyond.tolist() == pytest.approx([1.0, 0.55, 0.2])
 
 
 def test_missing_content_blocks_give_the_same_answer(training, monkeypatch):

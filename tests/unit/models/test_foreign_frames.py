@@ -60,7 +60,7 @@ def test_the_patch_rule_passes_them(setting):
     image-level check: the frames pass."""
     dual, _, held, samples = setting
     patch = copy.copy(dual)
-    patch.rule, patch.gate_summaries_ = "patch", None
+    patch.rule, patch.gate_summaries_, patch.gate_level_ = "patch", None, None
     with pytest.warns(UserWarning, match="12 held-out normal images"):
         fitted_threshold = calibrate(patch, held)
     assert fitted_threshold == patch.threshold_
