@@ -1,8 +1,8 @@
 """The safety suite's image-level check: for every stored fit of ``safety_compute.py``, the
 missing content (``dualpatch.bank.coverage``) of its held-out normals and of every scored set,
 against the summaries of that fit's bank images, and of up to 32 bank images measured
-leave-image-out (``bank.leave_image_out``), as a model's fit measures them. Written beside each fit as
-``<fit>.gate.npz`` (``<set>.miss``); ``safety_suite.py`` folds it into every run's scores as
+leave-image-out (``bank.leave_image_out``), as a model's fit measures them. Written beside each
+fit as ``<fit>.gate.npz`` (``<set>.miss``); ``safety_suite.py`` folds it into every run's scores as
 ``threshold.calibrate`` does.
 
 It reads features from the feature cache that the fits filled (no backbone work when warm) and
