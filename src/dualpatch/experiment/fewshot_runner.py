@@ -260,6 +260,9 @@ def inner_criteria(metrics: dict[str, dict], names: list[str]) -> dict[str, dict
     folds = [set(c) for c in choices.values()]
     if not names or not folds[0] or any(f != folds[0] for f in folds):
         return {}
+    if any(c.get("chosen") not in (c.get("criterion") or {}) for ch in choices.values()
+           for c in ch.values()):  # fmt: skip
+        return {}  # a fold without the chosen rule's figure: no inner evidence to choose on
     return {name: {fold: float(c["criterion"][c["chosen"]]) for fold, c in choice.items()}
             for name, choice in choices.items()}  # fmt: skip
 
