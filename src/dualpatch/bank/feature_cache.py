@@ -244,6 +244,11 @@ def shared_bank_path(model: Any, normal: Sequence[Sample]) -> Path | None:
         str(model.max_memory),
         BANK_VERSION,
     ]
+    # settings added later join the key only when set, so older shared banks still match
+    rows, dtype = getattr(model, "coreset_rows", None), getattr(model, "bank_dtype", "float32")
+    settings += ([["coreset_rows", rows]] if rows is not None else []) + (
+        [["bank_dtype", dtype]] if dtype != "float32" else []
+    )
     keys = [model._cache_key(s) for s in normal]
     digest = hashlib.sha256(json.dumps([keys, settings], default=str).encode()).hexdigest()
     return Path(model.cache_dir) / "banks" / f"{digest}.safetensors"

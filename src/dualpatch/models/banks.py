@@ -113,7 +113,8 @@ def leave_image_out_level(model: Any, feats: Any) -> tuple[float, int]:
     for i in picked.tolist():
         rows = feats[[i]].reshape(-1, bank.shape[1]).float()
         _, idx = model.memory_.query(rows, 1)
-        own = idx[:, 0][(bank[idx[:, 0]] == rows).all(1)]
+        # a float16 bank holds its rows rounded: compare in its precision
+        own = idx[:, 0][(bank[idx[:, 0]] == rows.to(bank.dtype)).all(1)]
         keep = torch.ones(bank.shape[0], dtype=torch.bool)
         keep[own] = False
         if not keep.any():

@@ -80,6 +80,9 @@ class PatchCore:
         coreset_method: str = "greedy",
         knn: str = "torch",
         max_memory: str | int | None = None,
+        coreset_rows: int | None = None,
+        bank_dtype: str = "float32",
+        search_dim: int | None = None,
     ):
         self.backbone = backbone
         self.image_size = image_size
@@ -99,12 +102,16 @@ class PatchCore:
         self.coreset_method = coreset_method
         self.knn = knn
         self.max_memory = max_memory
+        self.coreset_rows = coreset_rows
+        self.bank_dtype = bank_dtype
+        self.search_dim = search_dim
 
     # -- parameters -------------------------------------------------------------------------
     PARAMS = (
         "backbone", "image_size", "coreset_ratio", "coreset_min", "projection_dim",
         "num_neighbors", "reweight", "reweight_neighbors", "blur_sigma", "normalization",
-        "batch_size", "seed", "coreset_method", "knn", "max_memory",
+        "batch_size", "seed", "coreset_method", "knn", "max_memory", "coreset_rows",
+        "bank_dtype", "search_dim",
     )  # fmt: skip
 
     def get_params(self) -> dict[str, Any]:
@@ -166,8 +173,9 @@ class PatchCore:
 
     def _memory(self, ratio: float) -> MemoryBank:
         return MemoryBank(
-            ratio, self.coreset_min, self.projection_dim, self.seed, self.coreset_method, self.knn
-        )
+            ratio, self.coreset_min, self.projection_dim, self.seed, self.coreset_method, self.knn,
+            self.coreset_rows, self.bank_dtype, self.search_dim,
+        )  # fmt: skip
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "memory_"):
