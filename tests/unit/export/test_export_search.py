@@ -16,7 +16,7 @@ pytest.importorskip("openvino")
 OPTIONS = {
     "float16": {"bank_dtype": "float16"},
     "projection": {"search_dim": 8, "num_neighbors": 3},
-    "rows": {"coreset_rows": 50},
+    "rows": {"coreset_rows": 25},
 }
 
 
@@ -33,7 +33,7 @@ def test_each_search_option_exports_with_parity(tmp_path, tiny_normal, tiny_crop
     if option == "float16":
         assert model.memory_.bank_.dtype.is_floating_point and model.memory_.bank_.itemsize == 2
     if option == "rows":
-        assert model.memory_.bank_.shape[0] == 50
+        assert model.memory_.bank_.shape[0] == 25
     scores, _ = _check_all_runtimes(model, tmp_path / option, images)
     assert np.ptp(scores) > 0
 
@@ -49,5 +49,5 @@ def test_a_search_cut_into_bank_chunks_exports_with_parity(
     monkeypatch.setattr(neighbours, "KNN_BUDGET", 4 * 8 * patches * 7)  # 7 bank rows per chunk
     plan = ScorerModule(fitted_dual).plan
     assert plan["normal"]["bank_chunk"] == 7 and plan["normal"]["chunks"] > 3
-    assert plan["defect"]["chunks"] > 3
+    assert plan["defect"]["chunks"] > 1
     _check_all_runtimes(fitted_dual, tmp_path / "chunked", images)
