@@ -145,15 +145,13 @@ def fold_metrics(path: Path, masks: np.ndarray, size) -> dict:
     }
 
 
-def run_dataset(name: str, work: Path, fold_seeds: list[int], levels: list[str]) -> list[str]:
+def run_dataset(name: str, work: Path, fold_seeds: list[int], levels: list[str]) -> None:
     samples = pooled_samples(name)
     others = {o: pooled_samples(o) for o in DATASETS if o != name}
     size = DATASETS[name]["size"]
-    tags = []
     for fs in fold_seeds:
         for f, (train, test) in enumerate(outer_folds(name, samples, fs)):
             tag = f"r{fs}f{f}"
-            tags.append(tag)
             split = work / name / f"{tag}.split.json"
             split.parent.mkdir(parents=True, exist_ok=True)
             split.write_text(json.dumps({"train": len(train), "test": len(test)}))
@@ -166,7 +164,13 @@ def run_dataset(name: str, work: Path, fold_seeds: list[int], levels: list[str])
                 folder = work / "foreign" / name / f"{tag}-{level}"
                 sets = {"test": scored, "foreign": foreign_set(normals, others, size, folder, 1)}
                 fit_fold(name, fit_on, sets, work / name / level, tag)
-    return tags
+
+
+def stored_folds(work: Path, name: str, level: str, fold_seeds: list[int]) -> list[str]:
+    """The folds of ``fold_seeds`` whose distances are stored for every candidate."""
+    tags = [f"r{fs}f{f}" for fs in fold_seeds for f in range(3)]
+    folder = work / name / level
+    return [t for t in tags if all((folder / c / f"{t}.npz").exists() for c in CANDIDATES)]
 
 
 def dataset_result(name: str, work: Path, tags: list[str], level: str) -> dict:
@@ -234,7 +238,10 @@ def pick(inner: dict[str, dict]) -> dict:
         if fine:
             cost = sum(sum(rows[cand]["rank_cost_per_patch"]) for rows in inner.values())
             ok.append((cost, cand))
-    return {"rule": pick.__doc__.split("only: ")[1].strip(), "qualified": [c for _, c in ok],
+    rule = " ".join(pick.__doc__.split("only: ")[1].split()).replace(
+        "``TOLERANCE``", str(TOLERANCE)
+    )
+    return {"rule": rule, "qualified": [c for _, c in ok],
             "picked": min(ok)[1]}  # fmt: skip
 
 
@@ -253,6 +260,11 @@ def main() -> None:
         help="outer: the test folds; inner: the validation splits (the pick).",
     )
     parser.add_argument("--out", default=str(RESULTS / "search_candidates.json"))
+    parser.add_argument(
+        "--aggregate-only",
+        action="store_true",
+        help="fit nothing: the JSON from the folds already stored (complete for every candidate)",
+    )
     args = parser.parse_args()
     work = Path(args.work)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -263,9 +275,14 @@ def main() -> None:
               "candidates": {k: dict(zip(("bank_dtype", "search_dim", "coreset_rows"), v,
                                          strict=True)) for k, v in CANDIDATES.items()},
               "coreset": "default: 10 % normal, 10 % defect, greedy", "datasets": {}}  # fmt: skip
-    tags = {name: run_dataset(name, work, args.fold_seeds, args.levels) for name in args.datasets}
-    for name, t in tags.items():
-        record["datasets"][name] = {lv: dataset_result(name, work, t, lv) for lv in args.levels}
+    if not args.aggregate_only:
+        for name in args.datasets:
+            run_dataset(name, work, args.fold_seeds, args.levels)
+    for name in args.datasets:
+        record["datasets"][name] = {}
+        for lv in args.levels:
+            tags = stored_folds(work, name, lv, args.fold_seeds)
+            record["datasets"][name][lv] = {"folds": tags, **dataset_result(name, work, tags, lv)}
     if "inner" in args.levels:
         record["pick"] = pick({n: d["inner"] for n, d in record["datasets"].items()})
     record.update(finished=time.time(), loadavg_after=os.getloadavg())
