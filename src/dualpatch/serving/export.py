@@ -1,7 +1,7 @@
 """The whole scorer as one graph: ONNX and OpenVINO files that need neither torch nor dualpatch.
 
 ``ScorerModule`` wraps a fitted ``PatchCore``/``DualPatchCore`` and reuses the library's own code
-for every step (``FeatureExtractor.stage_maps``/``combine``, ``memory.nearest_distance``,
+for every step (``FeatureExtractor.stage_maps``/``combine``, ``neighbours.knn_distances_chunked``,
 ``scoring.score_patches``), so an exported file cannot drift from the library's rules:
 
     images (B, H, W, 3) uint8 RGB at the model's size     [input "images"]
