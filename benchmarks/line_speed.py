@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -325,10 +326,11 @@ def evaluate_rss(args, env: dict, work: Path, result: dict) -> dict:
     return result
 
 
-def fit_model(args, env: dict, out: str, coreset: float) -> str:
+def fit_model(args, env: dict, out: str, coreset: float, extra: list[str] = ()) -> str:
     subprocess.run(
         [sys.executable, "-m", "dualpatch.cli", "fit", "--dataset", "kolektorsdd"]
-        + ["--data", args.data, "--bank", "dual", "--coreset", str(coreset), "--out", out],
+        + ["--data", args.data, "--bank", "dual", "--coreset", str(coreset), "--out", out]
+        + list(extra),
         env=env,
         check=True,
     )
@@ -374,6 +376,12 @@ def main() -> None:
     parser.add_argument(
         "--model-default", help="dual model at the default 10 %% coreset (else fitted here)"
     )
+    parser.add_argument(
+        "--default-fit-args",
+        default="",
+        help="fit options of the 10 %% model fitted here, e.g. '--search-dim 64' or "
+        "'--bank-dtype float16' (a search candidate, docs/search.md)",
+    )
     parser.add_argument("--images", type=int, default=136, help="test images used for speed")
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
@@ -402,7 +410,10 @@ def main() -> None:
         write_json(args.out, evaluate_rss(args, env, work, json.loads(Path(args.out).read_text())))
         return
     args.model = args.model or fit_model(args, env, str(work / "dual-1pct"), 0.01)
-    args.model_default = args.model_default or fit_model(args, env, str(work / "dual-10pct"), 0.1)
+    extra = shlex.split(args.default_fit_args)
+    args.model_default = args.model_default or fit_model(
+        args, env, str(work / "dual-10pct"), 0.1, extra
+    )
     result = {
         "command": " ".join([sys.executable, *sys.argv]),
         "cpus": os.cpu_count(),
@@ -411,6 +422,7 @@ def main() -> None:
         "scheduling": scheduling(),
         "model_1pct": args.model,
         "model_10pct_default": args.model_default,
+        "default_fit_args": args.default_fit_args,
         "sizes_mib": {"1pct": export_sizes(args.model), "10pct": export_sizes(args.model_default)},
         "uptime_start": uptime(),
     }

@@ -241,7 +241,11 @@ _WHOLE = {
 }
 #: fractions in (0, 1]
 _FRACTIONS = ("coreset_ratio", "defect_coreset")
-_TEXTS = ("backbone", "normalization", "rule", "coreset_method", "knn", "defect_patches")
+_TEXTS = (
+    "backbone", "normalization", "rule", "coreset_method", "knn", "defect_patches", "bank_dtype"
+)  # fmt: skip
+#: whole-number parameters that may also be null (no cap, no projection), and their least value
+_WHOLE_OR_NULL = {"coreset_rows": 1, "search_dim": 1}
 
 
 def check_params(path: Path, params: Mapping[str, Any]) -> None:
@@ -259,6 +263,9 @@ def check_params(path: Path, params: Mapping[str, Any]) -> None:
         raise ModelFileError(f"{path}: {exc}") from None
     for key, low in _WHOLE.items():
         if key in params:
+            check.whole(params[key], key, low)
+    for key, low in _WHOLE_OR_NULL.items():
+        if params.get(key) is not None:
             check.whole(params[key], key, low)
     for key in _FRACTIONS:
         if key in params and not 0 < check.number(params[key], key) <= 1:

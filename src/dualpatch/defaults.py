@@ -13,6 +13,12 @@ MAX_SEED = 2**63 - 1
 #: coreset selections and nearest-neighbour searches by name (implemented in memory.py)
 CORESET_METHODS = ("greedy", "approx")
 KNN_METHODS = ("torch", "faiss-flat", "faiss-ivf")
+#: how a bank's rows are stored (``bank_dtype``): float16 halves the bank's memory and file; the
+#: search's arithmetic stays float32 (CPUs lack fast float16 matrix products)
+BANK_DTYPES = ("float32", "float16")
+#: bytes one block of a search's float32 distances may take, in the torch search and in the
+#: exported graph (bank/neighbours.chunk_plan): the search's memory whatever the bank and batch
+SEARCH_BUDGET = 64 * 1024 * 1024
 #: what feeds the defect bank (see DEFECT_SOURCE below)
 DEFECT_SOURCES = ("image", "crop")
 

@@ -20,6 +20,7 @@ from typing import Any, Self
 from dualpatch import spec_values as sv
 from dualpatch.defaults import (
     BACKBONE,
+    BANK_DTYPES,
     CORESET_METHODS,
     CORESET_MIN,
     DEFECT_CORESET,
@@ -132,6 +133,21 @@ class ModelSpec:
     max_memory: str | None = sv.entry(None, Setting(
         "a size like 2GiB or 512MiB (or null)", sv.memory_size,
         "Cap on fit memory, e.g. 2GiB: features spill to disk (docs/large-data.md).",
+    ))  # fmt: skip
+    # search cost (docs/search.md): a bank budget in rows, float16 storage, a learned projection
+    coreset_rows: int | None = sv.entry(None, Setting(
+        "a whole number of at least 1, or null", lambda v: v is None or (sv.whole(v) and v >= 1),
+        "Most rows per bank, whatever the ratio (null: no cap).", minimum=1,
+    ))  # fmt: skip
+    bank_dtype: str = sv.choice(
+        "float32",
+        lambda: BANK_DTYPES,
+        "Bank storage: float16 halves its memory (searched in float32).",
+    )
+    search_dim: int | None = sv.entry(None, Setting(
+        "a whole number of at least 1, or null", lambda v: v is None or (sv.whole(v) and v >= 1),
+        "Rank neighbours in this many principal axes of each bank (distances exact; null: all).",
+        minimum=1,
     ))  # fmt: skip
 
     def __post_init__(self) -> None:

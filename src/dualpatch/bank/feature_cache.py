@@ -291,13 +291,21 @@ def bank_settings(
     seed: int,
     coreset_method: str,
     max_memory: Any,
+    coreset_rows: int | None = None,
+    bank_dtype: str = "float32",
 ) -> list[Any]:
-    """What makes a normal bank besides its images' features: the coreset's settings."""
+    """What makes a normal bank besides its images' features: the coreset's settings, its row
+    cap (``coreset_rows``) and how its rows are stored (``bank_dtype``)."""
     from dualpatch.bank import memory
 
     approx = memory.approx_settings() if coreset_method == "approx" else 0
-    return [coreset_ratio, coreset_min, projection_dim, seed, coreset_method, approx,
-            str(max_memory), BANK_VERSION]  # fmt: skip
+    settings = [coreset_ratio, coreset_min, projection_dim, seed, coreset_method, approx,
+                str(max_memory), BANK_VERSION]  # fmt: skip
+    # settings added later join the key only when set, so older shared banks still match
+    settings += ([["coreset_rows", coreset_rows]] if coreset_rows is not None else []) + (
+        [["bank_dtype", bank_dtype]] if bank_dtype != "float32" else []
+    )
+    return settings
 
 
 def save_shared_bank(path: Path, bank: torch.Tensor, grid: tuple[int, int]) -> None:

@@ -15,8 +15,25 @@ import math
 import torch
 
 from dualpatch.bank import query_memo
-from dualpatch.bank.neighbours import CentredBank, centred, faiss_index, faiss_knn, knn
-from dualpatch.defaults import CORESET_METHODS, KNN_METHODS, NORMAL_CORESET
+
+# the k-NN search (neighbours.py) and a repeated query answered from memory (few-shot
+# comparisons, query_memo.py) are their own modules; re-exported here for callers
+from dualpatch.bank.neighbours import (  # noqa: F401
+    KNN_BLOCK,
+    KNN_BUDGET,
+    CentredBank,
+    centred,
+    chunk_plan,
+    faiss_index,
+    faiss_knn,
+    knn,
+    knn_distances_chunked,
+    knn_distances_one_block,
+    pca_basis,
+    require_faiss,
+)
+from dualpatch.bank.query_memo import remembered_queries  # noqa: F401
+from dualpatch.defaults import BANK_DTYPES, CORESET_METHODS, KNN_METHODS, NORMAL_CORESET
 from dualpatch.errors import ConfigError, DataError
 
 #: Rows projected at a time. Fixed chunks aligned to row 0 make the projection of a row the same
@@ -250,9 +267,13 @@ class MemoryBank:
     """Patch features kept for nearest-neighbour search, subsampled by k-center.
 
     ``coreset_ratio`` of the patches are kept, but never fewer than ``min_size`` (or all, if
-    there are fewer). ``coreset`` is ``"greedy"`` (exact) or ``"approx"``
-    (``narrowed_kcenter``); ``knn`` is ``"torch"`` (exact), ``"faiss-flat"`` (exact) or
-    ``"faiss-ivf"`` (approximate). Learned state: ``bank_`` (M, D).
+    there are fewer) and never more than ``max_rows`` (a row budget; None: none). ``coreset`` is
+    ``"greedy"`` (exact) or ``"approx"`` (``narrowed_kcenter``); ``knn`` is ``"torch"`` (exact),
+    ``"faiss-flat"`` (exact) or ``"faiss-ivf"`` (approximate). ``bank_dtype`` ("float32" or
+    "float16") is how the rows are stored (searched in float32). ``search_dim``: rank neighbours
+    in the bank's ``search_dim`` leading principal axes (fitted on its rows, which are training
+    patches) instead of all D, and measure the chosen neighbours' distances in full (None: rank
+    in full). Learned state: ``bank_`` (M, D).
     """
 
     def __init__(
@@ -263,6 +284,9 @@ class MemoryBank:
         seed: int = 0,
         coreset: str = "greedy",
         knn: str = "torch",
+        max_rows: int | None = None,
+        bank_dtype: str = "float32",
+        search_dim: int | None = None,
     ):
         self.coreset_ratio = coreset_ratio
         self.min_size = min_size
@@ -270,9 +294,27 @@ class MemoryBank:
         self.seed = seed
         self.coreset = coreset
         self.knn = knn
+        self.max_rows = max_rows
+        self.bank_dtype = bank_dtype
+        self.search_dim = search_dim
+
+    @property
+    def bank_(self) -> torch.Tensor:
+        return self._bank
+
+    @bank_.setter
+    def bank_(self, rows: torch.Tensor) -> None:
+        # every way a bank is set (fit, load, a shared bank, rows added on the line) stores it
+        # in bank_dtype, so a float16 bank never grows float32 rows
+        if self.bank_dtype not in BANK_DTYPES:
+            raise ConfigError(
+                f"unknown bank_dtype {self.bank_dtype!r} (choose from {', '.join(BANK_DTYPES)})"
+            )
+        self._bank = rows.to(getattr(torch, self.bank_dtype)).contiguous()
 
     def target_size(self, n: int) -> int:
-        return min(n, max(int(math.ceil(self.coreset_ratio * n)), self.min_size))
+        size = min(n, max(int(math.ceil(self.coreset_ratio * n)), self.min_size))
+        return size if self.max_rows is None else min(size, self.max_rows)
 
     def fit(self, features: torch.Tensor, progress=None) -> MemoryBank:
         if features.ndim != 2 or features.shape[0] == 0:
@@ -289,8 +331,20 @@ class MemoryBank:
             progress,
             self.coreset,
         )
-        self.bank_ = features[idx].contiguous().float()
+        self.bank_ = features[idx].float()
         return self
+
+    def search_basis(self) -> torch.Tensor | None:
+        """(D, search_dim) principal axes of the bank's rows that ``knn`` ranks in, or None
+        (rank in full). Computed once per bank, from its rows only: a saved model needs no more
+        than its banks, and the exported graph holds the same axes."""
+        dim = self.search_dim
+        if not dim or dim >= self.bank_.shape[1]:
+            return None
+        cached = getattr(self, "_basis", None)
+        if cached is None or cached[0] is not self.bank_:
+            self._basis = cached = (self.bank_, pca_basis(self.bank_, dim))
+        return cached[1]
 
     def query(self, features: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         memo = query_memo.active()
@@ -300,12 +354,12 @@ class MemoryBank:
         if cached is None or cached[0] is not self.bank_:  # a bank's digest: once per bank
             self._digest = cached = (self.bank_, query_memo.values_digest(self.bank_))
         digest = query_memo.values_digest(features)
-        key = (cached[1], self.knn, self.seed, k, tuple(features.shape), digest)
+        key = (cached[1], self.knn, self.search_dim, self.seed, k, tuple(features.shape), digest)
         return query_memo.answer(memo, key, lambda: self._search(features, k))  # type: ignore[return-value]
 
     def _search(self, features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.knn == "torch":
-            return knn(features, self._centred(), k)
+            return knn(features, self._centred(), k, basis=self.search_basis())
         if self.knn not in KNN_METHODS:
             raise ConfigError(f"unknown knn {self.knn!r} (choose from {', '.join(KNN_METHODS)})")
         if self.bank_.shape[0] == 0:

@@ -100,7 +100,12 @@ class Experiment:
             from dualpatch.experiment.fewshot_runner import finish_fewshot, run_fewshot
 
             return finish_fewshot(self, *run_fewshot(self, runs, splits), info)
-        results, boots = run_matrix(self, runs, splits)
+        from dualpatch.bank.query_memo import remembered_queries
+
+        # runs that share a fit (dual runs that differ only in their rule, a single run beside a
+        # dual one) search its banks with the same patches: searched once, as in few-shot runs
+        with remembered_queries():
+            results, boots = run_matrix(self, runs, splits)
         write_bytes(self.out / "results.npy", npy_bytes(seed_layout(results)))
         return finish(self, results, boots, info)
 

@@ -43,7 +43,7 @@ def shared_bank_path(model: Any, normal: list[Sample]) -> Path | None:
     """Where the feature cache keeps the normal bank of ``normal`` under ``model``'s settings."""
     settings = feature_cache.bank_settings(
         model.coreset_ratio, model.coreset_min, model.projection_dim, model.seed,
-        model.coreset_method, model.max_memory,
+        model.coreset_method, model.max_memory, model.coreset_rows, model.bank_dtype,
     )  # fmt: skip
     return feature_cache.shared_bank_path(model.feature_source(), normal, settings)
 
@@ -136,7 +136,8 @@ def leave_image_out_level(model: Any, feats: Any) -> tuple[float, int]:
     for i in picked.tolist():
         rows = feats[[i]].reshape(-1, bank.shape[1]).float()
         _, idx = model.memory_.query(rows, 1)
-        own = idx[:, 0][(bank[idx[:, 0]] == rows).all(1)]
+        # a float16 bank holds its rows rounded: compare in its precision
+        own = idx[:, 0][(bank[idx[:, 0]] == rows.to(bank.dtype)).all(1)]
         keep = torch.ones(bank.shape[0], dtype=torch.bool)
         keep[own] = False
         if not keep.any():

@@ -14,6 +14,7 @@ def check_scoring_params(model: Any) -> None:
     any, re-weighting and the neighbour counts)."""
     rule = getattr(model, "rule", None)
     check_scoring(rule, model.reweight, model.num_neighbors, model.reweight_neighbors)
+    check_search(model)
 
 
 def check_large_data(model: Any) -> None:
@@ -34,3 +35,27 @@ def check_large_data(model: Any) -> None:
         require_faiss(model.knn)
     if model.max_memory is not None:
         parse_size(model.max_memory)
+    check_search(model)
+
+
+def check_search(model: Any) -> None:
+    """ConfigError unless the search settings (``coreset_rows``, ``bank_dtype``, ``search_dim``)
+    are usable: checked before the fit's minutes of work, and at load."""
+    from dualpatch.defaults import BANK_DTYPES
+
+    for name in ("coreset_rows", "search_dim"):
+        value = getattr(model, name, None)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ConfigError(
+                f"{name} is {value!r}; expected a whole number of at least 1, or null"
+            )
+    dtype = getattr(model, "bank_dtype", "float32")
+    if dtype not in BANK_DTYPES:
+        raise ConfigError(f"unknown bank_dtype {dtype!r} (choose from {', '.join(BANK_DTYPES)})")
+    if getattr(model, "search_dim", None) and getattr(model, "knn", "torch") != "torch":
+        raise ConfigError(
+            f"search_dim ranks in the torch search only; knn {model.knn!r} searches all dims "
+            "(set knn to torch or search_dim to null)"
+        )

@@ -95,6 +95,9 @@ class PatchCore:
         knn: str = "torch",
         max_memory: str | int | None = None,
         image_gate: bool = True,
+        coreset_rows: int | None = None,
+        bank_dtype: str = "float32",
+        search_dim: int | None = None,
     ):
         self.backbone = backbone
         self.image_size = image_size
@@ -115,12 +118,16 @@ class PatchCore:
         self.knn = knn
         self.max_memory = max_memory
         self.image_gate = image_gate
+        self.coreset_rows = coreset_rows
+        self.bank_dtype = bank_dtype
+        self.search_dim = search_dim
 
     # -- parameters -------------------------------------------------------------------------
     PARAMS = (
         "backbone", "image_size", "coreset_ratio", "coreset_min", "projection_dim",
         "num_neighbors", "reweight", "reweight_neighbors", "blur_sigma", "normalization",
         "batch_size", "seed", "coreset_method", "knn", "max_memory", "image_gate",
+        "coreset_rows", "bank_dtype", "search_dim",
     )  # fmt: skip
 
     def get_params(self) -> dict[str, Any]:
@@ -207,8 +214,9 @@ class PatchCore:
 
     def _memory(self, ratio: float) -> MemoryBank:
         return MemoryBank(
-            ratio, self.coreset_min, self.projection_dim, self.seed, self.coreset_method, self.knn
-        )
+            ratio, self.coreset_min, self.projection_dim, self.seed, self.coreset_method, self.knn,
+            self.coreset_rows, self.bank_dtype, self.search_dim,
+        )  # fmt: skip
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "memory_"):

@@ -1,7 +1,7 @@
 """The whole scorer as one graph: ONNX and OpenVINO files that need neither torch nor dualpatch.
 
 ``ScorerModule`` wraps a fitted ``PatchCore``/``DualPatchCore`` and reuses the library's own code
-for every step (``FeatureExtractor.stage_maps``/``combine``, ``memory.nearest_distance``,
+for every step (``FeatureExtractor.stage_maps``/``combine``, ``neighbours.knn_distances_chunked``,
 ``scoring.score_patches``), so an exported file cannot drift from the library's rules:
 
     images (B, H, W, 3) uint8 RGB at the model's size     [input "images"]
@@ -62,13 +62,14 @@ class ScorerModule(nn.Module):
         level = getattr(model, "novelty_level_", None)
         self.novelty_level = None if level is None else float(level)
         self.k = int(getattr(model, "num_neighbors", 1))
-        # banks stored centred on their mean, as knn centres them (float32 cancellation)
-        for name, bank in [("normal", model.memory_.bank_)] + (
-            [("defect", model.defect_memory_.bank_)] if self.dual else []
-        ):
-            centre = bank.double().mean(0).float()
-            self.register_buffer(f"{name}_centre", centre)
-            self.register_buffer(f"{name}_bank", (bank.float() - centre).contiguous())
+        banks = [("normal", model.memory_)] + (
+            [("defect", model.defect_memory_)] if self.dual else []
+        )
+        patches = int(model.grid_[0]) * int(model.grid_[1])
+        #: bank rows per chunk of each bank's search, planned by bytes (``search_plan``)
+        self.plan = {name: search_plan(patches, int(m.bank_.shape[0])) for name, m in banks}
+        for name, memory in banks:
+            self._register_bank(name, memory)
         # the image-level check (bank.coverage): the training summaries and their level and scale
         summaries = getattr(model, "gate_summaries_", None)
         self.gated = getattr(model, "gate_level_", None) is not None
@@ -78,12 +79,34 @@ class ScorerModule(nn.Module):
         self.k_normal = min(self.k, int(model.memory_.bank_.shape[0]))
         self.k_defect = min(self.k, int(model.defect_memory_.bank_.shape[0])) if self.dual else 0
 
+    def _register_bank(self, name: str, memory: Any) -> None:
+        """The bank as constants of the graph: centred on its mean, as ``knn`` centres it (float32
+        cancellation); a float16 bank's rounded values in float32, as ``knn`` searches them; with
+        ``search_dim``, its principal axes and the bank projected on them (what ``knn`` ranks)."""
+        bank = memory.bank_.float()
+        centre = bank.double().mean(0).float()
+        centred = (bank - centre).contiguous()
+        self.register_buffer(f"{name}_centre", centre)
+        self.register_buffer(f"{name}_bank", centred)
+        basis = memory.search_basis() if getattr(memory, "knn", "torch") == "torch" else None
+        if basis is not None:
+            self.register_buffer(f"{name}_basis", basis)
+            self.register_buffer(f"{name}_ranked", (centred @ basis).contiguous())
+
     def _distances(self, flat: torch.Tensor, name: str, k: int) -> torch.Tensor:
-        from dualpatch.bank.neighbours import knn_distances_one_block
+        from dualpatch.bank.neighbours import knn_distances_chunked
         from dualpatch.scoring import patch_distances
 
         centre, bank = getattr(self, f"{name}_centre"), getattr(self, f"{name}_bank")
-        return patch_distances(knn_distances_one_block(flat - centre, bank, k))
+        query = flat - centre
+        rank_query = rank_bank = None
+        if hasattr(self, f"{name}_basis"):
+            rank_query, rank_bank = (
+                query @ getattr(self, f"{name}_basis"),
+                getattr(self, f"{name}_ranked"),
+            )
+        chunk = self.plan[name]["bank_chunk"]
+        return patch_distances(knn_distances_chunked(query, bank, k, chunk, rank_query, rank_bank))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         from dualpatch.bank.coverage import missing_content
@@ -107,6 +130,26 @@ class ScorerModule(nn.Module):
             missing = missing_content(flat.reshape(b, h, w, d), self.gate_summaries)
             scores = gated_scores(scores, missing, self.gate_level, self.gate_scale)
         return scores, maps
+
+
+#: the batch the exported search's chunks are planned for (predict's and the runtimes' default
+#: batch): at this batch one chunk's ranking values take at most ``SEARCH_BUDGET`` bytes, and a
+#: larger batch takes proportionally more (the graph's batch size is free)
+PLAN_BATCH = 8
+
+
+def search_plan(patches: int, bank_rows: int, batch: int = PLAN_BATCH) -> dict[str, int]:
+    """The exported search's chunk plan for a bank: bank rows per chunk, chunks, and the bytes of
+    one chunk's float32 ranking values at ``batch`` images of ``patches`` patches each."""
+    from dualpatch.bank.neighbours import KNN_BUDGET, graph_bank_chunk
+
+    chunk = graph_bank_chunk(batch * patches, bank_rows, KNN_BUDGET)
+    return {
+        "bank_chunk": chunk,
+        "chunks": -(-bank_rows // chunk),
+        "block_bytes": 4 * batch * patches * chunk,
+        "budget_bytes": KNN_BUDGET,
+    }
 
 
 def check_exportable(model: Any) -> None:
