@@ -85,6 +85,8 @@ SAFETY_COLUMNS = [
 SAFETY_RUNS = {
     "single": "single",
     "single-reweighted": "single, re-weighted",
+    "single-no-image-check": "single, without the image-level check",
+    "guarded-no-image-check": "dual, `guarded`, without the image-level check",
     "chosen": "**the procedure** (nested choice per fold)",
 }
 

@@ -359,8 +359,10 @@ def _summary(per_fold: dict[str, list], share: float, rows: list[dict]) -> dict:
 
 
 def _compute_record(work: Path, name: str) -> dict:
-    """The fitting processes' own records: command, wall time, load average before and after."""
-    return {p.stem: json.loads(p.read_text()) for p in sorted((work / name).glob("compute_run*"))}
+    """The fitting processes' own records (and ``safety_gate.py``'s): command, wall time, load
+    average before and after."""
+    found = sorted((work / name).glob("compute_run*")) + sorted((work / name).glob("gate_run*"))
+    return {p.stem: json.loads(p.read_text()) for p in found}
 
 
 def defaults_result(work: Path) -> dict:
