@@ -34,7 +34,8 @@ def test_fit_writes_a_dual_model(fitted):
     assert meta["class"] == "DualPatchCore"
     assert meta["params"]["image_size"] == [160, 64]
     assert meta["grid"] == [20, 8]
-    assert set(meta["tensors"]) == {"normal_bank", "defect_bank"}
+    # the image-level check's summaries: fit calibrates it on its held-out normals
+    assert set(meta["tensors"]) == {"normal_bank", "defect_bank", "gate_summaries"}
 
 
 def test_fit_stores_a_threshold_by_default(fitted):

@@ -16,6 +16,15 @@ from dualpatch.serving.guard import RateLimit  # noqa: E402
 from dualpatch.serving.server import BadRequest, BodyBudget, model_info, read_body  # noqa: E402
 
 
+def run(coro):
+    """``asyncio.run`` on a thread of its own: pytest-playwright's sync API keeps an event loop
+    running on the main thread for the rest of a session that ran a browser test."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 class FakeRequest:
     """What ``read_body`` uses of a Starlette request: headers and a chunk stream."""
 
@@ -30,18 +39,18 @@ class FakeRequest:
 
 def test_budget_refuses_past_its_limit_and_is_given_back():
     budget = BodyBudget(limit=10)
-    body = asyncio.run(read_body(FakeRequest([b"abcd", b"efgh"]), 100, 5, budget))
+    body = run(read_body(FakeRequest([b"abcd", b"efgh"]), 100, 5, budget))
     assert body == b"abcdefgh" and budget.held == 0
     budget.held = 6  # another upload is arriving
     with pytest.raises(BadRequest) as refused:
-        asyncio.run(read_body(FakeRequest([b"abcd", b"efgh"]), 100, 5, budget))
+        run(read_body(FakeRequest([b"abcd", b"efgh"]), 100, 5, budget))
     assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "1"
     assert budget.held == 6  # what this request took is given back
 
 
 def test_slow_body_gets_408():
     with pytest.raises(BadRequest) as late:
-        asyncio.run(read_body(FakeRequest([b"a"] * 10, pause=0.05), 100, 0.2))
+        run(read_body(FakeRequest([b"a"] * 10, pause=0.05), 100, 0.2))
     assert late.value.status == 408 and late.value.headers["Connection"] == "close"
 
 
