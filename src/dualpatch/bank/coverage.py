@@ -53,10 +53,16 @@ def summarise_image(patches: torch.Tensor, count: int = SUMMARY_PATCHES) -> torc
     return patches[picks]
 
 
+def evenly_spaced(n: int, count: int) -> list[int]:
+    """Indices of ``count`` evenly spaced items of ``n``, the first and last included (all ``n``
+    when there are no more than ``count``)."""
+    return np.unique(np.linspace(0, n - 1, min(n, count)).round().astype(int)).tolist()
+
+
 def summary_images(n: int) -> list[int]:
     """Indices of the training images that get a summary: all, or ``SUMMARY_IMAGES`` evenly
     spaced ones."""
-    return np.unique(np.linspace(0, n - 1, min(n, SUMMARY_IMAGES)).round().astype(int)).tolist()
+    return evenly_spaced(n, SUMMARY_IMAGES)
 
 
 def summarise(feats: Any, picked: list[int] | None = None) -> torch.Tensor:
@@ -107,8 +113,7 @@ def leave_image_out(feats: Any, summaries: torch.Tensor) -> np.ndarray:
     picked = summary_images(feats.shape[0])
     if len(picked) < 2:
         return np.zeros(0)
-    probe = np.unique(np.linspace(0, len(picked) - 1, min(len(picked), LEAVE_OUT_IMAGES)).round())
-    probe = probe.astype(int).tolist()
+    probe = evenly_spaced(len(picked), LEAVE_OUT_IMAGES)
     images = feats[[picked[j] for j in probe]]  # one read
     values = []
     for k, j in enumerate(probe):

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from dualpatch.bank import feature_cache
+from dualpatch.bank.coverage import evenly_spaced
 from dualpatch.bank.memory import MemoryBank
 from dualpatch.data.base import Sample
 from dualpatch.errors import DataError
@@ -130,10 +131,9 @@ def leave_image_out_level(model: Any, feats: Any) -> tuple[float, int]:
     spread stands in: the largest distance of a bank entry to its nearest other entry.
     """
     n = feats.shape[0]
-    picked = np.unique(np.linspace(0, n - 1, min(n, NOVELTY_IMAGES)).round().astype(int))
     bank = model.memory_.bank_
     levels = []
-    for i in picked.tolist():
+    for i in evenly_spaced(n, NOVELTY_IMAGES):
         rows = feats[[i]].reshape(-1, bank.shape[1]).float()
         _, idx = model.memory_.query(rows, 1)
         # a float16 bank holds its rows rounded: compare in its precision
