@@ -29,7 +29,7 @@ from tests.support.bad_input import (
     texture,
     warning_lines,
 )
-from tests.support.common import kill_when
+from tests.support.common import kill_when, spill_batches_done
 
 FIT = ("--image-size", 64, 32, "--coreset-min", 20)
 
@@ -220,12 +220,7 @@ def test_killed_fit_without_cache_leaves_its_spill_beside_out_and_the_rerun_clea
     command = fit_command(demo_root, out, "--max-memory", "3GiB", "--no-cache")
 
     def done() -> int:
-        for meta in spill.glob("*/meta.json"):
-            try:
-                return json.loads(meta.read_text())["done"]
-            except (OSError, ValueError):
-                return 0
-        return 0
+        return spill_batches_done(spill)
 
     status = kill_when(command, env, tmp_path / "first.log", lambda: done() >= 8, "a full batch")
     assert status == -signal.SIGKILL

@@ -42,6 +42,19 @@ class CountingExtractor:
         return self.inner(images)
 
 
+def spill_batches_done(spill: Path) -> int:
+    """Batches a spill store under ``spill`` (``<key>/meta.json``) reports done; 0 while none is
+    readable (not yet written, or caught mid-replace)."""
+    import json
+
+    for meta in spill.glob("*/meta.json"):
+        try:
+            return json.loads(meta.read_text())["done"]
+        except (OSError, ValueError):
+            return 0
+    return 0
+
+
 def kill_when(command: list[str], env: dict, log_path: Path, ready, waiting_for: str) -> int:
     """Start ``command``, SIGKILL it (no clean-up code runs) as soon as ``ready()`` holds, and
     return its exit status; fails the test if it ends first or ``ready`` never holds."""

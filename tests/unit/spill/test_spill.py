@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import gc
-import json
 import mmap
 import os
 import shutil
@@ -23,7 +22,7 @@ from dualpatch import PatchCore
 from dualpatch.bank import feature_store, spill
 from dualpatch.cli.main import main
 from dualpatch.errors import ConfigError, DataError
-from tests.support.common import CountingExtractor, kill_when, tiny_params
+from tests.support.common import CountingExtractor, kill_when, spill_batches_done, tiny_params
 
 
 @pytest.mark.parametrize("method", ["greedy", "approx"])
@@ -165,12 +164,7 @@ def test_killed_spilled_fit_resumes_from_its_store(
     n_images = len(demo_train.normal())
 
     def done() -> int:
-        for meta in (cache / "spill").glob("*/meta.json"):
-            try:
-                return json.loads(meta.read_text())["done"]
-            except (OSError, ValueError):
-                return 0
-        return 0
+        return spill_batches_done(cache / "spill")
 
     status = kill_when(command, env, tmp_path / "first.log", lambda: done() >= 8, "a full batch")
     assert status == -signal.SIGKILL
