@@ -23,6 +23,7 @@ from dualpatch.defaults import (
     BANK_DTYPES,
     CORESET_METHODS,
     CORESET_MIN,
+    CORESET_ROWS,
     DEFECT_CORESET,
     DEFECT_SOURCE,
     DEFECT_SOURCES,
@@ -135,9 +136,9 @@ class ModelSpec:
         "Cap on fit memory, e.g. 2GiB: features spill to disk (docs/large-data.md).",
     ))  # fmt: skip
     # search cost (docs/search.md): a bank budget in rows, float16 storage, a learned projection
-    coreset_rows: int | None = sv.entry(None, Setting(
+    coreset_rows: int | None = sv.entry(CORESET_ROWS, Setting(
         "a whole number of at least 1, or null", lambda v: v is None or (sv.whole(v) and v >= 1),
-        "Most rows per bank, whatever the ratio (null: no cap).", minimum=1,
+        "Most rows per bank, whatever the ratio (null in a config: no cap).", minimum=1,
     ))  # fmt: skip
     bank_dtype: str = sv.choice(
         "float32",

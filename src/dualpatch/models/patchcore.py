@@ -18,7 +18,14 @@ from dualpatch.bank.coverage import leave_image_out, missing_content, summarise
 from dualpatch.bank.feature_cache import FeatureSource, key_prefix
 from dualpatch.bank.memory import MemoryBank
 from dualpatch.data.base import Sample
-from dualpatch.defaults import BACKBONE, CORESET_MIN, IMAGE_SIZE, NORMAL_CORESET, NORMALIZATION
+from dualpatch.defaults import (
+    BACKBONE,
+    CORESET_MIN,
+    CORESET_ROWS,
+    IMAGE_SIZE,
+    NORMAL_CORESET,
+    NORMALIZATION,
+)
 from dualpatch.errors import ConfigError, DataError
 from dualpatch.events import open_stage
 from dualpatch.features.extractor import FeatureExtractor, to_tensor
@@ -95,7 +102,7 @@ class PatchCore:
         knn: str = "torch",
         max_memory: str | int | None = None,
         image_gate: bool = True,
-        coreset_rows: int | None = None,
+        coreset_rows: int | None = CORESET_ROWS,
         bank_dtype: str = "float32",
         search_dim: int | None = None,
     ):
