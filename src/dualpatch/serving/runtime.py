@@ -24,17 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from dualpatch import prediction
 from dualpatch.card import ModelCard
 from dualpatch.errors import ConfigError, ModelFileError
-from dualpatch.prediction import (
-    Batch,
-    Prediction,
-    Scorer,
-    check_images,
-    collect,
-    of_images,
-    predict_batches,
-)
+from dualpatch.prediction import Batch, Prediction, Scorer
 
 RUNTIMES = ("torch", "onnx", "openvino")
 
@@ -126,7 +119,7 @@ class _ExportedScorer:
         raise NotImplementedError
 
     def score_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._run(check_images(images, self.image_size))
+        return self._run(prediction.check_images(images, self.image_size))
 
 
 class OnnxScorer(_ExportedScorer):
@@ -253,11 +246,12 @@ class ScorerModel:
     def predict_batches(self, samples: Iterable[Any]) -> Iterator[Batch]:
         """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch, through
         the one predict loop (``prediction.predict_batches``)."""
-        return predict_batches(of_images(self.scorer), list(samples), self.batch_size)
+        scorer = prediction.of_images(self.scorer)
+        return prediction.predict_batches(scorer, list(samples), self.batch_size)
 
     def predict(self, samples: Iterable[Any]) -> Prediction:
         """Scores, maps and labels of ``samples`` (what ``PatchCore.predict`` returns)."""
-        return collect(self.predict_batches(samples))
+        return prediction.collect(self.predict_batches(samples))
 
     def training_overlap(self, samples) -> list:
         """The samples whose image file is byte-identical to one the model was fit on."""
