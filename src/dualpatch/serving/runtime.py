@@ -178,8 +178,9 @@ def open_scorer(
     threads: int | None = None,
     exported: str | os.PathLike[str] | None = None,
     weights: str | None = None,
-) -> Scorer:
-    """A scorer for the model in ``model_dir`` running on ``runtime`` (torch, onnx, openvino)."""
+) -> TorchScorer | OnnxScorer | OpenVinoScorer:
+    """A scorer (``prediction.Scorer``, with its ``runtime`` name and the model's ``kind``) for
+    the model in ``model_dir`` running on ``runtime`` (torch, onnx, openvino)."""
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
     if runtime == "torch":
