@@ -71,15 +71,11 @@ def main() -> None:
         readvise(Path(args.json))
         return
 
+    from dualpatch.environment import environment
+    from dualpatch.experiment.config import load_config, resolve_run
     from dualpatch.experiment.crossval import prepare
     from dualpatch.experiment.fewshot_runner import finish_fewshot, run_fewshot
-    from dualpatch.experiment.runner import (
-        COMMAND,
-        Experiment,
-        environment,
-        load_config,
-        resolve_run,
-    )
+    from dualpatch.experiment.runner import COMMAND, Experiment
     from dualpatch.fileio import mark_output, write_json
     from dualpatch.report.data import slug
     from dualpatch.report.fewshot import plot_fewshot

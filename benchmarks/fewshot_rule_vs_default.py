@@ -37,8 +37,8 @@ def main() -> None:
     warnings.simplefilter("ignore")
     from dualpatch.bank.query_memo import remembered_queries
     from dualpatch.defaults import DUAL_RULE
+    from dualpatch.experiment.config import load_config
     from dualpatch.experiment.protocol import make_splits
-    from dualpatch.experiment.runner import load_config
     from dualpatch.fileio import write_json
     from dualpatch.metrics.uncertainty import fold_counts
 

@@ -82,7 +82,8 @@ def run(
     """One experiment through ``dualpatch.experiment.runner`` (the code path of ``dualpatch run``).
 
     ``summary=False`` only fits and scores (what a per-seed worker process does)."""
-    from dualpatch.experiment.runner import Experiment, load_config
+    from dualpatch.experiment.config import load_config
+    from dualpatch.experiment.runner import Experiment
 
     cfg = load_config(
         None,
@@ -98,8 +99,8 @@ def run(
         ],
     )
     cfg["runs"] = runs
+    from dualpatch.experiment.config import resolve_run
     from dualpatch.experiment.crossval import finish, prepare, run_matrix
-    from dualpatch.experiment.runner import resolve_run
 
     t0, load0 = time.perf_counter(), load()
     exp = Experiment(cfg)

@@ -111,13 +111,13 @@ def child_speed(args) -> None:
     scorer = open_scorer(args.model, args.runtime, threads=args.threads)
     batched = {}
     for batch in BATCHES:
-        scorer.score(images[:batch])  # warm-up (allocations, graph optimisation)
+        scorer.score_images(images[:batch])  # warm-up (allocations, graph optimisation)
         passes = []
         for _ in range(args.passes):
             t0 = time.perf_counter()
             scores, maps = [], []
             for start in range(0, len(images), batch):
-                s, m = scorer.score(images[start : start + batch])
+                s, m = scorer.score_images(images[start : start + batch])
                 scores.append(s)
                 maps.append(m)
             passes.append(1000 * (time.perf_counter() - t0) / len(images))
@@ -148,11 +148,11 @@ def latency_figures(scorer, images, suffix: str) -> dict:
     import numpy as np
 
     for i in range(3):
-        scorer.score(images[i : i + 1])
+        scorer.score_images(images[i : i + 1])
     latency = []
     for i in range(len(images)):
         t0 = time.perf_counter()
-        scorer.score(images[i : i + 1])
+        scorer.score_images(images[i : i + 1])
         latency.append(1000 * (time.perf_counter() - t0))
     lat = np.array(latency)
     return {

@@ -33,7 +33,8 @@ def main() -> None:
     torch.set_num_threads(1)
     from dualpatch.data import KolektorSDD
     from dualpatch.data.crops import connected_regions
-    from dualpatch.experiment.runner import Experiment, load_config
+    from dualpatch.experiment.config import load_config
+    from dualpatch.experiment.runner import Experiment
     from dualpatch.fileio import write_json
 
     t0, load0 = time.perf_counter(), os.getloadavg()[0]

@@ -15,8 +15,12 @@ __all__ = ["DualPatchCore", "PatchCore", "Prediction", "__version__"]
 
 def __getattr__(name: str):
     # torch is imported on first use of a model, so `dualpatch --help` and errors stay quick
-    if name in ("DualPatchCore", "PatchCore", "Prediction"):
+    if name in ("DualPatchCore", "PatchCore"):
         from dualpatch import models
 
         return getattr(models, name)
+    if name == "Prediction":  # numpy only: no torch import
+        from dualpatch.prediction import Prediction
+
+        return Prediction
     raise AttributeError(f"module 'dualpatch' has no attribute {name!r}")

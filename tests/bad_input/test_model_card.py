@@ -122,7 +122,7 @@ def test_exported_scorer_results_are_checked_too(tmp_path):
     class Broken:
         runtime, image_size, kind = "onnx", (64, 32), "single"
 
-        def score(self, images):
+        def score_images(self, images):
             n = len(images)
             return np.array([0.5, np.inf], np.float32)[:n], np.zeros((n, 64, 32), np.float32)
 

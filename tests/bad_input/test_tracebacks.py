@@ -196,7 +196,7 @@ assignments = st.builds(lambda k, v: f"{k}={json.dumps(v)}", keys, values) | st.
 def test_load_config_accepts_or_says_one_line(overrides, file_values, tmp_path_factory):
     """Any config file and ``--set`` list: a validated config, or one ConfigError line."""
     from dualpatch.errors import ConfigError
-    from dualpatch.experiment.runner import load_config
+    from dualpatch.experiment.config import load_config
 
     folder = tmp_path_factory.mktemp("cfg")
     path = folder / "c.yaml"

@@ -147,7 +147,7 @@ def _run_overrides(*args) -> list[str]:
         seen.append(list(overrides))
         raise typer.Exit(0)
 
-    with mock.patch("dualpatch.experiment.runner.load_config", capture):
+    with mock.patch("dualpatch.experiment.config.load_config", capture):
         result = CliRunner().invoke(app, ["run", *map(str, args)])
     assert result.exit_code == 0, result.output
     return seen[0]
@@ -169,7 +169,7 @@ def _run_overrides(*args) -> list[str]:
 )
 def test_a_run_option_is_its_set_assignment(args, assignment, tmp_path):
     """``run --KEY VALUE`` configures what ``--set key=value`` does, and wins over it."""
-    from dualpatch.experiment.runner import load_config
+    from dualpatch.experiment.config import load_config
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -146,7 +146,7 @@ def test_kolektorsdd_crops_folder_gives_the_scores_of_defects_crop(
 @pytest.mark.parametrize("key", ["crops", "runs.1.crops"])
 def test_config_crops_key(tmp_path, key):
     from dualpatch.errors import ConfigError
-    from dualpatch.experiment.runner import load_config, resolve_run
+    from dualpatch.experiment.config import load_config, resolve_run
 
     cfg = load_config(None, [f"{key}=some/folder"])
     node = cfg if key == "crops" else cfg["runs"][1]

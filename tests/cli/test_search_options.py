@@ -15,7 +15,7 @@ NAMES = ("coreset_rows", "bank_dtype", "search_dim")
 
 def test_each_option_is_a_parameter_a_yaml_key_and_a_flag():
     from dualpatch import DualPatchCore, PatchCore
-    from dualpatch.experiment.runner import load_config
+    from dualpatch.experiment.config import load_config
 
     for name in NAMES:
         assert name in spec.MODEL_KEYS and name in PatchCore.PARAMS

@@ -32,6 +32,8 @@ LAYERS = {
     "bank": 3,
     "scoring": 4,
     "metrics": 4,
+    # the scorer contract and the one predict loop: numpy only, below models and serving
+    "prediction": 4,
     "models": 5,
     "threshold": 5,
     "augment": 6,
@@ -234,14 +236,14 @@ def _estimator_private_names() -> set[str]:
     return {n for n in names if n.startswith("_") and not n.startswith("__")}
 
 
-def _private_calls_below_models() -> list[str]:
-    """``x._name`` in a module below ``models/`` where ``_name`` is an estimator's private name
-    (``self._name`` is the module's own object)."""
+def _private_calls_outside_models() -> list[str]:
+    """``x._name`` in a module outside ``models/`` (below it, or above it: serving, cluster,
+    experiment, the CLI...) where ``_name`` is an estimator's private name (``self._name`` is the
+    module's own object)."""
     private, found = _estimator_private_names(), []
     for path in sorted(SRC.rglob("*.py")):
         module = _module_name(path)
-        layer = _layer(module)
-        if layer is None or layer >= LAYERS["models"]:
+        if _layer(module) is None or module.split(".")[1] == "models":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr in private:
@@ -250,28 +252,38 @@ def _private_calls_below_models() -> list[str]:
     return found
 
 
-def test_no_module_below_models_reaches_into_an_estimator():
+def test_no_module_outside_models_reaches_into_an_estimator():
     """The feature cache, the spill store and every lower module get what they need passed down
-    (a ``FeatureSource``, a ``MemoryBank``, values), never an estimator's private parts."""
-    assert _private_calls_below_models() == []
+    (a ``FeatureSource``, a ``MemoryBank``, values); the runtimes, the server and every higher
+    module use the estimators' public methods (``score_images``, ``predict_batches``...): none
+    touches an estimator's private parts."""
+    assert _private_calls_outside_models() == []
 
 
 def test_the_private_call_check_finds_a_call_up(tmp_path, monkeypatch):
     pkg = tmp_path / "dualpatch"
-    for folder in ("models", "bank"):
+    for folder in ("models", "bank", "serving"):
         (pkg / folder).mkdir(parents=True)
         (pkg / folder / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
     (pkg / "models" / "patchcore.py").write_text(
         "class PatchCore:\n    def _cache_key(self, s):\n        self._prefix = 1\n"
+        "    def _score_batch(self, images):\n        pass\n"
     )
     (pkg / "models" / "dual.py").write_text("")
     (pkg / "bank" / "feature_cache.py").write_text(
         "def key(model, s):\n    return model._cache_key(s)\n"
         "class Store:\n    def k(self):\n        return self._prefix\n"
     )
+    # a layer above models: the runtime calling the estimator's private scoring
+    (pkg / "serving" / "runtime.py").write_text(
+        "def score(model, images):\n    return model._score_batch(images)\n"
+    )
     monkeypatch.setattr(sys.modules[__name__], "SRC", pkg)
-    assert _private_calls_below_models() == ["dualpatch.bank.feature_cache:2: model._cache_key"]
+    assert _private_calls_outside_models() == [
+        "dualpatch.bank.feature_cache:2: model._cache_key",
+        "dualpatch.serving.runtime:2: model._score_batch",
+    ]
 
 
 def test_library_source_never_imports_typer_or_rich():

@@ -45,7 +45,8 @@ def run(
     flags: dict | None = None,
 ) -> None:
     """Run an experiment matrix (single / dual / dual + augmentation) into one results folder."""
-    from dualpatch.experiment.runner import Experiment, load_config
+    from dualpatch.experiment.config import load_config
+    from dualpatch.experiment.runner import Experiment
     from dualpatch.fileio import MARKER
 
     assert spec is not None  # given by spec_options: the settings given as options
@@ -105,7 +106,7 @@ def run_config(cfg: dict, force: bool = False) -> Path:
 @spec_options("out", defaults={"out": "runs/demo"})
 def demo(spec: run_spec.ExperimentSpec | None = None, flags: dict | None = None) -> None:
     """Single vs dual on the built-in synthetic set, or on KolektorSDD if DUALPATCH_DATA is set."""
-    from dualpatch.experiment.runner import load_config
+    from dualpatch.experiment.config import load_config
 
     data = os.environ.get("DUALPATCH_DATA")
     runs = [

@@ -3,8 +3,8 @@
 ``Experiment.run`` runs every configured run (single, dual, dual + augmentation, dual scoring
 rules) on every split or fold x seed. Finished runs are skipped when rerun; features are cached per
 image, so a rerun or a resumed run extracts nothing twice. The config (keys, defaults, validation)
-is ``experiment_config``, the defect-bank inputs ``experiment_inputs``, a run's files
-``experiment_outputs``, the loop over splits and the summary ``crossval``.
+is ``experiment.config``, the defect-bank inputs ``experiment.inputs``, a run's files
+``experiment.outputs``, the loop over splits and the summary ``experiment.crossval``.
 """
 
 from __future__ import annotations
@@ -20,15 +20,7 @@ from typing import Any
 import numpy as np
 
 from dualpatch.environment import environment, rss_mb
-from dualpatch.experiment.config import (
-    AUGMENT_KEYS,
-    DEFAULTS,
-    RUN_KEYS,
-    apply_override,
-    load_config,
-    resolve_run,
-    validate,
-)
+from dualpatch.experiment.config import resolve_run
 from dualpatch.experiment.outputs import (
     finished_before,
     load_finished,
@@ -38,19 +30,7 @@ from dualpatch.experiment.outputs import (
     write_run,
 )
 
-__all__ = [
-    "AUGMENT_KEYS",
-    "COMMAND",
-    "DEFAULTS",
-    "LEGACY",
-    "RUN_KEYS",
-    "Experiment",
-    "apply_override",
-    "environment",
-    "load_config",
-    "resolve_run",
-    "validate",
-]
+__all__ = ["COMMAND", "LEGACY", "Experiment"]
 
 #: the marker name of run folders; folders written before markers hold these three
 COMMAND = "run"

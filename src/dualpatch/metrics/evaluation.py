@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
-
-from dualpatch.errors import DataError
 
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "image_ap", "pixel_aupro", "f1_max", "f1_threshold")
 
@@ -156,18 +152,6 @@ def evaluate(
     if masks is not None and maps is not None:
         out.update(pixel_metrics(masks, maps))
     return out
-
-
-def refuse_non_finite(samples: Sequence[Any], scores: np.ndarray) -> None:
-    """DataError naming the first image whose score is NaN or infinite: such a score sorts
-    anywhere and would pass or fail an image silently (predict and evaluate score through this)."""
-    bad = np.flatnonzero(~np.isfinite(np.asarray(scores, dtype=np.float64)))
-    if bad.size:
-        sample = samples[int(bad[0])]
-        raise DataError(
-            f"{getattr(sample, 'image_path', sample)}: score is {float(scores[bad[0]])} "
-            f"({bad.size} of {len(scores)} images in the batch); the model gives no usable score"
-        )
 
 
 def pixel_metrics(masks, maps) -> dict[str, float]:

@@ -8,6 +8,6 @@ class a model.json may name is registered before any load.
 """
 
 from dualpatch.models.dual import DualPatchCore
-from dualpatch.models.patchcore import PatchCore, Prediction
+from dualpatch.models.patchcore import PatchCore
 
-__all__ = ["DualPatchCore", "PatchCore", "Prediction"]
+__all__ = ["DualPatchCore", "PatchCore"]

@@ -4,15 +4,16 @@ persistence live in their own modules; progress goes out as events (``dualpatch.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from dualpatch import prediction
 from dualpatch.bank import feature_cache
 from dualpatch.bank.coverage import leave_image_out, missing_content, summarise
 from dualpatch.bank.feature_cache import FeatureSource, key_prefix
@@ -33,6 +34,7 @@ from dualpatch.fileio import sha256_file
 from dualpatch.models import banks
 from dualpatch.models.params import check_scoring_params
 from dualpatch.models.persistence import load_model, register, save_model
+from dualpatch.prediction import Prediction, check_images
 from dualpatch.scoring import (
     DEFAULT_NUM_NEIGHBORS,
     DEFAULT_REWEIGHT_NEIGHBORS,
@@ -41,18 +43,6 @@ from dualpatch.scoring import (
     patch_distances,
     score_patches,
 )
-
-
-@dataclass
-class Prediction:
-    """Scores for a list of images: ``image_scores`` (N,), ``anomaly_maps`` (N, H, W) float32."""
-
-    ids: list[str]
-    image_scores: np.ndarray
-    anomaly_maps: np.ndarray
-    labels: np.ndarray | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
 
 #: the smallest level of the image-level check (training images without any difference)
 GATE_FLOOR = 1e-12
@@ -229,54 +219,69 @@ class PatchCore:
         if not hasattr(self, "memory_"):
             raise ConfigError(f"{type(self).__name__} is not fitted: call fit() or load() first")
 
-    def _feature_batches(
-        self, samples: Sequence[Sample]
-    ) -> Iterator[tuple[list[Sample], torch.Tensor | None, torch.Tensor | None]]:
-        """(samples, their (B, h, w, D) features from the cache and None, or None and the images'
-        (B, 3, H, W) tensor) batch by batch, with one progress stage."""
-        self._check_fitted()
-        if not samples:
-            raise DataError("no images to score")
-        bar = self._bar("scoring", len(samples))
-        for start in range(0, len(samples), self.batch_size):
-            batch = list(samples[start : start + self.batch_size])
-            if self.cache_dir:  # one test set scored by many models extracts its features once
-                yield batch, self.image_features(batch, bar=bar), None
-            else:
-                images = to_tensor([s.image(tuple(self.image_size)) for s in batch])
-                yield batch, None, images
-                bar(len(batch))  # once the batch is scored
+    def _scoring_stage(self, total: int) -> Callable[[], Callable[[int], None]]:
+        """The "scoring" progress stage over ``total`` images, opened by the first batch (a call
+        refused before any work opens none)."""
+        return functools.cache(lambda: self._bar("scoring", total))
 
-    def _batch_features(
-        self, feats: torch.Tensor | None, images: torch.Tensor | None
-    ) -> torch.Tensor:
-        """(B, h, w, D) patch features: the cached ones, else the backbone's on ``images``."""
-        if feats is not None:
-            return feats
-        assert images is not None
+    def _features_of(self, batch: list[Sample], bar: Callable[[int], None]) -> torch.Tensor:
+        """(B, h, w, D) patch features of ``batch``: from the feature cache when there is one (one
+        test set scored by many models extracts its features once), else the backbone's."""
+        if self.cache_dir:
+            return self.image_features(batch, bar=bar)
+        size = (self.image_size[0], self.image_size[1])
+        feats = self._image_features(to_tensor(np.stack([s.image(size) for s in batch])))
+        bar(len(batch))
+        return feats
+
+    def _image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, D) patch features of a (B, 3, H, W) image tensor, by the backbone."""
         return self.extractor_(images).features.permute(0, 2, 3, 1)
 
-    def predict_batches(
-        self, samples: Sequence[Sample]
-    ) -> Iterator[tuple[list[Sample], np.ndarray, np.ndarray]]:
-        """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch: memory
-        stays flat however many samples there are."""
-        from dualpatch.metrics.evaluation import refuse_non_finite
+    def _feature_batches(self, samples: Sequence[Sample]) -> Iterator[torch.Tensor]:
+        """(B, h, w, D) features of ``samples`` batch by batch, with one progress stage."""
+        self._check_fitted()
+        stage = self._scoring_stage(len(samples))
+        for batch in prediction.batches(samples, self.batch_size):
+            yield self._features_of(batch, stage())
 
-        for batch, feats, images in self._feature_batches(samples):
-            if feats is None:  # the images' own scoring path (runtime.TorchScorer's too)
-                amap, score = self._score_batch(images)
-            else:
-                amap, score = self._score_gated(feats)
-            refuse_non_finite(batch, score.numpy())
-            yield batch, score.numpy().astype(np.float64), amap.numpy().astype(np.float32)
+    def score_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(image scores (B,) float32, anomaly maps (B, H, W) float32) of a (B, H, W, 3) uint8 RGB
+        batch at ``image_size``: the scorer contract (``prediction.Scorer``) that the ONNX and
+        OpenVINO runtimes keep too."""
+        self._check_fitted()
+        images = check_images(images, (self.image_size[0], self.image_size[1]))
+        with torch.no_grad():
+            amap, score = self._score_gated(self._image_features(to_tensor(images)))
+        return score.numpy().astype(np.float32), amap.numpy().astype(np.float32)
+
+    def _batch_scorer(self, total: int) -> prediction.BatchScore:
+        """Scores a batch of samples for ``prediction.predict_batches``: the images' features
+        (cached or extracted), then the same scoring as ``score_images``."""
+        stage = self._scoring_stage(total)
+
+        def score(batch: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
+            amap, scores = self._score_gated(self._features_of(batch, stage()))
+            return scores.numpy(), amap.numpy()
+
+        return score
+
+    def predict_batches(
+        self, samples: Iterable[Sample]
+    ) -> Iterator[tuple[list[Sample], np.ndarray, np.ndarray]]:
+        """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch, through
+        the one predict loop (``prediction.predict_batches``)."""
+        self._check_fitted()
+        samples = list(samples)
+        yield from prediction.predict_batches(
+            self._batch_scorer(len(samples)), samples, self.batch_size
+        )
 
     def bank_distances(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         """(N, h, w) patch distances of ``samples`` to each bank, by bank ("normal", and
         "defect" for a dual model): what the scoring rules take, for calibrating on them."""
         found: dict[str, list[torch.Tensor]] = {}
-        for _, feats, images in self._feature_batches(samples):
-            feats = self._batch_features(feats, images)
+        for feats in self._feature_batches(samples):
             for name, bank in self._banks().items():
                 found.setdefault(name, []).append(self._nearest(bank, feats)[0])
         return {name: torch.cat(parts) for name, parts in found.items()}
@@ -286,25 +291,13 @@ class PatchCore:
 
     def predict(self, samples: Iterable[Sample]) -> Prediction:
         """Image scores and anomaly maps (at ``image_size``) for each sample."""
-        samples = list(samples)
-        scores, maps = [], []
-        for _, score, amap in self.predict_batches(samples):
-            maps.append(amap)
-            scores.append(score)
-        labels = np.array([s.label for s in samples])
-        return Prediction(
-            [s.id for s in samples], np.concatenate(scores), np.concatenate(maps), labels
-        )
+        return prediction.collect(self.predict_batches(samples))
 
     def _nearest(self, bank: MemoryBank, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, h, w) patch distances to ``bank``; (B, h*w) index of each patch's nearest entry."""
         b, h, w, d = feats.shape
         dist, idx = bank.query(feats.reshape(-1, d), self.num_neighbors)
         return patch_distances(dist).reshape(b, h, w), idx[:, 0].reshape(b, h * w)
-
-    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(anomaly maps at ``image_size``, image scores) of a batch."""
-        return self._score_gated(self._batch_features(None, images))
 
     def _score_gated(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(anomaly maps, image scores with the image-level check) of (B, h, w, D) features."""
@@ -342,8 +335,7 @@ class PatchCore:
     def missing_content(self, samples: Sequence[Sample]) -> np.ndarray:
         """(N,) missing content of ``samples`` against the training summaries (bank.coverage)."""
         parts = [
-            missing_content(self._batch_features(feats, images), self.gate_summaries_)
-            for _, feats, images in self._feature_batches(samples)
+            missing_content(feats, self.gate_summaries_) for feats in self._feature_batches(samples)
         ]
         return torch.cat(parts).double().numpy()
 

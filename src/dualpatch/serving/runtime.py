@@ -1,9 +1,10 @@
 """Runtimes that score images with a fitted model: the library itself (torch), or its exported
-graph in onnxruntime or OpenVINO. All take the same input and give the same outputs:
+graph in onnxruntime or OpenVINO. All keep the scorer contract (``prediction.Scorer``, which
+the fitted estimators keep too): the same input, the same outputs:
 
     scorer = open_scorer("models/dual", runtime="onnx", threads=2)
-    scores, maps = scorer.score(images)   # (B, H, W, 3) uint8 RGB at scorer.image_size
-                                          # -> (B,) float32, (B, H, W) float32
+    scores, maps = scorer.score_images(images)  # (B, H, W, 3) uint8 RGB at scorer.image_size
+                                                # -> (B,) float32, (B, H, W) float32
 
 The exported file is ``DIR/model.onnx`` or ``DIR/model.xml`` (``dualpatch export``), or one given
 as ``exported``; when it is missing, the model is exported into a temporary folder first. An
@@ -17,34 +18,18 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from dualpatch import prediction
 from dualpatch.card import ModelCard
 from dualpatch.errors import ConfigError, ModelFileError
+from dualpatch.prediction import Batch, Prediction, Scorer
 
 RUNTIMES = ("torch", "onnx", "openvino")
-
-
-class Scorer(Protocol):
-    runtime: str
-    image_size: tuple[int, int]
-
-    def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
-
-
-def _check_batch(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[None]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (*size, 3):
-        raise ConfigError(
-            f"images must be (B, {size[0]}, {size[1]}, 3) uint8, got {images.shape} {images.dtype}"
-        )
-    return np.ascontiguousarray(images)
 
 
 class TorchScorer:
@@ -63,15 +48,8 @@ class TorchScorer:
         self.image_size = tuple(self.model.image_size)
         self.kind = self.model.kind
 
-    def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
-        from dualpatch.features.extractor import to_tensor
-
-        images = _check_batch(images, self.image_size)
-        with torch.no_grad():
-            maps, scores = self.model._score_batch(to_tensor(images))
-        return scores.numpy().astype(np.float32), maps.numpy().astype(np.float32)
+    def score_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.model.score_images(images)
 
 
 def _exported_file(
@@ -140,8 +118,8 @@ class _ExportedScorer:
     def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._run(_check_batch(images, self.image_size))
+    def score_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._run(prediction.check_images(images, self.image_size))
 
 
 class OnnxScorer(_ExportedScorer):
@@ -200,8 +178,9 @@ def open_scorer(
     threads: int | None = None,
     exported: str | os.PathLike[str] | None = None,
     weights: str | None = None,
-) -> Scorer:
-    """A scorer for the model in ``model_dir`` running on ``runtime`` (torch, onnx, openvino)."""
+) -> TorchScorer | OnnxScorer | OpenVinoScorer:
+    """A scorer (``prediction.Scorer``, with its ``runtime`` name and the model's ``kind``) for
+    the model in ``model_dir`` running on ``runtime`` (torch, onnx, openvino)."""
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
     if runtime == "torch":
@@ -246,16 +225,6 @@ def _first_line(exc: BaseException) -> str:
     return lines[0].strip()[:200] if lines else type(exc).__name__
 
 
-@dataclass
-class Scored:
-    """What ``score_samples`` returns: the fields of ``models.Prediction`` without torch."""
-
-    ids: list[str]
-    image_scores: np.ndarray
-    anomaly_maps: np.ndarray
-    labels: np.ndarray
-
-
 class ScorerModel:
     """A scorer dressed as much like a fitted model as ``predict`` and ``evaluate`` need:
     ``predict_batches``, ``predict``, ``training_overlap``, ``image_size``, ``kind``,
@@ -275,30 +244,15 @@ class ScorerModel:
         self.map_scale_ = card.map_scale
         self.train_sha256_ = set(card.train_sha256)
 
-    def predict_batches(self, samples: list):
-        """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch."""
-        from dualpatch.metrics.evaluation import refuse_non_finite
+    def predict_batches(self, samples: Iterable[Any]) -> Iterator[Batch]:
+        """(samples, image scores (B,), anomaly maps (B, H, W) float32) batch by batch, through
+        the one predict loop (``prediction.predict_batches``)."""
+        scorer = prediction.of_images(self.scorer)
+        return prediction.predict_batches(scorer, list(samples), self.batch_size)
 
-        size = tuple(self.scorer.image_size)
-        for start in range(0, len(samples), self.batch_size):
-            batch = list(samples[start : start + self.batch_size])
-            scores, maps = self.scorer.score(np.stack([x.image(size) for x in batch]))
-            refuse_non_finite(batch, scores)
-            yield batch, scores.astype(np.float64), maps.astype(np.float32)
-
-    def predict(self, samples) -> Scored:
+    def predict(self, samples: Iterable[Any]) -> Prediction:
         """Scores, maps and labels of ``samples`` (what ``PatchCore.predict`` returns)."""
-        samples = list(samples)
-        scores, maps = [], []
-        for _, s, m in self.predict_batches(samples):
-            scores.append(s)
-            maps.append(m)
-        return Scored(
-            [s.id for s in samples],
-            np.concatenate(scores),
-            np.concatenate(maps),
-            np.array([s.label for s in samples]),
-        )
+        return prediction.collect(self.predict_batches(samples))
 
     def training_overlap(self, samples) -> list:
         """The samples whose image file is byte-identical to one the model was fit on."""
@@ -306,8 +260,3 @@ class ScorerModel:
 
         seen = self.train_sha256_
         return [s for s in samples if seen and sha256_file(s.image_path) in seen]
-
-
-def score_samples(scorer: Scorer, samples: list, batch_size: int = 8) -> Scored:
-    """Score ``samples`` (``Sample`` objects) in batches of ``batch_size``."""
-    return ScorerModel(scorer, None, batch_size).predict(samples)

@@ -292,7 +292,7 @@ class Inspector:
         start = time.perf_counter()
         if self.delay:
             time.sleep(self.delay)
-        scores, maps = self.scorer.score(image[None])
+        scores, maps = self.scorer.score_images(image[None])
         return float(scores[0]), maps[0], time.perf_counter() - start
 
     async def inspect(self, request: Any) -> tuple[float, np.ndarray, dict[str, float]]:

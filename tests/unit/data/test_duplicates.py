@@ -186,8 +186,9 @@ def test_run_counts_near_copies_in_dataset_json(leaky, tmp_path, run_cli):
 
 
 def test_folds_record_each_folds_near_copies_and_their_total(leaky, tmp_path):
+    from dualpatch.experiment.config import load_config
     from dualpatch.experiment.crossval import prepare
-    from dualpatch.experiment.runner import Experiment, load_config
+    from dualpatch.experiment.runner import Experiment
 
     _reencode(leaky)
     cfg = load_config(None, ["dataset=folder", f"data={leaky}", f"out={tmp_path / 'f'}",
@@ -208,7 +209,7 @@ def test_folds_record_each_folds_near_copies_and_their_total(leaky, tmp_path):
 @pytest.mark.parametrize("value", ["300", "-1", "abc", "true"])
 def test_near_duplicates_out_of_range_is_refused(value):
     from dualpatch.errors import ConfigError
-    from dualpatch.experiment.runner import load_config
+    from dualpatch.experiment.config import load_config
 
     with pytest.raises(ConfigError, match=r"near_duplicates is .*expected null or a whole number"):
         load_config(None, [f"near_duplicates={value}"])

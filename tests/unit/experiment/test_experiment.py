@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from dualpatch.errors import ConfigError
-from dualpatch.experiment.runner import Experiment, load_config
+from dualpatch.experiment.config import load_config
+from dualpatch.experiment.runner import Experiment
 from dualpatch.metrics.evaluation import evaluate
 from tests.support.common import REPO_ROOT
 
@@ -214,8 +215,8 @@ def test_the_validation_fits_synthetic_pool_is_made_from_its_training_part_only(
     # a pool made from all training images would paste validation defects into the bank whose
     # validation scores set the threshold
     from dualpatch.data import load_dataset
+    from dualpatch.experiment.config import resolve_run
     from dualpatch.experiment.protocol import inner_split
-    from dualpatch.experiment.runner import resolve_run
     from tests.support.protocol_fixtures import make_folder
 
     data = make_folder(tmp_path / "data", n_good=8, n_bad_train=6)

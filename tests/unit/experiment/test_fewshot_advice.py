@@ -122,7 +122,8 @@ def test_a_run_with_the_nested_rule_choice_gives_advice_chosen_on_inner_folds(tm
     import json
     import warnings
 
-    from dualpatch.experiment.runner import Experiment, load_config
+    from dualpatch.experiment.config import load_config
+    from dualpatch.experiment.runner import Experiment
     from tests.support.protocol_fixtures import make_folder
 
     data = make_folder(tmp_path / "data", n_good=8, n_bad_train=6)

@@ -13,7 +13,8 @@ import pytest
 
 from dualpatch.augment import generate, read_manifest
 from dualpatch.data import KolektorSDD
-from dualpatch.experiment.runner import Experiment, load_config
+from dualpatch.experiment.config import load_config
+from dualpatch.experiment.runner import Experiment
 from tests.support.protocol_fixtures import make_folder, make_kolektor_folder
 
 

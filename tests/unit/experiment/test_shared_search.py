@@ -8,7 +8,8 @@ import json
 import pytest
 
 from dualpatch.bank.memory import MemoryBank
-from dualpatch.experiment.runner import Experiment, load_config
+from dualpatch.experiment.config import load_config
+from dualpatch.experiment.runner import Experiment
 
 
 def _searches(tmp_path, demo_root, name: str, runs: list[dict], monkeypatch) -> tuple[int, dict]:

@@ -47,23 +47,22 @@ def assert_parity(reference, scores, maps) -> tuple[float, float]:
 
 
 def _check_all_runtimes(model, model_dir, images, deviations: dict | None = None):
-    from dualpatch.features.extractor import to_tensor
     from dualpatch.serving.runtime import open_scorer
 
     model.save(model_dir)
     torch_scorer = open_scorer(model_dir, "torch", threads=1)
-    reference = torch_scorer.score(images)
-    # the torch runtime is the library's predict path
-    lib_maps, lib_scores = model._score_batch(to_tensor(images))
-    np.testing.assert_allclose(reference[0], lib_scores.numpy(), rtol=1e-6)
+    reference = torch_scorer.score_images(images)
+    # the torch runtime is the library's scoring path
+    lib_scores, _ = model.score_images(images)
+    np.testing.assert_allclose(reference[0], lib_scores, rtol=1e-6)
     for runtime in ("onnx", "openvino"):
         from dualpatch.serving.export import default_export_path, export_model
 
         export_model(model_dir, runtime, default_export_path(model_dir, runtime))
         scorer = open_scorer(model_dir, runtime, threads=1)
-        batch_dev = assert_parity(reference, *scorer.score(images))
+        batch_dev = assert_parity(reference, *scorer.score_images(images))
         # batch size is free: one image alone gives the same as within the batch
-        one_score, one_map = scorer.score(images[1:2])
+        one_score, one_map = scorer.score_images(images[1:2])
         one_dev = assert_parity((reference[0][1:2], reference[1][1:2]), one_score, one_map)
         if deviations is not None:
             deviations[runtime] = tuple(max(a, b) for a, b in zip(batch_dev, one_dev, strict=True))

@@ -14,11 +14,12 @@ import pytest
 from dualpatch import DualPatchCore
 from dualpatch.augment import read_manifest
 from dualpatch.errors import ConfigError
+from dualpatch.experiment.config import load_config, resolve_run
 from dualpatch.experiment.crossval import prepare
 from dualpatch.experiment.fewshot_rule import inner_draws, inner_rules, pick_rule
 from dualpatch.experiment.fewshot_runner import draw_splits
 from dualpatch.experiment.protocol import Split
-from dualpatch.experiment.runner import Experiment, load_config, resolve_run
+from dualpatch.experiment.runner import Experiment
 from dualpatch.scoring import DUAL_RULES
 from tests.support.protocol_fixtures import make_folder
 

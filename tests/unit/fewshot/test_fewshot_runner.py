@@ -12,7 +12,8 @@ import pytest
 from dualpatch import DualPatchCore
 from dualpatch.augment import read_manifest
 from dualpatch.errors import ConfigError
-from dualpatch.experiment.runner import Experiment, load_config
+from dualpatch.experiment.config import load_config
+from dualpatch.experiment.runner import Experiment
 from tests.support.protocol_fixtures import make_folder
 
 RUNS = (

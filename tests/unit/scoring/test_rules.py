@@ -75,7 +75,7 @@ def test_reweight_is_refused_for_the_dual_model(tiny_normal, tiny_crops):
 
 
 def test_reweight_is_refused_by_the_config(demo_root):
-    from dualpatch.experiment.runner import load_config
+    from dualpatch.experiment.config import load_config
 
     overrides = [f"data={demo_root}", "reweight=true"]
     with pytest.raises(ConfigError, match=r"runs\[1\] is a dual run with reweight"):
@@ -102,7 +102,7 @@ def test_bad_neighbour_counts(value, tiny_normal):
 
 def test_one_rule_registry():
     from dualpatch.cli.common import Rule
-    from dualpatch.experiment.runner import load_config
+    from dualpatch.experiment.config import load_config
 
     assert [r.value for r in Rule] == list(DUAL_RULES)
     for rule in DUAL_RULES:
