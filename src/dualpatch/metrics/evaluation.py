@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
+# scikit-learn is imported where a metric is computed, not here: importing it maps about 120 MiB
+# (measured), and the scoring loop imports this module (refuse_non_finite): evaluate would hold
+# it through scoring, its peak RSS (benchmarks/evaluate_rss.py).
 from dualpatch.errors import DataError
 
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "image_ap", "pixel_aupro", "f1_max", "f1_threshold")
@@ -22,6 +24,8 @@ def _both_classes(labels: np.ndarray) -> bool:
 
 def f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     """Best F1 over all thresholds and the threshold reaching it (score >= threshold = defect)."""
+    from sklearn.metrics import precision_recall_curve
+
     precision, recall, thresholds = precision_recall_curve(labels, scores)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     best = int(np.argmax(f1[:-1])) if len(thresholds) else 0
@@ -150,6 +154,8 @@ def evaluate(
     scores = np.asarray(scores, dtype=np.float64)
     out = {k: math.nan for k in METRIC_KEYS}
     if _both_classes(labels):
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
         out["image_auroc"] = float(roc_auc_score(labels, scores))
         out["image_ap"] = float(average_precision_score(labels, scores))
         out["f1_max"], out["f1_threshold"] = f1_max(labels, scores)
@@ -180,6 +186,8 @@ def pixel_metrics(masks, maps) -> dict[str, float]:
     else:
         flat_mask, flat_map = masks.reshape(-1).astype(bool), maps.reshape(-1)
     if _both_classes(flat_mask):
+        from sklearn.metrics import roc_auc_score
+
         out["pixel_auroc"] = float(roc_auc_score(flat_mask, flat_map))
         out["pixel_aupro"] = aupro(masks, maps)
     return out
