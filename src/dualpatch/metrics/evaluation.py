@@ -14,7 +14,7 @@ from scipy import ndimage
 # (measured), and the scoring loop imports this module (refuse_non_finite): evaluate would hold
 # it through scoring, its peak RSS (benchmarks/evaluate_rss.py).
 from dualpatch.errors import DataError
-from dualpatch.metrics.pixels import RankedPixels, pixel_roc_auc, rank_pixels
+from dualpatch.metrics.pixels import RankedPixels, rank_pixels
 
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "image_ap", "pixel_aupro", "f1_max", "f1_threshold")
 
@@ -64,8 +64,8 @@ def pro_curve(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def _pro_curve(ranked: RankedPixels) -> tuple[np.ndarray, np.ndarray]:
     fpr = np.concatenate([[0.0], ranked.normal / ranked.n_normal])
     pro = np.concatenate([[0.0], ranked.pro])
-    # the sums may land a few ulps off 1; the last point is exactly (1, 1) by definition
-    fpr[-1], pro[-1] = 1.0, 1.0
+    if ranked.complete:  # the sums may land a few ulps off 1; the last point is (1, 1) exactly
+        fpr[-1], pro[-1] = 1.0, 1.0
     return np.minimum(fpr, 1.0), np.minimum(pro, 1.0)
 
 
@@ -190,10 +190,10 @@ def pixel_metrics(masks, maps) -> dict[str, float]:
         whole = np.asarray(masks).reshape(-1).astype(bool)
     if _both_classes(whole):
         del whole
-        # one sort of all pixels gives both (metrics.pixels): the same figures as scikit-learn's
-        # roc_auc_score and a plain PRO curve, without their float64 copies of every pixel
-        ranked = rank_pixels(*_regions_and_scores(masks, maps))
-        out["pixel_auroc"] = pixel_roc_auc(ranked)
+        # one sort of all pixels gives both (metrics.pixels), without the float64 copies of
+        # every pixel that scikit-learn's roc_auc_score and a whole PRO curve held
+        ranked = rank_pixels(*_regions_and_scores(masks, maps), fpr_limit=AUPRO_FPR_LIMIT)
+        out["pixel_auroc"] = ranked.auroc
         out["pixel_aupro"] = _area(*_pro_curve(ranked), AUPRO_FPR_LIMIT)
     return out
 
