@@ -88,15 +88,22 @@ def _regions_and_scores(masks, maps) -> tuple[np.ndarray, int, np.ndarray]:
     reason = aupro_undefined_reason(np.concatenate([m.reshape(-1) for m, _ in pairs]))
     if reason:
         raise ValueError(reason)
-    labels, n_regions = [], 0
+    # written into one array, and the maps' own array read in place where it is one: a test set's
+    # pixels are millions, and copies of them set evaluate's peak RSS
+    total = sum(m.size for m, _ in pairs)
+    labels = np.empty(total, dtype=np.int32 if total < 2**31 else np.int64)
+    start, n_regions = 0, 0
     for m, _ in pairs:  # 8-connected within an image; no region joins two images
         lab, n = ndimage.label(m, structure=REGION_STRUCTURE)
-        labels.append(np.where(lab > 0, lab + n_regions, 0).reshape(-1))
-        n_regions += n
-    flat = np.concatenate([a.reshape(-1) for _, a in pairs])
+        part = labels[start : start + m.size]
+        part[:] = lab.reshape(-1)
+        part[part > 0] += n_regions
+        start, n_regions = start + m.size, n_regions + n
+    whole = isinstance(maps, np.ndarray) and len(pairs) > 0 and maps.size == total
+    flat = maps.reshape(-1) if whole else np.concatenate([a.reshape(-1) for _, a in pairs])
     if not np.isfinite(flat).all():
         raise ValueError("anomaly maps hold NaN or infinite values")
-    return np.concatenate(labels), n_regions, flat
+    return labels, n_regions, flat
 
 
 #: the false-positive rate up to which ``pixel_aupro`` integrates

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: pixels per step of the walk over the sorted scores (a few MiB of temporaries per step)
-CHUNK = 1 << 20
+CHUNK = 1 << 18
 
 
 @dataclass
