@@ -52,10 +52,15 @@ def console() -> None:
     import atexit
     import os
 
+    from dualpatch.cli.common import closed_pipe
+
     main()
     atexit._run_exitfuncs()  # temporary folders, Ray, logging: what a normal exit would run
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # the reader went away (``dualpatch ... | head``)
+        os._exit(closed_pipe())
     os._exit(0)
 
 
