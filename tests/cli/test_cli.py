@@ -188,15 +188,8 @@ def cli(monkeypatch, capsys, tmp_path):
 
 def test_unknown_backbone_exits_nonzero(cli, demo_root, tmp_path):
     code, _, err = cli(
-        "fit",
-        "--dataset",
-        "demo",
-        "--data",
-        demo_root,
-        "--out",
-        tmp_path / "m",
-        "--backbone",
-        "vgg16",
+        "fit", "--dataset", "demo", "--data", demo_root, "--out", tmp_path / "m",
+        "--backbone", "vgg16",
     )
     assert code == 2  # a usage error, reported by click
     assert "vgg16" in err and "--backbone" in err
@@ -236,14 +229,8 @@ def test_predict_error_is_a_line_of_its_own(fitted, cli, tmp_path):
 
 
 def test_predict_missing_model(cli, demo_root, tmp_path):
-    code, _, err = cli(
-        "predict",
-        demo_root / "test" / "10072.png",
-        "--model",
-        tmp_path / "none",
-        "--out",
-        tmp_path / "pred",
-    )
+    code, _, err = cli("predict", demo_root / "test" / "10072.png", "--model", tmp_path / "none",
+                       "--out", tmp_path / "pred")
     assert code == 1
     assert "error: " in err and str(tmp_path / "none") in err
 
@@ -257,15 +244,8 @@ def test_predict_missing_image(fitted, cli, tmp_path):
 
 def test_bad_train_items_exit_1(cli, tmp_path):
     code, _, err = cli(
-        "fit",
-        "--dataset",
-        "kolektorsdd",
-        "--data",
-        tmp_path,
-        "--out",
-        tmp_path / "m",
-        "--train-items",
-        "1-x",
+        "fit", "--dataset", "kolektorsdd", "--data", tmp_path, "--out", tmp_path / "m",
+        "--train-items", "1-x",
     )
     assert "error: --train-items" in err
     assert code == 1
