@@ -1,5 +1,5 @@
 """``python -m dualpatch.cli``: the command line."""
 
-from dualpatch.cli.main import main
+from dualpatch.cli.main import console
 
-main()
+console()

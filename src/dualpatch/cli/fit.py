@@ -286,6 +286,7 @@ def evaluate(
     flags: dict | None = None,
 ) -> None:
     """Score the test split; write metrics.json (fractions), scores.csv and the anomaly maps."""
+    from dualpatch.environment import release_free_memory
     from dualpatch.fileio import check_output_dir
     from dualpatch.metrics.evaluation import evaluate as compute
     from dualpatch.serving.runtime import load_for_scoring
@@ -308,6 +309,7 @@ def evaluate(
         )
     with rendering():
         pred = m.predict(test)
+    release_free_memory()  # the batches' freed temporaries: before the metrics allocate theirs
     masks = np.stack([s.mask(tuple(m.image_size)) for s in test])
     known = np.array([s.mask_known for s in test])
     metrics = compute(pred.labels, pred.image_scores, masks, pred.anomaly_maps, known)

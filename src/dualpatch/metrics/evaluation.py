@@ -7,7 +7,10 @@ import warnings
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+# scikit-learn is imported where a metric is computed, not here: importing it maps about 120 MiB
+# (measured), and evaluate would hold it through scoring, its peak RSS (benchmarks/evaluate_rss.py).
+from dualpatch.metrics.pixels import RankedPixels, rank_pixels
 
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "image_ap", "pixel_aupro", "f1_max", "f1_threshold")
 
@@ -18,6 +21,8 @@ def _both_classes(labels: np.ndarray) -> bool:
 
 def f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     """Best F1 over all thresholds and the threshold reaching it (score >= threshold = defect)."""
+    from sklearn.metrics import precision_recall_curve
+
     precision, recall, thresholds = precision_recall_curve(labels, scores)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     best = int(np.argmax(f1[:-1])) if len(thresholds) else 0
@@ -49,20 +54,14 @@ def pro_curve(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarr
     sums give the curve at every threshold. Tied scores form one step (the last index of the tie).
     The curve starts at (0, 0) and ends at (1, 1).
     """
-    regions, n_regions, flat = _regions_and_scores(masks, maps)
-    sizes = np.bincount(regions, minlength=n_regions + 1).astype(np.float64)
-    # each defect pixel's share of the PRO: 1 / (regions * its region's size); normal pixels none
-    pro_share = np.concatenate([[0.0], 1.0 / (n_regions * sizes[1:])])[regions]
-    order = np.argsort(flat)[::-1]  # descending; the order within a tie does not matter
-    ranked = flat[order]
-    fpr = np.cumsum(regions[order] == 0) / sizes[0]  # integer counts of normal pixels
-    pro = np.cumsum(pro_share[order])
-    # keep the last pixel of each run of equal scores: the curve at that distinct threshold
-    last = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True))
-    fpr = np.concatenate([[0.0], fpr[last]])
-    pro = np.concatenate([[0.0], pro[last]])
-    # the sums may land a few ulps off 1; the last point is exactly (1, 1) by definition
-    fpr[-1], pro[-1] = 1.0, 1.0
+    return _pro_curve(rank_pixels(*_regions_and_scores(masks, maps)))
+
+
+def _pro_curve(ranked: RankedPixels) -> tuple[np.ndarray, np.ndarray]:
+    fpr = np.concatenate([[0.0], ranked.normal / ranked.n_normal])
+    pro = np.concatenate([[0.0], ranked.pro])
+    if ranked.complete:  # the sums may land a few ulps off 1; the last point is (1, 1) exactly
+        fpr[-1], pro[-1] = 1.0, 1.0
     return np.minimum(fpr, 1.0), np.minimum(pro, 1.0)
 
 
@@ -85,18 +84,29 @@ def _regions_and_scores(masks, maps) -> tuple[np.ndarray, int, np.ndarray]:
     reason = aupro_undefined_reason(np.concatenate([m.reshape(-1) for m, _ in pairs]))
     if reason:
         raise ValueError(reason)
-    labels, n_regions = [], 0
+    # written into one array, and the maps' own array read in place where it is one: a test set's
+    # pixels are millions, and copies of them set evaluate's peak RSS
+    total = sum(m.size for m, _ in pairs)
+    labels = np.empty(total, dtype=np.int32 if total < 2**31 else np.int64)
+    start, n_regions = 0, 0
     for m, _ in pairs:  # 8-connected within an image; no region joins two images
         lab, n = ndimage.label(m, structure=REGION_STRUCTURE)
-        labels.append(np.where(lab > 0, lab + n_regions, 0).reshape(-1))
-        n_regions += n
-    flat = np.concatenate([a.reshape(-1) for _, a in pairs])
+        part = labels[start : start + m.size]
+        part[:] = lab.reshape(-1)
+        part[part > 0] += n_regions
+        start, n_regions = start + m.size, n_regions + n
+    whole = isinstance(maps, np.ndarray) and len(pairs) > 0 and maps.size == total
+    flat = maps.reshape(-1) if whole else np.concatenate([a.reshape(-1) for _, a in pairs])
     if not np.isfinite(flat).all():
         raise ValueError("anomaly maps hold NaN or infinite values")
-    return np.concatenate(labels), n_regions, flat
+    return labels, n_regions, flat
 
 
-def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
+#: the false-positive rate up to which ``pixel_aupro`` integrates
+AUPRO_FPR_LIMIT = 0.3
+
+
+def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = AUPRO_FPR_LIMIT) -> float:
     """Area under the per-region-overlap curve up to ``fpr_limit``, divided by ``fpr_limit``.
 
     Exact: the curve is taken at every distinct score (``pro_curve``), integrated with the
@@ -118,7 +128,11 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
 
         warnings.warn(f"AUPRO undefined: {reason}", UndefinedMetricWarning, stacklevel=2)
         return math.nan
-    fpr, pro = pro_curve(masks, maps)
+    return _area(*pro_curve(masks, maps), fpr_limit)
+
+
+def _area(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
+    """The PRO curve's area up to ``fpr_limit``, divided by it (``aupro``)."""
     end = int(np.searchsorted(fpr, fpr_limit, side="right"))  # points with fpr <= limit
     x, y = fpr[:end], pro[:end]
     if x[-1] < fpr_limit:  # close the curve at the limit between the last point and the next
@@ -141,16 +155,19 @@ def evaluate(
     leave out defective images without a mask, whose defect pixels nobody marked."""
     if known is not None and masks is not None and maps is not None:
         keep = np.asarray(known, dtype=bool)
-        masks, maps = np.asarray(masks)[keep], np.asarray(maps)[keep]
+        if not keep.all():  # a copy of every map only when some are left out
+            masks, maps = np.asarray(masks)[keep], np.asarray(maps)[keep]
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
     out = {k: math.nan for k in METRIC_KEYS}
+    if masks is not None and maps is not None:  # first: freed before scikit-learn is imported
+        out.update(pixel_metrics(masks, maps))
     if _both_classes(labels):
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
         out["image_auroc"] = float(roc_auc_score(labels, scores))
         out["image_ap"] = float(average_precision_score(labels, scores))
         out["f1_max"], out["f1_threshold"] = f1_max(labels, scores)
-    if masks is not None and maps is not None:
-        out.update(pixel_metrics(masks, maps))
     return out
 
 
@@ -159,13 +176,16 @@ def pixel_metrics(masks, maps) -> dict[str, float]:
     arrays whose sizes differ between images (each image at its own resolution)."""
     out = {"pixel_auroc": math.nan, "pixel_aupro": math.nan}
     if isinstance(masks, list | tuple):
-        flat_mask = np.concatenate([np.asarray(m).reshape(-1) for m in masks]).astype(bool)
-        flat_map = np.concatenate([np.asarray(a).reshape(-1) for a in maps])
+        whole = np.concatenate([np.asarray(m).reshape(-1) for m in masks]).astype(bool)
     else:
-        flat_mask, flat_map = masks.reshape(-1).astype(bool), maps.reshape(-1)
-    if _both_classes(flat_mask):
-        out["pixel_auroc"] = float(roc_auc_score(flat_mask, flat_map))
-        out["pixel_aupro"] = aupro(masks, maps)
+        whole = np.asarray(masks).reshape(-1).astype(bool)
+    if _both_classes(whole):
+        del whole
+        # one sort of all pixels gives both (metrics.pixels), without the float64 copies of
+        # every pixel that scikit-learn's roc_auc_score and a whole PRO curve held
+        ranked = rank_pixels(*_regions_and_scores(masks, maps), fpr_limit=AUPRO_FPR_LIMIT)
+        out["pixel_auroc"] = ranked.auroc
+        out["pixel_aupro"] = _area(*_pro_curve(ranked), AUPRO_FPR_LIMIT)
     return out
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dualpatch.bank.coverage import (
+    _nearest_patch,
     leave_image_out,
     missing_content,
     summarise,
@@ -113,3 +114,22 @@ def test_missing_content_blocks_give_the_same_answer(training, monkeypatch):
     whole = missing_content(query, summaries)
     monkeypatch.setattr(coverage, "SUMMARY_BLOCK", 5)  # not a multiple of R: blocks split images
     torch.testing.assert_close(missing_content(query, summaries), whole)
+
+
+def _nearest_patch_one_expression(flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The expression ``_nearest_patch`` computed before it worked in place (and still traces)."""
+    sq = (
+        (rows * rows).sum(1)[None, :, None]
+        + (flat * flat).sum(2)[:, None, :]
+        - 2 * torch.einsum("sd,bpd->bsp", rows, flat)
+    )
+    return sq.clamp_min(0).amin(2).sqrt()
+
+
+@pytest.mark.parametrize("b,p,s,d", [(1, 5, 7, 3), (3, 100, 300, 16), (8, 640, 512, 152)])
+def test_nearest_patch_in_place_gives_the_same_bits(b, p, s, d):
+    gen = torch.Generator().manual_seed(b * 1000 + s)
+    flat = torch.randn(b, p, d, generator=gen) * 3 + 1
+    rows = torch.randn(s, d, generator=gen) * 3 + 1
+    rows[0] = flat[0, 0]  # an exact match: a distance that cancels to zero (the clamp)
+    assert torch.equal(_nearest_patch(flat, rows), _nearest_patch_one_expression(flat, rows))
