@@ -57,11 +57,10 @@ def console() -> None:
     from dualpatch.cli.common import closed_pipe
 
     main()
-    # what a normal exit does, in its order: wait for the threads that are not daemons (a writer
-    # still saving), then the exit handlers (temporary folders, Ray, logging)
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    # what a normal exit does, in its order: threading's own shutdown (its exit callbacks, which
+    # stop idle thread pools, then a wait for the threads that are not daemons: a writer still
+    # saving), then the exit handlers (temporary folders, Ray, logging)
+    threading._shutdown()
     atexit._run_exitfuncs()
     try:
         sys.stdout.flush()
