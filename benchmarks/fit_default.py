@@ -51,7 +51,7 @@ def evaluate(root: Path, model: Path, out: Path) -> tuple[dict, np.ndarray, np.n
     cmd += ["--dataset", "demo", "--data", str(root), "--out", str(out)]
     subprocess.run(cmd, check=True, capture_output=True, env=dict(os.environ, DUALPATCH_CACHE=""))
     with open(out / "scores.csv", newline="") as f:
-        rows = sorted(csv.DictReader(f), key=lambda r: r["id"])
+        rows = sorted(csv.DictReader(f), key=lambda r: r["image_id"])
     labels = np.array([int(r["label"]) for r in rows])
     scores = np.array([float(r["score"]) for r in rows])
     return json.loads((out / "metrics.json").read_text()), labels, scores
