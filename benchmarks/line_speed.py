@@ -444,8 +444,6 @@ def scheduling() -> dict:
 
 
 def main() -> None:
-    from dualpatch.defaults import CORESET_ROWS, NORMAL_CORESET
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--data", default=os.environ.get("DUALPATCH_DATA", "../shared/data/kolektorsdd")
@@ -472,7 +470,6 @@ def main() -> None:
     parser.add_argument("--runtime", help=argparse.SUPPRESS)
     parser.add_argument("--scores-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.coreset = NORMAL_CORESET
     if args.child_speed:
         args.runtime = args.child_speed
         child_speed(args)
@@ -480,6 +477,7 @@ def main() -> None:
     if args.child_backbone:
         child_backbone(args)
         return
+    from dualpatch.card import ModelCard
     from dualpatch.fileio import write_json
 
     work = Path(tempfile.mkdtemp(prefix="line-speed-"))
@@ -489,8 +487,6 @@ def main() -> None:
         **run_header(),
         "threads": args.threads,
         "images": args.images,
-        "coreset_ratio": args.coreset,
-        "coreset_rows": CORESET_ROWS,
         "scheduling": scheduling(),
     }
     if args.model:
@@ -500,6 +496,10 @@ def main() -> None:
         result["fit"] = fit_default(args, env, args.model)
         print("fit", json.dumps(result["fit"]), flush=True)
     result["model"] = args.model
+    # the bank settings the anchor is compared at: the model's own, from its card
+    params = ModelCard.read(args.model).params
+    args.coreset = result["coreset_ratio"] = params["coreset_ratio"]
+    result["coreset_rows"] = params.get("coreset_rows")
     result["sizes_mib"] = export_sizes(args.model)
     backbone = run_rss(
         [sys.executable, __file__, "--child-backbone", "--model", args.model, "--data", args.data,

@@ -312,11 +312,13 @@ def speed_table(data: dict) -> str:
         f"{ours_m['pixel_aupro']:.3f}; anomalib {a_m['image_AUROC']:.3f}, {a_m['image_AP']:.3f}, "
         f"{a_m['pixel_AUPRO']:.3f}."
     )
+    rows_cap = data["coreset_rows"]
+    cap = f", at most {rows_cap:,} rows a bank" if rows_cap else ", no row cap"
     return (
         "\n".join(rows)
         + (
-            f"\n\nAt the default model ({data['coreset_ratio']:.0%} coreset, at most "
-            f"{data['coreset_rows']:,} rows a bank); {anchor}. The backbone alone (torch): "
+            f"\n\nAt the default model ({data['coreset_ratio']:.0%} coreset{cap}); {anchor}. "
+            f"The backbone alone (torch): "
             f"{b['batch1_ms_median']:.1f} ms at batch 1, {b['batch32_ms_per_image']:.1f} ms per "
             f"image batched; ONNX's whole scorer {ours['batch1_ms_median']:.1f} ms at batch 1. "
             f"`benchmarks/results/line_speed.json`, git {data['git_commit'][:8]}; load "
