@@ -56,7 +56,8 @@ def _decode(source: Path | io.BytesIO, path: Path | str, limits: DecodeLimits = 
         _check_header(img, path, limits)  # before decoding: the header says what it costs
         img.load()  # decode now so truncation surfaces here, not later
         # the picture as every viewer shows it: masks are drawn on that, so rotate both alike
-        img = ImageOps.exif_transpose(img)
+        # (in place: otherwise Pillow copies every image that has no rotation to apply)
+        ImageOps.exif_transpose(img, in_place=True)
     except UnidentifiedImageError as exc:
         raise DataError(f"{path}: not a readable image (unknown format or corrupt)") from exc
     except Image.DecompressionBombError as exc:  # Pillow's own cap, above any of ours

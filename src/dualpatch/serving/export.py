@@ -74,8 +74,13 @@ class ScorerModule(nn.Module):
         summaries = getattr(model, "gate_summaries_", None)
         self.gated = getattr(model, "gate_level_", None) is not None
         if self.gated:
+            from dualpatch.bank.neighbours import KNN_BUDGET, graph_bank_chunk
+
             self.register_buffer("gate_summaries", summaries.float().contiguous())
             self.gate_level, self.gate_scale = float(model.gate_level_), float(model.gate_scale_)
+            #: summary rows per block of the check, planned by bytes as the bank search is
+            rows = int(summaries.shape[0] * summaries.shape[1])
+            self.gate_block = graph_bank_chunk(PLAN_BATCH * patches, rows, KNN_BUDGET)
         self.k_normal = min(self.k, int(model.memory_.bank_.shape[0]))
         self.k_defect = min(self.k, int(model.defect_memory_.bank_.shape[0])) if self.dual else 0
 
@@ -127,7 +132,9 @@ class ScorerModule(nn.Module):
                 novelty_level=self.novelty_level,
             )  # fmt: skip
         if self.gated:
-            missing = missing_content(flat.reshape(b, h, w, d), self.gate_summaries)
+            missing = missing_content(
+                flat.reshape(b, h, w, d), self.gate_summaries, self.gate_block
+            )
             scores = gated_scores(scores, missing, self.gate_level, self.gate_scale)
         return scores, maps
 

@@ -133,3 +133,14 @@ def test_nearest_patch_in_place_gives_the_same_bits(b, p, s, d):
     rows = torch.randn(s, d, generator=gen) * 3 + 1
     rows[0] = flat[0, 0]  # an exact match: a distance that cancels to zero (the clamp)
     assert torch.equal(_nearest_patch(flat, rows), _nearest_patch_one_expression(flat, rows))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace, as the export uses
+@pytest.mark.parametrize("block", [4096, 7])
+def test_the_traced_check_matches_the_eager_one(training, block):
+    """The exported graph's expression (one matrix product with |p|^2 folded in, traced) gives
+    the eager in-place computation's missing content, in one block or several."""
+    summaries = summarise(training)
+    query = torch.cat([image((PLAIN, 16)), image((EDGE, 8), (PLAIN, 8)), training[:2]])
+    traced = torch.jit.trace(lambda f: missing_content(f, summaries, block), (query,))
+    torch.testing.assert_close(traced(query), missing_content(query, summaries), atol=1e-4, rtol=0)
