@@ -23,10 +23,15 @@ from safety_data import DATASETS, pooled_samples
 from safety_inputs import foreign_set, pasted_set
 from select_defaults import NORMALIZATIONS, inner_split, outer_folds
 
+from dualpatch import defaults
+
 FOLD_SEEDS = (0, 1)
 HOLDOUT = 0.2  # share of a fit's normal images held out of the bank for its stored threshold
-NORMAL_CORESET = 0.01
-DEFECT_CORESET = 0.10
+#: the library's default banks: 10 % coresets, at most ``CORESET_ROWS`` rows a bank (with the cap
+#: a 10 % fit costs about what the 1 % fits of the first published run did)
+NORMAL_CORESET = defaults.NORMAL_CORESET
+DEFECT_CORESET = defaults.DEFECT_CORESET
+CORESET_ROWS = defaults.CORESET_ROWS
 CORESET_METHOD = "greedy"
 
 
@@ -68,7 +73,8 @@ def fit_and_score(name: str, norm: str, train: list, sets: dict[str, list], out:
     normal = [s for s in train if s.label == 0]
     bank, held = holdout_split(normal, HOLDOUT, seed=0)
     model = DualPatchCore(image_size=spec["size"], coreset_ratio=NORMAL_CORESET,
-                          defect_coreset=DEFECT_CORESET, normalization=norm,
+                          defect_coreset=DEFECT_CORESET, coreset_rows=CORESET_ROWS,
+                          normalization=norm,
                           cache_dir=spec["cache"], progress=False,
                           coreset_method=CORESET_METHOD)  # fmt: skip
     t0 = time.perf_counter()

@@ -407,10 +407,14 @@ def main() -> None:
         "score beyond its level, the largest over the held-out images and 32 bank images left "
         "out, mapped to the held-out largest score (capped at tau under a contract-keeping "
         "rule), as threshold.calibrate does",
-        "cuts": {
-            "normal_coreset": f"{compute.NORMAL_CORESET} for every fit (the library default 0.10 "
-            "costs about 10x the coreset time per fit on these 2 shared cores); not searched",
+        "banks": {
+            "normal_coreset": compute.NORMAL_CORESET,
             "defect_coreset": compute.DEFECT_CORESET,
+            "coreset_rows": compute.CORESET_ROWS,
+            "note": "the library's defaults (10 % coresets, at most coreset_rows rows a bank); "
+            "not searched",
+        },
+        "cuts": {
             "coreset_method": compute.CORESET_METHOD,
             "defect_source": "image (mask patches of whole training images); crop not searched",
             "fold_seeds": len(compute.FOLD_SEEDS),

@@ -1,0 +1,100 @@
+"""Why the safety suite's procedure passed a foreign frame: for every frame that an outer fold's
+own nested choice scored at or below its stored threshold (``safety_<dataset>.json``,
+``foreign_missed``), the two statistics the verdict rests on, and where the frame sits among the
+same fold's good test images on each.
+
+* the rule's patch score, as a share of the stored threshold;
+* the image-level check's missing content (``dualpatch.bank.coverage``), as a share of the
+  check's level, with the level's two parts (held-out normals, training images left out);
+* how many of the fold's good test images score at least as high on the patch score, on the
+  missing content, and on both, and how many of its held-out normal images (training side) score
+  at least as high on both. A good image at least as high on both means that no verdict that
+  rises with both statistics can flag the frame without also rejecting that good image.
+
+Test labels are read here only to describe a frame already passed; nothing is chosen on them.
+
+It reads the stored fits of ``safety_compute.py`` and the checks of ``safety_gate.py``; no
+refits, no choice is made here.
+
+    python benchmarks/safety_missed_frames.py --work runs/safety
+
+Writes ``benchmarks/results/safety_missed_frames.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from safety_data import DATASETS
+from safety_suite import NO_CHECK, RESULTS, Fold
+
+
+def missed_frames(work: Path, name: str) -> list[dict]:
+    published = json.loads((RESULTS / f"safety_{name}.json").read_text())
+    out = []
+    for entry in published["choices_per_outer_fold"]:
+        chosen = entry["chosen"]
+        norm, rule = chosen["normalization"], chosen["rule"]
+        fold = Fold(work / name / norm / f"{entry['fold']}.outer.npz")
+        threshold = fold.threshold(rule)
+        scores, _ = fold.scores(rule, "foreign")
+        patch_scores, _ = fold.scores(rule + NO_CHECK, "foreign")
+        test_patch, _ = fold.scores(rule + NO_CHECK, "test")
+        good = fold.arrays["test.label"] == 0
+        gate = fold.missing
+        held_level = float(np.max(gate["held.miss"]))
+        left_out_level = float(np.max(gate["bank.leave_image_out"], initial=0))
+        level = max(held_level, left_out_level)
+        good_patch, good_missing = test_patch[good], gate["test.miss"][good]
+        held_patch, _ = fold.scores(rule + NO_CHECK, "held")
+        for i in np.flatnonzero(scores <= threshold):
+            patch, missing = float(patch_scores[i]), float(gate["foreign.miss"][i])
+            at_least_patch, at_least_missing = good_patch >= patch, good_missing >= missing
+            held_at_least = (held_patch >= patch) & (gate["held.miss"] >= missing)
+            out.append({
+                "fold": entry["fold"], "normalization": norm, "rule": rule,
+                "frame": fold.ids("foreign")[i],
+                "patch_score_over_threshold": round(patch / threshold, 4),
+                "missing_content": round(missing, 3),
+                "missing_content_over_level": round(missing / level, 4),
+                "check_level": {"held_out_images": round(held_level, 3),
+                                "training_images_left_out": round(left_out_level, 3)},
+                "good_test_images": int(good.sum()),
+                "good_at_least_as_high": {
+                    "patch_score": int(at_least_patch.sum()),
+                    "missing_content": int(at_least_missing.sum()),
+                    "both": int((at_least_patch & at_least_missing).sum()),
+                },
+                "held_out_images": len(held_patch),
+                "held_out_at_least_as_high_on_both": int(held_at_least.sum()),
+            })  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--work", default="runs/safety")
+    args = parser.parse_args()
+    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    record = {
+        "command": "python " + " ".join(sys.argv),
+        "git_commit": git.strip(),
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "datasets": {name: missed_frames(Path(args.work), name) for name in args.datasets},
+    }
+    out = RESULTS / "safety_missed_frames.json"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(out)
+    print(json.dumps(record["datasets"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
