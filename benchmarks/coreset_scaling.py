@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from line_speed import busy_cpu_s  # this folder is on sys.path when run as a script
 
 from dualpatch import PatchCore
 from dualpatch.bank import memory
@@ -83,13 +84,6 @@ class StageClock:
             self.last[desc] = time.perf_counter()
 
         return update
-
-
-def busy_cpu_s() -> float:
-    """CPU seconds all processes have spent busy since boot (/proc/stat, all cores)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds() -> float:

@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from line_speed import busy_cpu_s  # this folder is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 
@@ -96,13 +97,6 @@ async def load(url: str, bodies: list[bytes], n: int, concurrency: int) -> dict:
         out["latency_503_ms_p99"] = round(float(np.percentile(rejected, 99)), 1)
         out["retry_after_headers"] = dict(retry_after)
     return out
-
-
-def busy_cpu_s() -> float:
-    """CPU seconds all processes have spent busy since boot (/proc/stat)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu_s(server_pid: int) -> float:
