@@ -113,9 +113,10 @@ def _nearest_patch(flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         keys = torch.cat([rows * -2, torch.ones_like(rows[:, :1])], dim=1)
         products = (query @ keys.T).reshape(b, p, -1)
         return products.amin(1).add(rows_sq).clamp_min(0).sqrt()
-    # the (B, S, P) matrix built once and updated in place, image by image: the expression above
-    # holds four such matrices at once (80 MiB each at batch 8: evaluate's peak RSS). The same
-    # float operations in the same order (x - 2y is x + (-2y) exactly), so the same bits.
+    # the (B, S, P) matrix built once and updated in place, image by image: the plain expression
+    # |r|^2 + |p|^2 - 2 r.p held four such matrices at once (80 MiB each at batch 8: evaluate's
+    # peak RSS). The same float operations in the same order as that expression (x - 2y is
+    # x + (-2y) exactly), so the same bits (tests/unit/memory/test_coverage.py)
     sq = torch.einsum("sd,bpd->bsp", rows, flat).mul_(-2)
     for i in range(sq.shape[0]):  # one (S, P) temporary at a time
         sq[i].add_(rows_sq[:, None] + flat_sq[i][None, :])
