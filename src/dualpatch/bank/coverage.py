@@ -100,19 +100,27 @@ def missing_content(
 
 
 def _nearest_patch(flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """(B, S) distance from each of S summary rows to its nearest patch of each image.
-
-    One (B*P, D+1) x (D+1, S) matrix product, [p, |p|^2] . [-2r, 1] = |p|^2 - 2 r.p, its smallest
-    over the patches, then |r|^2 added (the same for every patch). The library and the exported
-    graph compute this one expression: a runtime runs it as one matrix product (a batched einsum
-    and three elementwise passes around it had been onnxruntime's slowest nodes at the default
-    model), and only one (B, P, S) matrix is alive at a time (evaluate's peak RSS)."""
-    b, p, d = flat.shape
+    """(B, S) distance from each of S summary rows to its nearest patch of each image:
+    |r|^2 + |p|^2 - 2 r.p, the smallest over the patches."""
     rows_sq, flat_sq = (rows * rows).sum(1), (flat * flat).sum(2)
-    query = torch.cat([flat, flat_sq[:, :, None]], dim=2).reshape(b * p, d + 1)
-    keys = torch.cat([rows * -2, torch.ones_like(rows[:, :1])], dim=1)
-    products = (query @ keys.T).reshape(b, p, -1)
-    return products.amin(1).add(rows_sq).clamp_min(0).sqrt()
+    if torch.jit.is_tracing():  # the exported graph: one expression for any batch size
+        # one (B*P, D+1) x (D+1, S) product, [p, |p|^2] . [-2r, 1] = |p|^2 - 2 r.p, which the
+        # runtimes run as one matrix product (a batched einsum and the sums around it ran as
+        # their slowest nodes: 12 ms of 20 per image in onnxruntime); |r|^2, the same for every
+        # patch, is added after the smallest over the patches: one pass over (B, P, S)
+        b, p, d = flat.shape
+        query = torch.cat([flat, flat_sq[:, :, None]], dim=2).reshape(b * p, d + 1)
+        keys = torch.cat([rows * -2, torch.ones_like(rows[:, :1])], dim=1)
+        products = (query @ keys.T).reshape(b, p, -1)
+        return products.amin(1).add(rows_sq).clamp_min(0).sqrt()
+    # the (B, S, P) matrix built once and updated in place, image by image: the plain expression
+    # |r|^2 + |p|^2 - 2 r.p held four such matrices at once (80 MiB each at batch 8: evaluate's
+    # peak RSS). The same float operations in the same order as that expression (x - 2y is
+    # x + (-2y) exactly), so the same bits (tests/unit/memory/test_coverage.py)
+    sq = torch.einsum("sd,bpd->bsp", rows, flat).mul_(-2)
+    for i in range(sq.shape[0]):  # one (S, P) temporary at a time
+        sq[i].add_(rows_sq[:, None] + flat_sq[i][None, :])
+    return sq.clamp_min_(0).amin(2).sqrt()
 
 
 def leave_image_out(feats: Any, summaries: torch.Tensor) -> np.ndarray:
