@@ -2,7 +2,8 @@
 the larger of a raising half (2 d_n * d_n / (d_n + d_d), above d_n near a known defect) and a
 damping half (d_n * min(1, d_n / tau)); each half is scored alone on the stored distances of every
 outer fold (``safety_compute.py``), at the default normalisation, with the same map and image
-score as the rules, and its unseen-defect AUROC is set against the single bank's.
+score as the rules, and its unseen-defect AUROC is set against the single bank's; the same on
+each outer fold's inner split (``inner_splits``: training items only).
 
 The image-level check is left out here (it decides only frames beyond what normal images reach;
 ``safety_<dataset>.json`` has the figures with it). A diagnostic: nothing is chosen on it.
@@ -54,8 +55,8 @@ def unseen_auroc(fold: Fold, half: str) -> float:
     return float(roc_auc_score(labels, np.r_[good, unseen]))
 
 
-def dataset_gap(work: Path, name: str) -> dict:
-    folds = sorted((work / name / DEFAULT_NORM).glob("r*f*.outer.npz"))
+def dataset_gap(work: Path, name: str, split: str) -> dict:
+    folds = sorted((work / name / DEFAULT_NORM).glob(f"r*f*.{split}.npz"))
     per_fold = {half: [] for half in HALVES}
     for path in folds:
         fold = Fold(path)
@@ -82,13 +83,20 @@ def main() -> None:
         "git_commit": git.strip(),
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "normalization": DEFAULT_NORM,
-        "datasets": {name: dataset_gap(Path(args.work), name) for name in args.datasets},
+        "datasets": {name: dataset_gap(Path(args.work), name, "outer") for name in args.datasets},
+        # the same on each outer fold's inner split (its validation items): the training side,
+        # where a selection could see it
+        "inner_splits": {
+            name: dataset_gap(Path(args.work), name, "inner") for name in args.datasets
+        },
     }
     out = RESULTS / "safety_unseen_gap.json"
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     tmp.replace(out)
-    print(json.dumps({n: d["mean_difference_to_single"] for n, d in record["datasets"].items()}))
+    for part in ("datasets", "inner_splits"):
+        gaps = {n: d["mean_difference_to_single"] for n, d in record[part].items()}
+        print(part, json.dumps(gaps))
 
 
 if __name__ == "__main__":
