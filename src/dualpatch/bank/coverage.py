@@ -105,9 +105,10 @@ def _nearest_patch(flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     rows_sq, flat_sq = (rows * rows).sum(1), (flat * flat).sum(2)
     if torch.jit.is_tracing():  # the exported graph: one expression for any batch size
         # one (B*P, D+1) x (D+1, S) product, [p, |p|^2] . [-2r, 1] = |p|^2 - 2 r.p, which the
-        # runtimes run as one matrix product (a batched einsum and the sums around it ran as
-        # their slowest nodes: 12 ms of 20 per image in onnxruntime); |r|^2, the same for every
-        # patch, is added after the smallest over the patches: one pass over (B, P, S)
+        # runtimes run as one matrix product (a batched einsum and the sums around it were their
+        # slowest nodes: about 11 of 19 ms per image at batch 16 in onnxruntime, default model,
+        # benchmarks/results/profile_exported_default.json); |r|^2, the same for every patch, is
+        # added after the smallest over the patches: one pass over (B, P, S)
         b, p, d = flat.shape
         query = torch.cat([flat, flat_sq[:, :, None]], dim=2).reshape(b * p, d + 1)
         keys = torch.cat([rows * -2, torch.ones_like(rows[:, :1])], dim=1)
