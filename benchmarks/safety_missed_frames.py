@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from line_speed import run_header
 from safety_data import DATASETS
 from safety_suite import NO_CHECK, RESULTS, Fold
+
+from dualpatch.fileio import write_json
 
 
 def missed_frames(work: Path, name: str) -> list[dict]:
@@ -82,17 +83,12 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--work", default="runs/safety")
     args = parser.parse_args()
-    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     record = {
-        "command": "python " + " ".join(sys.argv),
-        "git_commit": git.strip(),
+        **run_header(),
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "datasets": {name: missed_frames(Path(args.work), name) for name in args.datasets},
     }
-    out = RESULTS / "safety_missed_frames.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(out)
+    write_json(RESULTS / "safety_missed_frames.json", record)
     print(json.dumps(record["datasets"], indent=1))
 
 

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from line_speed import run_header
 from safety_data import DATASETS
 from safety_suite import DEFAULT_NORM, RESULTS, Fold
+
+from dualpatch.fileio import write_json
 
 #: the patch maps compared: the single bank, the rule, and each half of it alone
 HALVES = {
@@ -77,10 +78,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--work", default="runs/safety")
     args = parser.parse_args()
-    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     record = {
-        "command": "python " + " ".join(sys.argv),
-        "git_commit": git.strip(),
+        **run_header(),
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "normalization": DEFAULT_NORM,
         "datasets": {name: dataset_gap(Path(args.work), name, "outer") for name in args.datasets},
@@ -90,10 +89,7 @@ def main() -> None:
             name: dataset_gap(Path(args.work), name, "inner") for name in args.datasets
         },
     }
-    out = RESULTS / "safety_unseen_gap.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(out)
+    write_json(RESULTS / "safety_unseen_gap.json", record)
     for part in ("datasets", "inner_splits"):
         gaps = {n: d["mean_difference_to_single"] for n, d in record[part].items()}
         print(part, json.dumps(gaps))

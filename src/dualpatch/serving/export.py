@@ -74,13 +74,11 @@ class ScorerModule(nn.Module):
         summaries = getattr(model, "gate_summaries_", None)
         self.gated = getattr(model, "gate_level_", None) is not None
         if self.gated:
-            from dualpatch.bank.neighbours import KNN_BUDGET, graph_bank_chunk
-
             self.register_buffer("gate_summaries", summaries.float().contiguous())
             self.gate_level, self.gate_scale = float(model.gate_level_), float(model.gate_scale_)
-            #: summary rows per block of the check, planned by bytes as the bank search is
+            #: summary rows per block of the check, planned by bytes as a bank's search is
             rows = int(summaries.shape[0] * summaries.shape[1])
-            self.gate_block = graph_bank_chunk(PLAN_BATCH * patches, rows, KNN_BUDGET)
+            self.gate_block = search_plan(patches, rows)["bank_chunk"]
         self.k_normal = min(self.k, int(model.memory_.bank_.shape[0]))
         self.k_defect = min(self.k, int(model.defect_memory_.bank_.shape[0])) if self.dual else 0
 
