@@ -4,7 +4,7 @@ good test images) and images of the two other datasets. Made for the model ``fit
 no options (``line_speed.py`` fits one); the safety suite (``safety_suite.py``) is the full
 measurement over folds.
 
-    python benchmarks/foreign_default.py --model M [--data-root ../shared/data]
+    python benchmarks/foreign_default.py --model M [--runtime onnx] [--data-root ../shared/data]
 """
 
 from __future__ import annotations
@@ -20,17 +20,18 @@ OTHERS = {"bsdata": "test/good/*", "battery_weld": "welding/**/*.png"}
 
 
 def main() -> None:
-    from PIL import Image
-
     from dualpatch.data import KolektorSDD
     from dualpatch.data.foreign import foreign_frames
-    from dualpatch.data.images import resize_image
+    from dualpatch.data.images import read_image
     from dualpatch.fileio import write_json
     from dualpatch.models import PatchCore
+    from dualpatch.serving.runtime import RUNTIMES, open_scorer
+    from dualpatch.threshold import flag
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--data-root", default=str(HERE.parent.parent / "shared" / "data"))
+    ap.add_argument("--runtime", default="torch", choices=RUNTIMES)
     ap.add_argument("--out", default=str(HERE / "results" / "foreign_default.json"))
     args = ap.parse_args()
     root = Path(args.data_root)
@@ -42,13 +43,15 @@ def main() -> None:
         frames.update({f"{k}{seed}": v for k, v in foreign_frames(good, size, seed).items()})
     for name, pattern in OTHERS.items():
         for path in sorted((root / name).glob(pattern))[:3]:
-            image = np.asarray(Image.open(path).convert("RGB"))
-            frames[f"{name}/{path.name}"] = resize_image(image, size)
-    scores, _ = model.score_images(np.stack(list(frames.values())))
-    flagged = {n: bool(s >= model.threshold_) for n, s in zip(frames, scores, strict=True)}
+            frames[f"{name}/{path.name}"] = read_image(path, size)  # the one decode path
+    scorer = open_scorer(args.model, args.runtime, threads=2)
+    scores, _ = scorer.score_images(np.stack(list(frames.values())))
+    # the verdict serve and predict give: flagged when the score is above the threshold
+    flagged = dict(zip(frames, flag(scores, model.threshold_).tolist(), strict=True))
     write_json(args.out, {
         **run_header(),
         "model": args.model,
+        "runtime": args.runtime,
         "params": {k: model.get_params()[k] for k in ("coreset_ratio", "coreset_rows", "rule")},
         "threshold": model.threshold_,
         "scores": {n: float(s) for n, s in zip(frames, scores, strict=True)},
