@@ -42,7 +42,10 @@ def missed_frames(work: Path, name: str) -> list[dict]:
     for entry in published["choices_per_outer_fold"]:
         chosen = entry["chosen"]
         norm, rule = chosen["normalization"], chosen["rule"]
-        fold = Fold(work / name / norm / f"{entry['fold']}.outer.npz")
+        path = work / name / norm / f"{entry['fold']}.outer.npz"
+        if not path.exists():  # before anything is written: a wrong --work must not replace it
+            raise SystemExit(f"{path}: no stored fit (safety_compute.py)")
+        fold = Fold(path)
         threshold = fold.threshold(rule)
         scores, _ = fold.scores(rule, "foreign")
         patch_scores, _ = fold.scores(rule + NO_CHECK, "foreign")

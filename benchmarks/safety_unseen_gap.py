@@ -58,6 +58,9 @@ def unseen_auroc(fold: Fold, half: str) -> float:
 
 def dataset_gap(work: Path, name: str, split: str) -> dict:
     folds = sorted((work / name / DEFAULT_NORM).glob(f"r*f*.{split}.npz"))
+    if not folds:  # before anything is written: a wrong --work must not replace the results
+        folder = work / name / DEFAULT_NORM
+        raise SystemExit(f"{folder}: no stored {split} folds (safety_compute.py)")
     per_fold = {half: [] for half in HALVES}
     for path in folds:
         fold = Fold(path)
