@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -465,6 +466,9 @@ def main() -> None:
         help="refuse to write figures when other processes took more than this share of the CPU",
     )
     parser.add_argument("--out", default=str(HERE / "results" / "line_speed.json"))
+    parser.add_argument(
+        "--keep-work", action="store_true", help="keep the temporary model and scores"
+    )
     parser.add_argument("--child-speed", choices=RUNTIMES, help=argparse.SUPPRESS)
     parser.add_argument("--child-backbone", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--runtime", help=argparse.SUPPRESS)
@@ -477,10 +481,21 @@ def main() -> None:
     if args.child_backbone:
         child_backbone(args)
         return
+    work = Path(tempfile.mkdtemp(prefix="line-speed-"))
+    try:
+        measure(args, work)
+    finally:
+        # each run leaves a fitted model, its exports and a feature cache (about 240 MiB)
+        if args.keep_work:
+            print(f"work kept in {work}", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
     from dualpatch.card import ModelCard
     from dualpatch.fileio import write_json
 
-    work = Path(tempfile.mkdtemp(prefix="line-speed-"))
     env = dict(os.environ, DUALPATCH_CACHE=str(work / "cache"), DUALPATCH_OFFLINE="1")
     env.setdefault("OMP_NUM_THREADS", str(args.threads))
     result: dict = {
