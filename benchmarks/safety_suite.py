@@ -32,13 +32,22 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import safety_compute as compute
 import torch
 from safety_data import DATASETS, pooled_samples
-from select_defaults import CRITERION, NORMALIZATIONS, choose, choose_defaults, nested_choices
+from select_defaults import (
+    CRITERION,
+    NORMALIZATIONS,
+    UNSEEN,
+    UNSEEN_WITH_AUROC,
+    choose,
+    choose_defaults,
+    nested_choices,
+)
 
 RESULTS = Path(__file__).parent / "results"
 SINGLE = ("single", "single-reweighted")
@@ -263,7 +272,7 @@ def image_bootstrap(store: Store, norm_of: dict, run_of: dict, tags: list[str]) 
     return out
 
 
-def dataset_result(work: Path, name: str) -> dict:
+def dataset_result(work: Path, name: str, unseen: Sequence[str] = UNSEEN) -> dict:
     from dualpatch.metrics.uncertainty import corrected_paired_test
 
     store = Store(work, name)
@@ -283,7 +292,7 @@ def dataset_result(work: Path, name: str) -> dict:
             store, dict.fromkeys(done, DEFAULT_NORM), dict.fromkeys(done, run), done
         )
     # the procedure: each outer fold's own train-only choice, scored on that fold's test items
-    choices = _procedure(store, samples, tags)
+    choices = _procedure(store, samples, tags, unseen)
     ready = [c for c in choices if c.get("complete")]
     if ready:
         chosen_rows = [store.metrics(c["chosen"]["normalization"], c["fold"], "outer",
@@ -328,7 +337,9 @@ def dataset_result(work: Path, name: str) -> dict:
     }
 
 
-def _procedure(store: Store, samples: list, tags: list[str]) -> list[dict]:
+def _procedure(
+    store: Store, samples: list, tags: list[str], unseen: Sequence[str] = UNSEEN
+) -> list[dict]:
     out = []
     for seed in compute.FOLD_SEEDS:
 
@@ -343,7 +354,7 @@ def _procedure(store: Store, samples: list, tags: list[str]) -> list[dict]:
         if not all(ready(f) for f in range(3)):
             out += [{"fold": f"r{seed}f{f}", "complete": False} for f in range(3)]
             continue
-        for c in nested_choices(store.name, samples, seed, evaluate):
+        for c in nested_choices(store.name, samples, seed, evaluate, unseen):
             c["complete"] = store.has(c["chosen"]["normalization"], c["fold"], "outer")
             if c["chosen"]["rule"] == "single":
                 c["chosen"]["rule"] = "single"
@@ -365,16 +376,17 @@ def _compute_record(work: Path, name: str) -> dict:
     return {p.stem: json.loads(p.read_text()) for p in found}
 
 
-def defaults_result(work: Path) -> dict:
+def defaults_result(work: Path, unseen: Sequence[str] = UNSEEN) -> dict:
     """The defaults: the same procedure on all images of each of the three datasets."""
     rows = {}
     for name in DATASETS:
         store = Store(work, name)
         if all(store.has(n, "all", "inner") for n in NORMALIZATIONS):
             rows[name] = store.candidate_rows("all", "inner")
-    out = {"datasets": list(rows), "per_dataset_choice": {n: choose(r) for n, r in rows.items()}}
+    out = {"datasets": list(rows),
+           "per_dataset_choice": {n: choose(r, unseen) for n, r in rows.items()}}  # fmt: skip
     if rows:
-        out.update(choose_defaults(rows))
+        out.update(choose_defaults(rows, unseen))
     out["rows"] = rows
     return out
 
@@ -390,16 +402,26 @@ def main() -> None:
     parser.add_argument("--work", default="runs/safety")
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS))
     parser.add_argument("--defaults", action="store_true", help="Also write select_defaults.json.")
+    parser.add_argument(
+        "--unseen-auroc-constraint",
+        action="store_true",
+        help="the counterfactual selection that also requires unseen-defect AUROC at least the "
+        "single bank's; its files end in _unseen_auroc_constraint.json (the published ones stay)",
+    )
     args = parser.parse_args()
     from dualpatch.fileio import write_json
 
     work = Path(args.work)
+    unseen = UNSEEN_WITH_AUROC if args.unseen_auroc_constraint else UNSEEN
+    suffix = "_unseen_auroc_constraint" if args.unseen_auroc_constraint else ""
     protocol = {
         "folds": "3 group-aware stratified outer folds x fold seeds "
         f"{list(compute.FOLD_SEEDS)} (KolektorSDD items, BSData spindle locations, weld images)",
         "selection": "per outer fold, on its training items only: inner 2/3 - 1/3 split; "
         "candidates = default-eligible rules x normalisation; constraints foreign recall = 1 and "
-        "unseen recall >= single; criterion mean of " + ", ".join(CRITERION),
+        + " and ".join(k.replace("_", " ") for k in unseen)
+        + " >= single; criterion mean of "
+        + ", ".join(CRITERION),
         "threshold": "20 % of the training normals held out of the bank; quantile 1.0 of their "
         "scores, capped at the novelty level tau under a contract-keeping rule",
         "image_level_check": "every run but those named '" + NO_CHECK + "': missing content "
@@ -424,7 +446,7 @@ def main() -> None:
     }
     for name in args.datasets:
         t0, load0 = time.perf_counter(), os.getloadavg()
-        result = dataset_result(work, name)
+        result = dataset_result(work, name, unseen)
         result = {
             "command": "python " + " ".join(sys.argv),
             "git_commit": git_commit(),
@@ -434,13 +456,13 @@ def main() -> None:
             "summary_loadavg_before": load0,
             "summary_loadavg_after": os.getloadavg(),
         }
-        out = RESULTS / f"safety_{name}.json"
+        out = RESULTS / f"safety_{name}{suffix}.json"
         write_json(out, result)
         print(f"wrote {out}", flush=True)
     if args.defaults:
-        out = RESULTS / "select_defaults.json"
+        out = RESULTS / f"select_defaults{suffix}.json"
         write_json(out, {"command": "python " + " ".join(sys.argv), "git_commit": git_commit(),
-                         "protocol": protocol, **defaults_result(work)})  # fmt: skip
+                         "protocol": protocol, **defaults_result(work, unseen)})  # fmt: skip
         print(f"wrote {out}")
 
 

@@ -9,7 +9,10 @@ validation set; keep the candidates that meet the hard constraints, then take th
   that keep the scoring contract) x normalisation (auto, imagenet);
 * hard constraints, on validation data: every foreign frame flagged at the candidate's stored
   threshold (``foreign_recall`` = 1), and unseen-defect recall at least the single bank's at its
-  own stored threshold, same normalisation (``unseen_recall``);
+  own stored threshold, same normalisation (``unseen_recall``). ``safety_suite.py
+  --unseen-auroc-constraint`` adds unseen-defect AUROC at least the single bank's
+  (``UNSEEN_WITH_AUROC``) and writes its figures beside the published ones, for the trade it
+  makes (docs/results.md);
 * criterion: the mean of validation image AUROC, image AP and pixel AUPRO;
 * no candidate feasible: the single bank (plain) at the normalisation with the best criterion
   among those whose single bank flags every foreign frame (``fallback`` says so).
@@ -87,18 +90,24 @@ def criterion(metrics: dict) -> float:
     return float(np.mean(finite)) if finite else -math.inf
 
 
-def feasible(row: dict) -> bool:
-    """The hard constraints: every foreign frame flagged, unseen defects found at least as often
-    as by the single bank (``row["single"]``: its metrics, same normalisation)."""
-    m = row["metrics"]
-    return m["foreign_recall"] >= 1.0 and m["unseen_recall"] >= row["single"]["unseen_recall"]
+#: the unseen-defect figures a candidate must match the single bank on: recall at the stored
+#: thresholds (the issue's hard constraint); with AUROC as well, the counterfactual selection
+UNSEEN = ("unseen_recall",)
+UNSEEN_WITH_AUROC = ("unseen_recall", "unseen_auroc")
 
 
-def choose(rows: Sequence[dict]) -> dict:
+def feasible(row: dict, unseen: Sequence[str] = UNSEEN) -> bool:
+    """The hard constraints: every foreign frame flagged, and each of the ``unseen`` figures at
+    least the single bank's (``row["single"]``: its metrics, same normalisation)."""
+    m, single = row["metrics"], row["single"]
+    return m["foreign_recall"] >= 1.0 and all(m[k] >= single[k] for k in unseen)
+
+
+def choose(rows: Sequence[dict], unseen: Sequence[str] = UNSEEN) -> dict:
     """The chosen candidate among ``rows`` ({"candidate", "metrics", "single"} per candidate, all
     measured on one validation set): the best criterion among the feasible ones, else the
     fallback to the single bank. Ties go to the earlier row."""
-    ok = [r for r in rows if feasible(r)]
+    ok = [r for r in rows if feasible(r, unseen)]
     if ok:
         best = max(ok, key=lambda r: criterion(r["metrics"]))
         return {**best["candidate"], "criterion": criterion(best["metrics"]), "fallback": False}
@@ -112,7 +121,9 @@ def choose(rows: Sequence[dict]) -> dict:
 Evaluate = Callable[[str, int, int, list, list], list[dict]]
 
 
-def nested_choices(name: str, samples: Sequence, seed: int, evaluate: Evaluate) -> list[dict]:
+def nested_choices(
+    name: str, samples: Sequence, seed: int, evaluate: Evaluate, unseen: Sequence[str] = UNSEEN
+) -> list[dict]:
     """Each outer fold's own choice, made on its training items only.
 
     ``evaluate(name, seed, fold, inner, validation)`` returns the candidate rows of one fold
@@ -122,11 +133,11 @@ def nested_choices(name: str, samples: Sequence, seed: int, evaluate: Evaluate) 
     for f, (train, _test) in enumerate(outer_folds(name, samples, seed)):
         inner, validation = inner_split(name, train, seed)
         rows = evaluate(name, seed, f, inner, validation)
-        out.append({"fold": f"r{seed}f{f}", "chosen": choose(rows), "candidates": rows})
+        out.append({"fold": f"r{seed}f{f}", "chosen": choose(rows, unseen), "candidates": rows})
     return out
 
 
-def choose_defaults(rows_by_dataset: dict[str, list[dict]]) -> dict:
+def choose_defaults(rows_by_dataset: dict[str, list[dict]], unseen: Sequence[str] = UNSEEN) -> dict:
     """The defaults: the candidate feasible on every dataset (else on the most datasets) with
     the best criterion averaged over the datasets (rows measured on each dataset's own validation
     split of all its images)."""
@@ -137,7 +148,7 @@ def choose_defaults(rows_by_dataset: dict[str, list[dict]]) -> dict:
                for n, rows in rows_by_dataset.items()}  # fmt: skip
         table.append({
             "candidate": dict(key),
-            "feasible_on": [n for n, r in per.items() if feasible(r)],
+            "feasible_on": [n for n, r in per.items() if feasible(r, unseen)],
             "criterion_mean": float(np.mean([criterion(r["metrics"]) for r in per.values()])),
         })  # fmt: skip
     # feasible on every dataset first; failing that (say so), on the most datasets

@@ -33,13 +33,14 @@ def rows_from(validation: list[Sample], favoured: dict[str, str]) -> list[dict]:
     """Each candidate's validation criterion: the share of validation items favouring it, with
     the test items' votes worth 100 (a leak would dominate)."""
     rows = []
+    single = {"unseen_recall": 0.5, "unseen_auroc": 0.8, "foreign_recall": 1.0}
     for rule in ("A", "B"):
         weight = sum((100 if favoured[s.id] == "B*" else 1) * (favoured[s.id].rstrip("*") == rule)
                      for s in validation)  # fmt: skip
         m = {k: weight / 1000 for k in select_defaults.CRITERION}
-        m.update(foreign_recall=1.0, unseen_recall=1.0)
+        m.update(foreign_recall=1.0, unseen_recall=1.0, unseen_auroc=0.9)
         rows.append({"candidate": {"rule": rule, "normalization": "auto"}, "metrics": m,
-                     "single": {"unseen_recall": 0.5, "foreign_recall": 1.0}})  # fmt: skip
+                     "single": single})  # fmt: skip
     return rows
 
 
@@ -72,10 +73,11 @@ def test_the_fixture_would_flip_the_choice_if_test_items_were_seen(tmp_path):
 
 
 def test_hard_constraints_come_before_the_criterion():
-    good = {"foreign_recall": 1.0, "unseen_recall": 0.6, "image_auroc": 0.8}
-    blind = {"foreign_recall": 0.9, "unseen_recall": 0.9, "image_auroc": 0.99}
-    weak = {"foreign_recall": 1.0, "unseen_recall": 0.4, "image_auroc": 0.99}
-    single = {"foreign_recall": 1.0, "unseen_recall": 0.5, "image_auroc": 0.7}
+    unseen = {"unseen_auroc": 0.8}
+    good = {"foreign_recall": 1.0, "unseen_recall": 0.6, "image_auroc": 0.8, **unseen}
+    blind = {"foreign_recall": 0.9, "unseen_recall": 0.9, "image_auroc": 0.99, **unseen}
+    weak = {"foreign_recall": 1.0, "unseen_recall": 0.4, "image_auroc": 0.99, **unseen}
+    single = {"foreign_recall": 1.0, "unseen_recall": 0.5, "image_auroc": 0.7, **unseen}
     rows = [{"candidate": {"rule": r, "normalization": "auto"}, "metrics": m, "single": single}
             for r, m in (("blind", blind), ("weak", weak), ("good", good))]  # fmt: skip
     assert select_defaults.choose(rows)["rule"] == "good"
@@ -83,11 +85,28 @@ def test_hard_constraints_come_before_the_criterion():
     assert fallback["rule"] == "single" and fallback["fallback"]
 
 
+def test_the_counterfactual_also_requires_unseen_auroc_at_least_the_single_banks():
+    # as many unseen defects caught at the threshold as the single bank, but ranked worse
+    single = {"foreign_recall": 1.0, "unseen_recall": 0.5, "unseen_auroc": 0.8, "image_auroc": 0.7}
+    ranks_worse = {**single, "unseen_auroc": 0.79, "image_auroc": 0.99}
+    level = {**single, "image_auroc": 0.8}
+    rows = [{"candidate": {"rule": r, "normalization": "auto"}, "metrics": m, "single": single}
+            for r, m in (("ranks_worse", ranks_worse), ("level", level))]  # fmt: skip
+    assert select_defaults.choose(rows)["rule"] == "ranks_worse"  # recall alone: the criterion
+    with_auroc = select_defaults.UNSEEN_WITH_AUROC
+    assert select_defaults.choose(rows, with_auroc)["rule"] == "level"
+    fallback = select_defaults.choose(rows[:1], with_auroc)
+    assert fallback["rule"] == "single" and fallback["fallback"]
+    out = select_defaults.choose_defaults({"d1": rows, "d2": rows}, with_auroc)
+    assert out["chosen"]["rule"] == "level" and out["feasible_everywhere"]
+
+
 def test_defaults_need_a_candidate_feasible_on_every_dataset():
-    single = {"foreign_recall": 1.0, "unseen_recall": 0.5}
+    single = {"foreign_recall": 1.0, "unseen_recall": 0.5, "unseen_auroc": 0.8}
 
     def row(rule, foreign, auroc):
-        m = {"foreign_recall": foreign, "unseen_recall": 0.9, "image_auroc": auroc}
+        m = {"foreign_recall": foreign, "unseen_recall": 0.9, "unseen_auroc": 0.8,
+             "image_auroc": auroc}  # fmt: skip
         return {"candidate": {"rule": rule, "normalization": "auto"}, "metrics": m,
                 "single": single}  # fmt: skip
 
@@ -148,7 +167,8 @@ def _flip_store(safety_suite, samples):
                         for i in ids)  # fmt: skip
             m = dict.fromkeys(select_defaults.CRITERION, votes / 10_000)
             unseen = 0.5 if run == "single" else 1.0
-            return {**m, "foreign_recall": 1.0, "unseen_recall": unseen, "foreign_missed": []}
+            return {**m, "foreign_recall": 1.0, "unseen_recall": unseen, "unseen_auroc": unseen,
+                    "foreign_missed": []}  # fmt: skip
 
     return FlipStore()
 
