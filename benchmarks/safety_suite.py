@@ -162,6 +162,7 @@ def _np(t):
 def metrics_of(fold: Fold, run: str, masks: np.ndarray | None, size) -> dict:
     """Every figure of ``run`` on one stored fit (its test or validation set)."""
     from dualpatch.metrics.evaluation import aupro, evaluate
+    from dualpatch.threshold import flag
 
     labels = fold.arrays["test.label"]
     scores, maps = fold.scores(run, "test", size if masks is not None else None)
@@ -169,16 +170,18 @@ def metrics_of(fold: Fold, run: str, masks: np.ndarray | None, size) -> dict:
     out = {k: m[k] for k in ("image_auroc", "image_ap")}
     out["pixel_aupro"] = aupro(masks, maps) if masks is not None else math.nan
     thr = fold.threshold(run)
-    flagged = scores >= thr
+    # the verdict as predict and serve give it (threshold.flag: a score above the threshold)
+    flagged = flag(scores, thr)
     out["threshold"] = thr
     out["recall_at_threshold"] = float(flagged[labels == 1].mean())
     out["false_alarm_rate"] = float(flagged[labels == 0].mean())
     foreign, _ = fold.scores(run, "foreign")
-    out["foreign_recall"] = float((foreign >= thr).mean())
-    out["foreign_missed"] = [i for i, s in zip(fold.ids("foreign"), foreign, strict=True)
-                             if s < thr]  # fmt: skip
+    foreign_flagged = flag(foreign, thr)
+    out["foreign_recall"] = float(foreign_flagged.mean())
+    out["foreign_missed"] = [i for i, f in zip(fold.ids("foreign"), foreign_flagged, strict=True)
+                             if not f]  # fmt: skip
     unseen, _ = fold.scores(run, "unseen")
-    out["unseen_recall"] = float((unseen >= thr).mean())
+    out["unseen_recall"] = float(flag(unseen, thr).mean())
     normal = scores[labels == 0]
     both = np.r_[np.ones(len(unseen)), np.zeros(len(normal))]
     out["unseen_auroc"] = evaluate(both, np.r_[unseen, normal])["image_auroc"]
