@@ -5,7 +5,11 @@ The rule: hold out ``fraction`` of the normal training images (a seeded draw, at
 fit the bank on the rest, score the held-out ones, and take their ``quantile`` (default 1.0, the
 largest score: no held-out normal image would be flagged; the target false-reject rate is
 1 - quantile; a quantile is an observed score, the next higher one, never interpolated). An image
-scoring above the threshold is flagged.
+scoring above the threshold is flagged. That target is the held-out images' own: a new normal
+image drawn like them scores above the k-th smallest of n of them with probability
+(n - k + 1) / (n + 1) (exchangeable scores), 1 / (n + 1) at quantile 1, which the record states
+(``expected_false_reject_rate``). Images unlike the held-out ones (a new batch, a new location)
+can exceed it by far (benchmarks/threshold_shift.py).
 
 For a dual model the same held-out images also set the novelty level tau (the ``quantile`` of
 their largest patch distances to the normal bank), replacing fit's leave-image-out estimate. Under
@@ -75,6 +79,7 @@ def calibrate(model, held_out: Sequence[Sample], quantile: float = 1.0) -> float
             stacklevel=2,
         )
     record = {"quantile": quantile, "target_false_reject_rate": 1 - quantile,
+              "expected_false_reject_rate": expected_false_reject_rate(len(held_out), quantile),
               "images": len(held_out), "seed": model.seed}  # fmt: skip
     rule = getattr(model, "rule", None)
     cap = None  # a safe rule's tau (module docstring)
@@ -149,6 +154,15 @@ def _quantile(values, quantile: float) -> float:
     return float(np.quantile(np.asarray(values, dtype=np.float64), quantile, method="higher"))
 
 
+def expected_false_reject_rate(images: int, quantile: float) -> float:
+    """The chance that a new normal image, drawn like ``images`` held-out ones, scores above their
+    ``quantile`` as ``calibrate`` takes it (the k-th smallest, ``_quantile``'s order statistic):
+    (n - k + 1) / (n + 1) for exchangeable, untied scores; 1 / (n + 1) at quantile 1. A floor
+    under a capped threshold (tau below the score quantile flags more)."""
+    k = int(np.quantile(np.arange(images), quantile, method="higher")) + 1
+    return (images - k + 1) / (images + 1)
+
+
 def describe(record: dict | None) -> str:
     """One line on how a stored threshold was set, from its ``threshold_record_``."""
     if not record:
@@ -156,8 +170,12 @@ def describe(record: dict | None) -> str:
     text = (
         f"quantile {record['quantile']:g} of the image scores of {record['images']} normal "
         f"training images held out of the bank (seed {record['seed']}; target false-reject rate "
-        f"{record['target_false_reject_rate']:.0%})"
+        f"{record['target_false_reject_rate']:.0%}"
     )
+    expected = record.get("expected_false_reject_rate")  # absent from models saved before it
+    if expected is not None:
+        text += f" of them, about {expected:.1%} of new normal images like them"
+    text += ")"
     if record.get("capped"):
         text += f", capped at the novelty level {record['novelty_level']:.6g}"
     return text

@@ -50,6 +50,9 @@ def test_fit_stores_a_threshold_by_default(fitted):
     assert meta["threshold"] == pytest.approx(min(record["score_quantile"], meta["novelty_level"]))
     log = (fitted.parent / "fit.log").read_text()
     assert f"threshold {meta['threshold']:.6g} (quantile 1 of the image scores of 12" in log
+    # what a new normal image like the 12 risks: 1 in 13, said where the threshold is said
+    assert record["expected_false_reject_rate"] == pytest.approx(1 / 13)
+    assert "about 7.7% of new normal images like them" in log
     # 12 < 20 held-out images: one warning line
     assert len([line for line in log.splitlines() if "fewer than 20" in line]) == 1
 

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from dualpatch import DualPatchCore, PatchCore
-from dualpatch.threshold import FEW_HELD_OUT, calibrate, describe, holdout_split
+from dualpatch.threshold import (
+    FEW_HELD_OUT,
+    calibrate,
+    describe,
+    expected_false_reject_rate,
+    holdout_split,
+)
 from tests.support.common import tiny_params
 
 
@@ -46,6 +52,8 @@ def test_held_out_normals_set_tau_and_a_capped_threshold(calibrated_dual, split)
     record = model.threshold_record_
     assert record["images"] == 4 and record["quantile"] == 1.0
     assert record["target_false_reject_rate"] == 0.0
+    assert record["expected_false_reject_rate"] == pytest.approx(1 / 5)  # 1 in n + 1, n = 4
+    assert "about 20.0% of new normal images like them" in describe(record)
     # the verdict guarantee: the stored threshold is min(score quantile, tau)
     assert model.threshold_ == pytest.approx(min(record["score_quantile"], model.novelty_level_))
     assert record["capped"] == (model.novelty_level_ < record["score_quantile"])
@@ -86,6 +94,8 @@ def test_single_bank_threshold_is_its_held_out_quantile(split):
     # an observed score (the next higher order statistic), never an interpolation
     assert threshold == pytest.approx(np.sort(scores)[2]) and threshold in scores
     assert model.threshold_record_["target_false_reject_rate"] == pytest.approx(0.5)
+    # the 3rd smallest of 4: a new image like them is above it with probability 2 / 5
+    assert model.threshold_record_["expected_false_reject_rate"] == pytest.approx(2 / 5)
     assert not hasattr(model, "novelty_level_")
 
 
@@ -123,3 +133,25 @@ def test_guarded_model_file_without_a_usable_level_is_refused(fitted_dual, tmp_p
     path.write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match=r"model\.json: .*novelty_level"):
         DualPatchCore.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize(("images", "quantile"), [(10, 1.0), (47, 1.0), (20, 0.95), (9, 0.5)])
+def test_the_expected_false_reject_rate_is_what_new_images_like_the_held_out_ones_meet(
+    images, quantile
+):
+    # the threshold is an observed score of n held-out normals; a new normal image drawn from the
+    # same distribution lies above it with probability (n - k + 1) / (n + 1): simulated here
+    rng = np.random.default_rng(0)
+    trials = 40_000
+    held = rng.normal(size=(trials, images))
+    thresholds = np.quantile(held, quantile, axis=1, method="higher")
+    observed = float(np.mean(rng.normal(size=trials) > thresholds))
+    expected = expected_false_reject_rate(images, quantile)
+    assert observed == pytest.approx(expected, abs=4 * np.sqrt(expected / trials))
+    if quantile == 1.0:  # not the held-out images' own rate, 1 - quantile = 0
+        assert expected == pytest.approx(1 / (images + 1)) and expected > 0
+
+
+def test_an_old_record_without_the_expected_rate_still_reads():
+    record = {"quantile": 1.0, "target_false_reject_rate": 0.0, "images": 30, "seed": 0}
+    assert describe(record).endswith("target false-reject rate 0%)")
