@@ -45,11 +45,12 @@ EVALUATE_RUNTIMES = ("torch",)
 
 
 def run_header() -> dict:
-    """What every timing JSON starts with: its command, commit, CPU count and load."""
+    """What every timing JSON starts with: its command, commit, when (UTC), CPU count and load."""
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE)
     return {
         "command": " ".join([sys.executable, *sys.argv]),
         "git_commit": commit.stdout.strip(),
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cpus": os.cpu_count(),
         "uptime_start": uptime(),
     }

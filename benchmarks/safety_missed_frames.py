@@ -28,16 +28,16 @@ Writes ``benchmarks/results/safety_missed_frames.json``.
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 from line_speed import run_header
 from PIL import Image
 from safety_data import DATASETS, pooled_samples
-from safety_suite import NO_CHECK, RESULTS, Fold
+from safety_suite import NO_CHECK, RESULTS, Fold, stored_fits_args
+from scipy.spatial.distance import cdist
 
 from dualpatch.fileio import write_json
 
@@ -45,6 +45,7 @@ from dualpatch.fileio import write_json
 THUMB = 8
 
 
+@functools.cache  # the folds share most training images: each read once
 def thumbnail(path: Path, size: tuple[int, int]) -> np.ndarray:
     """Grey pixels of an image resized (bilinear) to ``size`` // ``THUMB``, in [0, 1], flat."""
     h, w = size[0] // THUMB, size[1] // THUMB
@@ -64,7 +65,8 @@ class Thumbs:
     def __init__(self, normals: dict[str, Path], size: tuple[int, int]):
         self.ids, self.size = list(normals), size
         self.thumbs = np.stack([thumbnail(normals[i], size) for i in self.ids])
-        apart = np.linalg.norm(self.thumbs[:, None] - self.thumbs[None], axis=2)
+        # pairwise by scipy: a broadcast difference held n x n x pixels floats (1 GB on BSData)
+        apart = cdist(self.thumbs, self.thumbs)
         np.fill_diagonal(apart, np.inf)
         self.own_nearest = apart.min(1)
 
@@ -147,13 +149,9 @@ def missed_frames(work: Path, name: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--work", default="runs/safety")
-    args = parser.parse_args()
+    args = stored_fits_args(__doc__.splitlines()[0])
     record = {
         **run_header(),
-        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "datasets": {name: missed_frames(Path(args.work), name) for name in args.datasets},
     }
     write_json(RESULTS / "safety_missed_frames.json", record)

@@ -394,6 +394,14 @@ def defaults_result(work: Path, unseen: Sequence[str] = UNSEEN) -> dict:
     return out
 
 
+def stored_fits_args(description: str) -> argparse.Namespace:
+    """The options of the scripts that read the suite's stored fits: datasets and work folder."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--work", default="runs/safety")
+    return parser.parse_args()
+
+
 def git_commit() -> str:
     return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                           cwd=Path(__file__).parent).stdout.strip()  # fmt: skip

@@ -15,16 +15,13 @@ Writes ``benchmarks/results/safety_unseen_gap.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from line_speed import run_header
-from safety_data import DATASETS
-from safety_suite import DEFAULT_NORM, RESULTS, Fold
+from safety_suite import DEFAULT_NORM, RESULTS, Fold, stored_fits_args
 
 from dualpatch.fileio import write_json
 
@@ -77,13 +74,9 @@ def dataset_gap(work: Path, name: str, split: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--work", default="runs/safety")
-    args = parser.parse_args()
+    args = stored_fits_args(__doc__.splitlines()[0])
     record = {
         **run_header(),
-        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "normalization": DEFAULT_NORM,
         "datasets": {name: dataset_gap(Path(args.work), name, "outer") for name in args.datasets},
         # the same on each outer fold's inner split (its validation items): the training side,

@@ -25,15 +25,12 @@ Writes ``benchmarks/results/threshold_shift.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 from line_speed import run_header
-from safety_data import DATASETS
-from safety_suite import DEFAULT_NORM, RESULTS, Fold
+from safety_suite import DEFAULT_NORM, RESULTS, Fold, stored_fits_args
 
 from dualpatch.fileio import write_json
 
@@ -84,14 +81,10 @@ def dataset_shift(work: Path, name: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--work", default="runs/safety")
-    args = parser.parse_args()
+    args = stored_fits_args(__doc__.splitlines()[0])
     datasets = {name: dataset_shift(Path(args.work), name) for name in args.datasets}
     record = {
         **run_header(),
-        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "normalization": DEFAULT_NORM,
         "datasets": datasets,
     }
